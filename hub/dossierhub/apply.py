@@ -1,0 +1,110 @@
+"""`dossierhub apply`: validate everything, then bring each dossier's extracts in line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from .audit import AuditLog
+from .extracts import (
+    DossierResult,
+    Progress,
+    build_dossier,
+    existing_extract_ids,
+    remove_extracts,
+)
+from .home import Home
+from .policy import Installation, load_installation
+from .problems import Problem, RefusedError
+from .pseudonym import read_master_key
+
+
+@dataclass
+class ApplyReport:
+    results: list[DossierResult] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def apply(
+    home: Home,
+    ids: list[str],
+    progress: Progress,
+    *,
+    force: bool = False,
+    today: dt.date | None = None,
+) -> ApplyReport:
+    """Refuses (RefusedError, audited, nothing changed) on any invalid input."""
+    audit = AuditLog(home)
+    inst = load_installation(home, today=today, sample_values=False)
+    problems = list(inst.problems.errors)
+    unknown = [i for i in ids if i not in inst.manifest_files and i not in inst.dossiers]
+    problems += [
+        Problem(
+            f"dossiers/{i}.yaml",
+            "",
+            "does not exist.",
+            "name a dossier that has a manifest, or run apply without ids to "
+            "deprovision dossiers whose manifest was removed.",
+        )
+        for i in unknown
+    ]
+    if problems:
+        audit.append("apply.refused", dossiers=ids or "all", problems=[str(p) for p in problems])
+        raise RefusedError(problems)
+    master_key = read_master_key(home.master_key_file)
+    report = ApplyReport(warnings=inst.problems.warnings)
+    selected = ids or sorted(inst.dossiers)
+    for dossier_id in selected:
+        report.results.append(_apply_one(inst, dossier_id, master_key, progress, force, today))
+    if not ids:
+        for leftover in existing_extract_ids(home):
+            if leftover not in inst.dossiers:
+                remove_extracts(home, leftover, progress)
+                report.results.append(
+                    DossierResult(
+                        leftover, "removed", note="manifest removed: dossier deprovisioned"
+                    )
+                )
+    audit.append("apply", dossiers=[_audit_entry(r) for r in report.results], forced=force)
+    return report
+
+
+def _apply_one(
+    inst: Installation,
+    dossier_id: str,
+    master_key: bytes,
+    progress: Progress,
+    force: bool,
+    today: dt.date | None,
+) -> DossierResult:
+    dossier = inst.dossiers[dossier_id]
+    if dossier.is_expired(today):
+        removed = remove_extracts(inst.home, dossier_id, progress)
+        note = f"expired on {dossier.expires.isoformat()}: " + (
+            "extracts removed" if removed else "no extracts to remove"
+        )
+        return DossierResult(dossier_id, "removed" if removed else "expired", note=note)
+    return build_dossier(
+        inst.home, dossier, inst.plans[dossier_id], inst.sources, master_key, progress, force=force
+    )
+
+
+def _audit_entry(result: DossierResult) -> dict[str, object]:
+    return {
+        "id": result.dossier_id,
+        "status": result.status,
+        "policy_hash": result.policy_hash,
+        "generation": result.generation,
+        "note": result.note,
+        "views": [
+            {
+                "view": v.view,
+                "source": v.source,
+                "status": v.status,
+                "rows_in": v.rows_in,
+                "rows_out": v.rows_out,
+                "pseudonymized": list(v.pseudonymized),
+            }
+            for v in result.views
+        ],
+    }

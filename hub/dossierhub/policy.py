@@ -1,0 +1,463 @@
+"""Load catalog and manifests, check them against each other and against the data.
+
+`load_installation` never raises on bad input: it returns every problem found, so `validate`
+shows them all and `apply` refuses before touching anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel, ValidationError
+
+from .home import Home
+from .models import DOSSIER_ID, Catalog, Dossier, SourceSpec, ViewSpec
+from .personal_data import name_hint, value_hint
+from .problems import Problem, Problems, RefusedError
+from .rowfilter import RowFilterError, normalize_filter
+from .sources import SourceFiles, SourceUnavailable, locate, read_schema
+from .yamlfile import LocatedYaml, load_yaml
+
+SAMPLE_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """One approved view, fully checked: what apply builds."""
+
+    dossier_id: str
+    view: str
+    source_name: str
+    source: SourceSpec
+    columns: tuple[str, ...]
+    pseudonymize: tuple[str, ...]
+    where_sql: str | None
+
+
+@dataclass
+class Installation:
+    home: Home
+    catalog: Catalog | None = None
+    dossiers: dict[str, Dossier] = field(default_factory=dict)
+    plans: dict[str, list[ViewPlan]] = field(default_factory=dict)
+    sources: dict[str, SourceFiles] = field(default_factory=dict)
+    problems: Problems = field(default_factory=Problems)
+    manifest_files: dict[str, Path] = field(default_factory=dict)
+    sample_values: bool = True
+
+    def raise_if_refused(self) -> None:
+        if self.problems.errors:
+            raise RefusedError(self.problems.errors)
+
+
+def load_installation(
+    home: Home, *, today: dt.date | None = None, sample_values: bool = True
+) -> Installation:
+    """`sample_values` also looks at data values for undeclared personal data (validate)."""
+    inst = Installation(home, sample_values=sample_values)
+    catalog_doc = _load_catalog(home, inst)
+    con = duckdb.connect()
+    try:
+        for path in sorted(home.dossiers_dir.glob("*")) if home.dossiers_dir.exists() else []:
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            if path.suffix != ".yaml":
+                inst.problems.add(
+                    Problem(
+                        f"dossiers/{path.name}",
+                        "",
+                        "is ignored: manifests end in .yaml.",
+                        f"rename it to {path.stem}.yaml.",
+                        severity="warning",
+                    )
+                )
+                continue
+            _load_dossier(path, inst, con, catalog_doc, today)
+    finally:
+        con.close()
+    return inst
+
+
+def _load_catalog(home: Home, inst: Installation) -> LocatedYaml | None:
+    if not home.catalog_file.exists():
+        inst.problems.add(
+            Problem(
+                "catalog.yaml",
+                "",
+                f"is missing in {home.root}.",
+                "run `dossierhub init`, or pass --home for another folder.",
+            )
+        )
+        return None
+    try:
+        doc = load_yaml(home.catalog_file, "catalog.yaml")
+    except RefusedError as exc:
+        inst.problems.extend(exc.problems)
+        return None
+    data = doc.data if doc.data is not None else {}
+    catalog = _parse(Catalog, data, doc, inst.problems)
+    inst.catalog = catalog
+    return doc
+
+
+def _load_dossier(
+    path: Path,
+    inst: Installation,
+    con: duckdb.DuckDBPyConnection,
+    catalog_doc: LocatedYaml | None,
+    today: dt.date | None,
+) -> None:
+    display = f"dossiers/{path.name}"
+    try:
+        doc = load_yaml(path, display)
+    except RefusedError as exc:
+        inst.problems.extend(exc.problems)
+        return
+    data = doc.data
+    if not isinstance(data, dict):
+        inst.problems.add(
+            Problem(
+                display,
+                "",
+                "must be a mapping of keys (id, title, ...).",
+                "see DESIGN.md, dossiers/<id>.yaml.",
+                1,
+            )
+        )
+        return
+    problems_before = len(inst.problems.errors)
+    raw_id = data.get("id")
+    if not isinstance(raw_id, str) or not DOSSIER_ID.match(raw_id):
+        inst.problems.add(
+            doc.problem(
+                ("id",),
+                f"the id {raw_id!r} is not valid.",
+                "use 3 to 24 characters: lowercase letters, digits and '-', starting with a letter "
+                "and not ending with '-' (such as armoede).",
+            )
+        )
+    elif raw_id != path.stem:
+        inst.problems.add(
+            doc.problem(
+                ("id",),
+                f"the id '{raw_id}' differs from the file name.",
+                f"rename the file to {raw_id}.yaml or set id: {path.stem}.",
+            )
+        )
+    elif raw_id in inst.dossiers or raw_id in inst.manifest_files:
+        inst.problems.add(
+            doc.problem(
+                ("id",), f"the id '{raw_id}' is used twice.", "give each dossier its own id."
+            )
+        )
+    dossier = _parse(Dossier, data, doc, inst.problems)
+    if dossier is None or len(inst.problems.errors) > problems_before:
+        return
+    inst.manifest_files[dossier.id] = path
+    _check_members(dossier, doc, inst.problems)
+    if dossier.is_expired(today):
+        inst.problems.add(
+            doc.problem(
+                ("expires",),
+                f"the dossier expired on {dossier.expires.isoformat()}.",
+                "apply removes its extracts; extend `expires` if the work legitimately goes on.",
+                severity="warning",
+            )
+        )
+    plans: list[ViewPlan] = []
+    for view_name, view in dossier.sources.items():
+        plan = _check_view(dossier, view_name, view, doc, inst, con)
+        if plan is not None:
+            plans.append(plan)
+    if len(inst.problems.errors) == problems_before:
+        inst.dossiers[dossier.id] = dossier
+        inst.plans[dossier.id] = plans
+
+
+def _check_members(dossier: Dossier, doc: LocatedYaml, problems: Problems) -> None:
+    if not dossier.members.lead:
+        problems.add(
+            doc.problem(
+                ("members", "lead"),
+                "the dossier has no lead.",
+                "name at least one lead: leads approve what leaves the workspace.",
+            )
+        )
+    seen: dict[str, str] = {}
+    for role in ("lead", "analyst", "viewer"):
+        for index, person in enumerate(getattr(dossier.members, role)):
+            if person in seen:
+                problems.add(
+                    doc.problem(
+                        ("members", role, index),
+                        f"'{person}' is listed as {seen[person]} and as {role}.",
+                        "give each person one role.",
+                    )
+                )
+            seen.setdefault(person, role)
+
+
+def _check_view(
+    dossier: Dossier,
+    view_name: str,
+    view: ViewSpec,
+    doc: LocatedYaml,
+    inst: Installation,
+    con: duckdb.DuckDBPyConnection,
+) -> ViewPlan | None:
+    loc = ("sources", view_name)
+    catalog = inst.catalog
+    if catalog is None:
+        return None
+    spec = catalog.sources.get(view.from_)
+    if spec is None:
+        known = ", ".join(sorted(catalog.sources)) or "(the catalog has no sources)"
+        inst.problems.add(
+            doc.problem(
+                (*loc, "from"),
+                f"unknown source '{view.from_}'.",
+                f"use a source of catalog.yaml: {known}.",
+            )
+        )
+        return None
+    schema = _schema(view.from_, spec, inst, con, doc, (*loc, "from"))
+    available = list(schema) if schema is not None else list(spec.columns)
+    lowered = {c.lower(): c for c in available}
+    ok = True
+    for index, column in enumerate(view.columns):
+        if column.lower() not in lowered:
+            ok = False
+            inst.problems.add(
+                doc.problem(
+                    (*loc, "columns", index),
+                    f"unknown column '{column}' in source '{view.from_}'.",
+                    f"use one of: {', '.join(available)}.",
+                )
+            )
+    for index, column in enumerate(view.pseudonymize):
+        if column not in view.columns:
+            ok = False
+            inst.problems.add(
+                doc.problem(
+                    (*loc, "pseudonymize", index),
+                    f"'{column}' is listed under pseudonymize but is not kept.",
+                    f"add '{column}' to columns, or remove it from pseudonymize.",
+                )
+            )
+    for index, column in enumerate(view.columns):
+        if spec.kind_of(column) == "identifier" and column not in view.pseudonymize:
+            ok = False
+            inst.problems.add(
+                doc.problem(
+                    (*loc, "columns", index),
+                    f"'{column}' is an identifier (catalog.yaml) and is kept without "
+                    "pseudonymisation.",
+                    f"add '{column}' to {view_name}.pseudonymize, or drop it from columns.",
+                )
+            )
+    where_sql = None
+    if view.where is not None:
+        try:
+            where_sql = normalize_filter(view.where, available)
+        except RowFilterError as exc:
+            ok = False
+            inst.problems.add(doc.problem((*loc, "where"), str(exc), exc.fix))
+        else:
+            if schema is not None and not _filter_is_boolean(
+                con, inst.sources[view.from_], where_sql, doc, loc, inst
+            ):
+                ok = False
+    if schema is not None and ok:
+        _warn_personal_data(view_name, view, spec, inst.sources[view.from_], con, doc, inst)
+    if not ok:
+        return None
+    return ViewPlan(
+        dossier.id,
+        view_name,
+        view.from_,
+        spec,
+        tuple(view.columns),
+        tuple(view.pseudonymize),
+        where_sql,
+    )
+
+
+def _schema(
+    name: str,
+    spec: SourceSpec,
+    inst: Installation,
+    con: duckdb.DuckDBPyConnection,
+    doc: LocatedYaml,
+    loc: tuple[str, ...],
+) -> dict[str, str] | None:
+    try:
+        if name not in inst.sources:
+            inst.sources[name] = locate(inst.home, name, spec)
+        return read_schema(con, inst.sources[name])
+    except SourceUnavailable as exc:
+        inst.problems.add(
+            doc.problem(
+                loc,
+                f"{exc}.",
+                f"fix the location of '{name}' in catalog.yaml, or make its files readable.",
+            )
+        )
+        inst.sources.pop(name, None)
+        return None
+
+
+def _filter_is_boolean(
+    con: duckdb.DuckDBPyConnection,
+    source: SourceFiles,
+    where_sql: str,
+    doc: LocatedYaml,
+    loc: tuple[str, ...],
+    inst: Installation,
+) -> bool:
+    try:
+        rows = con.execute(
+            f"DESCRIBE SELECT ({where_sql}) AS f FROM {source.scan_sql()}"
+        ).fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        inst.problems.add(
+            doc.problem(
+                (*loc, "where"),
+                f"the row filter does not work on the source's data ({first}).",
+                "compare columns with values of their own type.",
+            )
+        )
+        return False
+    if rows[0][1] != "BOOLEAN":
+        inst.problems.add(
+            doc.problem(
+                (*loc, "where"),
+                f"the row filter gives a {rows[0][1]}, not true or false.",
+                "write a comparison.",
+            )
+        )
+        return False
+    return True
+
+
+def _warn_personal_data(
+    view_name: str,
+    view: ViewSpec,
+    spec: SourceSpec,
+    source: SourceFiles,
+    con: duckdb.DuckDBPyConnection,
+    doc: LocatedYaml,
+    inst: Installation,
+) -> None:
+    undeclared = [c for c in view.columns if c not in spec.columns]
+    if not undeclared:
+        return
+    quoted = ", ".join(f'"{c}"' for c in undeclared)
+    sample: list[tuple[Any, ...]] = []
+    if inst.sample_values:
+        try:
+            sample = con.execute(
+                f"SELECT {quoted} FROM {source.scan_sql()} "
+                f"USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (7)"
+            ).fetchall()
+        except duckdb.Error:
+            sample = []
+    for index, column in enumerate(undeclared):
+        by_values = value_hint(row[index] for row in sample)
+        by_name = name_hint(column)
+        if not (by_values or by_name):
+            continue
+        reason = (
+            f"its values look like {by_values}"
+            if by_values
+            else f"its name suggests personal data ('{by_name}')"
+        )
+        inst.problems.add(
+            doc.problem(
+                ("sources", view_name, "columns", view.columns.index(column)),
+                f"'{column}' of source '{view.from_}' is not described in catalog.yaml "
+                f"and {reason}.",
+                f"ask the steward of '{view.from_}' to declare it in catalog.yaml (kind identifier "
+                "or quasi-identifier), or drop it from columns.",
+                severity="warning",
+            )
+        )
+
+
+# ---------------------------------------------------------------- pydantic -> Problem
+
+
+def _parse(model: type[BaseModel], data: Any, doc: LocatedYaml, problems: Problems):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.add(doc.problem(loc, *_describe(model, error)))
+        return None
+
+
+def _describe(model: type[BaseModel], error: Any) -> tuple[str, str]:
+    loc, kind, given = tuple(error["loc"]), error["type"], error.get("input")
+    name = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        return (
+            f"unknown key '{name}'.",
+            f"remove it or correct its spelling; allowed here: {', '.join(allowed)}."
+            if allowed
+            else "remove it.",
+        )
+    if kind == "missing":
+        return (f"the required key '{name}' is missing.", f"add '{name}'.")
+    if kind == "string_pattern_mismatch":
+        if "members" in loc:
+            return (
+                f"'{given}' is not a valid login name.",
+                "use lowercase letters, digits, '.', '_' and '-'.",
+            )
+        return (
+            f"'{given}' is not a valid name.",
+            "use letters, digits and '_', starting with a letter or '_'.",
+        )
+    if kind == "too_short" and name in ("sources", "columns"):
+        return (f"'{name}' is empty.", f"list at least one entry under '{name}'.")
+    message = error["msg"].removeprefix("Value error, ")
+    if name == "expires":
+        return (
+            f"{message.rstrip('.')} (found {given!r}).",
+            "write the last usable day as YYYY-MM-DD.",
+        )
+    return (f"{message.rstrip('.')} (found {given!r}).", "")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at `loc`; mapping keys (view names) are stepped over."""
+    current: Any = model
+    skip = False
+    for part in loc:
+        if skip:
+            skip = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        info = fields.get(str(part))
+        if info is None:
+            return []
+        current, skip = _inner_model(info.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _inner_model(annotation: Any) -> tuple[Any, bool]:
+    """(model inside, whether a mapping key comes first)."""
+    args = getattr(annotation, "__args__", ())
+    if args and getattr(annotation, "__origin__", None) is dict:
+        return args[1], True
+    return annotation, False

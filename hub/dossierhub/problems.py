@@ -1,0 +1,62 @@
+"""Refused input, said once and clearly: which file, field and YAML line, what, and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (error) or suspicious (warning) in the installation's input files."""
+
+    file: str
+    field: str
+    message: str
+    fix: str = ""
+    line: int | None = None
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.field:
+            where += f", {self.field}"
+        text = f"{where}: {self.message}"
+        if self.fix:
+            text += f" Fix: {self.fix}"
+        return text
+
+
+@dataclass
+class Problems:
+    """Everything found in one pass, so an admin fixes all of it at once rather than one per run."""
+
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, problem: Problem) -> None:
+        self.items.append(problem)
+
+    def extend(self, problems: list[Problem]) -> None:
+        self.items.extend(problems)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.items if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.items if p.severity == "warning"]
+
+
+class RefusedError(Exception):
+    """Input the command refuses; nothing was changed. Carries every error found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class RunError(Exception):
+    """A run that failed for a reason outside the input files (a source gone, a disk full)."""

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install dossierhub and its pinned dependencies (uv.lock) into .venv.
+#   ./install.sh         what `dossierhub demo` and `serve` need
+#   ./install.sh --dev   plus the test and lint tools
+# The virtualenv is built from Debian's /usr/bin/python3.11, not a pyenv build under /root:
+# dossier workspaces run as their own Unix users and must be able to execute it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${DOSSIERHUB_PYTHON:-/usr/bin/python3.11}
+if [[ ! -x $python ]]; then
+    echo "install.sh: $python not found; install Debian's python3.11 and python3.11-venv" \
+         "(apt-get install python3.11-venv) or set DOSSIERHUB_PYTHON to a Python 3.11" \
+         "that every user can execute" >&2
+    exit 1
+fi
+
+uv_version=0.13.8
+if ! python3 -m uv --version 2>/dev/null | grep -q "$uv_version"; then
+    python3 -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
+fi
+
+groups=(--no-dev --no-editable)
+if [[ ${1:-} == --dev ]]; then
+    groups=()  # editable, so tests and benchmarks run the working tree
+fi
+UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet --python "$python" "${groups[@]}"
