@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import duckdb
+
 from .audit import AuditLog
 from .extracts import (
     DossierResult,
@@ -23,6 +25,10 @@ from .pseudonym import read_master_key
 class ApplyReport:
     results: list[DossierResult] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[DossierResult]:
+        return [r for r in self.results if r.status == "failed"]
 
 
 def apply(
@@ -84,9 +90,21 @@ def _apply_one(
             "extracts removed" if removed else "no extracts to remove"
         )
         return DossierResult(dossier_id, "removed" if removed else "expired", note=note)
-    return build_dossier(
-        inst.home, dossier, inst.plans[dossier_id], inst.sources, master_key, progress, force=force
-    )
+    try:
+        return build_dossier(
+            inst.home,
+            dossier,
+            inst.plans[dossier_id],
+            inst.sources,
+            master_key,
+            progress,
+            force=force,
+        )
+    except (duckdb.Error, OSError) as exc:
+        reason = (str(exc).splitlines() or [exc.__class__.__name__])[0]
+        return DossierResult(
+            dossier_id, "failed", note=f"{reason}; the previous extracts are unchanged"
+        )
 
 
 def _audit_entry(result: DossierResult) -> dict[str, object]:

@@ -1,9 +1,12 @@
 """Tamper-evident audit log: HOME/audit/audit.jsonl, one JSON record per line, hash-chained.
 
-Each record carries `prev`, the SHA-256 of the previous record's line. The head (sequence
-number and hash of the last record) is kept apart in head.json with an HMAC under a key derived
-from the master key, so editing, deleting, reordering and cutting off the tail are all caught:
-a forger would need the master key to move the head.
+Each record carries `prev`, the SHA-256 of the previous record's line, and `mac`, an HMAC of
+the record under a key derived from the master key. The head (sequence number and hash of the
+last record) is kept apart in head.json, also with an HMAC, so editing, deleting, reordering
+and cutting off the tail are all caught: a forger would need the master key.
+
+A process killed between writing its record and moving the head leaves one authenticated
+record past the head; verify accepts exactly that, and the next append moves the head on.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class AuditLog:
         self.home.audit_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             seq, prev = self._read_head()
-            record = {
+            seq, prev = self._adopt_interrupted(seq, prev)
+            record: dict[str, Any] = {
                 "seq": seq + 1,
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "actor": actor or current_actor(),
@@ -68,7 +72,10 @@ class AuditLog:
                 "details": details,
                 "prev": prev,
             }
-            line = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+            key = self._mac_key()
+            if key is not None:
+                record["mac"] = _record_mac(key, record)
+            line = _line(record)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
@@ -76,6 +83,22 @@ class AuditLog:
                 os.fsync(handle.fileno())
             self._write_head(record["seq"], _digest(line))
         return record
+
+    def _adopt_interrupted(self, seq: int, prev: str) -> tuple[int, str]:
+        """Continue after an authenticated record whose head update was cut short."""
+        lines = self._lines()
+        key = self._mac_key()
+        if len(lines) == seq + 1 and key is not None:
+            try:
+                record = json.loads(lines[-1])
+            except ValueError:
+                return seq, prev
+            if record.get("prev") == prev and record.get("mac") == _record_mac(key, record):
+                return seq + 1, _digest(lines[-1])
+        return seq, prev
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text("utf-8").splitlines() if self.path.exists() else []
 
     def _read_head(self) -> tuple[int, str]:
         if self.head_path.exists():
@@ -103,7 +126,8 @@ class AuditLog:
 
     def verify(self) -> Verification:
         """Walk the chain; name the first record that does not fit."""
-        lines = self.path.read_text("utf-8").splitlines() if self.path.exists() else []
+        lines = self._lines()
+        key = self._mac_key()
         prev = GENESIS
         for number, line in enumerate(lines, start=1):
             try:
@@ -123,17 +147,18 @@ class AuditLog:
                     f"record {number} does not follow its predecessor (hash mismatch): record "
                     f"{number - 1} was changed, or records were removed or reordered",
                 )
+            if key is not None and record.get("mac") != _record_mac(key, record):
+                return _broken(number, f"record {number} was changed (its MAC does not match)")
             prev = _digest(line)
-        return self._check_head(len(lines), prev)
+        return self._check_head(len(lines), prev, key)
 
-    def _check_head(self, count: int, last: str) -> Verification:
+    def _check_head(self, count: int, last: str, key: bytes | None) -> Verification:
         if not self.head_path.exists():
             if count == 0:
                 return Verification(True, 0, "the audit log is empty")
             return _broken(count, "the head file audit/head.json is missing")
         head = json.loads(self.head_path.read_text("utf-8"))
         seq, digest = int(head.get("seq", -1)), str(head.get("hash", ""))
-        key = self._mac_key()
         if key is not None and not hmac.compare_digest(
             str(head.get("mac", "")), self._head_mac(key, seq, digest)
         ):
@@ -144,12 +169,29 @@ class AuditLog:
                 f"the log ends at record {count} but {seq} were written: records "
                 f"{count + 1} to {seq} were cut off",
             )
+        if count == seq + 1 and key is not None:
+            # the last append was interrupted after its (authenticated) record was written
+            return Verification(
+                True,
+                count,
+                f"{count} records, chain intact (the last "
+                "append was interrupted before updating the head)",
+            )
         if count > seq:
             return _broken(seq + 1, f"records {seq + 1} to {count} were added outside dossierhub")
         if digest != last:
             return _broken(count, f"record {count} (the last one) was changed")
         note = "" if key is not None else " (head not authenticated: master key unavailable)"
         return Verification(True, count, f"{count} records, chain intact{note}")
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _record_mac(key: bytes, record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "mac"}
+    return hmac.new(key, _line(body).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _digest(line: str) -> str:

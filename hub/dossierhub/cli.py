@@ -22,7 +22,7 @@ from .progress import BarProgress, PlainProgress
 from .pseudonym import MasterKeyError
 from .sources import SourceUnavailable
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -113,6 +113,10 @@ def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport
         raise Failed(f"{exc}; the previous extracts are unchanged.") from None
     _print_problems(report.warnings)
     _print_summary(report)
+    for result in report.failed:
+        err.print(f"[bold red]error:[/] {result.dossier_id}: apply failed: {result.note}")
+    if report.failed:
+        raise Failed("")
     return report
 
 
@@ -127,7 +131,7 @@ def _progress() -> Iterator[Progress]:
 
 def _print_summary(report: ApplyReport) -> None:
     table = Table(title="dossierhub apply", title_justify="left")
-    for column in ("dossier", "view", "status", "rows in", "rows out", "pseudonymised"):
+    for column in ("dossier", "view", "status", "rows in", "rows out", "pseudonymised / note"):
         table.add_column(column, justify="right" if column.startswith("rows") else "left")
     for result in report.results:
         if not result.views:

@@ -206,73 +206,81 @@ def build_dossier(
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f"{TMP_PREFIX}{generation}"
         tmp.mkdir()
-        results: list[ViewResult] = []
-        provenance_views: dict[str, dict] = {}
-        con = _build_connection(home, key, memory_limit)
         try:
-            for plan in plans:
-                fingerprint, view_hash = wanted[plan.view]
-                if plan.view in reusable and previous is not None:
-                    old = previous["views"][plan.view]
-                    os.link(folder / DATA_LINK / old["file"], tmp / old["file"])
-                    entry = dict(old)
-                    result = _view_result_from(previous, plan, "reused")
-                else:
-                    report = progress.view_started(dossier.id, plan.view)
-                    started = time.perf_counter()
-                    rows_in, rows_out = _build_view(
-                        con, plan, sources[plan.source_name], tmp / f"{plan.view}.parquet", report
-                    )
-                    entry = {
-                        "source": plan.source_name,
-                        "source_fingerprint": fingerprint,
-                        "policy_hash": view_hash,
-                        "rows_in": rows_in,
-                        "rows_out": rows_out,
-                        "columns": list(plan.columns),
-                        "pseudonymized": list(plan.pseudonymize),
-                        "where": plan.where_sql,
-                        "file": f"{plan.view}.parquet",
-                        "built_at": _now(),
-                    }
-                    result = ViewResult(
-                        plan.view,
-                        plan.source_name,
-                        "built",
-                        rows_in,
-                        rows_out,
-                        plan.pseudonymize,
-                        time.perf_counter() - started,
-                    )
-                    progress.view_finished(dossier.id, plan.view, result)
-                entry["sha256"] = _file_sha256(tmp / entry["file"])
-                entry["bytes"] = (tmp / entry["file"]).stat().st_size
-                provenance_views[plan.view] = entry
-                results.append(result)
-        finally:
-            con.close()
-        _write_catalog(tmp, plans, meta)
-        provenance = {
-            "dossier": dossier.id,
-            "title": dossier.title,
-            "purpose": dossier.purpose,
-            "expires": dossier.expires.isoformat(),
-            "generation": generation,
-            "built_at": _now(),
-            "tool_version": __version__,
-            "format": FORMAT_VERSION,
-            "policy_hash": policy_hash,
-            "key_id": kid,
-            "views": provenance_views,
-        }
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")
-        _fsync_tree(tmp)
-        _swap_in(
-            folder,
-            tmp,
-            generation,
-            [*(f"{p.view}.parquet" for p in plans), "catalog.duckdb", "provenance.json"],
-        )
+            results: list[ViewResult] = []
+            provenance_views: dict[str, dict] = {}
+            con = _build_connection(home, key, memory_limit)
+            try:
+                for plan in plans:
+                    fingerprint, view_hash = wanted[plan.view]
+                    if plan.view in reusable and previous is not None:
+                        old = previous["views"][plan.view]
+                        os.link(folder / DATA_LINK / old["file"], tmp / old["file"])
+                        entry = dict(old)
+                        result = _view_result_from(previous, plan, "reused")
+                    else:
+                        report = progress.view_started(dossier.id, plan.view)
+                        started = time.perf_counter()
+                        rows_in, rows_out = _build_view(
+                            con,
+                            plan,
+                            sources[plan.source_name],
+                            tmp / f"{plan.view}.parquet",
+                            report,
+                        )
+                        entry = {
+                            "source": plan.source_name,
+                            "source_fingerprint": fingerprint,
+                            "policy_hash": view_hash,
+                            "rows_in": rows_in,
+                            "rows_out": rows_out,
+                            "columns": list(plan.columns),
+                            "pseudonymized": list(plan.pseudonymize),
+                            "where": plan.where_sql,
+                            "file": f"{plan.view}.parquet",
+                            "built_at": _now(),
+                        }
+                        result = ViewResult(
+                            plan.view,
+                            plan.source_name,
+                            "built",
+                            rows_in,
+                            rows_out,
+                            plan.pseudonymize,
+                            time.perf_counter() - started,
+                        )
+                        progress.view_finished(dossier.id, plan.view, result)
+                    entry["sha256"] = _file_sha256(tmp / entry["file"])
+                    entry["bytes"] = (tmp / entry["file"]).stat().st_size
+                    provenance_views[plan.view] = entry
+                    results.append(result)
+            finally:
+                con.close()
+            _write_catalog(tmp, plans, meta)
+            provenance = {
+                "dossier": dossier.id,
+                "title": dossier.title,
+                "purpose": dossier.purpose,
+                "expires": dossier.expires.isoformat(),
+                "generation": generation,
+                "built_at": _now(),
+                "tool_version": __version__,
+                "format": FORMAT_VERSION,
+                "policy_hash": policy_hash,
+                "key_id": kid,
+                "views": provenance_views,
+            }
+            (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")
+            _fsync_tree(tmp)
+            _swap_in(
+                folder,
+                tmp,
+                generation,
+                [*(f"{p.view}.parquet" for p in plans), "catalog.duckdb", "provenance.json"],
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous generation stays current
+            raise
         return DossierResult(dossier.id, "built", results, policy_hash, generation)
     finally:
         lock.release()

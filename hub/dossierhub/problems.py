@@ -25,7 +25,8 @@ class Problem:
             where += f", {self.field}"
         text = f"{where}: {self.message}"
         if self.fix:
-            text += f" Fix: {self.fix}"
+            label = "Fix" if self.severity == "error" else "Hint"
+            text += f" {label}: {self.fix}"
         return text
 
 

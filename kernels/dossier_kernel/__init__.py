@@ -1,0 +1,103 @@
+"""Inside a dossier workspace (unprivileged): the dossier's views at the team's fingertips.
+
+`db` is a read-only DuckDB connection on the dossier's catalog.duckdb (path in
+$DOSSIER_CATALOG), with one view per approved source. This package never imports dossierhub:
+the workspace side cannot reach hub secrets or code paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+__all__ = ["NoDossierError", "connect", "sources", "sql"]
+
+_connection: duckdb.DuckDBPyConnection | None = None
+
+
+class NoDossierError(RuntimeError):
+    """This process has no dossier: DOSSIER_CATALOG is unset or points at nothing."""
+
+
+def connect(catalog: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the dossier's catalog read-only; views resolve their files next to it.
+
+    Memory and threads follow DOSSIER_DUCKDB_MEMORY_LIMIT and DOSSIER_DUCKDB_THREADS when set
+    (the dossier's configured limits).
+    """
+    path = catalog or os.environ.get("DOSSIER_CATALOG")
+    if not path:
+        raise NoDossierError(
+            "No dossier is configured: DOSSIER_CATALOG is not set. Open this notebook in a "
+            "dossier workspace, or set DOSSIER_CATALOG to extracts/<id>/catalog.duckdb."
+        )
+    catalog_path = Path(path)
+    if not catalog_path.exists():
+        raise NoDossierError(
+            f"No dossier data at {catalog_path}: the dossier has not been applied yet, or it "
+            "has expired. Ask the dossier's admin to run `dossierhub apply`."
+        )
+    config: dict[str, str | int] = {}
+    if os.environ.get("DOSSIER_DUCKDB_MEMORY_LIMIT"):
+        config["memory_limit"] = os.environ["DOSSIER_DUCKDB_MEMORY_LIMIT"]
+    if os.environ.get("DOSSIER_DUCKDB_THREADS"):
+        config["threads"] = int(os.environ["DOSSIER_DUCKDB_THREADS"])
+    con = duckdb.connect(str(catalog_path), read_only=True, config=config)
+    # The views name their parquet files relatively; the folder of the catalog's *link*
+    # (extracts/<id>) is used, so a re-apply's new files are seen by the next query.
+    folder = str(catalog_path.parent.absolute()).replace("'", "''")
+    con.execute(f"SET file_search_path = '{folder}'")
+    return con
+
+
+def default_connection() -> duckdb.DuckDBPyConnection:
+    global _connection
+    if _connection is None:
+        _connection = connect()
+    return _connection
+
+
+def sql(query: str, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
+    """Run SQL on the dossier's views and return a Polars DataFrame."""
+    return (con or default_connection()).sql(query).pl()
+
+
+def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
+    """The approved views: name, description and columns (name, type, description)."""
+    con = con or default_connection()
+    views = con.execute(
+        "SELECT view_name, coalesce(comment, '') FROM duckdb_views() "
+        "WHERE NOT internal AND schema_name = 'main' ORDER BY view_name"
+    ).fetchall()
+    columns = con.execute(
+        "SELECT table_name, column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
+        "WHERE schema_name = 'main' ORDER BY table_name, column_index"
+    ).fetchall()
+    per_view: dict[str, list[dict[str, str]]] = {name: [] for name, _ in views}
+    for table, column, data_type, comment in columns:
+        if table in per_view:
+            per_view[table].append({"name": column, "type": data_type, "description": comment})
+    return pl.DataFrame(
+        {
+            "view": [name for name, _ in views],
+            "description": [comment for _, comment in views],
+            "columns": [per_view[name] for name, _ in views],
+        },
+        schema={
+            "view": pl.String,
+            "description": pl.String,
+            "columns": pl.List(
+                pl.Struct({"name": pl.String, "type": pl.String, "description": pl.String})
+            ),
+        },
+    )
+
+
+def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
+    """`%load_ext dossier_kernel` (the Dossier kernel does it at start)."""
+    from .magics import register
+
+    register(ipython)

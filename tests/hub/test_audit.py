@@ -1,0 +1,137 @@
+"""The audit log is hash-chained; `audit verify` names the first bad record on any tampering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def logged_home(home: Path) -> Path:
+    """A HOME whose log holds init, a refused validation and two applies (5+ records)."""
+    (home / "dossiers" / "broken.yaml").write_text("id: [\n")
+    assert run_cli(home, "validate").exit_code == 1
+    (home / "dossiers" / "broken.yaml").unlink()
+    assert run_cli(home, "apply").exit_code == 0
+    assert run_cli(home, "apply").exit_code == 0
+    assert run_cli(home, "init").exit_code == 0
+    return home
+
+
+def lines(home: Path) -> list[str]:
+    return (home / "audit" / "audit.jsonl").read_text().splitlines()
+
+
+def write(home: Path, new: list[str]) -> None:
+    (home / "audit" / "audit.jsonl").write_text("".join(line + "\n" for line in new))
+
+
+def test_records_say_who_did_what(logged_home: Path) -> None:
+    records = [json.loads(line) for line in lines(logged_home)]
+    actions = [r["action"] for r in records]
+    assert actions == ["init", "validate.refused", "apply", "apply", "init"]
+    apply = records[-3]
+    assert apply["actor"]
+    armoede = next(d for d in apply["details"]["dossiers"] if d["id"] == "armoede")
+    assert armoede["status"] == "built" and len(armoede["policy_hash"]) == 64
+    assert {v["view"] for v in armoede["views"]} == {"residents", "households", "incomes",
+                                                    "payments"}
+    assert all(v["rows_out"] > 0 for v in armoede["views"])
+    refused = records[-4]["details"]["problems"][0]
+    assert "dossiers/broken.yaml" in refused
+
+
+def test_untouched_log_verifies(logged_home: Path) -> None:
+    result = run_cli(logged_home, "audit", "verify")
+    assert result.exit_code == 0
+    assert f"{len(lines(logged_home))} records, chain intact" in result.stdout
+
+
+def edit_record(home: Path) -> int:
+    old = lines(home)
+    record = json.loads(old[2])
+    record["actor"] = "someone-else"
+    old[2] = json.dumps(record, sort_keys=True)
+    write(home, old)
+    return 3
+
+
+def edit_last(home: Path) -> int:
+    old = lines(home)
+    old[-1] = old[-1].replace('"init"', '"inlt"')
+    write(home, old)
+    return len(old)
+
+
+def delete_record(home: Path) -> int:
+    old = lines(home)
+    del old[1]
+    write(home, old)
+    return 2
+
+
+def reorder(home: Path) -> int:
+    old = lines(home)
+    old[1], old[2] = old[2], old[1]
+    write(home, old)
+    return 2
+
+
+def truncate(home: Path) -> int:
+    old = lines(home)
+    write(home, old[:-2])
+    return len(old) - 1
+
+
+def forge_head(home: Path) -> int:
+    head = json.loads((home / "audit" / "head.json").read_text())
+    head["seq"] -= 1
+    (home / "audit" / "head.json").write_text(json.dumps(head))
+    return len(lines(home)) - 1
+
+
+def garbage_line(home: Path) -> int:
+    old = lines(home)
+    old.insert(3, "not json")
+    write(home, old)
+    return 4
+
+
+@pytest.mark.parametrize("tamper", [edit_record, edit_last, delete_record, reorder, truncate,
+                                    forge_head, garbage_line])
+def test_tampering_is_caught(logged_home: Path, tamper: Callable[[Path], int]) -> None:
+    first_bad = tamper(logged_home)
+    result = run_cli(logged_home, "audit", "verify")
+    assert result.exit_code == 1
+    assert f"audit log broken at record {first_bad}:" in result.stderr, result.stderr
+
+
+def test_interrupted_append_is_not_tampering(logged_home: Path) -> None:
+    """Killed between writing a record and moving the head: verify passes, appends go on."""
+    head = logged_home / "audit" / "head.json"
+    saved = head.read_text()
+    assert run_cli(logged_home, "init").exit_code == 0
+    head.write_text(saved)  # as if the process died before updating the head
+    assert run_cli(logged_home, "audit", "verify").exit_code == 0
+    assert run_cli(logged_home, "init").exit_code == 0
+    result = run_cli(logged_home, "audit", "verify")
+    assert result.exit_code == 0
+    assert f"{len(lines(logged_home))} records, chain intact" in result.stdout
+
+
+def test_appended_forgery_is_caught(logged_home: Path) -> None:
+    old = lines(logged_home)
+    forged = json.loads(old[-1])
+    forged.update(seq=len(old) + 1, action="apply", actor="mallory")
+    import hashlib
+
+    forged["prev"] = hashlib.sha256(old[-1].encode()).hexdigest()
+    write(logged_home, [*old, json.dumps(forged, sort_keys=True)])
+    result = run_cli(logged_home, "audit", "verify")
+    assert result.exit_code == 1
+    assert f"broken at record {len(old) + 1}" in result.stderr

@@ -1,0 +1,226 @@
+"""Every mistake in catalog or manifests is refused with file, field, line and fix; nothing changes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import read_yaml, run_cli, tree_digest, write_yaml
+
+Edit = Callable[[Path], None]
+
+
+def manifest_edit(change: Callable[[dict], None]) -> Edit:
+    def edit(home: Path) -> None:
+        path = home / "dossiers" / "armoede.yaml"
+        data = read_yaml(path)
+        change(data)
+        write_yaml(path, data)
+
+    return edit
+
+
+def view(data: dict, name: str = "residents") -> dict:
+    return data["sources"][name]
+
+
+def text_edit(relative: str, old: str, new: str) -> Edit:
+    def edit(home: Path) -> None:
+        path = home / relative
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+
+    return edit
+
+
+CASES: dict[str, tuple[Edit, list[str]]] = {
+    "malformed yaml": (
+        text_edit("dossiers/armoede.yaml", "title: Poverty", "title: [Poverty"),
+        ["dossiers/armoede.yaml, line", "is not valid YAML", "Fix:"],
+    ),
+    "unknown key": (
+        manifest_edit(lambda d: d.update(purpse="typo")),
+        ["dossiers/armoede.yaml", "purpse", "unknown key 'purpse'", "allowed here: id, title"],
+    ),
+    "unknown key in a view": (
+        manifest_edit(lambda d: view(d).update(colums=["bsn"])),
+        ["sources.residents.colums", "unknown key 'colums'", "from, columns, pseudonymize"],
+    ),
+    "bad dossier id": (
+        manifest_edit(lambda d: d.update(id="Armoede!")),
+        ["dossiers/armoede.yaml, line 1, id", "is not valid", "lowercase letters"],
+    ),
+    "id differs from file name": (
+        manifest_edit(lambda d: d.update(id="armoede-two")),
+        ["id: the id 'armoede-two' differs from the file name", "armoede-two.yaml"],
+    ),
+    "duplicate view name": (
+        text_edit("dossiers/armoede.yaml", "  households:\n", "  residents:\n"),
+        ["sources.residents", "written twice"],
+    ),
+    "unknown source": (
+        manifest_edit(lambda d: view(d).update({"from": "residentz"})),
+        ["sources.residents.from", "unknown source 'residentz'", "use a source of catalog.yaml"],
+    ),
+    "unknown column": (
+        manifest_edit(lambda d: view(d)["columns"].append("income")),
+        ["sources.residents.columns[5]", "unknown column 'income'", "use one of: bsn"],
+    ),
+    "identifier kept raw": (
+        manifest_edit(lambda d: view(d)["pseudonymize"].remove("household_id")),
+        ["sources.residents.columns[1]", "'household_id' is an identifier",
+         "add 'household_id' to residents.pseudonymize"],
+    ),
+    "pseudonymize a column not kept": (
+        manifest_edit(lambda d: view(d)["pseudonymize"].append("postcode")),
+        ["sources.residents.pseudonymize[2]", "'postcode' is listed under pseudonymize but is "
+         "not kept"],
+    ),
+    "unknown member role": (
+        manifest_edit(lambda d: d["members"].update(boss=["x.y"])),
+        ["members.boss", "unknown key 'boss'", "allowed here: lead, analyst, viewer"],
+    ),
+    "person in two roles": (
+        manifest_edit(lambda d: d["members"]["viewer"].append("b.devries")),
+        ["members.viewer[1]", "'b.devries' is listed as analyst and as viewer"],
+    ),
+    "expires not a date": (
+        manifest_edit(lambda d: d.update(expires="next summer")),
+        ["expires", "YYYY-MM-DD", "found 'next summer'"],
+    ),
+    "where with a subquery": (
+        manifest_edit(lambda d: view(d).update(where="bsn IN (SELECT bsn FROM residents)")),
+        ["sources.residents.where", "subquery"],
+    ),
+    "where with several statements": (
+        manifest_edit(lambda d: view(d).update(where="birth_year > 1900; DROP VIEW x")),
+        ["sources.residents.where", "several statements"],
+    ),
+    "where with a file function": (
+        manifest_edit(lambda d: view(d).update(where="read_csv('/etc/passwd') IS NOT NULL")),
+        ["sources.residents.where", "read_csv", "not allowed"],
+    ),
+    "where with an unknown function": (
+        manifest_edit(lambda d: view(d).update(where="getenv('HOME') = 'x'")),
+        ["sources.residents.where", "getenv()", "use only these functions"],
+    ),
+    "where with a comment": (
+        manifest_edit(lambda d: view(d).update(where="birth_year > 1900 -- all adults")),
+        ["sources.residents.where", "comment"],
+    ),
+    "where on another column": (
+        manifest_edit(lambda d: view(d).update(where="income > 10")),
+        ["sources.residents.where", "'income', which the source does not have"],
+    ),
+    "where that is not a condition": (
+        manifest_edit(lambda d: view(d).update(where="birth_year + 1")),
+        ["sources.residents.where", "not a condition"],
+    ),
+    "where of the wrong type": (
+        manifest_edit(lambda d: view(d).update(where="district > 5")),
+        ["sources.residents.where", "does not work on the source's data"],
+    ),
+    "no lead": (
+        manifest_edit(lambda d: d["members"].update(lead=[])),
+        ["members.lead", "no lead"],
+    ),
+    "catalog unknown kind": (
+        text_edit("catalog.yaml", "bsn: {kind: identifier,", "bsn: {kind: secret,"),
+        ["catalog.yaml, line", "sources.residents.columns.bsn.kind", "identifier"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_changes(home: Path, case: str) -> None:
+    assert run_cli(home, "apply").exit_code == 0
+    edit, expected = CASES[case]
+    edit(home)
+    before = tree_digest(home / "extracts", home / "dossiers", home / "hub", home / "raw")
+    audit_before = len((home / "audit" / "audit.jsonl").read_text().splitlines())
+
+    for command in ("validate", "apply"):
+        result = run_cli(home, command)
+        assert result.exit_code == 1, (case, result.stdout, result.stderr)
+        for text in expected:
+            assert text in result.stderr, (case, command, text, result.stderr)
+        assert "Traceback" not in result.stderr
+
+    assert tree_digest(home / "extracts", home / "dossiers", home / "hub",
+                       home / "raw") == before
+    records = [json.loads(line) for line in
+               (home / "audit" / "audit.jsonl").read_text().splitlines()[audit_before:]]
+    assert [r["action"] for r in records] == ["validate.refused", "apply.refused"]
+    assert any(expected[0] in p for p in records[1]["details"]["problems"])
+    assert run_cli(home, "audit", "verify").exit_code == 0
+
+
+def test_missing_source_location_names_the_source(home: Path) -> None:
+    assert run_cli(home, "apply").exit_code == 0
+    before = tree_digest(home / "extracts")
+    (home / "raw" / "benefit_payments.parquet").rename(home / "raw" / "moved.parquet")
+    result = run_cli(home, "apply")
+    assert result.exit_code == 1
+    assert "source 'benefit_payments'" in result.stderr
+    assert "raw/benefit_payments.parquet" in result.stderr and "does not exist" in result.stderr
+    assert tree_digest(home / "extracts") == before
+
+
+def test_unknown_dossier_id_on_the_command_line(home: Path) -> None:
+    result = run_cli(home, "apply", "nosuch")
+    assert result.exit_code == 1
+    assert "dossiers/nosuch.yaml: does not exist" in result.stderr
+
+
+def test_all_problems_are_reported_at_once(home: Path) -> None:
+    manifest_edit(lambda d: (view(d)["columns"].append("income"),
+                             d["members"].update(boss=["x"])))(home)
+    result = run_cli(home, "validate")
+    assert result.exit_code == 1
+    assert "unknown key 'boss'" in result.stderr or "unknown column 'income'" in result.stderr
+    assert "error(s); nothing was changed" in result.stderr
+
+
+UNDECLARED = {
+    "contact": ["jan.jansen@example.nl", "p.pietersen@example.org", "info@buurt.nl"],
+    "tel": ["020-1234567", "06 12345678", "+31612345678"],
+    "home": ["1012 AB 15", "1055KL 3", "1102 CD 101"],
+    "code": ["111222333", "123456782", "999999990"],
+}
+
+
+def test_undeclared_personal_data_is_warned_not_refused(home: Path) -> None:
+    import polars as pl
+
+    rows = 60
+    pl.DataFrame({
+        "ref": list(range(rows)),
+        "contact": [UNDECLARED["contact"][i % 3] for i in range(rows)],
+        "tel": [UNDECLARED["tel"][i % 3] for i in range(rows)],
+        "home": [UNDECLARED["home"][i % 3] for i in range(rows)],
+        "code": [UNDECLARED["code"][i % 3] for i in range(rows)],
+        "voornaam": ["Anna"] * rows,
+        "score": [i % 5 for i in range(rows)],
+    }).write_parquet(home / "raw" / "signals.parquet")
+    catalog = read_yaml(home / "catalog.yaml")
+    catalog["sources"]["signals"] = {"title": "Signals", "location": "raw/signals.parquet"}
+    write_yaml(home / "catalog.yaml", catalog)
+    manifest_edit(lambda d: d["sources"].update(signals={
+        "from": "signals",
+        "columns": ["ref", "contact", "tel", "home", "code", "voornaam", "score"]}))(home)
+    result = run_cli(home, "validate")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    joined = "\n".join(warnings)
+    assert "'contact'" in joined and "e-mail addresses" in joined
+    assert "'tel'" in joined and "phone numbers" in joined
+    assert "'home'" in joined and "postcode + house number" in joined
+    assert "'code'" in joined and "BSN" in joined
+    assert "'voornaam'" in joined and "name suggests personal data" in joined
+    assert "'score'" not in joined and "'ref'" not in joined
+    assert "sources.signals.columns[1]" in joined
+    assert run_cli(home, "apply", "armoede").exit_code == 0

@@ -1,0 +1,145 @@
+"""The Dossier kernel, as a team member meets it: a real kernel with `db`, %%sql, sources()."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from jupyter_client.manager import KernelManager
+
+import dossier_kernel
+
+KERNEL_PACKAGE = Path(dossier_kernel.__file__).parent
+
+
+class Kernel:
+    def __init__(self, env: dict[str, str]):
+        self.manager = KernelManager(kernel_name="dossier")
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def run(self, code: str) -> tuple[str, str, dict | None]:
+        """Execute; return (stdout, the text/plain result, the error content if any)."""
+        stdout: list[str] = []
+        result: list[str] = []
+        error: list[dict] = []
+
+        def hook(message: dict) -> None:
+            kind, content = message["header"]["msg_type"], message["content"]
+            if kind == "stream":
+                stdout.append(content["text"])
+            elif kind == "execute_result":
+                result.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                error.append(content)
+
+        self.client.execute_interactive(code, output_hook=hook, timeout=60)
+        return "".join(stdout), "".join(result), (error[0] if error else None)
+
+    def stop(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(applied_home: Path) -> Iterator[Kernel]:
+    env = {**os.environ,
+           "DOSSIER_CATALOG": str(applied_home / "extracts" / "armoede" / "catalog.duckdb"),
+           "DOSSIER_DUCKDB_THREADS": "1", "DOSSIER_DUCKDB_MEMORY_LIMIT": "256MB"}
+    started = Kernel(env)
+    yield started
+    started.stop()
+
+
+def test_kernel_starts_with_db_ready(kernel: Kernel, applied_home: Path) -> None:
+    out, result, error = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()")
+    assert error is None, error
+    import duckdb
+
+    expected = duckdb.execute(
+        f"SELECT count(*) FROM '{applied_home}/raw/residents.parquet'").fetchall()
+    assert result == repr(expected)
+
+
+def test_sql_cell_magic_returns_polars(kernel: Kernel) -> None:
+    _, result, error = kernel.run(
+        "%%sql by_district\nSELECT district, count(*) AS residents FROM residents "
+        "GROUP BY ALL ORDER BY residents DESC")
+    assert error is None, error
+    assert result.startswith("shape: (8, 2)")
+    _, kind, error = kernel.run("type(by_district).__module__ + ' ' + str(by_district.height)")
+    assert error is None and kind == "'polars.dataframe.frame 8'"
+
+
+def test_sources_lists_views_with_descriptions(kernel: Kernel) -> None:
+    _, result, error = kernel.run("s = sources(); s['view'].to_list()")
+    assert error is None, error
+    assert result == "['households', 'incomes', 'payments', 'residents']"
+    _, result, _ = kernel.run(
+        "[c['description'] for c in s.filter(s['view'] == 'residents')['columns'][0] "
+        "if c['name'] == 'bsn'][0]")
+    assert result == "'pseudonym (identifier): citizen service number'"
+
+
+def test_kernel_uses_the_dossier_limits(kernel: Kernel) -> None:
+    _, result, error = kernel.run(
+        "db.execute(\"SELECT current_setting('threads'), current_setting('memory_limit')\")"
+        ".fetchall()")
+    assert error is None
+    assert result.startswith("[(1, '2")  # 256MB is shown as 244.1 MiB
+
+
+def test_connection_is_read_only(kernel: Kernel) -> None:
+    _, _, error = kernel.run("db.execute('CREATE TABLE x (i INT)')")
+    assert error is not None and "read-only" in error["evalue"]
+
+
+def test_without_a_dossier_the_kernel_says_why() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DOSSIER_CATALOG"}
+    lonely = Kernel(env)
+    try:
+        out, _, error = lonely.run("print('started')")
+        assert error is None
+        _, _, error = lonely.run("%%sql\nSELECT 1")
+        assert error is not None
+        assert error["ename"] == "NoDossierError"
+        assert "DOSSIER_CATALOG is not set" in error["evalue"]
+        _, _, error = lonely.run("db.execute('SELECT 1')")
+        assert error is not None and "No dossier is configured" in error["evalue"]
+    finally:
+        lonely.stop()
+
+
+def test_python_api_outside_a_kernel(applied_home: Path) -> None:
+    con = dossier_kernel.connect(applied_home / "extracts" / "mobiliteit" / "catalog.duckdb")
+    frame = dossier_kernel.sql("SELECT mode, sum(count) AS n FROM counts GROUP BY ALL", con)
+    assert isinstance(frame, pl.DataFrame) and frame.height == 4
+    with pytest.raises(dossier_kernel.NoDossierError, match="has not been applied"):
+        dossier_kernel.connect(applied_home / "extracts" / "nosuch" / "catalog.duckdb")
+
+
+def test_kernel_package_never_imports_dossierhub() -> None:
+    """The workspace side must not reach hub code paths or secrets."""
+    for path in KERNEL_PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "dossierhub" for n in names), path
+    probe = ("import sys, dossier_kernel, dossier_kernel.magics, dossier_kernel.__main__; "
+             "print(any(m.split('.')[0] == 'dossierhub' for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
