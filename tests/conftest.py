@@ -30,8 +30,15 @@ def run_cli(home: Path, *args: str) -> Result:
 def run_cli_process(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
     """The same, as a separate process (kill tests, concurrency, exit codes end to end)."""
     env = {**os.environ, "DOSSIERHUB_HOME": str(home)}
-    return subprocess.run([DOSSIERHUB, *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False, **kwargs)
+    return subprocess.run(
+        [DOSSIERHUB, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -162,6 +162,30 @@ def _clean_leftovers(folder: Path) -> None:
 # ---------------------------------------------------------------- apply one dossier
 
 
+@dataclass
+class _Target:
+    """What one apply wants extracts/<id> to be, and what is there now."""
+
+    dossier: Dossier
+    plans: list[ViewPlan]
+    folder: Path
+    key: bytes
+    wanted: dict[str, tuple[str, str]]  # view -> (source fingerprint, view policy hash)
+    meta: dict[str, dict]
+    policy_hash: str
+    previous: dict | None
+    reusable: set[str]
+
+    def up_to_date(self) -> bool:
+        previous = self.previous
+        return (
+            previous is not None
+            and self.reusable == set(self.wanted)
+            and set(previous.get("views", {})) == set(self.wanted)
+            and previous.get("policy_hash") == self.policy_hash
+        )
+
+
 def build_dossier(
     home: Home,
     dossier: Dossier,
@@ -178,28 +202,16 @@ def build_dossier(
     lock = _lock(home, dossier.id, progress)
     try:
         _clean_leftovers(folder)
-        key = dossier_key(master_key, dossier.id)
-        kid = key_id(key)
-        wanted = {
-            p.view: (sources[p.source_name].fingerprint(), view_policy_hash(p, kid)) for p in plans
-        }
-        meta = catalog_meta(plans)
-        policy_hash = _hash({"views": {v: h for v, (_, h) in wanted.items()}, "meta": meta})
-        previous = current_provenance(folder)
-        reusable = _reusable(folder, previous, wanted) if not force else set()
-        if (
-            previous is not None
-            and set(reusable) == set(wanted)
-            and set(previous.get("views", {})) == set(wanted)
-            and previous.get("policy_hash") == policy_hash
-        ):
-            views = [_view_result_from(previous, p, "unchanged") for p in plans]
+        target = _target(dossier, plans, folder, sources, master_key, force)
+        if target.up_to_date():
+            assert target.previous is not None
+            views = [_view_result_from(target.previous, p, "unchanged") for p in plans]
             return DossierResult(
                 dossier.id,
                 "up to date",
                 views,
-                policy_hash,
-                previous.get("generation", ""),
+                target.policy_hash,
+                target.previous.get("generation", ""),
                 "sources and policy unchanged: nothing rebuilt",
             )
         generation = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ-") + secrets.token_hex(3)
@@ -207,86 +219,126 @@ def build_dossier(
         tmp = folder / f"{TMP_PREFIX}{generation}"
         tmp.mkdir()
         try:
-            results: list[ViewResult] = []
-            provenance_views: dict[str, dict] = {}
-            con = _build_connection(home, key, memory_limit)
-            try:
-                for plan in plans:
-                    fingerprint, view_hash = wanted[plan.view]
-                    if plan.view in reusable and previous is not None:
-                        old = previous["views"][plan.view]
-                        os.link(folder / DATA_LINK / old["file"], tmp / old["file"])
-                        entry = dict(old)
-                        result = _view_result_from(previous, plan, "reused")
-                    else:
-                        report = progress.view_started(dossier.id, plan.view)
-                        started = time.perf_counter()
-                        rows_in, rows_out = _build_view(
-                            con,
-                            plan,
-                            sources[plan.source_name],
-                            tmp / f"{plan.view}.parquet",
-                            report,
-                        )
-                        entry = {
-                            "source": plan.source_name,
-                            "source_fingerprint": fingerprint,
-                            "policy_hash": view_hash,
-                            "rows_in": rows_in,
-                            "rows_out": rows_out,
-                            "columns": list(plan.columns),
-                            "pseudonymized": list(plan.pseudonymize),
-                            "where": plan.where_sql,
-                            "file": f"{plan.view}.parquet",
-                            "built_at": _now(),
-                        }
-                        result = ViewResult(
-                            plan.view,
-                            plan.source_name,
-                            "built",
-                            rows_in,
-                            rows_out,
-                            plan.pseudonymize,
-                            time.perf_counter() - started,
-                        )
-                        progress.view_finished(dossier.id, plan.view, result)
-                    entry["sha256"] = _file_sha256(tmp / entry["file"])
-                    entry["bytes"] = (tmp / entry["file"]).stat().st_size
-                    provenance_views[plan.view] = entry
-                    results.append(result)
-            finally:
-                con.close()
-            _write_catalog(tmp, plans, meta)
-            provenance = {
-                "dossier": dossier.id,
-                "title": dossier.title,
-                "purpose": dossier.purpose,
-                "expires": dossier.expires.isoformat(),
-                "generation": generation,
-                "built_at": _now(),
-                "tool_version": __version__,
-                "format": FORMAT_VERSION,
-                "policy_hash": policy_hash,
-                "key_id": kid,
-                "views": provenance_views,
-            }
-            (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")
-            _fsync_tree(tmp)
-            _swap_in(
-                folder,
-                tmp,
-                generation,
-                [*(f"{p.view}.parquet" for p in plans), "catalog.duckdb", "provenance.json"],
+            results = _build_generation(
+                home, target, sources, tmp, generation, progress, memory_limit
             )
+            names = [*(f"{p.view}.parquet" for p in plans), "catalog.duckdb", "provenance.json"]
+            _swap_in(folder, tmp, generation, names)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # the previous generation stays current
             raise
-        return DossierResult(dossier.id, "built", results, policy_hash, generation)
+        return DossierResult(dossier.id, "built", results, target.policy_hash, generation)
     finally:
         lock.release()
 
 
-def _reusable(folder: Path, previous: dict | None, wanted: dict[str, tuple[str, str]]) -> set:
+def _target(
+    dossier: Dossier,
+    plans: list[ViewPlan],
+    folder: Path,
+    sources: dict[str, SourceFiles],
+    master_key: bytes,
+    force: bool,
+) -> _Target:
+    key = dossier_key(master_key, dossier.id)
+    kid = key_id(key)
+    wanted = {
+        p.view: (sources[p.source_name].fingerprint(), view_policy_hash(p, kid)) for p in plans
+    }
+    meta = catalog_meta(plans)
+    policy_hash = _hash({"views": {v: h for v, (_, h) in wanted.items()}, "meta": meta})
+    previous = current_provenance(folder)
+    reusable = set() if force else _reusable(folder, previous, wanted)
+    return _Target(dossier, plans, folder, key, wanted, meta, policy_hash, previous, reusable)
+
+
+def _build_generation(
+    home: Home,
+    target: _Target,
+    sources: dict[str, SourceFiles],
+    tmp: Path,
+    generation: str,
+    progress: Progress,
+    memory_limit: str,
+) -> list[ViewResult]:
+    """Fill `tmp` with a complete generation: parquet per view, catalog, provenance."""
+    results: list[ViewResult] = []
+    entries: dict[str, dict] = {}
+    con = _build_connection(home, target.key, memory_limit)
+    try:
+        for plan in target.plans:
+            if plan.view in target.reusable and target.previous is not None:
+                entry = dict(target.previous["views"][plan.view])
+                os.link(target.folder / DATA_LINK / entry["file"], tmp / entry["file"])
+                result = _view_result_from(target.previous, plan, "reused")
+            else:
+                entry, result = _new_view_file(
+                    con, plan, sources[plan.source_name], tmp, target, progress
+                )
+            entry["sha256"] = _file_sha256(tmp / entry["file"])
+            entry["bytes"] = (tmp / entry["file"]).stat().st_size
+            entries[plan.view] = entry
+            results.append(result)
+    finally:
+        con.close()
+    _write_catalog(tmp, target.plans, target.meta)
+    dossier = target.dossier
+    provenance = {
+        "dossier": dossier.id,
+        "title": dossier.title,
+        "purpose": dossier.purpose,
+        "expires": dossier.expires.isoformat(),
+        "generation": generation,
+        "built_at": _now(),
+        "tool_version": __version__,
+        "format": FORMAT_VERSION,
+        "policy_hash": target.policy_hash,
+        "key_id": key_id(target.key),
+        "views": entries,
+    }
+    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")
+    _fsync_tree(tmp)
+    return results
+
+
+def _new_view_file(
+    con: duckdb.DuckDBPyConnection,
+    plan: ViewPlan,
+    source: SourceFiles,
+    tmp: Path,
+    target: _Target,
+    progress: Progress,
+) -> tuple[dict, ViewResult]:
+    report = progress.view_started(target.dossier.id, plan.view)
+    started = time.perf_counter()
+    rows_in, rows_out = _build_view(con, plan, source, tmp / f"{plan.view}.parquet", report)
+    fingerprint, view_hash = target.wanted[plan.view]
+    entry = {
+        "source": plan.source_name,
+        "source_fingerprint": fingerprint,
+        "policy_hash": view_hash,
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "columns": list(plan.columns),
+        "pseudonymized": list(plan.pseudonymize),
+        "where": plan.where_sql,
+        "file": f"{plan.view}.parquet",
+        "built_at": _now(),
+    }
+    result = ViewResult(
+        plan.view,
+        plan.source_name,
+        "built",
+        rows_in,
+        rows_out,
+        plan.pseudonymize,
+        time.perf_counter() - started,
+    )
+    progress.view_finished(target.dossier.id, plan.view, result)
+    return entry, result
+
+
+def _reusable(folder: Path, previous: dict | None, wanted: dict[str, tuple[str, str]]) -> set[str]:
     if previous is None or previous.get("format") != FORMAT_VERSION:
         return set()
     keep = set()

@@ -134,6 +134,11 @@ def normalize_filter(text: str, columns: Iterable[str]) -> str:
             "the row filter must be exactly one expression.", "write one boolean expression."
         )
     tree = parsed[0]
+    if tree.find(exp.Query, exp.Subquery, exp.Table, exp.From) is not None:
+        raise RowFilterError(
+            "the row filter contains a subquery or a table reference.",
+            "filter on the source's own columns only.",
+        )
     for node in tree.walk():
         _check_node(node, known)
     if not _looks_boolean(tree):

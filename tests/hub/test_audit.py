@@ -39,8 +39,12 @@ def test_records_say_who_did_what(logged_home: Path) -> None:
     assert apply["actor"]
     armoede = next(d for d in apply["details"]["dossiers"] if d["id"] == "armoede")
     assert armoede["status"] == "built" and len(armoede["policy_hash"]) == 64
-    assert {v["view"] for v in armoede["views"]} == {"residents", "households", "incomes",
-                                                    "payments"}
+    assert {v["view"] for v in armoede["views"]} == {
+        "residents",
+        "households",
+        "incomes",
+        "payments",
+    }
     assert all(v["rows_out"] > 0 for v in armoede["views"])
     refused = records[-4]["details"]["problems"][0]
     assert "dossiers/broken.yaml" in refused
@@ -102,8 +106,9 @@ def garbage_line(home: Path) -> int:
     return 4
 
 
-@pytest.mark.parametrize("tamper", [edit_record, edit_last, delete_record, reorder, truncate,
-                                    forge_head, garbage_line])
+@pytest.mark.parametrize(
+    "tamper", [edit_record, edit_last, delete_record, reorder, truncate, forge_head, garbage_line]
+)
 def test_tampering_is_caught(logged_home: Path, tamper: Callable[[Path], int]) -> None:
     first_bad = tamper(logged_home)
     result = run_cli(logged_home, "audit", "verify")

@@ -44,8 +44,11 @@ def add_dossier(home: Path, dossier_id: str, **overrides: object) -> None:
         "expires": "2099-12-31",
         "members": {"lead": ["t.lead"]},
         "sources": {
-            "people": {"from": "residents", "columns": ["bsn", "district"],
-                       "pseudonymize": ["bsn"]},
+            "people": {
+                "from": "residents",
+                "columns": ["bsn", "district"],
+                "pseudonymize": ["bsn"],
+            },
         },
     }
     manifest.update(overrides)
@@ -57,27 +60,44 @@ def add_dossier(home: Path, dossier_id: str, **overrides: object) -> None:
 
 def test_views_hold_exactly_the_approved_columns_and_rows(applied_home: Path) -> None:
     con = open_catalog(applied_home, "armoede")
-    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() "
-                                       "WHERE NOT internal").fetchall()}
+    views = {
+        r[0]
+        for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
     assert views == {"residents", "households", "incomes", "payments"}
     assert [c[0] for c in con.execute("DESCRIBE residents").fetchall()] == [
-        "bsn", "household_id", "district", "area", "birth_year"]
-    assert con.execute("SELECT count(*) FROM residents").fetchall()[0][0] == \
-        raw(applied_home, "residents").count("*").fetchall()[0][0]
+        "bsn",
+        "household_id",
+        "district",
+        "area",
+        "birth_year",
+    ]
+    assert (
+        con.execute("SELECT count(*) FROM residents").fetchall()[0][0]
+        == raw(applied_home, "residents").count("*").fetchall()[0][0]
+    )
     # incomes has `where: year = 2025`
     assert con.execute("SELECT DISTINCT year FROM incomes").fetchall() == [(2025,)]
-    assert con.execute("SELECT count(*) FROM incomes").fetchall()[0][0] == duckdb.execute(
-        f"SELECT count(*) FROM read_parquet('{applied_home}/raw/incomes.parquet') "
-        "WHERE year = 2025").fetchall()[0][0]
+    assert (
+        con.execute("SELECT count(*) FROM incomes").fetchall()[0][0]
+        == duckdb.execute(
+            f"SELECT count(*) FROM read_parquet('{applied_home}/raw/incomes.parquet') "
+            "WHERE year = 2025"
+        ).fetchall()[0][0]
+    )
 
 
 def test_views_carry_catalog_comments(applied_home: Path) -> None:
     con = open_catalog(applied_home, "armoede")
-    comment = con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'residents'"
-                          ).fetchall()[0][0]
+    comment = con.execute(
+        "SELECT comment FROM duckdb_views() WHERE view_name = 'residents'"
+    ).fetchall()[0][0]
     assert comment.startswith("Residents register extract.")
-    columns = dict(con.execute("SELECT column_name, comment FROM duckdb_columns() "
-                               "WHERE table_name = 'residents'").fetchall())
+    columns = dict(
+        con.execute(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'residents'"
+        ).fetchall()
+    )
     assert columns["bsn"] == "pseudonym (identifier): citizen service number"
     assert columns["birth_year"].startswith("quasi-identifier")
 
@@ -94,16 +114,20 @@ def test_identifiers_are_the_contract_pseudonyms(applied_home: Path) -> None:
 def test_pseudonymised_join_matches_raw_join(applied_home: Path) -> None:
     con = open_catalog(applied_home, "armoede")
     pseudonymised = con.execute(
-        "SELECT count(*) FROM residents r JOIN payments p ON r.bsn = p.bsn").fetchall()[0][0]
+        "SELECT count(*) FROM residents r JOIN payments p ON r.bsn = p.bsn"
+    ).fetchall()[0][0]
     households = con.execute(
-        "SELECT count(*) FROM residents r JOIN households h USING (household_id)").fetchall()[0][0]
+        "SELECT count(*) FROM residents r JOIN households h USING (household_id)"
+    ).fetchall()[0][0]
     base = applied_home / "raw"
     raw_join = duckdb.execute(
         f"SELECT count(*) FROM '{base}/residents.parquet' r "
-        f"JOIN '{base}/benefit_payments.parquet' p ON r.bsn = p.bsn").fetchall()[0][0]
+        f"JOIN '{base}/benefit_payments.parquet' p ON r.bsn = p.bsn"
+    ).fetchall()[0][0]
     raw_households = duckdb.execute(
         f"SELECT count(*) FROM '{base}/residents.parquet' r "
-        f"JOIN '{base}/households.parquet' h USING (household_id)").fetchall()[0][0]
+        f"JOIN '{base}/households.parquet' h USING (household_id)"
+    ).fetchall()[0][0]
     assert pseudonymised == raw_join > 0
     assert households == raw_households > 0
 
@@ -111,10 +135,10 @@ def test_pseudonymised_join_matches_raw_join(applied_home: Path) -> None:
 def test_two_dossiers_cannot_link_people(home: Path) -> None:
     add_dossier(home, "jeugd")
     assert run_cli(home, "apply").exit_code == 0
-    armoede = {r[0] for r in open_catalog(home, "armoede").execute(
-        "SELECT bsn FROM residents").fetchall()}
-    jeugd = {r[0] for r in open_catalog(home, "jeugd").execute(
-        "SELECT bsn FROM people").fetchall()}
+    armoede = {
+        r[0] for r in open_catalog(home, "armoede").execute("SELECT bsn FROM residents").fetchall()
+    }
+    jeugd = {r[0] for r in open_catalog(home, "jeugd").execute("SELECT bsn FROM people").fetchall()}
     assert len(armoede) == len(jeugd) > 0
     assert len(armoede & jeugd) == 0
 
@@ -123,12 +147,20 @@ def test_no_raw_values_paths_or_key_bytes_in_extracts(applied_home: Path) -> Non
     master_hex = (applied_home / "secrets" / "master.key").read_text().strip()
     master = bytes.fromhex(master_hex)
     dossier_key = hmac.new(master, b"dossier:armoede", hashlib.sha256).digest()
-    forbidden = [master, master_hex.encode(), dossier_key, dossier_key.hex().encode(),
-                 str(applied_home / "raw").encode(), b"raw/residents.parquet",
-                 b"raw/benefit_payments.parquet", b"raw/households.parquet"]
+    forbidden = [
+        master,
+        master_hex.encode(),
+        dossier_key,
+        dossier_key.hex().encode(),
+        str(applied_home / "raw").encode(),
+        b"raw/residents.parquet",
+        b"raw/benefit_payments.parquet",
+        b"raw/households.parquet",
+    ]
     raw_bsn = {str(r[0]) for r in raw(applied_home, "residents").project("bsn").fetchall()}
-    raw_households = {str(r[0]) for r in raw(applied_home, "households")
-                      .project("household_id").fetchall()}
+    raw_households = {
+        str(r[0]) for r in raw(applied_home, "households").project("household_id").fetchall()
+    }
     folder = applied_home / "extracts" / "armoede"
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
     assert {p.suffix for p in files} == {".parquet", ".duckdb", ".json"}
@@ -147,8 +179,12 @@ def test_no_raw_values_paths_or_key_bytes_in_extracts(applied_home: Path) -> Non
         # the few-byte-long ids also must not appear as text anywhere
         text = data.decode("latin-1")
         assert not any(b in text for b in list(raw_bsn)[:200])
-    sql = [r[0] for r in open_catalog(applied_home, "armoede").execute(
-        "SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()]
+    sql = [
+        r[0]
+        for r in open_catalog(applied_home, "armoede")
+        .execute("SELECT sql FROM duckdb_views() WHERE NOT internal")
+        .fetchall()
+    ]
     assert all("read_parquet('" in s and "/" not in s.split("read_parquet('")[1] for s in sql)
 
 
@@ -185,8 +221,10 @@ def test_changed_source_rebuilds_only_its_views(home: Path) -> None:
     new = json.loads((home / "extracts/armoede/provenance.json").read_text())
     assert new["generation"] != old["generation"]
     assert new["views"]["payments"]["built_at"] >= old["views"]["payments"]["built_at"]
-    assert new["views"]["payments"]["source_fingerprint"] != \
-        old["views"]["payments"]["source_fingerprint"]
+    assert (
+        new["views"]["payments"]["source_fingerprint"]
+        != old["views"]["payments"]["source_fingerprint"]
+    )
     for view in ("residents", "households", "incomes"):
         assert new["views"][view] == old["views"][view]
     assert "reused" in result.stdout
@@ -194,15 +232,18 @@ def test_changed_source_rebuilds_only_its_views(home: Path) -> None:
 
 def test_policy_change_rebuilds_and_pseudonyms_stay_stable(home: Path) -> None:
     assert run_cli(home, "apply", "armoede").exit_code == 0
-    before = {r[0] for r in open_catalog(home, "armoede").execute(
-        "SELECT bsn FROM payments").fetchall()}
+    before = {
+        r[0] for r in open_catalog(home, "armoede").execute("SELECT bsn FROM payments").fetchall()
+    }
     manifest = read_yaml(home / "dossiers/armoede.yaml")
     manifest["sources"]["payments"]["where"] = "scheme <> 'kindregeling'"
     write_yaml(home / "dossiers/armoede.yaml", manifest)
     assert run_cli(home, "apply", "armoede").exit_code == 0
     con = open_catalog(home, "armoede")
-    assert con.execute("SELECT count(*) FROM payments WHERE scheme = 'kindregeling'"
-                       ).fetchall()[0][0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM payments WHERE scheme = 'kindregeling'").fetchall()[0][0]
+        == 0
+    )
     after = {r[0] for r in con.execute("SELECT bsn FROM payments").fetchall()}
     assert after and after <= before
 
@@ -245,10 +286,18 @@ def test_failed_build_keeps_previous_extracts(home: Path) -> None:
     catalog = read_yaml(home / "catalog.yaml")
     catalog["sources"]["flaky"] = {"title": "Flaky", "location": "raw/flaky.csv"}
     write_yaml(home / "catalog.yaml", catalog)
-    add_dossier(home, "flaky", sources={
-        "people": {"from": "residents", "columns": ["bsn", "district"], "pseudonymize": ["bsn"]},
-        "scores": {"from": "flaky", "columns": ["id", "score"]},
-    })
+    add_dossier(
+        home,
+        "flaky",
+        sources={
+            "people": {
+                "from": "residents",
+                "columns": ["bsn", "district"],
+                "pseudonymize": ["bsn"],
+            },
+            "scores": {"from": "flaky", "columns": ["id", "score"]},
+        },
+    )
     assert run_cli(home, "apply", "flaky").exit_code == 0
     before = tree_digest(home / "extracts" / "flaky")
     # a value far past the CSV sniffer's sample that does not fit the column's type
@@ -258,8 +307,10 @@ def test_failed_build_keeps_previous_extracts(home: Path) -> None:
     assert "flaky: apply failed" in result.stderr
     assert "previous extracts are unchanged" in result.stderr
     assert tree_digest(home / "extracts" / "flaky") == before
-    assert open_catalog(home, "flaky").execute("SELECT count(*) FROM scores").fetchall()[0][0] \
+    assert (
+        open_catalog(home, "flaky").execute("SELECT count(*) FROM scores").fetchall()[0][0]
         == 40_000
+    )
 
 
 def test_applies_of_one_dossier_are_serialized(home: Path) -> None:
@@ -268,10 +319,13 @@ def test_applies_of_one_dossier_are_serialized(home: Path) -> None:
     with lock:
         waiting = subprocess.Popen(
             [DOSSIERHUB, "--home", str(home), "apply", "armoede", "--force"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(4)
         assert waiting.poll() is None, "apply ran while another held the dossier"
-    out, err = waiting.communicate(timeout=120)
+    _out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert "waiting for another apply of this dossier" in err
 
@@ -293,9 +347,11 @@ def test_workspace_reads_new_generation_without_reopening(home: Path) -> None:
 def test_group_by_through_view_equals_read_parquet(applied_home: Path, dossier_id: str) -> None:
     con = open_catalog(applied_home, dossier_id)
     view = "residents" if dossier_id == "armoede" else "residents_per_area"
-    via_view = con.execute(f"SELECT district, count(*) FROM {view} GROUP BY 1 ORDER BY 1"
-                           ).fetchall()
+    via_view = con.execute(
+        f"SELECT district, count(*) FROM {view} GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     folder = applied_home / "extracts" / dossier_id
-    direct = duckdb.sql(f"SELECT district, count(*) FROM '{folder}/{view}.parquet' "
-                        "GROUP BY 1 ORDER BY 1").fetchall()
+    direct = duckdb.sql(
+        f"SELECT district, count(*) FROM '{folder}/{view}.parquet' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     assert via_view == direct and len(direct) == 8

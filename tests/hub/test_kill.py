@@ -28,10 +28,15 @@ def check_complete(home: Path) -> str:
     con = duckdb.connect(str(folder / "catalog.duckdb"), read_only=True)
     try:
         con.execute(f"SET file_search_path = '{folder}'")
-        views = {r[0] for r in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        assert views == set(provenance["views"]) == {"residents", "households", "incomes",
-                                                     "payments"}
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
+        assert (
+            views == set(provenance["views"]) == {"residents", "households", "incomes", "payments"}
+        )
         for view, entry in provenance["views"].items():
             count = con.execute(f'SELECT count(*) FROM "{view}"').fetchall()[0][0]
             assert count == entry["rows_out"] > 0
@@ -61,8 +66,9 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
     rng = random.Random(20261128)
     mid_build = 0
     for _ in range(KILLS):
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.3, duration))
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -75,7 +81,10 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
     final = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert final.returncode == 0, final.stderr
     check_complete(home)
-    leftovers = [e.name for e in (home / "extracts" / "armoede").iterdir()
-                 if e.name.startswith("..tmp-") or e.name.endswith(".new")]
+    leftovers = [
+        e.name
+        for e in (home / "extracts" / "armoede").iterdir()
+        if e.name.startswith("..tmp-") or e.name.endswith(".new")
+    ]
     assert leftovers == []
     assert run_cli(home, "audit", "verify").exit_code == 0

@@ -32,8 +32,9 @@ def con() -> duckdb.DuckDBPyConnection:
 @settings(max_examples=300, deadline=None)
 @given(value=st.text())
 def test_text_pseudonym_matches_contract(con: duckdb.DuckDBPyConnection, value: str) -> None:
-    got = con.execute(f"SELECT {sql_pseudonym('v')} FROM (SELECT ?::VARCHAR AS v)",
-                      [value]).fetchall()[0][0]
+    got = con.execute(
+        f"SELECT {sql_pseudonym('v')} FROM (SELECT ?::VARCHAR AS v)", [value]
+    ).fetchall()[0][0]
     assert got == contract(value)
     assert len(got) == 32
 
@@ -41,17 +42,18 @@ def test_text_pseudonym_matches_contract(con: duckdb.DuckDBPyConnection, value: 
 @settings(max_examples=300, deadline=None)
 @given(value=st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_integer_pseudonym_matches_contract(con: duckdb.DuckDBPyConnection, value: int) -> None:
-    got = con.execute(f"SELECT {sql_pseudonym('v')} FROM (SELECT ?::BIGINT AS v)",
-                      [value]).fetchall()[0][0]
+    got = con.execute(
+        f"SELECT {sql_pseudonym('v')} FROM (SELECT ?::BIGINT AS v)", [value]
+    ).fetchall()[0][0]
     assert got == contract(str(value))
 
 
 def test_null_stays_null(con: duckdb.DuckDBPyConnection) -> None:
     for sql_type in ("VARCHAR", "BIGINT", "DATE"):
         rows = con.execute(
-            f"SELECT {sql_pseudonym('v')} FROM (VALUES (NULL::{sql_type}), ('1'::{sql_type}))"
-            " t(v)" if sql_type != "DATE" else
-            f"SELECT {sql_pseudonym('v')} FROM (VALUES (NULL::DATE), (DATE '2025-01-01')) t(v)"
+            f"SELECT {sql_pseudonym('v')} FROM (VALUES (NULL::{sql_type}), ('1'::{sql_type})) t(v)"
+            if sql_type != "DATE"
+            else f"SELECT {sql_pseudonym('v')} FROM (VALUES (NULL::DATE), (DATE '2025-01-01')) t(v)"
         ).fetchall()
         assert rows[0] == (None,)
         assert rows[1][0] is not None

@@ -1,4 +1,4 @@
-"""Every mistake in catalog or manifests is refused with file, field, line and fix; nothing changes."""
+"""Every mistake in catalog or manifests is refused: file, field, line and fix; nothing changes."""
 
 from __future__ import annotations
 
@@ -62,6 +62,10 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
         text_edit("dossiers/armoede.yaml", "  households:\n", "  residents:\n"),
         ["sources.residents", "written twice"],
     ),
+    "bad view name": (
+        manifest_edit(lambda d: d["sources"].update({"two words": dict(view(d))})),
+        ["sources.two words", "'two words' is not a valid name"],
+    ),
     "unknown source": (
         manifest_edit(lambda d: view(d).update({"from": "residentz"})),
         ["sources.residents.from", "unknown source 'residentz'", "use a source of catalog.yaml"],
@@ -72,13 +76,18 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
     ),
     "identifier kept raw": (
         manifest_edit(lambda d: view(d)["pseudonymize"].remove("household_id")),
-        ["sources.residents.columns[1]", "'household_id' is an identifier",
-         "add 'household_id' to residents.pseudonymize"],
+        [
+            "sources.residents.columns[1]",
+            "'household_id' is an identifier",
+            "add 'household_id' to residents.pseudonymize",
+        ],
     ),
     "pseudonymize a column not kept": (
         manifest_edit(lambda d: view(d)["pseudonymize"].append("postcode")),
-        ["sources.residents.pseudonymize[2]", "'postcode' is listed under pseudonymize but is "
-         "not kept"],
+        [
+            "sources.residents.pseudonymize[2]",
+            "'postcode' is listed under pseudonymize but is not kept",
+        ],
     ),
     "unknown member role": (
         manifest_edit(lambda d: d["members"].update(boss=["x.y"])),
@@ -150,10 +159,11 @@ def test_bad_input_is_refused_and_nothing_changes(home: Path, case: str) -> None
             assert text in result.stderr, (case, command, text, result.stderr)
         assert "Traceback" not in result.stderr
 
-    assert tree_digest(home / "extracts", home / "dossiers", home / "hub",
-                       home / "raw") == before
-    records = [json.loads(line) for line in
-               (home / "audit" / "audit.jsonl").read_text().splitlines()[audit_before:]]
+    assert tree_digest(home / "extracts", home / "dossiers", home / "hub", home / "raw") == before
+    records = [
+        json.loads(line)
+        for line in (home / "audit" / "audit.jsonl").read_text().splitlines()[audit_before:]
+    ]
     assert [r["action"] for r in records] == ["validate.refused", "apply.refused"]
     assert any(expected[0] in p for p in records[1]["details"]["problems"])
     assert run_cli(home, "audit", "verify").exit_code == 0
@@ -177,8 +187,9 @@ def test_unknown_dossier_id_on_the_command_line(home: Path) -> None:
 
 
 def test_all_problems_are_reported_at_once(home: Path) -> None:
-    manifest_edit(lambda d: (view(d)["columns"].append("income"),
-                             d["members"].update(boss=["x"])))(home)
+    manifest_edit(lambda d: (view(d)["columns"].append("income"), d["members"].update(boss=["x"])))(
+        home
+    )
     result = run_cli(home, "validate")
     assert result.exit_code == 1
     assert "unknown key 'boss'" in result.stderr or "unknown column 'income'" in result.stderr
@@ -197,21 +208,28 @@ def test_undeclared_personal_data_is_warned_not_refused(home: Path) -> None:
     import polars as pl
 
     rows = 60
-    pl.DataFrame({
-        "ref": list(range(rows)),
-        "contact": [UNDECLARED["contact"][i % 3] for i in range(rows)],
-        "tel": [UNDECLARED["tel"][i % 3] for i in range(rows)],
-        "home": [UNDECLARED["home"][i % 3] for i in range(rows)],
-        "code": [UNDECLARED["code"][i % 3] for i in range(rows)],
-        "voornaam": ["Anna"] * rows,
-        "score": [i % 5 for i in range(rows)],
-    }).write_parquet(home / "raw" / "signals.parquet")
+    pl.DataFrame(
+        {
+            "ref": list(range(rows)),
+            "contact": [UNDECLARED["contact"][i % 3] for i in range(rows)],
+            "tel": [UNDECLARED["tel"][i % 3] for i in range(rows)],
+            "home": [UNDECLARED["home"][i % 3] for i in range(rows)],
+            "code": [UNDECLARED["code"][i % 3] for i in range(rows)],
+            "voornaam": ["Anna"] * rows,
+            "score": [i % 5 for i in range(rows)],
+        }
+    ).write_parquet(home / "raw" / "signals.parquet")
     catalog = read_yaml(home / "catalog.yaml")
     catalog["sources"]["signals"] = {"title": "Signals", "location": "raw/signals.parquet"}
     write_yaml(home / "catalog.yaml", catalog)
-    manifest_edit(lambda d: d["sources"].update(signals={
-        "from": "signals",
-        "columns": ["ref", "contact", "tel", "home", "code", "voornaam", "score"]}))(home)
+    manifest_edit(
+        lambda d: d["sources"].update(
+            signals={
+                "from": "signals",
+                "columns": ["ref", "contact", "tel", "home", "code", "voornaam", "score"],
+            }
+        )
+    )(home)
     result = run_cli(home, "validate")
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

@@ -51,28 +51,33 @@ class Kernel:
 
 @pytest.fixture(scope="module")
 def kernel(applied_home: Path) -> Iterator[Kernel]:
-    env = {**os.environ,
-           "DOSSIER_CATALOG": str(applied_home / "extracts" / "armoede" / "catalog.duckdb"),
-           "DOSSIER_DUCKDB_THREADS": "1", "DOSSIER_DUCKDB_MEMORY_LIMIT": "256MB"}
+    env = {
+        **os.environ,
+        "DOSSIER_CATALOG": str(applied_home / "extracts" / "armoede" / "catalog.duckdb"),
+        "DOSSIER_DUCKDB_THREADS": "1",
+        "DOSSIER_DUCKDB_MEMORY_LIMIT": "256MB",
+    }
     started = Kernel(env)
     yield started
     started.stop()
 
 
 def test_kernel_starts_with_db_ready(kernel: Kernel, applied_home: Path) -> None:
-    out, result, error = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()")
+    _out, result, error = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()")
     assert error is None, error
     import duckdb
 
     expected = duckdb.execute(
-        f"SELECT count(*) FROM '{applied_home}/raw/residents.parquet'").fetchall()
+        f"SELECT count(*) FROM '{applied_home}/raw/residents.parquet'"
+    ).fetchall()
     assert result == repr(expected)
 
 
 def test_sql_cell_magic_returns_polars(kernel: Kernel) -> None:
     _, result, error = kernel.run(
         "%%sql by_district\nSELECT district, count(*) AS residents FROM residents "
-        "GROUP BY ALL ORDER BY residents DESC")
+        "GROUP BY ALL ORDER BY residents DESC"
+    )
     assert error is None, error
     assert result.startswith("shape: (8, 2)")
     _, kind, error = kernel.run("type(by_district).__module__ + ' ' + str(by_district.height)")
@@ -85,14 +90,16 @@ def test_sources_lists_views_with_descriptions(kernel: Kernel) -> None:
     assert result == "['households', 'incomes', 'payments', 'residents']"
     _, result, _ = kernel.run(
         "[c['description'] for c in s.filter(s['view'] == 'residents')['columns'][0] "
-        "if c['name'] == 'bsn'][0]")
+        "if c['name'] == 'bsn'][0]"
+    )
     assert result == "'pseudonym (identifier): citizen service number'"
 
 
 def test_kernel_uses_the_dossier_limits(kernel: Kernel) -> None:
     _, result, error = kernel.run(
         "db.execute(\"SELECT current_setting('threads'), current_setting('memory_limit')\")"
-        ".fetchall()")
+        ".fetchall()"
+    )
     assert error is None
     assert result.startswith("[(1, '2")  # 256MB is shown as 244.1 MiB
 
@@ -107,7 +114,7 @@ def test_without_a_dossier_the_kernel_says_why() -> None:
     lonely = Kernel(env)
     try:
         out, _, error = lonely.run("print('started')")
-        assert error is None
+        assert error is None and out == "started\n"
         _, _, error = lonely.run("%%sql\nSELECT 1")
         assert error is not None
         assert error["ename"] == "NoDossierError"
@@ -138,8 +145,11 @@ def test_kernel_package_never_imports_dossierhub() -> None:
             else:
                 continue
             assert not any(n.split(".")[0] == "dossierhub" for n in names), path
-    probe = ("import sys, dossier_kernel, dossier_kernel.magics, dossier_kernel.__main__; "
-             "print(any(m.split('.')[0] == 'dossierhub' for m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True)
+    probe = (
+        "import sys, dossier_kernel, dossier_kernel.magics, dossier_kernel.__main__; "
+        "print(any(m.split('.')[0] == 'dossierhub' for m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

@@ -1,0 +1,91 @@
+"""The command line as an admin meets it: exit codes, init, demo, and documented commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import click
+
+from conftest import DOSSIERHUB, run_cli, run_cli_process
+from dossierhub.cli import main
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_malformed_command_line_exits_2(tmp_path: Path) -> None:
+    for args in (["apply", "--nosuch"], ["frobnicate"], ["demo", "--size", "many"]):
+        result = run_cli_process(tmp_path, *args)
+        assert result.returncode == 2, args
+        assert "Usage:" in result.stderr or "Error:" in result.stderr
+
+
+def test_init_creates_home_and_private_key(tmp_path: Path) -> None:
+    home = tmp_path / "new"
+    result = run_cli(home, "init")
+    assert result.exit_code == 0
+    key = home / "secrets" / "master.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key.read_text())
+    assert "Back up secrets/master.key" in result.stderr
+    assert key.read_text() not in result.stdout + result.stderr
+    for folder in ("dossiers", "extracts", "workspaces", "templates", "reports", "audit", "hub"):
+        assert (home / folder).is_dir()
+    again = run_cli(home, "init")
+    assert again.exit_code == 0 and "already initialised" in again.stdout
+    assert key.read_text() == result_key(home)
+
+
+def result_key(home: Path) -> str:
+    return (home / "secrets" / "master.key").read_text()
+
+
+def test_home_comes_from_the_environment_then_var(tmp_path: Path) -> None:
+    env = {**os.environ, "DOSSIERHUB_HOME": str(tmp_path / "from-env")}
+    subprocess.run([DOSSIERHUB, "init"], env=env, check=True, capture_output=True)
+    assert (tmp_path / "from-env" / "secrets" / "master.key").exists()
+    env.pop("DOSSIERHUB_HOME")
+    subprocess.run([DOSSIERHUB, "init"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "var" / "secrets" / "master.key").exists()
+
+
+def test_demo_builds_two_dossiers_and_skips_the_expired_one(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    result = run_cli_process(home, "demo", "--size", "2000")
+    assert result.returncode == 0, result.stderr
+    assert "generating synthetic data for 2,000 residents" in result.stderr
+    assert "armoede: extracts/armoede/catalog.duckdb (4 views)" in result.stdout
+    assert "mobiliteit: extracts/mobiliteit/catalog.duckdb (2 views)" in result.stdout
+    assert "woonfraude-2025: expired on 2025-12-31" in result.stdout
+    assert not (home / "extracts" / "woonfraude-2025").exists()
+    again = run_cli_process(home, "demo", "--size", "2000")
+    assert again.returncode == 0
+    assert "already present" in again.stderr
+    assert "armoede: up to date" in again.stdout
+    assert run_cli_process(home, "audit", "verify").returncode == 0
+
+
+def commands(group: click.Group, prefix: str = "") -> list[str]:
+    names = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            names += commands(command, f"{prefix}{name} ")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def test_every_command_and_option_is_documented() -> None:
+    """Like Datasette's test_docs: an undocumented command or option fails the build."""
+    readme = README.read_text()
+    for name in commands(main):
+        assert f"dossierhub {name}" in readme, f"`dossierhub {name}` is not in README.md"
+    for command in [main, *main.commands.values()]:
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt not in ("--help", "--version"):
+                    assert opt in readme, f"option {opt} of {command.name} is not in README.md"
