@@ -91,6 +91,8 @@ class SourceSpec(Strict):
     def kind_of(self, column: str) -> Kind:
         """A column the catalog does not describe counts as an attribute (DESIGN.md)."""
         spec = self.columns.get(column)
+        if spec is None:  # the data's spelling may differ in case from the steward's
+            spec = next((c for n, c in self.columns.items() if n.lower() == column.lower()), None)
         return spec.kind if spec else "attribute"
 
 

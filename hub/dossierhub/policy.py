@@ -226,39 +226,9 @@ def _check_view(
         return None
     schema = _schema(view.from_, spec, inst, con, doc, (*loc, "from"))
     available = list(schema) if schema is not None else list(spec.columns)
-    lowered = {c.lower(): c for c in available}
-    ok = True
-    for index, column in enumerate(view.columns):
-        if column.lower() not in lowered:
-            ok = False
-            inst.problems.add(
-                doc.problem(
-                    (*loc, "columns", index),
-                    f"unknown column '{column}' in source '{view.from_}'.",
-                    f"use one of: {', '.join(available)}.",
-                )
-            )
-    for index, column in enumerate(view.pseudonymize):
-        if column not in view.columns:
-            ok = False
-            inst.problems.add(
-                doc.problem(
-                    (*loc, "pseudonymize", index),
-                    f"'{column}' is listed under pseudonymize but is not kept.",
-                    f"add '{column}' to columns, or remove it from pseudonymize.",
-                )
-            )
-    for index, column in enumerate(view.columns):
-        if spec.kind_of(column) == "identifier" and column not in view.pseudonymize:
-            ok = False
-            inst.problems.add(
-                doc.problem(
-                    (*loc, "columns", index),
-                    f"'{column}' is an identifier (catalog.yaml) and is kept without "
-                    "pseudonymisation.",
-                    f"add '{column}' to {view_name}.pseudonymize, or drop it from columns.",
-                )
-            )
+    column_problems = _column_problems(view_name, view, spec, available, doc)
+    inst.problems.extend(column_problems)
+    ok = not column_problems
     where_sql = None
     if view.where is not None:
         try:
@@ -284,6 +254,46 @@ def _check_view(
         tuple(view.pseudonymize),
         where_sql,
     )
+
+
+def _column_problems(
+    view_name: str, view: ViewSpec, spec: SourceSpec, available: list[str], doc: LocatedYaml
+) -> list[Problem]:
+    """Unknown columns, identifiers kept raw, pseudonymised columns not kept.
+
+    Names must match the source exactly (case included), so a kept 'BSN' can never slip past
+    the catalog's declaration of 'bsn' as an identifier.
+    """
+    loc = ("sources", view_name)
+    problems = []
+    for index, column in enumerate(view.columns):
+        if column not in available:
+            problems.append(
+                doc.problem(
+                    (*loc, "columns", index),
+                    f"unknown column '{column}' in source '{view.from_}'.",
+                    f"use one of: {', '.join(available)}.",
+                )
+            )
+        elif spec.kind_of(column) == "identifier" and column not in view.pseudonymize:
+            problems.append(
+                doc.problem(
+                    (*loc, "columns", index),
+                    f"'{column}' is an identifier (catalog.yaml) and is kept without "
+                    "pseudonymisation.",
+                    f"add '{column}' to {view_name}.pseudonymize, or drop it from columns.",
+                )
+            )
+    for index, column in enumerate(view.pseudonymize):
+        if column not in view.columns:
+            problems.append(
+                doc.problem(
+                    (*loc, "pseudonymize", index),
+                    f"'{column}' is listed under pseudonymize but is not kept.",
+                    f"add '{column}' to columns, or remove it from pseudonymize.",
+                )
+            )
+    return problems
 
 
 def _schema(

@@ -74,6 +74,10 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
         manifest_edit(lambda d: view(d)["columns"].append("income")),
         ["sources.residents.columns[5]", "unknown column 'income'", "use one of: bsn"],
     ),
+    "column in other case": (
+        manifest_edit(lambda d: view(d)["columns"].append("BSN")),
+        ["sources.residents.columns[5]", "unknown column 'BSN'", "use one of: bsn"],
+    ),
     "identifier kept raw": (
         manifest_edit(lambda d: view(d)["pseudonymize"].remove("household_id")),
         [
