@@ -218,6 +218,9 @@ def main() -> int:
             f"{'apply_peak_memory':<22} {peak / 1024**3:6.2f} GiB for {rows:,} rows per source "
             f"(limit 2 GiB){' ok' if within else ' OVER LIMIT'}{note}"
         )
+    if args.smoke:
+        print("smoke run: fixed costs dominate at this size, so targets are not judged")
+        return 0
     print("all targets met" if ok else "some targets missed")
     return 0 if ok else 1
 

@@ -1,0 +1,24 @@
+"""The benchmarks still run (tiny smoke mode); their targets are judged by full runs only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_extract_benchmark_smoke() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "bench_extracts.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for figure in ("build_unique", "build_repeated", "group_by_cpu", "extract_size"):
+        assert "ratio" in lines[figure], figure
+    assert "GiB" in lines["apply_peak_memory"]
