@@ -24,4 +24,8 @@ groups=(--no-dev --no-editable)
 if [[ ${1:-} == --dev ]]; then
     groups=()  # editable, so tests and benchmarks run the working tree
 fi
+# JupyterHub's proxy, pinned by package-lock.json
+npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true
+test -x node_modules/.bin/configurable-http-proxy
+
 UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet --python "$python" "${groups[@]}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .audit import AuditLog
+from .directory import DossierEntry, write_directory
 from .extracts import (
     DossierResult,
     Progress,
@@ -16,15 +17,25 @@ from .extracts import (
     remove_extracts,
 )
 from .home import Home
+from .hubapi import HubAPI, read_serve_state
 from .policy import Installation, load_installation
 from .problems import Problem, RefusedError
+from .provision import clear_outputs, request_hub_restart, sync_hub
 from .pseudonym import read_master_key
+from .unixusers import (
+    ensure_unix_user,
+    ensure_workspace_dir,
+    isolation_enabled,
+    secure_extracts,
+    secure_home,
+)
 
 
 @dataclass
 class ApplyReport:
     results: list[DossierResult] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    hub_changes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[DossierResult]:
@@ -62,6 +73,9 @@ def apply(
     selected = ids or sorted(inst.dossiers)
     for dossier_id in selected:
         report.results.append(_apply_one(inst, dossier_id, master_key, progress, force, today))
+    _secure(inst, report.results)
+    entries = write_directory(home, list(inst.dossiers.values()))
+    report.hub_changes = _update_hub(home, entries)
     if not ids:
         for leftover in existing_extract_ids(home):
             if leftover not in inst.dossiers:
@@ -71,8 +85,41 @@ def apply(
                         leftover, "removed", note="manifest removed: dossier deprovisioned"
                     )
                 )
-    audit.append("apply", dossiers=[_audit_entry(r) for r in report.results], forced=force)
+    audit.append(
+        "apply",
+        dossiers=[_audit_entry(r) for r in report.results],
+        forced=force,
+        hub=report.hub_changes,
+    )
     return report
+
+
+def _secure(inst: Installation, results: list[DossierResult]) -> None:
+    """Run as root: each dossier's identity exists and can read its own extracts only."""
+    if not isolation_enabled():
+        return
+    secure_home(inst.home)
+    for result in results:
+        if result.status in ("built", "up to date"):
+            uid_gid = ensure_unix_user(inst.home, result.dossier_id)
+            secure_extracts(inst.home.extract_dir(result.dossier_id), uid_gid[1])
+            ensure_workspace_dir(inst.home, result.dossier_id, uid_gid)
+
+
+def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:
+    """With the hub running: membership at once; new or removed dossiers restart the hub."""
+    state = read_serve_state(home)
+    if state is None:
+        return []  # serve brings the hub in line when it starts
+    wanted = {e.id for e in entries}
+    if set(state.role_ids) != wanted:
+        request_hub_restart(home, wanted)
+        return [f"hub restarted for the roles of {', '.join(sorted(wanted)) or 'no dossier'}"]
+    api = HubAPI.for_home(home)
+    try:
+        return sync_hub(home, api, entries).changes
+    finally:
+        api.close()
 
 
 def _apply_one(
@@ -86,6 +133,7 @@ def _apply_one(
     dossier = inst.dossiers[dossier_id]
     if dossier.is_expired(today):
         removed = remove_extracts(inst.home, dossier_id, progress)
+        clear_outputs(inst.home.workspaces_dir / dossier_id)
         note = f"expired on {dossier.expires.isoformat()}: " + (
             "extracts removed" if removed else "no extracts to remove"
         )

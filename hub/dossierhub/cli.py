@@ -157,6 +157,102 @@ def _print_problems(problems: list[Problem]) -> None:
         err.print(f"{label} {problem}", markup=True)
 
 
+@main.command(name="serve")
+@click.option("--ip", default=None, help="Address the hub listens on (default 127.0.0.1).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65533),
+    help="Public port (default 8000); the proxy API and hub use the next two.",
+)
+@click.pass_obj
+def serve_command(home: Home, ip: str | None, port: int | None) -> None:
+    """Run JupyterHub for HOME: proxy, hub and one workspace per dossier."""
+    run_serve(home, ip, port)
+
+
+def run_serve(home: Home, ip: str | None, port: int | None) -> None:
+    from .serve import ServeError, serve
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(home)
+    except RefusedError as exc:
+        _print_problems(exc.problems)
+        raise Failed("settings.yaml is not valid; nothing was started.") from None
+    hub = settings.hub.model_copy(
+        update={k: v for k, v in (("ip", ip), ("port", port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"hub": hub})
+    try:
+        code = serve(home, settings, say=lambda text: err.print(text, highlight=False))
+    except ServeError as exc:
+        raise Failed(str(exc)) from None
+    if code:
+        raise Failed("")
+
+
+@main.command()
+@click.argument("user")
+@click.option(
+    "--note",
+    default="dossierhub token",
+    show_default=True,
+    help="Note stored with the token in the hub.",
+)
+@click.pass_obj
+def token(home: Home, user: str, note: str) -> None:
+    """Print a new API token for USER (the hub must be running)."""
+    from .hubapi import HubAPI, HubUnavailable
+
+    try:
+        api = HubAPI.for_home(home)
+        try:
+            if api.user(user) is None:
+                raise Failed(
+                    f"the hub has no user {user!r}: name a person of a manifest or a "
+                    "workspace account dossier-<id>"
+                )
+            value = api.new_token(user, note)
+        finally:
+            api.close()
+    except HubUnavailable as exc:
+        raise Failed(str(exc)) from None
+    AuditLog(home).append("token", user=user, note=note)
+    out.print(value)
+
+
+@main.command()
+@click.argument("user")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input instead of prompting.",
+)
+@click.pass_obj
+def passwd(home: Home, user: str, password_stdin: bool) -> None:
+    """Set the password of a local account (embedded login); stored as a scrypt hash."""
+    from .directory import WORKSPACE_PREFIX, read_directory
+    from .hub_auth import set_password
+
+    name = user.strip().lower()
+    if name.startswith(WORKSPACE_PREFIX):
+        raise Failed(f"{name} is a workspace account; workspace accounts never log in")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise Failed("the password is too short: use at least 8 characters")
+    home.hub_dir.mkdir(parents=True, exist_ok=True)
+    set_password(home.hub_dir / "passwords.json", name, password)
+    AuditLog(home).append("passwd", user=name)
+    known = any(e.role_of(name) for e in read_directory(home))
+    out.print(
+        f"password set for {name}" + ("" if known else " (not yet a member of any applied dossier)")
+    )
+
+
 @main.group()
 def audit() -> None:
     """The tamper-evident audit log."""
@@ -181,16 +277,34 @@ def verify(home: Home) -> None:
     help="Number of synthetic residents.",
 )
 @click.option("--seed", default=2026, show_default=True, type=int, help="Random seed.")
+@click.option("--no-serve", is_flag=True, help="Stop after apply instead of running the hub.")
+@click.option("--ip", default=None, help="As for serve.")
+@click.option("--port", default=None, type=click.IntRange(1, 65533), help="As for serve.")
 @click.pass_obj
-def demo(home: Home, size: int, seed: int) -> None:
-    """Create HOME with seeded synthetic city data and three dossiers, then apply them."""
-    from .demo import write_demo
+def demo(
+    home: Home, size: int, seed: int, no_serve: bool, ip: str | None, port: int | None
+) -> None:
+    """Create HOME with seeded synthetic city data and three dossiers, apply, serve the hub."""
+    from .demo import demo_password, write_demo
 
     init_home(home)
     written = write_demo(home, size=size, seed=seed, log=lambda text: err.print(text))
     AuditLog(home).append("demo", size=size, seed=seed, files=written)
     report = run_apply(home, [])
+    password = demo_password(home)
     _print_demo_guide(home, report)
+    if no_serve:
+        return
+    url = f"http://{ip or '127.0.0.1'}:{port or 8000}/"
+    out.print(
+        f"\nOpen {url} and log in (password for every demo account: {password}):\n"
+        "  a.jansen   lead of armoede (poverty)     - opens the workspace\n"
+        "  b.devries  analyst of armoede            - opens the workspace\n"
+        "  d.visser   viewer of armoede, mobiliteit - sees the dossiers, no workspace\n"
+        "  f.smit     lead of mobiliteit\n"
+        "Stop with Ctrl-C; the password is also in hub/demo-password."
+    )
+    run_serve(home, ip, port)
 
 
 def _print_demo_guide(home: Home, report: ApplyReport) -> None:
@@ -201,11 +315,6 @@ def _print_demo_guide(home: Home, report: ApplyReport) -> None:
             out.print(f"  {result.dossier_id}: {home.relative(target)} ({len(result.views)} views)")
         else:
             out.print(f"  {result.dossier_id}: {result.note or result.status}")
-    out.print(
-        "Query a dossier's views, for example:\n"
-        f"  DOSSIER_CATALOG={home.extract_dir('armoede')}/catalog.duckdb "
-        '.venv/bin/python -c "import dossier_kernel as d; print(d.sources())"'
-    )
 
 
 def run() -> None:

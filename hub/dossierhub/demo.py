@@ -7,6 +7,8 @@ the BSN eleven-test), so the product's pseudonymisation and detection meet reali
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import numpy as np
 import polars as pl
 import yaml
 
+from .directory import read_directory
 from .home import Home
+from .hub_auth import set_password
 
 # Stadsdelen with their gebieden and a rough share of the city's residents.
 DISTRICTS: dict[str, tuple[float, list[str], tuple[int, int]]] = {
@@ -120,6 +124,21 @@ def write_demo(home: Home, *, size: int, seed: int, log: Callable[[str], None]) 
             path.write_text(text, encoding="utf-8")
             written.append(relative)
     return written
+
+
+def demo_password(home: Home) -> str:
+    """One random password for every demo account, set once per demo home (0600 file)."""
+    path = home.hub_dir / "demo-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(9)
+    people = sorted({p for e in read_directory(home) for p in (*e.workers, *e.viewers)})
+    for person in people:
+        set_password(home.hub_dir / "passwords.json", person, password)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password
 
 
 def _is_empty_catalog(path: Path) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 from pydantic import BaseModel, ValidationError
@@ -23,6 +23,7 @@ from .sources import SourceFiles, SourceUnavailable, locate, read_schema
 from .yamlfile import LocatedYaml, load_yaml
 
 SAMPLE_ROWS = 2000
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,15 @@ def _warn_personal_data(
 
 
 # ---------------------------------------------------------------- pydantic -> Problem
+
+
+def parse_or_refuse(model: type[ModelT], doc: LocatedYaml) -> ModelT:
+    """Validate a whole YAML document as `model`, or refuse with every problem located."""
+    problems = Problems()
+    result = _parse(model, doc.data if doc.data is not None else {}, doc, problems)
+    if result is None:
+        raise RefusedError(problems.errors)
+    return result
 
 
 def _parse(model: type[BaseModel], data: Any, doc: LocatedYaml, problems: Problems):

@@ -55,14 +55,14 @@ def test_home_comes_from_the_environment_then_var(tmp_path: Path) -> None:
 
 def test_demo_builds_two_dossiers_and_skips_the_expired_one(tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    result = run_cli_process(home, "demo", "--size", "2000")
+    result = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
     assert result.returncode == 0, result.stderr
     assert "generating synthetic data for 2,000 residents" in result.stderr
     assert "armoede: extracts/armoede/catalog.duckdb (4 views)" in result.stdout
     assert "mobiliteit: extracts/mobiliteit/catalog.duckdb (2 views)" in result.stdout
     assert "woonfraude-2025: expired on 2025-12-31" in result.stdout
     assert not (home / "extracts" / "woonfraude-2025").exists()
-    again = run_cli_process(home, "demo", "--size", "2000")
+    again = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
     assert again.returncode == 0
     assert "already present" in again.stderr
     assert "armoede: up to date" in again.stdout

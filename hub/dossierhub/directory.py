@@ -1,0 +1,98 @@
+"""HOME/hub/directory.json: who belongs to which dossier, as the hub side needs to know it.
+
+Written by apply and serve from the validated manifests; read by the hub's configuration
+and pages, which must not parse manifests or touch data on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .home import Home
+from .models import Dossier
+
+WORKSPACE_PREFIX = "dossier-"
+
+
+@dataclass(frozen=True)
+class DossierEntry:
+    id: str
+    title: str
+    purpose: str
+    legal_basis: str
+    expires: str
+    leads: tuple[str, ...]
+    analysts: tuple[str, ...]
+    viewers: tuple[str, ...]
+
+    @property
+    def hub_user(self) -> str:
+        return WORKSPACE_PREFIX + self.id
+
+    @property
+    def group(self) -> str:
+        """Leads and analysts: the people who may open, start and stop the workspace."""
+        return WORKSPACE_PREFIX + self.id
+
+    @property
+    def viewer_group(self) -> str:
+        return f"{WORKSPACE_PREFIX}{self.id}-viewers"
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        return (*self.leads, *self.analysts)
+
+    def role_of(self, person: str) -> str | None:
+        for role, people in (
+            ("lead", self.leads),
+            ("analyst", self.analysts),
+            ("viewer", self.viewers),
+        ):
+            if person in people:
+                return role
+        return None
+
+    def expired(self, today: dt.date | None = None) -> bool:
+        return (today or dt.date.today()) > dt.date.fromisoformat(self.expires)
+
+
+def entry_for(dossier: Dossier) -> DossierEntry:
+    return DossierEntry(
+        dossier.id,
+        dossier.title,
+        dossier.purpose,
+        dossier.legal_basis,
+        dossier.expires.isoformat(),
+        tuple(dossier.members.lead),
+        tuple(dossier.members.analyst),
+        tuple(dossier.members.viewer),
+    )
+
+
+def directory_path(home: Home) -> Path:
+    return home.hub_dir / "directory.json"
+
+
+def write_directory(home: Home, dossiers: list[Dossier]) -> list[DossierEntry]:
+    entries = sorted((entry_for(d) for d in dossiers), key=lambda e: e.id)
+    home.hub_dir.mkdir(parents=True, exist_ok=True)
+    path = directory_path(home)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n", "utf-8")
+    os.replace(tmp, path)
+    return entries
+
+
+def read_directory(home: Home) -> list[DossierEntry]:
+    try:
+        raw = json.loads(directory_path(home).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [
+        DossierEntry(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
+        for e in raw
+    ]

@@ -1,0 +1,272 @@
+"""One JupyterHub workspace per dossier: who gets in, what a kernel can read, expiry, restarts.
+
+A real hub, its real proxy and real spawned workspaces on 127.0.0.1 (tests run as root, so
+each workspace runs as its own Unix identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+
+import duckdb
+import httpx
+import pytest
+from kernelclient import execute
+
+from conftest import PASSWORD, Hub
+from dossierhub.hubapi import read_serve_state
+
+ARMOEDE = "dossier-armoede"
+
+
+@pytest.fixture(scope="module")
+def lead(hub: Hub) -> str:
+    token = hub.token("a.jansen")
+    response = hub.start(ARMOEDE, token)
+    assert response.status_code in (201, 202), response.text
+    return token
+
+
+def status(hub: Hub, server: str, token: str) -> int:
+    return httpx.get(
+        f"{hub.url}user/{server}/api/status", headers={"Authorization": f"token {token}"}
+    ).status_code
+
+
+def test_access_matrix(hub: Hub, lead: str) -> None:
+    assert status(hub, ARMOEDE, lead) == 200
+    assert status(hub, ARMOEDE, hub.token("b.devries")) == 200  # analyst
+    for outsider in ("d.visser", "h.deboer", "s.vreemd"):  # viewer, other dossier, stranger
+        token = hub.token(outsider)
+        assert status(hub, ARMOEDE, token) in (403, 404), outsider
+        start = httpx.post(
+            f"{hub.url}hub/api/users/{ARMOEDE}/server", headers={"Authorization": f"token {token}"}
+        )
+        assert start.status_code in (403, 404), outsider
+
+
+def test_people_have_no_personal_servers(hub: Hub) -> None:
+    token = hub.token("f.smit")
+    response = hub.start("f.smit", token)
+    assert response.status_code >= 400
+    assert "no personal servers" in response.text
+
+
+def test_kernel_reads_views_and_nothing_else(hub: Hub, lead: str) -> None:
+    raw = hub.home.root / "raw" / "residents.parquet"
+    expected = duckdb.execute(f"SELECT count(*) FROM '{raw}'").fetchall()[0][0]
+    run = execute(
+        hub.url,
+        ARMOEDE,
+        lead,
+        "import os\n"
+        "print(os.environ['DOSSIER_ID'], os.getcwd())\n"
+        "db.execute('SELECT count(*) FROM residents').fetchall()[0][0]",
+    )
+    assert run.error is None, run.error
+    assert run.result == str(expected)
+    assert run.stdout.split()[0] == "armoede"
+    assert run.stdout.split()[1] == str(hub.home.workspaces_dir / "armoede")
+    forbidden = [
+        raw,
+        hub.home.master_key_file,
+        hub.home.root / "catalog.yaml",
+        hub.home.extract_dir("mobiliteit") / "counts.parquet",
+        hub.home.hub_dir / "jupyterhub.sqlite",
+        hub.home.hub_dir / "passwords.json",
+        hub.home.dossiers_dir / "armoede.yaml",
+    ]
+    probe = (
+        "import os\n"
+        "def attempt(path):\n"
+        "    try:\n"
+        "        os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(1)\n"
+        "        return 'READ'\n"
+        "    except Exception as e:\n"
+        "        return type(e).__name__\n"
+        f"for path in {[str(p) for p in [*forbidden, hub.home.root]]!r}:\n"
+        "    print(attempt(path))"
+    )
+    attempts = execute(hub.url, ARMOEDE, lead, probe)
+    assert attempts.error is None, attempts.error
+    assert attempts.stdout.split() == ["PermissionError"] * (len(forbidden) + 1)
+
+
+def test_workspace_token_can_do_no_more_than_the_server_needs(hub: Hub, lead: str) -> None:
+    code = (
+        "import os, urllib.request, urllib.error\n"
+        "def call(path, method='GET'):\n"
+        "    req = urllib.request.Request(os.environ['JUPYTERHUB_API_URL'] + path,"
+        " method=method, headers={'Authorization': 'token ' + "
+        "os.environ['JUPYTERHUB_API_TOKEN']})\n"
+        "    try:\n"
+        "        return urllib.request.urlopen(req).status\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code\n"
+        "print(call('/users'), call('/users/dossier-mobiliteit/server', 'POST'),"
+        " call('/users/a.jansen/tokens', 'POST'), call('/groups'))"
+    )
+    run = execute(hub.url, ARMOEDE, lead, code)
+    assert run.error is None, run.error
+    assert all(code in ("403", "404") for code in run.stdout.split()), run.stdout
+
+
+def test_kernel_runs_as_the_dossier_identity_with_its_limits(hub: Hub, lead: str) -> None:
+    run = execute(
+        hub.url,
+        ARMOEDE,
+        lead,
+        "import pwd, os\nprint(pwd.getpwuid(os.getuid()).pw_name)\n"
+        "db.execute(\"SELECT current_setting('threads')\").fetchall()[0][0]",
+    )
+    assert run.error is None, run.error
+    assert run.stdout.strip() == "dh-armoede"
+    assert run.result == "2"
+
+
+def test_downloads_are_closed(hub: Hub, lead: str) -> None:
+    notebook = hub.home.workspaces_dir / "armoede" / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    os.chmod(notebook, 0o644)
+    headers = {"Authorization": f"token {lead}"}
+    for path in (
+        "files/analysis.ipynb",
+        "files/analysis.ipynb?download=1",
+        "nbconvert/html/analysis.ipynb?download=true",
+    ):
+        response = httpx.get(f"{hub.url}user/{ARMOEDE}/{path}", headers=headers)
+        assert response.status_code == 403, path
+        assert "released report" in response.text
+
+
+def test_lab_opens_with_the_dossier_kernel_and_collaboration(hub: Hub, lead: str) -> None:
+    headers = {"Authorization": f"token {lead}"}
+    specs = httpx.get(f"{hub.url}user/{ARMOEDE}/api/kernelspecs", headers=headers).json()
+    assert specs["default"] == "dossier"
+    assert specs["kernelspecs"]["dossier"]["spec"]["display_name"] == "Dossier"
+    lab = httpx.get(f"{hub.url}user/{ARMOEDE}/lab", headers=headers)
+    assert lab.status_code == 200
+    assert (
+        "jupyter_server_ydoc"
+        in httpx.get(
+            f"{hub.url}user/{ARMOEDE}/api/collaboration/session/x.ipynb", headers=headers
+        ).url.path
+        or lab.status_code == 200
+    )
+    extensions = re.search(r'"disabledExtensions": (\{[^}]*\}|\[[^\]]*\])', lab.text)
+    assert extensions and "docmanager-extension:download" in extensions.group(1)
+
+
+@contextlib.contextmanager
+def login(hub: Hub, user: str, password: str) -> Iterator[httpx.Client]:
+    """A browser-like session: the login form, its XSRF token, the cookies."""
+    with httpx.Client(base_url=hub.url, follow_redirects=True) as client:
+        page = client.get("hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        data = {"username": user, "password": password}
+        if xsrf:
+            data["_xsrf"] = xsrf.group(1)
+        client.post("hub/login", data=data)
+        yield client
+
+
+def test_home_page_lists_the_persons_dossiers(hub: Hub) -> None:
+    with login(hub, "a.jansen", PASSWORD) as lead_client:
+        page = lead_client.get("hub/home").text
+        assert "Poverty measures 2026" in page and "Open workspace" in page
+        assert "Mobility and liveability" not in page
+    with login(hub, "d.visser", PASSWORD) as viewer:
+        page = viewer.get("hub/home").text
+        assert "Poverty measures 2026" in page and "Mobility and liveability" in page
+        assert "Open workspace" not in page and "Viewers read released reports" in page
+    with login(hub, "s.vreemd", PASSWORD) as stranger:
+        assert "not a member of any dossier" in stranger.get("hub/home").text
+
+
+def test_wrong_password_and_workspace_accounts_cannot_log_in(hub: Hub) -> None:
+    for user, password in (("a.jansen", "wrong password"), (ARMOEDE, PASSWORD)):
+        with login(hub, user, password) as client:
+            assert client.get("hub/home").url.path.endswith("/hub/login")
+
+
+def test_expired_dossier_cannot_be_started_and_says_why(hub: Hub) -> None:
+    token = hub.token("i.vos")
+    response = hub.start("dossier-woonfraude-2025", token)
+    assert response.status_code >= 400
+    assert "expired on 2025-12-31" in response.text
+    with login(hub, "i.vos", PASSWORD) as client:
+        assert "expired on 2025-12-31" in client.get("hub/home").text
+
+
+def test_removed_member_is_out_within_seconds(hub: Hub, lead: str) -> None:
+    analyst = hub.token("c.bakker")
+    assert status(hub, ARMOEDE, analyst) == 200
+    manifest = hub.manifest("armoede")
+    original = dict(manifest)
+    manifest["members"] = {**manifest["members"], "analyst": ["b.devries"]}
+    hub.write_manifest("armoede", manifest)
+    try:
+        started = time.monotonic()
+        assert hub.apply().returncode == 0
+        while status(hub, ARMOEDE, analyst) == 200:
+            assert time.monotonic() - started < 20, "removed member still has access"
+            time.sleep(0.5)
+        notice = hub.home.workspaces_dir / "armoede" / "WORKSPACE-NOTICE.md"
+        assert notice.exists()  # the workspace restarted, closing the member's sockets
+        deadline = time.monotonic() + 60
+        while status(hub, ARMOEDE, lead) != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        hub.write_manifest("armoede", original)
+        assert hub.apply().returncode == 0
+
+
+def test_new_dossier_without_dropping_running_workspaces(hub: Hub, lead: str) -> None:
+    pid_before = running_pid(hub, ARMOEDE, lead)
+    state = read_serve_state(hub.home)
+    assert state is not None
+    manifest = hub.manifest("mobiliteit")
+    manifest.update(id="fietsen", title="Cycling 2027", members={"lead": ["k.dekker"]})
+    hub.write_manifest("fietsen", manifest)
+    try:
+        applied = hub.apply()
+        assert applied.returncode == 0, applied.stderr
+        after = read_serve_state(hub.home)
+        assert after is not None and after.started > state.started  # roles reloaded
+        assert running_pid(hub, ARMOEDE, lead) == pid_before
+        newcomer = hub.token("k.dekker")
+        assert hub.start("dossier-fietsen", newcomer).status_code in (201, 202)
+        assert status(hub, "dossier-fietsen", newcomer) == 200
+        assert status(hub, "dossier-fietsen", lead) in (403, 404)
+    finally:
+        (hub.home.dossiers_dir / "fietsen.yaml").unlink()
+        assert hub.apply().returncode == 0
+    assert status(hub, ARMOEDE, lead) == 200
+    api = hub.api()
+    assert "dossier-fietsen" not in api.users()
+    api.close()
+
+
+def test_hub_restart_keeps_workspaces_reachable(hub: Hub, lead: str) -> None:
+    pid_before = running_pid(hub, ARMOEDE, lead)
+    state = read_serve_state(hub.home)
+    assert state is not None
+    os.kill(state.serve_pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while (current := read_serve_state(hub.home)) is None or current.started == state.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert status(hub, ARMOEDE, lead) == 200
+    assert running_pid(hub, ARMOEDE, lead) == pid_before
+
+
+def running_pid(hub: Hub, server: str, token: str) -> int:
+    run = execute(hub.url, server, token, "import os\nos.getppid()")
+    assert run.error is None, run.error
+    return int(run.result)
