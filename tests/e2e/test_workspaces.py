@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import duckdb
 import httpx
 import pytest
+from e2e_hub import PASSWORD, Hub
 from kernelclient import execute
 
-from conftest import PASSWORD, Hub
 from dossierhub.hubapi import read_serve_state
 
 ARMOEDE = "dossier-armoede"

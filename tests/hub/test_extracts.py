@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from filelock import FileLock
 
-from conftest import DOSSIERHUB, read_yaml, run_cli, tree_digest, write_yaml
+from helpers import DOSSIERHUB, read_yaml, run_cli, tree_digest, write_yaml
 
 
 def open_catalog(home: Path, dossier_id: str) -> duckdb.DuckDBPyConnection:

@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import DOSSIERHUB, run_cli
 from dossierhub.demo import write_demo
 from dossierhub.home import Home
+from helpers import DOSSIERHUB, run_cli
 
 KILLS = 12
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_yaml, run_cli, tree_digest, write_yaml
+from helpers import read_yaml, run_cli, tree_digest, write_yaml
 
 Edit = Callable[[Path], None]
 

@@ -1,0 +1,171 @@
+"""The JupyterHub configuration is a pure function of HOME's state: tested without a hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from jupyterhub.app import JupyterHub
+from oauthenticator.azuread import AzureAdOAuthenticator
+from oauthenticator.generic import GenericOAuthenticator
+from traitlets.config import Config
+
+from dossierhub.directory import DossierEntry
+from dossierhub.hubconfig import HubInputs, make_config
+from dossierhub.settings import Settings
+from helpers import run_cli
+
+HOME = Path("/srv/dossierhub")
+ARMOEDE = DossierEntry(
+    "armoede",
+    "Poverty",
+    "Why",
+    "art. 6",
+    "2099-01-01",
+    ("a.jansen",),
+    ("b.devries",),
+    ("d.visser",),
+)
+OLD = DossierEntry("oud", "Old", "Why", "art. 6", "2020-01-01", ("x.y",), (), ())
+
+
+def config(**settings: object) -> Config:
+    inputs = HubInputs(
+        HOME,
+        Settings.model_validate(settings),
+        (ARMOEDE, OLD),
+        "proxy-secret",
+        "service-secret",
+        "/opt/env/bin/python",
+        "oauth-secret",
+    )
+    return make_config(inputs)
+
+
+def test_embedded_default() -> None:
+    c = config()
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:8002"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:8001"
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.db_url == "sqlite:////srv/dossierhub/hub/jupyterhub.sqlite"
+    assert c.JupyterHub.spawner_class == "dossierhub.spawner.DossierSpawner"
+    assert c.DossierSpawner.workspace_python == "/opt/env/bin/python"
+    assert c.JupyterHub.authenticator_class == "dossierhub.hub_auth.LocalPasswordAuthenticator"
+    assert c.LocalPasswordAuthenticator.passwords_file == "/srv/dossierhub/hub/passwords.json"
+    assert c.Spawner.server_token_scopes == ["users:activity!user", "access:servers!server"]
+
+
+def test_ports_and_address_from_settings() -> None:
+    c = config(hub={"ip": "0.0.0.0", "port": 9000})
+    assert c.JupyterHub.bind_url == "http://0.0.0.0:9000/"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:9001"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:9002"
+
+
+def test_roles_let_leads_and_analysts_reach_only_their_workspace() -> None:
+    roles = {r["name"]: r for r in config().JupyterHub.load_roles}
+    team = roles["dossier-armoede-team"]
+    assert team["groups"] == ["dossier-armoede"]
+    assert sorted(team["scopes"]) == sorted(
+        [
+            "access:servers!user=dossier-armoede",
+            "servers!user=dossier-armoede",
+            "read:users:name!user=dossier-armoede",
+        ]
+    )
+    groups = config().JupyterHub.load_groups
+    assert groups["dossier-armoede"] == {"users": ["a.jansen", "b.devries"]}
+    assert groups["dossier-armoede-viewers"] == {"users": ["d.visser"]}
+    assert roles["dossierhub-provisioner"]["services"] == ["dossierhub"]
+    assert roles["idle-culler"]["scopes"] == [
+        "list:users",
+        "read:users:activity",
+        "read:servers",
+        "delete:servers",
+    ]
+
+
+def test_services_cull_idle_and_expired_workspaces() -> None:
+    services = {
+        s["name"]: s
+        for s in config(
+            workspaces={"idle_timeout_seconds": 900}, hub={"expiry_check_seconds": 300}
+        ).JupyterHub.services
+    }
+    assert services["dossierhub"]["api_token"] == "service-secret"
+    assert "--timeout=900" in services["idle-culler"]["command"]
+    assert services["dossierhub-expiry"]["command"][-2:] == ["--every", "300"]
+
+
+def test_jupyterhub_accepts_the_config() -> None:
+    app = JupyterHub(config=config())
+    assert app.bind_url == "http://127.0.0.1:8000/"
+    assert [r["name"] for r in app.load_roles][:2] == ["dossier-armoede-team", "dossier-oud-team"]
+    assert app.cleanup_servers is False
+
+
+OAUTH = {
+    "client_id": "dossierhub",
+    "client_secret_file": "/srv/secret",
+    "callback_url": "https://hub.example/hub/oauth_callback",
+}
+
+
+def test_generic_oidc() -> None:
+    c = config(
+        hub={
+            "authenticator": "generic-oauth",
+            "oauth": {
+                **OAUTH,
+                "authorize_url": "https://idp.example/authorize",
+                "token_url": "https://idp.example/token",
+                "userdata_url": "https://idp.example/userinfo",
+                "username_claim": "email",
+            },
+        }
+    )
+    assert c.JupyterHub.authenticator_class == "oauthenticator.generic.GenericOAuthenticator"
+    authenticator = GenericOAuthenticator(config=c)
+    assert authenticator.client_secret == "oauth-secret"
+    assert authenticator.token_url == "https://idp.example/token"
+    assert authenticator.allow_all is True
+    assert authenticator.username_claim({"email": "A.Jansen@Amsterdam.nl"}) == "a.jansen"
+
+
+def test_entra_id_oidc() -> None:
+    c = config(
+        hub={
+            "authenticator": "azuread",
+            "oauth": {**OAUTH, "tenant_id": "tenant-1", "strip_domain": False},
+        }
+    )
+    authenticator = AzureAdOAuthenticator(config=c)
+    assert authenticator.tenant_id == "tenant-1"
+    assert authenticator.username_claim({"preferred_username": "a.jansen@x.nl"}) == "a.jansen@x.nl"
+
+
+def test_oauth_without_its_settings_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"needs hub\.oauth"):
+        config(hub={"authenticator": "azuread"})
+
+
+def test_bad_settings_file_is_refused(home: Path) -> None:
+    (home / "settings.yaml").write_text("hub:\n  port: lots\n  colour: blue\n")
+    result = run_cli(home, "serve")
+    assert result.exit_code == 1
+    assert "settings.yaml, line 2, hub.port" in result.stderr
+    assert "settings.yaml, line 3, hub.colour: unknown key 'colour'" in result.stderr
+
+
+def test_passwords_are_stored_hashed(home: Path) -> None:
+    result = run_cli(home, "passwd", "a.jansen", "--password-stdin", input="s3cret-enough\n")
+    assert result.exit_code == 0
+    stored = (home / "hub" / "passwords.json").read_text()
+    assert "s3cret-enough" not in stored and "scrypt$" in stored
+    assert (home / "hub" / "passwords.json").stat().st_mode & 0o777 == 0o600
+    refused = run_cli(home, "passwd", "dossier-armoede", "--password-stdin", input="x" * 9)
+    assert refused.exit_code == 1 and "never log in" in refused.stderr
+    short = run_cli(home, "passwd", "a.jansen", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "too short" in short.stderr
