@@ -7,8 +7,10 @@ each workspace runs as its own Unix identity).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -151,15 +153,18 @@ def test_lab_opens_with_the_dossier_kernel_and_collaboration(hub: Hub, lead: str
     assert specs["kernelspecs"]["dossier"]["spec"]["display_name"] == "Dossier"
     lab = httpx.get(f"{hub.url}user/{ARMOEDE}/lab", headers=headers)
     assert lab.status_code == 200
-    assert (
-        "jupyter_server_ydoc"
-        in httpx.get(
-            f"{hub.url}user/{ARMOEDE}/api/collaboration/session/x.ipynb", headers=headers
-        ).url.path
-        or lab.status_code == 200
-    )
     extensions = re.search(r'"disabledExtensions": (\{[^}]*\}|\[[^\]]*\])', lab.text)
     assert extensions and "docmanager-extension:download" in extensions.group(1)
+    notebook = hub.home.workspaces_dir / "armoede" / "shared.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    shutil.chown(notebook, "dh-armoede", "dh-armoede")
+    session = httpx.put(
+        f"{hub.url}user/{ARMOEDE}/api/collaboration/session/shared.ipynb",
+        headers=headers,
+        json={"format": "json", "type": "notebook"},
+    )
+    assert session.status_code in (200, 201), session.text
+    assert session.json()["sessionId"]
 
 
 @contextlib.contextmanager
@@ -270,3 +275,52 @@ def running_pid(hub: Hub, server: str, token: str) -> int:
     run = execute(hub.url, server, token, "import os\nos.getppid()")
     assert run.error is None, run.error
     return int(run.result)
+
+
+def test_expiry_stops_a_running_workspace_and_clears_outputs(hub: Hub) -> None:
+    """The hub's expiry service, not apply, notices a dossier that has just expired."""
+    token = hub.token("f.smit")
+    assert hub.start("dossier-mobiliteit", token).status_code in (201, 202)
+    notebook = hub.home.workspaces_dir / "mobiliteit" / "counts.ipynb"
+    notebook.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "execution_count": 1,
+                        "id": "a",
+                        "metadata": {},
+                        "source": "db.sql('SELECT 1')",
+                        "outputs": [{"output_type": "stream", "name": "stdout", "text": "secret"}],
+                    }
+                ],
+                "metadata": {},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
+    directory = hub.home.hub_dir / "directory.json"
+    original = directory.read_text()
+    entries = json.loads(original)
+    for entry in entries:
+        if entry["id"] == "mobiliteit":
+            entry["expires"] = "2020-01-01"  # as if the date had passed
+    directory.write_text(json.dumps(entries))
+    try:
+        deadline = time.monotonic() + 30
+        while status(hub, "dossier-mobiliteit", token) == 200:
+            assert time.monotonic() < deadline, "expired workspace still running"
+            time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while (hub.home.extract_dir("mobiliteit")).exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "secret" not in notebook.read_text()
+        assert "db.sql('SELECT 1')" in notebook.read_text()
+    finally:
+        directory.write_text(original)
+        assert hub.apply().returncode == 0  # rebuilds the extracts
+    assert hub.start("dossier-mobiliteit", token).status_code in (201, 202)
+    assert status(hub, "dossier-mobiliteit", token) == 200
