@@ -41,7 +41,7 @@ from dossierhub.serve import proxy_command
 LEAD = "bench.lead"
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(pid: int, show: bool = False) -> int:
     """Resident memory of a process and all its descendants, in bytes."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -58,6 +58,12 @@ def tree_rss(pid: int) -> int:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
+                    if show:
+                        args = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
+                        print(
+                            f"    {int(line.split()[1]) // 1024:5d} MiB  "
+                            f"{b' '.join(args[:3]).decode()[:90]}"
+                        )
         except OSError:
             pass
         todo.extend(children.get(current, []))
@@ -163,7 +169,7 @@ c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:s
     return hub, url, token
 
 
-def plain_lab_memory(root: Path, python: str) -> int:
+def plain_lab_memory(root: Path, python: str, verbose: bool = False) -> int:
     port = free_ports(1)
     lab = subprocess.Popen(
         [
@@ -189,7 +195,7 @@ def plain_lab_memory(root: Path, python: str) -> int:
         kernel = httpx.post(f"{url}/api/kernels?token=bench", json={"name": "python3"}).json()
         run_plain(url, kernel["id"])
         time.sleep(3)
-        return tree_rss(lab.pid)
+        return tree_rss(lab.pid, show=verbose)
     finally:
         lab.terminate()
         lab.wait(30)
@@ -239,6 +245,7 @@ def main() -> int:
     parser.add_argument("--workspaces", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="2 workspaces, 1 repeat")
+    parser.add_argument("--verbose", action="store_true", help="show memory per process")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root: workspaces run as their own Unix users")
@@ -290,10 +297,10 @@ def main() -> int:
             f"{url}user/dossier-bench-01/api/kernels", headers=headers, json={"name": "dossier"}
         ).json()
         time.sleep(4)
-        ours_rss = tree_rss(workspace_pid)
+        ours_rss = tree_rss(workspace_pid, show=args.verbose)
         httpx.delete(f"{url}user/dossier-bench-01/api/kernels/{kernel['id']}", headers=headers)
         stop(url, "dossier-bench-01", token)
-        plain_rss = plain_lab_memory(root, python)
+        plain_rss = plain_lab_memory(root, python, args.verbose)
         ratio = ours_rss / plain_rss
         ok &= ratio <= 1.2
         print(

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
+
+if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at kernel start
+    import polars as pl
 
 __all__ = ["NoDossierError", "connect", "sources", "sql"]
 
@@ -62,7 +65,7 @@ def default_connection() -> duckdb.DuckDBPyConnection:
 
 def sql(query: str, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
     """Run SQL on the dossier's views and return a Polars DataFrame."""
-    return (con or default_connection()).sql(query).pl()
+    return (con or default_connection()).sql(query).pl()  # .pl() imports polars itself
 
 
 def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
@@ -76,6 +79,8 @@ def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
         "SELECT table_name, column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
         "WHERE schema_name = 'main' ORDER BY table_name, column_index"
     ).fetchall()
+    import polars as pl
+
     per_view: dict[str, list[dict[str, str]]] = {name: [] for name, _ in views}
     for table, column, data_type, comment in columns:
         if table in per_view:
