@@ -30,13 +30,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
-from e2e_hub import DOSSIERHUB, free_ports, reachable_python
-from kernelclient import execute
-
 from dossierhub.demo import write_demo
 from dossierhub.home import Home
 from dossierhub.hubapi import read_serve_state
 from dossierhub.serve import proxy_command
+
+from e2e_hub import DOSSIERHUB, free_ports, reachable_python
+from kernelclient import execute
 
 LEAD = "bench.lead"
 

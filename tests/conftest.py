@@ -9,6 +9,7 @@ import pytest
 
 from dossierhub.demo import write_demo
 from dossierhub.home import Home
+
 from helpers import SMALL, run_cli
 
 

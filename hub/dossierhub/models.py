@@ -146,6 +146,21 @@ class Disclosure(Strict):
     max_bytes: int = Field(default=16_000_000, ge=1)
 
 
+MemorySize = Annotated[
+    str, StringConstraints(pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+]
+
+
+class Limits(Strict):
+    """What the workspace's Dossier kernel may use; defaults come from settings.yaml."""
+
+    memory: (
+        Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")]
+        | None
+    ) = None
+    threads: int | None = Field(default=None, ge=1, le=256)
+
+
 class Dossier(Strict):
     id: str
     title: str = Field(min_length=1)
@@ -158,6 +173,7 @@ class Dossier(Strict):
         default_factory=list
     )
     disclosure: Disclosure = Field(default_factory=Disclosure)
+    limits: Limits = Field(default_factory=Limits)
 
     def is_expired(self, today: dt.date | None = None) -> bool:
         """`expires` is the last usable day, inclusive, in the installation's local time."""

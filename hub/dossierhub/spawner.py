@@ -94,8 +94,8 @@ class DossierSpawner(LocalProcessSpawner):
         self._dossier_env = {
             "DOSSIER_ID": self.dossier_id,
             "DOSSIER_CATALOG": str(catalog),
-            "DOSSIER_DUCKDB_MEMORY_LIMIT": str(limits.get("memory", self.duckdb_memory_limit)),
-            "DOSSIER_DUCKDB_THREADS": str(limits.get("threads", self.duckdb_threads)),
+            "DOSSIER_DUCKDB_MEMORY_LIMIT": str(limits.get("memory") or self.duckdb_memory_limit),
+            "DOSSIER_DUCKDB_THREADS": str(limits.get("threads") or self.duckdb_threads),
         }
         # a new dict: the configured one is shared by every spawner
         self.popen_kwargs = {**self.popen_kwargs, "cwd": str(workdir)}

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_hub import DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
 
 from dossierhub.demo import write_demo
 from dossierhub.directory import read_directory
 from dossierhub.home import Home
 from dossierhub.hub_auth import set_password
 from dossierhub.hubapi import read_serve_state
+
+from e2e_hub import DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
 
 
 @pytest.fixture(scope="session")

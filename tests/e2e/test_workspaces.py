@@ -18,10 +18,13 @@ from collections.abc import Iterator
 import duckdb
 import httpx
 import pytest
-from e2e_hub import PASSWORD, Hub
-from kernelclient import execute
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from dossierhub.hubapi import read_serve_state
+
+from e2e_hub import PASSWORD, Hub
+from kernelclient import execute
 
 ARMOEDE = "dossier-armoede"
 
@@ -211,25 +214,36 @@ def test_expired_dossier_cannot_be_started_and_says_why(hub: Hub) -> None:
 def test_removed_member_is_out_within_seconds(hub: Hub, lead: str) -> None:
     analyst = hub.token("c.bakker")
     assert status(hub, ARMOEDE, analyst) == 200
+    headers = {"Authorization": f"token {analyst}"}
+    kernel = httpx.post(
+        f"{hub.url}user/{ARMOEDE}/api/kernels", headers=headers, json={"name": "dossier"}
+    ).json()
+    ws_url = (
+        f"{hub.url.replace('http://', 'ws://')}user/{ARMOEDE}/api/kernels/{kernel['id']}/channels"
+    )
     manifest = hub.manifest("armoede")
     original = dict(manifest)
     manifest["members"] = {**manifest["members"], "analyst": ["b.devries"]}
-    hub.write_manifest("armoede", manifest)
-    try:
-        started = time.monotonic()
-        assert hub.apply().returncode == 0
-        while status(hub, ARMOEDE, analyst) == 200:
-            assert time.monotonic() - started < 20, "removed member still has access"
-            time.sleep(0.5)
-        notice = hub.home.workspaces_dir / "armoede" / "WORKSPACE-NOTICE.md"
-        assert notice.exists()  # the workspace restarted, closing the member's sockets
-        deadline = time.monotonic() + 60
-        while status(hub, ARMOEDE, lead) != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-    finally:
-        hub.write_manifest("armoede", original)
-        assert hub.apply().returncode == 0
+    with connect(ws_url, additional_headers=headers) as socket:  # the member's open kernel
+        hub.write_manifest("armoede", manifest)
+        try:
+            started = time.monotonic()
+            assert hub.apply().returncode == 0
+            while status(hub, ARMOEDE, analyst) == 200:
+                assert time.monotonic() - started < 20, "removed member still has access"
+                time.sleep(0.5)
+            notice = hub.home.workspaces_dir / "armoede" / "WORKSPACE-NOTICE.md"
+            assert notice.exists()  # the workspace restarted, with a notice to the team
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    socket.recv(timeout=30)
+            deadline = time.monotonic() + 60
+            while status(hub, ARMOEDE, lead) != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        finally:
+            hub.write_manifest("armoede", original)
+            assert hub.apply().returncode == 0
 
 
 def test_new_dossier_without_dropping_running_workspaces(hub: Hub, lead: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from dossierhub.cli import main
+
 from helpers import DOSSIERHUB, run_cli, run_cli_process
 
 README = Path(__file__).resolve().parents[2] / "README.md"

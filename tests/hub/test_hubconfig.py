@@ -13,6 +13,7 @@ from traitlets.config import Config
 from dossierhub.directory import DossierEntry
 from dossierhub.hubconfig import HubInputs, make_config
 from dossierhub.settings import Settings
+
 from helpers import run_cli
 
 HOME = Path("/srv/dossierhub")

@@ -16,6 +16,7 @@ import pytest
 
 from dossierhub.demo import write_demo
 from dossierhub.home import Home
+
 from helpers import DOSSIERHUB, run_cli
 
 KILLS = 12

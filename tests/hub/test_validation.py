@@ -137,6 +137,10 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
         manifest_edit(lambda d: view(d).update(where="district > 5")),
         ["sources.residents.where", "does not work on the source's data"],
     ),
+    "bad memory limit": (
+        manifest_edit(lambda d: d.update(limits={"memory": "lots", "threads": 0})),
+        ["limits.memory", "limits.threads"],
+    ),
     "no lead": (
         manifest_edit(lambda d: d["members"].update(lead=[])),
         ["members.lead", "no lead"],
