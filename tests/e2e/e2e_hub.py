@@ -81,8 +81,12 @@ def reachable_python() -> str:
     )
     for lock in ("package.json", "package-lock.json"):  # the proxy, beside the environment
         shutil.copy(ROOT / lock, target / lock)
-    subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=target,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["npm", "ci", "--silent", "--no-audit", "--no-fund"],
+        cwd=target,
+        check=True,
+        capture_output=True,
+    )
     for folder in (Path("/opt/dossierhub-test"), target):
         os.chmod(folder, 0o755)
     return str(target / "venv" / "bin" / "python")
