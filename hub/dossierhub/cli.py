@@ -254,6 +254,128 @@ def passwd(home: Home, user: str, password_stdin: bool) -> None:
 
 
 @main.group()
+def report() -> None:
+    """Parameterised report runs: run, list, show, release."""
+
+
+@report.command(name="run")
+@click.argument("dossier_id", metavar="ID")
+@click.argument("template")
+@click.option("--user", "user", required=True, help="The person running it (lead or analyst).")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A template parameter; repeat for more.",
+)
+@click.pass_obj
+def report_run(
+    home: Home, dossier_id: str, template: str, user: str, parameters: tuple[tuple[str, str], ...]
+) -> None:
+    """Run TEMPLATE for dossier ID; prints the run id and its final status."""
+    from .reports import ReportRefused, run_report
+
+    raw: dict[str, str] = {}
+    for name, value in parameters:
+        if name in raw:
+            raise Failed(f"parameter '{name}' is given twice")
+        raw[name] = value
+    try:
+        outcome = run_report(home, dossier_id, template, user.lower(), raw)
+    except ReportRefused as exc:
+        AuditLog(home).append(
+            "report.refused", actor=user, dossier=dossier_id, template=template, reason=str(exc)
+        )
+        raise Failed(f"{exc}; nothing was run.") from None
+    out.print(f"{outcome.run_id} {outcome.status}")
+    if outcome.status != "succeeded":
+        raise Failed(
+            f"run {outcome.run_id} failed: {outcome.error} (partial notebook kept "
+            f"in {home.relative(outcome.folder)})"
+        )
+
+
+@report.command(name="list")
+@click.argument("dossier_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def report_list(home: Home, dossier_id: str, as_json: bool) -> None:
+    """The runs of dossier ID with status, who and when."""
+    import json
+
+    from .reports import list_runs
+
+    runs = list_runs(home, dossier_id)
+    if as_json:
+        out.print(json.dumps(runs, default=str), markup=False)
+        return
+    table = Table(title=f"reports of {dossier_id}", title_justify="left")
+    for column in ("run", "template", "status", "checks", "released", "who", "started"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run["run_id"],
+            run["template"],
+            run["status"],
+            "passed"
+            if run.get("checks_passed")
+            else "failed"
+            if run["status"] == "succeeded"
+            else "-",
+            run["released"]["by"] if run["released"] else "-",
+            run["user"],
+            str(run.get("started") or run.get("queued")),
+        )
+    out.print(table)
+
+
+@report.command(name="show")
+@click.argument("dossier_id", metavar="ID")
+@click.argument("run_id", metavar="RUN")
+@click.pass_obj
+def report_show(home: Home, dossier_id: str, run_id: str) -> None:
+    """One run: provenance, output checks and where its files are."""
+    import json
+
+    from .reports import ReportRefused, show_run
+
+    try:
+        run = show_run(home, dossier_id, run_id)
+    except ReportRefused as exc:
+        raise Failed(str(exc)) from None
+    out.print(json.dumps(run, indent=2, default=str), markup=False)
+
+
+@report.command(name="release")
+@click.argument("dossier_id", metavar="ID")
+@click.argument("run_id", metavar="RUN")
+@click.option("--user", "user", required=True, help="The releasing lead (not the run's author).")
+@click.option(
+    "--justification",
+    default=None,
+    help="Why a run whose output checks failed may still leave (recorded).",
+)
+@click.pass_obj
+def report_release(
+    home: Home, dossier_id: str, run_id: str, user: str, justification: str | None
+) -> None:
+    """Release a run to the dossier's viewers (four eyes)."""
+    from .reports import ReportRefused, release_run
+
+    try:
+        record = release_run(home, dossier_id, run_id, user.lower(), justification)
+    except ReportRefused as exc:
+        AuditLog(home).append(
+            "report.release.refused", actor=user, dossier=dossier_id, run=run_id, reason=str(exc)
+        )
+        raise Failed(f"{exc}.") from None
+    out.print(f"{run_id} released by {record['by']}")
+
+
+@main.group()
 def audit() -> None:
     """The tamper-evident audit log."""
 

@@ -246,7 +246,13 @@ def _target(
         p.view: (sources[p.source_name].fingerprint(), view_policy_hash(p, kid)) for p in plans
     }
     meta = catalog_meta(plans)
-    policy_hash = _hash({"views": {v: h for v, (_, h) in wanted.items()}, "meta": meta})
+    policy_hash = _hash(
+        {
+            "views": {v: h for v, (_, h) in wanted.items()},
+            "meta": meta,
+            "disclosure": dossier.disclosure.model_dump(),
+        }
+    )
     previous = current_provenance(folder)
     reusable = set() if force else _reusable(folder, previous, wanted)
     return _Target(dossier, plans, folder, key, wanted, meta, policy_hash, previous, reusable)
@@ -294,6 +300,7 @@ def _build_generation(
         "format": FORMAT_VERSION,
         "policy_hash": target.policy_hash,
         "key_id": key_id(target.key),
+        "disclosure": dossier.disclosure.model_dump(),
         "views": entries,
     }
     (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")

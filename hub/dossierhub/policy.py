@@ -20,6 +20,7 @@ from .personal_data import name_hint, value_hint
 from .problems import Problem, Problems, RefusedError
 from .rowfilter import RowFilterError, normalize_filter
 from .sources import SourceFiles, SourceUnavailable, locate, read_schema
+from .templates_catalog import available, clashes
 from .yamlfile import LocatedYaml, load_yaml
 
 SAMPLE_ROWS = 2000
@@ -61,6 +62,15 @@ def load_installation(
     """`sample_values` also looks at data values for undeclared personal data (validate)."""
     inst = Installation(home, sample_values=sample_values)
     catalog_doc = _load_catalog(home, inst)
+    for name in clashes(home):
+        inst.problems.add(
+            Problem(
+                f"templates/{name}.ipynb",
+                "",
+                "has the name of a built-in template.",
+                f"rename it, such as our_{name}.ipynb.",
+            )
+        )
     con = duckdb.connect()
     try:
         for path in sorted(home.dossiers_dir.glob("*")) if home.dossiers_dir.exists() else []:
@@ -160,6 +170,7 @@ def _load_dossier(
         return
     inst.manifest_files[dossier.id] = path
     _check_members(dossier, doc, inst.problems)
+    _check_templates(dossier, doc, inst)
     if dossier.is_expired(today):
         inst.problems.add(
             doc.problem(
@@ -177,6 +188,21 @@ def _load_dossier(
     if len(inst.problems.errors) == problems_before:
         inst.dossiers[dossier.id] = dossier
         inst.plans[dossier.id] = plans
+
+
+def _check_templates(dossier: Dossier, doc: LocatedYaml, inst: Installation) -> None:
+
+    known = available(inst.home)
+    for index, name in enumerate(dossier.templates):
+        if name not in known:
+            inst.problems.add(
+                doc.problem(
+                    ("templates", index),
+                    f"there is no report template '{name}'.",
+                    f"use one of: {', '.join(sorted(known)) or 'none'}, or add {name}.ipynb to "
+                    "HOME/templates.",
+                )
+            )
 
 
 def _check_members(dossier: Dossier, doc: LocatedYaml, problems: Problems) -> None:

@@ -45,9 +45,14 @@ class WorkspaceSettings(Strict):
     python: str | None = None  # the environment workspaces run in; default: dossierhub's own
 
 
+class ReportSettings(Strict):
+    parallel_per_dossier: int = Field(default=2, ge=1, le=64)
+
+
 class Settings(Strict):
     hub: HubSettings = Field(default_factory=HubSettings)
     workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
 
 
 def load_settings(home: Home) -> Settings:

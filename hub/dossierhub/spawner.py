@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pwd
 from pathlib import Path
 
 import yaml
@@ -22,6 +21,7 @@ from .unixusers import (
     ensure_unix_user,
     ensure_workspace_dir,
     isolation_enabled,
+    preexec_as_dossier,
     secure_extracts,
     unix_name,
 )
@@ -120,16 +120,7 @@ class DossierSpawner(LocalProcessSpawner):
         """
         if not isolation_enabled():
             return None
-        entry = pwd.getpwnam(unix_name(self.dossier_id))
-        workdir = str(self.home.workspaces_dir / self.dossier_id)
-
-        def become_dossier() -> None:
-            os.setgid(entry.pw_gid)
-            os.setgroups([entry.pw_gid])
-            os.setuid(entry.pw_uid)
-            os.chdir(workdir)
-
-        return become_dossier
+        return preexec_as_dossier(self.dossier_id, self.home.workspaces_dir / self.dossier_id)
 
     _dossier_env: dict[str, str] | None = None
 

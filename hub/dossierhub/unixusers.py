@@ -104,3 +104,16 @@ def ensure_workspace_dir(home: Home, dossier_id: str, ids: tuple[int, int] | Non
         os.chown(folder, *ids)
         os.chmod(folder, 0o700)
     return folder
+
+
+def preexec_as_dossier(dossier_id: str, workdir: Path):  # type: ignore[no-untyped-def]
+    """A Popen preexec_fn: become the dossier's identity and start in `workdir`."""
+    entry = pwd.getpwnam(unix_name(dossier_id))
+
+    def become_dossier() -> None:
+        os.setgid(entry.pw_gid)
+        os.setgroups([entry.pw_gid])
+        os.setuid(entry.pw_uid)
+        os.chdir(workdir)
+
+    return become_dossier

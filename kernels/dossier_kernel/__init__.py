@@ -16,7 +16,7 @@ import duckdb
 if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at kernel start
     import polars as pl
 
-__all__ = ["NoDossierError", "connect", "sources", "sql"]
+__all__ = ["NoDossierError", "connect", "publish", "sources", "sql"]
 
 _connection: duckdb.DuckDBPyConnection | None = None
 
@@ -99,6 +99,13 @@ def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
             ),
         },
     )
+
+
+def publish(df, name: str, **declared):  # type: ignore[no-untyped-def]
+    """Hand a table to the report's output check; see dossier_kernel.publish.publish."""
+    from .publish import publish as _publish
+
+    return _publish(df, name, **declared)
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]

@@ -49,7 +49,9 @@ def register(ipython) -> None:  # type: ignore[no-untyped-def]
     except NoDossierError as exc:
         db = _Unconfigured(str(exc))
         print(f"dossier_kernel: {exc}")
-    ipython.push({"db": db, "sources": lambda: sources(_live(db)), "sql": sql})
+    from . import publish
+
+    ipython.push({"db": db, "sources": lambda: sources(_live(db)), "sql": sql, "publish": publish})
 
 
 def _live(db):  # type: ignore[no-untyped-def]

@@ -1,0 +1,441 @@
+"""Parameterised report runs: papermill as the dossier's identity, truthful status, output
+checks, and a four-eyes release (DESIGN.md, "Report templates").
+
+reports/<id>/<run-id>/ holds the executed notebook, report.html, published/ tables,
+checks.json and provenance.json. The folder and its files belong to root with the dossier's
+group, read-only: the workspace (same identity as the run) can read them but not change them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+from filelock import FileLock, Timeout
+
+from dossier_kernel.disclosure import check_table
+
+from .audit import AuditLog
+from .directory import read_directory
+from .extracts import current_provenance
+from .home import Home
+from .settings import load_settings
+from .templates_catalog import Template, TemplateError, coerce, load_template
+from .unixusers import isolation_enabled, preexec_as_dossier, unix_ids
+
+NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
+
+
+class ReportRefused(Exception):
+    """The run or release is not allowed, or its input is wrong; nothing was started."""
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    folder: Path
+    error: str | None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def runs_dir(home: Home, dossier_id: str) -> Path:
+    return home.reports_dir / dossier_id
+
+
+# ---------------------------------------------------------------- run
+
+
+def prepare_run(
+    home: Home, dossier_id: str, template_name: str, user: str, raw_params: dict[str, str]
+) -> tuple[Template, dict[str, Any]]:
+    """Every refusal happens here, before any kernel starts."""
+    entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
+    if entry is None:
+        raise ReportRefused(f"there is no applied dossier '{dossier_id}'")
+    if entry.expired():
+        raise ReportRefused(f"dossier {dossier_id} expired on {entry.expires}: no new runs")
+    role = entry.role_of(user)
+    if role not in ("lead", "analyst"):
+        raise ReportRefused(
+            f"{user} is {'a ' + role if role else 'not a member'} of dossier "
+            f"{dossier_id}: only its leads and analysts run reports"
+        )
+    manifest = yaml.safe_load((home.dossiers_dir / f"{dossier_id}.yaml").read_text())
+    allowed = manifest.get("templates") or []
+    if template_name not in allowed:
+        raise ReportRefused(
+            f"template '{template_name}' is not allowed for dossier "
+            f"{dossier_id}; its manifest lists: {', '.join(allowed) or 'none'}"
+        )
+    provenance = current_provenance(home.extract_dir(dossier_id))
+    if provenance is None:
+        raise ReportRefused(f"dossier {dossier_id} has no extracts: run `dossierhub apply`")
+    try:
+        template = load_template(home, template_name)
+        missing = [v for v in template.views if v not in provenance["views"]]
+        if missing:
+            raise TemplateError(
+                f"template '{template_name}' needs the view(s) "
+                f"{', '.join(missing)}, which dossier {dossier_id} lacks"
+            )
+        values = coerce(template, raw_params, sorted(provenance["views"]))
+    except TemplateError as exc:
+        raise ReportRefused(str(exc)) from None
+    return template, values
+
+
+def run_report(
+    home: Home,
+    dossier_id: str,
+    template_name: str,
+    user: str,
+    raw_params: dict[str, str],
+    *,
+    timeout: float | None = None,
+) -> RunOutcome:
+    template, values = prepare_run(home, dossier_id, template_name, user, raw_params)
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
+    folder = runs_dir(home, dossier_id) / run_id
+    staging = runs_dir(home, dossier_id) / f".staging-{run_id}"
+    _make_dirs(home, dossier_id, folder, staging)
+    extracts = current_provenance(home.extract_dir(dossier_id)) or {}
+    provenance: dict[str, Any] = {
+        "run_id": run_id,
+        "dossier": dossier_id,
+        "template": template.name,
+        "template_origin": template.origin,
+        "template_sha256": template.sha256,
+        "parameters": values,
+        "user": user,
+        "queued": _now(),
+        "started": None,
+        "finished": None,
+        "status": "queued",
+        "error": None,
+        "extracts": {v: e["sha256"] for v, e in extracts.get("views", {}).items()},
+        "extracts_generation": extracts.get("generation"),
+    }
+    _write_json(folder / "provenance.json", provenance)
+    audit = AuditLog(home)
+    audit.append(
+        "report.run",
+        actor=user,
+        dossier=dossier_id,
+        run=run_id,
+        template=template.name,
+        parameters=values,
+    )
+    limit = timeout or template.timeout_seconds
+    with run_slot(home, dossier_id):
+        provenance.update(status="running", started=_now())
+        _write_json(folder / "provenance.json", provenance)
+        status, error = _execute(home, dossier_id, template, values, staging, limit)
+        provenance["executed"] = _now()  # the kernel is gone: the slot is free again
+    outputs = _collect(staging, folder)
+    checks = run_checks(folder, extracts) if status == "succeeded" else []
+    if status == "succeeded":
+        _render_html(folder)
+    provenance.update(
+        status=status,
+        error=error,
+        finished=_now(),
+        outputs=_hashes(folder),
+        checks_passed=all(c["passed"] for c in checks) if checks else status == "succeeded",
+    )
+    _write_json(folder / "checks.json", checks)
+    _write_json(folder / "provenance.json", provenance)
+    _lock_down(folder, dossier_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    audit.append(
+        "report.finished",
+        actor=user,
+        dossier=dossier_id,
+        run=run_id,
+        status=status,
+        error=error,
+        checks_passed=provenance["checks_passed"],
+        outputs=outputs,
+    )
+    return RunOutcome(run_id, status, folder, error)
+
+
+@contextlib.contextmanager
+def run_slot(home: Home, dossier_id: str) -> Iterator[int]:
+    """The per-dossier run queue: at most `reports.parallel_per_dossier` runs at once.
+
+    One lock file per slot; a run waits (status `queued`) until it holds one. The locks are
+    released by the kernel when a process dies, so a killed run never blocks the queue.
+    """
+    slots = load_settings(home).reports.parallel_per_dossier
+    folder = home.locks_dir / "runs" / dossier_id
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for slot in range(slots):
+            lock = FileLock(str(folder / f"slot-{slot}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield slot
+            finally:
+                lock.release()
+            return
+        time.sleep(0.2)
+
+
+def _make_dirs(home: Home, dossier_id: str, folder: Path, staging: Path) -> None:
+    parent = runs_dir(home, dossier_id)
+    parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
+    staging.mkdir()
+    ids = unix_ids(dossier_id) if isolation_enabled() else None
+    if ids is not None:
+        os.chown(parent, 0, ids[1])
+        os.chmod(parent, 0o750)  # noqa: S103 - the dossier group reads its runs
+        os.chown(staging, *ids)  # papermill, as the dossier, writes here
+        os.chmod(staging, 0o700)
+
+
+def _execute(
+    home: Home,
+    dossier_id: str,
+    template: Template,
+    values: dict[str, Any],
+    staging: Path,
+    limit: float,
+) -> tuple[str, str | None]:
+    """papermill as the dossier's identity, on the Dossier kernel, over its extracts only."""
+    settings = load_settings(home)
+    python = Path(settings.workspaces.python or sys.executable)
+    shutil.copy(template.path, staging / "template.ipynb")
+    (staging / "parameters.yaml").write_text(yaml.safe_dump(values))
+    ids = unix_ids(dossier_id) if isolation_enabled() else None
+    if ids is not None:
+        for name in ("template.ipynb", "parameters.yaml"):
+            os.chown(staging / name, *ids)
+    env = {
+        "PATH": f"{python.parent}:/usr/bin:/bin",
+        "HOME": str(staging),
+        "DOSSIER_ID": dossier_id,
+        "DOSSIER_CATALOG": str(home.extract_dir(dossier_id) / "catalog.duckdb"),
+        "DOSSIER_DUCKDB_MEMORY_LIMIT": settings.workspaces.duckdb_memory_limit,
+        "DOSSIER_DUCKDB_THREADS": str(settings.workspaces.duckdb_threads),
+        "DOSSIERHUB_RUN_DIR": str(staging),
+        "MPLBACKEND": "Agg",
+        "LANG": "C.UTF-8",
+    }
+    command = [
+        str(python.parent / "papermill"),
+        "template.ipynb",
+        "output.ipynb",
+        "-f",
+        "parameters.yaml",
+        "-k",
+        "dossier",
+        "--cwd",
+        str(staging),
+        "--no-progress-bar",
+        "--autosave-cell-every",
+        "5",
+    ]
+    log = (staging / "papermill.log").open("w")
+    process = subprocess.Popen(
+        command,
+        cwd=staging,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        preexec_fn=preexec_as_dossier(dossier_id, staging) if ids else None,
+    )
+    try:
+        code = process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return "failed", f"time limit of {limit:.0f} s exceeded"
+    finally:
+        log.close()
+    if code == 0:
+        return "succeeded", None
+    return "failed", _reason((staging / "papermill.log").read_text(errors="replace"))
+
+
+def _reason(log: str) -> str:
+    """The exception papermill ended with (not its notebook metadata, which can lie)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or "died" in line.lower():
+            return line[:500]
+    return (lines[-1] if lines else "papermill failed without a message")[:500]
+
+
+def _collect(staging: Path, folder: Path) -> list[str]:
+    """Copy what the run made into the run folder (as root); the partial notebook too."""
+    copied = []
+    output = staging / "output.ipynb"
+    if output.exists():
+        shutil.copy(output, folder / "report.ipynb")
+        copied.append("report.ipynb")
+    published = staging / "published"
+    if published.exists():
+        (folder / "published").mkdir(exist_ok=True)
+        for path in sorted(published.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                shutil.copy(path, folder / "published" / path.name)
+                copied.append(f"published/{path.name}")
+    return copied
+
+
+def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The output checks that count: on the run's own copies of the published tables."""
+    rules = extracts.get("disclosure", {})
+    identifiers = {
+        c for v in extracts.get("views", {}).values() for c in v.get("pseudonymized", [])
+    }
+    results = []
+    published = folder / "published"
+    for meta_path in sorted(published.glob("*.meta.json")) if published.exists() else []:
+        name = meta_path.name.removesuffix(".meta.json")
+        table = pl.read_parquet(published / f"{name}.parquet")
+        contributions_path = published / f"{name}.contributions.parquet"
+        contributions = pl.read_parquet(contributions_path) if contributions_path.exists() else None
+        result = check_table(
+            name, table, json.loads(meta_path.read_text()), rules, identifiers, contributions
+        )
+        results.append(result.to_json())
+    return results
+
+
+def _render_html(folder: Path) -> None:
+    """report.html: code hidden, outputs sanitised, no script can run (CSP), no CDN."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        template_name="dossier_report", extra_template_basedirs=[str(NBCONVERT_TEMPLATES)]
+    )
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.sanitize_html = True
+    exporter.embed_images = True
+    body, _ = exporter.from_filename(str(folder / "report.ipynb"))
+    (folder / "report.html").write_text(body, encoding="utf-8")
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name not in ("provenance.json", "checks.json", "release.json"):
+            hashes[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def _lock_down(folder: Path, dossier_id: str) -> None:
+    ids = unix_ids(dossier_id) if isolation_enabled() else None
+    for path in [folder, *folder.rglob("*")]:
+        if ids is not None:
+            os.chown(path, 0, ids[1])
+        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- list, show, release
+
+
+def list_runs(home: Home, dossier_id: str) -> list[dict[str, Any]]:
+    folder = runs_dir(home, dossier_id)
+    runs = []
+    for path in sorted(folder.glob("*/provenance.json")) if folder.exists() else []:
+        provenance = json.loads(path.read_text())
+        release = path.parent / "release.json"
+        provenance["released"] = json.loads(release.read_text()) if release.exists() else None
+        runs.append(provenance)
+    return runs
+
+
+def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
+    folder = runs_dir(home, dossier_id) / run_id
+    if not (folder / "provenance.json").exists():
+        raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'")
+    provenance = json.loads((folder / "provenance.json").read_text())
+    checks_path = folder / "checks.json"
+    release = folder / "release.json"
+    return {
+        "provenance": provenance,
+        "folder": str(folder),
+        "checks": json.loads(checks_path.read_text()) if checks_path.exists() else [],
+        "released": json.loads(release.read_text()) if release.exists() else None,
+    }
+
+
+def release_run(
+    home: Home, dossier_id: str, run_id: str, user: str, justification: str | None
+) -> dict[str, Any]:
+    """Four eyes: a lead who did not start the run; checks passed or a justification."""
+    run = show_run(home, dossier_id, run_id)
+    provenance = run["provenance"]
+    entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
+    if entry is None or entry.role_of(user) != "lead":
+        raise ReportRefused(f"{user} is not a lead of dossier {dossier_id}: only leads release")
+    if provenance["user"] == user:
+        raise ReportRefused(
+            f"{user} started run {run_id}: another lead must release it (four eyes)"
+        )
+    if run["released"] is not None:
+        raise ReportRefused(f"run {run_id} was already released by {run['released']['by']}")
+    if provenance["status"] != "succeeded":
+        raise ReportRefused(
+            f"run {run_id} {provenance['status']}: only succeeded runs are released"
+        )
+    folder = Path(run["folder"])
+    if _hashes(folder) != provenance.get("outputs"):
+        raise ReportRefused(f"run {run_id}'s files differ from what the run recorded: not released")
+    failed = [c["table"] for c in run["checks"] if not c["passed"]]
+    if failed and not (justification and justification.strip()):
+        raise ReportRefused(
+            f"the output checks failed for {', '.join(failed)}: release "
+            "only with a written --justification"
+        )
+    record = {
+        "by": user,
+        "at": _now(),
+        "justification": justification or None,
+        "failed_checks": failed,
+    }
+    _write_json(folder / "release.json", record)
+    _lock_down(folder, dossier_id)
+    AuditLog(home).append(
+        "report.release",
+        actor=user,
+        dossier=dossier_id,
+        run=run_id,
+        justification=justification or None,
+        failed_checks=failed,
+    )
+    return record

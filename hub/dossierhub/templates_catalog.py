@@ -1,0 +1,207 @@
+"""Report templates: built-in (dossier_templates/) and the installation's own (HOME/templates).
+
+A template is a notebook with a papermill `parameters` cell. Its parameters are declared in the
+notebook metadata under `dossierhub.parameters`; when not declared they are inferred from the
+parameters cell as papermill does, so any papermill notebook is a template.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .home import Home
+
+TYPES = ("str", "int", "float", "bool", "date")
+
+
+class TemplateError(ValueError):
+    """A template or a parameter value that cannot be used; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str
+    default: Any = None
+    choices: tuple[Any, ...] | str | None = None  # a list, or "views"
+    min: Any = None
+    max: Any = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    path: Path
+    origin: str  # built-in | installation
+    parameters: tuple[Parameter, ...]
+    sha256: str
+    views: tuple[str, ...] = ()
+    timeout_seconds: int = 600
+    title: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def builtin_dir() -> Path:
+    """dossier_templates/: the checkout's in an editable install, else the wheel's copy."""
+    checkout = Path(__file__).resolve().parents[2] / "dossier_templates"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "dossierhub" / "templates"
+
+
+def available(home: Home) -> dict[str, Path]:
+    """Every template name -> file; the installation's own never shadow built-ins."""
+    found: dict[str, Path] = {}
+    for folder in (builtin_dir(), home.templates_dir):
+        if folder.exists():
+            for path in sorted(folder.glob("*.ipynb")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def clashes(home: Home) -> list[str]:
+    """Installation templates whose name a built-in already has (validate refuses these)."""
+    if not home.templates_dir.exists():
+        return []
+    builtin = {p.stem for p in builtin_dir().glob("*.ipynb")} if builtin_dir().exists() else set()
+    return sorted(p.stem for p in home.templates_dir.glob("*.ipynb") if p.stem in builtin)
+
+
+def load_template(home: Home, name: str) -> Template:
+    path = available(home).get(name)
+    if path is None:
+        raise TemplateError(
+            f"there is no report template '{name}'; available: "
+            f"{', '.join(sorted(available(home))) or 'none'}"
+        )
+    data = path.read_bytes()
+    notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
+    meta = notebook.metadata.get("dossierhub", {})
+    if not any("parameters" in c.metadata.get("tags", []) for c in notebook.cells):
+        raise TemplateError(f"template '{name}' has no cell tagged 'parameters'")
+    declared = meta.get("parameters")
+    parameters = (
+        tuple(_declared(name, p) for p in declared) if declared is not None else _inferred(path)
+    )
+    origin = "built-in" if path.parent == builtin_dir() else "installation"
+    return Template(
+        name,
+        path,
+        origin,
+        parameters,
+        hashlib.sha256(data).hexdigest(),
+        tuple(meta.get("views", [])),
+        int(meta.get("timeout_seconds", 600)),
+        str(notebook.metadata.get("title", name)),
+    )
+
+
+def _declared(template: str, raw: dict[str, Any]) -> Parameter:
+    kind = raw.get("type", "str")
+    if kind not in TYPES or "name" not in raw:
+        raise TemplateError(
+            f"template '{template}': parameter {raw!r} needs a name and a type "
+            f"of {', '.join(TYPES)}"
+        )
+    choices = raw.get("choices")
+    return Parameter(
+        raw["name"],
+        kind,
+        raw.get("default"),
+        choices if isinstance(choices, str) else tuple(choices or ()) or None,
+        raw.get("min"),
+        raw.get("max"),
+        raw.get("description", ""),
+    )
+
+
+def _inferred(path: Path) -> tuple[Parameter, ...]:
+    from papermill.inspection import inspect_notebook
+
+    names = {"str": "str", "int": "int", "float": "float", "bool": "bool"}
+    parameters = []
+    for found in inspect_notebook(str(path)).values():
+        default = _literal(found["default"])
+        # a type comment wins; else the type of the default value, as papermill would inject it
+        kind = names.get(found["inferred_type_name"]) or names.get(type(default).__name__, "str")
+        parameters.append(
+            Parameter(found["name"], kind, default, description=found.get("help") or "")
+        )
+    return tuple(parameters)
+
+
+def _literal(text: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def coerce(template: Template, raw: dict[str, str], views: list[str]) -> dict[str, Any]:
+    """Typed, checked parameter values; every problem in one message, before any kernel."""
+    known = {p.name: p for p in template.parameters}
+    problems = [
+        f"unknown parameter '{n}' (this template takes: {', '.join(known) or 'no parameters'})"
+        for n in raw
+        if n not in known
+    ]
+    values: dict[str, Any] = {}
+    for parameter in template.parameters:
+        text = raw.get(parameter.name)
+        try:
+            value = _convert(parameter, text) if text is not None else parameter.default
+            if parameter.type == "date" and isinstance(value, dt.date):
+                value = value.isoformat()
+            _check_range(parameter, value, views)
+        except ValueError as exc:
+            problems.append(f"parameter '{parameter.name}': {exc}")
+            continue
+        values[parameter.name] = value
+    if problems:
+        raise TemplateError("; ".join(problems))
+    return values
+
+
+def _convert(parameter: Parameter, text: str) -> Any:
+    kind = parameter.type
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind == "date":
+            return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a valid {kind}" + (" (write YYYY-MM-DD)" if kind == "date" else "")
+        ) from None
+    return text
+
+
+def _check_range(parameter: Parameter, value: Any, views: list[str]) -> None:
+    choices = views if parameter.choices == "views" else parameter.choices
+    if choices and value not in choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(str, choices))}")
+    low, high = parameter.min, parameter.max
+    if parameter.type == "date":
+        low = str(low) if low is not None else None
+        high = str(high) if high is not None else None
+    if low is not None and value is not None and value < low:
+        raise ValueError(f"{value!r} is below the minimum {low!r}")
+    if high is not None and value is not None and value > high:
+        raise ValueError(f"{value!r} is above the maximum {high!r}")

@@ -1,0 +1,396 @@
+"""Report runs: real papermill runs on the Dossier kernel, as the dossier's identity, over its
+extracts; truthful status, output checks, four-eyes release."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from e2e_hub import DOSSIERHUB, Hub
+
+EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy")
+
+
+def dossierhub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOSSIERHUB, "--home", str(hub.home.root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def template(
+    path: Path, *cells: str, params: str = "", meta: dict | None = None, kernel: str = "dossier"
+) -> None:
+    book = new_notebook()
+    book.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    if meta is not None:
+        book.metadata["dossierhub"] = meta
+    parameters = new_code_cell(params or "# Parameters")
+    parameters.metadata["tags"] = ["parameters"]
+    book.cells = [parameters, *(new_code_cell(c) for c in cells)]
+    nbformat.write(book, path)
+
+
+@pytest.fixture(scope="module")
+def reports(hub: Hub) -> Iterator[Hub]:
+    folder = hub.home.templates_dir
+    template(
+        folder / "crash.ipynb",
+        "x = 1",
+        "raise RuntimeError('the data looks wrong')",
+        "print('never')",
+    )
+    template(
+        folder / "slow.ipynb",
+        "import time\ntime.sleep(60)",
+        meta={"parameters": [], "timeout_seconds": 4},
+    )
+    template(folder / "die.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    template(
+        folder / "leaky.ipynb",
+        "import polars as pl\n"
+        "small = pl.DataFrame({'area': ['a', 'b'], 'people': [3, 40]})\n"
+        "publish(small, 'small_cells', counts=['people'])\n"
+        "big = pl.DataFrame({'area': ['a', 'b'], 'amount': [1000.0, 900.0]})\n"
+        "publish(big, 'dominant', magnitudes={'amount': [[950.0, 20.0], [100.0, 90.0]]})\n"
+        "ids = db.sql('SELECT bsn FROM residents LIMIT 20').pl()\n"
+        "publish(ids, 'people_list')",
+    )
+    template(
+        folder / "scripted.ipynb",
+        "from IPython.display import HTML, SVG, display\n"
+        'display(HTML(\'<b id="bold">bold</b><script>document.title = "pwned"</script>\'))\n'
+        'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script>'
+        '<circle r="4" onload="alert(2)"/></svg>\'))',
+    )
+    template(
+        folder / "legacy.ipynb",
+        "import os\nprint('dossier', os.environ['DOSSIER_ID'], 'n', n * 2, label)\n"
+        "print(db.execute('SELECT count(*) FROM incomes').fetchall()[0][0])",
+        params="n = 3\nlabel = 'x'",
+        kernel="python3",
+    )
+    manifest = hub.manifest("armoede")
+    original = dict(manifest)
+    manifest["templates"] = [*manifest["templates"], *EXTRA]
+    hub.write_manifest("armoede", manifest)
+    assert hub.apply().returncode == 0
+    yield hub
+    hub.write_manifest("armoede", original)
+    for name in EXTRA:
+        (folder / f"{name}.ipynb").unlink()
+    assert hub.apply().returncode == 0
+
+
+def run(hub: Hub, *args: str) -> tuple[subprocess.CompletedProcess[str], Path | None]:
+    result = dossierhub(hub, "report", "run", *args)
+    first = result.stdout.split()
+    folder = hub.home.reports_dir / args[0] / first[0] if first else None
+    return result, folder
+
+
+def provenance(folder: Path) -> dict:
+    return json.loads((folder / "provenance.json").read_text())
+
+
+class Scripts(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "script" or any(name.startswith("on") for name, _ in attrs):
+            self.found.append(tag)
+
+
+def test_successful_run_with_parameters(reports: Hub) -> None:
+    result, folder = run(
+        reports,
+        "armoede",
+        "district_profile",
+        "--user",
+        "b.devries",
+        "-p",
+        "district",
+        "Noord",
+        "-p",
+        "low_income_threshold",
+        "30000",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1] == "succeeded"
+    assert folder is not None
+    record = provenance(folder)
+    template_file = (
+        Path(__file__).resolve().parents[2] / "dossier_templates" / "district_profile.ipynb"
+    )
+    assert record["template_sha256"] == hashlib.sha256(template_file.read_bytes()).hexdigest()
+    assert record["parameters"] == {"district": "Noord", "low_income_threshold": 30000}
+    assert record["user"] == "b.devries" and record["status"] == "succeeded"
+    assert record["error"] is None and record["started"] <= record["finished"]
+    extracts = json.loads((reports.home.extract_dir("armoede") / "provenance.json").read_text())
+    assert record["extracts"] == {v: e["sha256"] for v, e in extracts["views"].items()}
+    assert (
+        record["outputs"]["report.html"]
+        == hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
+    )
+    checks = json.loads((folder / "checks.json").read_text())
+    assert {c["table"] for c in checks} == {
+        "households_per_area",
+        "reach_per_area",
+        "payments_per_scheme",
+    }
+    assert all(c["passed"] for c in checks), checks
+    html = (folder / "report.html").read_text()
+    assert "Reach of benefits in Noord" in html or "data:image/png" in html
+    assert "db.sql(" not in html  # code hidden
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", html)  # no CDN
+    # the workspace identity reads the run but cannot change it
+    as_dossier = ["runuser", "-u", "dh-armoede", "--"]
+    assert (
+        subprocess.run(
+            [*as_dossier, "cat", str(folder / "report.html")], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    assert (
+        subprocess.run(
+            [*as_dossier, "sh", "-c", f"echo x >> {folder / 'report.html'}"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        != 0
+    )
+    listed = json.loads(dossierhub(reports, "report", "list", "armoede", "--json").stdout)
+    assert record["run_id"] in {r["run_id"] for r in listed}
+    shown = json.loads(dossierhub(reports, "report", "show", "armoede", record["run_id"]).stdout)
+    assert shown["provenance"]["status"] == "succeeded"
+
+
+REFUSALS = [
+    (
+        ["armoede", "district_profile", "--user", "b.devries", "-p", "distrct", "Noord"],
+        "unknown parameter 'distrct'",
+    ),
+    (
+        [
+            "armoede",
+            "district_profile",
+            "--user",
+            "b.devries",
+            "-p",
+            "low_income_threshold",
+            "lots",
+        ],
+        "'lots' is not a valid int",
+    ),
+    (
+        ["armoede", "district_profile", "--user", "b.devries", "-p", "low_income_threshold", "5"],
+        "below the minimum",
+    ),
+    (
+        ["armoede", "district_profile", "--user", "b.devries", "-p", "district", "Amstelveen"],
+        "is not one of",
+    ),
+    (["armoede", "mobility_report", "--user", "b.devries"], "not allowed for dossier armoede"),
+    (
+        ["woonfraude-2025", "data_quality", "--user", "i.vos", "-p", "view", "residents"],
+        "expired on 2025-12-31",
+    ),
+    (["armoede", "district_profile", "--user", "d.visser"], "d.visser is a viewer"),
+    (["armoede", "district_profile", "--user", "h.deboer"], "not a member"),
+    (
+        ["armoede", "legacy", "--user", "b.devries", "-p", "n", "three"],
+        "'three' is not a valid int",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), REFUSALS)
+def test_refused_before_any_kernel_starts(reports: Hub, args: list[str], message: str) -> None:
+    folder = reports.home.reports_dir / args[0]
+    before = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    started = time.monotonic()
+    result, _ = run(reports, *args)
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert "nothing was run" in result.stderr
+    assert time.monotonic() - started < 5
+    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else []) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("crash", "the data looks wrong"),
+        ("slow", "time limit of 4 s exceeded"),
+        ("die", "died"),
+    ],
+)
+def test_failures_are_recorded_with_the_partial_notebook(
+    reports: Hub, name: str, reason: str
+) -> None:
+    result, folder = run(reports, "armoede", name, "--user", "a.jansen")
+    assert result.returncode == 1
+    assert folder is not None
+    record = provenance(folder)
+    assert record["status"] == "failed"
+    assert reason.lower() in record["error"].lower(), record["error"]
+    assert (folder / "report.ipynb").exists()
+    assert not (folder / "report.html").exists()
+    if name == "crash":
+        notebook = nbformat.read(folder / "report.ipynb", as_version=4)
+        errors = [
+            o
+            for c in notebook.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if o.output_type == "error"
+        ]
+        assert errors and errors[0]["evalue"] == "the data looks wrong"
+
+
+def test_scripts_in_outputs_run_nothing(reports: Hub) -> None:
+    result, folder = run(reports, "armoede", "scripted", "--user", "a.jansen")
+    assert result.returncode == 0, result.stderr
+    assert folder is not None
+    html = (folder / "report.html").read_text()
+    parser = Scripts()
+    parser.feed(html)
+    assert parser.found == []
+    assert "script-src" not in html or "default-src 'none'" in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    assert "bold" in html
+
+
+def test_papermill_notebooks_without_a_schema_run_on_the_dossier_kernel(reports: Hub) -> None:
+    result, folder = run(reports, "armoede", "legacy", "--user", "b.devries", "-p", "n", "5")
+    assert result.returncode == 0, result.stderr
+    assert folder is not None
+    notebook = nbformat.read(folder / "report.ipynb", as_version=4)
+    text = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "dossier armoede n 10 x" in text
+    assert provenance(folder)["parameters"] == {"n": 5, "label": "x"}
+
+
+def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
+    result, folder = run(reports, "armoede", "leaky", "--user", "a.jansen")
+    assert result.returncode == 0, result.stderr
+    assert folder is not None
+    checks = {c["table"]: c for c in json.loads((folder / "checks.json").read_text())}
+    assert not checks["small_cells"]["passed"]
+    assert checks["small_cells"]["findings"][0]["rule"] == "min_count"
+    assert checks["small_cells"]["findings"][0]["rows"] == [0]
+    assert [f["rule"] for f in checks["dominant"]["findings"]] == ["dominance"]
+    assert checks["dominant"]["findings"][0]["rows"] == [0]
+    assert [f["rule"] for f in checks["people_list"]["findings"]] == ["identifiers"]
+    run_id = folder.name
+    refused = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
+    assert refused.returncode == 1 and "--justification" in refused.stderr
+    released = dossierhub(
+        reports,
+        "report",
+        "release",
+        "armoede",
+        run_id,
+        "--user",
+        "e.mulder",
+        "--justification",
+        "aggregated again before publication",
+    )
+    assert released.returncode == 0, released.stderr
+    record = json.loads((folder / "release.json").read_text())
+    assert record["by"] == "e.mulder" and record["failed_checks"]
+
+
+def test_four_eyes_release(reports: Hub) -> None:
+    result, folder = run(
+        reports, "armoede", "data_quality", "--user", "a.jansen", "-p", "view", "incomes"
+    )
+    assert result.returncode == 0, result.stderr
+    assert folder is not None
+    run_id = folder.name
+    own = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "a.jansen")
+    assert own.returncode == 1 and "four eyes" in own.stderr
+    analyst = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "b.devries")
+    assert analyst.returncode == 1 and "only leads release" in analyst.stderr
+    other = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
+    assert other.returncode == 0, other.stderr
+    again = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
+    assert again.returncode == 1 and "already released" in again.stderr
+    audit = [
+        json.loads(line)
+        for line in (reports.home.audit_dir / "audit.jsonl").read_text().splitlines()
+    ]
+    actions = [(r["action"], r["details"].get("run")) for r in audit]
+    assert ("report.run", run_id) in actions and ("report.finished", run_id) in actions
+    assert ("report.release", run_id) in actions
+
+
+def test_concurrent_runs_across_dossiers_lose_nothing(reports: Hub) -> None:
+    manifest = reports.manifest("mobiliteit")
+    manifest.update(id="jeugd", title="Youth 2027", templates=["data_quality"])
+    reports.write_manifest("jeugd", manifest)
+    assert reports.apply().returncode == 0
+    jobs = (
+        [("armoede", "a.jansen", "payments")] * 7
+        + [("mobiliteit", "f.smit", "counts")] * 7
+        + [("jeugd", "f.smit", "residents_per_area")] * 6
+    )
+    try:
+        processes = [
+            subprocess.Popen(
+                [
+                    DOSSIERHUB,
+                    "--home",
+                    str(reports.home.root),
+                    "report",
+                    "run",
+                    dossier,
+                    "data_quality",
+                    "--user",
+                    user,
+                    "-p",
+                    "view",
+                    view,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for dossier, user, view in jobs
+        ]
+        outputs = [p.communicate(timeout=600) for p in processes]
+        assert [p.returncode for p in processes] == [0] * 20, [o[1] for o in outputs]
+        run_ids = [out.split()[0] for out, _ in outputs]
+        assert len(set(run_ids)) == 20
+        per_dossier: dict[str, list[tuple[str, str]]] = {}
+        for (dossier, _, _), run_id in zip(jobs, run_ids, strict=True):
+            record = provenance(reports.home.reports_dir / dossier / run_id)
+            assert record["status"] == "succeeded"
+            per_dossier.setdefault(dossier, []).append((record["started"], record["executed"]))
+        for dossier, spans in per_dossier.items():  # the queue held parallelism to 2
+            events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
+            running = peak = 0
+            for _, step in events:
+                running += step
+                peak = max(peak, running)
+            assert peak <= 2, dossier
+    finally:
+        (reports.home.dossiers_dir / "jeugd.yaml").unlink()
+        assert reports.apply().returncode == 0
