@@ -23,6 +23,11 @@ fi
 groups=(--no-dev --no-editable)
 if [[ ${1:-} == --dev ]]; then
     groups=()  # editable, so tests and benchmarks run the working tree
+    # the tests open report pages in Debian's headless Chromium
+    if ! command -v chromium >/dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
 fi
 # JupyterHub's proxy, pinned by package-lock.json
 npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,6 +146,9 @@ def run_report(
         parameters=values,
     )
     limit = timeout or template.timeout_seconds
+    # nbconvert takes half a second to import: do it while the kernel works, not after
+    warm = threading.Thread(target=_import_renderer, daemon=True)
+    warm.start()
     with run_slot(home, dossier_id):
         provenance.update(status="running", started=_now())
         _write_json(folder / "provenance.json", provenance)
@@ -201,6 +205,10 @@ def run_slot(home: Home, dossier_id: str) -> Iterator[int]:
                 lock.release()
             return
         time.sleep(0.2)
+
+
+def _import_renderer() -> None:
+    import nbconvert  # noqa: F401
 
 
 def _make_dirs(home: Home, dossier_id: str, folder: Path, staging: Path) -> None:

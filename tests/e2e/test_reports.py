@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -271,9 +273,42 @@ def test_scripts_in_outputs_run_nothing(reports: Hub) -> None:
     parser = Scripts()
     parser.feed(html)
     assert parser.found == []
-    assert "script-src" not in html or "default-src 'none'" in html
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert "bold" in html
+    # and in a real browser: nothing ran (no title change, no data-* set by any script)
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (./install.sh --dev installs it)")
+    page = tmp_copy(folder / "report.html")
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={page.parent / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert '<b id="bold">bold</b>' in dom
+    assert "pwned" not in dom.split("</title>")[0]
+    assert "data-img" not in dom and "data-svg" not in dom and "data-onload" not in dom
+
+
+def tmp_copy(path: Path) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="report-view-"))
+    target = folder / path.name
+    shutil.copy(path, target)
+    return target
 
 
 def test_papermill_notebooks_without_a_schema_run_on_the_dossier_kernel(reports: Hub) -> None:
