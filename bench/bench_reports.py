@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from dossierhub.demo import write_demo
 from dossierhub.home import Home
+from dossierhub.kernelpool import KernelPool
 from dossierhub.reports import run_report
 from dossierhub.templates_catalog import load_template
 
@@ -40,6 +41,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root: runs execute as the dossier's Unix identity")
         return 1
+    ok = False
     root = Path(tempfile.mkdtemp(prefix="dossierhub-bench-", dir="/tmp"))
     os.chmod(root, 0o711)
     try:
@@ -62,7 +64,8 @@ def main() -> int:
             "MPLBACKEND": "Agg",
         }
         plain_args = [a for k, v in params.items() for a in ("-p", k, str(v))]
-        base, ours, ours_cli = [], [], []
+        pool = KernelPool(home, per_dossier=1)
+        base, ours, ours_cli, pooled = [], [], [], []
         for index in range(args.repeat):
             started = time.perf_counter()
             subprocess.run(
@@ -104,19 +107,39 @@ def main() -> int:
                 capture_output=True,
             )
             ours_cli.append(time.perf_counter() - started)
+            pool.fill("armoede")  # started ahead of time, outside the measured request
+            started = time.perf_counter()
+            outcome = run_report(
+                home,
+                "armoede",
+                args.template,
+                "a.jansen",
+                {k: str(v) for k, v in params.items()},
+                pool=pool,
+            )
+            pooled.append(time.perf_counter() - started)
+            assert outcome.status == "succeeded", outcome.error
         b = statistics.median(base)
-        for label, values in (("report_run", ours), ("report_run_cli", ours_cli)):
+        pool.close()
+        ok = True
+        figures = (
+            ("report_run", ours, 1.3),
+            ("report_run_cli", ours_cli, 1.3),
+            ("report_run_prestarted", pooled, 0.5),
+        )
+        for label, values, target in figures:
             ratio = statistics.median(values) / b
+            ok &= ratio <= target
             print(
                 f"{label:<22} ours {statistics.median(values):6.2f} s  papermill CLI "
-                f"{b:6.2f} s  ratio {ratio:5.2f} (target <= 1.3)"
-                f"{' ok' if ratio <= 1.3 else ' OVER TARGET'}",
+                f"{b:6.2f} s  ratio {ratio:5.2f} (target <= {target})"
+                f"{' ok' if ratio <= target else ' OVER TARGET'}",
                 flush=True,
             )
-        print("prestarted_kernels     not built yet (a kernel pool per dossier: issue 4, open)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return 0
+    print("all targets met" if ok else "some targets missed")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -6,21 +6,20 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .apply import ApplyReport, apply
 from .audit import AuditLog
-from .extracts import Progress
 from .home import Home, init_home
-from .policy import load_installation
 from .problems import Problem, RefusedError
-from .progress import BarProgress, PlainProgress
-from .pseudonym import MasterKeyError
-from .sources import SourceUnavailable
+
+if TYPE_CHECKING:
+    from .apply import ApplyReport
+    from .extracts import Progress
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -78,6 +77,8 @@ def init(home: Home) -> None:
 @click.pass_obj
 def validate(home: Home) -> None:
     """Check catalog.yaml and dossiers/*.yaml against each other and the data."""
+    from .policy import load_installation
+
     inst = load_installation(home)
     _print_problems(inst.problems.items)
     if inst.problems.errors:
@@ -102,6 +103,10 @@ def apply_command(home: Home, ids: tuple[str, ...], force: bool) -> None:
 
 
 def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport:
+    from .apply import apply
+    from .pseudonym import MasterKeyError
+    from .sources import SourceUnavailable
+
     try:
         with _progress() as progress:
             report = apply(home, ids, progress, force=force)
@@ -122,6 +127,8 @@ def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
+    from .progress import BarProgress, PlainProgress
+
     if err.is_terminal:
         with BarProgress(err) as bars:
             yield bars

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -25,16 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 from filelock import FileLock, Timeout
-
-from dossier_kernel.disclosure import check_table
 
 from .audit import AuditLog
 from .directory import read_directory
 from .extracts import current_provenance
 from .home import Home
+from .kernelpool import KernelPool, ReadyKernel, new_staging, run_environment, stop_kernel
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
 from .unixusers import isolation_enabled, preexec_as_dossier, unix_ids
@@ -112,12 +111,16 @@ def run_report(
     raw_params: dict[str, str],
     *,
     timeout: float | None = None,
+    pool: KernelPool | None = None,
 ) -> RunOutcome:
+    """One run. With a `pool`, a kernel started ahead of time for this dossier does the work
+    (in this process, through papermill's API); else a papermill process as the dossier."""
     template, values = prepare_run(home, dossier_id, template_name, user, raw_params)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
     folder = runs_dir(home, dossier_id) / run_id
-    staging = runs_dir(home, dossier_id) / f".staging-{run_id}"
-    _make_dirs(home, dossier_id, folder, staging)
+    _make_dirs(home, dossier_id, folder)
+    ready = pool.take(dossier_id) if pool is not None else None
+    staging = ready.staging if ready is not None else new_staging(home, dossier_id)
     extracts = current_provenance(home.extract_dir(dossier_id)) or {}
     provenance: dict[str, Any] = {
         "run_id": run_id,
@@ -152,7 +155,10 @@ def run_report(
     with run_slot(home, dossier_id):
         provenance.update(status="running", started=_now())
         _write_json(folder / "provenance.json", provenance)
-        status, error = _execute(home, dossier_id, template, values, staging, limit)
+        if ready is not None:
+            status, error = _execute_on(ready, template, values, limit)
+        else:
+            status, error = _execute(home, dossier_id, template, values, staging, limit)
         provenance["executed"] = _now()  # the kernel is gone: the slot is free again
     outputs = _collect(staging, folder)
     checks = run_checks(folder, extracts) if status == "succeeded" else []
@@ -208,20 +214,43 @@ def run_slot(home: Home, dossier_id: str) -> Iterator[int]:
 
 
 def _import_renderer() -> None:
-    import nbconvert  # noqa: F401
+    _exporter()
 
 
-def _make_dirs(home: Home, dossier_id: str, folder: Path, staging: Path) -> None:
+def _make_dirs(home: Home, dossier_id: str, folder: Path) -> None:
     parent = runs_dir(home, dossier_id)
     parent.mkdir(parents=True, exist_ok=True)
     folder.mkdir()
-    staging.mkdir()
     ids = unix_ids(dossier_id) if isolation_enabled() else None
     if ids is not None:
         os.chown(parent, 0, ids[1])
         os.chmod(parent, 0o750)  # noqa: S103 - the dossier group reads its runs
-        os.chown(staging, *ids)  # papermill, as the dossier, writes here
-        os.chmod(staging, 0o700)
+
+
+def _execute_on(
+    ready: ReadyKernel, template: Template, values: dict[str, Any], limit: float
+) -> tuple[str, str | None]:
+    """papermill's API on a kernel started ahead of time; the kernel is used once."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(
+            str(template.path),
+            str(ready.staging / "output.ipynb"),
+            parameters=values,
+            kernel_name="dossier",
+            km=ready.manager,
+            progress_bar=False,
+            execution_timeout=limit,
+        )
+        return "succeeded", None
+    except PapermillExecutionError as exc:
+        return "failed", f"{exc.ename}: {exc.evalue}"[:500]
+    except Exception as exc:  # a dead kernel or a timeout: recorded, never raised
+        return "failed", f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        stop_kernel(ready.manager)
 
 
 def _execute(
@@ -241,17 +270,7 @@ def _execute(
     if ids is not None:
         for name in ("template.ipynb", "parameters.yaml"):
             os.chown(staging / name, *ids)
-    env = {
-        "PATH": f"{python.parent}:/usr/bin:/bin",
-        "HOME": str(staging),
-        "DOSSIER_ID": dossier_id,
-        "DOSSIER_CATALOG": str(home.extract_dir(dossier_id) / "catalog.duckdb"),
-        "DOSSIER_DUCKDB_MEMORY_LIMIT": settings.workspaces.duckdb_memory_limit,
-        "DOSSIER_DUCKDB_THREADS": str(settings.workspaces.duckdb_threads),
-        "DOSSIERHUB_RUN_DIR": str(staging),
-        "MPLBACKEND": "Agg",
-        "LANG": "C.UTF-8",
-    }
+    env = run_environment(home, dossier_id, staging)
     command = [
         str(python.parent / "papermill"),
         "template.ipynb",
@@ -317,6 +336,10 @@ def _collect(staging: Path, folder: Path) -> list[str]:
 
 def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
     """The output checks that count: on the run's own copies of the published tables."""
+    import polars as pl
+
+    from dossier_kernel.disclosure import check_table
+
     rules = extracts.get("disclosure", {})
     identifiers = {
         c for v in extracts.get("views", {}).values() for c in v.get("pseudonymized", [])
@@ -337,6 +360,13 @@ def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _render_html(folder: Path) -> None:
     """report.html: code hidden, outputs sanitised, no script can run (CSP), no CDN."""
+    body, _ = _exporter().from_filename(str(folder / "report.ipynb"))
+    (folder / "report.html").write_text(body, encoding="utf-8")
+
+
+@functools.cache
+def _exporter():  # type: ignore[no-untyped-def]
+    """One configured exporter per process: building its template environment is slow."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
@@ -347,8 +377,7 @@ def _render_html(folder: Path) -> None:
     exporter.exclude_output_prompt = True
     exporter.sanitize_html = True
     exporter.embed_images = True
-    body, _ = exporter.from_filename(str(folder / "report.ipynb"))
-    (folder / "report.html").write_text(body, encoding="utf-8")
+    return exporter
 
 
 def _hashes(folder: Path) -> dict[str, str]:

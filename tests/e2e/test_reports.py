@@ -14,13 +14,17 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
+import duckdb
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from dossierhub.kernelpool import KernelPool
+from dossierhub.reports import run_report
+
 from e2e_hub import DOSSIERHUB, Hub
 
-EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy")
+EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy", "whoami")
 
 
 def dossierhub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,6 +88,11 @@ def reports(hub: Hub) -> Iterator[Hub]:
         "print(db.execute('SELECT count(*) FROM incomes').fetchall()[0][0])",
         params="n = 3\nlabel = 'x'",
         kernel="python3",
+    )
+    template(
+        folder / "whoami.ipynb",
+        "import os, pwd\nprint('as', pwd.getpwuid(os.getuid()).pw_name, os.getcwd())\n"
+        "print('rows', db.execute('SELECT count(*) FROM residents').fetchall()[0][0])",
     )
     manifest = hub.manifest("armoede")
     original = dict(manifest)
@@ -429,3 +438,25 @@ def test_concurrent_runs_across_dossiers_lose_nothing(reports: Hub) -> None:
     finally:
         (reports.home.dossiers_dir / "jeugd.yaml").unlink()
         assert reports.apply().returncode == 0
+
+
+def test_kernels_started_ahead_of_time_run_once_as_the_dossier(reports: Hub) -> None:
+    pool = KernelPool(reports.home, per_dossier=1)
+    try:
+        pool.fill("armoede")
+        first = run_report(reports.home, "armoede", "whoami", "b.devries", {}, pool=pool)
+        assert first.status == "succeeded", first.error
+        notebook = nbformat.read(first.folder / "report.ipynb", as_version=4)
+        text = "".join(
+            o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+        )
+        raw = reports.home.root / "raw" / "residents.parquet"
+        rows = duckdb.execute(f"SELECT count(*) FROM '{raw}'").fetchall()[0][0]
+        assert "as dh-armoede" in text and f"rows {rows}" in text
+        pool.fill("armoede")
+        crashed = run_report(reports.home, "armoede", "crash", "b.devries", {}, pool=pool)
+        assert crashed.status == "failed"
+        assert "the data looks wrong" in crashed.error
+        assert provenance(crashed.folder)["status"] == "failed"
+    finally:
+        pool.close()
