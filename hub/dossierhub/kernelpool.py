@@ -34,6 +34,13 @@ class DossierKernelManager(KernelManager):
             cmd[0] = self.workspace_python
         return cmd
 
+    def client(self, **kwargs: object):  # type: ignore[no-untyped-def]
+        """Every client handed out is remembered, so `stop_kernel` can close its sockets
+        (nbclient leaves those of a kernel it was given, rather than started, open)."""
+        made = super().client(**kwargs)
+        self.__dict__.setdefault("_handed_out", []).append(made)
+        return made
+
     def write_connection_file(self, **kwargs: object) -> None:
         super().write_connection_file(**kwargs)
         ids = getattr(self, "dossier_ids", None)
@@ -150,5 +157,7 @@ class KernelPool:
 
 def stop_kernel(manager: KernelManager) -> None:
     """Shut the kernel down and release its sockets now, not at garbage collection."""
+    for client in manager.__dict__.get("_handed_out", []):
+        client.stop_channels()
     manager.shutdown_kernel(now=True)
     manager.context.destroy(linger=0)
