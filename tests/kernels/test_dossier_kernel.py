@@ -153,3 +153,27 @@ def test_kernel_package_never_imports_dossierhub() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_publish_in_a_notebook_shows_the_verdict(kernel: Kernel) -> None:
+    _, result, error = kernel.run(
+        "import polars as pl\n"
+        "r = publish(pl.DataFrame({'area': ['a', 'b'], 'people': [3, 40]}), 'per_area',"
+        " counts=['people'])\n"
+        "r.passed, r.findings[0].rule, r.findings[0].rows"
+    )
+    assert error is None, error
+    assert result == "(False, 'min_count', [0])"
+    _, _, error = kernel.run("publish(pl.DataFrame({'n': [12]}), 'undeclared')")
+    assert error is not None and "say what the numeric column(s) n are" in error["evalue"]
+    _, result, error = kernel.run(
+        "from dossier_kernel.disclosure import suppress_small\n"
+        "t = pl.DataFrame({'area': ['a', 'b'], 'people': [3, 40]})\n"
+        "publish(suppress_small(t, ['people'], 10), 'per_area', counts=['people']).passed"
+    )
+    assert error is None and result == "True"
+    _, result, error = kernel.run(
+        "ids = db.sql('SELECT bsn FROM residents LIMIT 5').pl()\n"
+        "[f.rule for f in publish(ids, 'ids').findings]"
+    )
+    assert error is None and result == "['identifiers']"
