@@ -130,8 +130,11 @@ def clear_outputs(folder: Path) -> int:
                 cell.outputs, cell.execution_count, changed = [], None, True
         if changed:
             stat = path.stat()
-            nbformat.write(notebook, path)
-            os.chown(path, stat.st_uid, stat.st_gid)
+            tmp = path.with_name(f".{path.name}.clearing")
+            nbformat.write(notebook, tmp)
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+            os.chmod(tmp, stat.st_mode & 0o777)
+            os.replace(tmp, path)  # never a torn notebook, even for a reader right now
             cleared += 1
     return cleared
 
