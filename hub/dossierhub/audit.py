@@ -119,11 +119,6 @@ class AuditLog:
         tmp.write_text(json.dumps(head) + "\n", encoding="utf-8")
         os.replace(tmp, self.head_path)
 
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines() if line]
-
     def verify(self) -> Verification:
         """Walk the chain; name the first record that does not fit."""
         lines = self._lines()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.manager import KernelManager
-from traitlets import Unicode
+from traitlets import Any, List, Unicode
 
 from .home import Home
 from .settings import load_settings
@@ -27,6 +27,8 @@ class DossierKernelManager(KernelManager):
     """A Dossier kernel launched as the dossier's identity from the workspace environment."""
 
     workspace_python = Unicode(help="Python of the environment the kernel runs in.")
+    dossier_ids = Any(None, allow_none=True, help="(uid, gid) of the dossier; None: no isolation.")
+    handed_out = List(help="Clients given out, closed by stop_kernel.")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
@@ -38,14 +40,15 @@ class DossierKernelManager(KernelManager):
         """Every client handed out is remembered, so `stop_kernel` can close its sockets
         (nbclient leaves those of a kernel it was given, rather than started, open)."""
         made = super().client(**kwargs)
-        self.__dict__.setdefault("_handed_out", []).append(made)
+        self.handed_out.append(made)
         return made
 
     def write_connection_file(self, **kwargs: object) -> None:
         super().write_connection_file(**kwargs)
-        ids = getattr(self, "dossier_ids", None)
-        if ids is not None:  # the kernel, as the dossier, must read its own connection file
-            os.chown(self.connection_file, *ids)
+        if (
+            self.dossier_ids is not None
+        ):  # the kernel, as the dossier, must read its own connection file
+            os.chown(self.connection_file, *self.dossier_ids)
 
 
 def run_environment(home: Home, dossier_id: str, staging: Path) -> dict[str, str]:
@@ -84,11 +87,12 @@ def start_kernel(
     home: Home, dossier_id: str, staging: Path, timeout: float = 60, warm: bool = True
 ) -> DossierKernelManager:
     settings = load_settings(home)
-    km = DossierKernelManager(
-        kernel_name="dossier", workspace_python=settings.workspaces.python or sys.executable
-    )
     ids = unix_ids(dossier_id) if isolation_enabled() else None
-    km.dossier_ids = ids  # type: ignore[attr-defined]
+    km = DossierKernelManager(
+        kernel_name="dossier",
+        dossier_ids=ids,
+        workspace_python=settings.workspaces.python or sys.executable,
+    )
     km.connection_file = str(staging / "kernel.json")
     km.start_kernel(
         env=run_environment(home, dossier_id, staging),
@@ -155,9 +159,9 @@ class KernelPool:
             shutil.rmtree(kernel.staging, ignore_errors=True)
 
 
-def stop_kernel(manager: KernelManager) -> None:
+def stop_kernel(manager: DossierKernelManager) -> None:
     """Shut the kernel down and release its sockets now, not at garbage collection."""
-    for client in manager.__dict__.get("_handed_out", []):
+    for client in manager.handed_out:
         client.stop_channels()
     manager.shutdown_kernel(now=True)
     manager.context.destroy(linger=0)

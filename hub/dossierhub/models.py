@@ -130,9 +130,6 @@ class Members(Strict):
                 return role
         return None
 
-    def everyone(self) -> list[str]:
-        return [*self.lead, *self.analyst, *self.viewer]
-
 
 class Dominance(Strict):
     n: int = Field(default=1, ge=1, le=10)

@@ -51,10 +51,6 @@ class Installation:
     manifest_files: dict[str, Path] = field(default_factory=dict)
     sample_values: bool = True
 
-    def raise_if_refused(self) -> None:
-        if self.problems.errors:
-            raise RefusedError(self.problems.errors)
-
 
 def load_installation(
     home: Home, *, today: dt.date | None = None, sample_values: bool = True

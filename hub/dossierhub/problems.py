@@ -57,7 +57,3 @@ class RefusedError(Exception):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
-
-
-class RunError(Exception):
-    """A run that failed for a reason outside the input files (a source gone, a disk full)."""

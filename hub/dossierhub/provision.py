@@ -7,7 +7,6 @@ and the workspaces running through that restart.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -158,9 +157,3 @@ def request_hub_restart(home: Home, role_ids: set[str], timeout: float = 90) -> 
     raise HubUnavailable(
         f"the hub did not come back within {timeout:.0f} s after a restart for new roles"
     )
-
-
-def write_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)

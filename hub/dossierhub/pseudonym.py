@@ -63,13 +63,6 @@ def dossier_key(master_key: bytes, dossier_id: str) -> bytes:
     return hmac.new(master_key, b"dossier:" + dossier_id.encode(), hashlib.sha256).digest()
 
 
-def pseudonym(key: bytes, text: str | None) -> str | None:
-    """Reference implementation of one pseudonym; extracts use `sql_pseudonym`."""
-    if text is None:
-        return None
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()[:16].hex()
-
-
 def key_id(key: bytes) -> str:
     """A one-way label of a dossier key, to notice a changed key without storing the key."""
     return hmac.new(key, b"dossierhub key id", hashlib.sha256).hexdigest()[:16]

@@ -23,7 +23,7 @@ from .audit import AuditLog
 from .directory import read_directory
 from .home import Home
 from .hubapi import HubAPI, HubUnavailable, serve_state_path
-from .hubconfig import SERVICE, ports
+from .hubconfig import ports
 from .provision import sync_hub
 from .settings import Settings
 from .unixusers import ensure_unix_user, isolation_enabled, secure_extracts, secure_home
@@ -209,6 +209,3 @@ def serve(home: Home, settings: Settings, say: Say) -> int:
         return Supervisor(home, settings, say).run()
     except HubUnavailable as exc:
         raise ServeError(str(exc)) from None
-
-
-__all__ = ["SERVICE", "ServeError", "serve"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class Template:
     views: tuple[str, ...] = ()
     timeout_seconds: int = 600
     title: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def builtin_dir() -> Path:

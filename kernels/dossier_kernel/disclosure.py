@@ -39,13 +39,6 @@ class CheckResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def summary(self) -> str:
-        if self.passed:
-            return f"{self.table}: passes the output checks"
-        lines = [f"{self.table}: FAILS the output checks"]
-        lines += [f"  - {f.rule}: {f.message}" for f in self.findings]
-        return "\n".join(lines)
-
     def _repr_markdown_(self) -> str:
         if self.passed:
             return f"**{self.table}**: passes the output checks."
