@@ -97,6 +97,17 @@ class AuditLog:
                 return seq + 1, _digest(lines[-1])
         return seq, prev
 
+    def read(self) -> list[dict[str, Any]]:
+        """The records as written, oldest first; lines that do not parse are skipped
+        (verify() names them)."""
+        records = []
+        for line in self._lines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
     def _lines(self) -> list[str]:
         return self.path.read_text("utf-8").splitlines() if self.path.exists() else []
 

@@ -30,16 +30,17 @@ class HubInputs:
     oauth_client_secret: str = ""
 
 
-def ports(settings: Settings) -> tuple[int, int, int]:
-    """Public proxy port, proxy API port, hub port: three in a row from `hub.port`."""
+def ports(settings: Settings) -> tuple[int, int, int, int]:
+    """Public proxy port, proxy API port, hub port, dossierhub service port: four in a row
+    from `hub.port` (all but the first on 127.0.0.1)."""
     port = settings.hub.port
-    return port, port + 1, port + 2
+    return port, port + 1, port + 2, port + 3
 
 
 def make_config(inputs: HubInputs) -> Config:
     c = Config()
     settings, home = inputs.settings, inputs.home
-    public, proxy_api, hub_port = ports(settings)
+    public, proxy_api, hub_port, _ = ports(settings)
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{public}/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
     c.JupyterHub.db_url = f"sqlite:///{home / 'hub' / 'jupyterhub.sqlite'}"
@@ -98,6 +99,12 @@ def roles(dossiers: tuple[DossierEntry, ...]) -> list[dict]:
     return [
         *per_dossier,
         {
+            "name": "user",
+            "description": "Every person: their own account, and the dossierhub pages (which "
+            "show each person only the dossiers they are a member of)",
+            "scopes": ["self", f"access:services!service={SERVICE}"],
+        },
+        {
             "name": "dossierhub-provisioner",
             "description": "dossierhub apply and serve: users, groups, servers and tokens",
             "scopes": [
@@ -129,8 +136,16 @@ def roles(dossiers: tuple[DossierEntry, ...]) -> list[dict]:
 def services(inputs: HubInputs) -> list[dict]:
     python = sys.executable
     settings = inputs.settings
+    service_port = ports(settings)[3]
     return [
-        {"name": SERVICE, "api_token": inputs.service_token},
+        {
+            # run by `dossierhub serve` beside the proxy, so it outlives hub restarts
+            "name": SERVICE,
+            "api_token": inputs.service_token,
+            "url": f"http://127.0.0.1:{service_port}",
+            "oauth_no_confirm": True,
+            "display": True,
+        },
         {
             "name": "idle-culler",
             "command": [

@@ -116,6 +116,7 @@ class ReadyKernel:
     dossier_id: str
     manager: DossierKernelManager
     staging: Path
+    generation: str | None = None  # the extracts it was started over
 
 
 class KernelPool:
@@ -136,7 +137,9 @@ class KernelPool:
                 if self._closed or len(self._ready.get(dossier_id, [])) >= self.per_dossier:
                     return
             staging = new_staging(self.home, dossier_id)
-            kernel = ReadyKernel(dossier_id, start_kernel(self.home, dossier_id, staging), staging)
+            generation = _generation(self.home, dossier_id)
+            manager = start_kernel(self.home, dossier_id, staging)
+            kernel = ReadyKernel(dossier_id, manager, staging, generation)
             with self._lock:
                 if not self._closed:
                     self._ready.setdefault(dossier_id, []).append(kernel)
@@ -144,10 +147,32 @@ class KernelPool:
             stop_kernel(kernel.manager)
             return
 
-    def take(self, dossier_id: str) -> ReadyKernel | None:
+    def take(self, dossier_id: str, generation: str | None = None) -> ReadyKernel | None:
+        """A kernel over the dossier's current extracts (`generation`), or None; kernels
+        started over older extracts are stopped, never used."""
         with self._lock:
             ready = self._ready.get(dossier_id) or []
-            return ready.pop(0) if ready else None
+            stale = [k for k in ready if generation is not None and k.generation != generation]
+            fresh = [k for k in ready if k not in stale]
+            self._ready[dossier_id] = fresh[1:]
+        for kernel in stale:
+            _discard(kernel)
+        return fresh[0] if fresh else None
+
+    def prune(self, current: dict[str, str | None]) -> None:
+        """Stop the kernels of dossiers that are gone or whose extracts were rebuilt
+        (`current`: dossier id -> extracts generation)."""
+        with self._lock:
+            stale = [
+                k
+                for ready in self._ready.values()
+                for k in ready
+                if k.dossier_id not in current or current[k.dossier_id] != k.generation
+            ]
+            for ready in self._ready.values():
+                ready[:] = [k for k in ready if k not in stale]
+        for kernel in stale:
+            _discard(kernel)
 
     def close(self) -> None:
         with self._lock:
@@ -155,8 +180,19 @@ class KernelPool:
             kernels = [k for ready in self._ready.values() for k in ready]
             self._ready.clear()
         for kernel in kernels:
-            stop_kernel(kernel.manager)
-            shutil.rmtree(kernel.staging, ignore_errors=True)
+            _discard(kernel)
+
+
+def _discard(kernel: ReadyKernel) -> None:
+    stop_kernel(kernel.manager)
+    shutil.rmtree(kernel.staging, ignore_errors=True)
+
+
+def _generation(home: Home, dossier_id: str) -> str | None:
+    from .extracts import current_provenance
+
+    provenance = current_provenance(home.extract_dir(dossier_id))
+    return provenance.get("generation") if provenance else None
 
 
 def stop_kernel(manager: DossierKernelManager) -> None:

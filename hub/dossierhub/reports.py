@@ -42,7 +42,18 @@ NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
 
 
 class ReportRefused(Exception):
-    """The run or release is not allowed, or its input is wrong; nothing was started."""
+    """The run or release is not allowed, or its input is wrong; nothing was started.
+
+    `reason` sorts refusals for HTTP (not_found 404, forbidden 403, invalid 422, conflict 409);
+    `fields` says what is wrong per input field (a parameter name, `template`, `justification`).
+    """
+
+    def __init__(
+        self, message: str, *, reason: str = "invalid", fields: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.reason = reason
+        self.fields = fields or {}
 
 
 @dataclass
@@ -70,25 +81,31 @@ def prepare_run(
     """Every refusal happens here, before any kernel starts."""
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
     if entry is None:
-        raise ReportRefused(f"there is no applied dossier '{dossier_id}'")
-    if entry.expired():
-        raise ReportRefused(f"dossier {dossier_id} expired on {entry.expires}: no new runs")
+        raise ReportRefused(f"there is no applied dossier '{dossier_id}'", reason="not_found")
     role = entry.role_of(user)
     if role not in ("lead", "analyst"):
         raise ReportRefused(
             f"{user} is {'a ' + role if role else 'not a member'} of dossier "
-            f"{dossier_id}: only its leads and analysts run reports"
+            f"{dossier_id}: only its leads and analysts run reports",
+            reason="forbidden",
+        )
+    if entry.expired():
+        raise ReportRefused(
+            f"dossier {dossier_id} expired on {entry.expires}: no new runs", reason="conflict"
         )
     manifest = yaml.safe_load((home.dossiers_dir / f"{dossier_id}.yaml").read_text())
     allowed = manifest.get("templates") or []
     if template_name not in allowed:
-        raise ReportRefused(
+        message = (
             f"template '{template_name}' is not allowed for dossier "
             f"{dossier_id}; its manifest lists: {', '.join(allowed) or 'none'}"
         )
+        raise ReportRefused(message, fields={"template": message})
     provenance = current_provenance(home.extract_dir(dossier_id))
     if provenance is None:
-        raise ReportRefused(f"dossier {dossier_id} has no extracts: run `dossierhub apply`")
+        raise ReportRefused(
+            f"dossier {dossier_id} has no extracts: run `dossierhub apply`", reason="conflict"
+        )
     try:
         template = load_template(home, template_name)
         missing = [v for v in template.views if v not in provenance["views"]]
@@ -99,8 +116,24 @@ def prepare_run(
             )
         values = coerce(template, raw_params, sorted(provenance["views"]))
     except TemplateError as exc:
-        raise ReportRefused(str(exc)) from None
+        raise ReportRefused(str(exc), fields=exc.fields) from None
     return template, values
+
+
+@dataclass
+class PendingRun:
+    """A run that passed every check and is queued: its folder and provenance exist."""
+
+    home: Home
+    dossier_id: str
+    run_id: str
+    folder: Path
+    template: Template
+    values: dict[str, Any]
+    user: str
+    provenance: dict[str, Any]
+    extracts: dict[str, Any]
+    staging: Path | None = None  # where papermill writes, once the run executes
 
 
 def run_report(
@@ -113,14 +146,20 @@ def run_report(
     timeout: float | None = None,
     pool: KernelPool | None = None,
 ) -> RunOutcome:
-    """One run. With a `pool`, a kernel started ahead of time for this dossier does the work
-    (in this process, through papermill's API); else a papermill process as the dossier."""
+    """One run, start to end (what `report run` does)."""
+    pending = start_run(home, dossier_id, template_name, user, raw_params)
+    return execute_run(pending, timeout=timeout, pool=pool)
+
+
+def start_run(
+    home: Home, dossier_id: str, template_name: str, user: str, raw_params: dict[str, str]
+) -> PendingRun:
+    """Refuse or queue: after this returns, the run has an id, a folder and a `queued`
+    provenance, and the audit log knows who started what."""
     template, values = prepare_run(home, dossier_id, template_name, user, raw_params)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
     folder = runs_dir(home, dossier_id) / run_id
     _make_dirs(home, dossier_id, folder)
-    ready = pool.take(dossier_id) if pool is not None else None
-    staging = ready.staging if ready is not None else new_staging(home, dossier_id)
     extracts = current_provenance(home.extract_dir(dossier_id)) or {}
     provenance: dict[str, Any] = {
         "run_id": run_id,
@@ -139,8 +178,7 @@ def run_report(
         "extracts_generation": extracts.get("generation"),
     }
     _write_json(folder / "provenance.json", provenance)
-    audit = AuditLog(home)
-    audit.append(
+    AuditLog(home).append(
         "report.run",
         actor=user,
         dossier=dossier_id,
@@ -148,22 +186,42 @@ def run_report(
         template=template.name,
         parameters=values,
     )
+    return PendingRun(
+        home, dossier_id, run_id, folder, template, values, user, provenance, extracts
+    )
+
+
+def execute_run(
+    pending: PendingRun, *, timeout: float | None = None, pool: KernelPool | None = None
+) -> RunOutcome:
+    """Wait for a slot in the dossier's queue, execute, check, render, lock down, audit.
+    With a `pool`, a kernel started ahead of time for this dossier does the work (in this
+    process, through papermill's API); else a papermill process as the dossier."""
+    home, dossier_id, folder = pending.home, pending.dossier_id, pending.folder
+    template, values, provenance = pending.template, pending.values, pending.provenance
+    generation = pending.extracts.get("generation")
+    ready = pool.take(dossier_id, generation) if pool is not None else None
+    staging = ready.staging if ready is not None else new_staging(home, dossier_id)
+    pending.staging = staging
     limit = timeout or template.timeout_seconds
     # nbconvert takes half a second to import: do it while the kernel works, not after
     warm = threading.Thread(target=_import_renderer, daemon=True)
     warm.start()
-    with run_slot(home, dossier_id):
-        provenance.update(status="running", started=_now())
-        _write_json(folder / "provenance.json", provenance)
-        if ready is not None:
-            status, error = _execute_on(ready, template, values, limit)
-        else:
-            status, error = _execute(home, dossier_id, template, values, staging, limit)
-        provenance["executed"] = _now()  # the kernel is gone: the slot is free again
-    outputs = _collect(staging, folder)
-    checks = run_checks(folder, extracts) if status == "succeeded" else []
-    if status == "succeeded":
-        _render_html(folder)
+    try:
+        with run_slot(home, dossier_id):
+            provenance.update(status="running", started=_now())
+            _write_json(folder / "provenance.json", provenance)
+            if ready is not None:
+                status, error = _execute_on(ready, template, values, limit)
+            else:
+                status, error = _execute(home, dossier_id, template, values, staging, limit)
+            provenance["executed"] = _now()  # the kernel is gone: the slot is free again
+        outputs = _collect(staging, folder)
+        checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
+        if status == "succeeded":
+            _render_html(folder)
+    except Exception as exc:  # whatever broke, the run ends with a truthful status
+        status, error, outputs, checks = "failed", f"{type(exc).__name__}: {exc}"[:500], [], []
     provenance.update(
         status=status,
         error=error,
@@ -175,17 +233,32 @@ def run_report(
     _write_json(folder / "provenance.json", provenance)
     _lock_down(folder, dossier_id)
     shutil.rmtree(staging, ignore_errors=True)
-    audit.append(
+    AuditLog(home).append(
         "report.finished",
-        actor=user,
+        actor=pending.user,
         dossier=dossier_id,
-        run=run_id,
+        run=pending.run_id,
         status=status,
         error=error,
         checks_passed=provenance["checks_passed"],
         outputs=outputs,
     )
-    return RunOutcome(run_id, status, folder, error)
+    return RunOutcome(pending.run_id, status, folder, error)
+
+
+def progress(pending: PendingRun) -> tuple[int, int] | None:
+    """(code cells done, code cells) of a running run, from the notebook papermill saves
+    after every cell; None before the first save."""
+    if pending.staging is None:
+        return None
+    output = pending.staging / "output.ipynb"
+    try:
+        cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    done = [c for c in code if c.get("metadata", {}).get("papermill", {}).get("end_time")]
+    return len(done), len(code)
 
 
 @contextlib.contextmanager
@@ -419,7 +492,7 @@ def list_runs(home: Home, dossier_id: str) -> list[dict[str, Any]]:
 def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
     folder = runs_dir(home, dossier_id) / run_id
     if not (folder / "provenance.json").exists():
-        raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'")
+        raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'", reason="not_found")
     provenance = json.loads((folder / "provenance.json").read_text())
     checks_path = folder / "checks.json"
     release = folder / "release.json"
@@ -439,26 +512,37 @@ def release_run(
     provenance = run["provenance"]
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
     if entry is None or entry.role_of(user) != "lead":
-        raise ReportRefused(f"{user} is not a lead of dossier {dossier_id}: only leads release")
+        raise ReportRefused(
+            f"{user} is not a lead of dossier {dossier_id}: only leads release",
+            reason="forbidden",
+        )
     if provenance["user"] == user:
         raise ReportRefused(
-            f"{user} started run {run_id}: another lead must release it (four eyes)"
+            f"{user} started run {run_id}: another lead must release it (four eyes)",
+            reason="forbidden",
         )
     if run["released"] is not None:
-        raise ReportRefused(f"run {run_id} was already released by {run['released']['by']}")
+        raise ReportRefused(
+            f"run {run_id} was already released by {run['released']['by']}", reason="conflict"
+        )
     if provenance["status"] != "succeeded":
         raise ReportRefused(
-            f"run {run_id} {provenance['status']}: only succeeded runs are released"
+            f"run {run_id} {provenance['status']}: only succeeded runs are released",
+            reason="conflict",
         )
     folder = Path(run["folder"])
     if _hashes(folder) != provenance.get("outputs"):
-        raise ReportRefused(f"run {run_id}'s files differ from what the run recorded: not released")
+        raise ReportRefused(
+            f"run {run_id}'s files differ from what the run recorded: not released",
+            reason="conflict",
+        )
     failed = [c["table"] for c in run["checks"] if not c["passed"]]
     if failed and not (justification and justification.strip()):
-        raise ReportRefused(
+        message = (
             f"the output checks failed for {', '.join(failed)}: release "
-            "only with a written --justification"
+            "only with a written justification"
         )
+        raise ReportRefused(message, fields={"justification": message})
     record = {
         "by": user,
         "at": _now(),

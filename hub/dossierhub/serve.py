@@ -1,7 +1,8 @@
 """`dossierhub serve`: the proxy and JupyterHub for one HOME, on the embedded default.
 
-serve supervises two processes: configurable-http-proxy, which it keeps up for as long as it
-runs, and the hub, which it restarts on SIGHUP (new roles after apply) or when it dies. The
+serve supervises three processes: configurable-http-proxy and the dossierhub service (pages,
+API, report runs), which it keeps up for as long as it runs, and the hub, which it restarts on
+SIGHUP (new roles after apply) or when it dies. The
 workspaces are the hub's children in their own sessions (cleanup_servers = False), so they and
 their proxy routes survive a hub restart; the restarted hub resumes them.
 """
@@ -60,8 +61,9 @@ def _secret_file(path: Path) -> str:
 class Supervisor:
     def __init__(self, home: Home, settings: Settings, say: Say):
         self.home, self.settings, self.say = home, settings, say
-        self.public, self.proxy_api, self.hub_port = ports(settings)
+        self.public, self.proxy_api, self.hub_port, self.service_port = ports(settings)
         self.proxy: subprocess.Popen | None = None
+        self.service: subprocess.Popen | None = None
         self.hub: subprocess.Popen | None = None
         self.restart_requested = False
         self.stopping = False
@@ -127,6 +129,21 @@ class Supervisor:
             start_new_session=True,
         )
 
+    def start_service(self) -> None:
+        """The pages and API; report runs it started keep running across hub restarts."""
+        self.service = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dossierhub.web",
+                "--home",
+                str(self.home.root),
+                "--hub-api",
+                self.hub_api_url,
+            ],
+            start_new_session=True,
+        )
+
     def start_hub(self, timeout: float = 90) -> None:
         entries = read_directory(self.home)
         jupyterhub = str(Path(sys.executable).parent / "jupyterhub")
@@ -178,11 +195,17 @@ class Supervisor:
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
         self.prepare()
         self.start_proxy()
+        self.start_service()
         try:
             self.start_hub()
             self.say(f"dossierhub is running at {self.public_url}")
             while not self.stopping:
                 time.sleep(0.2)
+                if self.service is not None and self.service.poll() is not None:
+                    self.say(
+                        f"the dossierhub service exited ({self.service.returncode}): restarting it"
+                    )
+                    self.start_service()
                 if self.restart_requested or (self.hub is not None and self.hub.poll() is not None):
                     reason = "new roles" if self.restart_requested else "the hub exited"
                     self.restart_requested = False
@@ -193,9 +216,14 @@ class Supervisor:
         finally:
             serve_state_path(self.home).unlink(missing_ok=True)
             self.stop_hub()
-            if self.proxy is not None:
-                self.proxy.terminate()
-                self.proxy.wait(10)
+            for process in (self.service, self.proxy):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
 
 
 def serve(home: Home, settings: Settings, say: Say) -> int:

@@ -47,6 +47,9 @@ class WorkspaceSettings(Strict):
 
 class ReportSettings(Strict):
     parallel_per_dossier: int = Field(default=2, ge=1, le=64)
+    # kernels the dossierhub service starts ahead of time for a dossier after its first run
+    # from the pages or the API (each used once, by that dossier only); 0 turns it off
+    prestart_kernels: int = Field(default=1, ge=0, le=8)
 
 
 class Settings(Strict):

@@ -22,7 +22,14 @@ TYPES = ("str", "int", "float", "bool", "date")
 
 
 class TemplateError(ValueError):
-    """A template or a parameter value that cannot be used; the message says why and where."""
+    """A template or a parameter value that cannot be used; the message says why and where.
+
+    `fields` maps a parameter name to what is wrong with its value, for forms that explain
+    invalid input at the field."""
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = fields or {}
 
 
 @dataclass(frozen=True)
@@ -149,11 +156,12 @@ def _literal(text: str) -> Any:
 def coerce(template: Template, raw: dict[str, str], views: list[str]) -> dict[str, Any]:
     """Typed, checked parameter values; every problem in one message, before any kernel."""
     known = {p.name: p for p in template.parameters}
-    problems = [
-        f"unknown parameter '{n}' (this template takes: {', '.join(known) or 'no parameters'})"
+    fields = {
+        n: f"unknown parameter '{n}' (this template takes: {', '.join(known) or 'no parameters'})"
         for n in raw
         if n not in known
-    ]
+    }
+    problems = list(fields.values())
     values: dict[str, Any] = {}
     for parameter in template.parameters:
         text = raw.get(parameter.name)
@@ -164,10 +172,11 @@ def coerce(template: Template, raw: dict[str, str], views: list[str]) -> dict[st
             _check_range(parameter, value, views)
         except ValueError as exc:
             problems.append(f"parameter '{parameter.name}': {exc}")
+            fields[parameter.name] = str(exc)
             continue
         values[parameter.name] = value
     if problems:
-        raise TemplateError("; ".join(problems))
+        raise TemplateError("; ".join(problems), fields)
     return values
 
 

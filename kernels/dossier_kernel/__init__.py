@@ -69,33 +69,31 @@ def sql(query: str, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFram
 
 
 def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
-    """The approved views: name, description and columns (name, type, description)."""
+    """The approved views: name, description and columns (name, type, kind, description)."""
     con = con or default_connection()
-    views = con.execute(
-        "SELECT view_name, coalesce(comment, '') FROM duckdb_views() "
-        "WHERE NOT internal AND schema_name = 'main' ORDER BY view_name"
-    ).fetchall()
-    columns = con.execute(
-        "SELECT table_name, column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
-        "WHERE schema_name = 'main' ORDER BY table_name, column_index"
-    ).fetchall()
+    from .catalog import describe_views
+
+    views = describe_views(con)
     import polars as pl
 
-    per_view: dict[str, list[dict[str, str]]] = {name: [] for name, _ in views}
-    for table, column, data_type, comment in columns:
-        if table in per_view:
-            per_view[table].append({"name": column, "type": data_type, "description": comment})
     return pl.DataFrame(
         {
-            "view": [name for name, _ in views],
-            "description": [comment for _, comment in views],
-            "columns": [per_view[name] for name, _ in views],
+            "view": [v["name"] for v in views],
+            "description": [v["description"] for v in views],
+            "columns": [v["columns"] for v in views],
         },
         schema={
             "view": pl.String,
             "description": pl.String,
             "columns": pl.List(
-                pl.Struct({"name": pl.String, "type": pl.String, "description": pl.String})
+                pl.Struct(
+                    {
+                        "name": pl.String,
+                        "type": pl.String,
+                        "kind": pl.String,
+                        "description": pl.String,
+                    }
+                )
             ),
         },
     )

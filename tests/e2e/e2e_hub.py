@@ -23,7 +23,7 @@ DOSSIERHUB = str(Path(sys.executable).parent / "dossierhub")
 PASSWORD = "correct horse battery"
 
 
-def free_ports(count: int = 3) -> int:
+def free_ports(count: int = 4) -> int:
     """A base port with `count` free ports in a row on 127.0.0.1."""
     for base in range(18000, 19000, 10):
         if all(_free(port) for port in range(base, base + count)):

@@ -345,7 +345,7 @@ def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
     assert [f["rule"] for f in checks["people_list"]["findings"]] == ["identifiers"]
     run_id = folder.name
     refused = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
-    assert refused.returncode == 1 and "--justification" in refused.stderr
+    assert refused.returncode == 1 and "written justification" in refused.stderr
     released = dossierhub(
         reports,
         "report",

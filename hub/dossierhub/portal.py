@@ -1,0 +1,349 @@
+"""What a person may see and do in the dossierhub pages and REST API, as plain functions.
+
+Default deny: every function takes the person and the dossier, looks up the person's role in
+that dossier (hub/directory.json, written by apply from the manifests) and refuses with
+`ReportRefused(reason="forbidden")` unless the role allows it. Admins see the overview of all
+dossiers (members, expiry, last apply, problems) but no dossier's data or reports unless a
+manifest makes them a member: "without becoming a big brother". The web handlers and the CLI
+call the same functions in reports.py underneath.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .audit import AuditLog
+from .directory import DossierEntry, read_directory
+from .extracts import current_provenance
+from .home import Home
+from .reports import (
+    PendingRun,
+    ReportRefused,
+    list_runs,
+    release_run,
+    runs_dir,
+    show_run,
+)
+from .reports import start_run as queue_run
+from .settings import load_settings
+from .templates_catalog import TemplateError, load_template
+
+EXPIRY_WARNING_DAYS = 30
+WORKER_ROLES = ("lead", "analyst")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    admin: bool = False
+
+
+def person_for(home: Home, name: str) -> Person:
+    """Admins are those settings.yaml names (the same list the hub gets)."""
+    return Person(name, name in load_settings(home).hub.admins)
+
+
+def member_entry(
+    home: Home, dossier_id: str, person: Person, roles: tuple[str, ...] = ()
+) -> tuple[DossierEntry, str]:
+    """The dossier and the person's role in it; refused unless the role is one of `roles`
+    (any role when empty). Strangers get the same answer for a dossier that does not exist
+    as for one they are not in: no one learns which dossiers exist by guessing ids."""
+    entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
+    role = entry.role_of(person.name) if entry is not None else None
+    if entry is None or role is None:
+        raise ReportRefused(
+            f"{person.name} is not a member of a dossier '{dossier_id}'", reason="forbidden"
+        )
+    if roles and role not in roles:
+        raise ReportRefused(
+            f"{person.name} is a {role} of dossier {dossier_id}; this needs a {' or '.join(roles)}",
+            reason="forbidden",
+        )
+    return entry, role
+
+
+def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
+    expires = dt.date.fromisoformat(entry.expires)
+    days_left = (expires - today).days
+    return {
+        "id": entry.id,
+        "title": entry.title,
+        "purpose": entry.purpose,
+        "legal_basis": entry.legal_basis,
+        "expires": entry.expires,
+        "days_left": days_left,
+        "expired": days_left < 0,
+        "expires_soon": 0 <= days_left <= EXPIRY_WARNING_DAYS,
+        "role": role,
+        "members": {
+            "lead": list(entry.leads),
+            "analyst": list(entry.analysts),
+            "viewer": list(entry.viewers),
+        },
+        "can_open_workspace": role in WORKER_ROLES and days_left >= 0,
+        "can_run": role in WORKER_ROLES and days_left >= 0,
+        "workspace_user": entry.hub_user,
+    }
+
+
+def my_dossiers(home: Home, person: Person, today: dt.date | None = None) -> list[dict[str, Any]]:
+    today = today or dt.date.today()
+    return [
+        _summary(entry, role, today)
+        for entry in read_directory(home)
+        if (role := entry.role_of(person.name)) is not None
+    ]
+
+
+def dossier_detail(
+    home: Home, dossier_id: str, person: Person, today: dt.date | None = None
+) -> dict[str, Any]:
+    """The dossier as its members see it: who, why, until when, and the approved views."""
+    entry, role = member_entry(home, dossier_id, person)
+    detail = _summary(entry, role, today or dt.date.today())
+    detail["views"] = views_of(home, dossier_id)
+    return detail
+
+
+def views_of(home: Home, dossier_id: str) -> list[dict[str, Any]]:
+    """Approved views with rows, build time and columns (type, kind, description), read
+    from the dossier's own catalog.duckdb: exactly what its workspace sees."""
+    provenance = current_provenance(home.extract_dir(dossier_id))
+    if provenance is None:
+        return []
+    import duckdb
+
+    from dossier_kernel.catalog import describe_views
+
+    con = duckdb.connect(str(home.extract_dir(dossier_id) / "catalog.duckdb"), read_only=True)
+    try:
+        described = describe_views(con)
+    finally:
+        con.close()
+    for view in described:
+        built = provenance["views"].get(view["name"], {})
+        view["rows"] = built.get("rows_out")
+        view["built_at"] = built.get("built_at")
+    return described
+
+
+def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
+    """The templates the dossier may run, with parameter schemas ready for a form."""
+    member_entry(home, dossier_id, person, WORKER_ROLES)
+    import yaml
+
+    manifest = yaml.safe_load((home.dossiers_dir / f"{dossier_id}.yaml").read_text("utf-8"))
+    provenance = current_provenance(home.extract_dir(dossier_id)) or {}
+    views = sorted(provenance.get("views", {}))
+    found = []
+    for name in manifest.get("templates") or []:
+        try:
+            template = load_template(home, name)
+        except TemplateError as exc:
+            found.append({"name": name, "title": name, "error": str(exc), "parameters": []})
+            continue
+        found.append(
+            {
+                "name": template.name,
+                "title": template.title,
+                "origin": template.origin,
+                "views": list(template.views),
+                "timeout_seconds": template.timeout_seconds,
+                "parameters": [
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "default": p.default,
+                        "choices": views if p.choices == "views" else p.choices,
+                        "min": p.min,
+                        "max": p.max,
+                        "description": p.description,
+                    }
+                    for p in template.parameters
+                ],
+                "error": None,
+            }
+        )
+    return found
+
+
+def start_run(
+    home: Home, dossier_id: str, person: Person, template: str, raw_params: dict[str, str]
+) -> PendingRun:
+    """Checked and queued (reports.start_run does the checks `report run` does); the caller
+    executes it."""
+    member_entry(home, dossier_id, person, WORKER_ROLES)
+    return queue_run(home, dossier_id, template, person.name, raw_params)
+
+
+def runs_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
+    """Newest first. Viewers see released runs only."""
+    _, role = member_entry(home, dossier_id, person)
+    runs = list_runs(home, dossier_id)
+    if role not in WORKER_ROLES:
+        runs = [r for r in runs if r["released"]]
+    return [_run_row(r) for r in reversed(runs)]
+
+
+def _run_row(provenance: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "template", "status", "user", "queued", "started", "finished")
+    row = {k: provenance.get(k) for k in keys}
+    row.update(
+        parameters=provenance.get("parameters", {}),
+        error=provenance.get("error"),
+        checks_passed=provenance.get("checks_passed"),
+        released=provenance.get("released"),
+    )
+    return row
+
+
+def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict[str, Any]:
+    """One run: provenance, check results per table, release, and whether this person may
+    release it (and if not, why not)."""
+    _, role = member_entry(home, dossier_id, person)
+    run = show_run(home, dossier_id, run_id)
+    if role not in WORKER_ROLES and run["released"] is None:
+        raise ReportRefused(
+            f"run {run_id} of dossier {dossier_id} is not released: viewers read released "
+            "reports only",
+            reason="forbidden",
+        )
+    provenance = run["provenance"]
+    folder = Path(run["folder"])
+    return {
+        "run_id": run_id,
+        "dossier": dossier_id,
+        "provenance": provenance,
+        "checks": run["checks"],
+        "released": run["released"],
+        "has_html": (folder / "report.html").exists(),
+        "release": _release_verdict(role, person, provenance, run),
+    }
+
+
+def _release_verdict(
+    role: str, person: Person, provenance: dict[str, Any], run: dict[str, Any]
+) -> dict[str, Any]:
+    failed = [c["table"] for c in run["checks"] if not c["passed"]]
+    why = None
+    if run["released"] is not None:
+        why = "already released"
+    elif role != "lead":
+        why = "only leads release reports"
+    elif provenance["user"] == person.name:
+        why = "you started this run: another lead releases it (four eyes)"
+    elif provenance["status"] != "succeeded":
+        why = f"the run is {provenance['status']}"
+    return {"allowed": why is None, "why_not": why, "needs_justification": bool(failed)}
+
+
+def report_html(home: Home, dossier_id: str, run_id: str, person: Person) -> Path:
+    detail = run_detail(home, dossier_id, run_id, person)
+    path = runs_dir(home, dossier_id) / run_id / "report.html"
+    if not detail["has_html"]:
+        raise ReportRefused(f"run {run_id} has no HTML report", reason="not_found")
+    return path
+
+
+def release(
+    home: Home, dossier_id: str, run_id: str, person: Person, justification: str | None
+) -> dict[str, Any]:
+    member_entry(home, dossier_id, person, ("lead",))
+    return release_run(home, dossier_id, run_id, person.name, justification)
+
+
+def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
+    """The dossier's part of the audit log, newest first, and the state of the whole chain
+    (a break anywhere makes every dossier's trail suspect)."""
+    member_entry(home, dossier_id, person)
+    log = AuditLog(home)
+    verification = log.verify()
+    records = [r for r in log.read() if _concerns(r, dossier_id)]
+    return {
+        "chain": {
+            "ok": verification.ok,
+            "records": verification.records,
+            "message": verification.message,
+            "first_bad": verification.first_bad,
+        },
+        "records": [_trail_row(r, dossier_id) for r in reversed(records)],
+    }
+
+
+def _concerns(record: dict[str, Any], dossier_id: str) -> bool:
+    details = record.get("details") or {}
+    if details.get("dossier") == dossier_id:
+        return True
+    listed = details.get("dossiers")
+    if isinstance(listed, list):
+        return any(
+            d == dossier_id or (isinstance(d, dict) and d.get("id") == dossier_id) for d in listed
+        )
+    return False
+
+
+def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
+    details = dict(record.get("details") or {})
+    if isinstance(details.get("dossiers"), list):  # an apply of several dossiers: this one
+        mine = [d for d in details["dossiers"] if isinstance(d, dict) and d.get("id") == dossier_id]
+        details["dossiers"] = mine
+        details.pop("hub", None)
+    return {
+        "seq": record.get("seq"),
+        "time": record.get("time"),
+        "actor": record.get("actor"),
+        "action": record.get("action"),
+        "details": details,
+    }
+
+
+def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
+    """Every manifest and applied dossier: members, expiry, last apply, problems."""
+    if not person.admin:
+        raise ReportRefused(
+            f"{person.name} is not an admin of this installation", reason="forbidden"
+        )
+    from .policy import load_installation
+
+    installation = load_installation(home, sample_values=False)
+    applied = {e.id: e for e in read_directory(home)}
+    last_apply: dict[str, str] = {}
+    for record in AuditLog(home).read():
+        if record.get("action") == "apply":
+            for item in record.get("details", {}).get("dossiers", []):
+                if isinstance(item, dict) and item.get("id"):
+                    last_apply[item["id"]] = record["time"]
+    ids = sorted(set(applied) | set(installation.manifest_files))
+    today = dt.date.today()
+    rows = []
+    for dossier_id in ids:
+        entry = applied.get(dossier_id)
+        prefix = f"dossiers/{dossier_id}."
+        problems = [p for p in installation.problems.items if p.file.startswith(prefix)]
+        row: dict[str, Any] = {
+            "id": dossier_id,
+            "applied": entry is not None,
+            "last_apply": last_apply.get(dossier_id),
+            "problems": [{"severity": p.severity, "text": str(p)} for p in problems],
+        }
+        if entry is not None:
+            summary = _summary(entry, "admin", today)
+            row.update(
+                {
+                    k: summary[k]
+                    for k in ("title", "expires", "days_left", "expired", "expires_soon", "members")
+                }
+            )
+        rows.append(row)
+    general = [
+        {"severity": p.severity, "text": str(p)}
+        for p in installation.problems.items
+        if not p.file.startswith("dossiers/")
+    ]
+    if general:
+        rows.append({"id": None, "applied": False, "last_apply": None, "problems": general})
+    return rows

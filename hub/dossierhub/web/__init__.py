@@ -1,0 +1,1 @@
+"""The dossierhub pages and REST API, a JupyterHub service at /services/dossierhub/."""

@@ -1,0 +1,223 @@
+"""REST API under /services/dossierhub/api/ (OpenAPI document at api/openapi.json).
+
+Authenticated by the hub: an API token (`Authorization: token ...`) or the login cookie (then
+with JupyterHub's xsrf token on POST). Errors are JSON: {"error": sentence, "fields": {...}}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tornado.web import HTTPError
+
+from .. import portal
+from ..reports import ReportRefused
+from .base import DossierHandler, status_of
+from .openapi import openapi_document
+
+Scalar = str | int | float | bool | None
+
+
+class RunRequest(BaseModel):
+    """Start a report run."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(min_length=1, description="a template the dossier's manifest lists")
+    parameters: dict[str, Scalar] = Field(
+        default_factory=dict, description="parameter name -> value; missing ones take defaults"
+    )
+
+
+class ReleaseRequest(BaseModel):
+    """Release a run (a lead who did not start it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    justification: str | None = Field(
+        default=None, description="required when an output check failed; recorded"
+    )
+
+
+def raw_parameters(values: dict[str, Scalar]) -> dict[str, str]:
+    """The text form the CLI's `-p NAME VALUE` gives, so both take the same checks."""
+    raw = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        raw[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return raw
+
+
+class ApiHandler(DossierHandler):
+    def prepare(self) -> None:
+        if self.person is None:
+            self.fail(403, "identify with a hub API token or log in to the hub first")
+
+    def get_login_url(self) -> str:  # an API never redirects to a login page
+        raise HTTPError(403)
+
+    def fail(self, status: int, message: str, fields: dict[str, str] | None = None) -> None:
+        self.set_status(status)
+        self.finish({"error": message, "fields": fields or {}})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish({"error": self._reason, "fields": {}})
+
+    def refused(self, exc: ReportRefused) -> None:
+        self.fail(status_of(exc), str(exc), exc.fields)
+
+    def body(self, model: type[BaseModel]) -> Any:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            self.fail(400, f"the request body is not JSON: {exc}")
+            return None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            fields = {".".join(map(str, e["loc"])) or "body": e["msg"] for e in exc.errors()}
+            self.fail(422, "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
+            return None
+
+    async def answer(self, function: Any, *args: Any, status: int = 200) -> None:
+        try:
+            result = await self.blocking(function, self.home, *args)
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(result, default=str))
+
+
+class Me(ApiHandler):
+    async def get(self) -> None:
+        dossiers = await self.blocking(portal.my_dossiers, self.home, self.person)
+        self.finish(
+            {
+                "name": self.person.name,
+                "admin": self.person.admin,
+                "dossiers": {d["id"]: d["role"] for d in dossiers},
+            }
+        )
+
+
+class Dossiers(ApiHandler):
+    async def get(self) -> None:
+        await self.answer(portal.my_dossiers, self.person)
+
+
+class Dossier(ApiHandler):
+    async def get(self, dossier_id: str) -> None:
+        await self.answer(portal.dossier_detail, dossier_id, self.person)
+
+
+class Templates(ApiHandler):
+    async def get(self, dossier_id: str) -> None:
+        await self.answer(portal.templates_for, dossier_id, self.person)
+
+
+class Runs(ApiHandler):
+    async def get(self, dossier_id: str) -> None:
+        await self.answer(portal.runs_for, dossier_id, self.person)
+
+    async def post(self, dossier_id: str) -> None:
+        request = self.body(RunRequest)
+        if request is None:
+            return
+        try:
+            pending = await self.blocking(
+                portal.start_run,
+                self.home,
+                dossier_id,
+                self.person,
+                request.template,
+                raw_parameters(request.parameters),
+            )
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        self.runner.submit(pending)
+        self.set_status(202)
+        self.finish(
+            {
+                "run_id": pending.run_id,
+                "status": "queued",
+                "url": f"{self.settings['prefix']}api/dossiers/{dossier_id}/runs/{pending.run_id}",
+            }
+        )
+
+
+class Run(ApiHandler):
+    async def get(self, dossier_id: str, run_id: str) -> None:
+        try:
+            detail = await self.blocking(
+                portal.run_detail, self.home, dossier_id, run_id, self.person
+            )
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        detail["progress"] = self.runner.progress(dossier_id, run_id)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(detail, default=str))
+
+
+class RunHtml(ApiHandler):
+    async def get(self, dossier_id: str, run_id: str) -> None:
+        from .pages import send_report
+
+        try:
+            path = await self.blocking(
+                portal.report_html, self.home, dossier_id, run_id, self.person
+            )
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        send_report(self, path)
+
+
+class Release(ApiHandler):
+    async def post(self, dossier_id: str, run_id: str) -> None:
+        request = self.body(ReleaseRequest)
+        if request is None:
+            return
+        await self.answer(portal.release, dossier_id, run_id, self.person, request.justification)
+
+
+class Audit(ApiHandler):
+    async def get(self, dossier_id: str) -> None:
+        await self.answer(portal.audit_trail, dossier_id, self.person)
+
+
+class AdminDossiers(ApiHandler):
+    async def get(self) -> None:
+        await self.answer(portal.admin_overview, self.person)
+
+
+class OpenAPI(DossierHandler):
+    """The API's description; public, like any API documentation (it holds no data)."""
+
+    def get(self) -> None:
+        self.finish(openapi_document(self.settings["prefix"]))
+
+
+ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
+RUN = r"([0-9A-Za-z-]{1,64})"
+
+
+def routes(prefix: str) -> list[tuple[str, type]]:
+    api = f"{prefix}api/"
+    return [
+        (rf"{api}openapi\.json", OpenAPI),
+        (rf"{api}me", Me),
+        (rf"{api}dossiers", Dossiers),
+        (rf"{api}dossiers/{ID}", Dossier),
+        (rf"{api}dossiers/{ID}/templates", Templates),
+        (rf"{api}dossiers/{ID}/runs", Runs),
+        (rf"{api}dossiers/{ID}/runs/{RUN}", Run),
+        (rf"{api}dossiers/{ID}/runs/{RUN}/html", RunHtml),
+        (rf"{api}dossiers/{ID}/runs/{RUN}/release", Release),
+        (rf"{api}dossiers/{ID}/audit", Audit),
+        (rf"{api}admin/dossiers", AdminDossiers),
+    ]

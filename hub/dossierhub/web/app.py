@@ -1,0 +1,114 @@
+"""The dossierhub service: pages and a REST API at /services/dossierhub/ (HubOAuth).
+
+Run by `dossierhub serve` beside the proxy (python -m dossierhub.web --home HOME), so that a
+hub restart after apply does not cut report runs short; JupyterHub knows it as the external
+service "dossierhub" (its proxy route, its OAuth client). Every request is identified by the
+hub (login cookie or API token) and every answer is decided by dossierhub.portal on the
+person's role in that dossier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jupyterhub._data import DATA_FILES_PATH
+from jupyterhub.services.auth import HubOAuth
+from tornado import web
+
+from ..home import Home
+from ..hubconfig import SERVICE, ports
+from ..settings import load_settings
+from .runner import Runner
+
+HERE = Path(__file__).parent
+PREFIX = f"/services/{SERVICE}/"
+HUB_PREFIX = "/hub/"
+
+
+def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
+    token = (home.hub_dir / "service.token").read_text().strip()
+    return HubOAuth(
+        api_token=token,
+        api_url=hub_api_url,
+        oauth_client_id=f"service-{SERVICE}",
+        oauth_redirect_uri=f"{PREFIX}oauth_callback",
+        base_url=PREFIX,
+        hub_prefix=HUB_PREFIX,
+        access_scopes={"access:services", f"access:services!service={SERVICE}"},
+        cache_max_age=5,  # a removed member is out within seconds, as in the workspaces
+    )
+
+
+def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
+    from . import api, pages
+
+    loader = jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(str(HERE / "templates")),
+            jinja2.FileSystemLoader(str(Path(DATA_FILES_PATH) / "templates")),
+        ]
+    )
+    environment = jinja2.Environment(loader=loader, autoescape=True)
+    routes: list[Any] = [
+        *api.routes(PREFIX),
+        *pages.routes(PREFIX),
+        (
+            rf"{PREFIX}static/(.*)",
+            web.StaticFileHandler,
+            {"path": str(HERE / "static")},
+        ),
+    ]
+    return web.Application(
+        routes,
+        home=home,
+        prefix=PREFIX,
+        hub_auth=hub_auth,
+        runner=runner,
+        jinja=environment,
+        cookie_secret=hub_auth.api_token.encode(),
+        xsrf_cookies=False,  # HubOAuth brings JupyterHub's own xsrf checks for cookie requests
+        static_url_prefix=f"{PREFIX}static/",
+    )
+
+
+async def _serve(home: Home, port: int, hub_api_url: str) -> None:
+    settings = load_settings(home)
+    runner = Runner(home, settings.reports.prestart_kernels)
+    app = make_app(home, make_hub_auth(home, hub_api_url), runner)
+    server = app.listen(port, address="127.0.0.1", xheaders=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    prune = asyncio.create_task(_prune_every(runner, 60))
+    logging.getLogger("dossierhub.web").info("dossierhub pages on 127.0.0.1:%s%s", port, PREFIX)
+    await stop.wait()
+    prune.cancel()
+    server.stop()
+    await asyncio.get_running_loop().run_in_executor(None, runner.close)
+
+
+async def _prune_every(runner: Runner, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.get_running_loop().run_in_executor(None, runner.prune)
+
+
+def service_port(home: Home) -> int:
+    return ports(load_settings(home))[3]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dossierhub.web")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--hub-api", required=True, help="the hub's REST API URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[dossierhub-web %(levelname)s] %(message)s")
+    home = Home.from_option(args.home)
+    asyncio.run(_serve(home, service_port(home), args.hub_api))

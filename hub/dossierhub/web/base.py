@@ -1,0 +1,67 @@
+"""What every page and API handler shares: who is asking, security headers, and turning a
+refusal into the right status code."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from ..home import Home
+from ..portal import Person, person_for
+from ..reports import ReportRefused
+from .runner import Runner
+
+T = TypeVar("T")
+
+STATUS = {"not_found": 404, "forbidden": 403, "invalid": 422, "conflict": 409}
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+
+
+def status_of(refused: ReportRefused) -> int:
+    return STATUS.get(refused.reason, 422)
+
+
+class DossierHandler(HubOAuthenticated, web.RequestHandler):
+    def initialize(self) -> None:
+        self.hub_auth = self.settings["hub_auth"]
+
+    @property
+    def home(self) -> Home:
+        return self.settings["home"]
+
+    @property
+    def runner(self) -> Runner:
+        return self.settings["runner"]
+
+    @functools.cached_property
+    def person(self) -> Person | None:
+        """People only: services and workspace accounts have no dossier role to use here."""
+        model = self.current_user
+        if not model or model.get("kind", "user") != "user":
+            return None
+        return person_for(self.home, model["name"])
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", PAGE_CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Cache-Control", "no-store")
+
+    async def blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Portal calls read files (and verify the audit chain): off the event loop."""
+        return await IOLoop.current().run_in_executor(None, functools.partial(function, *args))
+
+
+class OAuthCallback(HubOAuthCallbackHandler):
+    def initialize(self) -> None:
+        self.hub_auth = self.settings["hub_auth"]

@@ -1,0 +1,146 @@
+"""The OpenAPI 3.1 document of the REST API. Request bodies come from the pydantic models
+that validate them; a test checks that every API route is described here and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ANY_OBJECT = {"type": "object"}
+
+
+def _op(summary: str, roles: str, ok: int = 200, body: str | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        str(ok): {"description": "OK", "content": {"application/json": {"schema": ANY_OBJECT}}},
+        "403": {
+            "description": "not identified, or no role in this dossier that allows it",
+            "content": {"application/json": {"schema": ERROR}},
+        },
+    }
+    operation: dict[str, Any] = {"summary": summary, "description": f"Who: {roles}."}
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+        for code, text in (
+            ("400", "the body is not JSON"),
+            ("404", "no such run"),
+            ("409", "not possible in the run's or dossier's current state"),
+            ("422", "invalid input; `fields` says what is wrong per field"),
+        ):
+            responses[code] = {
+                "description": text,
+                "content": {"application/json": {"schema": ERROR}},
+            }
+    operation["responses"] = responses
+    return operation
+
+
+def _param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+DOSSIER = _param("dossier", "dossier id, as in dossiers/<id>.yaml")
+RUN = _param("run", "run id, as `report list` prints it")
+MEMBERS = "any member of the dossier (lead, analyst, viewer)"
+WORKERS = "leads and analysts of the dossier"
+
+
+def openapi_document(prefix: str) -> dict[str, Any]:
+    from .api import ReleaseRequest, RunRequest
+
+    paths: dict[str, Any] = {
+        "/me": {"get": _op("Who is asking, admin or not, and their role per dossier", "anyone")},
+        "/dossiers": {"get": _op("The dossiers the person is a member of", "anyone")},
+        "/dossiers/{dossier}": {
+            "get": _op("Purpose, legal basis, expiry, members and approved views", MEMBERS)
+        },
+        "/dossiers/{dossier}/templates": {
+            "get": _op("Templates the dossier may run, with parameter schemas", WORKERS)
+        },
+        "/dossiers/{dossier}/runs": {
+            "get": _op("Runs, newest first (viewers: released runs only)", MEMBERS),
+            "post": _op(
+                "Start a report run; answers at once with its id", WORKERS, 202, "RunRequest"
+            ),
+        },
+        "/dossiers/{dossier}/runs/{run}": {
+            "get": _op(
+                "Provenance, output checks per table, release, progress",
+                f"{WORKERS}; viewers once released",
+            )
+        },
+        "/dossiers/{dossier}/runs/{run}/html": {
+            "get": {
+                **_op(
+                    "The report as HTML (sandboxed: no script runs)",
+                    f"{WORKERS}; viewers once released",
+                ),
+                "responses": {
+                    "200": {"description": "the report", "content": {"text/html": {}}},
+                    "403": {
+                        "description": "not allowed",
+                        "content": {"application/json": {"schema": ERROR}},
+                    },
+                },
+            }
+        },
+        "/dossiers/{dossier}/runs/{run}/release": {
+            "post": _op(
+                "Release a run (four eyes; justification when a check failed)",
+                "leads of the dossier who did not start the run",
+                body="ReleaseRequest",
+            )
+        },
+        "/dossiers/{dossier}/audit": {
+            "get": _op("The dossier's audit trail and the state of the chain", MEMBERS)
+        },
+        "/admin/dossiers": {
+            "get": _op("All dossiers: members, expiry, last apply, problems", "admins")
+        },
+    }
+    for path, item in paths.items():
+        parameters = [p for p in (DOSSIER, RUN) if "{" + p["name"] + "}" in path]
+        if parameters:
+            item["parameters"] = parameters
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dossierhub",
+            "version": "1",
+            "description": "Dossiers, report runs, releases and audit trails. Every endpoint "
+            "checks the caller's role in the dossier it names (default deny).",
+        },
+        "servers": [{"url": f"{prefix}api"}],
+        "components": {
+            "securitySchemes": {
+                "hubToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`token <JupyterHub API token>` (dossierhub token USER)",
+                }
+            },
+            "schemas": {
+                "RunRequest": RunRequest.model_json_schema(),
+                "ReleaseRequest": ReleaseRequest.model_json_schema(),
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "security": [{"hubToken": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,76 @@
+"""Report runs started from the pages and the API: executed in worker threads of the service,
+with kernels started ahead of time for the dossiers that run reports.
+
+The service owns the KernelPool: after a dossier's run it starts `reports.prestart_kernels`
+kernels for that dossier's next runs (each used once, never shared between dossiers). A pooled
+kernel started over extracts that apply has since rebuilt is stopped, never used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..directory import read_directory
+from ..extracts import current_provenance
+from ..home import Home
+from ..kernelpool import KernelPool
+from ..reports import PendingRun, execute_run, progress
+
+log = logging.getLogger("dossierhub.web")
+
+
+class Runner:
+    def __init__(self, home: Home, prestart: int, workers: int = 32):
+        self.home = home
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run")
+        self.pool = KernelPool(home, per_dossier=prestart) if prestart > 0 else None
+        self._running: dict[tuple[str, str], PendingRun] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, pending: PendingRun) -> None:
+        with self._lock:
+            self._running[(pending.dossier_id, pending.run_id)] = pending
+        self.executor.submit(self._execute, pending)
+
+    def _execute(self, pending: PendingRun) -> None:
+        try:
+            outcome = execute_run(pending, pool=self.pool)
+            log.info("run %s/%s %s", pending.dossier_id, pending.run_id, outcome.status)
+        except Exception:  # execute_run records failures itself; this is a last resort
+            log.exception("run %s/%s could not be recorded", pending.dossier_id, pending.run_id)
+        finally:
+            with self._lock:
+                self._running.pop((pending.dossier_id, pending.run_id), None)
+        if self.pool is not None:
+            try:
+                self.pool.fill(pending.dossier_id)
+            except Exception:  # a kernel that will not start only costs the next run speed
+                log.exception("could not start a kernel ahead of time for %s", pending.dossier_id)
+
+    def progress(self, dossier_id: str, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            pending = self._running.get((dossier_id, run_id))
+        found = progress(pending) if pending is not None else None
+        if found is None:
+            return None
+        done, total = found
+        return {"cells_done": done, "cells_total": total}
+
+    def prune(self) -> None:
+        """Periodically: stop pooled kernels of removed dossiers or rebuilt extracts."""
+        if self.pool is None:
+            return
+        current = {}
+        for entry in read_directory(self.home):
+            provenance = current_provenance(self.home.extract_dir(entry.id))
+            if provenance is not None and not entry.expired():
+                current[entry.id] = provenance.get("generation")
+        self.pool.prune(current)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        self.executor.shutdown(wait=False, cancel_futures=False)
