@@ -34,6 +34,7 @@ from .directory import read_directory
 from .extracts import current_provenance
 from .home import Home
 from .kernelpool import KernelPool, ReadyKernel, new_staging, run_environment, stop_kernel
+from .sanitize import clean_report_html
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
 from .unixusers import isolation_enabled, preexec_as_dossier, unix_ids
@@ -313,6 +314,7 @@ def _execute_on(
             str(ready.staging / "output.ipynb"),
             parameters=values,
             kernel_name="dossier",
+            language="python",  # the Dossier kernel's, whatever the notebook was saved with
             km=ready.manager,
             progress_bar=False,
             execution_timeout=limit,
@@ -352,6 +354,8 @@ def _execute(
         "parameters.yaml",
         "-k",
         "dossier",
+        "--language",
+        "python",  # the Dossier kernel's, whatever the notebook was saved with
         "--cwd",
         str(staging),
         "--no-progress-bar",
@@ -450,6 +454,7 @@ def _exporter():  # type: ignore[no-untyped-def]
     exporter.exclude_output_prompt = True
     exporter.sanitize_html = True
     exporter.embed_images = True
+    exporter.register_filter("clean_html", clean_report_html)
     return exporter
 
 

@@ -198,7 +198,10 @@ class Supervisor:
         self.start_service()
         try:
             self.start_hub()
-            self.say(f"dossierhub is running at {self.public_url}")
+            self.say(
+                f"dossierhub is running at {self.public_url} "
+                f"(dossiers and reports: {self.public_url}services/dossierhub/)"
+            )
             while not self.stopping:
                 time.sleep(0.2)
                 if self.service is not None and self.service.poll() is not None:

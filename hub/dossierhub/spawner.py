@@ -15,6 +15,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Integer, Unicode
 
+from .audit import AuditLog
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
 from .unixusers import (
@@ -101,7 +102,18 @@ class DossierSpawner(LocalProcessSpawner):
         self.popen_kwargs = {**self.popen_kwargs, "cwd": str(workdir)}
         bin_dir = Path(self.workspace_python).parent
         self.cmd = [str(bin_dir / "jupyterhub-singleuser")]
-        return await super().start()
+        started = await super().start()
+        AuditLog(self.home).append(
+            "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
+        )
+        return started
+
+    def _requested_by(self) -> str:
+        """The person whose request started the workspace (the hub sets `handler` on a
+        spawn); a service or the API otherwise."""
+        handler = getattr(self, "handler", None)
+        person = getattr(handler, "current_user", None) if handler is not None else None
+        return getattr(person, "name", None) or "hub"
 
     def get_args(self) -> list[str]:
         args = super().get_args()

@@ -94,9 +94,16 @@ def load_template(home: Home, name: str) -> Template:
     if not any("parameters" in c.metadata.get("tags", []) for c in notebook.cells):
         raise TemplateError(f"template '{name}' has no cell tagged 'parameters'")
     declared = meta.get("parameters")
-    parameters = (
-        tuple(_declared(name, p) for p in declared) if declared is not None else _inferred(path)
-    )
+    if declared is not None:
+        parameters = tuple(_declared(name, p) for p in declared)
+    else:
+        try:
+            parameters = _inferred(path)
+        except Exception as exc:  # papermill's inference on a cell it cannot parse
+            raise TemplateError(
+                f"template '{name}': its parameters cell cannot be read ({exc}); declare "
+                "the parameters under dossierhub.parameters in the notebook metadata"
+            ) from None
     origin = "built-in" if path.parent == builtin_dir() else "installation"
     return Template(
         name,
@@ -130,17 +137,19 @@ def _declared(template: str, raw: dict[str, Any]) -> Parameter:
 
 
 def _inferred(path: Path) -> tuple[Parameter, ...]:
-    from papermill.inspection import inspect_notebook
+    """As papermill infers them; a notebook saved without a kernel is read as Python, the
+    language of the Dossier kernel it will run on."""
+    from papermill.inspection import _infer_parameters
+    from papermill.iorw import load_notebook_node
 
+    notebook = load_notebook_node(str(path))  # papermill's own reading (it adds cell tags)
     names = {"str": "str", "int": "int", "float": "float", "bool": "bool"}
     parameters = []
-    for found in inspect_notebook(str(path)).values():
-        default = _literal(found["default"])
+    for found in _infer_parameters(notebook, name="python3", language="python"):
+        default = _literal(found.default)
         # a type comment wins; else the type of the default value, as papermill would inject it
-        kind = names.get(found["inferred_type_name"]) or names.get(type(default).__name__, "str")
-        parameters.append(
-            Parameter(found["name"], kind, default, description=found.get("help") or "")
-        )
+        kind = names.get(found.inferred_type_name) or names.get(type(default).__name__, "str")
+        parameters.append(Parameter(found.name, kind, default, description=found.help or ""))
     return tuple(parameters)
 
 

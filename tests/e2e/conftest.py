@@ -20,7 +20,7 @@ from dossierhub.home import Home
 from dossierhub.hub_auth import set_password
 from dossierhub.hubapi import read_serve_state
 
-from e2e_hub import DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
+from e2e_hub import ADMIN, DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def hub() -> Iterator[Hub]:
     (home.root / "settings.yaml").write_text(
         yaml.safe_dump(
             {
-                "hub": {"port": base, "expiry_check_seconds": 5},
+                "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
             }
         )
@@ -46,7 +46,8 @@ def hub() -> Iterator[Hub]:
     )
     assert applied.returncode == 0, applied.stderr
     for person in {p for e in read_directory(home) for p in (*e.workers, *e.viewers)} | {
-        "s.vreemd"
+        "s.vreemd",
+        ADMIN,
     }:
         set_password(home.hub_dir / "passwords.json", person, PASSWORD)
     log = root / "serve.log"
@@ -61,7 +62,7 @@ def hub() -> Iterator[Hub]:
         time.sleep(0.2)
     running = Hub(home, f"http://127.0.0.1:{base}/", serve, log)
     api = running.api()
-    api.create_users(["s.vreemd"])  # a stranger: an account, no dossier
+    api.create_users(["s.vreemd", ADMIN])  # a stranger (no dossier) and an admin
     api.close()
     yield running
     api = running.api()
@@ -73,3 +74,12 @@ def hub() -> Iterator[Hub]:
     serve.wait(60)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """pytest-playwright drives Debian's Chromium: nothing is downloaded."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (./install.sh --dev installs it)")
+    return {**browser_type_launch_args, "executable_path": chromium, "args": ["--no-sandbox"]}

@@ -21,6 +21,7 @@ from dossierhub.hubapi import HubAPI
 ROOT = Path(__file__).resolve().parents[2]
 DOSSIERHUB = str(Path(sys.executable).parent / "dossierhub")
 PASSWORD = "correct horse battery"
+ADMIN = "z.beheer"  # named in settings.yaml's hub.admins; a member of no dossier
 
 
 def free_ports(count: int = 4) -> int:
@@ -107,6 +108,18 @@ class Hub:
             check=True,
         )
         return result.stdout.strip()
+
+    @property
+    def service(self) -> str:
+        return f"{self.url}services/dossierhub/"
+
+    def service_api(self, user: str) -> httpx.Client:
+        """An HTTP client for the dossierhub API, as `user` (with their own hub token)."""
+        return httpx.Client(
+            base_url=f"{self.service}api/",
+            headers={"Authorization": f"token {self.token(user)}"},
+            timeout=60,
+        )
 
     def api(self) -> HubAPI:
         return HubAPI.for_home(self.home)

@@ -21,6 +21,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from dossierhub.audit import AuditLog
 from dossierhub.hubapi import read_serve_state
 
 from e2e_hub import PASSWORD, Hub
@@ -45,6 +46,9 @@ def status(hub: Hub, server: str, token: str) -> int:
 
 def test_access_matrix(hub: Hub, lead: str) -> None:
     assert status(hub, ARMOEDE, lead) == 200
+    started = [r for r in AuditLog(hub.home).read() if r["action"] == "workspace.start"]
+    assert started and started[-1]["actor"] == "a.jansen"
+    assert started[-1]["details"] == {"dossier": "armoede"}
     assert status(hub, ARMOEDE, hub.token("b.devries")) == 200  # analyst
     for outsider in ("d.visser", "h.deboer", "s.vreemd"):  # viewer, other dossier, stranger
         token = hub.token(outsider)

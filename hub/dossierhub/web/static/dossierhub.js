@@ -11,7 +11,11 @@
   async function poll() {
     let run;
     try {
-      const response = await fetch(box.dataset.api, { credentials: "same-origin" });
+      // JupyterHub's xsrf rule: a cookie-authenticated fetch carries the page's xsrf token
+      const response = await fetch(box.dataset.api, {
+        credentials: "same-origin",
+        headers: { "X-XSRFToken": window.jhdata.xsrf_token },
+      });
       if (!response.ok) {
         throw new Error(response.statusText);
       }

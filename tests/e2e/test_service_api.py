@@ -1,0 +1,232 @@
+"""The dossierhub REST API at /services/dossierhub/api/, through the real proxy and hub:
+status codes per role, bad input answered 400/422 with a message, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from dossierhub.extracts import current_provenance
+from dossierhub.web.api import routes
+
+from e2e_hub import ADMIN, Hub
+
+LEAD, OTHER_LEAD, ANALYST, VIEWER, STRANGER = (
+    "a.jansen",
+    "e.mulder",
+    "b.devries",
+    "d.visser",
+    "s.vreemd",
+)
+
+
+@pytest.fixture(scope="module")
+def client(hub: Hub) -> Iterator[Callable[[str], httpx.Client]]:
+    made: dict[str, httpx.Client] = {}
+
+    def as_person(name: str) -> httpx.Client:
+        if name not in made:
+            made[name] = hub.service_api(name)
+        return made[name]
+
+    yield as_person
+    for open_client in made.values():
+        open_client.close()
+
+
+def wait_for_run(api: httpx.Client, dossier: str, run_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = api.get(f"dossiers/{dossier}/runs/{run_id}").json()
+        if detail["provenance"]["status"] in ("succeeded", "failed"):
+            return detail
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def start(api: httpx.Client, template: str = "data_quality", **parameters: object) -> str:
+    response = api.post(
+        "dossiers/armoede/runs", json={"template": template, "parameters": parameters}
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["run_id"]
+
+
+def test_each_person_sees_only_their_own_dossiers(client: Callable[[str], httpx.Client]) -> None:
+    assert [d["id"] for d in client(LEAD).get("dossiers").json()] == ["armoede"]
+    assert {d["id"]: d["role"] for d in client(VIEWER).get("dossiers").json()} == {
+        "armoede": "viewer",
+        "mobiliteit": "viewer",
+    }
+    assert client(STRANGER).get("dossiers").json() == []
+    assert client(LEAD).get("me").json() == {
+        "name": LEAD,
+        "admin": False,
+        "dossiers": {"armoede": "lead"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("person", "path", "status"),
+    [
+        (LEAD, "dossiers/armoede", 200),
+        (VIEWER, "dossiers/armoede", 200),
+        (STRANGER, "dossiers/armoede", 403),
+        (LEAD, "dossiers/mobiliteit", 403),
+        (ADMIN, "dossiers/armoede", 403),  # admins oversee; they do not read dossiers
+        (LEAD, "dossiers/no-such-dossier", 403),  # same answer as for someone else's
+        (ANALYST, "dossiers/armoede/templates", 200),
+        (VIEWER, "dossiers/armoede/templates", 403),
+        (STRANGER, "dossiers/armoede/templates", 403),
+        (VIEWER, "dossiers/armoede/runs", 200),
+        (STRANGER, "dossiers/armoede/runs", 403),
+        (VIEWER, "dossiers/armoede/audit", 200),
+        (STRANGER, "dossiers/armoede/audit", 403),
+        (ADMIN, "admin/dossiers", 200),
+        (LEAD, "admin/dossiers", 403),
+    ],
+)
+def test_status_per_role(
+    client: Callable[[str], httpx.Client], person: str, path: str, status: int
+) -> None:
+    response = client(person).get(path)
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert response.json()["error"]
+
+
+def test_without_credentials_nothing_but_the_openapi_document(hub: Hub) -> None:
+    response = httpx.get(f"{hub.service}api/dossiers")
+    assert response.status_code == 403 and "log in" in response.json()["error"]
+    forged = httpx.get(
+        f"{hub.service}api/dossiers", headers={"Authorization": "token not-a-real-token"}
+    )
+    assert forged.status_code == 403
+    assert httpx.get(f"{hub.service}api/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_the_view_catalog_matches_the_extracts(
+    hub: Hub, client: Callable[[str], httpx.Client]
+) -> None:
+    built = current_provenance(hub.home.extract_dir("armoede"))
+    views = {v["name"]: v for v in client(VIEWER).get("dossiers/armoede").json()["views"]}
+    assert set(views) == {"residents", "households", "incomes", "payments"}
+    columns = {c["name"]: c for c in views["residents"]["columns"]}
+    assert columns["bsn"]["kind"] == "pseudonym (identifier)"
+    assert columns["birth_year"]["kind"] == "quasi-identifier"
+    assert columns["bsn"]["description"] == "citizen service number"
+    assert views["residents"]["rows"] == built["views"]["residents"]["rows_out"] > 0
+    assert views["residents"]["built_at"] == built["views"]["residents"]["built_at"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, None),
+        ({"parameters": {}}, 422, "template"),
+        ({"template": "data_quality", "surprise": 1}, 422, "surprise"),
+        ({"template": "district_profile", "parameters": {"nope": 1}}, 422, "nope"),
+        (
+            {"template": "district_profile", "parameters": {"low_income_threshold": 5}},
+            422,
+            "low_income_threshold",
+        ),
+        (
+            {"template": "district_profile", "parameters": {"district": "Atlantis"}},
+            422,
+            "district",
+        ),
+        (
+            {"template": "district_profile", "parameters": {"low_income_threshold": "many"}},
+            422,
+            "low_income_threshold",
+        ),
+        ({"template": "mobility_report"}, 422, "template"),  # not in the manifest
+    ],
+)
+def test_bad_run_requests_are_explained_per_field(
+    client: Callable[[str], httpx.Client], body: object, status: int, field: str | None
+) -> None:
+    api = client(ANALYST)
+    before = api.get("dossiers/armoede/runs").json()
+    if isinstance(body, bytes):
+        response = api.post("dossiers/armoede/runs", content=body)
+    else:
+        response = api.post("dossiers/armoede/runs", json=body)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert answer["error"]
+    if field is not None:
+        assert field in answer["fields"], answer
+    assert api.get("dossiers/armoede/runs").json() == before  # nothing was queued
+
+
+def test_viewers_and_strangers_cannot_start_runs(client: Callable[[str], httpx.Client]) -> None:
+    for person in (VIEWER, STRANGER, ADMIN):
+        response = client(person).post(
+            "dossiers/armoede/runs", json={"template": "data_quality", "parameters": {}}
+        )
+        assert response.status_code == 403, (person, response.text)
+
+
+def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Client]) -> None:
+    run_id = start(client(ANALYST), view="households")
+    viewer = client(VIEWER)
+    assert viewer.get(f"dossiers/armoede/runs/{run_id}").status_code == 403
+    assert run_id not in [r["run_id"] for r in viewer.get("dossiers/armoede/runs").json()]
+    detail = wait_for_run(client(LEAD), "armoede", run_id)
+    assert detail["provenance"]["status"] == "succeeded", detail["provenance"]["error"]
+    assert detail["provenance"]["parameters"]["view"] == "households"
+    assert detail["release"]["allowed"] is True
+
+    # four eyes: the analyst who ran it and any non-lead cannot release
+    author = client(ANALYST).post(f"dossiers/armoede/runs/{run_id}/release", json={})
+    assert author.status_code == 403
+    bad = client(LEAD).post(f"dossiers/armoede/runs/{run_id}/release", json={"why": "x"})
+    assert bad.status_code == 422 and "why" in bad.json()["fields"]
+    released = client(LEAD).post(f"dossiers/armoede/runs/{run_id}/release", json={})
+    assert released.status_code == 200, released.text
+    assert released.json()["by"] == LEAD
+    again = client(OTHER_LEAD).post(f"dossiers/armoede/runs/{run_id}/release", json={})
+    assert again.status_code == 409
+
+    assert viewer.get(f"dossiers/armoede/runs/{run_id}").json()["released"]["by"] == LEAD
+    html = viewer.get(f"dossiers/armoede/runs/{run_id}/html")
+    assert html.status_code == 200 and "<html" in html.text.lower()
+    assert "sandbox" in html.headers["Content-Security-Policy"]
+    missing = client(LEAD).get("dossiers/armoede/runs/20990101T000000-000000")
+    assert missing.status_code == 404
+
+    trail = viewer.get("dossiers/armoede/audit").json()
+    assert trail["chain"]["ok"] is True
+    mine = [r for r in trail["records"] if r["details"].get("run") == run_id]
+    assert {r["action"] for r in mine} == {"report.run", "report.finished", "report.release"}
+
+
+def test_admin_overview_lists_every_dossier_with_its_problems(
+    client: Callable[[str], httpx.Client],
+) -> None:
+    rows = {r["id"]: r for r in client(ADMIN).get("admin/dossiers").json()}
+    assert {"armoede", "mobiliteit", "woonfraude-2025"} <= set(rows)
+    assert rows["armoede"]["members"]["lead"] == ["a.jansen", "e.mulder"]
+    assert rows["armoede"]["last_apply"]
+    assert rows["woonfraude-2025"]["expired"] is True
+    assert any("expired" in p["text"] for p in rows["woonfraude-2025"]["problems"])
+
+
+def test_openapi_documents_every_api_route(hub: Hub) -> None:
+    document = httpx.get(f"{hub.service}api/openapi.json").json()
+    documented = set(document["paths"])
+    served = set()
+    for pattern, _ in routes("/"):
+        path = pattern.removeprefix("/api")
+        if path == r"/openapi\.json":
+            continue
+        path = re.sub(r"dossiers/\([^)]*\)", "dossiers/{dossier}", path)
+        served.add(re.sub(r"runs/\([^)]*\)", "runs/{run}", path))
+    assert served == documented
+    assert "RunRequest" in document["components"]["schemas"]
