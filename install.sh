@@ -33,4 +33,14 @@ fi
 npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true
 test -x node_modules/.bin/configurable-http-proxy
 
-UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet --python "$python" "${groups[@]}"
+sync() { UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet --python "$python" "${groups[@]}" "$@"; }
+sync
+# The Dossier panel (TypeScript, extensions/src): built with the environment's own jlpm from the
+# committed yarn.lock, then installed with the wheel's shared data (a second, quick sync)
+(
+    cd extensions
+    export PATH="$PWD/../.venv/bin:$PATH"
+    jlpm install --immutable > .jlpm-install.log 2>&1 || { cat .jlpm-install.log >&2; exit 1; }
+    jlpm build:prod > .jlpm-build.log 2>&1 || { cat .jlpm-build.log >&2; exit 1; }
+)
+sync --reinstall-package dossierhub

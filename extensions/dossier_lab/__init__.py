@@ -1,17 +1,23 @@
-"""Server side of the dossier workspace: closes the easy exits for data.
+"""Server side of the dossier workspace.
 
-Results leave a workspace through the report airlock, not as downloads: /files/ (raw file
-download) and /nbconvert/ (export download) answer 403 with the reason. What remains is the
-accepted insider risk of a team member: copy and paste, the screen, and the contents API the
-editor itself needs.
+- /dossier/info: the dossier's title, purpose, expiry and approved views (columns with type,
+  kind and description; rows; build time) for the Dossier panel, from the workspace's own
+  extracts folder.
+- Closes the easy exits for data: results leave a workspace through the report airlock, not as
+  downloads, so /files/ (raw file download) and /nbconvert/ (export download) answer 403 with
+  the reason. What remains is the accepted insider risk of a team member: copy and paste, the
+  screen, and the contents API the editor itself needs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
+
+from .info import NoDossier, dossier_info
 
 BLOCKED = "Downloads are closed in a dossier workspace: results leave through a released report."
 
@@ -30,6 +36,25 @@ class NoDownloadHandler(JupyterHandler):
         self.finish({"status": status_code, "message": BLOCKED})
 
 
+class DossierInfoHandler(APIHandler):
+    """The panel's view of the dossier: for whoever may read this workspace's files."""
+
+    auth_resource = "contents"
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        try:
+            info = dossier_info()
+        except NoDossier as exc:
+            raise web.HTTPError(404, str(exc)) from None
+        self.finish(info)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "dossier-lab"}]
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "dossier_lab"}]
 
@@ -38,6 +63,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     base = serverapp.web_app.settings["base_url"].rstrip("/")
     serverapp.web_app.add_handlers(
         ".*$",
-        [(f"{base}/files/.*", NoDownloadHandler), (f"{base}/nbconvert/.*", NoDownloadHandler)],
+        [
+            (f"{base}/dossier/info", DossierInfoHandler),
+            (f"{base}/files/.*", NoDownloadHandler),
+            (f"{base}/nbconvert/.*", NoDownloadHandler),
+        ],
     )
     serverapp.log.info("dossier_lab: downloads closed (/files/, /nbconvert/)")

@@ -1,0 +1,57 @@
+"""What the Dossier panel shows about this workspace's dossier, read only from what the
+workspace itself may read: its extracts folder (catalog.duckdb and provenance.json).
+
+Who may start a report run is not decided here: the panel asks the hub-side dossierhub
+service with the person's own login, never with this server's token, which every kernel of the
+workspace can read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SERVICE = "services/dossierhub/"
+
+
+class NoDossier(Exception):
+    """This server runs outside a dossier workspace, or its dossier has no extracts."""
+
+
+def dossier_info(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    catalog = env.get("DOSSIER_CATALOG")
+    if not catalog or not Path(catalog).exists():
+        raise NoDossier(
+            "this workspace has no dossier data: its dossier is not applied yet or has expired"
+        )
+    folder = Path(catalog).parent
+    provenance = json.loads((folder / "provenance.json").read_text("utf-8"))
+    from dossier_kernel import connect
+    from dossier_kernel.catalog import describe_views
+
+    con = connect(catalog)
+    try:
+        views = describe_views(con)
+    finally:
+        con.close()
+    for view in views:
+        built = provenance.get("views", {}).get(view["name"], {})
+        view["rows"] = built.get("rows_out")
+        view["built_at"] = built.get("built_at")
+    expires = provenance.get("expires")
+    days_left = (dt.date.fromisoformat(expires) - dt.date.today()).days if expires else None
+    base = env.get("JUPYTERHUB_BASE_URL", "/")
+    return {
+        "id": provenance.get("dossier") or env.get("DOSSIER_ID"),
+        "title": provenance.get("title"),
+        "purpose": provenance.get("purpose"),
+        "expires": expires,
+        "days_left": days_left,
+        "built_at": provenance.get("built_at"),
+        "views": views,
+        "service_url": base.rstrip("/") + "/" + SERVICE,
+    }

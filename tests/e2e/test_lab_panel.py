@@ -1,0 +1,141 @@
+"""The Dossier panel in JupyterLab, in headless Chromium, in a workspace spawned by the hub:
+views and columns, a click that inserts a runnable %%sql cell, and a report run started from
+the panel that ends visibly finished."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from e2e_hub import PASSWORD, Hub
+from kernelclient import execute
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+WORKSPACE = "dossier-armoede"
+NOTEBOOK = "panel-check.ipynb"
+
+
+@pytest.fixture
+def lab(hub: Hub, browser: Browser) -> Iterator[Page]:
+    """a.jansen (lead) in armoede's JupyterLab, with an empty notebook on the Dossier kernel."""
+    token = hub.token("a.jansen")
+    started = hub.start(WORKSPACE, token, timeout=120)
+    assert started.status_code in (201, 202, 400), started.text  # 400: already running
+    contents = f"{hub.url}user/{WORKSPACE}/api/contents/{NOTEBOOK}"
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": "",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"name": "dossier", "display_name": "Dossier", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    saved = httpx.put(
+        contents,
+        json={"type": "notebook", "format": "json", "content": notebook},
+        headers={"Authorization": f"token {token}"},
+        timeout=60,
+    )
+    assert saved.status_code in (200, 201), saved.text
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{hub.url}user/{WORKSPACE}/lab/tree/{NOTEBOOK}")
+    page.fill("#username_input", "a.jansen")
+    page.fill("#password_input", PASSWORD)
+    page.click("#login_submit")
+    # the first time, the hub asks the person to let the workspace (not their own server)
+    # identify them; it remembers the answer
+    page.wait_for_url(lambda url: "/lab" in url or "oauth2/authorize" in url, wait_until="commit")
+    if "oauth2/authorize" in page.url:
+        page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{hub.url}user/{WORKSPACE}/lab**", timeout=60_000, wait_until="commit")
+    yield page
+    context.close()
+    httpx.delete(contents, headers={"Authorization": f"token {token}"}, timeout=30)
+
+
+def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
+    tab = lab.locator(".jp-SideBar .lm-TabBar-tab[data-id='dossier-lab-panel']")
+    expect(tab).to_be_visible(timeout=90_000)
+    tab.click()
+    panel = lab.locator("#dossier-lab-panel")
+    expect(panel.locator(".dh-title")).to_have_text("Poverty measures 2026", timeout=30_000)
+    residents = panel.locator(".dh-view[data-view='residents']")
+    residents.locator("summary .dh-view-name").click()
+    bsn = residents.locator(".dh-column[data-column='bsn']")
+    expect(bsn.locator(".dh-kind")).to_have_text("pseudonym (identifier)")
+    expect(bsn).to_contain_text("citizen service number")
+    expect(residents.locator(".dh-column")).to_have_count(5)
+
+    # a click inserts a ready %%sql cell in the open notebook; run it: rows come back
+    expect(lab.locator(".jp-Notebook .jp-Cell")).to_have_count(1, timeout=60_000)
+    residents.locator(".dh-insert").click()
+    cells = lab.locator(".jp-Notebook .jp-Cell")
+    cell = cells.nth(cells.count() - 1)  # by index: Shift+Enter adds a cell below it
+    expect(cell.locator(".jp-InputArea")).to_contain_text("FROM residents")
+    cell.locator(".jp-InputArea").click()
+    lab.keyboard.press("Shift+Enter")
+    output = cell.locator(".jp-OutputArea-output")
+    expect(output).to_contain_text("shape: (100, 5)", timeout=90_000)
+
+    # a report from the panel: the same checks as the CLI and the pages, on the lead's login
+    template = panel.locator(".dh-template[data-template='data_quality']")
+    expect(template).to_be_visible(timeout=60_000)
+    template.locator("summary").click()
+    template.locator("select[name='view']").select_option("households")
+    template.locator(".dh-run").click()
+    run = panel.locator(".dh-run-item").first
+    expect(run).to_contain_text("data_quality")
+    expect(run).to_have_attribute("data-status", "succeeded", timeout=180_000)
+    expect(run.locator(".dh-open")).to_have_attribute(
+        "href", "/services/dossierhub/dossiers/armoede/runs/" + run.get_attribute("data-run")
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    lab.screenshot(path=str(SHOTS / "12-lab-panel.png"))
+
+
+def test_invalid_parameter_is_explained_in_the_panel(lab: Page) -> None:
+    lab.locator(".jp-SideBar .lm-TabBar-tab[data-id='dossier-lab-panel']").click(timeout=90_000)
+    panel = lab.locator("#dossier-lab-panel")
+    template = panel.locator(".dh-template[data-template='district_profile']")
+    expect(template).to_be_visible(timeout=60_000)
+    template.locator("summary").click()
+    template.locator("input[name='low_income_threshold']").fill("5")
+    template.locator("form").evaluate("f => { f.noValidate = true; }")
+    runs_before = panel.locator(".dh-run-item").count()
+    template.locator(".dh-run").click()
+    error = template.locator(".dh-field-error[data-for='low_income_threshold']")
+    expect(error).to_contain_text("below the minimum 10000")
+    assert panel.locator(".dh-run-item").count() == runs_before
+
+
+def test_a_kernel_cannot_start_runs_with_the_workspace_token(hub: Hub, lab: Page) -> None:
+    """Every kernel can read the workspace server's token; the service does not take it."""
+    probe = execute(
+        hub.url,
+        WORKSPACE,
+        hub.token("a.jansen"),
+        "import json, os, urllib.request, urllib.error\n"
+        f"url = {hub.service + 'api/dossiers/armoede/runs'!r}\n"
+        "request = urllib.request.Request(url, method='POST', "
+        "data=json.dumps({'template': 'data_quality'}).encode(), headers={"
+        "'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']})\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(request).status)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)",
+    )
+    assert probe.error is None, probe.error
+    assert probe.stdout.strip() == "403"
