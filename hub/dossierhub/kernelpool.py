@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from traitlets import Any, List, Unicode
+from traitlets import Any, DottedObjectName, List, Unicode
 
 from .home import Home
 from .settings import load_settings
@@ -29,6 +30,9 @@ class DossierKernelManager(KernelManager):
     workspace_python = Unicode(help="Python of the environment the kernel runs in.")
     dossier_ids = Any(None, allow_none=True, help="(uid, gid) of the dossier; None: no isolation.")
     handed_out = List(help="Clients given out, closed by stop_kernel.")
+    # nbclient needs an asynchronous client: with a blocking one it waits for output in a
+    # blocking poll and never notices that the kernel died (or was killed at the time limit)
+    client_class = DottedObjectName("jupyter_client.asynchronous.AsyncKernelClient")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
@@ -94,12 +98,17 @@ def start_kernel(
         workspace_python=settings.workspaces.python or sys.executable,
     )
     km.connection_file = str(staging / "kernel.json")
-    km.start_kernel(
-        env=run_environment(home, dossier_id, staging),
-        cwd=str(staging),
-        preexec_fn=preexec_as_dossier(dossier_id, staging) if ids else None,
+    with (staging / "kernel.log").open("ab") as log:  # the kernel's own chatter, not ours
+        km.start_kernel(
+            env=run_environment(home, dossier_id, staging),
+            cwd=str(staging),
+            preexec_fn=preexec_as_dossier(dossier_id, staging) if ids else None,
+            stdout=log,
+            stderr=log,
+        )
+    client = BlockingKernelClient(
+        **km.get_connection_info(session=True), connection_file=km.connection_file, parent=km
     )
-    client = km.client()
     client.start_channels()
     try:
         client.wait_for_ready(timeout=timeout)

@@ -17,8 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,11 +31,11 @@ from .audit import AuditLog
 from .directory import read_directory
 from .extracts import current_provenance
 from .home import Home
-from .kernelpool import KernelPool, ReadyKernel, new_staging, run_environment, stop_kernel
+from .kernelpool import KernelPool, ReadyKernel, new_staging, start_kernel, stop_kernel
 from .sanitize import clean_report_html
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
-from .unixusers import isolation_enabled, preexec_as_dossier, unix_ids
+from .unixusers import isolation_enabled, unix_ids
 
 NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
 
@@ -196,8 +194,11 @@ def execute_run(
     pending: PendingRun, *, timeout: float | None = None, pool: KernelPool | None = None
 ) -> RunOutcome:
     """Wait for a slot in the dossier's queue, execute, check, render, lock down, audit.
-    With a `pool`, a kernel started ahead of time for this dossier does the work (in this
-    process, through papermill's API); else a papermill process as the dossier."""
+
+    papermill runs in this process, through its API, on a Dossier kernel running as the
+    dossier's identity over its extracts only: one started ahead of time when `pool` has one
+    for this dossier, else one started now (inside the slot, so the queue bounds kernels too).
+    """
     home, dossier_id, folder = pending.home, pending.dossier_id, pending.folder
     template, values, provenance = pending.template, pending.values, pending.provenance
     generation = pending.extracts.get("generation")
@@ -212,10 +213,10 @@ def execute_run(
         with run_slot(home, dossier_id):
             provenance.update(status="running", started=_now())
             _write_json(folder / "provenance.json", provenance)
-            if ready is not None:
-                status, error = _execute_on(ready, template, values, limit)
-            else:
-                status, error = _execute(home, dossier_id, template, values, staging, limit)
+            if ready is None:
+                manager = start_kernel(home, dossier_id, staging, warm=False)
+                ready = ReadyKernel(dossier_id, manager, staging, generation)
+            status, error = _execute_on(ready, template, values, limit)
             provenance["executed"] = _now()  # the kernel is gone: the slot is free again
         outputs = _collect(staging, folder)
         checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
@@ -304,10 +305,25 @@ def _make_dirs(home: Home, dossier_id: str, folder: Path) -> None:
 def _execute_on(
     ready: ReadyKernel, template: Template, values: dict[str, Any], limit: float
 ) -> tuple[str, str | None]:
-    """papermill's API on a kernel started ahead of time; the kernel is used once."""
+    """papermill's API on a started kernel, used once. The template's time limit covers the
+    whole run: a watchdog kills the kernel when it is up. The verdict comes from papermill's
+    exception, never from the notebook's metadata (which marks cells "completed" after a
+    dead kernel)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        process = getattr(ready.manager.provisioner, "process", None)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)  # nbclient then reports a dead kernel
+
+    watchdog = threading.Timer(limit, kill)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         papermill.execute_notebook(
             str(template.path),
@@ -317,81 +333,17 @@ def _execute_on(
             language="python",  # the Dossier kernel's, whatever the notebook was saved with
             km=ready.manager,
             progress_bar=False,
-            execution_timeout=limit,
         )
         return "succeeded", None
     except PapermillExecutionError as exc:
         return "failed", f"{exc.ename}: {exc.evalue}"[:500]
-    except Exception as exc:  # a dead kernel or a timeout: recorded, never raised
+    except Exception as exc:  # a dead kernel or the time limit: recorded, never raised
+        if expired.is_set():
+            return "failed", f"time limit of {limit:.0f} s exceeded"
         return "failed", f"{type(exc).__name__}: {exc}"[:500]
     finally:
+        watchdog.cancel()
         stop_kernel(ready.manager)
-
-
-def _execute(
-    home: Home,
-    dossier_id: str,
-    template: Template,
-    values: dict[str, Any],
-    staging: Path,
-    limit: float,
-) -> tuple[str, str | None]:
-    """papermill as the dossier's identity, on the Dossier kernel, over its extracts only."""
-    settings = load_settings(home)
-    python = Path(settings.workspaces.python or sys.executable)
-    shutil.copy(template.path, staging / "template.ipynb")
-    (staging / "parameters.yaml").write_text(yaml.safe_dump(values))
-    ids = unix_ids(dossier_id) if isolation_enabled() else None
-    if ids is not None:
-        for name in ("template.ipynb", "parameters.yaml"):
-            os.chown(staging / name, *ids)
-    env = run_environment(home, dossier_id, staging)
-    command = [
-        str(python.parent / "papermill"),
-        "template.ipynb",
-        "output.ipynb",
-        "-f",
-        "parameters.yaml",
-        "-k",
-        "dossier",
-        "--language",
-        "python",  # the Dossier kernel's, whatever the notebook was saved with
-        "--cwd",
-        str(staging),
-        "--no-progress-bar",
-        "--autosave-cell-every",
-        "5",
-    ]
-    log = (staging / "papermill.log").open("w")
-    process = subprocess.Popen(
-        command,
-        cwd=staging,
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        preexec_fn=preexec_as_dossier(dossier_id, staging) if ids else None,
-    )
-    try:
-        code = process.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return "failed", f"time limit of {limit:.0f} s exceeded"
-    finally:
-        log.close()
-    if code == 0:
-        return "succeeded", None
-    return "failed", _reason((staging / "papermill.log").read_text(errors="replace"))
-
-
-def _reason(log: str) -> str:
-    """The exception papermill ended with (not its notebook metadata, which can lie)."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line or "died" in line.lower():
-            return line[:500]
-    return (lines[-1] if lines else "papermill failed without a message")[:500]
 
 
 def _collect(staging: Path, folder: Path) -> list[str]:

@@ -64,6 +64,9 @@ def lab(hub: Hub, browser: Browser) -> Iterator[Page]:
     yield page
     context.close()
     httpx.delete(contents, headers={"Authorization": f"token {token}"}, timeout=30)
+    api = hub.api()
+    api.stop_server(WORKSPACE)  # as the other e2e tests expect to find it
+    api.close()
 
 
 def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
