@@ -1,5 +1,5 @@
-"""Parameterised report runs: papermill as the dossier's identity, truthful status, output
-checks, and a four-eyes release (DESIGN.md, "Report templates").
+"""Parameterised report runs: papermill on a kernel running as the dossier's identity,
+truthful status, output checks, and a four-eyes release (DESIGN.md, "Report templates").
 
 reports/<id>/<run-id>/ holds the executed notebook, report.html, published/ tables,
 checks.json and provenance.json. The folder and its files belong to root with the dossier's

@@ -66,14 +66,22 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
 
     rng = random.Random(20261128)
     mid_build = 0
-    for _ in range(KILLS):
+    folder = home / "extracts" / "armoede"
+    for kill in range(KILLS):
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.3, duration))
+        if kill % 2:  # any moment, start-up and swap included
+            time.sleep(rng.uniform(0.3, duration))
+        else:  # surely mid-build, whatever the machine's load: once a build folder exists
+            deadline = time.monotonic() + 4 * duration
+            while process.poll() is None and time.monotonic() < deadline:
+                if any(e.name.startswith("..tmp-") for e in folder.iterdir()):
+                    time.sleep(rng.uniform(0, 0.05))
+                    break
+                time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        folder = home / "extracts" / "armoede"
         mid_build += any(e.name.startswith("..tmp-") for e in folder.iterdir())
         generations.add(check_complete(home))
     # the kills landed while building, and some applies finished between them

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import logging
 import signal
 from pathlib import Path
@@ -71,7 +73,10 @@ def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
         hub_auth=hub_auth,
         runner=runner,
         jinja=environment,
-        cookie_secret=hub_auth.api_token.encode(),
+        # signs the login cookie; derived, so the API token itself is never a cookie key
+        cookie_secret=hmac.new(
+            hub_auth.api_token.encode(), b"dossierhub service cookies", hashlib.sha256
+        ).digest(),
         xsrf_cookies=False,  # HubOAuth brings JupyterHub's own xsrf checks for cookie requests
         static_url_prefix=f"{PREFIX}static/",
     )
