@@ -131,6 +131,21 @@ def views_of(home: Home, dossier_id: str) -> list[dict[str, Any]]:
     return described
 
 
+def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
+    """Record that a lead or analyst opens the workspace; the hub URL that starts or opens it.
+
+    The product's own buttons come here, so the dossier's audit trail says who opened its
+    workspace and when (the hub records starts as well, via the spawner)."""
+    entry, _ = member_entry(home, dossier_id, person, WORKER_ROLES)
+    if entry.expired():
+        raise ReportRefused(
+            f"dossier {dossier_id} expired on {entry.expires}: its workspace is closed",
+            reason="conflict",
+        )
+    AuditLog(home).append("workspace.open", actor=person.name, dossier=dossier_id)
+    return f"/hub/spawn/{entry.hub_user}"
+
+
 def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """The templates the dossier may run, with parameter schemas ready for a form."""
     member_entry(home, dossier_id, person, WORKER_ROLES)

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect
 
+from dossierhub.audit import AuditLog
+
 from e2e_hub import ADMIN, PASSWORD, Hub
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -260,3 +262,17 @@ def test_release_with_a_failed_check_needs_a_justification(
     expect(second.locator("#released")).to_have_text("released by g.meijer")
     expect(second.locator("body")).to_contain_text("a sensor test, not people")
     shot(second, "11-release-with-justification")
+
+
+def test_opening_the_workspace_is_audited(hub: Hub, person: Callable[[str], Page]) -> None:
+    analyst = person("b.devries")
+    link = analyst.locator(".dossier[data-dossier='armoede'] .open-workspace")
+    target = link.get_attribute("href")
+    response = analyst.request.get(f"{hub.url.rstrip('/')}{target}", max_redirects=0)
+    assert response.status == 302
+    assert response.headers["location"] == "/hub/spawn/dossier-armoede"
+    opened = [r for r in AuditLog(hub.home).read() if r["action"] == "workspace.open"]
+    assert opened[-1]["actor"] == "b.devries" and opened[-1]["details"] == {"dossier": "armoede"}
+    viewer = person("d.visser")
+    refused = viewer.request.get(f"{hub.service}dossiers/armoede/open", max_redirects=0)
+    assert refused.status == 403

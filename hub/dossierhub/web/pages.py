@@ -183,6 +183,19 @@ class ReportFrame(Page):
         send_report(self, path)
 
 
+class OpenWorkspace(Page):
+    """The Open workspace button: audited, then on to the hub, which starts or opens it."""
+
+    @web.authenticated
+    async def get(self, dossier_id: str) -> None:
+        try:
+            target = await self.blocking(portal.open_workspace, self.home, dossier_id, self.person)
+        except ReportRefused as exc:
+            self.forbidden(exc)
+            return
+        self.redirect(target)
+
+
 class AuditPage(Page):
     @web.authenticated
     async def get(self, dossier_id: str) -> None:
@@ -216,5 +229,6 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (rf"{prefix}dossiers/{ID}/runs/{RUN}/release", ReleaseForm),
         (rf"{prefix}dossiers/{ID}/runs/{RUN}/report\.html", ReportFrame),
         (rf"{prefix}dossiers/{ID}/audit", AuditPage),
+        (rf"{prefix}dossiers/{ID}/open", OpenWorkspace),
         (rf"{prefix}admin", AdminPage),
     ]
