@@ -90,3 +90,27 @@ def test_every_command_and_option_is_documented() -> None:
             for opt in getattr(param, "opts", []):
                 if opt.startswith("--") and opt not in ("--help", "--version"):
                     assert opt in readme, f"option {opt} of {command.name} is not in README.md"
+
+
+def test_every_setting_is_documented() -> None:
+    """Every key of settings.yaml appears in the README's settings.yaml example."""
+    from pydantic import BaseModel
+
+    from dossierhub.settings import OAuthSettings, Settings
+
+    readme = README.read_text()
+    example = readme[readme.index("### settings.yaml") :]
+    example = example[: example.index("```\n", example.index("```yaml") + 7)]
+
+    def keys(model: type[BaseModel]) -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            found.append(name)
+            inner = field.annotation
+            for candidate in (inner, *getattr(inner, "__args__", ())):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    found += keys(candidate)
+        return found
+
+    for key in {*keys(Settings), *keys(OAuthSettings)}:
+        assert f"{key}:" in example, f"setting `{key}` is not in README.md's settings.yaml"
