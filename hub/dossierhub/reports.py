@@ -175,6 +175,7 @@ def start_run(
         "error": None,
         "extracts": {v: e["sha256"] for v, e in extracts.get("views", {}).items()},
         "extracts_generation": extracts.get("generation"),
+        "runner_pid": os.getpid(),
     }
     _write_json(folder / "provenance.json", provenance)
     AuditLog(home).append(
@@ -441,11 +442,46 @@ def _write_json(path: Path, data: Any) -> None:
 # ---------------------------------------------------------------- list, show, release
 
 
+def _read_provenance(home: Home, path: Path) -> dict[str, Any]:
+    """A run's provenance; a run whose process is gone without finishing it (killed, or the
+    machine restarted) is recorded as failed here, so no status stays `running` forever."""
+    provenance = json.loads(path.read_text())
+    pid = provenance.get("runner_pid")
+    if provenance.get("status") in ("queued", "running") and pid and not _alive(pid):
+        provenance.update(
+            status="failed",
+            finished=_now(),
+            error=f"the process running it (pid {pid}) ended before the run finished",
+            checks_passed=False,
+        )
+        with contextlib.suppress(OSError):  # only the hub side may write; readers just see it
+            _write_json(path, provenance)
+            AuditLog(home).append(
+                "report.finished",
+                actor=provenance.get("user"),
+                dossier=provenance.get("dossier"),
+                run=provenance.get("run_id"),
+                status="failed",
+                error=provenance["error"],
+            )
+    return provenance
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def list_runs(home: Home, dossier_id: str) -> list[dict[str, Any]]:
     folder = runs_dir(home, dossier_id)
     runs = []
     for path in sorted(folder.glob("*/provenance.json")) if folder.exists() else []:
-        provenance = json.loads(path.read_text())
+        provenance = _read_provenance(home, path)
         release = path.parent / "release.json"
         provenance["released"] = json.loads(release.read_text()) if release.exists() else None
         runs.append(provenance)
@@ -456,7 +492,7 @@ def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
     folder = runs_dir(home, dossier_id) / run_id
     if not (folder / "provenance.json").exists():
         raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'", reason="not_found")
-    provenance = json.loads((folder / "provenance.json").read_text())
+    provenance = _read_provenance(home, folder / "provenance.json")
     checks_path = folder / "checks.json"
     release = folder / "release.json"
     return {

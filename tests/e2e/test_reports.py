@@ -19,6 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from dossierhub.audit import AuditLog
 from dossierhub.kernelpool import KernelPool
 from dossierhub.reports import run_report
 
@@ -465,3 +466,48 @@ def test_kernels_started_ahead_of_time_run_once_as_the_dossier(reports: Hub) -> 
         assert provenance(crashed.folder)["status"] == "failed"
     finally:
         pool.close()
+
+
+def test_a_run_whose_process_was_killed_ends_failed(reports: Hub) -> None:
+    folder = reports.home.reports_dir / "armoede"
+    before = set(folder.iterdir())
+    process = subprocess.Popen(
+        [
+            DOSSIERHUB,
+            "--home",
+            str(reports.home.root),
+            "report",
+            "run",
+            "armoede",
+            "slow",
+            "--user",
+            "a.jansen",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    new: set[Path] = set()
+    while time.monotonic() < deadline:
+        new = {
+            f
+            for f in set(folder.iterdir()) - before
+            if (f / "provenance.json").exists() and provenance(f)["template"] == "slow"
+        }
+        if new and provenance(next(iter(new))).get("status") == "running":
+            break
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    (run_folder,) = new
+    shown = dossierhub(reports, "report", "show", "armoede", run_folder.name)
+    assert shown.returncode == 0, shown.stderr
+    record = provenance(run_folder)
+    assert record["status"] == "failed"
+    assert "ended before the run finished" in record["error"]
+    finished = [
+        r
+        for r in AuditLog(reports.home).read()
+        if r["action"] == "report.finished" and r["details"].get("run") == run_folder.name
+    ]
+    assert len(finished) == 1 and finished[0]["details"]["status"] == "failed"
