@@ -25,11 +25,13 @@ RUN_TIMEOUT_MS = 180_000
 def person(hub: Hub, browser: Browser) -> Iterator[Callable[[str], Page]]:
     """A fresh browser context per person (their own cookies), logged in to the hub."""
     contexts = []
+    requested: list[str] = []
 
     def log_in(name: str) -> Page:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         contexts.append(context)
         page = context.new_page()
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(hub.service)  # -> hub login -> OAuth -> back to the service
         page.fill("#username_input", name)
         page.fill("#password_input", PASSWORD)
@@ -40,6 +42,9 @@ def person(hub: Hub, browser: Browser) -> Iterator[Callable[[str], Page]]:
     yield log_in
     for context in contexts:
         context.close()
+    # no CDN, no outside call: every page, script, style and image came from the hub
+    outside = [u for u in requested if not u.startswith((hub.url, "data:", "about:"))]
+    assert not outside, outside
 
 
 def expect_succeeded(page: Page) -> None:
