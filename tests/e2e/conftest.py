@@ -65,13 +65,15 @@ def hub() -> Iterator[Hub]:
     api.create_users(["s.vreemd", ADMIN])  # a stranger (no dossier) and an admin
     api.close()
     yield running
-    api = running.api()
-    for name in api.users():
-        if name.startswith("dossier-"):
-            api.stop_server(name)
-    api.close()
-    serve.send_signal(signal.SIGTERM)
-    serve.wait(60)
+    try:
+        api = running.api()
+        for name in api.users():
+            if name.startswith("dossier-"):
+                api.stop_server(name)
+        api.close()
+    finally:  # whatever failed above, the hub and its proxy and service go
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
 
