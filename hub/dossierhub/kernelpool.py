@@ -84,6 +84,7 @@ def new_staging(home: Home, dossier_id: str) -> Path:
     return staging
 
 
+IPC_PATH_LIMIT = 107
 WARM_UP = "import polars, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot"
 
 
@@ -98,6 +99,13 @@ def start_kernel(
         workspace_python=settings.workspaces.python or sys.executable,
     )
     km.connection_file = str(staging / "kernel.json")
+    # Unix sockets in the run's own folder, not TCP ports: many runs starting at once cannot
+    # race for the same port, and no other local user can reach the kernel. (A HOME so deep
+    # that the socket path would pass the 107-byte limit of Unix sockets keeps TCP.)
+    sockets = str(staging / "kernel")
+    if len(sockets.encode()) + len("-65535") <= IPC_PATH_LIMIT:
+        km.transport = "ipc"
+        km.ip = sockets
     with (staging / "kernel.log").open("ab") as log:  # the kernel's own chatter, not ours
         km.start_kernel(
             env=run_environment(home, dossier_id, staging),

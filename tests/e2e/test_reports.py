@@ -426,14 +426,22 @@ def test_concurrent_runs_across_dossiers_lose_nothing(reports: Hub) -> None:
         assert len(set(run_ids)) == 20, [err for _, err in outputs]
         per_dossier: dict[str, list[tuple[str, str]]] = {}
         statuses = []
+        failures: list[str] = []
         for (dossier, _, _), run_id, process in zip(jobs, run_ids, processes, strict=True):
             record = provenance(reports.home.reports_dir / dossier / run_id)
             statuses.append(record["status"])
             assert (process.returncode == 0) == (record["status"] == "succeeded")
             assert record["status"] == "succeeded" or record["error"]  # a failure says why
-            per_dossier.setdefault(dossier, []).append((record["started"], record["executed"]))
+            if record.get("executed"):  # a run that failed before its kernel ran has none
+                per_dossier.setdefault(dossier, []).append((record["started"], record["executed"]))
+            else:
+                failures.append(record["error"])
         assert set(statuses) <= {"succeeded", "failed"}
-        assert statuses.count("succeeded") >= 18, statuses  # a loaded machine may time out
+        print("concurrent run failures:", failures)
+        assert statuses.count("succeeded") >= 18, (
+            statuses,
+            failures,
+        )  # a loaded machine may time out
         for dossier, spans in per_dossier.items():  # the queue held parallelism to 2
             events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
             running = peak = 0
