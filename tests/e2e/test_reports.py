@@ -476,6 +476,22 @@ def test_kernels_started_ahead_of_time_run_once_as_the_dossier(reports: Hub) -> 
         pool.close()
 
 
+def test_a_kernel_started_over_older_extracts_is_never_used(reports: Hub) -> None:
+    pool = KernelPool(reports.home, per_dossier=1)
+    try:
+        pool.fill("armoede")
+        (kernel,) = pool._ready["armoede"]
+        assert kernel.manager.is_alive()
+        assert pool.take("armoede", generation="a-rebuilt-generation") is None
+        assert not kernel.manager.is_alive() and not kernel.staging.exists()
+        pool.fill("armoede")
+        (kernel,) = pool._ready["armoede"]
+        pool.prune({})  # the dossier is gone (or expired): its kernels go too
+        assert not kernel.manager.is_alive() and pool.take("armoede") is None
+    finally:
+        pool.close()
+
+
 def test_a_run_whose_process_was_killed_ends_failed(reports: Hub) -> None:
     folder = reports.home.reports_dir / "armoede"
     before = set(folder.iterdir())
