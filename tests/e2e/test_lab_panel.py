@@ -88,6 +88,8 @@ def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
     cells = lab.locator(".jp-Notebook .jp-Cell")
     cell = cells.nth(cells.count() - 1)  # by index: Shift+Enter adds a cell below it
     expect(cell.locator(".jp-InputArea")).to_contain_text("FROM residents")
+    # JupyterLab runs nothing while the notebook's kernel is still connecting: wait for it
+    expect(lab.get_by_role("button", name="Dossier | Idle")).to_be_visible(timeout=90_000)
     cell.locator(".jp-InputArea").click()
     lab.keyboard.press("Shift+Enter")
     output = cell.locator(".jp-OutputArea-output")
