@@ -22,13 +22,7 @@ from .policy import Installation, load_installation
 from .problems import Problem, RefusedError
 from .provision import clear_outputs, request_hub_restart, sync_hub
 from .pseudonym import read_master_key
-from .unixusers import (
-    ensure_unix_user,
-    ensure_workspace_dir,
-    isolation_enabled,
-    secure_extracts,
-    secure_home,
-)
+from .unixusers import identities, isolation_enabled, secure_extracts, secure_home
 
 
 @dataclass
@@ -95,15 +89,16 @@ def apply(
 
 
 def _secure(inst: Installation, results: list[DossierResult]) -> None:
-    """Run as root: each dossier's identity exists and can read its own extracts only."""
+    """Run as root: extracts readable by their dossier's identities only (made when first
+    needed, by serve, a workspace's start or a report run: until then, by root only)."""
     if not isolation_enabled():
         return
     secure_home(inst.home)
     for result in results:
         if result.status in ("built", "up to date"):
-            uid_gid = ensure_unix_user(inst.home, result.dossier_id)
-            secure_extracts(inst.home.extract_dir(result.dossier_id), uid_gid[1])
-            ensure_workspace_dir(inst.home, result.dossier_id, uid_gid)
+            ids = identities(inst.home, result.dossier_id)
+            gid = ids.workspace.gid if ids is not None else None
+            secure_extracts(inst.home.extract_dir(result.dossier_id), gid)
 
 
 def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:
@@ -133,7 +128,7 @@ def _apply_one(
     dossier = inst.dossiers[dossier_id]
     if dossier.is_expired(today):
         removed = remove_extracts(inst.home, dossier_id, progress)
-        clear_outputs(inst.home.workspaces_dir / dossier_id)
+        clear_outputs(inst.home, dossier_id)
         note = f"expired on {dossier.expires.isoformat()}: " + (
             "extracts removed" if removed else "no extracts to remove"
         )

@@ -5,6 +5,12 @@ the record under a key derived from the master key. The head (sequence number an
 last record) is kept apart in head.json, also with an HMAC, so editing, deleting, reordering
 and cutting off the tail are all caught: a forger would need the master key.
 
+`actor` is the person a record is about (for `report release --user NAME`, NAME); `channel`
+(the way in: cli, service, hub) and `os_user` (the Unix login of the process) say who could
+claim that, so a release typed on the command line is not taken for one made in the pages.
+Both are covered by the MAC and the chain; records written before they existed lack them and
+still verify.
+
 A process killed between writing its record and moving the head leaves one authenticated
 record past the head; verify accepts exactly that, and the next append moves the head on.
 """
@@ -17,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import pwd
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +34,33 @@ from .pseudonym import MasterKeyError, read_master_key
 
 GENESIS = "0" * 64
 
+_channel = "python"  # dossierhub used as a library (a script, a test): no entry point said
+
+
+def set_channel(name: str) -> None:
+    """Name the way into dossierhub this process serves, once, at its entry point: "cli" for
+    the dossierhub command, "service" for the web service, "hub" inside JupyterHub. Every
+    record this process appends from then on carries it."""
+    global _channel
+    _channel = name
+
 
 def current_actor() -> str:
     """The person behind a command: the sudo caller if any, else the login user."""
     return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def current_os_user() -> str:
+    """The Unix login of this process, with the sudo caller beside it ("root (sudo: alice)").
+
+    SUDO_USER is only what the environment says, so it never replaces the effective user."""
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (a container)
+        name = f"uid {uid}"
+    caller = os.environ.get("SUDO_USER")
+    return f"{name} (sudo: {caller})" if caller else name
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,8 @@ class AuditLog:
                 "seq": seq + 1,
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "actor": actor or current_actor(),
+                "channel": _channel,
+                "os_user": current_os_user(),
                 "action": action,
                 "details": details,
                 "prev": prev,

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .audit import AuditLog
+from .audit import AuditLog, set_channel
 from .home import Home, init_home
 from .problems import Problem, RefusedError
 
@@ -32,7 +33,7 @@ class Failed(click.ClickException):
 
     def show(self, file: object = None) -> None:
         if self.message:
-            err.print(f"[bold red]error:[/] {self.message}")
+            err.print(f"[bold red]error:[/] {escape(self.message)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +50,7 @@ class Failed(click.ClickException):
 @click.pass_context
 def main(ctx: click.Context, home_dir: str) -> None:
     """dossierhub: shared analysis workspaces for dossier teams."""
+    set_channel("cli")
     ctx.obj = Home.from_option(home_dir)
 
 
@@ -161,7 +163,8 @@ def _print_summary(report: ApplyReport) -> None:
 def _print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         label = "[bold red]error:[/]" if problem.severity == "error" else "[yellow]warning:[/]"
-        err.print(f"{label} {problem}", markup=True)
+        # the text quotes the input: a key such as '[/x]' is shown, not taken for markup
+        err.print(f"{label} {escape(str(problem))}")
 
 
 @main.command(name="serve")

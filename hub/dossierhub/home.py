@@ -53,6 +53,19 @@ class Home:
         return self.root / "reports"
 
     @property
+    def scratch_dir(self) -> Path:
+        """Report runs in progress: one folder per run, owned by the dossier's report identity."""
+        return self.root / "scratch"
+
+    def scratch_parent(self, dossier_id: str) -> Path:
+        return self.scratch_dir / dossier_id
+
+    @property
+    def logs_dir(self) -> Path:
+        """What workspaces and report kernels print, one folder per dossier (root only)."""
+        return self.root / "logs"
+
+    @property
     def audit_dir(self) -> Path:
         return self.root / "audit"
 
@@ -97,6 +110,8 @@ def init_home(home: Home) -> InitResult:
         home.workspaces_dir,
         home.templates_dir,
         home.reports_dir,
+        home.scratch_dir,
+        home.logs_dir,
         home.audit_dir,
         home.hub_dir,
         home.locks_dir,
@@ -105,7 +120,13 @@ def init_home(home: Home) -> InitResult:
         if not folder.exists():
             folder.mkdir(parents=True)
             created.append(home.relative(folder) if folder != home.root else ".")
-    for private in (home.master_key_file.parent, home.hub_dir, home.audit_dir, home.locks_dir):
+    for private in (
+        home.master_key_file.parent,
+        home.hub_dir,
+        home.audit_dir,
+        home.locks_dir,
+        home.logs_dir,
+    ):
         os.chmod(private, 0o700)
     created_key = create_master_key(home.master_key_file)
     created_catalog = False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from .audit import set_channel
 from .directory import DossierEntry, read_directory
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
@@ -148,8 +149,10 @@ def services(inputs: HubInputs) -> list[dict]:
         },
         {
             "name": "idle-culler",
+            "cwd": str(inputs.home / "hub"),
             "command": [
                 python,
+                "-I",
                 "-m",
                 "jupyterhub_idle_culler",
                 f"--timeout={settings.workspaces.idle_timeout_seconds}",
@@ -158,8 +161,10 @@ def services(inputs: HubInputs) -> list[dict]:
         },
         {
             "name": "dossierhub-expiry",
+            "cwd": str(inputs.home / "hub"),
             "command": [
                 python,
+                "-I",
                 "-m",
                 "dossierhub.expiry",
                 "--home",
@@ -236,6 +241,7 @@ def workspaces_for(home: Path):  # type: ignore[no-untyped-def]
 
 def load_hub_config(c: Config, home_dir: str) -> None:
     """Called from HOME/hub/jupyterhub_config.py, written by `dossierhub serve`."""
+    set_channel("hub")  # the spawner's records (workspace.start) come from the hub
     home = Home(Path(home_dir))
     effective = home.hub_dir / "settings.effective.json"
     # serve writes the settings it runs with (settings.yaml plus its command-line overrides)

@@ -1,8 +1,11 @@
-"""Dossier kernels started ahead of time for report runs.
+"""Dossier kernels for report runs, and kernels started ahead of time.
 
-Each kernel runs as its dossier's identity over that dossier's extracts, with its own staging
-folder; a run takes one, uses it once and shuts it down, and a fresh one is started for the
-next run. Kernels are never shared between dossiers nor reused between runs.
+Each kernel runs as its dossier's report identity (`<prefix>r-<id>`, never the workspace's),
+in a bubblewrap sandbox when the machine has one (sandbox.py), over that dossier's extracts,
+with a scratch folder of its own under scratch/<id>/ that the workspace identity cannot enter:
+its connection file, its sockets and what publish() writes live there. A run takes one
+kernel, uses it once and shuts it down, and a fresh one is started for the next run. Kernels
+are never shared between dossiers nor reused between runs.
 """
 
 from __future__ import annotations
@@ -19,16 +22,28 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from traitlets import Any, DottedObjectName, List, Unicode
 
+from . import sandbox
 from .home import Home
+from .logs import open_log
 from .settings import load_settings
-from .unixusers import isolation_enabled, preexec_as_dossier, unix_ids
+from .unixusers import (
+    Identity,
+    IdentityClash,
+    ensure_scratch_parent,
+    identities,
+    isolation_enabled,
+    preexec_as,
+    prepare_dossier,
+)
 
 
 class DossierKernelManager(KernelManager):
-    """A Dossier kernel launched as the dossier's identity from the workspace environment."""
+    """A Dossier kernel launched as the dossier's report identity from the workspace
+    environment, in its sandbox when it has one."""
 
     workspace_python = Unicode(help="Python of the environment the kernel runs in.")
-    dossier_ids = Any(None, allow_none=True, help="(uid, gid) of the dossier; None: no isolation.")
+    identity = Any(None, allow_none=True, help="The report Identity; None: no isolation.")
+    sandbox_prefix = List(help="The sandbox command the kernel runs under; empty: none.")
     handed_out = List(help="Clients given out, closed by stop_kernel.")
     # nbclient needs an asynchronous client: with a blocking one it waits for output in a
     # blocking poll and never notices that the kernel died (or was killed at the time limit)
@@ -38,7 +53,8 @@ class DossierKernelManager(KernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if cmd and cmd[0] == sys.executable and self.workspace_python:
             cmd[0] = self.workspace_python
-        return cmd
+        # -I: no import path from the working folder, the environment or a user site
+        return [*self.sandbox_prefix, cmd[0], "-I", *cmd[1:]]
 
     def client(self, **kwargs: object):  # type: ignore[no-untyped-def]
         """Every client handed out is remembered, so `stop_kernel` can close its sockets
@@ -48,40 +64,39 @@ class DossierKernelManager(KernelManager):
         return made
 
     def write_connection_file(self, **kwargs: object) -> None:
+        # written while the scratch folder is still root's; only then is it handed over
         super().write_connection_file(**kwargs)
-        if (
-            self.dossier_ids is not None
-        ):  # the kernel, as the dossier, must read its own connection file
-            os.chown(self.connection_file, *self.dossier_ids)
+        if self.identity is not None:
+            scratch = os.path.dirname(self.connection_file)
+            for path in (self.connection_file, scratch):
+                os.chown(path, self.identity.uid, self.identity.gid, follow_symlinks=False)
 
 
-def run_environment(home: Home, dossier_id: str, staging: Path) -> dict[str, str]:
+def run_environment(home: Home, dossier_id: str, scratch: Path) -> dict[str, str]:
     """What a report run's kernel sees: its dossier, its limits, where publish() writes."""
     settings = load_settings(home)
     python = Path(settings.workspaces.python or sys.executable)
     return {
         "PATH": f"{python.parent}:/usr/bin:/bin",
-        "HOME": str(staging),
+        "HOME": str(scratch),
         "DOSSIER_ID": dossier_id,
         "DOSSIER_CATALOG": str(home.extract_dir(dossier_id) / "catalog.duckdb"),
         "DOSSIER_DUCKDB_MEMORY_LIMIT": settings.workspaces.duckdb_memory_limit,
         "DOSSIER_DUCKDB_THREADS": str(settings.workspaces.duckdb_threads),
-        "DOSSIERHUB_RUN_DIR": str(staging),
+        "DOSSIERHUB_RUN_DIR": str(scratch),
         "MPLBACKEND": "Agg",
         "LANG": "C.UTF-8",
     }
 
 
-def new_staging(home: Home, dossier_id: str) -> Path:
-    parent = home.reports_dir / dossier_id
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".staging-{secrets.token_hex(6)}"
-    staging.mkdir()
-    ids = unix_ids(dossier_id) if isolation_enabled() else None
-    if ids is not None:
-        os.chown(staging, *ids)
-        os.chmod(staging, 0o700)
-    return staging
+def new_scratch(home: Home, dossier_id: str) -> Path:
+    """A fresh run folder under scratch/<id>/, root's until its kernel's connection file is
+    written (then the report identity's, mode 0700)."""
+    ids = prepare_dossier(home, dossier_id) if isolation_enabled() else None
+    parent = ensure_scratch_parent(home, dossier_id, ids)
+    scratch = parent / secrets.token_hex(6)
+    scratch.mkdir(mode=0o700)
+    return scratch
 
 
 IPC_PATH_LIMIT = 107
@@ -89,31 +104,51 @@ WARM_UP = "import polars, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.p
 
 
 def start_kernel(
-    home: Home, dossier_id: str, staging: Path, timeout: float = 60, warm: bool = True
+    home: Home, dossier_id: str, scratch: Path, timeout: float = 60, warm: bool = True
 ) -> DossierKernelManager:
     settings = load_settings(home)
-    ids = unix_ids(dossier_id) if isolation_enabled() else None
-    km = DossierKernelManager(
-        kernel_name="dossier",
-        dossier_ids=ids,
-        workspace_python=settings.workspaces.python or sys.executable,
-    )
-    km.connection_file = str(staging / "kernel.json")
+    python = settings.workspaces.python or sys.executable
+    ids = identities(home, dossier_id) if isolation_enabled() else None  # new_scratch made them
+    if isolation_enabled() and ids is None:
+        raise IdentityClash(f"dossier {dossier_id} has no report identity of this installation")
+    identity: Identity | None = ids.report if ids else None
+    km = DossierKernelManager(kernel_name="dossier", identity=identity, workspace_python=python)
+    km.connection_file = str(scratch / "kernel.json")
     # Unix sockets in the run's own folder, not TCP ports: many runs starting at once cannot
-    # race for the same port, and no other local user can reach the kernel. (A HOME so deep
-    # that the socket path would pass the 107-byte limit of Unix sockets keeps TCP.)
-    sockets = str(staging / "kernel")
+    # race for the same port, no other local user can reach the kernel, and the sandbox can
+    # do without a network. (A HOME so deep that the socket path would pass the 107-byte
+    # limit of Unix sockets keeps TCP, and the network.)
+    sockets = str(scratch / "kernel")
     if len(sockets.encode()) + len("-65535") <= IPC_PATH_LIMIT:
         km.transport = "ipc"
         km.ip = sockets
-    with (staging / "kernel.log").open("ab") as log:  # the kernel's own chatter, not ours
+    preexec = None
+    if identity is not None and sandbox.unavailable(settings) is None:
+        km.sandbox_prefix = sandbox.prefix(
+            identity,
+            ro=[*sandbox.environment_paths(python), home.extract_dir(dossier_id)],
+            rw=[scratch],
+            chdir=scratch,
+            network=km.transport != "ipc",
+            die_with_parent=True,
+            hostname=f"report-{dossier_id}",
+        )
+    elif identity is not None:
+        preexec = preexec_as(identity, scratch)
+    log = open_log(home, dossier_id, "reports")  # the kernel's own chatter, not ours
+    try:
         km.start_kernel(
-            env=run_environment(home, dossier_id, staging),
-            cwd=str(staging),
-            preexec_fn=preexec_as_dossier(dossier_id, staging) if ids else None,
+            env=run_environment(home, dossier_id, scratch),
+            cwd="/",
+            preexec_fn=preexec,
             stdout=log,
             stderr=log,
+            # in a sandbox its parent is bubblewrap's first process, not us: no parent PID
+            # for it to watch (--die-with-parent ties it to us instead)
+            independent=bool(km.sandbox_prefix),
         )
+    finally:
+        os.close(log)
     client = BlockingKernelClient(
         **km.get_connection_info(session=True), connection_file=km.connection_file, parent=km
     )
@@ -132,7 +167,7 @@ def start_kernel(
 class ReadyKernel:
     dossier_id: str
     manager: DossierKernelManager
-    staging: Path
+    scratch: Path
     generation: str | None = None  # the extracts it was started over
 
 
@@ -153,10 +188,10 @@ class KernelPool:
             with self._lock:
                 if self._closed or len(self._ready.get(dossier_id, [])) >= self.per_dossier:
                     return
-            staging = new_staging(self.home, dossier_id)
+            scratch = new_scratch(self.home, dossier_id)
             generation = _generation(self.home, dossier_id)
-            manager = start_kernel(self.home, dossier_id, staging)
-            kernel = ReadyKernel(dossier_id, manager, staging, generation)
+            manager = start_kernel(self.home, dossier_id, scratch)
+            kernel = ReadyKernel(dossier_id, manager, scratch, generation)
             with self._lock:
                 if not self._closed:
                     self._ready.setdefault(dossier_id, []).append(kernel)
@@ -202,7 +237,7 @@ class KernelPool:
 
 def _discard(kernel: ReadyKernel) -> None:
     stop_kernel(kernel.manager)
-    shutil.rmtree(kernel.staging, ignore_errors=True)
+    shutil.rmtree(kernel.scratch, ignore_errors=True)
 
 
 def _generation(home: Home, dossier_id: str) -> str | None:

@@ -19,7 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-DOSSIER_ID = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
+# Python's `$` also matches before a final newline: checked with fullmatch, and anchored with
+# \A and \Z so that a `.match` elsewhere cannot take a prefix either. (The pydantic patterns
+# below run on pydantic-core's Rust regex, where `$` is the end of the text.)
+DOSSIER_ID = re.compile(r"\A[a-z][a-z0-9-]{1,22}[a-z0-9]\Z")
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 """A source, view or column name: a plain SQL identifier, so it is quoted the same everywhere."""
@@ -151,10 +154,7 @@ MemorySize = Annotated[
 class Limits(Strict):
     """What the workspace's Dossier kernel may use; defaults come from settings.yaml."""
 
-    memory: (
-        Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")]
-        | None
-    ) = None
+    memory: MemorySize | None = None
     threads: int | None = Field(default=None, ge=1, le=256)
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import duckdb
 from pydantic import BaseModel, ValidationError
 
+from .directory import WORKSPACE_PREFIX
 from .home import Home
 from .models import DOSSIER_ID, Catalog, Dossier, SourceSpec, ViewSpec
 from .personal_data import name_hint, value_hint
@@ -138,7 +139,7 @@ def _load_dossier(
         return
     problems_before = len(inst.problems.errors)
     raw_id = data.get("id")
-    if not isinstance(raw_id, str) or not DOSSIER_ID.match(raw_id):
+    if not isinstance(raw_id, str) or not DOSSIER_ID.fullmatch(raw_id):
         inst.problems.add(
             doc.problem(
                 ("id",),
@@ -213,7 +214,20 @@ def _check_members(dossier: Dossier, doc: LocatedYaml, problems: Problems) -> No
     seen: dict[str, str] = {}
     for role in ("lead", "analyst", "viewer"):
         for index, person in enumerate(getattr(dossier.members, role)):
-            if person in seen:
+            if person.startswith(WORKSPACE_PREFIX):
+                # as a member, a workspace's hub account would give the code running in that
+                # workspace (it holds the account's token) this dossier's role: another team's
+                # workspace, data and reports, even a lead's release
+                problems.add(
+                    doc.problem(
+                        ("members", role, index),
+                        f"'{person}' is a workspace account (the hub account of a dossier "
+                        "workspace), not a person.",
+                        "name people by their own login; names starting with "
+                        f"'{WORKSPACE_PREFIX}' belong to workspaces.",
+                    )
+                )
+            elif person in seen:
                 problems.add(
                     doc.problem(
                         ("members", role, index),

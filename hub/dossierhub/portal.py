@@ -30,6 +30,7 @@ from .reports import (
 from .reports import start_run as queue_run
 from .settings import load_settings
 from .templates_catalog import TemplateError, load_template
+from .yamlfile import read_yaml_mapping
 
 EXPIRY_WARNING_DAYS = 30
 WORKER_ROLES = ("lead", "analyst")
@@ -149,9 +150,9 @@ def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
 def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """The templates the dossier may run, with parameter schemas ready for a form."""
     member_entry(home, dossier_id, person, WORKER_ROLES)
-    import yaml
-
-    manifest = yaml.safe_load((home.dossiers_dir / f"{dossier_id}.yaml").read_text("utf-8"))
+    manifest = read_yaml_mapping(
+        home.dossiers_dir / f"{dossier_id}.yaml", f"dossiers/{dossier_id}.yaml"
+    )
     provenance = current_provenance(home.extract_dir(dossier_id)) or {}
     views = sorted(provenance.get("views", {}))
     found = []

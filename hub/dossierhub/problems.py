@@ -27,7 +27,13 @@ class Problem:
         if self.fix:
             label = "Fix" if self.severity == "error" else "Hint"
             text += f" {label}: {self.fix}"
-        return text
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Names and values in a message come from the input: a newline or terminal escape in them
+    is shown escaped, so a hostile file cannot forge lines of output or drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 @dataclass

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import nbformat
-
+from . import sandbox
 from .directory import WORKSPACE_PREFIX, DossierEntry
 from .extracts import Progress, remove_extracts
 from .home import Home
 from .hubapi import HubAPI, HubUnavailable, read_serve_state
-
-NOTICE = "WORKSPACE-NOTICE.md"
+from .settings import load_settings
+from .unixusers import identities, isolation_enabled
 
 
 @dataclass
@@ -89,15 +89,15 @@ def _set_members(
 
 def restart_workspace(home: Home, api: HubAPI, entry: DossierEntry, removed: list[str]) -> None:
     """Close every open connection (kernels, terminals, rooms) of removed members."""
-    folder = home.workspaces_dir / entry.id
-    if folder.exists():
-        (folder / NOTICE).write_text(
-            f"# Workspace restarted\n\nOn {time.strftime('%Y-%m-%d %H:%M')} the team of dossier "
-            f"{entry.id} changed ({len(removed)} member(s) left), so the workspace was "
-            "restarted to close their connections. Notebooks are unchanged; re-run your "
-            "kernels.\n",
-            encoding="utf-8",
-        )
+    run_chore(
+        home,
+        entry.id,
+        "notice",
+        f"# Workspace restarted\n\nOn {time.strftime('%Y-%m-%d %H:%M')} the team of dossier "
+        f"{entry.id} changed ({len(removed)} member(s) left), so the workspace was "
+        "restarted to close their connections. Notebooks are unchanged; re-run your "
+        "kernels.\n",
+    )
     api.stop_server(entry.hub_user)
     api.start_server(entry.hub_user)
 
@@ -107,35 +107,61 @@ def expire_workspace(home: Home, api: HubAPI | None, dossier_id: str) -> None:
     if api is not None:
         api.stop_server(WORKSPACE_PREFIX + dossier_id)
     remove_extracts(home, dossier_id, Progress())
-    clear_outputs(home.workspaces_dir / dossier_id)
+    clear_outputs(home, dossier_id)
 
 
-def clear_outputs(folder: Path) -> int:
-    """Outputs may hold data; an expired dossier keeps its notebooks' code and text only."""
-    cleared = 0
-    if not folder.exists():
-        return 0
-    for path in folder.rglob("*.ipynb"):
-        if ".ipynb_checkpoints" in path.parts:
-            path.unlink()
-            continue
-        try:
-            notebook = nbformat.read(path, as_version=4)
-        except (OSError, ValueError):
-            continue
-        changed = False
-        for cell in notebook.cells:
-            if cell.cell_type == "code" and (cell.outputs or cell.execution_count):
-                cell.outputs, cell.execution_count, changed = [], None, True
-        if changed:
-            stat = path.stat()
-            tmp = path.with_name(f".{path.name}.clearing")
-            nbformat.write(notebook, tmp)
-            os.chown(tmp, stat.st_uid, stat.st_gid)
-            os.chmod(tmp, stat.st_mode & 0o777)
-            os.replace(tmp, path)  # never a torn notebook, even for a reader right now
-            cleared += 1
-    return cleared
+def clear_outputs(home: Home, dossier_id: str) -> int:
+    """Clear the outputs of every notebook in the dossier's workspace (chores.py)."""
+    done = run_chore(home, dossier_id, "clear-outputs")
+    return int(done or 0)
+
+
+def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str | None:
+    """Run a chores.py chore in workspaces/<id> as the workspace's identity: in its sandbox
+    (no network) when the machine has one. None when there is no workspace folder."""
+    folder = home.workspaces_dir / dossier_id
+    if not folder.is_dir():
+        return None
+    settings = load_settings(home)
+    python = settings.workspaces.python or sys.executable
+    command = [python, "-I", "-m", "dossierhub.chores", chore, str(folder)]
+    as_identity: dict = {}
+    ids = identities(home, dossier_id) if isolation_enabled() else None
+    if isolation_enabled() and ids is None:
+        return None  # no workspace identity: nobody of this installation wrote there
+    if ids is not None and sandbox.unavailable(settings) is None:
+        command = [
+            *sandbox.prefix(
+                ids.workspace,
+                ro=sandbox.environment_paths(python),
+                rw=[folder],
+                chdir=folder,
+                network=False,
+                die_with_parent=True,
+            ),
+            *command,
+        ]
+    elif ids is not None:
+        as_identity = {
+            "user": ids.workspace.uid,
+            "group": ids.workspace.gid,
+            "extra_groups": list(ids.workspace.groups),
+        }
+    result = subprocess.run(
+        command,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(folder)},
+        timeout=600,
+        check=False,
+        **as_identity,
+    )
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise OSError(f"the {chore} chore in workspace {dossier_id} failed: {reason}")
+    return result.stdout.strip()
 
 
 def request_hub_restart(home: Home, role_ids: set[str], timeout: float = 90) -> None:

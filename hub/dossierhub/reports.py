@@ -1,9 +1,11 @@
-"""Parameterised report runs: papermill on a kernel running as the dossier's identity,
-truthful status, output checks, and a four-eyes release (DESIGN.md, "Report templates").
+"""Parameterised report runs: papermill on a kernel running as the dossier's report identity,
+truthful status, output checks, and a four-eyes release (docs/reports.md).
 
 reports/<id>/<run-id>/ holds the executed notebook, report.html, published/ tables,
-checks.json and provenance.json. The folder and its files belong to root with the dossier's
-group, read-only: the workspace (same identity as the run) can read them but not change them.
+checks.json and provenance.json. While a run is in progress its folder is root's alone
+(papermill writes the notebook there, from this process); the kernel writes only its scratch
+folder (kernelpool.py), from which the published tables are copied through no-follow
+descriptors (safefs.py). A finished run belongs to root with the workspace's group, read-only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,18 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from filelock import FileLock, Timeout
 
 from .audit import AuditLog
 from .directory import read_directory
 from .extracts import current_provenance
 from .home import Home
-from .kernelpool import KernelPool, ReadyKernel, new_staging, start_kernel, stop_kernel
+from .kernelpool import KernelPool, ReadyKernel, new_scratch, start_kernel, stop_kernel
+from .problems import RefusedError
+from .safefs import UnsafeFile, opened_dir, read_regular, write_new
 from .sanitize import clean_report_html
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
-from .unixusers import isolation_enabled, unix_ids
+from .unixusers import identities, isolation_enabled
+from .yamlfile import read_yaml_mapping
 
 NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
 
@@ -92,7 +97,12 @@ def prepare_run(
         raise ReportRefused(
             f"dossier {dossier_id} expired on {entry.expires}: no new runs", reason="conflict"
         )
-    manifest = yaml.safe_load((home.dossiers_dir / f"{dossier_id}.yaml").read_text())
+    try:
+        manifest = read_yaml_mapping(
+            home.dossiers_dir / f"{dossier_id}.yaml", f"dossiers/{dossier_id}.yaml"
+        )
+    except RefusedError as exc:
+        raise ReportRefused(f"{exc} (ask the admin to fix it)", reason="conflict") from None
     allowed = manifest.get("templates") or []
     if template_name not in allowed:
         message = (
@@ -132,7 +142,7 @@ class PendingRun:
     user: str
     provenance: dict[str, Any]
     extracts: dict[str, Any]
-    staging: Path | None = None  # where papermill writes, once the run executes
+    started: bool = False  # papermill writes report.ipynb in the run folder from then on
 
 
 def run_report(
@@ -204,8 +214,7 @@ def execute_run(
     template, values, provenance = pending.template, pending.values, pending.provenance
     generation = pending.extracts.get("generation")
     ready = pool.take(dossier_id, generation) if pool is not None else None
-    staging = ready.staging if ready is not None else new_staging(home, dossier_id)
-    pending.staging = staging
+    scratch = ready.scratch if ready is not None else new_scratch(home, dossier_id)
     limit = timeout or template.timeout_seconds
     # papermill, polars and nbconvert take two seconds to import: do it while the kernel starts
     warm = threading.Thread(target=_import_renderer, daemon=True)
@@ -214,12 +223,14 @@ def execute_run(
         with run_slot(home, dossier_id):
             provenance.update(status="running", started=_now())
             _write_json(folder / "provenance.json", provenance)
+            pending.started = True
             if ready is None:
-                manager = start_kernel(home, dossier_id, staging, warm=False)
-                ready = ReadyKernel(dossier_id, manager, staging, generation)
-            status, error = _execute_on(ready, template, values, limit)
+                manager = start_kernel(home, dossier_id, scratch, warm=False)
+                ready = ReadyKernel(dossier_id, manager, scratch, generation)
+            status, error = _execute_on(ready, template, values, limit, folder)
             provenance["executed"] = _now()  # the kernel is gone: the slot is free again
-        outputs = _collect(staging, folder)
+        outputs = ["report.ipynb"] if (folder / "report.ipynb").exists() else []
+        outputs += _collect(scratch, folder)
         checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
         if status == "succeeded":
             _render_html(folder)
@@ -234,8 +245,8 @@ def execute_run(
     )
     _write_json(folder / "checks.json", checks)
     _write_json(folder / "provenance.json", provenance)
-    _lock_down(folder, dossier_id)
-    shutil.rmtree(staging, ignore_errors=True)
+    _lock_down(home, folder, dossier_id)
+    shutil.rmtree(scratch, ignore_errors=True)  # fd-based: follows no link the kernel made
     AuditLog(home).append(
         "report.finished",
         actor=pending.user,
@@ -252,9 +263,9 @@ def execute_run(
 def progress(pending: PendingRun) -> tuple[int, int] | None:
     """(code cells done, code cells) of a running run, from the notebook papermill saves
     after every cell; None before the first save."""
-    if pending.staging is None:
+    if not pending.started:
         return None
-    output = pending.staging / "output.ipynb"
+    output = pending.folder / "report.ipynb"
     try:
         cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
@@ -302,15 +313,15 @@ def _import_renderer() -> None:
 def _make_dirs(home: Home, dossier_id: str, folder: Path) -> None:
     parent = runs_dir(home, dossier_id)
     parent.mkdir(parents=True, exist_ok=True)
-    folder.mkdir()
-    ids = unix_ids(dossier_id) if isolation_enabled() else None
+    folder.mkdir(mode=0o700)  # root's alone until the run is finished and locked down
+    ids = identities(home, dossier_id) if isolation_enabled() else None
     if ids is not None:
-        os.chown(parent, 0, ids[1])
-        os.chmod(parent, 0o750)  # noqa: S103 - the dossier group reads its runs
+        os.chown(parent, 0, ids.workspace.gid)
+        os.chmod(parent, 0o750)  # noqa: S103 - the workspace's group reads finished runs
 
 
 def _execute_on(
-    ready: ReadyKernel, template: Template, values: dict[str, Any], limit: float
+    ready: ReadyKernel, template: Template, values: dict[str, Any], limit: float, folder: Path
 ) -> tuple[str, str | None]:
     """papermill's API on a started kernel, used once. The template's time limit covers the
     whole run: a watchdog kills the kernel when it is up. The verdict comes from papermill's
@@ -334,7 +345,7 @@ def _execute_on(
     try:
         papermill.execute_notebook(
             str(template.path),
-            str(ready.staging / "output.ipynb"),
+            str(folder / "report.ipynb"),  # root's folder: nothing the kernel can redirect
             parameters=values,
             kernel_name="dossier",
             language="python",  # the Dossier kernel's, whatever the notebook was saved with
@@ -353,20 +364,33 @@ def _execute_on(
         stop_kernel(ready.manager)
 
 
-def _collect(staging: Path, folder: Path) -> list[str]:
-    """Copy what the run made into the run folder (as root); the partial notebook too."""
+PUBLISHED = re.compile(r"[a-z][a-z0-9_]{0,62}(\.parquet|\.contributions\.parquet|\.meta\.json)")
+PUBLISHED_FILES = 300  # publish() writes up to three files a table
+PUBLISHED_BYTES = 64 * 1024 * 1024  # per file; the checks refuse far smaller tables
+
+
+def _collect(scratch: Path, folder: Path) -> list[str]:
+    """Copy the tables publish() wrote from the scratch folder (the report identity's) into
+    the run folder (root's): names as publish() makes them, plain files only, read through
+    descriptors that follow no link. Anything else there fails the run (UnsafeFile)."""
+    if not (scratch / "published").exists() and not (scratch / "published").is_symlink():
+        return []
     copied = []
-    output = staging / "output.ipynb"
-    if output.exists():
-        shutil.copy(output, folder / "report.ipynb")
-        copied.append("report.ipynb")
-    published = staging / "published"
-    if published.exists():
-        (folder / "published").mkdir(exist_ok=True)
-        for path in sorted(published.iterdir()):
-            if path.is_file() and not path.is_symlink():
-                shutil.copy(path, folder / "published" / path.name)
-                copied.append(f"published/{path.name}")
+    destination = folder / "published"
+    destination.mkdir(mode=0o700)
+    with (
+        opened_dir(scratch) as scratch_fd,
+        opened_dir(Path("published"), dir_fd=scratch_fd) as source,
+        opened_dir(destination) as target,
+    ):
+        names = sorted(os.listdir(source))
+        if len(names) > PUBLISHED_FILES:
+            raise UnsafeFile(f"published/ holds {len(names)} files (at most {PUBLISHED_FILES})")
+        for name in names:
+            if not PUBLISHED.fullmatch(name):
+                raise UnsafeFile(f"published/{name}: not a file publish() writes")
+            write_new(target, name, read_regular(source, name, PUBLISHED_BYTES))
+            copied.append(f"published/{name}")
     return copied
 
 
@@ -425,11 +449,12 @@ def _hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
-def _lock_down(folder: Path, dossier_id: str) -> None:
-    ids = unix_ids(dossier_id) if isolation_enabled() else None
+def _lock_down(home: Home, folder: Path, dossier_id: str) -> None:
+    """Root's, readable by the workspace's group. (Only root ever wrote in `folder`.)"""
+    ids = identities(home, dossier_id) if isolation_enabled() else None
     for path in [folder, *folder.rglob("*")]:
         if ids is not None:
-            os.chown(path, 0, ids[1])
+            os.chown(path, 0, ids.workspace.gid, follow_symlinks=False)
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
 
@@ -549,7 +574,7 @@ def release_run(
         "failed_checks": failed,
     }
     _write_json(folder / "release.json", record)
-    _lock_down(folder, dossier_id)
+    _lock_down(home, folder, dossier_id)
     AuditLog(home).append(
         "report.release",
         actor=user,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
 _CONNECTIVES = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Xor)
 _PREDICATES = (
@@ -90,6 +90,9 @@ ALLOWED_FUNCTION_NAMES = sorted(
 )
 
 
+_EXAMPLE_FIX = "write one boolean expression such as birth_year <= 2008."
+
+
 class RowFilterError(ValueError):
     """The filter is not one plain boolean expression over the source's columns."""
 
@@ -101,18 +104,30 @@ class RowFilterError(ValueError):
 def normalize_filter(text: str, columns: Iterable[str]) -> str:
     """Check `text` and return the SQL that will run, with every identifier quoted.
 
-    `columns` are the source's column names; anything else named is refused.
+    `columns` are the source's column names; anything else named is refused. Whatever sqlglot
+    makes of hostile text, the answer is a RowFilterError, never a traceback.
     """
-    known = {c.lower() for c in columns}
-    text = text.strip()
+    try:
+        return _normalize(text.strip(), {c.lower() for c in columns})
+    except RecursionError:  # sqlglot parses and renders recursively
+        raise RowFilterError(
+            "the row filter is nested too deeply.",
+            "write a flatter condition, with fewer parentheses, NOT or CASE inside each other.",
+        ) from None
+    except SqlglotError as exc:  # parse and token errors are worded in _normalize; the rest here
+        raise RowFilterError(
+            f"the row filter cannot be handled as SQL ({exc}).", _EXAMPLE_FIX
+        ) from None
+
+
+def _normalize(text: str, known: set[str]) -> str:
     if not text:
         raise RowFilterError("the row filter is empty.", "remove `where`, or write a condition.")
     try:
         tokens = sqlglot.tokenize(text, read="duckdb")
     except TokenError as exc:
         raise RowFilterError(
-            f"the row filter cannot be read as SQL ({exc}).",
-            "write one boolean expression such as birth_year <= 2008.",
+            f"the row filter cannot be read as SQL ({exc}).", _EXAMPLE_FIX
         ) from None
     if any(tok.comments for tok in tokens):
         raise RowFilterError("the row filter contains a comment.", "remove the comment.")
@@ -125,10 +140,7 @@ def normalize_filter(text: str, columns: Iterable[str]) -> str:
         parsed = sqlglot.parse(text, read="duckdb")
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
-        raise RowFilterError(
-            f"the row filter is not valid SQL ({first}).",
-            "write one boolean expression such as birth_year <= 2008.",
-        ) from None
+        raise RowFilterError(f"the row filter is not valid SQL ({first}).", _EXAMPLE_FIX) from None
     if len(parsed) != 1 or parsed[0] is None:
         raise RowFilterError(
             "the row filter must be exactly one expression.", "write one boolean expression."
@@ -146,7 +158,8 @@ def normalize_filter(text: str, columns: Iterable[str]) -> str:
             "the row filter is not a condition (true or false per row).",
             "compare a column with a value, such as birth_year <= 2008.",
         )
-    return tree.sql(dialect="duckdb", identify=True)
+    # what DuckDB cannot be given faithfully is refused (UnsupportedError), not approximated
+    return tree.sql(dialect="duckdb", identify=True, unsupported_level=ErrorLevel.RAISE)
 
 
 def _check_node(node: exp.Expression, known: set[str]) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import sandbox
 from .audit import AuditLog
 from .directory import read_directory
 from .home import Home
@@ -27,7 +28,7 @@ from .hubapi import HubAPI, HubUnavailable, serve_state_path
 from .hubconfig import ports
 from .provision import sync_hub
 from .settings import Settings
-from .unixusers import ensure_unix_user, isolation_enabled, secure_extracts, secure_home
+from .unixusers import IdentityClash, isolation_enabled, prepare_dossier, secure_home
 
 Say = Callable[[str], None]
 
@@ -94,13 +95,23 @@ class Supervisor:
         if isolation_enabled():
             secure_home(home)
             for entry in read_directory(home):
-                ids = ensure_unix_user(home, entry.id)
-                secure_extracts(home.extract_dir(entry.id), ids[1])
+                try:
+                    prepare_dossier(home, entry.id)
+                except IdentityClash as exc:
+                    raise ServeError(str(exc)) from None
         else:
             self.say(
                 "WARNING: workspace isolation is off: dossierhub serve is not running as "
                 "root, so every workspace runs as this user and can read all of "
                 f"{home.root}. Run it as root on a server."
+            )
+        why = sandbox.unavailable(self.settings)
+        if isolation_enabled() and why is not None:
+            self.say(
+                f"WARNING: workspaces and report kernels run without a sandbox ({why}): "
+                "each still runs as its own Unix user, but sees the whole file system that "
+                "user may read, and a process it starts can outlive it. Install bubblewrap "
+                "and tini (./install.sh does, as root)."
             )
 
     def start_proxy(self) -> None:
@@ -126,6 +137,7 @@ class Supervisor:
                 "warn",
             ],
             env=env,
+            cwd=self.home.hub_dir,
             start_new_session=True,
         )
 
@@ -134,6 +146,7 @@ class Supervisor:
         self.service = subprocess.Popen(
             [
                 sys.executable,
+                "-I",  # no import path from the caller's working folder or PYTHON* variables
                 "-m",
                 "dossierhub.web",
                 "--home",
@@ -141,6 +154,7 @@ class Supervisor:
                 "--hub-api",
                 self.hub_api_url,
             ],
+            cwd=self.home.hub_dir,
             start_new_session=True,
         )
 

@@ -52,10 +52,22 @@ class ReportSettings(Strict):
     prestart_kernels: int = Field(default=1, ge=0, le=8)
 
 
+class IsolationSettings(Strict):
+    """How workspaces and report kernels are kept apart (run as root)."""
+
+    # Unix identities are `<prefix>-<id>` (workspace) and `<prefix>r-<id>` (report runs): two
+    # installations on one machine need two prefixes, since a name belongs to one HOME
+    prefix: str = Field(default="dh", pattern=r"^[a-z][a-z0-9]{1,5}$")
+    # "auto": bubblewrap sandboxes when it works here (said once at start when it does not);
+    # "off": Unix identities only
+    sandbox: Literal["auto", "off"] = "auto"
+
+
 class Settings(Strict):
     hub: HubSettings = Field(default_factory=HubSettings)
     workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    isolation: IsolationSettings = Field(default_factory=IsolationSettings)
 
 
 def load_settings(home: Home) -> Settings:

@@ -1,31 +1,38 @@
-"""DossierSpawner: one JupyterLab per dossier, run as the dossier's own Unix identity.
+"""DossierSpawner: one JupyterLab per dossier, run as the dossier's own Unix identity, in a
+bubblewrap sandbox when the machine has one (sandbox.py).
 
 The hub user `dossier-<id>` is the workspace; people reach it through their dossier role.
-Nobody has a personal server.
+Nobody has a personal server. What the workspace prints goes to logs/<id>/workspace.log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
-import yaml
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Integer, Unicode
 
+from . import sandbox
 from .audit import AuditLog
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
+from .logs import open_log
+from .problems import RefusedError
+from .settings import load_settings
 from .unixusers import (
-    ensure_unix_user,
+    DossierIdentities,
+    IdentityClash,
     ensure_workspace_dir,
     isolation_enabled,
-    preexec_as_dossier,
-    secure_extracts,
-    unix_name,
+    preexec_as,
+    prepare_dossier,
 )
+from .yamlfile import read_yaml_mapping
 
 
 class DossierSpawner(LocalProcessSpawner):
@@ -63,10 +70,12 @@ class DossierSpawner(LocalProcessSpawner):
 
     def _manifest(self) -> dict:
         path = self.home.dossiers_dir / f"{self.dossier_id}.yaml"
+        if not path.exists():
+            raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.")
         try:
-            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError:
-            raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.") from None
+            return read_yaml_mapping(path, f"dossiers/{self.dossier_id}.yaml")
+        except RefusedError as exc:
+            raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
 
     async def start(self):  # type: ignore[no-untyped-def]
         manifest = self._manifest()
@@ -86,10 +95,12 @@ class DossierSpawner(LocalProcessSpawner):
                 f"Dossier {self.dossier_id} has no data yet: ask the admin to run "
                 "`dossierhub apply`.",
             )
-        ids = ensure_unix_user(self.home, self.dossier_id) if isolation_enabled() else None
+        try:
+            ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
+        except IdentityClash as exc:
+            raise web.HTTPError(409, str(exc)) from None
+        self._ids = ids
         workdir = ensure_workspace_dir(self.home, self.dossier_id, ids)
-        if ids is not None:
-            secure_extracts(self.home.extract_dir(self.dossier_id), ids[1])
         self.notebook_dir = str(workdir)
         limits = manifest.get("limits") or {}
         self._dossier_env = {
@@ -98,15 +109,68 @@ class DossierSpawner(LocalProcessSpawner):
             "DOSSIER_DUCKDB_MEMORY_LIMIT": str(limits.get("memory") or self.duckdb_memory_limit),
             "DOSSIER_DUCKDB_THREADS": str(limits.get("threads") or self.duckdb_threads),
         }
+        program = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+        self._sandboxed = ids is not None and sandbox.unavailable(load_settings(self.home)) is None
+        info_read, info_write = os.pipe() if self._sandboxed else (None, None)
+        if ids is not None and info_write is not None:
+            self.cmd = [
+                *sandbox.prefix(
+                    ids.workspace,
+                    ro=[
+                        *sandbox.environment_paths(self.workspace_python),
+                        self.home.extract_dir(self.dossier_id),
+                    ],
+                    rw=[workdir],
+                    chdir=workdir,
+                    network=True,  # the hub's API and the proxy reach it on 127.0.0.1
+                    init=True,
+                    info_fd=info_write,
+                    hostname=f"dossier-{self.dossier_id}",
+                ),
+                *program,
+            ]
+        else:
+            self.cmd = program
+        log = open_log(self.home, self.dossier_id, "workspace")
         # a new dict: the configured one is shared by every spawner
-        self.popen_kwargs = {**self.popen_kwargs, "cwd": str(workdir)}
-        bin_dir = Path(self.workspace_python).parent
-        self.cmd = [str(bin_dir / "jupyterhub-singleuser")]
-        started = await super().start()
+        self.popen_kwargs = {
+            **self.popen_kwargs,
+            "cwd": "/" if self._sandboxed else str(workdir),
+            "stdout": log,
+            "stderr": log,
+            "pass_fds": (info_write,) if info_write is not None else (),
+        }
+        try:
+            started = await super().start()
+        finally:
+            os.close(log)
+            if info_write is not None:
+                os.close(info_write)
+        if info_read is not None:
+            # stop, cull and a restarted hub signal tini, the sandbox's first process
+            self.pid = await self._sandbox_pid(info_read)
         AuditLog(self.home).append(
             "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
         )
         return started
+
+    async def _sandbox_pid(self, info: int) -> int:
+        """The PID (outside) of the sandbox's first process, which bubblewrap writes to its
+        --info-fd once the sandbox is made; nothing there means it failed to make it."""
+        try:
+            data = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, os.read, info, 65536), 60
+            )
+        finally:
+            os.close(info)
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPError(
+                500,
+                f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
+                f"reason is in logs/{self.dossier_id}/workspace.log.",
+            ) from None
 
     def _requested_by(self) -> str:
         """The person whose request started the workspace (the hub sets `handler` on a
@@ -127,14 +191,16 @@ class DossierSpawner(LocalProcessSpawner):
     def make_preexec_fn(self, name: str):  # type: ignore[no-untyped-def]
         """Become the dossier's identity and start in its workspace folder.
 
-        Not JupyterHub's set_user_setuid: that starts in the account's home directory, and a
-        `dh-<id>` account may predate this installation's HOME.
+        Not JupyterHub's set_user_setuid: that starts in the account's home directory. Only
+        used without a sandbox.
         """
-        if not isolation_enabled():
+        if self._ids is None or self._sandboxed:  # setpriv drops to it inside the sandbox
             return None
-        return preexec_as_dossier(self.dossier_id, self.home.workspaces_dir / self.dossier_id)
+        return preexec_as(self._ids.workspace, self.home.workspaces_dir / self.dossier_id)
 
     _dossier_env: dict[str, str] | None = None
+    _ids: DossierIdentities | None = None
+    _sandboxed = False
 
     def get_env(self) -> dict:
         env = super().get_env()
@@ -143,9 +209,7 @@ class DossierSpawner(LocalProcessSpawner):
 
     def user_env(self, env: dict) -> dict:
         workdir = str(self.home.workspaces_dir / self.dossier_id)
-        env["USER"] = (
-            unix_name(self.dossier_id) if isolation_enabled() else os.environ.get("USER", "")
-        )
+        env["USER"] = self._ids.workspace.name if self._ids else os.environ.get("USER", "")
         env["HOME"] = workdir
         env["SHELL"] = "/bin/bash"
         env["PATH"] = f"{Path(self.workspace_python).parent}:/usr/local/bin:/usr/bin:/bin"

@@ -11,6 +11,23 @@ from .problems import Problem, RefusedError
 
 Loc = tuple[str | int, ...]
 
+MAX_BYTES = 1024 * 1024
+"""Manifests, catalog and settings are a few kilobytes; anything past this is a mistake or an
+attack, and is refused before it is parsed."""
+
+MAX_DEPTH = 64
+"""Nesting deeper than this is refused: PyYAML composes recursively, so a file of a few thousand
+'[' would end in a RecursionError instead of a refusal."""
+
+_OPENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_SHARING = {yaml.AnchorToken: "an anchor (&name)", yaml.AliasToken: "an alias (*name)"}
+
 
 class LocatedYaml:
     """A parsed YAML document plus the 1-based line of every key and list item in it."""
@@ -51,43 +68,22 @@ def format_loc(loc: Loc) -> str:
 
 
 def load_yaml(path: Path, display: str) -> LocatedYaml:
-    """Parse one YAML file; malformed YAML and duplicate keys are refused with their line."""
+    """Parse one YAML file; malformed YAML, duplicate keys, anchors and aliases, oversized and
+    too deeply nested files are refused with their line."""
+    text = _read_text(path, display)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RefusedError(
-            [
-                Problem(
-                    display,
-                    "",
-                    f"cannot be read ({exc.__class__.__name__}).",
-                    "make it a readable UTF-8 text file.",
-                )
-            ]
-        ) from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        _check_tokens(text, display)
+        node, data = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        reason = exc.problem or exc.context or "malformed YAML"
-        raise RefusedError(
-            [
-                Problem(
-                    display,
-                    "",
-                    f"is not valid YAML: {reason}.",
-                    "correct the YAML syntax (indentation, quotes, colons).",
-                    line,
-                )
-            ]
+        raise _refused(
+            display,
+            f"is not valid YAML: {exc.problem or exc.context or 'malformed YAML'}.",
+            "correct the YAML syntax (indentation, quotes, colons).",
+            mark.line + 1 if mark is not None else None,
         ) from None
     except yaml.YAMLError as exc:
-        raise RefusedError([Problem(display, "", f"is not valid YAML: {exc}.", "")]) from None
-    finally:
-        loader.dispose()
+        raise _refused(display, f"is not valid YAML: {exc}.", "") from None
     lines: dict[Loc, int] = {}
     duplicates: list[Problem] = []
     if node is not None:
@@ -95,6 +91,80 @@ def load_yaml(path: Path, display: str) -> LocatedYaml:
     if duplicates:
         raise RefusedError(duplicates)
     return LocatedYaml(data, lines, display)
+
+
+def read_yaml_mapping(path: Path, display: str) -> dict[str, Any]:
+    """The plain data of a YAML file that holds a mapping (an empty file is an empty one), with
+    every refusal of load_yaml: for readers that need no line numbers, instead of
+    `yaml.safe_load`, which reads a file of any size and returns an alias bomb's shared lists
+    for the next loop or dump to expand."""
+    data = load_yaml(path, display).data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _refused(display, "must be a mapping of keys.", "write `key: value` lines.", 1)
+    return data
+
+
+def _refused(display: str, message: str, fix: str, line: int | None = None) -> RefusedError:
+    return RefusedError([Problem(display, "", message, fix, line)])
+
+
+def _read_text(path: Path, display: str) -> str:
+    """At most MAX_BYTES + 1 bytes are read, so a huge file (or /dev/zero) costs nothing."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise _refused(
+                display,
+                f"is larger than {MAX_BYTES // (1024 * 1024)} MiB.",
+                "keep the file to what it describes; none needs to be this large.",
+            )
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _refused(
+            display,
+            f"cannot be read ({exc.__class__.__name__}).",
+            "make it a readable UTF-8 text file.",
+        ) from None
+
+
+def _check_tokens(text: str, display: str) -> None:
+    """Refuse anchors, aliases and deep nesting from the token stream, before anything is
+    composed: a few hundred bytes of aliases expand to billions of values ("billion laughs")
+    once walked or validated."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        line = token.start_mark.line + 1
+        shared = _SHARING.get(type(token))
+        if shared is not None:
+            raise _refused(
+                display,
+                f"uses {shared}.",
+                "write the value out in full; anchors and aliases are not accepted.",
+                line,
+            )
+        if isinstance(token, _OPENS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _refused(
+                    display,
+                    f"is nested more than {MAX_DEPTH} levels deep.",
+                    "flatten it; no manifest, catalog or setting needs this depth.",
+                    line,
+                )
+        elif isinstance(token, _CLOSES):
+            depth -= 1
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
 
 
 def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], dups: list[Problem], display: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,8 @@ def hub() -> Iterator[Hub]:
             {
                 "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
+                # Unix users of its own, so a dossierhub installed on this machine keeps its own
+                "isolation": {"prefix": "dht"},
             }
         )
     )
@@ -74,8 +77,20 @@ def hub() -> Iterator[Hub]:
     finally:  # whatever failed above, the hub and its proxy and service go
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
+        release_identities(home)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
+
+
+def release_identities(home: Home) -> None:
+    """Remove the Unix users this HOME made, so the next test session's HOME may use the
+    names (a kept HOME would otherwise own them: serve refuses to share a name)."""
+    names = [e.pw_name for e in pwd.getpwall() if e.pw_dir.startswith(f"{home.root}/")]
+    for name in names:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    for name in names:  # a group outlives its user while another user is a member
+        subprocess.run(["groupdel", name], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from dossierhub.audit import AuditLog
 from dossierhub.kernelpool import KernelPool
 from dossierhub.reports import run_report
+from dossierhub.unixusers import report_name, workspace_name
 
 from e2e_hub import DOSSIERHUB, Hub
 
@@ -171,7 +172,7 @@ def test_successful_run_with_parameters(reports: Hub) -> None:
     assert "db.sql(" not in html  # code hidden
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", html)  # no CDN
     # the workspace identity reads the run but cannot change it
-    as_dossier = ["runuser", "-u", "dh-armoede", "--"]
+    as_dossier = ["runuser", "-u", workspace_name(reports.home, "armoede"), "--"]
     assert (
         subprocess.run(
             [*as_dossier, "cat", str(folder / "report.html")], capture_output=True, check=False
@@ -454,7 +455,7 @@ def test_concurrent_runs_across_dossiers_lose_nothing(reports: Hub) -> None:
         assert reports.apply().returncode == 0
 
 
-def test_kernels_started_ahead_of_time_run_once_as_the_dossier(reports: Hub) -> None:
+def test_kernels_started_ahead_of_time_run_once_as_the_report_identity(reports: Hub) -> None:
     pool = KernelPool(reports.home, per_dossier=1)
     try:
         pool.fill("armoede")
@@ -466,7 +467,7 @@ def test_kernels_started_ahead_of_time_run_once_as_the_dossier(reports: Hub) -> 
         )
         raw = reports.home.root / "raw" / "residents.parquet"
         rows = duckdb.execute(f"SELECT count(*) FROM '{raw}'").fetchall()[0][0]
-        assert "as dh-armoede" in text and f"rows {rows}" in text
+        assert f"as {report_name(reports.home, 'armoede')}" in text and f"rows {rows}" in text
         pool.fill("armoede")
         crashed = run_report(reports.home, "armoede", "crash", "b.devries", {}, pool=pool)
         assert crashed.status == "failed"
@@ -483,7 +484,7 @@ def test_a_kernel_started_over_older_extracts_is_never_used(reports: Hub) -> Non
         (kernel,) = pool._ready["armoede"]
         assert kernel.manager.is_alive()
         assert pool.take("armoede", generation="a-rebuilt-generation") is None
-        assert not kernel.manager.is_alive() and not kernel.staging.exists()
+        assert not kernel.manager.is_alive() and not kernel.scratch.exists()
         pool.fill("armoede")
         (kernel,) = pool._ready["armoede"]
         pool.prune({})  # the dossier is gone (or expired): its kernels go too

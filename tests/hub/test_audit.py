@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, run_cli_process
 
 
 @pytest.fixture
@@ -50,6 +54,24 @@ def test_records_say_who_did_what(logged_home: Path) -> None:
     assert "dossiers/broken.yaml" in refused
 
 
+def os_login() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_records_say_through_which_channel_and_os_user(
+    logged_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert run_cli_process(logged_home, "init").returncode == 0
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert run_cli_process(logged_home, "init").returncode == 0
+    records = [json.loads(line) for line in lines(logged_home)]
+    assert {r["channel"] for r in records} == {"cli"}
+    assert records[-2]["os_user"] == os_login()
+    assert records[-1]["os_user"] == f"{os_login()} (sudo: alice)"
+    assert records[-1]["actor"] == "alice"  # what `actor` means is unchanged
+
+
 def test_untouched_log_verifies(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 0
@@ -63,6 +85,22 @@ def edit_record(home: Path) -> int:
     old[2] = json.dumps(record, sort_keys=True)
     write(home, old)
     return 3
+
+
+def edit_channel(home: Path) -> int:
+    old = lines(home)
+    old[-1] = old[-1].replace('"channel": "cli"', '"channel": "service"')
+    write(home, old)
+    return len(old)
+
+
+def edit_os_user(home: Path) -> int:
+    old = lines(home)
+    record = json.loads(old[1])
+    record["os_user"] = "alice"
+    old[1] = json.dumps(record, sort_keys=True, ensure_ascii=False)
+    write(home, old)
+    return 2
 
 
 def edit_last(home: Path) -> int:
@@ -107,7 +145,18 @@ def garbage_line(home: Path) -> int:
 
 
 @pytest.mark.parametrize(
-    "tamper", [edit_record, edit_last, delete_record, reorder, truncate, forge_head, garbage_line]
+    "tamper",
+    [
+        edit_record,
+        edit_channel,
+        edit_os_user,
+        edit_last,
+        delete_record,
+        reorder,
+        truncate,
+        forge_head,
+        garbage_line,
+    ],
 )
 def test_tampering_is_caught(logged_home: Path, tamper: Callable[[Path], int]) -> None:
     first_bad = tamper(logged_home)
@@ -140,3 +189,34 @@ def test_appended_forgery_is_caught(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 1
     assert f"broken at record {len(old) + 1}" in result.stderr
+
+
+def as_written_before_channels(home: Path) -> None:
+    """Rewrite the log as an older dossierhub wrote it: no channel or os_user, chained and
+    authenticated all the same."""
+    master = bytes.fromhex((home / "secrets" / "master.key").read_text().strip())
+    key = hmac.new(master, b"dossierhub audit head", hashlib.sha256).digest()
+    prev, old = "0" * 64, []
+    for line in lines(home):
+        record = json.loads(line)
+        for field in ("channel", "os_user", "mac"):
+            record.pop(field)
+        record["prev"] = prev
+        body = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+        record["mac"] = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+        old.append(json.dumps(record, sort_keys=True, ensure_ascii=False, default=str))
+        prev = hashlib.sha256(old[-1].encode()).hexdigest()
+    write(home, old)
+    head = {"seq": len(old), "hash": prev}
+    head["mac"] = hmac.new(key, f"{len(old)}:{prev}".encode(), hashlib.sha256).hexdigest()
+    (home / "audit" / "head.json").write_text(json.dumps(head))
+
+
+def test_records_from_before_channels_still_verify(logged_home: Path) -> None:
+    as_written_before_channels(logged_home)
+    assert "channel" not in lines(logged_home)[0]
+    assert run_cli(logged_home, "audit", "verify").exit_code == 0
+    assert run_cli(logged_home, "init").exit_code == 0
+    result = run_cli(logged_home, "audit", "verify")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(lines(logged_home)[-1])["channel"] == "cli"

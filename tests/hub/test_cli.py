@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pwd
 import re
 import stat
 import subprocess
 from pathlib import Path
 
 import click
+import pytest
 
 from dossierhub.cli import main
 
@@ -114,3 +118,52 @@ def test_every_setting_is_documented() -> None:
 
     for key in {*keys(Settings), *keys(OAuthSettings)}:
         assert f"{key}:" in example, f"setting `{key}` is not in README.md's settings.yaml"
+
+
+def finished_run(home: Path, dossier_id: str, user: str) -> str:
+    """A succeeded run of `user`, as `report run` leaves it (a real run needs a kernel as the
+    dossier's identity: tests/e2e/test_reports.py)."""
+    run_id = "20260101T000000-abcdef"
+    folder = home / "reports" / dossier_id / run_id
+    folder.mkdir(parents=True)
+    (folder / "report.ipynb").write_text('{"cells": []}')
+    outputs = {"report.ipynb": hashlib.sha256((folder / "report.ipynb").read_bytes()).hexdigest()}
+    provenance = {
+        "run_id": run_id,
+        "dossier": dossier_id,
+        "template": "district_profile",
+        "user": user,
+        "status": "succeeded",
+        "error": None,
+        "outputs": outputs,
+        "checks_passed": True,
+    }
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    (folder / "checks.json").write_text("[]")
+    return run_id
+
+
+def test_release_from_the_command_line_says_so_in_the_audit_log(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--user NAME` is NAME's release, recorded with the channel and who ran the command."""
+    assert run_cli(home, "apply").exit_code == 0
+    run_id = finished_run(home, "armoede", "a.jansen")
+    monkeypatch.setenv("SUDO_USER", "alice")
+    refused = run_cli_process(home, "report", "release", "armoede", run_id, "--user", "b.devries")
+    assert refused.returncode == 1 and "only leads release" in refused.stderr
+    result = run_cli_process(home, "report", "release", "armoede", run_id, "--user", "e.mulder")
+    assert result.returncode == 0, result.stderr
+    log = (home / "audit" / "audit.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in log[-2:]]
+    login = pwd.getpwuid(os.geteuid()).pw_name
+    for record, action, actor in zip(
+        records,
+        ("report.release.refused", "report.release"),
+        ("b.devries", "e.mulder"),
+        strict=True,
+    ):
+        assert record["action"] == action and record["actor"] == actor
+        assert record["channel"] == "cli"
+        assert record["os_user"] == f"{login} (sudo: alice)"
+    assert run_cli(home, "audit", "verify").exit_code == 0

@@ -45,6 +45,14 @@ def test_plain_conditions_are_normalised(text: str, expected: str) -> None:
         ("", "empty"),
         ("amount >", "not valid SQL"),
         ("count(*) > 1", "not allowed"),
+        ('"unterminated', "cannot be read as SQL"),
+        ("amount = 'unterminated", "cannot be read as SQL"),
+        ("amount > 1 /* unterminated", "cannot be read as SQL"),
+        ("amount = $$unterminated", "cannot be read as SQL"),
+        ("(" * 400 + "amount > 1" + ")" * 400, "nested too deeply"),
+        ("NOT " * 2000 + "amount > 1", "nested too deeply"),
+        ("CASE " * 2000, "nested too deeply"),
+        ("lower(" * 500 + "district" + ")" * 500 + " = 'a'", "nested too deeply"),
     ],
 )
 def test_everything_else_is_refused(text: str, reason: str) -> None:

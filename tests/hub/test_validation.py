@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
         ["sources.residents", "written twice"],
     ),
     "bad view name": (
-        manifest_edit(lambda d: d["sources"].update({"two words": dict(view(d))})),
+        manifest_edit(lambda d: d["sources"].update({"two words": copy.deepcopy(view(d))})),
         ["sources.two words", "'two words' is not a valid name"],
     ),
     "unknown source": (
@@ -96,6 +97,18 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
     "unknown member role": (
         manifest_edit(lambda d: d["members"].update(boss=["x.y"])),
         ["members.boss", "unknown key 'boss'", "allowed here: lead, analyst, viewer"],
+    ),
+    "person with a trailing newline": (
+        manifest_edit(lambda d: d["members"]["analyst"].append("x.y\n")),
+        ["members.analyst[2]", "'x.y\\n' is not a valid login name"],
+    ),
+    "view name with a trailing newline": (
+        manifest_edit(lambda d: d["sources"].update({"extra\n": copy.deepcopy(view(d))})),
+        ["sources.extra\\n", "'extra\\n' is not a valid name"],
+    ),
+    "workspace account as a lead": (
+        manifest_edit(lambda d: d["members"]["lead"].append("dossier-armoede")),
+        ["members.lead[2]", "'dossier-armoede' is a workspace account", "Fix: name people"],
     ),
     "person in two roles": (
         manifest_edit(lambda d: d["members"]["viewer"].append("b.devries")),
@@ -144,6 +157,10 @@ CASES: dict[str, tuple[Edit, list[str]]] = {
     "no lead": (
         manifest_edit(lambda d: d["members"].update(lead=[])),
         ["members.lead", "no lead"],
+    ),
+    "anchor in a manifest": (
+        text_edit("dossiers/armoede.yaml", "lead: [a.jansen", "lead: &leads [a.jansen"),
+        ["dossiers/armoede.yaml, line 7: uses an anchor (&name).", "anchors and aliases are not"],
     ),
     "catalog unknown kind": (
         text_edit("catalog.yaml", "bsn: {kind: identifier,", "bsn: {kind: secret,"),
@@ -250,3 +267,73 @@ def test_undeclared_personal_data_is_warned_not_refused(home: Path) -> None:
     assert "'score'" not in joined and "'ref'" not in joined
     assert "sources.signals.columns[1]" in joined
     assert run_cli(home, "apply", "armoede").exit_code == 0
+
+
+def test_python_patterns_match_whole_names() -> None:
+    """Python's `$` matches before a final newline; ids are matched whole."""
+    from dossierhub.models import DOSSIER_ID
+
+    assert DOSSIER_ID.fullmatch("armoede")
+    for bad in ("armoede\n", "armoede\nx", "\narmoede", "armoede "):
+        assert DOSSIER_ID.fullmatch(bad) is None and DOSSIER_ID.match(bad) is None, repr(bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["members"]["lead"].append("e.mulder\n"), "members.lead.2"),
+        (lambda d: d["sources"].update({"residents\n": d["sources"].pop("residents")}), "sources"),
+        (lambda d: d["sources"]["residents"]["columns"].append("bsn\n"), "columns"),
+        (lambda d: d["templates"].append("district_profile\n"), "templates.2"),
+        (lambda d: d.update(limits={"memory": "4GB\n"}), "limits.memory"),
+    ],
+)
+def test_pydantic_patterns_refuse_a_trailing_newline(
+    home: Path, change: Callable[[dict], object], field: str
+) -> None:
+    """pydantic-core's Rust regex ends `$` at the end of the text; this keeps it so."""
+    from pydantic import ValidationError
+
+    from dossierhub.models import Dossier
+
+    data = read_yaml(home / "dossiers" / "armoede.yaml")
+    Dossier.model_validate(data)
+    change(data)
+    with pytest.raises(ValidationError) as caught:
+        Dossier.model_validate(data)
+    assert any(field in ".".join(map(str, e["loc"])) for e in caught.value.errors())
+
+
+def test_settings_refuse_anchors_too(home: Path) -> None:
+    from dossierhub.home import Home
+    from dossierhub.problems import RefusedError
+    from dossierhub.settings import load_settings
+
+    (home / "settings.yaml").write_text("hub: &hub {port: 8000}\nworkspaces: *hub\n")
+    with pytest.raises(RefusedError) as caught:
+        load_settings(Home(home))
+    assert str(caught.value) == (
+        "settings.yaml, line 1: uses an anchor (&name). Fix: write the value out in full; "
+        "anchors and aliases are not accepted."
+    )
+
+
+def test_read_yaml_mapping_gives_plain_data_or_refuses(tmp_path: Path) -> None:
+    from dossierhub.problems import RefusedError
+    from dossierhub.yamlfile import read_yaml_mapping
+
+    path = tmp_path / "x.yaml"
+    path.write_text("id: armoede\nexpires: 2027-06-30\nmembers: {lead: [a.jansen]}\n")
+    data = read_yaml_mapping(path, "dossiers/x.yaml")
+    assert data["members"] == {"lead": ["a.jansen"]} and str(data["expires"]) == "2027-06-30"
+    path.write_text("")
+    assert read_yaml_mapping(path, "dossiers/x.yaml") == {}
+    for text, message in (
+        ("- a\n", "dossiers/x.yaml, line 1: must be a mapping of keys."),
+        ("a: &x 1\nb: *x\n", "dossiers/x.yaml, line 1: uses an anchor (&name)."),
+        ("a: 1\na: 2\n", "dossiers/x.yaml, line 2, a: the key 'a' is written twice."),
+    ):
+        path.write_text(text)
+        with pytest.raises(RefusedError) as caught:
+            read_yaml_mapping(path, "dossiers/x.yaml")
+        assert str(caught.value).startswith(message), str(caught.value)

@@ -23,6 +23,7 @@ from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
+from ..audit import set_channel
 from ..home import Home
 from ..hubconfig import SERVICE, ports
 from ..settings import load_settings
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", required=True)
     parser.add_argument("--hub-api", required=True, help="the hub's REST API URL")
     args = parser.parse_args(argv)
+    set_channel("service")
     logging.basicConfig(level=logging.INFO, format="[dossierhub-web %(levelname)s] %(message)s")
     home = Home.from_option(args.home)
     asyncio.run(_serve(home, service_port(home), args.hub_api))

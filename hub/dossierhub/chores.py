@@ -1,0 +1,67 @@
+"""Chores in a workspace folder, done AS the workspace's identity (`python -I -m
+dossierhub.chores CHORE FOLDER`, started by provision.run_chore in the workspace's sandbox
+without network, or dropped to its identity where there is no sandbox).
+
+Root never writes, reads or chowns a path in a folder the workspace can write: a link or a
+name planted there could point anywhere. Done as the workspace, a planted link reaches only
+what the workspace itself may reach.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+NOTICE = "WORKSPACE-NOTICE.md"
+
+
+def write_notice(folder: Path, text: str) -> None:
+    tmp = folder / f".{NOTICE}.writing"
+    tmp.unlink(missing_ok=True)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / NOTICE)
+
+
+def clear_outputs(folder: Path) -> int:
+    """Outputs may hold data; an expired dossier keeps its notebooks' code and text only."""
+    import nbformat
+
+    cleared = 0
+    for path in sorted(folder.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            path.unlink()
+            continue
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except (OSError, ValueError):
+            continue
+        changed = False
+        for cell in notebook.cells:
+            if cell.cell_type == "code" and (cell.outputs or cell.execution_count):
+                cell.outputs, cell.execution_count, changed = [], None, True
+        if changed:
+            mode = path.stat().st_mode & 0o777
+            tmp = path.with_name(f".{path.name}.clearing")
+            tmp.unlink(missing_ok=True)
+            nbformat.write(notebook, tmp)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)  # never a torn notebook, even for a reader right now
+            cleared += 1
+    return cleared
+
+
+def main(argv: list[str]) -> int:
+    chore, folder = argv[0], Path(argv[1])
+    if chore == "notice":
+        write_notice(folder, sys.stdin.read())
+    elif chore == "clear-outputs":
+        print(clear_outputs(folder))
+    else:
+        print(f"unknown chore {chore!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
