@@ -20,6 +20,13 @@ if ! python3 -m uv --version 2>/dev/null | grep -q "$uv_version"; then
     python3 -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
 fi
 
+# bubblewrap and tini sandbox workspaces and report kernels (docs/security.md); only root
+# runs them, so only root installs them (serve says so once when they are missing)
+if [[ $(id -u) == 0 ]] && ! { command -v bwrap && command -v tini; } >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap tini >/dev/null
+fi
+
 groups=(--no-dev --no-editable)
 if [[ ${1:-} == --dev ]]; then
     groups=()  # editable, so tests and benchmarks run the working tree
