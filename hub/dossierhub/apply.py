@@ -22,7 +22,7 @@ from .policy import Installation, load_installation
 from .problems import Problem, RefusedError
 from .provision import clear_outputs, request_hub_restart, sync_hub
 from .pseudonym import read_master_key
-from .unixusers import identities, isolation_enabled, secure_extracts, secure_home
+from .unixusers import clash, identities, isolation_enabled, secure_extracts, secure_home
 
 
 @dataclass
@@ -63,7 +63,7 @@ def apply(
         audit.append("apply.refused", dossiers=ids or "all", problems=[str(p) for p in problems])
         raise RefusedError(problems)
     master_key = read_master_key(home.master_key_file)
-    report = ApplyReport(warnings=inst.problems.warnings)
+    report = ApplyReport(warnings=[*inst.problems.warnings, *_identity_clashes(inst)])
     selected = ids or sorted(inst.dossiers)
     for dossier_id in selected:
         report.results.append(_apply_one(inst, dossier_id, master_key, progress, force, today))
@@ -86,6 +86,19 @@ def apply(
         hub=report.hub_changes,
     )
     return report
+
+
+def _identity_clashes(inst: Installation) -> list[Problem]:
+    """Run as root: Unix names that another live installation owns. The extracts are built,
+    but serve and the dossier's workspace and runs refuse to start until the name is free or
+    this installation has its own isolation.prefix."""
+    if not isolation_enabled():
+        return []
+    return [
+        Problem(f"dossiers/{i}.yaml", "id", why, severity="warning")
+        for i in sorted(inst.dossiers)
+        if (why := clash(inst.home, i))
+    ]
 
 
 def _secure(inst: Installation, results: list[DossierResult]) -> None:

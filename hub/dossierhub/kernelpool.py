@@ -94,7 +94,7 @@ def new_scratch(home: Home, dossier_id: str) -> Path:
     written (then the report identity's, mode 0700)."""
     ids = prepare_dossier(home, dossier_id) if isolation_enabled() else None
     parent = ensure_scratch_parent(home, dossier_id, ids)
-    scratch = parent / secrets.token_hex(6)
+    scratch = parent / secrets.token_hex(4)
     scratch.mkdir(mode=0o700)
     return scratch
 
@@ -115,21 +115,27 @@ def start_kernel(
     km = DossierKernelManager(kernel_name="dossier", identity=identity, workspace_python=python)
     km.connection_file = str(scratch / "kernel.json")
     # Unix sockets in the run's own folder, not TCP ports: many runs starting at once cannot
-    # race for the same port, no other local user can reach the kernel, and the sandbox can
-    # do without a network. (A HOME so deep that the socket path would pass the 107-byte
-    # limit of Unix sockets keeps TCP, and the network.)
+    # race for the same port, no other local process can reach the kernel (on TCP anyone may
+    # subscribe to its output), and the sandbox can do without a network. Without a sandbox,
+    # a HOME so deep that the socket path would pass the 107-byte limit keeps TCP.
+    sandboxed = identity is not None and sandbox.unavailable(settings) is None
     sockets = str(scratch / "kernel")
     if len(sockets.encode()) + len("-65535") <= IPC_PATH_LIMIT:
         km.transport = "ipc"
         km.ip = sockets
+    elif sandboxed:
+        raise RuntimeError(
+            f"HOME is too deep for a report kernel's sockets ({sockets} is over "
+            f"{IPC_PATH_LIMIT - 6} bytes): move HOME to a shorter path"
+        )
     preexec = None
-    if identity is not None and sandbox.unavailable(settings) is None:
+    if identity is not None and sandboxed:
         km.sandbox_prefix = sandbox.prefix(
             identity,
             ro=[*sandbox.environment_paths(python), home.extract_dir(dossier_id)],
             rw=[scratch],
             chdir=scratch,
-            network=km.transport != "ipc",
+            network=False,
             die_with_parent=True,
             hostname=f"report-{dossier_id}",
         )

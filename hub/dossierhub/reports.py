@@ -406,7 +406,34 @@ def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
     }
     results = []
     published = folder / "published"
+    files = {p.name for p in published.iterdir()} if published.exists() else set()
+    # a table without its declaration (or the other way round) was not made by publish():
+    # it cannot be checked, so it fails, rather than pass unseen
+    tables = {
+        n.removesuffix(".parquet")
+        for n in files
+        if n.endswith(".parquet") and not n.endswith(".contributions.parquet")
+    }
+    declared = {n.removesuffix(".meta.json") for n in files if n.endswith(".meta.json")}
+    for name in sorted(tables ^ declared):
+        results.append(
+            {
+                "table": name,
+                "passed": False,
+                "findings": [
+                    {
+                        "rule": "published",
+                        "column": None,
+                        "rows": [],
+                        "message": "not written by publish() (a table or its declaration "
+                        "is missing): it could not be checked",
+                    }
+                ],
+            }
+        )
     for meta_path in sorted(published.glob("*.meta.json")) if published.exists() else []:
+        if meta_path.name.removesuffix(".meta.json") not in tables:
+            continue
         name = meta_path.name.removesuffix(".meta.json")
         table = pl.read_parquet(published / f"{name}.parquet")
         contributions_path = published / f"{name}.contributions.parquet"

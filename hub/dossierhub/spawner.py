@@ -111,6 +111,10 @@ class DossierSpawner(LocalProcessSpawner):
         }
         program = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
         self._sandboxed = ids is not None and sandbox.unavailable(load_settings(self.home)) is None
+        if self._sandboxed:
+            # kernels talk over Unix sockets in the sandbox's private /tmp: on TCP, any local
+            # process could subscribe to a kernel's output (IOPub needs no key)
+            self._dossier_env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108
         info_read, info_write = os.pipe() if self._sandboxed else (None, None)
         if ids is not None and info_write is not None:
             self.cmd = [
@@ -186,6 +190,7 @@ class DossierSpawner(LocalProcessSpawner):
             "--ServerApp.default_url=/lab",
             "--MappingKernelManager.default_kernel_name=dossier",
             f"--HubOAuth.cache_max_age={self.auth_cache_seconds}",
+            *(["--KernelManager.transport=ipc"] if self._sandboxed else []),
         ]
 
     def make_preexec_fn(self, name: str):  # type: ignore[no-untyped-def]

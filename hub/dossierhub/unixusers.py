@@ -70,18 +70,33 @@ def _account_home(home: Home, dossier_id: str, report: bool) -> Path:
     return home.scratch_parent(dossier_id) if report else home.workspaces_dir / dossier_id
 
 
-def _names(home: Home, dossier_id: str) -> list[tuple[str, Path]]:
-    """(name, account home folder) of the workspace and the report identity."""
+def _names(home: Home, dossier_id: str) -> list[tuple[str, Path, str]]:
+    """(name, account home folder, account comment) of the workspace and report identity."""
     return [
-        (workspace_name(home, dossier_id), home.workspaces_dir / dossier_id),
-        (report_name(home, dossier_id), home.scratch_parent(dossier_id)),
+        (
+            workspace_name(home, dossier_id),
+            home.workspaces_dir / dossier_id,
+            f"dossierhub workspace {dossier_id}",
+        ),
+        (
+            report_name(home, dossier_id),
+            home.scratch_parent(dossier_id),
+            f"dossierhub reports {dossier_id}",
+        ),
     ]
 
 
-def _installation_gone(account_home: str) -> bool:
-    """An account made by an installation whose HOME no longer exists (`.../workspaces/<id>`
-    or `.../scratch/<id>` without `secrets/master.key` two levels up)."""
-    return not (Path(account_home).parent.parent / "secrets" / "master.key").exists()
+def _taken_over(entry: pwd.struct_passwd, ours: Path, comment: str) -> bool:
+    """An account dossierhub made for the same dossier of an installation that is gone: its
+    comment is ours, its home folder is `<HOME>/workspaces/<id>` or `<HOME>/scratch/<id>`,
+    and that HOME no longer holds secrets/master.key. Any other account is never touched."""
+    theirs = Path(entry.pw_dir)
+    return (
+        entry.pw_gecos == comment
+        and theirs.name == ours.name
+        and theirs.parent.name == ours.parent.name
+        and not (theirs.parent.parent / "secrets" / "master.key").exists()
+    )
 
 
 def clash(home: Home, dossier_id: str) -> str | None:
@@ -90,7 +105,7 @@ def clash(home: Home, dossier_id: str) -> str | None:
         "give this installation a prefix of its own in settings.yaml (isolation.prefix), "
         "or remove the other account"
     )
-    for name, ours in _names(home, dossier_id):
+    for name, ours, comment in _names(home, dossier_id):
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -99,11 +114,16 @@ def clash(home: Home, dossier_id: str) -> str | None:
             except KeyError:
                 continue
             return f"the Unix group {name} exists but was not made by dossierhub: {fix}"
-        if entry.pw_dir != str(ours) and not _installation_gone(entry.pw_dir):
-            return (
-                f"the Unix user {name} belongs to another installation (its home folder is "
-                f"{entry.pw_dir}; this one's would be {ours}): {fix}"
-            )
+        if entry.pw_dir == str(ours) and entry.pw_gecos == comment:
+            continue
+        if _taken_over(entry, ours, comment):
+            continue
+        owner = (
+            f"another installation (its home folder is {entry.pw_dir})"
+            if entry.pw_gecos == comment
+            else f"another account (home folder {entry.pw_dir}, comment {entry.pw_gecos!r})"
+        )
+        return f"the Unix user {name} belongs to {owner}; this one's would be {ours}: {fix}"
     return None
 
 
@@ -119,9 +139,10 @@ def _lookup(name: str) -> Identity | None:
 def identities(home: Home, dossier_id: str) -> DossierIdentities | None:
     """The dossier's identities if both exist and are this installation's, else None."""
     found = []
-    for name, ours in _names(home, dossier_id):
+    for name, ours, comment in _names(home, dossier_id):
         identity = _lookup(name)
-        if identity is None or pwd.getpwnam(name).pw_dir != str(ours):
+        entry = pwd.getpwnam(name) if identity else None
+        if entry is None or entry.pw_dir != str(ours) or entry.pw_gecos != comment:
             return None
         found.append(identity)
     return DossierIdentities(*found)
@@ -142,15 +163,17 @@ def _make_identities(home: Home, dossier_id: str) -> DossierIdentities:
     problem = clash(home, dossier_id)
     if problem is not None:
         raise IdentityClash(f"dossier {dossier_id}: {problem}")
-    (workspace, workspace_home), (report, report_home) = _names(home, dossier_id)
-    for name, account_home in _names(home, dossier_id):
+    (workspace, workspace_home, workspace_comment), (report, report_home, report_comment) = _names(
+        home, dossier_id
+    )
+    for name, account_home, _ in _names(home, dossier_id):
         entry = _lookup(name)
         if entry is not None and pwd.getpwnam(name).pw_dir != str(account_home):
-            _adopt(entry, account_home)
+            _adopt(entry, account_home, (workspace,) if name == report else ())
     if _lookup(workspace) is None:
-        _useradd(workspace, workspace_home, f"dossierhub workspace {dossier_id}")
+        _useradd(workspace, workspace_home, workspace_comment)
     if _lookup(report) is None:
-        _useradd(report, report_home, f"dossierhub reports {dossier_id}", groups=(workspace,))
+        _useradd(report, report_home, report_comment, groups=(workspace,))
     found = identities(home, dossier_id)
     assert found is not None
     if found.workspace.gid not in found.report.groups:  # reads the extracts, as the workspace
@@ -161,15 +184,18 @@ def _make_identities(home: Home, dossier_id: str) -> DossierIdentities:
     return found
 
 
-def _adopt(identity: Identity, account_home: Path) -> None:
-    """Take over the account of an installation that is gone. Whatever still runs as it
-    belongs to that installation and would read this one's data: it is killed first."""
+def _adopt(identity: Identity, account_home: Path, groups: tuple[str, ...]) -> None:
+    """Take over the account of an installation that is gone (`_taken_over`). Whatever still
+    runs as it belongs to that installation and would read this one's data: it is killed
+    first. Its groups are reset to what it needs."""
     pkill = shutil.which("pkill") or "/usr/bin/pkill"
     usermod = shutil.which("usermod") or "/usr/sbin/usermod"
     for _ in range(50):
         subprocess.run([pkill, "-KILL", "-u", str(identity.uid)], check=False)
         moved = subprocess.run(
-            [usermod, "--home", str(account_home), identity.name], capture_output=True, check=False
+            [usermod, "--home", str(account_home), "--groups", ",".join(groups), identity.name],
+            capture_output=True,
+            check=False,
         )
         if moved.returncode == 0:
             return

@@ -26,7 +26,7 @@ from dossierhub.unixusers import report_name, workspace_name
 
 from e2e_hub import DOSSIERHUB, Hub
 
-EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy", "whoami")
+EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy", "whoami", "smuggle", "planted")
 
 
 def dossierhub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,6 +95,21 @@ def reports(hub: Hub) -> Iterator[Hub]:
         folder / "whoami.ipynb",
         "import os, pwd\nprint('as', pwd.getpwuid(os.getuid()).pw_name, os.getcwd())\n"
         "print('rows', db.execute('SELECT count(*) FROM residents').fetchall()[0][0])",
+    )
+    template(  # a table put where publish() writes, without publish() and its declaration
+        folder / "smuggle.ipynb",
+        "import os\n"
+        "people = db.sql('SELECT bsn, district FROM residents').pl()\n"
+        "os.makedirs(os.environ['DOSSIERHUB_RUN_DIR'] + '/published', exist_ok=True)\n"
+        "people.write_parquet(os.environ['DOSSIERHUB_RUN_DIR'] + '/published/people.parquet')",
+    )
+    template(  # what publish() leaves, replaced by a link to a file of root's
+        folder / "planted.ipynb",
+        "import os, polars as pl\n"
+        "publish(pl.DataFrame({'area': ['a'] * 12}), 'areas')\n"
+        "out = os.environ['DOSSIERHUB_RUN_DIR'] + '/published/'\n"
+        "os.remove(out + 'areas.parquet')\n"
+        f"os.symlink({str(hub.home.master_key_file)!r}, out + 'areas.parquet')",
     )
     manifest = hub.manifest("armoede")
     original = dict(manifest)
@@ -362,6 +377,29 @@ def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
     assert released.returncode == 0, released.stderr
     record = json.loads((folder / "release.json").read_text())
     assert record["by"] == "e.mulder" and record["failed_checks"]
+
+
+def test_a_table_that_bypassed_publish_fails_its_check(reports: Hub) -> None:
+    result, folder = run(reports, "armoede", "smuggle", "--user", "a.jansen")
+    assert result.returncode == 0, result.stderr
+    assert folder is not None
+    checks = {c["table"]: c for c in json.loads((folder / "checks.json").read_text())}
+    assert not checks["people"]["passed"]
+    assert "not written by publish()" in checks["people"]["findings"][0]["message"]
+    assert provenance(folder)["checks_passed"] is False
+    refused = dossierhub(reports, "report", "release", "armoede", folder.name, "--user", "e.mulder")
+    assert refused.returncode == 1 and "written justification" in refused.stderr
+
+
+def test_a_link_among_the_published_files_fails_the_run_and_copies_nothing(reports: Hub) -> None:
+    result, folder = run(reports, "armoede", "planted", "--user", "a.jansen")
+    assert result.returncode == 1
+    assert folder is not None
+    record = provenance(folder)
+    assert record["status"] == "failed"
+    assert "areas.parquet: a symbolic link" in record["error"]
+    key = reports.home.master_key_file.read_bytes()
+    assert not any(key in path.read_bytes() for path in folder.rglob("*") if path.is_file())
 
 
 def test_four_eyes_release(reports: Hub) -> None:
