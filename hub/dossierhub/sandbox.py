@@ -13,7 +13,7 @@ Unix identities stay the second wall. When the namespace's first process ends, t
 kills every other process in it, so nothing a workspace or a kernel started outlives it.
 
 Workspaces run `tini` as that first process: it forwards the hub's stop signals to the server
-and reaps orphans. Its PID (bubblewrap's --info-fd "child-pid") is what the spawner signals, so
+and reaps orphans. Its PID (bubblewrap's only child) is what the spawner signals, so
 a restarted hub still stops it, and the sandbox does not die with the hub. Report kernels use
 --die-with-parent instead: a kernel is no use without the process that runs the report.
 """
@@ -137,7 +137,6 @@ def prefix(
     network: bool,
     init: bool = False,
     die_with_parent: bool = False,
-    info_fd: int | None = None,
     hostname: str = "dossier",
 ) -> list[str]:
     """The command that runs what follows it in a sandbox as `identity`."""
@@ -151,8 +150,6 @@ def prefix(
         args.append("--die-with-parent")
     if init:
         args.append("--as-pid-1")  # tini is the first process: the spawner signals it
-    if info_fd is not None:
-        args += ["--info-fd", str(info_fd)]
     for folder in SYSTEM:
         args += ["--ro-bind", folder, folder]
     for link in SYSTEM_LINKS:

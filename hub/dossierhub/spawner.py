@@ -8,8 +8,8 @@ Nobody has a personal server. What the workspace prints goes to logs/<id>/worksp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-import json
 import os
 from pathlib import Path
 
@@ -115,8 +115,7 @@ class DossierSpawner(LocalProcessSpawner):
             # kernels talk over Unix sockets in the sandbox's private /tmp: on TCP, any local
             # process could subscribe to a kernel's output (IOPub needs no key)
             self._dossier_env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108
-        info_read, info_write = os.pipe() if self._sandboxed else (None, None)
-        if ids is not None and info_write is not None:
+        if ids is not None and self._sandboxed:
             self.cmd = [
                 *sandbox.prefix(
                     ids.workspace,
@@ -128,7 +127,6 @@ class DossierSpawner(LocalProcessSpawner):
                     chdir=workdir,
                     network=True,  # the hub's API and the proxy reach it on 127.0.0.1
                     init=True,
-                    info_fd=info_write,
                     hostname=f"dossier-{self.dossier_id}",
                 ),
                 *program,
@@ -142,39 +140,35 @@ class DossierSpawner(LocalProcessSpawner):
             "cwd": "/" if self._sandboxed else str(workdir),
             "stdout": log,
             "stderr": log,
-            "pass_fds": (info_write,) if info_write is not None else (),
         }
         try:
             started = await super().start()
         finally:
             os.close(log)
-            if info_write is not None:
-                os.close(info_write)
-        if info_read is not None:
+        if self._sandboxed:
             # stop, cull and a restarted hub signal tini, the sandbox's first process
-            self.pid = await self._sandbox_pid(info_read)
+            self.pid = await self._sandbox_pid()
         AuditLog(self.home).append(
             "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
         )
         return started
 
-    async def _sandbox_pid(self, info: int) -> int:
-        """The PID (outside) of the sandbox's first process, which bubblewrap writes to its
-        --info-fd once the sandbox is made; nothing there means it failed to make it."""
-        try:
-            data = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(None, os.read, info, 65536), 60
-            )
-        finally:
-            os.close(info)
-        try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPError(
-                500,
-                f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
-                f"reason is in logs/{self.dossier_id}/workspace.log.",
-            ) from None
+    async def _sandbox_pid(self, timeout: float = 30) -> int:
+        """The PID (outside) of the sandbox's first process: bubblewrap's only child."""
+        assert self.proc is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.proc.poll() is None and asyncio.get_running_loop().time() < deadline:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            with contextlib.suppress(OSError):
+                found = children.read_text().split()
+                if found:
+                    return int(found[0])
+            await asyncio.sleep(0.01)
+        raise web.HTTPError(
+            500,
+            f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
+            f"reason is in logs/{self.dossier_id}/workspace.log.",
+        )
 
     def _requested_by(self) -> str:
         """The person whose request started the workspace (the hub sets `handler` on a
