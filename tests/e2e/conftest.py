@@ -1,96 +1,10 @@
-"""One real hub for the e2e tests: dossierhub serve with its proxy on 127.0.0.1."""
+"""Browser settings of the e2e tests; their hub is tests/conftest.py's `hub`."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
-
-from dossierhub.demo import write_demo
-from dossierhub.directory import read_directory
-from dossierhub.home import Home
-from dossierhub.hub_auth import set_password
-from dossierhub.hubapi import read_serve_state
-
-from e2e_hub import ADMIN, DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
-
-
-@pytest.fixture(scope="session")
-def hub() -> Iterator[Hub]:
-    if os.geteuid() != 0:
-        pytest.skip("the e2e tests check workspace isolation, which needs root")
-    root = Path(tempfile.mkdtemp(prefix="dossierhub-e2e-", dir="/tmp"))
-    os.chmod(root, 0o711)
-    home = Home(root / "home")
-    subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
-    write_demo(home, size=2000, seed=11, log=lambda text: None)
-    base = free_ports()
-    (home.root / "settings.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
-                "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
-                # Unix users of its own, so a dossierhub installed on this machine keeps its own
-                "isolation": {"prefix": "dht"},
-            }
-        )
-    )
-    applied = subprocess.run(
-        [DOSSIERHUB, "--home", str(home.root), "apply"], capture_output=True, text=True, check=False
-    )
-    assert applied.returncode == 0, applied.stderr
-    for person in {p for e in read_directory(home) for p in (*e.workers, *e.viewers)} | {
-        "s.vreemd",
-        ADMIN,
-    }:
-        set_password(home.hub_dir / "passwords.json", person, PASSWORD)
-    log = root / "serve.log"
-    with log.open("w") as handle:
-        serve = subprocess.Popen(
-            [DOSSIERHUB, "--home", str(home.root), "serve"], stdout=handle, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 90
-    while read_serve_state(home) is None:
-        assert serve.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    running = Hub(home, f"http://127.0.0.1:{base}/", serve, log)
-    api = running.api()
-    api.create_users(["s.vreemd", ADMIN])  # a stranger (no dossier) and an admin
-    api.close()
-    yield running
-    try:
-        api = running.api()
-        for name in api.users():
-            if name.startswith("dossier-"):
-                api.stop_server(name)
-        api.close()
-    finally:  # whatever failed above, the hub and its proxy and service go
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
-        release_identities(home)
-    if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def release_identities(home: Home) -> None:
-    """Remove the Unix users this HOME made, so the next test session's HOME may use the
-    names (a kept HOME would otherwise own them: serve refuses to share a name)."""
-    names = [e.pw_name for e in pwd.getpwall() if e.pw_dir.startswith(f"{home.root}/")]
-    for name in names:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-        subprocess.run(["userdel", name], capture_output=True, check=False)
-    for name in names:  # a group outlives its user while another user is a member
-        subprocess.run(["groupdel", name], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

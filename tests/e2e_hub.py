@@ -18,7 +18,7 @@ import yaml
 from dossierhub.home import Home
 from dossierhub.hubapi import HubAPI
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DOSSIERHUB = str(Path(sys.executable).parent / "dossierhub")
 PASSWORD = "correct horse battery"
 ADMIN = "z.beheer"  # named in settings.yaml's hub.admins; a member of no dossier
