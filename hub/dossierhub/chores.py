@@ -10,6 +10,7 @@ what the workspace itself may reach.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -30,12 +31,12 @@ def clear_outputs(folder: Path) -> int:
     cleared = 0
     for path in sorted(folder.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in path.parts:
-            path.unlink()
+            path.unlink()  # a name, whatever it is: unlink follows nothing
             continue
         try:
-            notebook = nbformat.read(path, as_version=4)
+            notebook = _read_notebook(path)
         except (OSError, ValueError):
-            continue
+            continue  # not a plain file (a FIFO would block), or not a notebook
         changed = False
         for cell in notebook.cells:
             if cell.cell_type == "code" and (cell.outputs or cell.execution_count):
@@ -49,6 +50,16 @@ def clear_outputs(folder: Path) -> int:
             os.replace(tmp, path)  # never a torn notebook, even for a reader right now
             cleared += 1
     return cleared
+
+
+def _read_notebook(path: Path):  # type: ignore[no-untyped-def]
+    import nbformat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a plain file")
+        return nbformat.reads(handle.read().decode("utf-8"), as_version=4)
 
 
 def main(argv: list[str]) -> int:

@@ -45,7 +45,7 @@ def main() -> None:
         try:
             for dossier_id in check_once(home, api):
                 log.info("stopped the workspace of expired dossier %s", dossier_id)
-        except HubUnavailable as exc:
+        except (HubUnavailable, OSError) as exc:  # the next round tries again
             log.warning("%s", exc)
         time.sleep(args.every)
 

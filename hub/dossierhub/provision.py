@@ -147,17 +147,20 @@ def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str |
             "group": ids.workspace.gid,
             "extra_groups": list(ids.workspace.groups),
         }
-    result = subprocess.run(
-        command,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(folder)},
-        timeout=600,
-        check=False,
-        **as_identity,
-    )
+    try:
+        result = subprocess.run(
+            command,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(folder)},
+            timeout=600,
+            check=False,
+            **as_identity,
+        )
+    except subprocess.TimeoutExpired:
+        raise OSError(f"the {chore} chore in workspace {dossier_id} took over 600 s") from None
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise OSError(f"the {chore} chore in workspace {dossier_id} failed: {reason}")

@@ -2,9 +2,9 @@
 
 A second HOME with the same dossier ids must not run its workspaces as the first HOME's
 `dh-<id>` users (then the second installation's team reads the first one's extracts,
-notebooks and reports): apply refuses and names the clashing user; with its own prefix it gets
-its own users. Its `serve`, started from a folder that holds a planted `dossierhub` package,
-must not import it (an operator's working directory is no import path for root's services).
+notebooks and reports): apply warns and gives it nothing, serve refuses, both naming the
+clashing user; with its own prefix it gets its own users. Its `serve`, started from a folder
+that holds a planted `dossierhub` package, must not import it (an operator's working directory is no import path for root's services).
 """
 
 from __future__ import annotations
@@ -83,12 +83,22 @@ def test_two_homes_do_not_share_identities(hub: Hub, host) -> None:
         (home.root / "settings.yaml").write_text(yaml.safe_dump(settings))
         shared = dossierhub(home, "apply")
         given = owner(home.workspaces_dir / "armoede")
-        assert shared.returncode != 0 and taken in shared.stderr, (
+        assert shared.returncode == 0 and taken in shared.stderr and given != taken, (
             f"apply of a second HOME with the same dossier ids, so the same Unix user {taken} "
             f"(which owns {first.workspaces_dir / 'armoede'} and reads "
             f"{first.extract_dir('armoede')} of the first HOME), exited {shared.returncode} "
             f"without naming {taken}"
             + (f"; it gave the second HOME's armoede workspace folder to {given}" if given else "")
+        )
+        refused = subprocess.run(
+            [DOSSIERHUB, "--home", str(home.root), "serve"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert refused.returncode != 0 and taken in refused.stderr, (
+            f"serve of the second HOME did not refuse the shared user {taken}: {refused.stderr}"
         )
 
         settings["isolation"] = {"prefix": prefix}
