@@ -4,7 +4,8 @@ A second HOME with the same dossier ids must not run its workspaces as the first
 `dh-<id>` users (then the second installation's team reads the first one's extracts,
 notebooks and reports): apply warns and gives it nothing, serve refuses, both naming the
 clashing user; with its own prefix it gets its own users. Its `serve`, started from a folder
-that holds a planted `dossierhub` package, must not import it (an operator's working directory is no import path for root's services).
+that holds a planted `dossierhub` package, must not import it (an operator's working
+directory is no import path for root's services).
 """
 
 from __future__ import annotations
