@@ -148,6 +148,7 @@ class DossierSpawner(LocalProcessSpawner):
         if self._sandboxed:
             # stop, cull and a restarted hub signal tini, the sandbox's first process
             self.pid = await self._sandbox_pid()
+        self._started_at = _start_time(self.pid)
         AuditLog(self.home).append(
             "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
         )
@@ -169,6 +170,29 @@ class DossierSpawner(LocalProcessSpawner):
             f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
             f"reason is in logs/{self.dossier_id}/workspace.log.",
         )
+
+    # The PID a restarted hub signals is checked against the start time recorded with it: a
+    # workspace that ended while the hub was down may have left its PID to another process.
+    _started_at: str | None = None
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self._started_at:
+            state["started_at"] = self._started_at
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self._started_at = state.get("started_at")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._started_at = None
+
+    async def _signal(self, sig: int) -> bool:
+        if self._started_at is not None and _start_time(self.pid) != self._started_at:
+            return False  # ours is gone; that PID is someone else's now
+        return await super()._signal(sig)
 
     def _requested_by(self) -> str:
         """The person whose request started the workspace (the hub sets `handler` on a
@@ -213,3 +237,12 @@ class DossierSpawner(LocalProcessSpawner):
         env["SHELL"] = "/bin/bash"
         env["PATH"] = f"{Path(self.workspace_python).parent}:/usr/local/bin:/usr/bin:/bin"
         return env
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
