@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
@@ -22,6 +25,7 @@ from .audit import AuditLog
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
 from .logs import open_log
+from .netbridge import start_time as _start_time
 from .problems import RefusedError
 from .settings import load_settings
 from .unixusers import (
@@ -125,7 +129,7 @@ class DossierSpawner(LocalProcessSpawner):
                     ],
                     rw=[workdir],
                     chdir=workdir,
-                    network=True,  # the hub's API and the proxy reach it on 127.0.0.1
+                    network=False,  # its own: netbridge.py joins the proxy and the hub's API
                     init=True,
                     hostname=f"dossier-{self.dossier_id}",
                 ),
@@ -149,10 +153,37 @@ class DossierSpawner(LocalProcessSpawner):
             # stop, cull and a restarted hub signal tini, the sandbox's first process
             self.pid = await self._sandbox_pid()
         self._started_at = _start_time(self.pid)
+        if self._sandboxed and self._started_at is not None:
+            self._start_bridge(self._started_at)
         AuditLog(self.home).append(
             "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
         )
         return started
+
+    def _start_bridge(self, started_at: str) -> None:
+        """The sandbox's only ways in and out (netbridge.py): its own process, in its own
+        session, so that it outlives a hub restart as the workspace does, and ends with it."""
+        log = open_log(self.home, self.dossier_id, "workspace")
+        try:
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "dossierhub.netbridge",
+                    f"--pid={self.pid}",
+                    f"--started={started_at}",
+                    f"--port={self.port}",
+                    f"--hub={urlparse(self.hub.api_url).port}",
+                ],
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log)
 
     async def _sandbox_pid(self, timeout: float = 30) -> int:
         """The PID (outside) of the sandbox's first process: bubblewrap's only child."""
@@ -237,12 +268,3 @@ class DossierSpawner(LocalProcessSpawner):
         env["SHELL"] = "/bin/bash"
         env["PATH"] = f"{Path(self.workspace_python).parent}:/usr/local/bin:/usr/bin:/bin"
         return env
-
-
-def _start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
