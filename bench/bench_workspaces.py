@@ -94,6 +94,21 @@ def workspace_root(user: str) -> int:
     raise RuntimeError(f"no running workspace of {user}")
 
 
+def bridge_rss(sandbox: int) -> int:
+    """The memory of the workspace's network bridge (its own process, beside the sandbox)."""
+    children = Path(f"/proc/{sandbox}/task/{sandbox}/children")
+    first = children.read_text().split()[:1] if children.exists() else []
+    total = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"dossierhub.netbridge" in cmdline and f"--pid={first[0]}".encode() in cmdline:
+                total += tree_rss(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return total
+
+
 def wait_ready(url: str, server: str, token: str, timeout: float = 120) -> float:
     headers = {"Authorization": f"token {token}"}
     started = time.perf_counter()
@@ -319,7 +334,7 @@ def main() -> int:
             f"{url}user/dossier-bench-01/api/kernels", headers=headers, json={"name": "dossier"}
         ).json()
         time.sleep(4)
-        ours_rss = tree_rss(workspace_pid, show=args.verbose)
+        ours_rss = tree_rss(workspace_pid, show=args.verbose) + bridge_rss(workspace_pid)
         httpx.delete(f"{url}user/dossier-bench-01/api/kernels/{kernel['id']}", headers=headers)
         stop(url, "dossier-bench-01", token)
         plain_rss = plain_lab_memory(root, python, args.verbose)

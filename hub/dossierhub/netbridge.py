@@ -12,7 +12,7 @@ proxy's ports, nor send data anywhere. This bridge, started by the spawner outsi
 
 It ends when the sandbox's first process does (its PID and start time are checked).
 
-    python -I -m dossierhub.netbridge --pid PID --started T --port PORT --hub HUB
+    python -I -S netbridge.py --pid PID --started T --port PORT --hub HUB   (stdlib only)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Integer, Unicode
 
-from . import sandbox
+from . import netbridge, sandbox
 from .audit import AuditLog
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
@@ -168,9 +168,9 @@ class DossierSpawner(LocalProcessSpawner):
             subprocess.Popen(
                 [
                     sys.executable,
-                    "-I",
-                    "-m",
-                    "dossierhub.netbridge",
+                    "-I",  # no import path from anywhere a dossier can write
+                    "-S",  # standard library only: 3 MiB less than with the site packages
+                    netbridge.__file__,
                     f"--pid={self.pid}",
                     f"--started={started_at}",
                     f"--port={self.port}",
