@@ -102,7 +102,8 @@ def bridge_rss(sandbox: int) -> int:
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"dossierhub.netbridge" in cmdline and f"--pid={first[0]}".encode() in cmdline:
+            bridge = any(arg.endswith(b"netbridge.py") for arg in cmdline)
+            if bridge and f"--pid={first[0]}".encode() in cmdline:
                 total += tree_rss(int(entry.name))
         except (OSError, IndexError):
             continue
