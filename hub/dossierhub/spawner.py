@@ -155,6 +155,7 @@ class DossierSpawner(LocalProcessSpawner):
         self._started_at = _start_time(self.pid)
         if self._sandboxed and self._started_at is not None:
             self._start_bridge(self._started_at)
+            await self._answering(started)
         AuditLog(self.home).append(
             "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
         )
@@ -184,6 +185,24 @@ class DossierSpawner(LocalProcessSpawner):
             )
         finally:
             os.close(log)
+
+    async def _answering(self, address: tuple[str, int]) -> None:
+        """Return once the server answers HTTP through its bridge (or its process ended), so
+        the hub's first look finds it up: its own backoff would add up to a second or two."""
+        request = f"GET {self.server.base_url}api HTTP/1.0\r\n\r\n".encode()
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        while self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 1)
+                try:
+                    writer.write(request)
+                    if (await asyncio.wait_for(reader.read(8), 2)).startswith(b"HTTP/"):
+                        return
+                finally:
+                    writer.close()
+            if asyncio.get_running_loop().time() > deadline:
+                return  # the hub's own wait says what went wrong
+            await asyncio.sleep(0.05)
 
     async def _sandbox_pid(self, timeout: float = 30) -> int:
         """The PID (outside) of the sandbox's first process: bubblewrap's only child."""
