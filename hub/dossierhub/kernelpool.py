@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import sys
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from traitlets import Any, DottedObjectName, List, Unicode
 from . import sandbox
 from .home import Home
 from .logs import open_log
+from .safefs import UnsafeFile, opened_dir
 from .settings import load_settings
 from .unixusers import (
     Identity,
@@ -45,6 +49,8 @@ class DossierKernelManager(KernelManager):
     identity = Any(None, allow_none=True, help="The report Identity; None: no isolation.")
     sandbox_prefix = List(help="The sandbox command the kernel runs under; empty: none.")
     handed_out = List(help="Clients given out, closed by stop_kernel.")
+    pinned = List(help="Descriptors of the kernel's socket files (_pin_sockets).")
+    pin_folder = Unicode("", help="Root's folder of links to those descriptors.")
     # nbclient needs an asynchronous client: with a blocking one it waits for output in a
     # blocking poll and never notices that the kernel died (or was killed at the time limit)
     client_class = DottedObjectName("jupyter_client.asynchronous.AsyncKernelClient")
@@ -155,6 +161,12 @@ def start_kernel(
         )
     finally:
         os.close(log)
+    if km.transport == "ipc" and identity is not None:
+        try:
+            _pin_sockets(km, scratch, identity.uid, timeout)
+        except BaseException:
+            stop_kernel(km)
+            raise
     client = BlockingKernelClient(
         **km.get_connection_info(session=True), connection_file=km.connection_file, parent=km
     )
@@ -259,3 +271,38 @@ def stop_kernel(manager: DossierKernelManager) -> None:
         client.stop_channels()
     manager.shutdown_kernel(now=True)
     manager.context.destroy(linger=0)
+    for fd in manager.pinned:
+        os.close(fd)
+    manager.pinned.clear()
+    if manager.pin_folder:
+        shutil.rmtree(manager.pin_folder, ignore_errors=True)
+
+
+def _pin_sockets(km: DossierKernelManager, scratch: Path, uid: int, timeout: float) -> None:
+    """Connect only to the socket files the kernel bound, never through a name in its folder:
+    it could replace `kernel-<port>` with a link to any socket of the machine, which root's
+    client would then follow. Each file is held open (O_PATH, no link followed, a socket of
+    the report identity) and reached through a root-only folder of links to those
+    descriptors (/proc/<our pid>/fd/<n>)."""
+    ports = [km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port]
+    deadline = time.monotonic() + timeout
+    with opened_dir(scratch) as folder:
+        for port in ports:
+            name = f"kernel-{port}"
+            while True:
+                try:
+                    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+                    break
+                except FileNotFoundError:
+                    if time.monotonic() > deadline or not km.is_alive():
+                        raise RuntimeError("the kernel did not open its sockets") from None
+                    time.sleep(0.02)
+            km.pinned.append(fd)
+            info = os.fstat(fd)
+            if not stat.S_ISSOCK(info.st_mode) or info.st_uid != uid:
+                raise UnsafeFile(f"{name}: not a socket of the report identity")
+    links = Path(tempfile.mkdtemp(prefix=".", dir=scratch.parent))  # root's, 0700
+    km.pin_folder = str(links)
+    for port, fd in zip(ports, km.pinned, strict=True):
+        os.symlink(f"/proc/{os.getpid()}/fd/{fd}", links / f"kernel-{port}")
+    km.ip = str(links / "kernel")  # what our clients connect to from now on
