@@ -57,6 +57,7 @@ def applied_home(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests check workspace isolation, which needs root")
+    remove_dead_hubs()
     root = Path(tempfile.mkdtemp(prefix="dossierhub-e2e-", dir="/tmp"))
     os.chmod(root, 0o711)
     home = Home(root / "home")
@@ -109,6 +110,16 @@ def hub() -> Iterator[Hub]:
         release_identities(home)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_dead_hubs() -> None:
+    """A test session that was killed leaves its HOME, which owns the test users' names: one
+    whose serve is gone (and that is not being set up right now) is removed with its users."""
+    for root in Path("/tmp").glob("dossierhub-e2e-*"):
+        home = Home(root / "home")
+        if read_serve_state(home) is None and time.time() - root.stat().st_mtime > 120:
+            release_identities(home)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def release_identities(home: Home) -> None:

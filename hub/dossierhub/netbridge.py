@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import resource
 import socket
 import sys
 import threading
@@ -30,6 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
+INBOUND_LIMIT = 256  # browsers' connections through the proxy (websockets stay open)
+HUB_LIMIT = 32  # the server's calls to the hub's API
+HUB_IDLE_SECONDS = 300
 
 
 def start_time(pid: int) -> str | None:
@@ -41,32 +45,28 @@ def start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _enter_netns(pid: int) -> None:
-    """Move the calling thread into the network namespace of process `pid`."""
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns: {os.strerror(error)}")
-    finally:
-        os.close(fd)
+def _enter_netns(fd: int) -> None:
+    """Move the calling thread into the network namespace `fd` refers to."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"setns: {os.strerror(error)}")
 
 
 class Sandboxed(threading.Thread):
     """A thread inside the sandbox's network namespace that makes sockets there for others
     (a socket keeps the namespace it was made in, whichever thread uses it)."""
 
-    def __init__(self, pid: int):
+    def __init__(self, netns: int):
         super().__init__(daemon=True)
-        self.pid = pid
+        self.netns = netns
         self.requests: queue.Queue[tuple[Callable[[], object], queue.Queue]] = queue.Queue()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
 
     def run(self) -> None:
         try:
-            _enter_netns(self.pid)
+            _enter_netns(self.netns)
         except OSError as exc:
             self.failed = exc
             return
@@ -100,27 +100,65 @@ def _connector(port: int) -> Callable[[], socket.socket]:
     return lambda: socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    for end in (sink, source):
+class _Joined:
+    """Two connections pumped both ways; when both directions end, both are closed and the
+    slot is given back."""
+
+    def __init__(self, a: socket.socket, b: socket.socket, release: Callable[[], None]):
+        self.a, self.b, self.release = a, b, release
+        self.lock = threading.Lock()
+        self.running = 2
+
+    def start(self) -> None:
+        for source, sink in ((self.a, self.b), (self.b, self.a)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (sink, source):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        with self.lock:
+            self.running -= 1
+            last = self.running == 0
+        if last:
+            self.a.close()
+            self.b.close()
+            self.release()
 
 
-def _serve(server: socket.socket, connect: Callable[[], socket.socket]) -> None:
-    """Accept on `server`; join each connection to a new one made by `connect`."""
+def _serve(
+    server: socket.socket, connect: Callable[[], socket.socket], limit: int, idle: float | None
+) -> None:
+    """Accept on `server`; join each connection to a new one made by `connect`. At most
+    `limit` connections at once (a workspace cannot make root run threads or hold the hub's
+    descriptors without end); a connection quiet for `idle` seconds is closed."""
+    slots = threading.BoundedSemaphore(limit)
     while True:
-        client, _ = server.accept()
+        try:
+            client, _ = server.accept()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if not slots.acquire(blocking=False):
+            client.close()
+            continue
         try:
             upstream = connect()
-            upstream.settimeout(None)
         except OSError:
             client.close()  # the other end is not listening (yet): the caller retries
+            slots.release()
             continue
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+        for end in (client, upstream):
+            end.settimeout(idle)
+        try:
+            _Joined(client, upstream, slots.release).start()
+        except RuntimeError:  # no thread to be had: drop this one, keep serving
+            client.close()
+            upstream.close()
+            slots.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hub", type=int, required=True)
     args = parser.parse_args(argv)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    threading.stack_size(256 * 1024)
+    # the namespace is held first, then its process checked: a PID reused in between is caught
+    netns = os.open(f"/proc/{args.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if start_time(args.pid) != args.started:
         print("netbridge: the sandbox is gone", file=sys.stderr)
         return 1
-    inside = Sandboxed(args.pid)
+    inside = Sandboxed(netns)
     inside.start()
     inside.ready.wait()
     if inside.failed is not None:
@@ -145,10 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     to_server = _connector(args.port)
     threading.Thread(
         target=_serve,
-        args=(outside, lambda: inside.call(to_server)),
+        args=(outside, lambda: inside.call(to_server), INBOUND_LIMIT, None),
         daemon=True,
     ).start()
-    threading.Thread(target=_serve, args=(hub_inside, _connector(args.hub)), daemon=True).start()
+    threading.Thread(
+        target=_serve,
+        args=(hub_inside, _connector(args.hub), HUB_LIMIT, HUB_IDLE_SECONDS),
+        daemon=True,
+    ).start()
     print(f"netbridge: 127.0.0.1:{args.port} -> sandbox, sandbox -> hub :{args.hub}", flush=True)
     while start_time(args.pid) == args.started:
         time.sleep(0.5)
