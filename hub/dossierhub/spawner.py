@@ -104,7 +104,12 @@ class DossierSpawner(LocalProcessSpawner):
         except IdentityClash as exc:
             raise web.HTTPError(409, str(exc)) from None
         self._ids = ids
-        workdir = ensure_workspace_dir(self.home, self.dossier_id, ids)
+        # prepare_dossier made it, as the workspace's; without isolation it is made here
+        workdir = (
+            ensure_workspace_dir(self.home, self.dossier_id, None)
+            if ids is None
+            else (self.home.workspaces_dir / self.dossier_id)
+        )
         self.notebook_dir = str(workdir)
         limits = manifest.get("limits") or {}
         self._dossier_env = {
