@@ -70,7 +70,8 @@ def hub() -> Iterator[Hub]:
                 "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
                 # Unix users of its own, so a dossierhub installed on this machine keeps its own
-                "isolation": {"prefix": "dht"},
+                # (DOSSIERHUB_TEST_PREFIX lets two test sessions run side by side)
+                "isolation": {"prefix": os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")},
             }
         )
     )
