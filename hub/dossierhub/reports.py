@@ -1,8 +1,10 @@
 """Parameterised report runs: papermill on a kernel running as the dossier's report identity,
 truthful status, output checks, and a four-eyes release (docs/reports.md).
 
-reports/<id>/<run-id>/ holds the executed notebook, report.html, published/ tables,
-checks.json and provenance.json. While a run is in progress its folder is root's alone
+reports/<id>/<run-id>/ holds the executed notebook, report.html (what viewers read: the checked
+tables and charts only, airlock.py), review.html (every output, marked), outputs.json (the
+outputs' ids), published/ tables and charts, checks.json and provenance.json. While a run is
+in progress its folder is root's alone
 (papermill writes the notebook there, from this process); the kernel writes only its scratch
 folder (kernelpool.py), from which the published tables are copied through no-follow
 descriptors (safefs.py). A finished run belongs to root with the workspace's group, read-only.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from . import airlock
 from .audit import AuditLog
 from .directory import read_directory
 from .extracts import current_provenance
@@ -36,13 +38,10 @@ from .home import Home
 from .kernelpool import KernelPool, ReadyKernel, new_scratch, start_kernel, stop_kernel
 from .problems import RefusedError
 from .safefs import UnsafeFile, opened_dir, read_regular, write_new
-from .sanitize import clean_report_html
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
 from .unixusers import identities, isolation_enabled
 from .yamlfile import read_yaml_mapping
-
-NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
 
 
 class ReportRefused(Exception):
@@ -232,8 +231,8 @@ def execute_run(
         outputs = ["report.ipynb"] if (folder / "report.ipynb").exists() else []
         outputs += _collect(scratch, folder)
         checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
-        if status == "succeeded":
-            _render_html(folder)
+        if outputs and outputs[0] == "report.ipynb":
+            checks += _assemble(home, folder, provenance, checks, status)
     except Exception as exc:  # whatever broke, the run ends with a truthful status
         status, error, outputs, checks = "failed", f"{type(exc).__name__}: {exc}"[:500], [], []
     provenance.update(
@@ -307,7 +306,7 @@ def _import_renderer() -> None:
     import papermill  # noqa: F401
     import polars  # noqa: F401
 
-    _exporter()
+    airlock.warm_up()
 
 
 def _make_dirs(home: Home, dossier_id: str, folder: Path) -> None:
@@ -364,8 +363,10 @@ def _execute_on(
         stop_kernel(ready.manager)
 
 
-PUBLISHED = re.compile(r"[a-z][a-z0-9_]{0,62}(\.parquet|\.contributions\.parquet|\.meta\.json)")
-PUBLISHED_FILES = 300  # publish() writes up to three files a table
+PUBLISHED = re.compile(
+    r"[a-z][a-z0-9_]{0,62}(\.parquet|\.contributions\.parquet|\.meta\.json|\.chart\.json)"
+)
+PUBLISHED_FILES = 300  # publish() writes up to three files a table, publish_chart() one
 PUBLISHED_BYTES = 64 * 1024 * 1024  # per file; the checks refuse far smaller tables
 
 
@@ -445,27 +446,27 @@ def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
-def _render_html(folder: Path) -> None:
-    """report.html: code hidden, outputs sanitised, no script can run (CSP), no CDN."""
-    body, _ = _exporter().from_filename(str(folder / "report.ipynb"))
-    (folder / "report.html").write_text(body, encoding="utf-8")
-
-
-@functools.cache
-def _exporter():  # type: ignore[no-untyped-def]
-    """One configured exporter per process: building its template environment is slow."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(
-        template_name="dossier_report", extra_template_basedirs=[str(NBCONVERT_TEMPLATES)]
-    )
-    exporter.exclude_input = True
-    exporter.exclude_input_prompt = True
-    exporter.exclude_output_prompt = True
-    exporter.sanitize_html = True
-    exporter.embed_images = True
-    exporter.register_filter("clean_html", clean_report_html)
-    return exporter
+def _assemble(
+    home: Home,
+    folder: Path,
+    provenance: dict[str, Any],
+    checks: list[dict[str, Any]],
+    status: str,
+) -> list[dict[str, Any]]:
+    """The outputs' index and review.html for every run with a notebook (a failed run's
+    review shows where it failed); for a succeeded run also the charts' checks and the
+    preview of what viewers will read (report.html). Returns the charts' check results."""
+    airlock.write_outputs_index(folder)
+    charts: list[dict[str, Any]] = []
+    if status == "succeeded":
+        ctx = airlock.context_for(home, provenance["dossier"], folder, checks)
+        charts = airlock.chart_checks(ctx.artefacts, checks)
+        ctx.checks.update({c["table"]: c for c in charts})
+        airlock.render_viewer(home, folder, provenance, ctx)
+    else:
+        ctx = airlock.context_for(home, provenance["dossier"], folder, checks)
+    airlock.render_review(home, folder, provenance, ctx)
+    return charts
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -556,9 +557,17 @@ def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
 
 
 def release_run(
-    home: Home, dossier_id: str, run_id: str, user: str, justification: str | None
+    home: Home,
+    dossier_id: str,
+    run_id: str,
+    user: str,
+    justification: str | None,
+    include: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Four eyes: a lead who did not start the run; checks passed or a justification."""
+    """Four eyes: a lead who did not start the run; checks passed or a justification.
+
+    `include` maps unchecked outputs (ids from outputs.json) the lead chooses to show viewers
+    to a justification for each; every other unchecked output stays withheld."""
     run = show_run(home, dossier_id, run_id)
     provenance = run["provenance"]
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
@@ -594,12 +603,18 @@ def release_run(
             "only with a written justification"
         )
         raise ReportRefused(message, fields={"justification": message})
+    included = _included(folder, include or {})
     record = {
         "by": user,
         "at": _now(),
         "justification": justification or None,
         "failed_checks": failed,
+        "included": included,
     }
+    # the released report: the checked artefacts, the included outputs, who released it
+    ctx = airlock.context_for(home, dossier_id, folder, run["checks"])
+    airlock.render_viewer(home, folder, provenance, ctx, record)
+    record["report_sha256"] = hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
     _write_json(folder / "release.json", record)
     _lock_down(home, folder, dossier_id)
     AuditLog(home).append(
@@ -609,5 +624,25 @@ def release_run(
         run=run_id,
         justification=justification or None,
         failed_checks=failed,
+        included=included,
     )
     return record
+
+
+def _included(folder: Path, include: dict[str, str]) -> list[dict[str, str]]:
+    """The unchecked outputs the releasing lead shows viewers, each with its justification
+    and the hash of the output as reviewed; refused, naming the output, when an id is not an
+    unchecked output of this run or its justification is empty."""
+    unchecked = {o["id"]: o for o in airlock.unchecked_outputs(folder)}
+    fields = {}
+    for oid, why in include.items():
+        if oid not in unchecked:
+            fields[f"include:{oid}"] = f"{oid} is not an unchecked output of this run"
+        elif not (why and why.strip()):
+            fields[f"include:{oid}"] = f"including {oid} needs a written justification"
+    if fields:
+        raise ReportRefused("; ".join(fields.values()), fields=fields)
+    return [
+        {"output": oid, "sha256": unchecked[oid]["sha256"], "justification": why.strip()}
+        for oid, why in sorted(include.items())
+    ]

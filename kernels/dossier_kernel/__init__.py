@@ -16,7 +16,7 @@ import duckdb
 if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at kernel start
     import polars as pl
 
-__all__ = ["NoDossierError", "connect", "publish", "sources", "sql"]
+__all__ = ["NoDossierError", "connect", "publish", "publish_chart", "sources", "sql"]
 
 _connection: duckdb.DuckDBPyConnection | None = None
 
@@ -104,6 +104,13 @@ def publish(df, name: str, **declared):  # type: ignore[no-untyped-def]
     from .publish import publish as _publish
 
     return _publish(df, name, **declared)
+
+
+def publish_chart(table: str, **spec):  # type: ignore[no-untyped-def]
+    """Chart a published table; see dossier_kernel.publish.publish_chart."""
+    from .publish import publish_chart as _publish_chart
+
+    return _publish_chart(table, **spec)
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]

@@ -49,9 +49,17 @@ def register(ipython) -> None:  # type: ignore[no-untyped-def]
     except NoDossierError as exc:
         db = _Unconfigured(str(exc))
         print(f"dossier_kernel: {exc}")
-    from . import publish
+    from . import publish, publish_chart
 
-    ipython.push({"db": db, "sources": lambda: sources(_live(db)), "sql": sql, "publish": publish})
+    ipython.push(
+        {
+            "db": db,
+            "sources": lambda: sources(_live(db)),
+            "sql": sql,
+            "publish": publish,
+            "publish_chart": publish_chart,
+        }
+    )
 
 
 def _live(db):  # type: ignore[no-untyped-def]

@@ -1,13 +1,18 @@
-"""`publish(df, name, ...)`: hand a table to the report's output check.
+"""`publish(df, name, ...)` and `publish_chart(table, ...)`: what a report releases.
 
-Inside a report run ($DOSSIERHUB_RUN_DIR set) the table is written with the run; in a notebook
-it only shows what the check would say. Every numeric column must be declared as a count, a
-magnitude (with the largest contributions per cell, for the dominance rule) or an attribute,
-so an author cannot forget to say what a number is.
+Inside a report run ($DOSSIERHUB_RUN_DIR set) the table (or the chart's description) is written
+with the run; in a notebook it only shows what the check would say. Every numeric column must be
+declared as a count, a magnitude (with the largest contributions per cell, for the dominance
+rule) or an attribute, so an author cannot forget to say what a number is.
+
+A viewer's report holds only these: the hub draws each table and chart from the checked files
+(dossier_kernel.render) where the notebook displayed the value publish() returned, and withholds
+every other output (docs/reports.md).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -17,8 +22,45 @@ from typing import Any
 import polars as pl
 
 from .disclosure import CheckResult, check_table
+from .render import ARTEFACT_MIME, chart_html, chart_spec, check_spec, short_text, table_html
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# what this process published, for publish_chart's preview in a notebook
+_tables: dict[str, tuple[pl.DataFrame, dict[str, Any]]] = {}
+
+
+class Published:
+    """What publish() and publish_chart() return: the check's verdict (`passed`, `findings`),
+    shown in a notebook with the table or chart as the released report will show it."""
+
+    def __init__(self, kind: str, name: str, result: CheckResult, preview: str):
+        self.kind, self.name, self.result, self._preview = kind, name, result, preview
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    @property
+    def findings(self) -> list[Any]:
+        return self.result.findings
+
+    @property
+    def table(self) -> str:
+        return self.result.table
+
+    def to_json(self) -> dict[str, Any]:
+        return self.result.to_json()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        verdict = self.result._repr_markdown_()
+        return {
+            ARTEFACT_MIME: {"kind": self.kind, "name": self.name},
+            "text/html": self._preview + f"<p><em>{html.escape(verdict)}</em></p>",
+            "text/plain": verdict,
+        }
+
+    def __repr__(self) -> str:
+        return f"<published {self.kind} {self.name}: {'passes' if self.passed else 'fails'}>"
 
 
 def dossier_rules() -> tuple[dict[str, Any], set[str]]:
@@ -43,13 +85,17 @@ def publish(
     counts: list[str] | tuple[str, ...] = (),
     magnitudes: dict[str, pl.Series | list[list[float]]] | None = None,
     attributes: list[str] | tuple[str, ...] = (),
-) -> CheckResult:
+    title: str | None = None,
+    descriptions: dict[str, str] | None = None,
+) -> Published:
     """Publish `df` as table `name`.
 
     counts: columns holding numbers of people or units (minimum cell count applies).
     magnitudes: column -> the largest contributions to each of its cells, in descending order
         (a list per row), for the dominance rule; the contributions are checked, not published.
     attributes: numeric columns that are neither (a year, a percentage of already-safe counts).
+    title: the table's caption in the report (default: its name).
+    descriptions: column -> what it holds, shown with the table (default: the catalog's).
     """
     if not isinstance(df, pl.DataFrame):
         raise TypeError("publish() takes a Polars DataFrame")
@@ -75,11 +121,21 @@ def publish(
         if magnitudes
         else None
     )
-    meta = {
+    meta: dict[str, Any] = {
         "counts": list(counts),
         "magnitudes": {c: f"{c}__top" for c in magnitudes},
         "attributes": list(attributes),
     }
+    if title is not None:
+        meta["title"] = short_text(title, f"publish({name!r}): the title")
+    if descriptions:
+        unknown = [c for c in descriptions if c not in df.columns]
+        if unknown:
+            raise ValueError(f"publish({name!r}): descriptions of no column: {', '.join(unknown)}")
+        meta["descriptions"] = {
+            c: short_text(d, f"publish({name!r}): the description of {c}")
+            for c, d in descriptions.items()
+        }
     rules, identifiers = dossier_rules()
     result = check_table(name, df, meta, rules, identifiers, contributions)
     run_dir = os.environ.get("DOSSIERHUB_RUN_DIR")
@@ -90,4 +146,41 @@ def publish(
         if contributions is not None:
             contributions.write_parquet(folder / f"{name}.contributions.parquet")
         (folder / f"{name}.meta.json").write_text(json.dumps(meta))
-    return result
+    _tables[name] = (df, meta)
+    return Published("table", name, result, table_html(df, meta, name=name))
+
+
+def publish_chart(
+    table: str,
+    *,
+    x: str,
+    y: str | list[str],
+    kind: str = "bar",
+    title: str | None = None,
+    x_label: str | None = None,
+    y_label: str | None = None,
+    name: str | None = None,
+) -> Published:
+    """Chart a table published earlier in this notebook: `kind` is bar, barh or line, `x` the
+    column along the axis, `y` one or more numeric columns. The report draws the chart from
+    the checked table, so a chart passes exactly when its table does."""
+    name = name or f"{table}_chart"
+    if not NAME.match(name):
+        raise ValueError(
+            f"publish_chart(): the name {name!r} must be lowercase letters, digits and '_', "
+            "starting with a letter (at most 63 characters)"
+        )
+    if table not in _tables:
+        raise ValueError(
+            f"publish_chart({table!r}): publish the table first, with publish(df, {table!r}, ...)"
+        )
+    df, _ = _tables[table]
+    spec = chart_spec(table, kind, x, y, title=title, x_label=x_label, y_label=y_label)
+    problems = check_spec(spec, df)
+    if problems:
+        raise ValueError(f"publish_chart({table!r}): {'; '.join(problems)}")
+    run_dir = os.environ.get("DOSSIERHUB_RUN_DIR")
+    if run_dir:
+        (Path(run_dir) / "published" / f"{name}.chart.json").write_text(json.dumps(spec))
+    result = CheckResult(name, True, [])
+    return Published("chart", name, result, chart_html(spec, df, name=name))
