@@ -368,15 +368,29 @@ def report_show(home: Home, dossier_id: str, run_id: str) -> None:
     default=None,
     help="Why a run whose output checks failed may still leave (recorded).",
 )
+@click.option(
+    "--include",
+    "include",
+    nargs=2,
+    multiple=True,
+    metavar="OUTPUT WHY",
+    help="Show viewers an unchecked output (its id in `report show`, e.g. c5.o0), with why "
+    "(recorded). Repeatable. Every other unchecked output stays withheld.",
+)
 @click.pass_obj
 def report_release(
-    home: Home, dossier_id: str, run_id: str, user: str, justification: str | None
+    home: Home,
+    dossier_id: str,
+    run_id: str,
+    user: str,
+    justification: str | None,
+    include: tuple[tuple[str, str], ...],
 ) -> None:
     """Release a run to the dossier's viewers (four eyes)."""
     from .reports import ReportRefused, release_run
 
     try:
-        record = release_run(home, dossier_id, run_id, user.lower(), justification)
+        record = release_run(home, dossier_id, run_id, user.lower(), justification, dict(include))
     except ReportRefused as exc:
         AuditLog(home).append(
             "report.release.refused", actor=user, dossier=dossier_id, run=run_id, reason=str(exc)

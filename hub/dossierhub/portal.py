@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import airlock
 from .audit import AuditLog
 from .directory import DossierEntry, read_directory
 from .extracts import current_provenance
@@ -230,6 +231,7 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         )
     provenance = run["provenance"]
     folder = Path(run["folder"])
+    worker = role in WORKER_ROLES
     return {
         "run_id": run_id,
         "dossier": dossier_id,
@@ -237,6 +239,12 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "checks": run["checks"],
         "released": run["released"],
         "has_html": (folder / "report.html").exists(),
+        # the whole notebook, unchecked outputs included: the team's, never a viewer's
+        "has_review": worker and (folder / "review.html").exists(),
+        "unchecked": airlock.unchecked_outputs(folder) if worker else [],
+        "tables": sorted(c["table"] for c in run["checks"] if c.get("kind", "table") == "table")
+        if provenance["status"] == "succeeded"
+        else [],
         "release": _release_verdict(role, person, provenance, run),
     }
 
@@ -257,19 +265,50 @@ def _release_verdict(
     return {"allowed": why is None, "why_not": why, "needs_justification": bool(failed)}
 
 
-def report_html(home: Home, dossier_id: str, run_id: str, person: Person) -> Path:
+def report_html(
+    home: Home, dossier_id: str, run_id: str, person: Person, view: str = "report"
+) -> Path:
+    """report.html (what viewers read) or, for the dossier's leads and analysts, review.html."""
     detail = run_detail(home, dossier_id, run_id, person)
-    path = runs_dir(home, dossier_id) / run_id / "report.html"
+    if view == "review":
+        _, role = member_entry(home, dossier_id, person)
+        if role not in WORKER_ROLES:
+            raise ReportRefused(
+                f"{person.name} is a {role} of dossier {dossier_id}: only its leads and "
+                "analysts see a run's unchecked outputs",
+                reason="forbidden",
+            )
+        if not detail["has_review"]:
+            raise ReportRefused(f"run {run_id} has no review page yet", reason="not_found")
+        return runs_dir(home, dossier_id) / run_id / "review.html"
     if not detail["has_html"]:
         raise ReportRefused(f"run {run_id} has no HTML report", reason="not_found")
-    return path
+    return runs_dir(home, dossier_id) / run_id / "report.html"
+
+
+def table_csv(
+    home: Home, dossier_id: str, run_id: str, name: str, person: Person
+) -> tuple[str, bytes]:
+    """A published table of the run as CSV (viewers: of a released run only)."""
+    detail = run_detail(home, dossier_id, run_id, person)
+    if name not in detail["tables"]:
+        raise ReportRefused(f"run {run_id} published no table '{name}'", reason="not_found")
+    import polars as pl
+
+    table = pl.read_parquet(runs_dir(home, dossier_id) / run_id / "published" / f"{name}.parquet")
+    return f"{dossier_id}-{run_id}-{name}.csv", table.write_csv().encode("utf-8")
 
 
 def release(
-    home: Home, dossier_id: str, run_id: str, person: Person, justification: str | None
+    home: Home,
+    dossier_id: str,
+    run_id: str,
+    person: Person,
+    justification: str | None,
+    include: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     member_entry(home, dossier_id, person, ("lead",))
-    return release_run(home, dossier_id, run_id, person.name, justification)
+    return release_run(home, dossier_id, run_id, person.name, justification, include)
 
 
 def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:

@@ -552,6 +552,7 @@ def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
         "provenance": provenance,
         "folder": str(folder),
         "checks": json.loads(checks_path.read_text()) if checks_path.exists() else [],
+        "unchecked": airlock.unchecked_outputs(folder),
         "released": json.loads(release.read_text()) if release.exists() else None,
     }
 

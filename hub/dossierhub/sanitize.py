@@ -19,7 +19,8 @@ TAGS = frozenset(
     }
 )
 ATTRIBUTES = {
-    "*": ["class", "id", "title"],
+    # data-* names the report's own parts (tables, charts, withheld outputs) for readers' tools
+    "*": ["class", "id", "title", "data-table", "data-chart", "data-output", "data-withheld"],
     "a": ["href", "title"],
     "img": ["src", "alt", "width", "height"],
     "th": ["colspan", "rowspan", "align"],

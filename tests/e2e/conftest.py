@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from e2e_pages import person  # noqa: F401 - the fixture, for every browser test
+
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:

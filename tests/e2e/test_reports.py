@@ -17,7 +17,6 @@ from pathlib import Path
 import duckdb
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from dossierhub.audit import AuditLog
 from dossierhub.kernelpool import KernelPool
@@ -25,31 +24,9 @@ from dossierhub.reports import run_report
 from dossierhub.unixusers import report_name, workspace_name
 
 from e2e_hub import DOSSIERHUB, Hub
+from e2e_runs import dossierhub, provenance, run, template
 
 EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy", "whoami", "smuggle", "planted")
-
-
-def dossierhub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOSSIERHUB, "--home", str(hub.home.root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-
-
-def template(
-    path: Path, *cells: str, params: str = "", meta: dict | None = None, kernel: str = "dossier"
-) -> None:
-    book = new_notebook()
-    book.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    if meta is not None:
-        book.metadata["dossierhub"] = meta
-    parameters = new_code_cell(params or "# Parameters")
-    parameters.metadata["tags"] = ["parameters"]
-    book.cells = [parameters, *(new_code_cell(c) for c in cells)]
-    nbformat.write(book, path)
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +98,6 @@ def reports(hub: Hub) -> Iterator[Hub]:
     for name in EXTRA:
         (folder / f"{name}.ipynb").unlink()
     assert hub.apply().returncode == 0
-
-
-def run(hub: Hub, *args: str) -> tuple[subprocess.CompletedProcess[str], Path | None]:
-    result = dossierhub(hub, "report", "run", *args)
-    first = result.stdout.split()
-    folder = hub.home.reports_dir / args[0] / first[0] if first else None
-    return result, folder
-
-
-def provenance(folder: Path) -> dict:
-    return json.loads((folder / "provenance.json").read_text())
 
 
 class Scripts(HTMLParser):

@@ -37,6 +37,11 @@ class ReleaseRequest(BaseModel):
     justification: str | None = Field(
         default=None, description="required when an output check failed; recorded"
     )
+    include: dict[str, str] = Field(
+        default_factory=dict,
+        description="unchecked outputs to show viewers (ids as in the run's `unchecked`), "
+        "each with its justification; recorded. Every other unchecked output stays withheld.",
+    )
 
 
 def raw_parameters(values: dict[str, Scalar]) -> dict[str, str]:
@@ -167,9 +172,10 @@ class RunHtml(ApiHandler):
     async def get(self, dossier_id: str, run_id: str) -> None:
         from .pages import send_report
 
+        view = self.get_query_argument("view", "report")
         try:
             path = await self.blocking(
-                portal.report_html, self.home, dossier_id, run_id, self.person
+                portal.report_html, self.home, dossier_id, run_id, self.person, view
             )
         except ReportRefused as exc:
             self.refused(exc)
@@ -177,12 +183,31 @@ class RunHtml(ApiHandler):
         send_report(self, path)
 
 
+class RunTable(ApiHandler):
+    async def get(self, dossier_id: str, run_id: str, name: str) -> None:
+        try:
+            filename, data = await self.blocking(
+                portal.table_csv, self.home, dossier_id, run_id, name, self.person
+            )
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        send_csv(self, filename, data)
+
+
 class Release(ApiHandler):
     async def post(self, dossier_id: str, run_id: str) -> None:
         request = self.body(ReleaseRequest)
         if request is None:
             return
-        await self.answer(portal.release, dossier_id, run_id, self.person, request.justification)
+        await self.answer(
+            portal.release,
+            dossier_id,
+            run_id,
+            self.person,
+            request.justification,
+            request.include,
+        )
 
 
 class Audit(ApiHandler):
@@ -204,6 +229,14 @@ class OpenAPI(DossierHandler):
 
 ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
 RUN = r"([0-9A-Za-z-]{1,64})"
+TABLE = r"([a-z][a-z0-9_]{0,62})"
+
+
+def send_csv(handler: DossierHandler, filename: str, data: bytes) -> None:
+    handler.set_header("Content-Type", "text/csv; charset=utf-8")
+    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.finish(data)
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:
@@ -217,6 +250,7 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (rf"{api}dossiers/{ID}/runs", Runs),
         (rf"{api}dossiers/{ID}/runs/{RUN}", Run),
         (rf"{api}dossiers/{ID}/runs/{RUN}/html", RunHtml),
+        (rf"{api}dossiers/{ID}/runs/{RUN}/tables/{TABLE}\.csv", RunTable),
         (rf"{api}dossiers/{ID}/runs/{RUN}/release", Release),
         (rf"{api}dossiers/{ID}/audit", Audit),
         (rf"{api}admin/dossiers", AdminDossiers),

@@ -49,6 +49,7 @@ def _param(name: str, description: str) -> dict[str, Any]:
 
 DOSSIER = _param("dossier", "dossier id, as in dossiers/<id>.yaml")
 RUN = _param("run", "run id, as `report list` prints it")
+TABLE = _param("table", "a table the run published (its `tables`)")
 MEMBERS = "any member of the dossier (lead, analyst, viewer)"
 WORKERS = "leads and analysts of the dossier"
 
@@ -80,13 +81,39 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         "/dossiers/{dossier}/runs/{run}/html": {
             "get": {
                 **_op(
-                    "The report as HTML (sandboxed: no script runs)",
+                    "The report as HTML (sandboxed: no script runs): what viewers read, drawn "
+                    "from the checked tables and charts; `?view=review` gives the whole "
+                    "notebook with every unchecked output marked (leads and analysts only)",
                     f"{WORKERS}; viewers once released",
                 ),
+                "parameters": [
+                    {
+                        "name": "view",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["report", "review"]},
+                    }
+                ],
                 "responses": {
                     "200": {"description": "the report", "content": {"text/html": {}}},
                     "403": {
                         "description": "not allowed",
+                        "content": {"application/json": {"schema": ERROR}},
+                    },
+                },
+            }
+        },
+        "/dossiers/{dossier}/runs/{run}/tables/{table}.csv": {
+            "get": {
+                **_op("A published table of the run as CSV", f"{WORKERS}; viewers once released"),
+                "responses": {
+                    "200": {"description": "the table", "content": {"text/csv": {}}},
+                    "403": {
+                        "description": "not allowed",
+                        "content": {"application/json": {"schema": ERROR}},
+                    },
+                    "404": {
+                        "description": "the run published no such table",
                         "content": {"application/json": {"schema": ERROR}},
                     },
                 },
@@ -107,7 +134,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         },
     }
     for path, item in paths.items():
-        parameters = [p for p in (DOSSIER, RUN) if "{" + p["name"] + "}" in path]
+        parameters = [p for p in (DOSSIER, RUN, TABLE) if "{" + p["name"] + "}" in path]
         if parameters:
             item["parameters"] = parameters
     return {

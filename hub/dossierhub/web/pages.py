@@ -13,7 +13,7 @@ from tornado import web
 
 from .. import portal
 from ..reports import ReportRefused
-from .api import ID, RUN
+from .api import ID, RUN, TABLE, send_csv
 from .base import DossierHandler, OAuthCallback, status_of
 
 HUB_PREFIX = "/hub/"
@@ -152,6 +152,7 @@ class RunPage(Page):
             d=dossier,
             progress=self.runner.progress(dossier_id, run_id),
             error=error or {},
+            view=self.get_query_argument("view", "report"),
         )
 
 
@@ -159,9 +160,20 @@ class ReleaseForm(RunPage):
     @web.authenticated
     async def post(self, dossier_id: str, run_id: str) -> None:
         justification = self.get_body_argument("justification", "").strip() or None
+        include = {
+            name.removeprefix("include:"): self.get_body_argument(f"why:{name[8:]}", "")
+            for name in self.request.body_arguments
+            if name.startswith("include:")
+        }
         try:
             await self.blocking(
-                portal.release, self.home, dossier_id, run_id, self.person, justification
+                portal.release,
+                self.home,
+                dossier_id,
+                run_id,
+                self.person,
+                justification,
+                include,
             )
         except ReportRefused as exc:
             await self.show(
@@ -172,15 +184,33 @@ class ReleaseForm(RunPage):
 
 
 class ReportFrame(Page):
+    view = "report"
+
     @web.authenticated
     async def get(self, dossier_id: str, run_id: str) -> None:
         try:
             path = await self.blocking(
-                portal.report_html, self.home, dossier_id, run_id, self.person
+                portal.report_html, self.home, dossier_id, run_id, self.person, self.view
             )
         except ReportRefused as exc:
             raise web.HTTPError(status_of(exc)) from None
         send_report(self, path)
+
+
+class ReviewFrame(ReportFrame):
+    view = "review"
+
+
+class TableDownload(Page):
+    @web.authenticated
+    async def get(self, dossier_id: str, run_id: str, name: str) -> None:
+        try:
+            filename, data = await self.blocking(
+                portal.table_csv, self.home, dossier_id, run_id, name, self.person
+            )
+        except ReportRefused as exc:
+            raise web.HTTPError(status_of(exc)) from None
+        send_csv(self, filename, data)
 
 
 class OpenWorkspace(Page):
@@ -228,6 +258,8 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (rf"{prefix}dossiers/{ID}/runs/{RUN}", RunPage),
         (rf"{prefix}dossiers/{ID}/runs/{RUN}/release", ReleaseForm),
         (rf"{prefix}dossiers/{ID}/runs/{RUN}/report\.html", ReportFrame),
+        (rf"{prefix}dossiers/{ID}/runs/{RUN}/review\.html", ReviewFrame),
+        (rf"{prefix}dossiers/{ID}/runs/{RUN}/tables/{TABLE}\.csv", TableDownload),
         (rf"{prefix}dossiers/{ID}/audit", AuditPage),
         (rf"{prefix}dossiers/{ID}/open", OpenWorkspace),
         (rf"{prefix}admin", AdminPage),

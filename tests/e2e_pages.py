@@ -1,0 +1,55 @@
+"""Helpers of the browser tests: a logged-in page per person, waiting for a run, screenshots
+(to test-artifacts/screenshots/, to look at)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from e2e_hub import PASSWORD, Hub
+
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+RUN_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def person(hub: Hub, browser: Browser) -> Iterator[Callable[[str], Page]]:
+    """A fresh browser context per person (their own cookies), logged in to the hub."""
+    contexts = []
+    requested: list[str] = []
+
+    def log_in(name: str) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(hub.service)  # -> hub login -> OAuth -> back to the service
+        page.fill("#username_input", name)
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_url(f"{hub.service}**")
+        return page
+
+    yield log_in
+    for context in contexts:
+        context.close()
+    # no CDN, no outside call: every page, script, style and image came from the hub
+    outside = [u for u in requested if not u.startswith((hub.url, "data:", "about:"))]
+    assert not outside, outside
+
+
+def expect_succeeded(page: Page) -> None:
+    """Wait for the run page to show a final status (it polls, then reloads); succeeded."""
+    page.wait_for_selector("#status:text-matches('succeeded|failed')", timeout=RUN_TIMEOUT_MS)
+    error = page.locator("#run-error")
+    assert page.locator("#status").inner_text() == "succeeded", (
+        error.inner_text() if error.count() else "no reason shown"
+    )
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
