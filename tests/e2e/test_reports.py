@@ -146,6 +146,7 @@ def test_successful_run_with_parameters(reports: Hub) -> None:
         "households_per_area",
         "reach_per_area",
         "payments_per_scheme",
+        "reach_per_area_chart",
     }
     assert all(c["passed"] for c in checks), checks
     html = (folder / "report.html").read_text()
