@@ -600,6 +600,7 @@ def release_run(
         "justification": justification or None,
         "failed_checks": failed,
     }
+    record["audit_head"] = AuditLog(home).head()  # audit verify: the log must still hold it
     _write_json(folder / "release.json", record)
     _lock_down(home, folder, dossier_id)
     AuditLog(home).append(
