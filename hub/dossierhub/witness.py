@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .home import Home
-    from .settings import SyslogSettings
+    from .settings import AuditSettings, SyslogSettings
 
 TAG = "dossierhub-audit"
 
@@ -50,9 +50,7 @@ class SyslogTarget:
 
 def configured_target(home: Home) -> tuple[SyslogTarget | None, str]:
     """The witness settings.yaml asks for, or None and why there is none."""
-    from .settings import load_settings  # settings pulls in policy and DuckDB: only when needed
-
-    audit = load_settings(home).audit
+    audit = _audit_settings(home)
     if audit.witness == "none":
         return None, "none configured (audit.witness: none in settings.yaml)"
     where = audit.syslog.endpoint()
@@ -62,6 +60,27 @@ def configured_target(home: Home) -> tuple[SyslogTarget | None, str]:
             "settings.yaml to the local socket or a remote syslog host)"
         )
     return SyslogTarget(audit.syslog), ""
+
+
+# settings.yaml as last parsed, by file identity: the hub appends often and YAML is slow
+_parsed: dict[Path, tuple[tuple[int, int, int] | None, AuditSettings]] = {}
+
+
+def _audit_settings(home: Home) -> AuditSettings:
+    from .settings import load_settings  # settings pulls in policy and DuckDB: only when needed
+
+    path = home.root / "settings.yaml"
+    try:
+        stat = path.stat()
+        identity: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except FileNotFoundError:
+        identity = None
+    cached = _parsed.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    audit = load_settings(home).audit
+    _parsed[path] = (identity, audit)
+    return audit
 
 
 def send(target: SyslogTarget, message: dict[str, Any]) -> str | None:
