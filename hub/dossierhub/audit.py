@@ -229,39 +229,44 @@ class AuditLog:
     def _witness(self, record: dict[str, Any], digest: str) -> None:
         """Send the new head to the witness; a failure is logged and kept for `audit verify`,
         never raised: the record is written and stays written."""
-        seq = record["seq"]
+        seq, target, error = record["seq"], "the witness", None
         try:
-            target, _ = witness.configured_target(self.home)
-            if target is None:
+            found, _ = witness.configured_target(self.home)
+            if found is None:
                 return
+            target = found.describe()
             keys = self._keys()
             if keys is None:
-                self._note_witness(seq, target.describe(), "the master key is unavailable")
-                return
-            message = {
-                "installation": keys.installation,
-                "seq": seq,
-                "hash": digest,
-                "action": record["action"],
-                "mac": _witness_mac(keys, seq, digest),
-            }
-            self._note_witness(seq, target.describe(), witness.send(target, message))
+                error = "the master key is unavailable"
+            else:
+                message = {
+                    "installation": keys.installation,
+                    "seq": seq,
+                    "hash": digest,
+                    "action": record["action"],
+                    "mac": _witness_mac(keys, seq, digest),
+                }
+                error = witness.send(found, message)
         except RefusedError as exc:  # settings.yaml is not valid: the append stands all the same
-            self._note_witness(seq, "the witness", str(exc))
+            error = str(exc)
         except Exception as exc:  # whatever else: the record is written, and stays
-            self._note_witness(seq, "the witness", f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            _log.warning("audit record %d was not witnessed: %s", seq, error)
+        try:
+            self._note_witness(seq, target, error)
+        except OSError as exc:  # a full disk, say: the warning above is all there is
+            _log.warning("audit/witness.json could not be written: %s", exc)
 
     def _note_witness(self, seq: int, target: str, error: str | None) -> None:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        if error is not None:
-            _log.warning("audit record %d was not witnessed: %s", seq, error)
         with self._lock:
             state = self.witness_state()
             if error is None:
                 state["sent"] = {"seq": seq, "at": now, "to": target}
             else:
-                failed = state.get("failed") or {}
-                count = int(failed.get("count", 0)) + 1
+                failed = state.get("failed")
+                count = int(failed.get("count", 0)) + 1 if isinstance(failed, dict) else 1
                 state["failed"] = {"count": count, "seq": seq, "at": now, "error": error}
             tmp = self.witness_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
@@ -284,9 +289,9 @@ class AuditLog:
             return [f"witness: settings.yaml is not valid, no head is sent: {exc}"]
         lines = [f"witness: {target.describe() if target else why}"]
         state = self.witness_state()
-        if sent := state.get("sent"):
+        if isinstance(sent := state.get("sent"), dict):
             lines.append(f"witness: last head sent: record {sent.get('seq')} at {sent.get('at')}")
-        if failed := state.get("failed"):
+        if isinstance(failed := state.get("failed"), dict):
             lines.append(
                 f"warning: {failed.get('count')} head(s) could not be sent to the witness; the "
                 f"last, record {failed.get('seq')} at {failed.get('at')}: {failed.get('error')}"

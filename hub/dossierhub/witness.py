@@ -128,9 +128,12 @@ class _BoundedSysLogHandler(SysLogHandler):
         elif self.socktype == socket.SOCK_STREAM:
             self.socket = socket.create_connection(self.address, timeout=self.timeout)
         else:
-            family, kind, proto, _, _ = socket.getaddrinfo(*self.address, 0, socket.SOCK_DGRAM)[0]
+            family, kind, proto, _, where = socket.getaddrinfo(*self.address, 0, socket.SOCK_DGRAM)[
+                0
+            ]
             self.socket = socket.socket(family, kind, proto)
             self.socktype = kind
+            self.address = where  # resolved once: sendto would look the name up again
             self.socket.settimeout(self.timeout)
 
     def handleError(self, record: logging.LogRecord) -> None:
