@@ -35,6 +35,12 @@ if [[ ${1:-} == --dev ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
+    # the audit witness tests start an rsyslogd of their own (the package starts none in a
+    # container; on a machine with systemd it also runs the system's, which is harmless)
+    if [[ ! -x /usr/sbin/rsyslogd ]] && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
+    fi
 fi
 # JupyterHub's proxy, pinned by package-lock.json
 npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true

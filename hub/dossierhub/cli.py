@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -14,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .audit import AuditLog, set_channel
-from .home import Home, init_home
+from .audit import AuditLog, GenesisRefused, set_channel
+from .home import Home, InitResult, init_home
 from .problems import Problem, RefusedError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def main(ctx: click.Context, home_dir: str) -> None:
 def init(home: Home) -> None:
     """Create HOME (folders, empty catalog, master key 0600) if missing; never overwrites."""
     result = init_home(home)
+    _begin_log(home, result)
     AuditLog(home).append(
         "init", home=str(home.root), created=result.created_dirs, created_key=result.created_key
     )
@@ -73,6 +75,14 @@ def init(home: Home) -> None:
         )
     if not (result.created_dirs or result.created_key or result.created_catalog):
         out.print("  already initialised; nothing changed")
+
+
+def _begin_log(home: Home, result: InitResult) -> None:
+    """A new installation's log starts with its genesis. Only a new master key makes one:
+    re-running init on a HOME whose log was deleted must not make the deletion pass."""
+    log = AuditLog(home)
+    if result.created_key and not log.read():
+        log.write_genesis("init")
 
 
 @main.command()
@@ -405,13 +415,61 @@ def audit() -> None:
 
 
 @audit.command()
+@click.option(
+    "--syslog",
+    "syslog_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A syslog file (or a SIEM's export) whose witnessed heads the log must hold.",
+)
 @click.pass_obj
-def verify(home: Home) -> None:
-    """Check the hash chain; exit 1 naming the first bad record."""
-    result = AuditLog(home).verify()
+def verify(home: Home, syslog_file: Path | None) -> None:
+    """Check the chain, head, genesis, release heads (and a syslog file); exit 1 naming the
+    first bad record and which of them disagrees."""
+    log = AuditLog(home)
+    result = log.verify(syslog_file)
     if not result.ok:
+        if result.first_bad is None:
+            raise Failed(result.message)
         raise Failed(f"audit log broken at record {result.first_bad}: {result.message}")
     out.print(f"audit log ok: {result.message}")
+    for line in [*result.notes, *log.witness_report()]:
+        out.print(f"  {escape(line)}")
+
+
+@audit.command()
+@click.pass_obj
+def genesis(home: Home) -> None:
+    """Write the genesis record once, for a log begun before dossierhub wrote one at init."""
+    log = AuditLog(home)
+    if (found := log.genesis()) is not None:
+        raise Failed(
+            f"the audit log already has its genesis (record {found.get('seq')}, written "
+            f"{found.get('time')}); nothing was changed"
+        )
+    result = log.verify()
+    if result.witness != "genesis":
+        raise Failed(
+            f"audit log broken at record {result.first_bad}: {result.message}; no genesis is "
+            "written over a broken log"
+        )
+    try:
+        record = log.write_genesis("explicit")
+    except GenesisRefused as exc:
+        raise Failed(f"{exc}; nothing was changed") from None
+    details = record["details"]
+    out.print(f"genesis written: record {record['seq']}, installation {details['installation']}")
+    if details["reason"] == "adopted":
+        err.print(
+            f"[yellow]warning:[/] it vouches for the {details['records_before']} records before "
+            f"it, written from {details['first_time']} to {details['last_time']}: if this HOME "
+            "was in use before the first, its log was deleted and begun again; investigate "
+            "instead (docs/audit.md)"
+        )
+    else:
+        err.print(
+            "[yellow]warning:[/] the log was empty: if this HOME was in use before, its log was "
+            "deleted; releases and syslog still hold the heads it had (docs/audit.md)"
+        )
 
 
 @main.command()
@@ -433,7 +491,7 @@ def demo(
     """Create HOME with seeded synthetic city data and three dossiers, apply, serve the hub."""
     from .demo import demo_password, write_demo
 
-    init_home(home)
+    _begin_log(home, init_home(home))
     written = write_demo(home, size=size, seed=seed, log=lambda text: err.print(text))
     AuditLog(home).append("demo", size=size, seed=seed, files=written)
     report = run_apply(home, [])

@@ -616,6 +616,7 @@ def release_run(
     ctx = airlock.context_for(home, dossier_id, folder, run["checks"])
     airlock.render_viewer(home, folder, provenance, ctx, record)
     record["report_sha256"] = hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
+    record["audit_head"] = AuditLog(home).head()  # audit verify: the log must still hold it
     _write_json(folder / "release.json", record)
     _lock_down(home, folder, dossier_id)
     AuditLog(home).append(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .home import Home
 from .models import Strict
@@ -63,11 +64,59 @@ class IsolationSettings(Strict):
     sandbox: Literal["auto", "off"] = "auto"
 
 
+SyslogFacility = Literal[
+    "auth", "authpriv", "daemon", "security", "syslog", "user",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+]  # fmt: skip
+
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+
+class SyslogSettings(Strict):
+    """Where the audit log's witness sends each head (docs/audit.md)."""
+
+    # a Unix socket (a path: the machine's syslog) or host[:port] of a remote syslog (a SIEM)
+    address: str = "/dev/log"
+    protocol: Literal["udp", "tcp"] = "udp"  # for host:port; a socket takes what it serves
+    facility: SyslogFacility = "auth"
+    # the most one append waits for the witness (connecting and sending, each)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("/"):
+            return value
+        match = _HOST_PORT.match(value)
+        if match is None or not 0 < int(match["port"] or 514) < 65536:
+            raise ValueError(
+                "give a socket path such as /dev/log, or host:port such as siem.example.org:514"
+            )
+        return value
+
+    def endpoint(self) -> str | tuple[str, int]:
+        """The address as SysLogHandler takes it: a path, or (host, port) (514 by default)."""
+        if self.address.startswith("/"):
+            return self.address
+        match = _HOST_PORT.match(self.address)
+        assert match is not None  # checked by the validator
+        return (match["v6"] or match["host"], int(match["port"] or 514))
+
+
+class AuditSettings(Strict):
+    # auto: syslog when `syslog.address` is host:port or a socket that exists; none: no witness
+    witness: Literal["auto", "syslog", "none"] = "auto"
+    syslog: SyslogSettings = Field(default_factory=SyslogSettings)
+
+
 class Settings(Strict):
     hub: HubSettings = Field(default_factory=HubSettings)
     workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
 def load_settings(home: Home) -> Settings:

@@ -262,17 +262,20 @@ def test_scripts_in_outputs_run_nothing(reports: Hub) -> None:
     result, folder = run(reports, "armoede", "scripted", "--user", "a.jansen")
     assert result.returncode == 0, result.stderr
     assert folder is not None
-    html = (folder / "report.html").read_text()
-    parser = Scripts()
-    parser.feed(html)
-    assert parser.found == []
-    assert "Content-Security-Policy" in html and "default-src 'none'" in html
-    assert "bold" in html
+    for name in ("report.html", "review.html"):
+        html = (folder / name).read_text()
+        parser = Scripts()
+        parser.feed(html)
+        assert parser.found == [], name
+        assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    # viewers get none of these outputs (not published); the team reviews them, made inert
+    assert 'id="bold"' not in (folder / "report.html").read_text()
+    assert 'id="bold"' in (folder / "review.html").read_text()
     # and in a real browser: nothing ran (no title change, no data-* set by any script)
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (./install.sh --dev installs it)")
-    page = tmp_copy(folder / "report.html")
+    page = tmp_copy(folder / "review.html")
     dom = subprocess.run(
         [
             chromium,

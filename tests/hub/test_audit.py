@@ -17,7 +17,7 @@ from helpers import run_cli, run_cli_process
 
 @pytest.fixture
 def logged_home(home: Path) -> Path:
-    """A HOME whose log holds init, a refused validation and two applies (5+ records)."""
+    """A HOME whose log holds its genesis, init, a refused validation, two applies, init."""
     (home / "dossiers" / "broken.yaml").write_text("id: [\n")
     assert run_cli(home, "validate").exit_code == 1
     (home / "dossiers" / "broken.yaml").unlink()
@@ -38,7 +38,7 @@ def write(home: Path, new: list[str]) -> None:
 def test_records_say_who_did_what(logged_home: Path) -> None:
     records = [json.loads(line) for line in lines(logged_home)]
     actions = [r["action"] for r in records]
-    assert actions == ["init", "validate.refused", "apply", "apply", "init"]
+    assert actions == ["audit.genesis", "init", "validate.refused", "apply", "apply", "init"]
     apply = records[-3]
     assert apply["actor"]
     armoede = next(d for d in apply["details"]["dossiers"] if d["id"] == "armoede")
