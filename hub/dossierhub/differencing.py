@@ -55,8 +55,8 @@ class PublishedTable:
         values = ", ".join(f"{k}={_show(v)}" for k, v in sorted(self.parameters.items()))
         return (
             f"released run {self.run_id} ({self.template}"
-            + (f" with {values}" if values else "")
-            + f", table '{self.name}')"
+            + (f": {values}" if values else "")
+            + f"), table '{self.name}'"
         )
 
 
