@@ -5,11 +5,11 @@ dossier's minimum count (docs/differencing.md).
 Every released run keeps its published tables (`reports/<id>/<run>/published/`, root's,
 read-only to the workspace's group) beside `release.json`: those files are the record of
 every released cell, and this module reads them where they are. There is no separate index:
-a second copy of the cells would have to be written at release, kept in step with the runs
-and protected like them, and it would save little, since a release is read only when its
-table has the same dimensions as the new one (decided from the tiny `.meta.json` and the
-Parquet footer) and hundreds of releases are compared in well under a second
-(docs/differencing.md, "Cost").
+it would be a second copy of the cells, written at release, kept in step with the runs
+(a run released before it existed, a release whose index write failed) and protected like
+them, to save time that is small at the scale of a dossier: the declarations and Parquet
+footers of 100 releases and one scan of their tables take about 0.1 s, 1000 releases about
+1.5 s (bench/bench_differencing.py; docs/differencing.md, "Cost").
 
 Two tables are compared when they have the same *dimensions*: the columns that say what a
 row stands for. Those are the columns publish() was not told are counts or magnitudes, less
@@ -50,6 +50,7 @@ class PublishedTable:
     dimensions: frozenset[str]
     counts: tuple[str, ...]
     magnitudes: tuple[str, ...]
+    dtypes: dict[str, str]  # column -> Polars type, from the Parquet footer
 
     def describe(self) -> str:
         values = ", ".join(f"{k}={_show(v)}" for k, v in sorted(self.parameters.items()))
@@ -94,9 +95,8 @@ def differencing_checks(home: Home, dossier_id: str, folder: Path) -> list[dict[
         findings = [
             {"rule": RULE, "column": None, "rows": [], "message": message} for message in unreadable
         ]
-        for other_table in released:
-            if other_table.dimensions == table.dimensions:
-                findings += compare(table, other_table, min_count)
+        same = [other for other in released if other.dimensions == table.dimensions]
+        findings += compare(table, same, min_count)
         if findings:
             entries.append({"table": table.name, "passed": False, "findings": findings})
     return entries
@@ -197,7 +197,15 @@ def _published(folder: Path, run: Run) -> list[PublishedTable]:
         )
         tables.append(
             PublishedTable(
-                run.run_id, run.template, run.parameters, name, path, dimensions, counts, magnitudes
+                run.run_id,
+                run.template,
+                run.parameters,
+                name,
+                path,
+                dimensions,
+                counts,
+                magnitudes,
+                {column: str(dtype) for column, dtype in schema.items()},
             )
         )
     return tables
@@ -206,67 +214,109 @@ def _published(folder: Path, run: Run) -> list[PublishedTable]:
 # ---------------------------------------------------------------- comparing
 
 
-def compare(new: PublishedTable, old: PublishedTable, min_count: int) -> list[dict[str, Any]]:
-    """Findings for `new` against one released table with the same dimensions."""
+def compare(
+    new: PublishedTable, olds: list[PublishedTable], min_count: int
+) -> list[dict[str, Any]]:
+    """Findings for `new` against released tables with the same dimensions: one per
+    released table and column, in the order of `olds`. All of them are read and joined in
+    one query (a query per table costs milliseconds each, which a thousand releases add
+    up to seconds); when one cannot be read, each is compared on its own so that the one
+    is named and the others still count."""
     import polars as pl
 
-    counts = [c for c in new.counts if c in old.counts]
-    if not counts:
+    olds = [old for old in olds if set(new.counts) & set(old.counts)]
+    if not olds:
         return []
-    magnitudes = [c for c in new.magnitudes if c in old.magnitudes]
     try:
-        pairs = _pairs(new, old, sorted(new.dimensions), [*counts, *magnitudes])
+        pairs = _pairs(new, olds)
     except (OSError, pl.exceptions.PolarsError) as exc:
+        if len(olds) > 1:
+            return [f for old in olds for f in compare(new, [old], min_count)]
+        message = f"could not be compared with {olds[0].describe()} ({type(exc).__name__}: "
         return [
-            {
-                "rule": RULE,
-                "column": None,
-                "rows": [],
-                "message": f"could not be compared with {old.describe()} "
-                f"({type(exc).__name__}: {_show(exc, 120)})",
-            }
+            {"rule": RULE, "column": None, "rows": [], "message": f"{message}{_show(exc, 120)})"}
         ]
-    findings = []
-    flagged: set[int] = set()
-    for column in counts:
-        rows = _small_differences(pairs, column, min_count)
-        if rows:
-            flagged |= {r["__row"] for r in rows}
-            findings.append(_finding(new, old, column, rows, min_count, "count"))
-    for column in magnitudes:
-        in_flagged = pairs.filter(pl.col("__row").is_in(sorted(flagged))).to_dicts()
-        rows = [r for r in in_flagged if r[column] != r[column + RELEASED]]
-        if rows:
-            findings.append(_finding(new, old, column, rows, min_count, "magnitude"))
-    return findings
+    found: dict[tuple[int, int, str], list[dict[str, Any]]] = {}  # (table, order, column)
+    for order, column in enumerate(new.counts):
+        having = [i for i, old in enumerate(olds) if column in old.counts]
+        for row in _small_differences(pairs, column, having, min_count):
+            found.setdefault((row["__table"], order, column), []).append(row)
+    flagged: dict[int, set[int]] = {}
+    for (table, _, _), rows in found.items():
+        flagged.setdefault(table, set()).update(r["__row"] for r in rows)
+    for order, column in enumerate(new.magnitudes, start=len(new.counts)):
+        for table, rows in sorted(flagged.items()):
+            if column not in olds[table].magnitudes:
+                continue
+            in_rows = pairs.filter(
+                (pl.col("__table") == table) & pl.col("__row").is_in(sorted(rows))
+            ).to_dicts()
+            differ = [r for r in in_rows if r[column] != r[column + RELEASED]]
+            if differ:
+                found[(table, order, column)] = differ
+    return [
+        _finding(new, olds[table], column, rows, min_count, column in new.counts)
+        for (table, _, column), rows in sorted(found.items())
+    ]
 
 
-def _pairs(
-    new: PublishedTable, old: PublishedTable, dimensions: list[str], values: list[str]
-) -> Any:
-    """The rows of both tables joined on their dimension values (compared as text, so a
-    category stored as Categorical in one and String in the other still matches), with the
-    new table's row numbers in `__row`. Rows whose dimension values repeat within a table
-    cannot be matched to one row of the other and are left out; a table without dimensions
-    is compared only when both hold one row (a total)."""
+def _pairs(new: PublishedTable, olds: list[PublishedTable]) -> Any:
+    """The rows of the new table joined with the rows of every released one on their
+    dimension values (compared as text, so a category stored as Categorical in one and
+    String in another still matches): the new table's row numbers in `__row`, the released
+    table's index in `__table`, its cells suffixed with RELEASED. Rows whose dimension
+    values repeat within a table cannot be matched to one row and are left out; tables
+    without dimensions are compared only when both hold one row (a total)."""
     import polars as pl
 
-    left = pl.read_parquet(new.path, columns=[*dimensions, *values]).with_row_index("__row")
-    right = pl.read_parquet(old.path, columns=[*dimensions, *values])
-    numeric = [pl.col(c).cast(pl.Float64, strict=False) for c in values]
-    left, right = left.with_columns(numeric), right.with_columns(numeric)
-    right = right.rename({c: c + RELEASED for c in values})
-    if not dimensions:
-        if left.height != 1 or right.height != 1:
-            return left.clear().hstack(right.clear())
-        return left.hstack(right)
+    dimensions = sorted(new.dimensions)
+    values = [*new.counts, *new.magnitudes]
     text = [pl.col(d).cast(pl.String) for d in dimensions]
-    left = left.with_columns(text).filter(pl.len().over(dimensions) == 1)
-    right = right.with_columns(text).filter(pl.len().over(dimensions) == 1)
-    return left.join(right, on=dimensions, how="inner", nulls_equal=True).sort("__row")
+    left = (
+        pl.read_parquet(new.path, columns=[*dimensions, *values])
+        .with_row_index("__row")
+        .with_columns(*text, *(pl.col(c).cast(pl.Float64, strict=False) for c in values))
+    )
+    # files with the same types are read by one scan (a scan per file costs milliseconds
+    # each); the file's path says which released table a row comes from
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for index, old in enumerate(olds):
+        mine = [c for c in values if c in old.counts or c in old.magnitudes]
+        key = tuple((c, old.dtypes[c]) for c in [*dimensions, *mine])
+        groups.setdefault(key, []).append(index)
+    scans = []
+    for key, indexes in groups.items():
+        mine = [c for c, _ in key if c not in dimensions]
+        files = pl.LazyFrame(
+            {"__file": [str(olds[i].path) for i in indexes], "__table": indexes},
+            schema={"__file": pl.String, "__table": pl.Int64},
+        )
+        scans.append(
+            pl.scan_parquet([olds[i].path for i in indexes], include_file_paths="__file")
+            .select(
+                *text,
+                *(pl.col(c).cast(pl.Float64, strict=False).alias(c + RELEASED) for c in mine),
+                "__file",
+            )
+            .filter(pl.len().over(["__file", *dimensions]) == 1)
+            .join(files, on="__file")
+            .drop("__file")
+        )
+    right = pl.concat(scans, how="diagonal_relaxed")
+    left = left.filter(pl.len().over(dimensions) == 1 if dimensions else pl.len() == 1)
+    if dimensions:
+        joined = left.lazy().join(right, on=dimensions, how="inner", nulls_equal=True)
+    else:
+        joined = left.lazy().join(right, how="cross")
+    for column in values:  # a released table without the column contributes nulls to it
+        if column + RELEASED not in joined.collect_schema():
+            joined = joined.with_columns(pl.lit(None, dtype=pl.Float64).alias(column + RELEASED))
+    return joined.sort("__table", "__row").collect()
 
 
-def _small_differences(pairs: Any, column: str, min_count: int) -> list[dict[str, Any]]:
+def _small_differences(
+    pairs: Any, column: str, tables: list[int], min_count: int
+) -> list[dict[str, Any]]:
     """Rows where the two cells differ by more than 0 and less than `min_count`, or may:
     a blank (suppressed) cell is taken to hold 1 to min_count - 1, as suppress_small
     leaves it, so against a shown value v the difference lies in [v - (m-1), v - 1]."""
@@ -275,13 +325,14 @@ def _small_differences(pairs: Any, column: str, min_count: int) -> list[dict[str
     here, there = pl.col(column), pl.col(column + RELEASED)
     gap = (here - there).abs()
     exact = here.is_not_null() & there.is_not_null() & (gap > 0) & (gap < min_count)
+    among = pl.col("__table").is_in(tables)
     if min_count <= 1:  # nothing is suppressed under a minimum of 1: a blank is not a count
-        return pairs.filter(exact).to_dicts()
+        return pairs.filter(among & exact).to_dicts()
     shown = pl.coalesce(here, there)
     low, high = shown - (min_count - 1), shown - 1
     possible = ((low <= min_count - 1) & (high >= 1)) | ((low <= -1) & (high >= 1 - min_count))
     suppressed = (here.is_null() ^ there.is_null()) & possible
-    return pairs.filter(exact | suppressed).to_dicts()
+    return pairs.filter(among & (exact | suppressed)).to_dicts()
 
 
 def _finding(
@@ -290,12 +341,12 @@ def _finding(
     column: str,
     rows: list[dict[str, Any]],
     min_count: int,
-    kind: str,
+    is_count: bool,
 ) -> dict[str, Any]:
     dimensions = sorted(new.dimensions)
     shown = "; ".join(_cell(r, column, dimensions, min_count) for r in rows[:SHOWN_ROWS])
     more = f"; and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
-    if kind == "count":
+    if is_count:
         lead = f"'{column}' differs by fewer than {min_count} from {old.describe()}"
     else:
         lead = (
