@@ -340,3 +340,26 @@ def test_a_released_run_that_cannot_be_read_is_reported_not_skipped(runs: Runs) 
     (finding,) = runs.check(new)["reach_per_area"]["findings"]
     assert finding["rule"] == "differencing" and broken.name in finding["message"]
     assert "not compared" in finding["message"]
+
+
+def test_a_damaged_table_is_named_and_the_others_still_count(runs: Runs) -> None:
+    """Its footer reads (so its dimensions match) but its cells do not: all released tables
+    are read by one scan, which fails; each is then compared on its own."""
+    damaged = runs.run(
+        "20260101T090000-aaaaaa", {"reach_per_area": reach([("A", 40, 20)])}, released=True
+    )
+    path = damaged / "published" / "reach_per_area.parquet"
+    data = bytearray(path.read_bytes())
+    data[4:60] = b"\xff" * 56  # the first page, after the magic bytes
+    path.write_bytes(bytes(data))
+    runs.run("20260102T090000-bbbbbb", {"reach_per_area": reach([("A", 78, 60)])}, released=True)
+    new = runs.run(
+        "20260103T090000-cccccc", {"reach_per_area": reach([("A", 80, 60)])}, released=False
+    )
+    damaged_finding, flagged = runs.check(new)["reach_per_area"]["findings"]
+    assert (
+        damaged_finding["column"] is None and "could not be compared" in damaged_finding["message"]
+    )
+    assert damaged.name in damaged_finding["message"]
+    assert flagged["column"] == "low_income_households" and flagged["rows"] == [0]
+    assert "20260102T090000-bbbbbb" in flagged["message"]
