@@ -8,8 +8,8 @@ every released cell, and this module reads them where they are. There is no sepa
 it would be a second copy of the cells, written at release, kept in step with the runs
 (a run released before it existed, a release whose index write failed) and protected like
 them, to save time that is small at the scale of a dossier: the declarations and Parquet
-footers of 100 releases and one scan of their tables take about 0.1 s, 1000 releases about
-1.5 s (bench/bench_differencing.py; docs/differencing.md, "Cost").
+footers of 100 releases and one scan of their tables take 0.1 to 0.16 s, 1000 releases 1.4
+to 1.8 s (bench/bench_differencing.py; docs/differencing.md, "Cost").
 
 Two tables are compared when they have the same *dimensions*: the columns that say what a
 row stands for. Those are the columns publish() was not told are counts or magnitudes, less
