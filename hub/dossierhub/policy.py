@@ -21,7 +21,7 @@ from .personal_data import name_hint, value_hint
 from .problems import Problem, Problems, RefusedError
 from .rowfilter import RowFilterError, normalize_filter
 from .sources import SourceFiles, SourceUnavailable, locate, read_schema
-from .templates_catalog import available, clashes
+from .templates_catalog import NUMERIC, TemplateError, available, clashes, load_template
 from .yamlfile import LocatedYaml, load_yaml
 
 SAMPLE_ROWS = 2000
@@ -198,6 +198,35 @@ def _check_templates(dossier: Dossier, doc: LocatedYaml, inst: Installation) -> 
                     f"there is no report template '{name}'.",
                     f"use one of: {', '.join(sorted(known)) or 'none'}, or add {name}.ipynb to "
                     "HOME/templates.",
+                )
+            )
+            continue
+        _check_parameters(name, ("templates", index), doc, inst)
+
+
+def _check_parameters(
+    name: str, where: tuple[str, int], doc: LocatedYaml, inst: Installation
+) -> None:
+    """A template whose parameters cannot be read is refused here rather than at its first
+    run; a number without a step is pointed out (docs/differencing.md says why it matters)."""
+    try:
+        template = load_template(inst.home, name)
+    except TemplateError as exc:
+        inst.problems.add(
+            doc.problem(where, f"{exc}.", "fix the template's dossierhub.parameters metadata.")
+        )
+        return
+    for parameter in template.parameters:
+        if parameter.type in NUMERIC and parameter.step is None:
+            inst.problems.add(
+                doc.problem(
+                    where,
+                    f"template '{name}': parameter '{parameter.name}' ({parameter.type}) has "
+                    "no step, so runs may use neighbouring values whose difference can "
+                    "single out a few people.",
+                    'declare a step in its dossierhub.parameters (such as "step": 1000), '
+                    "or step 1 where the number defines no group.",
+                    severity="warning",
                 )
             )
 

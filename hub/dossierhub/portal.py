@@ -178,6 +178,7 @@ def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str,
                         "choices": views if p.choices == "views" else p.choices,
                         "min": p.min,
                         "max": p.max,
+                        "step": p.step,
                         "description": p.description,
                     }
                     for p in template.parameters

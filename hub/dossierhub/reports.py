@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 from . import airlock
 from .audit import AuditLog
+from .differencing import differencing_checks, is_differencing, release_lock
 from .directory import read_directory
 from .extracts import current_provenance
 from .home import Home
@@ -231,6 +232,8 @@ def execute_run(
         outputs = ["report.ipynb"] if (folder / "report.ipynb").exists() else []
         outputs += _collect(scratch, folder)
         checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
+        if status == "succeeded":
+            checks += differencing_checks(home, dossier_id, folder)
         if outputs and outputs[0] == "report.ipynb":
             checks += _assemble(home, folder, provenance, checks, status)
     except Exception as exc:  # whatever broke, the run ends with a truthful status
@@ -597,27 +600,34 @@ def release_run(
             f"run {run_id}'s files differ from what the run recorded: not released",
             reason="conflict",
         )
-    failed = [c["table"] for c in run["checks"] if not c["passed"]]
-    if failed and not (justification and justification.strip()):
-        message = (
-            f"the output checks failed for {', '.join(failed)}: release "
-            "only with a written justification"
-        )
-        raise ReportRefused(message, fields={"justification": message})
-    included = _included(folder, include or {})
-    record = {
-        "by": user,
-        "at": _now(),
-        "justification": justification or None,
-        "failed_checks": failed,
-        "included": included,
-    }
-    # the released report: the checked artefacts, the included outputs, who released it
-    ctx = airlock.context_for(home, dossier_id, folder, run["checks"])
-    airlock.render_viewer(home, folder, provenance, ctx, record)
-    record["report_sha256"] = hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
-    record["audit_head"] = AuditLog(home).head()  # audit verify: the log must still hold it
-    _write_json(folder / "release.json", record)
+    with release_lock(home, dossier_id):  # differencing sees every release before this one
+        if (folder / "release.json").exists():  # released by another lead meanwhile
+            raise ReportRefused(f"run {run_id} was already released", reason="conflict")
+        # re-computed: another run may have been released since this one finished
+        differencing = differencing_checks(home, dossier_id, folder)
+        checks = [c for c in run["checks"] if not is_differencing(c)] + differencing
+        failed = list(dict.fromkeys(c["table"] for c in checks if not c["passed"]))
+        if failed and not (justification and justification.strip()):
+            message = (
+                f"the output checks failed for {_failed_rules(checks)}: release "
+                "only with a written justification"
+            )
+            raise ReportRefused(message, fields={"justification": message})
+        included = _included(folder, include or {})
+        record = {
+            "by": user,
+            "at": _now(),
+            "justification": justification or None,
+            "failed_checks": failed,
+            "differencing": differencing,
+            "included": included,
+        }
+        # the released report: the checked artefacts, the included outputs, who released it
+        ctx = airlock.context_for(home, dossier_id, folder, checks)
+        airlock.render_viewer(home, folder, provenance, ctx, record)
+        record["report_sha256"] = hashlib.sha256((folder / "report.html").read_bytes()).hexdigest()
+        record["audit_head"] = AuditLog(home).head()  # audit verify: the log must still hold it
+        _write_json(folder / "release.json", record)
     _lock_down(home, folder, dossier_id)
     AuditLog(home).append(
         "report.release",
@@ -648,3 +658,13 @@ def _included(folder: Path, include: dict[str, str]) -> list[dict[str, str]]:
         {"output": oid, "sha256": unchecked[oid]["sha256"], "justification": why.strip()}
         for oid, why in sorted(include.items())
     ]
+
+
+def _failed_rules(checks: list[dict[str, Any]]) -> str:
+    """`table (rule, rule), table (rule)` for the checks that failed."""
+    rules: dict[str, list[str]] = {}
+    for check in checks:
+        if not check["passed"]:
+            found = rules.setdefault(check["table"], [])
+            found += [f["rule"] for f in check["findings"] if f["rule"] not in found]
+    return ", ".join(f"{table} ({', '.join(names)})" for table, names in rules.items())

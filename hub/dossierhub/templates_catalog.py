@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import nbformat
 from .home import Home
 
 TYPES = ("str", "int", "float", "bool", "date")
+NUMERIC = ("int", "float")
 
 
 class TemplateError(ValueError):
@@ -41,6 +43,7 @@ class Parameter:
     min: Any = None
     max: Any = None
     description: str = ""
+    step: int | float | None = None  # values allowed: min + k * step (k * step without a min)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def _declared(template: str, raw: dict[str, Any]) -> Parameter:
             f"of {', '.join(TYPES)}"
         )
     choices = raw.get("choices")
-    return Parameter(
+    parameter = Parameter(
         raw["name"],
         kind,
         raw.get("default"),
@@ -133,7 +136,32 @@ def _declared(template: str, raw: dict[str, Any]) -> Parameter:
         raw.get("min"),
         raw.get("max"),
         raw.get("description", ""),
+        raw.get("step"),
     )
+    if parameter.step is not None:
+        _check_step_declared(template, parameter)
+    return parameter
+
+
+def _check_step_declared(template: str, parameter: Parameter) -> None:
+    """A step is a positive number on an int or float parameter (whole for an int), and the
+    default lies on its grid: else every run that leaves the parameter out is refused."""
+    step, where = parameter.step, f"template '{template}': parameter '{parameter.name}'"
+    if parameter.type not in NUMERIC:
+        raise TemplateError(
+            f"{where} is a {parameter.type}: only int and float parameters take a step"
+        )
+    number = isinstance(step, int | float) and not isinstance(step, bool)
+    if not number or step <= 0 or (parameter.type == "int" and not float(step).is_integer()):
+        raise TemplateError(
+            f"{where} has the step {step!r}: a step is a positive "
+            + ("whole number" if parameter.type == "int" else "number")
+        )
+    if parameter.default is not None:
+        try:
+            _check_step(parameter, parameter.default)
+        except ValueError as exc:
+            raise TemplateError(f"{where}: its default {exc}") from None
 
 
 def _inferred(path: Path) -> tuple[Parameter, ...]:
@@ -222,3 +250,40 @@ def _check_range(parameter: Parameter, value: Any, views: list[str]) -> None:
         raise ValueError(f"{value!r} is below the minimum {low!r}")
     if high is not None and value is not None and value > high:
         raise ValueError(f"{value!r} is above the maximum {high!r}")
+    if parameter.step is not None and value is not None:
+        _check_step(parameter, value)
+
+
+def _check_step(parameter: Parameter, value: int | float) -> None:
+    """On the grid min + k * step (k * step without a min), in decimal arithmetic so that a
+    step of 0.1 allows 0.3; the refusal names the nearest allowed values on either side."""
+    base = _decimal(parameter.min if parameter.min is not None else 0)
+    step = _decimal(parameter.step)
+    offset = _decimal(value) - base
+    if offset % step == 0:
+        return
+    below = base + (offset // step - (1 if offset < 0 else 0)) * step
+    nearest = [v for v in (below, below + step) if _in_range(parameter, v)]
+    grid = f"multiples of {_plain(step)}" + (
+        f" from {_plain(base)}" if parameter.min is not None else ""
+    )
+    allowed = " and ".join(_plain(v) for v in nearest)
+    raise ValueError(
+        f"{value!r} is not on its step grid ({grid}); "
+        + (f"the nearest allowed values are {allowed}" if len(nearest) > 1 else "")
+        + (f"the nearest allowed value is {allowed}" if len(nearest) == 1 else "")
+        + ("no value between its minimum and maximum is" if not nearest else "")
+    )
+
+
+def _decimal(number: int | float) -> Decimal:
+    return Decimal(str(number))  # the number as written, not its binary approximation
+
+
+def _plain(number: Decimal) -> str:
+    return format(number.normalize(), "f")
+
+
+def _in_range(parameter: Parameter, value: Decimal) -> bool:
+    low, high = parameter.min, parameter.max
+    return (low is None or value >= _decimal(low)) and (high is None or value <= _decimal(high))

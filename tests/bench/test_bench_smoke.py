@@ -22,3 +22,17 @@ def test_extract_benchmark_smoke() -> None:
     for figure in ("build_unique", "build_repeated", "group_by_cpu", "extract_size"):
         assert "ratio" in lines[figure], figure
     assert "GiB" in lines["apply_peak_memory"]
+
+
+def test_differencing_benchmark_smoke() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "bench_differencing.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for figure in ("10_released", "2_released_5000_rows"):
+        assert "ratio" in lines[figure], figure
