@@ -27,7 +27,7 @@ from dossierhub.kernelpool import KernelPool
 from dossierhub.reports import run_report
 from dossierhub.templates_catalog import load_template
 
-from e2e_hub import DOSSIERHUB, reachable_python
+from e2e_hub import DOSSIERHUB, reachable_python, release_identities
 
 PARAMETERS = {"district_profile": {"district": "Noord"}, "data_quality": {"view": "payments"}}
 
@@ -137,6 +137,7 @@ def main() -> int:
                 flush=True,
             )
     finally:
+        release_identities(Home(root / "home"))  # the Unix users it made go with it
         shutil.rmtree(root, ignore_errors=True)
     print("all targets met" if ok else "some targets missed")
     return 0 if ok else 1

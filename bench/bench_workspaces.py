@@ -37,7 +37,7 @@ from dossierhub.hubapi import read_serve_state
 from dossierhub.serve import proxy_command
 from dossierhub.unixusers import workspace_name
 
-from e2e_hub import DOSSIERHUB, free_ports, reachable_python
+from e2e_hub import DOSSIERHUB, free_ports, reachable_python, release_identities
 from kernelclient import execute
 
 LEAD = "bench.lead"
@@ -357,6 +357,7 @@ def main() -> int:
             plain.send_signal(signal.SIGTERM)
             plain.wait(60)
         subprocess.run(["pkill", "-f", f"{root}"], check=False)
+        release_identities(Home(root / "home"))  # the Unix users it made go with it
         shutil.rmtree(root, ignore_errors=True)
     if args.smoke:
         print("smoke run: too small to judge the targets")

@@ -4,7 +4,6 @@ real hub (dossierhub serve with its proxy on 127.0.0.1) for the e2e and security
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,15 @@ from dossierhub.home import Home
 from dossierhub.hub_auth import set_password
 from dossierhub.hubapi import read_serve_state
 
-from e2e_hub import ADMIN, DOSSIERHUB, PASSWORD, Hub, free_ports, reachable_python
+from e2e_hub import (
+    ADMIN,
+    DOSSIERHUB,
+    PASSWORD,
+    Hub,
+    free_ports,
+    reachable_python,
+    release_identities,
+)
 from helpers import SMALL, run_cli
 
 
@@ -121,14 +128,3 @@ def remove_dead_hubs() -> None:
         if read_serve_state(home) is None and time.time() - root.stat().st_mtime > 120:
             release_identities(home)
             shutil.rmtree(root, ignore_errors=True)
-
-
-def release_identities(home: Home) -> None:
-    """Remove the Unix users this HOME made, so the next test session's HOME may use the
-    names (a kept HOME would otherwise own them: serve refuses to share a name)."""
-    names = [e.pw_name for e in pwd.getpwall() if e.pw_dir.startswith(f"{home.root}/")]
-    for name in names:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-        subprocess.run(["userdel", name], capture_output=True, check=False)
-    for name in names:  # a group outlives its user while another user is a member
-        subprocess.run(["groupdel", name], capture_output=True, check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -152,3 +153,14 @@ class Hub:
                     break
                 time.sleep(0.2)
         return response
+
+
+def release_identities(home: Home) -> None:
+    """Remove the Unix users this HOME made, so the next test session's HOME may use the
+    names (a kept HOME would otherwise own them: serve refuses to share a name)."""
+    names = [e.pw_name for e in pwd.getpwall() if e.pw_dir.startswith(f"{home.root}/")]
+    for name in names:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    for name in names:  # a group outlives its user while another user is a member
+        subprocess.run(["groupdel", name], capture_output=True, check=False)
