@@ -33,6 +33,7 @@ from dossier_kernel.render import (
     chart_spec,
     check_spec,
     format_value,
+    short_text,
     table_html,
 )
 
@@ -146,6 +147,7 @@ class Artefacts:
     tables: dict[str, tuple[Any, dict[str, Any]]]  # name -> (polars frame, meta)
     charts: dict[str, dict[str, Any]]  # name -> spec (validated)
     chart_problems: dict[str, list[str]]  # name -> why it cannot be drawn
+    caption_problems: dict[str, str]  # table -> why its title or descriptions are not shown
 
 
 def load_artefacts(folder: Path) -> Artefacts:
@@ -156,8 +158,9 @@ def load_artefacts(folder: Path) -> Artefacts:
     tables: dict[str, tuple[Any, dict[str, Any]]] = {}
     charts: dict[str, dict[str, Any]] = {}
     problems: dict[str, list[str]] = {}
+    captions: dict[str, str] = {}
     if not published.exists():
-        return Artefacts(tables, charts, problems)
+        return Artefacts(tables, charts, problems, captions)
     for meta_path in sorted(published.glob("*.meta.json")):
         name = meta_path.name.removesuffix(".meta.json")
         data = published / f"{name}.parquet"
@@ -166,7 +169,14 @@ def load_artefacts(folder: Path) -> Artefacts:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except ValueError:
                 continue  # the checks fail it
-            tables[name] = (pl.read_parquet(data), meta if isinstance(meta, dict) else {})
+            table = pl.read_parquet(data)
+            meta = meta if isinstance(meta, dict) else {}
+            try:
+                meta = _captions(meta, table)
+            except ValueError as exc:  # the kernel wrote it: what publish() refuses, fails here
+                captions[name] = str(exc)
+                meta = {k: v for k, v in meta.items() if k not in ("title", "descriptions")}
+            tables[name] = (table, meta)
     for path in sorted(published.glob("*.chart.json")):
         name = path.name.removesuffix(".chart.json")
         try:
@@ -189,13 +199,39 @@ def load_artefacts(folder: Path) -> Artefacts:
             problems[name] = found
             continue
         charts[name] = spec
-    return Artefacts(tables, charts, problems)
+    return Artefacts(tables, charts, problems, captions)
+
+
+def _captions(meta: dict[str, Any], table: Any) -> dict[str, Any]:
+    """The title and column descriptions as publish() admits them (short texts, of columns the
+    table has); ValueError otherwise."""
+    if "title" in meta:
+        short_text(meta["title"], "its title")
+    descriptions = meta.get("descriptions", {})
+    if not isinstance(descriptions, dict):
+        raise ValueError("its descriptions are not a mapping of column to text")
+    for column, text in descriptions.items():
+        if column not in table.columns:
+            raise ValueError(f"it describes a column '{column}' it does not have")
+        short_text(text, f"the description of '{column}'")
+    return meta
 
 
 def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A chart passes exactly when its table does and it can be drawn from it."""
+    """A chart passes exactly when its table does and it can be drawn from it; a table whose
+    caption cannot be shown fails as well (publish() would have refused it)."""
     passed = {c["table"]: c["passed"] for c in table_checks}
     results = []
+    for name, problem in sorted(artefacts.caption_problems.items()):
+        message = f"{problem}: not written by publish(), its captions are not shown"
+        results.append(
+            {
+                "table": name,
+                "passed": False,
+                "findings": [{"rule": "published", "column": None, "rows": [], "message": message}],
+            }
+        )
+        passed[name] = False
     for name, problems in sorted(artefacts.chart_problems.items()):
         results.append(
             {
