@@ -20,7 +20,7 @@ import functools
 import hashlib
 import html
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -289,9 +289,19 @@ class Context:
     checks: dict[str, dict[str, Any]]  # table or chart name -> checks.json entry
     catalog_descriptions: dict[str, str]
     max_rows: int | None
+    drawn: dict[tuple[str, str], str | None] = field(default_factory=dict)  # viewer and review
 
 
 def _draw(ref: dict[str, Any], ctx: Context) -> str | None:
+    """The hub's HTML of a published table or chart (None: not a checked artefact), drawn
+    once per run."""
+    key = (ref["kind"], ref["name"])
+    if key not in ctx.drawn:
+        ctx.drawn[key] = _drawing(ref, ctx)
+    return ctx.drawn[key]
+
+
+def _drawing(ref: dict[str, Any], ctx: Context) -> str | None:
     name = ref["name"]
     if ref["kind"] == "table" and name in ctx.artefacts.tables:
         table, meta = ctx.artefacts.tables[name]

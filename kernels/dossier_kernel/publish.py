@@ -53,11 +53,13 @@ class Published:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         verdict = self.result._repr_markdown_()
-        return {
+        bundle: dict[str, Any] = {
             ARTEFACT_MIME: {"kind": self.kind, "name": self.name},
-            "text/html": self._preview + f"<p><em>{html.escape(verdict)}</em></p>",
             "text/plain": verdict,
         }
+        if self._preview:
+            bundle["text/html"] = self._preview + f"<p><em>{html.escape(verdict)}</em></p>"
+        return bundle
 
     def __repr__(self) -> str:
         return f"<published {self.kind} {self.name}: {'passes' if self.passed else 'fails'}>"
@@ -147,7 +149,9 @@ def publish(
             contributions.write_parquet(folder / f"{name}.contributions.parquet")
         (folder / f"{name}.meta.json").write_text(json.dumps(meta))
     _tables[name] = (df, meta)
-    return Published("table", name, result, table_html(df, meta, name=name))
+    # in a run the hub draws the table from its checked copy: no preview to make
+    preview = "" if run_dir else table_html(df, meta, name=name)
+    return Published("table", name, result, preview)
 
 
 def publish_chart(
@@ -183,4 +187,6 @@ def publish_chart(
     if run_dir:
         (Path(run_dir) / "published" / f"{name}.chart.json").write_text(json.dumps(spec))
     result = CheckResult(name, True, [])
-    return Published("chart", name, result, chart_html(spec, df, name=name))
+    # in a run the hub draws the chart from the checked table: no matplotlib in the kernel
+    preview = "" if run_dir else chart_html(spec, df, name=name)
+    return Published("chart", name, result, preview)
