@@ -101,7 +101,8 @@ class Decision:
         self._mark()
         where = {"dossier": self.dossier} if self.dossier is not None else {}
         asked = {k: _short(v) if isinstance(v, str) else v for k, v in self.asked.items()}
-        AuditLog(self.home).append(name, actor=self.actor, **where, **asked, **details)
+        # what was done (details) says more than what was asked: a checked template name
+        AuditLog(self.home).append(name, actor=self.actor, **{**where, **asked, **details})
 
     def _mark(self) -> None:
         if self.recorded:
@@ -212,9 +213,20 @@ def hub_request_logger(home: Home) -> Callable[[Any], None]:
     return log_and_audit
 
 
+def mark_decided(handler: Any) -> None:
+    """Tell the request log that this hub request's decision is recorded already (by the
+    spawner), so a refusal it answered is not recorded a second time."""
+    if handler is not None:
+        setattr(handler, _DECIDED, True)
+
+
+_DECIDED = "_dossierhub_decided"
+
+
 def _audit_hub_refusal(home: Home, handler: Any) -> None:
-    if handler.get_status() != 403:
-        return
+    status = handler.get_status()
+    if status not in (403, 404) or getattr(handler, _DECIDED, False):
+        return  # 404: to someone who may not see a workspace, the hub hides it
     request = handler.request
     asked = _hub_refusal_of(request.path, handler.get_query_argument("client_id", ""))
     if asked is None:
@@ -225,8 +237,8 @@ def _audit_hub_refusal(home: Home, handler: Any) -> None:
     action, dossier = asked
     Decision(home, action, user.name, dossier).refused_for(
         "forbidden",
-        f"the hub refused {request.method} {request.path}: no role of {user.name} in "
-        f"dossier {dossier} allows it",
+        f"the hub answered {status} to {request.method} {request.path}: no role of "
+        f"{user.name} in dossier {dossier} allows it",
     )
 
 

@@ -343,8 +343,12 @@ def _concerns(record: dict[str, Any], dossier_id: str) -> bool:
 
 def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
     details = dict(record.get("details") or {})
-    if isinstance(details.get("dossiers"), list):  # an apply of several dossiers: this one
-        mine = [d for d in details["dossiers"] if isinstance(d, dict) and d.get("id") == dossier_id]
+    if isinstance(details.get("dossiers"), list):  # an apply, a token of several: this one
+        mine = [
+            d
+            for d in details["dossiers"]
+            if d == dossier_id or (isinstance(d, dict) and d.get("id") == dossier_id)
+        ]
         details["dossiers"] = mine
         details.pop("hub", None)
     return {

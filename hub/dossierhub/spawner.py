@@ -21,7 +21,7 @@ from tornado import web
 from traitlets import Integer, Unicode
 
 from . import netbridge, sandbox
-from .decisions import Decision, reason_of_status
+from .decisions import Decision, mark_decided, reason_of_status
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
 from .logs import open_log
@@ -93,6 +93,7 @@ class DossierSpawner(LocalProcessSpawner):
             name.removeprefix(WORKSPACE_PREFIX) if name.startswith(WORKSPACE_PREFIX) else None,
             {} if name.startswith(WORKSPACE_PREFIX) else {"server": name},
         )
+        mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
         try:
             manifest, catalog, ids = self._startable()
         except web.HTTPError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dossierhub import decisions, portal
+from dossierhub import decisions, portal, reports
 from dossierhub.audit import AuditLog
 from dossierhub.home import Home
 from dossierhub.reports import ReportRefused
@@ -165,3 +165,23 @@ def test_every_decision_and_hub_record_is_documented() -> None:
     text = DOCS.read_text(encoding="utf-8")
     for name in [*decisions.ACTIONS, "hub.sync", "hub.token"]:
         assert f"`{name}`" in text, name
+
+
+def test_an_allowed_run_records_what_was_asked_and_done_once(home: Home) -> None:
+    """The template is both asked and done: one key, one record."""
+    mark = last_seq(home)
+    pending = decisions.decide(
+        home,
+        "report.run",
+        "b.devries",
+        "armoede",
+        lambda: reports.start_run(
+            home, "armoede", "data_quality", "b.devries", {"view": "households"}
+        ),
+        decisions.run_facts,
+        template="data_quality",
+    )
+    (record,) = records_after(home, mark)
+    assert record["action"] == "report.run" and record["details"]["run"] == pending.run_id
+    assert record["details"]["template"] == "data_quality"
+    assert record["details"]["parameters"] == pending.values
