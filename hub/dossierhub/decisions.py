@@ -70,7 +70,7 @@ class Decision:
     actor: str
     dossier: str | None = None
     asked: dict[str, Any] = field(default_factory=dict)
-    recorded: bool = False
+    decided: bool = False  # allow() or refuse() was called (a quiet read writes nothing)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -105,9 +105,9 @@ class Decision:
         AuditLog(self.home).append(name, actor=self.actor, **{**where, **asked, **details})
 
     def _mark(self) -> None:
-        if self.recorded:
+        if self.decided:
             raise RuntimeError(f"decision {self.action} of {self.actor} recorded twice")
-        self.recorded = True
+        self.decided = True
 
 
 def decide(
