@@ -267,3 +267,16 @@ def test_a_minted_token_reaches_the_trail(hub: Hub, client: Callable[[str], http
     logged = [r for r in AuditLog(hub.home).read() if r["action"] == "hub.token"]
     assert logged[-1]["details"]["dossiers"] == ["armoede", "mobiliteit"]
     assert value not in (hub.home.audit_dir / "audit.jsonl").read_text()
+
+
+def test_opening_a_workspace_in_the_browser_without_a_role_reaches_the_trail(
+    hub: Hub, person: Callable[[str], Page], client: Callable[[str], httpx.Client]
+) -> None:
+    """A viewer types the workspace's address: the hub refuses its login (OAuth) to them."""
+    started = hub.start("dossier-armoede", hub.token(LEAD))
+    assert started.status_code in (201, 202, 400), started.text  # 400: running already
+    viewer = person(VIEWER)
+    answer = viewer.goto(f"{hub.url}user/dossier-armoede/lab")
+    assert answer is not None and answer.status in (403, 404)
+    refused = find(trail(client), "workspace.open.refused", VIEWER)
+    assert refused and refused[0]["channel"] == "hub"
