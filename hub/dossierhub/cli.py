@@ -223,6 +223,7 @@ def run_serve(home: Home, ip: str | None, port: int | None) -> None:
 @click.pass_obj
 def token(home: Home, user: str, note: str) -> None:
     """Print a new API token for USER (the hub must be running)."""
+    from .decisions import dossiers_of
     from .hubapi import HubAPI, HubUnavailable
 
     try:
@@ -238,7 +239,8 @@ def token(home: Home, user: str, note: str) -> None:
             api.close()
     except HubUnavailable as exc:
         raise Failed(str(exc)) from None
-    AuditLog(home).append("token", user=user, note=note)
+    # in the trail of every dossier the token reaches: the workspace's, or the person's
+    AuditLog(home).append("hub.token", user=user, note=note, dossiers=dossiers_of(home, user))
     out.print(value)
 
 
@@ -303,12 +305,9 @@ def report_run(
         if name in raw:
             raise Failed(f"parameter '{name}' is given twice")
         raw[name] = value
-    try:
+    try:  # decided and audited (report.run or report.run.refused) in run_report
         outcome = run_report(home, dossier_id, template, user.lower(), raw)
     except ReportRefused as exc:
-        AuditLog(home).append(
-            "report.refused", actor=user, dossier=dossier_id, template=template, reason=str(exc)
-        )
         raise Failed(f"{exc}; nothing was run.") from None
     out.print(f"{outcome.run_id} {outcome.status}")
     if outcome.status != "succeeded":
@@ -397,14 +396,21 @@ def report_release(
     include: tuple[tuple[str, str], ...],
 ) -> None:
     """Release a run to the dossier's viewers (four eyes)."""
+    from .decisions import decide, release_facts
     from .reports import ReportRefused, release_run
 
+    name = user.lower()
     try:
-        record = release_run(home, dossier_id, run_id, user.lower(), justification, dict(include))
-    except ReportRefused as exc:
-        AuditLog(home).append(
-            "report.release.refused", actor=user, dossier=dossier_id, run=run_id, reason=str(exc)
+        record = decide(
+            home,
+            "report.release",
+            name,
+            dossier_id,
+            lambda: release_run(home, dossier_id, run_id, name, justification, dict(include)),
+            release_facts,
+            run=run_id,
         )
+    except ReportRefused as exc:
         raise Failed(f"{exc}.") from None
     out.print(f"{run_id} released by {record['by']}")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from traitlets.config import Config
 
 from .audit import set_channel
+from .decisions import hub_request_logger
 from .directory import DossierEntry, read_directory
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
@@ -56,6 +57,8 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.default_url = "/hub/home"
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     c.JupyterHub.template_vars = {"dossierhub_workspaces": workspaces_for(home)}
+    # the hub's request log, which also audits the hub's own refusals of a workspace
+    c.JupyterHub.tornado_settings = {"log_function": hub_request_logger(Home(home))}
 
     c.JupyterHub.spawner_class = "dossierhub.spawner.DossierSpawner"
     c.DossierSpawner.dossierhub_home = str(home)

@@ -5,7 +5,8 @@ that dossier (hub/directory.json, written by apply from the manifests) and refus
 `ReportRefused(reason="forbidden")` unless the role allows it. Admins see the overview of all
 dossiers (members, expiry, last apply, problems) but no dossier's data or reports unless a
 manifest makes them a member: "without becoming a big brother". The web handlers and the CLI
-call the same functions in reports.py underneath.
+call the same functions in reports.py underneath, each through decisions.decide, which records
+the decision in the audit log; these functions decide and record nothing themselves.
 """
 
 from __future__ import annotations
@@ -134,17 +135,16 @@ def views_of(home: Home, dossier_id: str) -> list[dict[str, Any]]:
 
 
 def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
-    """Record that a lead or analyst opens the workspace; the hub URL that starts or opens it.
+    """The hub URL that starts or opens the workspace, for a lead or analyst.
 
-    The product's own buttons come here, so the dossier's audit trail says who opened its
-    workspace and when (the hub records starts as well, via the spawner)."""
+    The product's own buttons come here (through decisions.decide, as workspace.open), so
+    the dossier's audit trail says who opened its workspace and when, and who was refused."""
     entry, _ = member_entry(home, dossier_id, person, WORKER_ROLES)
     if entry.expired():
         raise ReportRefused(
             f"dossier {dossier_id} expired on {entry.expires}: its workspace is closed",
             reason="conflict",
         )
-    AuditLog(home).append("workspace.open", actor=person.name, dossier=dossier_id)
     return f"/hub/spawn/{entry.hub_user}"
 
 
@@ -344,14 +344,19 @@ def _concerns(record: dict[str, Any], dossier_id: str) -> bool:
 
 def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
     details = dict(record.get("details") or {})
-    if isinstance(details.get("dossiers"), list):  # an apply of several dossiers: this one
-        mine = [d for d in details["dossiers"] if isinstance(d, dict) and d.get("id") == dossier_id]
+    if isinstance(details.get("dossiers"), list):  # an apply, a token of several: this one
+        mine = [
+            d
+            for d in details["dossiers"]
+            if d == dossier_id or (isinstance(d, dict) and d.get("id") == dossier_id)
+        ]
         details["dossiers"] = mine
         details.pop("hub", None)
     return {
         "seq": record.get("seq"),
         "time": record.get("time"),
         "actor": record.get("actor"),
+        "channel": record.get("channel"),  # the pages and API (service), cli or the hub
         "action": record.get("action"),
         "details": details,
     }

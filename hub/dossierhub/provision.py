@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import sandbox
+from .audit import AuditLog
 from .directory import WORKSPACE_PREFIX, DossierEntry
 from .extracts import Progress, remove_extracts
 from .home import Home
@@ -26,32 +27,49 @@ from .unixusers import identities, isolation_enabled
 @dataclass
 class SyncReport:
     changes: list[str] = field(default_factory=list)
+    by_dossier: dict[str, list[str]] = field(default_factory=dict)
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *dossier_ids: str) -> None:
+        """A change made in the hub, and the dossiers whose trail it belongs in."""
         self.changes.append(text)
+        for dossier_id in dossier_ids:
+            self.by_dossier.setdefault(dossier_id, []).append(text)
 
 
 def sync_hub(home: Home, api: HubAPI, entries: list[DossierEntry]) -> SyncReport:
+    """Users, groups and workspaces in line with the directory; every change is audited in
+    the trail of its dossier (hub.sync), also when the hub fails partway."""
     report = SyncReport()
+    try:
+        _sync(home, api, entries, report)
+    finally:
+        audit = AuditLog(home)
+        for dossier_id, changes in sorted(report.by_dossier.items()):
+            audit.append("hub.sync", dossier=dossier_id, changes=changes)
+    return report
+
+
+def _sync(home: Home, api: HubAPI, entries: list[DossierEntry], report: SyncReport) -> None:
     users = api.users()
     groups = api.groups()
     people = sorted({p for e in entries for p in (*e.workers, *e.viewers)})
     missing = [n for n in [*people, *(e.hub_user for e in entries)] if n not in users]
     api.create_users(missing)
     for name in missing:
-        report.note(f"created hub user {name}")
+        report.note(f"created hub user {name}", *_dossiers_of(entries, name))
     for entry in entries:
-        removed = _set_members(api, groups, entry.group, entry.workers, report)
-        _set_members(api, groups, entry.viewer_group, entry.viewers, report)
+        removed = _set_members(api, groups, entry.group, entry.workers, report, entry.id)
+        _set_members(api, groups, entry.viewer_group, entry.viewers, report, entry.id)
         if entry.expired():
             if api.server_running(entry.hub_user):
                 expire_workspace(home, api, entry.id)
-                report.note(f"stopped the workspace of expired dossier {entry.id}")
+                report.note(f"stopped the workspace of expired dossier {entry.id}", entry.id)
         elif removed and api.server_running(entry.hub_user):
             restart_workspace(home, api, entry, removed)
             report.note(
                 f"restarted the workspace of {entry.id} to close the connections of "
-                f"{', '.join(removed)}"
+                f"{', '.join(removed)}",
+                entry.id,
             )
     wanted = {e.hub_user for e in entries}
     for name in sorted(users):
@@ -61,8 +79,13 @@ def sync_hub(home: Home, api: HubAPI, entries: list[DossierEntry]) -> SyncReport
             for group in (name, f"{name}-viewers"):
                 if group in groups:
                     api.delete_group(group)
-            report.note(f"deprovisioned hub user and groups of {name}")
-    return report
+            report.note(
+                f"deprovisioned hub user and groups of {name}", name.removeprefix(WORKSPACE_PREFIX)
+            )
+
+
+def _dossiers_of(entries: list[DossierEntry], name: str) -> list[str]:
+    return [e.id for e in entries if name == e.hub_user or e.role_of(name) is not None]
 
 
 def _set_members(
@@ -71,19 +94,20 @@ def _set_members(
     group: str,
     wanted: tuple[str, ...],
     report: SyncReport,
+    dossier_id: str,
 ) -> list[str]:
     if group not in groups:
         api.create_group(group)
-        report.note(f"created group {group}")
+        report.note(f"created group {group}", dossier_id)
     current = set(groups.get(group, []))
     add = sorted(set(wanted) - current)
     remove = sorted(current - set(wanted))
     api.add_to_group(group, add)
     api.remove_from_group(group, remove)
     for person in add:
-        report.note(f"added {person} to {group}")
+        report.note(f"added {person} to {group}", dossier_id)
     for person in remove:
-        report.note(f"removed {person} from {group}")
+        report.note(f"removed {person} from {group}", dossier_id)
     return remove
 
 

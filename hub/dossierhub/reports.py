@@ -155,8 +155,18 @@ def run_report(
     timeout: float | None = None,
     pool: KernelPool | None = None,
 ) -> RunOutcome:
-    """One run, start to end (what `report run` does)."""
-    pending = start_run(home, dossier_id, template_name, user, raw_params)
+    """One run, start to end (what `report run` does): decided and audited as report.run."""
+    from .decisions import decide, run_facts  # decisions builds on this module
+
+    pending = decide(
+        home,
+        "report.run",
+        user,
+        dossier_id,
+        lambda: start_run(home, dossier_id, template_name, user, raw_params),
+        run_facts,
+        template=template_name,
+    )
     return execute_run(pending, timeout=timeout, pool=pool)
 
 
@@ -164,7 +174,7 @@ def start_run(
     home: Home, dossier_id: str, template_name: str, user: str, raw_params: dict[str, str]
 ) -> PendingRun:
     """Refuse or queue: after this returns, the run has an id, a folder and a `queued`
-    provenance, and the audit log knows who started what."""
+    provenance. The caller records the decision (decisions.decide, as report.run)."""
     template, values = prepare_run(home, dossier_id, template_name, user, raw_params)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
     folder = runs_dir(home, dossier_id) / run_id
@@ -188,14 +198,6 @@ def start_run(
         "runner_pid": os.getpid(),
     }
     _write_json(folder / "provenance.json", provenance)
-    AuditLog(home).append(
-        "report.run",
-        actor=user,
-        dossier=dossier_id,
-        run=run_id,
-        template=template.name,
-        parameters=values,
-    )
     return PendingRun(
         home, dossier_id, run_id, folder, template, values, user, provenance, extracts
     )
@@ -569,6 +571,7 @@ def release_run(
     include: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Four eyes: a lead who did not start the run; checks passed or a justification.
+    The caller records the decision (decisions.decide, as report.release).
 
     `include` maps unchecked outputs (ids from outputs.json) the lead chooses to show viewers
     to a justification for each; every other unchecked output stays withheld."""
@@ -629,15 +632,6 @@ def release_run(
         record["audit_head"] = AuditLog(home).head()  # audit verify: the log must still hold it
         _write_json(folder / "release.json", record)
     _lock_down(home, folder, dossier_id)
-    AuditLog(home).append(
-        "report.release",
-        actor=user,
-        dossier=dossier_id,
-        run=run_id,
-        justification=justification or None,
-        failed_checks=failed,
-        included=included,
-    )
     return record
 
 

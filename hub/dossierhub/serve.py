@@ -51,12 +51,21 @@ def proxy_command() -> str:
     return found
 
 
-def _secret_file(path: Path) -> str:
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+# the tokens serve mints once, and who holds them (audited as hub.token when minted)
+TOKENS = (
+    ("proxy.token", "configurable-http-proxy (the hub's key to its routes)"),
+    ("service.token", "the dossierhub service (role dossierhub-provisioner)"),
+)
+
+
+def _secret_file(path: Path) -> bool:
+    """Mint the secret in `path` unless it is there; True when it was minted now."""
+    if path.exists():
+        return False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return True
 
 
 class Supervisor:
@@ -83,8 +92,9 @@ class Supervisor:
         home = self.home
         home.hub_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(home.hub_dir, 0o700)
-        _secret_file(home.hub_dir / "proxy.token")
-        _secret_file(home.hub_dir / "service.token")
+        for name, holder in TOKENS:
+            if _secret_file(home.hub_dir / name):
+                AuditLog(home).append("hub.token", user=holder, file=f"hub/{name}")
         (home.hub_dir / "settings.effective.json").write_text(self.settings.model_dump_json())
         (home.hub_dir / "jupyterhub_config.py").write_text(
             "# Written by `dossierhub serve` at every start; put settings in settings.yaml.\n"
@@ -178,11 +188,9 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise ServeError(f"the hub did not answer within {timeout:.0f} s")
                 time.sleep(0.1)
-            report = sync_hub(self.home, api, entries)
+            sync_hub(self.home, api, entries)  # audits its changes, per dossier
         finally:
             api.close()
-        if report.changes:
-            AuditLog(self.home).append("hub.sync", changes=report.changes)
         state = {
             "serve_pid": os.getpid(),
             "hub_api": self.hub_api_url,

@@ -21,7 +21,7 @@ from tornado import web
 from traitlets import Integer, Unicode
 
 from . import netbridge, sandbox
-from .audit import AuditLog
+from .decisions import Decision, mark_decided, reason_of_status
 from .home import Home
 from .hub_auth import WORKSPACE_PREFIX
 from .logs import open_log
@@ -82,6 +82,31 @@ class DossierSpawner(LocalProcessSpawner):
             raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
 
     async def start(self):  # type: ignore[no-untyped-def]
+        """Decide (audited as workspace.start, refusals too), then start. The hub has
+        already checked the person's role (their group's role on this workspace); what it
+        refuses itself is recorded by decisions.hub_request_logger."""
+        name = self.user.name
+        decision = Decision(
+            self.home,
+            "workspace.start",
+            self._requested_by(),
+            name.removeprefix(WORKSPACE_PREFIX) if name.startswith(WORKSPACE_PREFIX) else None,
+            {} if name.startswith(WORKSPACE_PREFIX) else {"server": name},
+        )
+        mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
+        try:
+            manifest, catalog, ids = self._startable()
+        except web.HTTPError as exc:
+            decision.refused_for(reason_of_status(exc.status_code), exc.log_message or "")
+            raise
+        # the hub mints this server's API token at every start: recorded with the decision
+        scopes = self.server_token_scopes
+        decision.allow(server_token=scopes if isinstance(scopes, list) else "as configured")
+        return await self._start(manifest, catalog, ids)
+
+    def _startable(self) -> tuple[dict, Path, DossierIdentities | None]:
+        """The manifest, the catalog and the identities; HTTPError when the workspace may
+        not start (not a dossier's, gone, expired, no data, an identity clash)."""
         manifest = self._manifest()
         expires = manifest.get("expires")
         if isinstance(expires, str):
@@ -103,6 +128,11 @@ class DossierSpawner(LocalProcessSpawner):
             ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
         except IdentityClash as exc:
             raise web.HTTPError(409, str(exc)) from None
+        return manifest, catalog, ids
+
+    async def _start(  # type: ignore[no-untyped-def]
+        self, manifest: dict, catalog: Path, ids: DossierIdentities | None
+    ):
         self._ids = ids
         # prepare_dossier made it, as the workspace's; without isolation it is made here
         workdir = (
@@ -161,9 +191,6 @@ class DossierSpawner(LocalProcessSpawner):
         if self._sandboxed and self._started_at is not None:
             self._start_bridge(self._started_at)
             await self._answering(started)
-        AuditLog(self.home).append(
-            "workspace.start", actor=self._requested_by(), dossier=self.dossier_id
-        )
         return started
 
     def _start_bridge(self, started_at: str) -> None:

@@ -234,7 +234,8 @@ def test_opening_the_workspace_is_audited(hub: Hub, person: Callable[[str], Page
     assert response.status == 302
     assert response.headers["location"] == "/hub/spawn/dossier-armoede"
     opened = [r for r in AuditLog(hub.home).read() if r["action"] == "workspace.open"]
-    assert opened[-1]["actor"] == "b.devries" and opened[-1]["details"] == {"dossier": "armoede"}
+    assert opened[-1]["actor"] == "b.devries"
+    assert opened[-1]["details"] == {"dossier": "armoede", "outcome": "allowed"}
     viewer = person("d.visser")
     refused = viewer.request.get(f"{hub.service}dossiers/armoede/open", max_redirects=0)
     assert refused.status == 403

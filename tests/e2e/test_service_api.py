@@ -203,8 +203,12 @@ def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Clie
 
     trail = viewer.get("dossiers/armoede/audit").json()
     assert trail["chain"]["ok"] is True
-    mine = [r for r in trail["records"] if r["details"].get("run") == run_id]
-    assert {r["action"] for r in mine} == {"report.run", "report.finished", "report.release"}
+    mine = [r["action"] for r in trail["records"] if r["details"].get("run") == run_id]
+    for allowed in ("report.run", "report.finished", "report.release", "report.read"):
+        assert mine.count(allowed) == 1, (allowed, mine)  # each once
+    # the viewer's early look, the author's release, the bad body and the second release
+    assert mine.count("report.show.refused") == 1
+    assert mine.count("report.release.refused") == 3
 
 
 def test_admin_overview_lists_every_dossier_with_its_problems(

@@ -49,7 +49,8 @@ def test_access_matrix(hub: Hub, lead: str) -> None:
     assert status(hub, ARMOEDE, lead) == 200
     started = [r for r in AuditLog(hub.home).read() if r["action"] == "workspace.start"]
     assert started and started[-1]["actor"] == "a.jansen"
-    assert started[-1]["details"] == {"dossier": "armoede"}
+    assert started[-1]["details"]["dossier"] == "armoede"
+    assert started[-1]["details"]["outcome"] == "allowed"
     assert status(hub, ARMOEDE, hub.token("b.devries")) == 200  # analyst
     for outsider in ("d.visser", "h.deboer", "s.vreemd"):  # viewer, other dossier, stranger
         token = hub.token(outsider)

@@ -2,6 +2,8 @@
 
 Authenticated by the hub: an API token (`Authorization: token ...`) or the login cookie (then
 with JupyterHub's xsrf token on POST). Errors are JSON: {"error": sentence, "fields": {...}}.
+Every answer about a dossier is a decision recorded by decisions.decide (docs/decisions.md),
+a malformed request body included.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.web import HTTPError
 
-from .. import portal
+from .. import decisions, portal
 from ..reports import ReportRefused
 from .base import DossierHandler, status_of
 from .openapi import openapi_document
@@ -72,26 +74,24 @@ class ApiHandler(DossierHandler):
     def refused(self, exc: ReportRefused) -> None:
         self.fail(status_of(exc), str(exc), exc.fields)
 
-    def body(self, model: type[BaseModel]) -> Any:
+    async def body(self, model: type[BaseModel], action: str, dossier_id: str, **asked: Any) -> Any:
+        """The request body as `model`; None when it is not, after recording the refusal
+        (a decision like any other) and answering 400 or 422."""
         try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError as exc:
-            self.fail(400, f"the request body is not JSON: {exc}")
-            return None
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            fields = {".".join(map(str, e["loc"])) or "body": e["msg"] for e in exc.errors()}
-            self.fail(422, "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
+            return parse_body(model, self.request.body)
+        except ReportRefused as exc:
+            self.refused(await self.refuse(action, dossier_id, exc, **asked))
             return None
 
-    async def answer(self, function: Any, *args: Any, status: int = 200) -> None:
+    async def answer(
+        self, action: str, dossier_id: str | None, function: Any, *args: Any, **asked: Any
+    ) -> None:
+        """One decision, answered as JSON (or as the refusal)."""
         try:
-            result = await self.blocking(function, self.home, *args)
+            result = await self.decided(action, dossier_id, function, *args, **asked)
         except ReportRefused as exc:
             self.refused(exc)
             return
-        self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result, default=str))
 
@@ -110,35 +110,52 @@ class Me(ApiHandler):
 
 class Dossiers(ApiHandler):
     async def get(self) -> None:
-        await self.answer(portal.my_dossiers, self.person)
+        """The person's own dossiers: no dossier is named, nothing to refuse or record."""
+        dossiers = await self.blocking(portal.my_dossiers, self.home, self.person)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(dossiers, default=str))
 
 
 class Dossier(ApiHandler):
     async def get(self, dossier_id: str) -> None:
-        await self.answer(portal.dossier_detail, dossier_id, self.person)
+        await self.answer(
+            "dossier.show", dossier_id, portal.dossier_detail, dossier_id, self.person
+        )
 
 
 class Templates(ApiHandler):
     async def get(self, dossier_id: str) -> None:
-        await self.answer(portal.templates_for, dossier_id, self.person)
+        await self.answer(
+            "dossier.show",
+            dossier_id,
+            portal.templates_for,
+            dossier_id,
+            self.person,
+            part="templates",
+        )
 
 
 class Runs(ApiHandler):
     async def get(self, dossier_id: str) -> None:
-        await self.answer(portal.runs_for, dossier_id, self.person)
+        await self.answer(
+            "dossier.show", dossier_id, portal.runs_for, dossier_id, self.person, part="runs"
+        )
 
     async def post(self, dossier_id: str) -> None:
-        request = self.body(RunRequest)
+        request = await self.body(RunRequest, "report.run", dossier_id)
         if request is None:
             return
         try:
-            pending = await self.blocking(
+            pending = await self.decided(
+                "report.run",
+                dossier_id,
                 portal.start_run,
-                self.home,
                 dossier_id,
                 self.person,
                 request.template,
                 raw_parameters(request.parameters),
+                facts=decisions.run_facts,
+                template=request.template,
             )
         except ReportRefused as exc:
             self.refused(exc)
@@ -156,9 +173,15 @@ class Runs(ApiHandler):
 
 class Run(ApiHandler):
     async def get(self, dossier_id: str, run_id: str) -> None:
-        try:
-            detail = await self.blocking(
-                portal.run_detail, self.home, dossier_id, run_id, self.person
+        try:  # polled by the run page and the panel: recorded when refused only
+            detail = await self.decided(
+                "report.show",
+                dossier_id,
+                portal.run_detail,
+                dossier_id,
+                run_id,
+                self.person,
+                run=run_id,
             )
         except ReportRefused as exc:
             self.refused(exc)
@@ -174,8 +197,16 @@ class RunHtml(ApiHandler):
 
         view = self.get_query_argument("view", "report")
         try:
-            path = await self.blocking(
-                portal.report_html, self.home, dossier_id, run_id, self.person, view
+            path = await self.decided(
+                "report.read",
+                dossier_id,
+                portal.report_html,
+                dossier_id,
+                run_id,
+                self.person,
+                view,
+                run=run_id,
+                view=view,
             )
         except ReportRefused as exc:
             self.refused(exc)
@@ -186,8 +217,16 @@ class RunHtml(ApiHandler):
 class RunTable(ApiHandler):
     async def get(self, dossier_id: str, run_id: str, name: str) -> None:
         try:
-            filename, data = await self.blocking(
-                portal.table_csv, self.home, dossier_id, run_id, name, self.person
+            filename, data = await self.decided(
+                "report.read",
+                dossier_id,
+                portal.table_csv,
+                dossier_id,
+                run_id,
+                name,
+                self.person,
+                run=run_id,
+                table=name,
             )
         except ReportRefused as exc:
             self.refused(exc)
@@ -197,27 +236,31 @@ class RunTable(ApiHandler):
 
 class Release(ApiHandler):
     async def post(self, dossier_id: str, run_id: str) -> None:
-        request = self.body(ReleaseRequest)
+        request = await self.body(ReleaseRequest, "report.release", dossier_id, run=run_id)
         if request is None:
             return
         await self.answer(
+            "report.release",
+            dossier_id,
             portal.release,
             dossier_id,
             run_id,
             self.person,
             request.justification,
             request.include,
+            facts=decisions.release_facts,
+            run=run_id,
         )
 
 
 class Audit(ApiHandler):
     async def get(self, dossier_id: str) -> None:
-        await self.answer(portal.audit_trail, dossier_id, self.person)
+        await self.answer("audit.show", dossier_id, portal.audit_trail, dossier_id, self.person)
 
 
 class AdminDossiers(ApiHandler):
     async def get(self) -> None:
-        await self.answer(portal.admin_overview, self.person)
+        await self.answer("admin.overview", None, portal.admin_overview, self.person)
 
 
 class OpenAPI(DossierHandler):
@@ -230,6 +273,22 @@ class OpenAPI(DossierHandler):
 ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
 RUN = r"([0-9A-Za-z-]{1,64})"
 TABLE = r"([a-z][a-z0-9_]{0,62})"
+
+
+def parse_body(model: type[BaseModel], body: bytes | None) -> Any:
+    """JSON that fits `model`, or ReportRefused: malformed (400) when it is not JSON,
+    invalid (422, per field) when it does not fit."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise ReportRefused(f"the request body is not JSON: {exc}", reason="malformed") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = {".".join(map(str, e["loc"])) or "body": e["msg"] for e in exc.errors()}
+        raise ReportRefused(
+            "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields
+        ) from None
 
 
 def send_csv(handler: DossierHandler, filename: str, data: bytes) -> None:

@@ -1,5 +1,5 @@
-"""What every page and API handler shares: who is asking, security headers, and turning a
-refusal into the right status code."""
+"""What every page and API handler shares: who is asking, security headers, the one audited
+decision path (decisions.decide) and turning a refusal into the right status code."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from .. import decisions
 from ..home import Home
 from ..portal import Person, person_for
 from ..reports import ReportRefused
 from .runner import Runner
 
 T = TypeVar("T")
-
-STATUS = {"not_found": 404, "forbidden": 403, "invalid": 422, "conflict": 409}
 
 PAGE_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -28,7 +27,7 @@ PAGE_CSP = (
 
 
 def status_of(refused: ReportRefused) -> int:
-    return STATUS.get(refused.reason, 422)
+    return decisions.http_status(refused)
 
 
 class DossierHandler(HubOAuthenticated, web.RequestHandler):
@@ -60,6 +59,42 @@ class DossierHandler(HubOAuthenticated, web.RequestHandler):
     async def blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Portal calls read files (and verify the audit chain): off the event loop."""
         return await IOLoop.current().run_in_executor(None, functools.partial(function, *args))
+
+    async def decided(
+        self,
+        action: str,
+        dossier_id: str | None,
+        rule: Callable[..., T],
+        *args: Any,
+        facts: Callable[[T], dict[str, Any]] | None = None,
+        **asked: Any,
+    ) -> T:
+        """`rule(home, *args)` as one decision of this person, recorded once (allowed or
+        refused) by decisions.decide; a refusal is raised on as ReportRefused."""
+        assert self.person is not None  # prepare() turned away everyone else
+        return await self.blocking(
+            functools.partial(
+                decisions.decide,
+                self.home,
+                action,
+                self.person.name,
+                dossier_id,
+                functools.partial(rule, self.home, *args),
+                facts,
+                **asked,
+            )
+        )
+
+    async def refuse(
+        self, action: str, dossier_id: str | None, refused: ReportRefused, **asked: Any
+    ) -> ReportRefused:
+        """Record a refusal made before any rule ran (a malformed request body)."""
+        assert self.person is not None
+        return await self.blocking(
+            functools.partial(
+                decisions.refuse, self.home, action, self.person.name, dossier_id, refused, **asked
+            )
+        )
 
 
 class OAuthCallback(HubOAuthCallbackHandler):

@@ -1,6 +1,7 @@
 """The pages: JupyterHub's own page template and styles (from the hub's /hub/static/), our
 content. Forms post to the same portal functions the API and the CLI use; a refused form comes
-back with the reason at the field."""
+back with the reason at the field. Each request is one decision, recorded by decisions.decide
+(docs/decisions.md); a form shown again after a refusal is not a second one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from tornado import web
 
-from .. import portal
+from .. import decisions, portal
+from ..home import Home
 from ..reports import ReportRefused
 from .api import ID, RUN, TABLE, send_csv
 from .base import DossierHandler, OAuthCallback, status_of
@@ -84,21 +86,36 @@ class DossierPage(Page):
         dossier_id: str,
         status: int = 200,
         form: dict[str, Any] | None = None,
+        audit: bool = True,
     ) -> None:
+        """The page; `audit` False when it comes back with a refused form (that request's
+        decision is recorded already)."""
         try:
-            detail = await self.blocking(portal.dossier_detail, self.home, dossier_id, self.person)
-            runs = await self.blocking(portal.runs_for, self.home, dossier_id, self.person)
-            templates = []
-            if detail["role"] in portal.WORKER_ROLES:
-                templates = await self.blocking(
-                    portal.templates_for, self.home, dossier_id, self.person
+            if audit:
+                found = await self.decided(
+                    "dossier.show", dossier_id, dossier_page, dossier_id, self.person
                 )
+            else:
+                found = await self.blocking(dossier_page, self.home, dossier_id, self.person)
         except ReportRefused as exc:
             self.forbidden(exc)
             return
+        detail, runs, templates = found
         self.render_page(
             "dh_dossier.html", status, d=detail, runs=runs, templates=templates, form=form or {}
         )
+
+
+def dossier_page(
+    home: Home, dossier_id: str, person: portal.Person
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the dossier page shows: its detail, its runs and, for the team, its templates."""
+    detail = portal.dossier_detail(home, dossier_id, person)
+    runs = portal.runs_for(home, dossier_id, person)
+    templates = []
+    if detail["role"] in portal.WORKER_ROLES:
+        templates = portal.templates_for(home, dossier_id, person)
+    return detail, runs, templates
 
 
 class RunForm(DossierPage):
@@ -113,15 +130,23 @@ class RunForm(DossierPage):
             if name.startswith("p:")
         }
         try:
-            pending = await self.blocking(
-                portal.start_run, self.home, dossier_id, self.person, template, raw
+            pending = await self.decided(
+                "report.run",
+                dossier_id,
+                portal.start_run,
+                dossier_id,
+                self.person,
+                template,
+                raw,
+                facts=decisions.run_facts,
+                template=template,
             )
         except ReportRefused as exc:
             form = {"template": template, "values": raw, "error": str(exc), "fields": exc.fields}
             if exc.reason == "forbidden" and not exc.fields:
                 self.forbidden(exc)
                 return
-            await self.show(dossier_id, status_of(exc), form)
+            await self.show(dossier_id, status_of(exc), form, audit=False)
             return
         self.runner.submit(pending)
         self.redirect(
@@ -135,16 +160,26 @@ class RunPage(Page):
         await self.show(dossier_id, run_id)
 
     async def show(
-        self, dossier_id: str, run_id: str, status: int = 200, error: dict[str, Any] | None = None
+        self,
+        dossier_id: str,
+        run_id: str,
+        status: int = 200,
+        error: dict[str, Any] | None = None,
+        audit: bool = True,
     ) -> None:
+        """The run page (its report comes in a frame: report.read records that); `audit`
+        False when it comes back with a refused release."""
         try:
-            detail = await self.blocking(
-                portal.run_detail, self.home, dossier_id, run_id, self.person
-            )
-            dossier = await self.blocking(portal.dossier_detail, self.home, dossier_id, self.person)
+            if audit:
+                found = await self.decided(
+                    "report.show", dossier_id, run_page, dossier_id, run_id, self.person, run=run_id
+                )
+            else:
+                found = await self.blocking(run_page, self.home, dossier_id, run_id, self.person)
         except ReportRefused as exc:
             self.forbidden(exc)
             return
+        detail, dossier = found
         self.render_page(
             "dh_run.html",
             status,
@@ -154,6 +189,15 @@ class RunPage(Page):
             error=error or {},
             view=self.get_query_argument("view", "report"),
         )
+
+
+def run_page(
+    home: Home, dossier_id: str, run_id: str, person: portal.Person
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        portal.run_detail(home, dossier_id, run_id, person),
+        portal.dossier_detail(home, dossier_id, person),
+    )
 
 
 class ReleaseForm(RunPage):
@@ -166,19 +210,21 @@ class ReleaseForm(RunPage):
             if name.startswith("include:")
         }
         try:
-            await self.blocking(
+            await self.decided(
+                "report.release",
+                dossier_id,
                 portal.release,
-                self.home,
                 dossier_id,
                 run_id,
                 self.person,
                 justification,
                 include,
+                facts=decisions.release_facts,
+                run=run_id,
             )
         except ReportRefused as exc:
-            await self.show(
-                dossier_id, run_id, status_of(exc), {"message": str(exc), "fields": exc.fields}
-            )
+            error = {"message": str(exc), "fields": exc.fields}
+            await self.show(dossier_id, run_id, status_of(exc), error, audit=False)
             return
         self.redirect(f"{self.settings['prefix']}dossiers/{dossier_id}/runs/{run_id}", status=303)
 
@@ -188,9 +234,17 @@ class ReportFrame(Page):
 
     @web.authenticated
     async def get(self, dossier_id: str, run_id: str) -> None:
-        try:
-            path = await self.blocking(
-                portal.report_html, self.home, dossier_id, run_id, self.person, self.view
+        try:  # the run page's frame: one record per report opened
+            path = await self.decided(
+                "report.read",
+                dossier_id,
+                portal.report_html,
+                dossier_id,
+                run_id,
+                self.person,
+                self.view,
+                run=run_id,
+                view=self.view,
             )
         except ReportRefused as exc:
             raise web.HTTPError(status_of(exc)) from None
@@ -205,8 +259,16 @@ class TableDownload(Page):
     @web.authenticated
     async def get(self, dossier_id: str, run_id: str, name: str) -> None:
         try:
-            filename, data = await self.blocking(
-                portal.table_csv, self.home, dossier_id, run_id, name, self.person
+            filename, data = await self.decided(
+                "report.read",
+                dossier_id,
+                portal.table_csv,
+                dossier_id,
+                run_id,
+                name,
+                self.person,
+                run=run_id,
+                table=name,
             )
         except ReportRefused as exc:
             raise web.HTTPError(status_of(exc)) from None
@@ -219,7 +281,9 @@ class OpenWorkspace(Page):
     @web.authenticated
     async def get(self, dossier_id: str) -> None:
         try:
-            target = await self.blocking(portal.open_workspace, self.home, dossier_id, self.person)
+            target = await self.decided(
+                "workspace.open", dossier_id, portal.open_workspace, dossier_id, self.person
+            )
         except ReportRefused as exc:
             self.forbidden(exc)
             return
@@ -230,19 +294,29 @@ class AuditPage(Page):
     @web.authenticated
     async def get(self, dossier_id: str) -> None:
         try:
-            trail = await self.blocking(portal.audit_trail, self.home, dossier_id, self.person)
-            dossier = await self.blocking(portal.dossier_detail, self.home, dossier_id, self.person)
+            trail, dossier = await self.decided(
+                "audit.show", dossier_id, audit_page, dossier_id, self.person
+            )
         except ReportRefused as exc:
             self.forbidden(exc)
             return
         self.render_page("dh_audit.html", trail=trail, d=dossier)
 
 
+def audit_page(
+    home: Home, dossier_id: str, person: portal.Person
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        portal.audit_trail(home, dossier_id, person),
+        portal.dossier_detail(home, dossier_id, person),
+    )
+
+
 class AdminPage(Page):
     @web.authenticated
     async def get(self) -> None:
         try:
-            rows = await self.blocking(portal.admin_overview, self.home, self.person)
+            rows = await self.decided("admin.overview", None, portal.admin_overview, self.person)
         except ReportRefused as exc:
             self.forbidden(exc)
             return
