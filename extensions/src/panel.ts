@@ -348,7 +348,9 @@ function parameterField(template: string, parameter: IParameter): HTMLElement {
   } else {
     const type = { int: 'number', float: 'number', date: 'date' }[parameter.type as string] ?? 'text';
     input = el('input', { id, name: parameter.name, type, value });
-    if (parameter.type === 'float') {
+    if (parameter.step !== null && parameter.step !== undefined) {
+      input.setAttribute('step', String(parameter.step)); // the template's grid (differencing)
+    } else if (parameter.type === 'float') {
       input.setAttribute('step', 'any');
     }
     if (parameter.min !== null && parameter.min !== undefined) {

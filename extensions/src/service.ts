@@ -16,6 +16,7 @@ export interface IParameter {
   choices: unknown[] | null;
   min: unknown;
   max: unknown;
+  step?: number | null;
   description: string;
 }
 
