@@ -52,7 +52,10 @@ def reports(hub: Hub) -> Iterator[Hub]:
         "big = pl.DataFrame({'area': ['a', 'b'], 'amount': [1000.0, 900.0]})\n"
         "publish(big, 'dominant', magnitudes={'amount': [[950.0, 20.0], [100.0, 90.0]]})\n"
         "ids = db.sql('SELECT bsn FROM residents LIMIT 20').pl()\n"
-        "publish(ids, 'people_list')",
+        "publish(ids, 'people_list')\n"
+        "disguised = db.sql('SELECT upper(bsn[1:20]) AS case_ref, district FROM residents "
+        "LIMIT 20').pl()\n"
+        "publish(disguised.with_columns(pl.col('case_ref').cast(pl.Categorical)), 'cases')",
     )
     template(
         folder / "scripted.ipynb",
@@ -330,6 +333,16 @@ def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
     assert [f["rule"] for f in checks["dominant"]["findings"]] == ["dominance"]
     assert checks["dominant"]["findings"][0]["rows"] == [0]
     assert [f["rule"] for f in checks["people_list"]["findings"]] == ["identifiers"]
+    # pseudonyms upper-cased, cut to 20 characters, made Categorical: recognised by value
+    (disguised,) = checks["cases"]["findings"]
+    assert (disguised["rule"], disguised["column"], disguised["severity"]) == (
+        "identifiers",
+        "case_ref",
+        "fail",
+    )
+    assert disguised["rows"] == list(range(20))
+    assert "the dossier's own pseudonyms" in disguised["message"]
+    assert not checks["cases"]["passed"]
     run_id = folder.name
     refused = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
     assert refused.returncode == 1 and "written justification" in refused.stderr
