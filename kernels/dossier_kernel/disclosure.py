@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from .identifiers import DossierFacts, pseudonym_matches
+from .identifiers import DossierFacts, TooManyCandidates, pseudonym_matches
 
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 HEX_CODE = r"^[0-9a-f]{8,}$"
@@ -142,6 +142,11 @@ def _identifier_findings(
     findings = []
     try:
         matches = pseudonym_matches(table.drop(named), facts)
+    except TooManyCandidates as exc:  # bounded work, whatever a kernel publishes
+        matches = {}
+        findings.append(
+            Finding("identifiers", None, f"too many values to compare with pseudonyms: {exc}")
+        )
     except Exception as exc:  # unreadable extracts must not pass the table unseen
         matches = {}
         findings.append(

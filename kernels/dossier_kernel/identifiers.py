@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,13 @@ SMALLEST = 16 ** (MIN_FRAGMENT - 1)
 EXACT_FLOAT = 2**53
 SEPARATORS = r"[\s\-_:.]"
 LOST_ZEROS = 3  # a fragment starting with 4 zeros (1 in 65536) is missed as a number
+MAX_PIECES = 2_000_000
+"""More pieces than this are not compared (memory and time stay bounded whatever a kernel
+publishes): the table fails instead. A 5000-row table of pseudonyms gives about 100,000."""
+
+
+class TooManyCandidates(Exception):
+    """A table holds more hex-like values than the check compares."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,7 @@ class DossierFacts:
             config["memory_limit"] = os.environ["DOSSIER_DUCKDB_MEMORY_LIMIT"]
         if os.environ.get("DOSSIER_DUCKDB_THREADS"):
             config["threads"] = int(os.environ["DOSSIER_DUCKDB_THREADS"])
-        facts = cls.from_extracts(folder, provenance)
-        return cls(facts.identifier_columns, facts.quasi_identifiers, facts.pseudonym_files, config)
+        return replace(cls.from_extracts(folder, provenance), duckdb_config=config)
 
     def known_pieces(self, pieces: Iterable[str]) -> set[str]:
         """The pieces (MIN_FRAGMENT lowercase hex characters) that are windows of a pseudonym."""
@@ -152,10 +158,12 @@ def candidate_pieces(table: pl.DataFrame) -> pl.DataFrame:
     runs = [r for r in runs if r is not None and not r.is_empty()]
     if not runs:
         return pl.DataFrame(schema={"column": pl.String, "row": pl.UInt32, "piece": pl.String})
+    unique = pl.concat(runs).unique()
+    _bounded(int((unique["run"].str.len_chars() - MIN_FRAGMENT + 1).sum()))
     return (
-        pl.concat(runs)
-        .unique()
-        .with_columns(start=pl.int_ranges(0, pl.col("run").str.len_chars() - MIN_FRAGMENT + 1))
+        unique.with_columns(
+            start=pl.int_ranges(0, pl.col("run").str.len_chars() - MIN_FRAGMENT + 1)
+        )
         .explode("start")
         .select(
             "column",
@@ -200,6 +208,7 @@ def _runs(series: pl.Series) -> pl.DataFrame | None:
         .drop_nulls()
         .unique()
     )
+    _bounded(digit_runs.height * (LOST_ZEROS + 1))
     decimal = _hex_of_integers(
         digit_runs["row"].to_list(),
         digit_runs["digits"].str.to_integer(base=10, dtype=pl.UInt128, strict=False).to_list(),
@@ -233,13 +242,13 @@ def _number_runs(series: pl.Series, *, exact: bool) -> pl.DataFrame:
     elif series.dtype != pl.UInt128:  # room for abs() of the most negative value
         frame = frame.with_columns(pl.col("value").cast(pl.Int128))
     large = frame.filter(pl.col("value").abs() >= SMALLEST)
+    _bounded(large.height * (LOST_ZEROS + 1))
     rows, values = large["row"].to_list(), large["value"].to_list()
     if exact:
-        runs = _hex_of_integers(rows, values).with_columns(column=pl.lit(series.name))
-        return runs.select("column", "row", "run")
-    # beyond 2**53 only the leading digits of a float are exact
-    digits = [None if abs(v) < EXACT_FLOAT else FLOAT_HEX_DIGITS for v in values]
-    runs = _hex_of_integers(rows, [int(abs(v)) for v in values], digits)
+        runs = _hex_of_integers(rows, values)
+    else:  # beyond 2**53 only the leading digits of a float are exact
+        digits = [None if abs(v) < EXACT_FLOAT else FLOAT_HEX_DIGITS for v in values]
+        runs = _hex_of_integers(rows, [int(abs(v)) for v in values], digits)
     return runs.with_columns(column=pl.lit(series.name)).select("column", "row", "run")
 
 
@@ -257,6 +266,13 @@ def _hex_of_integers(
             out_rows.append(row)
             runs.append("0" * zeros + digits)
     return pl.DataFrame({"row": out_rows, "run": runs}, schema={"row": pl.UInt32, "run": pl.String})
+
+
+def _bounded(pieces: int) -> None:
+    if pieces > MAX_PIECES:
+        raise TooManyCandidates(
+            f"{pieces:,} hex-like pieces, more than the {MAX_PIECES:,} that are compared"
+        )
 
 
 def _identifier(name: str) -> str:

@@ -169,6 +169,15 @@ def test_pseudonyms_are_read_only_when_a_value_could_hide_one(tmp_path: Path) ->
     assert "could not be compared" in result.findings[0].message
 
 
+def test_the_comparison_is_bounded_whatever_a_kernel_publishes(tmp_path: Path) -> None:
+    missing = DossierFacts(pseudonym_files=((tmp_path / "never-read.parquet", "bsn"),))
+    blob = pl.DataFrame({"blob": [os.urandom(1_100_000).hex()]})  # 2.2M hex pieces
+    result = check_table("t", blob, {}, LOOSE, set(), facts=missing)
+    assert not result.passed
+    assert [(f.rule, f.severity) for f in result.findings] == [("identifiers", "fail")]
+    assert "too many values to compare" in result.findings[0].message
+
+
 def test_identifier_names_and_the_pseudonym_pattern_still_count() -> None:
     table = pl.DataFrame({"BSN": ["x", "y"], "hid": [hashlib.md5(b"1").hexdigest()] * 2})
     result = check_table("t", table, {}, LOOSE, {"bsn"}, facts=NOTHING)
