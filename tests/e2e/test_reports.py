@@ -345,7 +345,7 @@ def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
     assert not checks["cases"]["passed"]
     # and the author saw it in the run: the sandboxed kernel compared with its own extracts
     notebook = nbformat.read(folder / "report.ipynb", as_version=4)
-    shown = [o["data"].get("text/markdown", "") for o in notebook.cells[-1].outputs if "data" in o]
+    shown = [o["data"].get("text/plain", "") for o in notebook.cells[-1].outputs if "data" in o]
     assert any("**cases**: fails" in s and "own pseudonyms" in s for s in shown), shown
     run_id = folder.name
     refused = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
