@@ -373,7 +373,7 @@ sources:
       postcode: {kind: quasi-identifier, description: four-digit postcode (PC4)}
       district: {kind: attribute, description: stadsdeel}
       area: {kind: attribute, description: gebied}
-      size: {kind: attribute, description: number of residents}
+      size: {kind: quasi-identifier, description: number of residents}
       type: {kind: attribute, description: "alleenstaand, paar, gezin or eenoudergezin"}
   incomes:
     title: Disposable household income

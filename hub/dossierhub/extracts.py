@@ -38,6 +38,9 @@ from .pseudonym import bind_key, dossier_key, key_id, sql_pseudonym
 from .sources import SourceFiles
 
 FORMAT_VERSION = 1
+PROVENANCE_VERSION = 2
+"""Raised when provenance.json gains a field (2: quasi_identifiers per view): the next apply
+writes a new generation, its unchanged view files linked, not rebuilt."""
 DATA_LINK = "..data"
 TMP_PREFIX = "..tmp-"
 GEN_PREFIX = ".."
@@ -96,6 +99,11 @@ def view_policy_hash(plan: ViewPlan, kid: str) -> str:
         "key": kid if plan.pseudonymize else None,
     }
     return hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()
+
+
+def quasi_identifiers(plan: ViewPlan) -> list[str]:
+    """The view's columns of kind quasi-identifier: the output checks' k-anonymity keys."""
+    return [c for c in plan.columns if plan.source.kind_of(c) == "quasi-identifier"]
 
 
 def catalog_meta(plans: list[ViewPlan]) -> dict[str, dict[str, object]]:
@@ -251,6 +259,7 @@ def _target(
             "views": {v: h for v, (_, h) in wanted.items()},
             "meta": meta,
             "disclosure": dossier.disclosure.model_dump(),
+            "provenance": PROVENANCE_VERSION,
         }
     )
     previous = current_provenance(folder)
@@ -281,6 +290,7 @@ def _build_generation(
                 entry, result = _new_view_file(
                     con, plan, sources[plan.source_name], tmp, target, progress
                 )
+            entry["quasi_identifiers"] = quasi_identifiers(plan)  # older builds lack it
             entry["sha256"] = _file_sha256(tmp / entry["file"])
             entry["bytes"] = (tmp / entry["file"]).stat().st_size
             entries[plan.view] = entry

@@ -142,7 +142,7 @@ class Dominance(Strict):
 class Disclosure(Strict):
     min_count: int = Field(default=10, ge=1)
     dominance: Dominance = Field(default_factory=Dominance)
-    max_rows: int = Field(default=5000, ge=1)
+    max_rows: int = Field(default=1000, ge=1)  # aggregate tables (docs/output-checks.md)
     max_bytes: int = Field(default=16_000_000, ge=1)
 
 

@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 from . import airlock
 from .audit import AuditLog
+from .checks import run_checks
 from .differencing import differencing_checks, is_differencing, release_lock
 from .directory import read_directory
 from .extracts import current_provenance
@@ -233,7 +234,9 @@ def execute_run(
             provenance["executed"] = _now()  # the kernel is gone: the slot is free again
         outputs = ["report.ipynb"] if (folder / "report.ipynb").exists() else []
         outputs += _collect(scratch, folder)
-        checks = run_checks(folder, pending.extracts) if status == "succeeded" else []
+        checks = (
+            run_checks(home, dossier_id, folder, pending.extracts) if status == "succeeded" else []
+        )
         if status == "succeeded":
             checks += differencing_checks(home, dossier_id, folder)
         if outputs and outputs[0] == "report.ipynb":
@@ -398,57 +401,6 @@ def _collect(scratch: Path, folder: Path) -> list[str]:
             write_new(target, name, read_regular(source, name, PUBLISHED_BYTES))
             copied.append(f"published/{name}")
     return copied
-
-
-def run_checks(folder: Path, extracts: dict[str, Any]) -> list[dict[str, Any]]:
-    """The output checks that count: on the run's own copies of the published tables."""
-    import polars as pl
-
-    from dossier_kernel.disclosure import check_table
-
-    rules = extracts.get("disclosure", {})
-    identifiers = {
-        c for v in extracts.get("views", {}).values() for c in v.get("pseudonymized", [])
-    }
-    results = []
-    published = folder / "published"
-    files = {p.name for p in published.iterdir()} if published.exists() else set()
-    # a table without its declaration (or the other way round) was not made by publish():
-    # it cannot be checked, so it fails, rather than pass unseen
-    tables = {
-        n.removesuffix(".parquet")
-        for n in files
-        if n.endswith(".parquet") and not n.endswith(".contributions.parquet")
-    }
-    declared = {n.removesuffix(".meta.json") for n in files if n.endswith(".meta.json")}
-    for name in sorted(tables ^ declared):
-        results.append(
-            {
-                "table": name,
-                "passed": False,
-                "findings": [
-                    {
-                        "rule": "published",
-                        "column": None,
-                        "rows": [],
-                        "message": "not written by publish() (a table or its declaration "
-                        "is missing): it could not be checked",
-                    }
-                ],
-            }
-        )
-    for meta_path in sorted(published.glob("*.meta.json")) if published.exists() else []:
-        if meta_path.name.removesuffix(".meta.json") not in tables:
-            continue
-        name = meta_path.name.removesuffix(".meta.json")
-        table = pl.read_parquet(published / f"{name}.parquet")
-        contributions_path = published / f"{name}.contributions.parquet"
-        contributions = pl.read_parquet(contributions_path) if contributions_path.exists() else None
-        result = check_table(
-            name, table, json.loads(meta_path.read_text()), rules, identifiers, contributions
-        )
-        results.append(result.to_json())
-    return results
 
 
 def _assemble(

@@ -1,0 +1,110 @@
+"""The output checks that count: the hub's verdict on a run's own copies of its published tables
+(reports/<id>/<run>/published/), against the dossier's own extracts (docs/output-checks.md).
+
+The kernel wrote those files, so nothing in them is trusted: a table without its declaration,
+a declaration that is not what publish() writes, or a file that is not a table fails its check
+rather than break the run or pass unseen. The rules themselves are dossier_kernel.disclosure
+(the same code gives authors the early verdict in a notebook); what the hub adds is the
+dossier's pseudonyms and quasi-identifier columns, read from the extracts the run used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dossier_kernel.disclosure import CheckResult, Finding, check_table
+from dossier_kernel.identifiers import DossierFacts
+
+from .extracts import DATA_LINK, GEN_PREFIX
+from .home import Home
+
+TABLE = ".parquet"
+CONTRIBUTIONS = ".contributions.parquet"
+DECLARATION = ".meta.json"
+
+
+def run_checks(
+    home: Home, dossier_id: str, folder: Path, extracts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One checks.json entry per published table: {table, passed, findings: [{rule, column,
+    message, rows, severity}]}; a table passes when none of its findings has severity "fail"."""
+    published = folder / "published"
+    files = {p.name for p in published.iterdir()} if published.exists() else set()
+    tables = {
+        n.removesuffix(TABLE) for n in files if n.endswith(TABLE) and not n.endswith(CONTRIBUTIONS)
+    }
+    declared = {n.removesuffix(DECLARATION) for n in files if n.endswith(DECLARATION)}
+    results = [
+        _refused(
+            name,
+            "not written by publish() (a table or its declaration is missing): it "
+            "could not be checked",
+        ).to_json()
+        for name in sorted(tables ^ declared)
+    ]
+    if not tables & declared:
+        return results
+    facts = dossier_facts(home, dossier_id, extracts)
+    rules = extracts.get("disclosure", {})
+    for name in sorted(tables & declared):
+        results.append(_check_one(published, name, rules, facts).to_json())
+    return results
+
+
+def dossier_facts(home: Home, dossier_id: str, extracts: dict[str, Any]) -> DossierFacts:
+    """The dossier's identifier and quasi-identifier columns and pseudonym files, from the
+    generation of extracts the run read (apply keeps the one before the current), else the
+    current one: pseudonyms change only with the data or the key."""
+    base = home.extract_dir(dossier_id)
+    generation = str(extracts.get("generation") or "")
+    folder = base / f"{GEN_PREFIX}{generation}"
+    if not generation or "/" in generation or not folder.is_dir():
+        folder = base / DATA_LINK
+    return DossierFacts.from_extracts(folder, extracts)
+
+
+def _check_one(
+    published: Path, name: str, rules: dict[str, Any], facts: DossierFacts
+) -> CheckResult:
+    import polars as pl
+
+    meta = _declaration(published / f"{name}{DECLARATION}")
+    if meta is None:
+        return _refused(
+            name, "its declaration is not what publish() writes: it could not be checked"
+        )
+    try:
+        table = pl.read_parquet(published / f"{name}{TABLE}")
+    except Exception:  # any parquet or Polars error: the kernel wrote something else
+        return _refused(name, "the file is not a readable table: it could not be checked")
+    contributions = None
+    if (published / f"{name}{CONTRIBUTIONS}").exists():
+        try:
+            contributions = pl.read_parquet(published / f"{name}{CONTRIBUTIONS}")
+        except Exception:  # unreadable contributions count as missing: dominance fails
+            contributions = None
+    return check_table(name, table, meta, rules, set(), contributions, facts=facts)
+
+
+def _declaration(path: Path) -> dict[str, Any] | None:
+    """meta.json as publish() writes it: {counts: [str], magnitudes: {str: str},
+    attributes: [str]}; anything else is None."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    lists = [meta.get("counts", []), meta.get("attributes", [])]
+    magnitudes = meta.get("magnitudes", {})
+    if not all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in lists):
+        return None
+    if not isinstance(magnitudes, dict) or not all(isinstance(v, str) for v in magnitudes.values()):
+        return None
+    return meta
+
+
+def _refused(name: str, message: str) -> CheckResult:
+    return CheckResult(name, False, [Finding("published", None, message)])
