@@ -127,7 +127,7 @@ def main() -> int:
             rows = 5000 if index == len(counts) else 0
             home, new = write_home(Path(tmp) / f"home-{index}", released, rows)
             found = differencing_checks(home, DOSSIER, new)
-            base = timed(lambda n=new: run_checks(n, {}), repeat)
+            base = timed(lambda h=home, n=new: run_checks(h, DOSSIER, n, {}), repeat)
             ours = timed(lambda h=home, n=new: differencing_checks(h, DOSSIER, n), repeat)
             name = f"{released}_released" + (f"_{rows}_rows" if rows else "")
             report(name, ours, base)

@@ -185,4 +185,4 @@ def test_a_threshold_off_its_step_grid_is_refused_before_any_kernel_starts(
     assert time.monotonic() - started < 10
     assert folders() == before  # no run folder, no scratch folder: no kernel was started
     refusals = [r for r in AuditLog(hub.home).read() if r["action"] == "report.run.refused"]
-    assert refusals and "20000 and 21000" in refusals[-1]["details"]["reason"]
+    assert refusals and "20000 and 21000" in refusals[-1]["details"]["message"]
