@@ -338,7 +338,7 @@ def viewer_notebook(
     """The report a viewer reads (see the module's docstring). `included` maps output ids the
     releasing lead chose to show to their justification."""
     out = new_notebook(metadata={"language_info": {"name": "python"}})
-    shown: set[str] = set()
+    shown: set[tuple[str, str]] = set()  # (kind, name): a chart may share its table's name
     for number, cell in enumerate(notebook.cells, start=1):
         if cell.cell_type == "markdown":
             source = cell.source
@@ -358,7 +358,7 @@ def viewer_notebook(
         {"kind": kind, "name": name}
         for kind, names in (("table", ctx.artefacts.tables), ("chart", ctx.artefacts.charts))
         for name in sorted(names)
-        if name not in shown
+        if (kind, name) not in shown
     ]
     if rest:  # published, but never displayed by the notebook: still part of the release
         out.cells.append(new_markdown_cell("## Further published tables and charts"))
@@ -378,7 +378,7 @@ def _viewer_outputs(
     ctx: Context,
     included: dict[str, str],
     justification: str | None,
-    shown: set[str],
+    shown: set[tuple[str, str]],
 ) -> list[Any]:
     outputs: list[Any] = []
     withheld: list[str] = []  # consecutive withheld outputs share one placeholder
@@ -394,8 +394,8 @@ def _viewer_outputs(
         ref = _reference(output)
         drawn = _draw(ref, ctx) if ref else None
         if ref and drawn is not None:
-            if ref["name"] not in shown:  # drawn once, where the notebook first showed it
-                shown.add(ref["name"])
+            if (ref["kind"], ref["name"]) not in shown:  # drawn once, where first shown
+                shown.add((ref["kind"], ref["name"]))
                 show(_html_output(drawn), _verdict_note(ref["name"], ctx, justification))
         elif oid in included:
             note = (

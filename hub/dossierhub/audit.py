@@ -485,15 +485,28 @@ class AuditLog:
         checked = without = 0
         for path in sorted(self.home.reports_dir.glob("*/*/release.json")):
             where = self.home.relative(path)
+            run = (path.parent.parent.name, path.parent.name)
             try:
-                head = json.loads(path.read_text("utf-8")).get("audit_head")
-            except (OSError, ValueError, AttributeError):
-                notes.append(f"warning: {where} could not be read: not checked")
-                continue
+                release = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError):
+                release = None
+            if not isinstance(release, dict):  # viewers read the run as released all the same
+                return _broken(
+                    len(lines), f"{where} is not a release record dossierhub wrote", "release"
+                )
+            head = release.get("audit_head")
             if head is None:
+                # from before releases carried a head: the log must still record the release
+                if not released.get(run):
+                    return _broken(
+                        len(lines),
+                        f"run {run[1]} of dossier {run[0]} is released ({where}) but the log "
+                        "has no report.release for it: the log was rolled back, or the release "
+                        "was made outside dossierhub",
+                        "release",
+                    )
                 without += 1
                 continue
-            run = (path.parent.parent.name, path.parent.name)
             problem = _check_release(where, run, head, lines, released.get(run, []), keys)
             if problem is not None:
                 return problem

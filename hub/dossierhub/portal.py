@@ -12,6 +12,7 @@ the decision in the audit log; these functions decide and record nothing themsel
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,9 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
     provenance = run["provenance"]
     folder = Path(run["folder"])
     worker = role in WORKER_ROLES
+    if not worker:  # the hashes of what viewers cannot read (a hash of a small file is a clue)
+        outputs = provenance.get("outputs") or {}
+        provenance = {**provenance, "outputs": {n: outputs[n] for n in outputs if _public(n)}}
     return {
         "run_id": run_id,
         "dossier": dossier_id,
@@ -248,6 +252,17 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         else [],
         "release": _release_verdict(role, person, provenance, run),
     }
+
+
+def _public(name: str) -> bool:
+    """A run's file a viewer of the released run reads: the report and the published tables."""
+    if name == "report.html":
+        return True
+    return (
+        name.startswith("published/")
+        and name.endswith(".parquet")
+        and not name.endswith(".contributions.parquet")
+    )
 
 
 def _release_verdict(
@@ -297,6 +312,11 @@ def table_csv(
     import polars as pl
 
     table = pl.read_parquet(runs_dir(home, dossier_id) / run_id / "published" / f"{name}.parquet")
+    nested = [c for c, t in table.schema.items() if t.is_nested()]
+    table = table.with_columns(  # CSV has no lists or structs: JSON text in the cell
+        pl.col(c).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String)
+        for c in nested
+    )
     return f"{dossier_id}-{run_id}-{name}.csv", table.write_csv().encode("utf-8")
 
 
@@ -315,10 +335,13 @@ def release(
 def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
     """The dossier's part of the audit log, newest first, and the state of the whole chain
     (a break anywhere makes every dossier's trail suspect)."""
-    member_entry(home, dossier_id, person)
+    _, role = member_entry(home, dossier_id, person)
     log = AuditLog(home)
     verification = log.verify()
-    records = [r for r in log.read() if _concerns(r, dossier_id)]
+    rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
+    if role not in WORKER_ROLES:
+        released = {r["run_id"] for r in list_runs(home, dossier_id) if r["released"]}
+        rows = [row for r in rows if (row := _for_viewers(r, released)) is not None]
     return {
         "chain": {
             "ok": verification.ok,
@@ -326,8 +349,28 @@ def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
             "message": verification.message,
             "first_bad": verification.first_bad,
         },
-        "records": [_trail_row(r, dossier_id) for r in reversed(records)],
+        "records": list(reversed(rows)),
     }
+
+
+# What a viewer's trail keeps of a record's details: who did what to which released run. Not
+# what a team member typed (a refused template or parameter name), a run's error or parameters
+# before its release: those are the team's working material, seen by no one outside it.
+VIEWER_DETAILS = ("run", "template", "outcome", "table", "view")
+
+
+def _for_viewers(row: dict[str, Any], released: set[str]) -> dict[str, Any] | None:
+    details = row["details"]
+    run = details.get("run")
+    if run is not None and run not in released:
+        return None  # an unreleased run: viewers do not learn it exists
+    if str(row["action"]).endswith(".refused"):  # what was asked is text someone typed
+        kept = {k: details[k] for k in ("run", "reason") if k in details}
+        return {**row, "details": kept}
+    kept = {k: details[k] for k in VIEWER_DETAILS if k in details}
+    if run in released and "parameters" in details:
+        kept["parameters"] = details["parameters"]  # in the released report's header too
+    return {**row, "details": kept}
 
 
 def _concerns(record: dict[str, Any], dossier_id: str) -> bool:
