@@ -45,3 +45,13 @@ def run(hub: Hub, *args: str) -> tuple[subprocess.CompletedProcess[str], Path | 
 
 def provenance(folder: Path) -> dict:
     return json.loads((folder / "provenance.json").read_text())
+
+
+def review(hub: Hub, folder: Path, user: str = "a.jansen") -> str:
+    """A run's review page as a lead of its dossier opens it (drawn on first opening)."""
+    dossier, run_id = folder.parent.name, folder.name
+    with hub.service_api(user) as api:
+        answer = api.get(f"dossiers/{dossier}/runs/{run_id}/html", params={"view": "review"})
+    assert answer.status_code == 200, answer.text
+    assert (folder / "review.html").read_text() == answer.text
+    return answer.text

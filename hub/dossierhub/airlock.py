@@ -507,13 +507,20 @@ def _catalog_descriptions(home: Home, dossier_id: str) -> dict[str, str]:
     """Column descriptions from the dossier's catalog, by column name (the first view that
     describes a name wins): a published `area` is described as the catalog describes it."""
     path = home.extract_dir(dossier_id) / "catalog.duckdb"
-    if not path.exists():
+    try:
+        state = path.stat()  # apply replaces the catalog: a new one is read again
+    except OSError:
         return {}
+    return dict(_descriptions(str(path.resolve()), state.st_mtime_ns, state.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _descriptions(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...]:
     import duckdb
 
     from dossier_kernel.catalog import describe_views
 
-    con = duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect(path, read_only=True)
     try:
         views = describe_views(con)
     finally:
@@ -523,7 +530,7 @@ def _catalog_descriptions(home: Home, dossier_id: str) -> dict[str, str]:
         for column in view.get("columns", []):
             if column.get("description"):
                 found.setdefault(column["name"], column["description"])
-    return found
+    return tuple(found.items())
 
 
 def header_for(

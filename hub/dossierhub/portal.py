@@ -27,6 +27,7 @@ from .reports import (
     ReportRefused,
     list_runs,
     release_run,
+    review_page,
     runs_dir,
     show_run,
 )
@@ -245,7 +246,9 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "released": run["released"],
         "has_html": (folder / "report.html").exists(),
         # the whole notebook, unchecked outputs included: the team's, never a viewer's
-        "has_review": worker and (folder / "review.html").exists(),
+        "has_review": worker
+        and (folder / "report.ipynb").exists()
+        and provenance["status"] not in ("queued", "running"),
         "unchecked": airlock.unchecked_outputs(folder) if worker else [],
         "tables": sorted(c["table"] for c in run["checks"] if c.get("kind", "table") == "table")
         if provenance["status"] == "succeeded"
@@ -294,9 +297,10 @@ def report_html(
                 "analysts see a run's unchecked outputs",
                 reason="forbidden",
             )
-        if not detail["has_review"]:
+        page = review_page(home, dossier_id, run_id) if detail["has_review"] else None
+        if page is None:
             raise ReportRefused(f"run {run_id} has no review page yet", reason="not_found")
-        return runs_dir(home, dossier_id) / run_id / "review.html"
+        return page
     if not detail["has_html"]:
         raise ReportRefused(f"run {run_id} has no HTML report", reason="not_found")
     return runs_dir(home, dossier_id) / run_id / "report.html"

@@ -267,6 +267,36 @@ def execute_run(
     return RunOutcome(pending.run_id, status, folder, error)
 
 
+def review_page(home: Home, dossier_id: str, run_id: str) -> Path | None:
+    """The run's review.html, drawn the first time someone of the team opens it (most runs are
+    never reviewed: drawing every notebook with its code would add a third to a run started
+    on a warm kernel). Drawn from the files the run recorded, which are checked against their
+    hashes first; None while the run has no notebook or is not finished."""
+    folder = runs_dir(home, dossier_id) / run_id
+    page = folder / "review.html"
+    if page.exists():
+        return page
+    provenance = _read_provenance(home, folder / "provenance.json")
+    if provenance["status"] in ("queued", "running") or not (folder / "report.ipynb").exists():
+        return None
+    if _hashes(folder) != provenance.get("outputs"):
+        raise ReportRefused(
+            f"run {run_id}'s files differ from what the run recorded: no review drawn",
+            reason="conflict",
+        )
+    checks = (
+        json.loads((folder / "checks.json").read_text())
+        if (folder / "checks.json").exists()
+        else []
+    )
+    with FileLock(str(home.locks_dir / f"review-{dossier_id}-{run_id}.lock")):
+        if not page.exists():
+            ctx = airlock.context_for(home, dossier_id, folder, checks)
+            airlock.render_review(home, folder, provenance, ctx)
+            _lock_down(home, folder, dossier_id)
+    return page
+
+
 def progress(pending: PendingRun) -> tuple[int, int] | None:
     """(code cells done, code cells) of a running run, from the notebook papermill saves
     after every cell; None before the first save."""
@@ -410,26 +440,28 @@ def _assemble(
     checks: list[dict[str, Any]],
     status: str,
 ) -> list[dict[str, Any]]:
-    """The outputs' index and review.html for every run with a notebook (a failed run's
-    review shows where it failed); for a succeeded run also the charts' checks and the
-    preview of what viewers will read (report.html). Returns the charts' check results."""
+    """The outputs' index for every run with a notebook; for a succeeded run also the charts'
+    checks and the preview of what viewers will read (report.html). Returns the charts'
+    check results. (review.html is drawn when first opened: review_page.)"""
     airlock.write_outputs_index(folder)
-    charts: list[dict[str, Any]] = []
-    if status == "succeeded":
-        ctx = airlock.context_for(home, provenance["dossier"], folder, checks)
-        charts = airlock.chart_checks(ctx.artefacts, checks)
-        ctx.checks.update({c["table"]: c for c in charts})
-        airlock.render_viewer(home, folder, provenance, ctx)
-    else:
-        ctx = airlock.context_for(home, provenance["dossier"], folder, checks)
-    airlock.render_review(home, folder, provenance, ctx)
+    if status != "succeeded":
+        return []
+    ctx = airlock.context_for(home, provenance["dossier"], folder, checks)
+    charts = airlock.chart_checks(ctx.artefacts, checks)
+    ctx.checks.update({c["table"]: c for c in charts})
+    airlock.render_viewer(home, folder, provenance, ctx)
     return charts
 
 
 def _hashes(folder: Path) -> dict[str, str]:
     hashes = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name not in ("provenance.json", "checks.json", "release.json"):
+        if path.is_file() and path.name not in (
+            "provenance.json",
+            "checks.json",
+            "release.json",
+            "review.html",  # drawn when first opened, from the files hashed here
+        ):
             hashes[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
 

@@ -24,7 +24,7 @@ from dossierhub.reports import run_report
 from dossierhub.unixusers import report_name, workspace_name
 
 from e2e_hub import DOSSIERHUB, Hub
-from e2e_runs import dossierhub, provenance, run, template
+from e2e_runs import dossierhub, provenance, review, run, template
 
 EXTRA = ("crash", "slow", "die", "leaky", "scripted", "legacy", "whoami", "smuggle", "planted")
 
@@ -265,6 +265,7 @@ def test_scripts_in_outputs_run_nothing(reports: Hub) -> None:
     result, folder = run(reports, "armoede", "scripted", "--user", "a.jansen")
     assert result.returncode == 0, result.stderr
     assert folder is not None
+    review(reports, folder)
     for name in ("report.html", "review.html"):
         html = (folder / name).read_text()
         parser = Scripts()
