@@ -592,8 +592,8 @@ def render_viewer(
 
 
 def warm_up() -> None:
-    """Build both exporters and load matplotlib (a run does it while its kernel starts)."""
+    """Build the viewer's exporter and load matplotlib (a run does it while its kernel
+    starts; the review's exporter is built when a review is first opened)."""
     import matplotlib.figure  # noqa: F401
 
     _exporter(False)
-    _exporter(True)
