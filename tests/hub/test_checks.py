@@ -145,7 +145,8 @@ def test_person_level_microdata_declared_as_attributes_is_refused(run: Run) -> N
     publish(records, "all_payments", attributes=["amount"])
     publish(records.head(900), "some_payments", attributes=["amount"])
     checks = run.checks()
-    assert {f["rule"] for f in checks["all_payments"]["findings"]} == {"max_rows", "microdata"}
+    rules = {f["rule"] for f in checks["all_payments"]["findings"]}
+    assert rules == {"max_rows", "microdata", "unknown_group_size"}
     assert not checks["some_payments"]["passed"]
     rows, severity = findings(checks["some_payments"])[("microdata", "amount")]
     assert severity == "fail" and len(rows) > 800

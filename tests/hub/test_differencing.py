@@ -102,7 +102,11 @@ def test_one_household_between_two_releases_is_flagged_with_its_cells(runs: Runs
     )
     runs.run(
         "20260102T090000-bbbbbb",
-        {"reach_per_area": reach([("Bijlmer-Centrum", 130, 90), ("Holendrecht", 95, 70)])},
+        {
+            "reach_per_area": reach(
+                [("Bijlmer-Centrum", 130, 90), ("Gaasperdam", 30, 20), ("Holendrecht", 95, 70)]
+            )
+        },
         released=True,
         parameters={"low_income_threshold": 40000},
     )
@@ -153,11 +157,12 @@ def test_equal_tables_and_differences_of_the_minimum_or_more_pass(runs: Runs) ->
         {"reach_per_area": reach([("Gaasperdam", 22, None), ("Holendrecht", 55, 70)])},
         released=False,
     )
-    zero = runs.run(  # a cell of 0 against 0 is no difference; an area only here is none
+    zero = runs.run(  # a cell of 0 against 0 is no difference; an area only here whose
+        # counts are the minimum or more above a left-out row's (1 to 9) is none either
         "20260104T090000-dddddd",
         {
             "reach_per_area": reach(
-                [("Gaasperdam", 12, None), ("Holendrecht", 45, 30), ("Venserpolder", 1, 0)]
+                [("Gaasperdam", 12, None), ("Holendrecht", 45, 30), ("Venserpolder", 40, 25)]
             )
         },
         released=False,

@@ -278,19 +278,29 @@ def test_records_declared_as_attributes_fail() -> None:
     assert ("microdata", "income") in flagged(only_numbers, NOTHING, {"attributes": ["income"]})
 
 
-def test_aggregates_without_counts_pass_when_their_rows_are_groups() -> None:
+def test_attributes_need_a_count_in_their_table() -> None:
+    """A mean per area without the number of people behind it may be one person's value:
+    fractional attributes fail, whole-number ones (an hour) are shown for review; with a count
+    in the same table the rows are groups whose size the count rule checks."""
     means = pl.DataFrame(
         {
             "area": [f"area {i}" for i in range(400)],
             "mean_income": [30_000.5 + i for i in range(400)],
         }
     )
-    assert flagged(means, NOTHING, {"attributes": ["mean_income"]}) == {}
+    assert flagged(means, NOTHING, {"attributes": ["mean_income"]}) == {
+        ("unknown_group_size", "mean_income"): (list(range(400)), "fail")
+    }
+    counted = means.with_columns(households=pl.lit(25))
+    meta = {"counts": ["households"], "attributes": ["mean_income"]}
+    assert flagged(counted, NOTHING, meta) == {}
     hours = pl.DataFrame(
         {"hour": list(range(24)), "mean_speed": [14.0 + i / 10 for i in range(24)]}
     )
     assert flagged(hours, NOTHING, {"attributes": ["hour", "mean_speed"]}) == {
-        ("count_like_attribute", "hour"): (list(range(1, 10)), "review")
+        ("count_like_attribute", "hour"): (list(range(1, 10)), "review"),
+        ("unknown_group_size", "hour"): (list(range(24)), "review"),
+        ("unknown_group_size", "mean_speed"): (list(range(24)), "fail"),
     }
 
 
