@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dossier_kernel.disclosure import CheckResult, Finding, check_table
+from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, text_findings
 from dossier_kernel.identifiers import DossierFacts
 
 from .extracts import DATA_LINK, GEN_PREFIX
@@ -23,13 +23,17 @@ from .home import Home
 TABLE = ".parquet"
 CONTRIBUTIONS = ".contributions.parquet"
 DECLARATION = ".meta.json"
+CHART = ".chart.json"
+CHART_TEXTS = ("title", "x_label", "y_label")
 
 
 def run_checks(
     home: Home, dossier_id: str, folder: Path, extracts: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """One checks.json entry per published table: {table, passed, findings: [{rule, column,
-    message, rows, severity}]}; a table passes when none of its findings has severity "fail"."""
+    message, rows, severity}]}; a table passes when none of its findings has severity "fail".
+    A chart's name, title and axis labels are checked with the table it draws (a chart passes
+    exactly when its table does, airlock.chart_checks)."""
     published = folder / "published"
     files = {p.name for p in published.iterdir()} if published.exists() else set()
     tables = {
@@ -48,9 +52,33 @@ def run_checks(
         return results
     facts = dossier_facts(home, dossier_id, extracts)
     rules = extracts.get("disclosure", {})
+    chart_texts = _chart_texts(published, files)
     for name in sorted(tables & declared):
-        results.append(_check_one(published, name, rules, facts).to_json())
+        result = _check_one(published, name, rules, facts)
+        result.findings += text_findings(chart_texts.get(name, {}), facts)
+        result.passed = not any(f.severity == FAIL for f in result.findings)
+        results.append(result.to_json())
     return results
+
+
+def _chart_texts(published: Path, files: set[str]) -> dict[str, dict[str, str]]:
+    """{table: {where: text}}: what viewers read of each chart drawn from a table. A chart file
+    that is not a chart is left to airlock.chart_checks, which fails it."""
+    texts: dict[str, dict[str, str]] = {}
+    for file in sorted(n for n in files if n.endswith(CHART)):
+        chart = file.removesuffix(CHART)
+        try:
+            spec = json.loads((published / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("table"), str):
+            continue
+        mine = texts.setdefault(spec["table"], {})
+        which = f"chart {len(mine) // (len(CHART_TEXTS) + 1) + 1} of this table"
+        mine[f"the name of {which}"] = chart
+        for key in CHART_TEXTS:
+            mine[f"the {key.replace('_', ' ')} of {which}"] = str(spec.get(key) or "")
+    return texts
 
 
 def dossier_facts(home: Home, dossier_id: str, extracts: dict[str, Any]) -> DossierFacts:

@@ -228,7 +228,7 @@ def compare(
     if not olds:
         return []
     try:
-        pairs = _pairs(new, olds)
+        pairs = _pairs(new, olds, _parameter_texts(new))
     except (OSError, pl.exceptions.PolarsError) as exc:
         if len(olds) > 1:
             return [f for old in olds for f in compare(new, [old], min_count)]
@@ -243,7 +243,7 @@ def compare(
             found.setdefault((row["__table"], order, column), []).append(row)
     flagged: dict[int, set[int]] = {}
     for (table, _, _), rows in found.items():
-        flagged.setdefault(table, set()).update(r["__row"] for r in rows)
+        flagged.setdefault(table, set()).update(r["__row"] for r in rows if r["__row"] is not None)
     for order, column in enumerate(new.magnitudes, start=len(new.counts)):
         for table, rows in sorted(flagged.items()):
             if column not in olds[table].magnitudes:
@@ -260,33 +260,39 @@ def compare(
     ]
 
 
-def _pairs(new: PublishedTable, olds: list[PublishedTable]) -> Any:
+def _pairs(new: PublishedTable, olds: list[PublishedTable], parameters: set[str]) -> Any:
     """The rows of the new table joined with the rows of every released one on their
-    dimension values (compared as text, so a category stored as Categorical in one and
-    String in another still matches): the new table's row numbers in `__row`, the released
-    table's index in `__table`, its cells suffixed with RELEASED. Rows whose dimension
-    values repeat within a table cannot be matched to one row and are left out; tables
-    without dimensions are compared only when both hold one row (a total)."""
+    key values (compared as text, so a category stored as Categorical in one and String in
+    another still matches): the new table's row numbers in `__row`, the released table's
+    index in `__table`, its cells suffixed with RELEASED. The keys are the dimensions less
+    those that say nothing of a row (_join_keys). Rows whose key values repeat within a
+    table cannot be matched to one row and are left out; tables without keys are compared
+    only when both hold one row (a total).
+
+    A row one table has and the other leaves out entirely is paired with nothing (null
+    cells, `__left_out` says on which side): it is compared like a suppressed cell, as
+    leaving a small row out tells what blanking it does."""
     import polars as pl
 
     dimensions = sorted(new.dimensions)
     values = [*new.counts, *new.magnitudes]
     text = [pl.col(d).cast(pl.String) for d in dimensions]
-    left = (
+    everything = (
         pl.read_parquet(new.path, columns=[*dimensions, *values])
         .with_row_index("__row")
         .with_columns(*text, *(pl.col(c).cast(pl.Float64, strict=False) for c in values))
     )
+    keys = _join_keys(everything, dimensions, parameters)
     # files with the same types are read by one scan (a scan per file costs milliseconds
     # each); the file's path says which released table a row comes from
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for index, old in enumerate(olds):
         mine = [c for c in values if c in old.counts or c in old.magnitudes]
-        key = tuple((c, old.dtypes[c]) for c in [*dimensions, *mine])
+        key = tuple((c, old.dtypes[c]) for c in [*keys, *mine])
         groups.setdefault(key, []).append(index)
     scans = []
     for key, indexes in groups.items():
-        mine = [c for c, _ in key if c not in dimensions]
+        mine = [c for c, _ in key if c not in keys]
         files = pl.LazyFrame(
             {"__file": [str(olds[i].path) for i in indexes], "__table": indexes},
             schema={"__file": pl.String, "__table": pl.Int64},
@@ -294,24 +300,67 @@ def _pairs(new: PublishedTable, olds: list[PublishedTable]) -> Any:
         scans.append(
             pl.scan_parquet([olds[i].path for i in indexes], include_file_paths="__file")
             .select(
-                *text,
+                *(pl.col(d).cast(pl.String) for d in keys),
                 *(pl.col(c).cast(pl.Float64, strict=False).alias(c + RELEASED) for c in mine),
                 "__file",
             )
-            .filter(pl.len().over(["__file", *dimensions]) == 1)
             .join(files, on="__file")
             .drop("__file")
         )
-    right = pl.concat(scans, how="diagonal_relaxed")
-    left = left.filter(pl.len().over(dimensions) == 1 if dimensions else pl.len() == 1)
-    if dimensions:
-        joined = left.lazy().join(right, on=dimensions, how="inner", nulls_equal=True)
+    every_released = pl.concat(scans, how="diagonal_relaxed")
+    right = every_released.filter(pl.len().over(["__table", *keys]) == 1)
+    left = everything.filter(pl.len().over(keys) == 1 if keys else pl.len() == 1).lazy()
+    if keys:
+        parts = [
+            left.join(right, on=keys, how="inner", nulls_equal=True),
+            right.join(
+                everything.lazy().select(keys), on=keys, how="anti", nulls_equal=True
+            ).with_columns(__left_out=pl.lit("here")),
+            left.join(pl.LazyFrame({"__table": range(len(olds))}), how="cross")
+            .join(
+                every_released.select("__table", *keys),
+                on=["__table", *keys],
+                how="anti",
+                nulls_equal=True,
+            )
+            .with_columns(__left_out=pl.lit("there")),
+        ]
+        joined = pl.concat(parts, how="diagonal_relaxed")
     else:
-        joined = left.lazy().join(right, how="cross")
+        joined = left.join(right, how="cross").with_columns(__left_out=pl.lit(None, pl.String))
     for column in values:  # a released table without the column contributes nulls to it
-        if column + RELEASED not in joined.collect_schema():
-            joined = joined.with_columns(pl.lit(None, dtype=pl.Float64).alias(column + RELEASED))
-    return joined.sort("__table", "__row").collect()
+        for name in (column, column + RELEASED):
+            if name not in joined.collect_schema():
+                joined = joined.with_columns(pl.lit(None, dtype=pl.Float64).alias(name))
+    for dimension in dimensions:  # a row left out here has only the keys
+        if dimension not in joined.collect_schema():
+            joined = joined.with_columns(pl.lit(None, dtype=pl.String).alias(dimension))
+    return joined.sort("__table", "__row", nulls_last=True).collect()
+
+
+def _join_keys(table: Any, dimensions: list[str], parameters: set[str]) -> list[str]:
+    """The dimensions that tell rows apart: not those with one value in a table of several
+    rows, nor those whose one value is a parameter of the run (a threshold echoed as a
+    column would otherwise keep every row of two runs from joining)."""
+    keys = []
+    for dimension in dimensions:
+        distinct = table[dimension].drop_nulls().unique()
+        constant = table[dimension].null_count() == 0 and distinct.len() == 1
+        if constant and (table.height > 1 or str(distinct[0]) in parameters):
+            continue
+        keys.append(dimension)
+    return keys
+
+
+def _parameter_texts(table: PublishedTable) -> set[str]:
+    """The run's parameter values as a column of text would hold them."""
+    import polars as pl
+
+    texts = set()
+    for value in table.parameters.values():
+        if isinstance(value, bool | int | float | str):
+            texts.add(pl.Series([value]).cast(pl.String)[0])
+    return texts
 
 
 def _small_differences(
@@ -356,7 +405,7 @@ def _finding(
     return {
         "rule": RULE,
         "column": column,
-        "rows": [int(r["__row"]) for r in rows],
+        "rows": [int(r["__row"]) for r in rows if r["__row"] is not None],
         "message": f"{lead} in {len(rows)} row(s): {shown}{more}",
     }
 
@@ -373,7 +422,8 @@ def _cell(row: dict[str, Any], column: str, dimensions: list[str], min_count: in
             f"(difference {_number(here - there)})"
         )
     shown = here if here is not None else there
-    sides = ("here", "suppressed there") if here is not None else ("there", "suppressed here")
+    hidden = "left out" if row.get("__left_out") else "suppressed"
+    sides = ("here", f"{hidden} there") if here is not None else ("there", f"{hidden} here")
     low, high = _possible_gap(shown, min_count)
     return (
         f"{where}: {_number(shown)} {sides[0]}, {sides[1]} (1 to {min_count - 1}), "

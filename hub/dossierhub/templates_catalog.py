@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -206,6 +207,7 @@ def coerce(template: Template, raw: dict[str, str], views: list[str]) -> dict[st
             value = _convert(parameter, text) if text is not None else parameter.default
             if parameter.type == "date" and isinstance(value, dt.date):
                 value = value.isoformat()
+            _check_finite(value)
             _check_range(parameter, value, views)
         except ValueError as exc:
             problems.append(f"parameter '{parameter.name}': {exc}")
@@ -236,6 +238,13 @@ def _convert(parameter: Parameter, text: str) -> Any:
             f"{text!r} is not a valid {kind}" + (" (write YYYY-MM-DD)" if kind == "date" else "")
         ) from None
     return text
+
+
+def _check_finite(value: Any) -> None:
+    """nan and inf are floats to Python, but no threshold or share: nan compares false with
+    every bound and breaks the step grid, inf passes any minimum without one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number (write digits, e.g. 0.5)")
 
 
 def _check_range(parameter: Parameter, value: Any, views: list[str]) -> None:

@@ -8,7 +8,9 @@ like one. So every cell is turned into the hex it could be hiding (docs/output-c
   read with and without separators (space - _ : .); every run of at least MIN_FRAGMENT hex
   characters, and the hex of every run of at least MIN_DECIMAL decimal digits, is a candidate;
 - an integer of at least 16**(MIN_FRAGMENT - 1) is a candidate as hex (and with the leading
-  zeros, which the number lost); a float as large gives its first FLOAT_HEX_DIGITS exact digits.
+  zeros, which the number lost); a float as large gives its first FLOAT_HEX_DIGITS exact digits;
+- a Date, Datetime, Time or Duration is the integer it is stored as (a Duration of microseconds
+  shows "8588342 days, 19:27:44.722239" and gives 15 hex digits back exactly).
 
 A candidate is compared with the pseudonyms of the dossier's extracts, never with a pattern:
 each pseudonym contributes its MIN_FRAGMENT-character windows at offsets 0, STEP, 2*STEP, ...
@@ -177,6 +179,8 @@ def candidate_pieces(table: pl.DataFrame) -> pl.DataFrame:
 def _runs(series: pl.Series) -> pl.DataFrame | None:
     """(column, row, run): hex runs of at least MIN_FRAGMENT characters hidden in a column."""
     dtype = series.dtype
+    if dtype.is_temporal():  # Date, Datetime, Time, Duration: integers shown as dates
+        series, dtype = series.to_physical(), series.to_physical().dtype
     if dtype.is_integer():
         return _number_runs(series, exact=True)
     if dtype.is_float():

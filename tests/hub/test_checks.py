@@ -145,7 +145,8 @@ def test_person_level_microdata_declared_as_attributes_is_refused(run: Run) -> N
     publish(records, "all_payments", attributes=["amount"])
     publish(records.head(900), "some_payments", attributes=["amount"])
     checks = run.checks()
-    assert {f["rule"] for f in checks["all_payments"]["findings"]} == {"max_rows", "microdata"}
+    rules = {f["rule"] for f in checks["all_payments"]["findings"]}
+    assert rules == {"max_rows", "microdata", "unknown_group_size"}
     assert not checks["some_payments"]["passed"]
     rows, severity = findings(checks["some_payments"])[("microdata", "amount")]
     assert severity == "fail" and len(rows) > 800
@@ -217,3 +218,19 @@ def test_a_hand_written_declaration_is_not_trusted(run: Run) -> None:
     for name in ("garbled", "not_a_table"):
         assert not checks[name]["passed"]
         assert checks[name]["findings"][0]["rule"] == "published"
+
+
+def test_a_pseudonym_in_a_chart_title_fails_the_table_it_draws(run: Run) -> None:
+    """The chart's texts are checked with its table (the chart passes when the table does)."""
+    from dossier_kernel.publish import publish_chart
+
+    person = run.sql("SELECT household_id FROM households LIMIT 1").item()
+    per_area = run.sql("SELECT area, count(*) AS households FROM households GROUP BY ALL")
+    publish(per_area, "per_area", counts=["households"])
+    publish_chart("per_area", x="area", y="households", title="Households per area")
+    assert run.checks()["per_area"]["passed"]
+    publish_chart("per_area", x="area", y="households", y_label=f"incl. {person[:14].upper()}")
+    check = run.checks()["per_area"]
+    assert not check["passed"]
+    assert findings(check)[("captions", None)] == ([], "fail")
+    assert person[:12] not in json.dumps(check).lower()

@@ -102,7 +102,11 @@ def test_one_household_between_two_releases_is_flagged_with_its_cells(runs: Runs
     )
     runs.run(
         "20260102T090000-bbbbbb",
-        {"reach_per_area": reach([("Bijlmer-Centrum", 130, 90), ("Holendrecht", 95, 70)])},
+        {
+            "reach_per_area": reach(
+                [("Bijlmer-Centrum", 130, 90), ("Gaasperdam", 30, 20), ("Holendrecht", 95, 70)]
+            )
+        },
         released=True,
         parameters={"low_income_threshold": 40000},
     )
@@ -153,11 +157,12 @@ def test_equal_tables_and_differences_of_the_minimum_or_more_pass(runs: Runs) ->
         {"reach_per_area": reach([("Gaasperdam", 22, None), ("Holendrecht", 55, 70)])},
         released=False,
     )
-    zero = runs.run(  # a cell of 0 against 0 is no difference; an area only here is none
+    zero = runs.run(  # a cell of 0 against 0 is no difference; an area only here whose
+        # counts are the minimum or more above a left-out row's (1 to 9) is none either
         "20260104T090000-dddddd",
         {
             "reach_per_area": reach(
-                [("Gaasperdam", 12, None), ("Holendrecht", 45, 30), ("Venserpolder", 1, 0)]
+                [("Gaasperdam", 12, None), ("Holendrecht", 45, 30), ("Venserpolder", 40, 25)]
             )
         },
         released=False,
@@ -363,3 +368,45 @@ def test_a_damaged_table_is_named_and_the_others_still_count(runs: Runs) -> None
     assert damaged.name in damaged_finding["message"]
     assert flagged["column"] == "low_income_households" and flagged["rows"] == [0]
     assert "20260102T090000-bbbbbb" in flagged["message"]
+
+
+def test_a_row_the_released_table_left_out_is_compared_like_a_suppressed_cell(
+    runs: Runs,
+) -> None:
+    """The mirror of the red team's finding: released without a small area, the area shown
+    now at 12 gives 3 to 11 households in the difference; messages say it was left out."""
+    runs.run(
+        "20260101T090000-aaaaaa",
+        {"reach_per_area": reach([("Holendrecht", 45, 30)])},
+        released=True,
+        parameters={"low_income_threshold": 20000},
+    )
+    new = runs.run(
+        "20260102T090000-bbbbbb",
+        {"reach_per_area": reach([("Gaasperdam", 12, None), ("Holendrecht", 45, 30)])},
+        released=False,
+        parameters={"low_income_threshold": 21000},
+    )
+    findings = runs.check(new)["reach_per_area"]["findings"]
+    assert [(f["column"], f["rows"]) for f in findings] == [("low_income_households", [0])]
+    assert "area=Gaasperdam: 12 here, left out there (1 to 9)" in findings[0]["message"]
+
+
+def test_a_parameter_echoed_in_a_one_row_table_is_not_a_dimension(runs: Runs) -> None:
+    def total(threshold: int, n: int) -> tuple[pl.DataFrame, dict]:
+        frame = pl.DataFrame({"threshold": [threshold], "households": [n]})
+        return frame, {"counts": ["households"], "attributes": ["threshold"]}
+
+    runs.run(
+        "20260101T090000-aaaaaa",
+        {"total": total(21000, 41)},
+        released=True,
+        parameters={"low_income_threshold": 21000},
+    )
+    new = runs.run(
+        "20260102T090000-bbbbbb",
+        {"total": total(20000, 40)},
+        released=False,
+        parameters={"low_income_threshold": 20000},
+    )
+    assert [f["column"] for f in runs.check(new)["total"]["findings"]] == ["households"]

@@ -137,3 +137,20 @@ def test_validate_refuses_a_broken_step_and_points_out_numbers_without_one(home:
     assert result.exit_code == 1
     assert "templates[3]" in result.stderr
     assert "template 'broken': parameter 'low_income_threshold' has the step -5" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize("step", [None, 0.1])
+def test_a_float_parameter_refuses_nan_and_infinity(
+    tmp_path: Path, text: str, step: float | None
+) -> None:
+    """nan is below no minimum and above no maximum, and broke the step grid with a
+    decimal.InvalidOperation; inf passes a range without a maximum."""
+    share = {"name": "share", "type": "float", "default": 0.5, "min": 0, "step": step}
+    if step is None:
+        del share["step"]
+    with pytest.raises(TemplateError) as refused:
+        values(tmp_path, share, {"share": text})
+    assert str(refused.value).startswith("parameter 'share': ")
+    assert "is not a finite number" in str(refused.value)
+    assert values(tmp_path, share, {"share": "0.3"}) == {"share": 0.3}

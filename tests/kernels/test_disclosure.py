@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dossier_kernel.disclosure import check_table, round_counts, suppress_small
+from dossier_kernel.disclosure import check_table, round_counts, suppress_small, text_findings
 from dossier_kernel.identifiers import DossierFacts, candidate_pieces
 
 RULES = {"min_count": 10, "dominance": {"n": 1, "k": 0.5}, "max_rows": 3, "max_bytes": 10_000}
@@ -278,19 +278,29 @@ def test_records_declared_as_attributes_fail() -> None:
     assert ("microdata", "income") in flagged(only_numbers, NOTHING, {"attributes": ["income"]})
 
 
-def test_aggregates_without_counts_pass_when_their_rows_are_groups() -> None:
+def test_attributes_need_a_count_in_their_table() -> None:
+    """A mean per area without the number of people behind it may be one person's value:
+    fractional attributes fail, whole-number ones (an hour) are shown for review; with a count
+    in the same table the rows are groups whose size the count rule checks."""
     means = pl.DataFrame(
         {
             "area": [f"area {i}" for i in range(400)],
             "mean_income": [30_000.5 + i for i in range(400)],
         }
     )
-    assert flagged(means, NOTHING, {"attributes": ["mean_income"]}) == {}
+    assert flagged(means, NOTHING, {"attributes": ["mean_income"]}) == {
+        ("unknown_group_size", "mean_income"): (list(range(400)), "fail")
+    }
+    counted = means.with_columns(households=pl.lit(25))
+    meta = {"counts": ["households"], "attributes": ["mean_income"]}
+    assert flagged(counted, NOTHING, meta) == {}
     hours = pl.DataFrame(
         {"hour": list(range(24)), "mean_speed": [14.0 + i / 10 for i in range(24)]}
     )
     assert flagged(hours, NOTHING, {"attributes": ["hour", "mean_speed"]}) == {
-        ("count_like_attribute", "hour"): (list(range(1, 10)), "review")
+        ("count_like_attribute", "hour"): (list(range(1, 10)), "review"),
+        ("unknown_group_size", "hour"): (list(range(24)), "review"),
+        ("unknown_group_size", "mean_speed"): (list(range(24)), "fail"),
     }
 
 
@@ -309,3 +319,160 @@ def test_quasi_identifier_combinations_need_the_minimum_count() -> None:
     assert flagged(counted, facts, {"attributes": ["birth_year"], "counts": ["residents"]}) == {
         ("min_count", "residents"): ([1], "fail")
     }
+
+
+# ---------------------------------------------------------------- red-team follow-ups
+
+
+def test_pseudonyms_in_names_and_captions_fail_and_numbers_are_for_review(
+    known: DossierFacts,
+) -> None:
+    """What a viewer reads besides the cells: the table's name, column names, title and
+    descriptions. A pseudonym there (in any form) fails; a number that is not a date, time or
+    year is shown for review; the messages never repeat the text."""
+    person = pseudonyms(10_000)[42]
+    table = pl.DataFrame({"area": ["a", "b"], "people": [20, 30]})
+    meta = {"counts": ["people"]}
+
+    def captions(name: str, table: pl.DataFrame, meta: dict) -> list[tuple[str, str]]:
+        result = check_table(name, table, meta, LOOSE, set(), facts=known)
+        assert all(person[:12] not in f.message.lower() for f in result.findings)
+        return [(f.message.split(" holds")[0], f.severity) for f in result.findings]
+
+    assert captions("t", table, meta) == []
+    assert captions("h" + person[:20], table, meta) == [("the table's name", "fail")]
+    renamed = table.rename({"people": person.upper()})
+    assert captions("t", renamed, {"counts": [person.upper()]}) == [
+        ("the name of column 2", "fail")
+    ]
+    described = {**meta, "descriptions": {"people": f"see {person[4:24]}"}}
+    assert captions("t", table, described) == [("description 1 (of a column)", "fail")]
+    titled = {**meta, "title": "People (one of them earns 227,440)"}
+    assert captions("t", table, titled) == [("the title", "review")]
+    dated = {**meta, "title": "Passages (2025-10-06 to 2025-11-02, 07:00, in 2025, top 5)"}
+    assert captions("t", table, dated) == []
+
+
+def test_text_findings_for_chart_texts(known: DossierFacts) -> None:
+    person = pseudonyms(10_000)[7]
+    texts = {"the title of chart 1": "Reach", "the y label of chart 1": f"% of {person[:16]}"}
+    found = text_findings(texts, known)
+    assert [(f.rule, f.severity) for f in found] == [("captions", "fail")]
+    assert found[0].message.startswith("the y label of chart 1 holds")
+    assert text_findings({}, known) == []
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms"])
+def test_pseudonyms_stored_as_dates_and_durations_are_found(known: DossierFacts, unit: str) -> None:
+    """Temporal types are integers shown as dates: 15 hex digits of a pseudonym fit in one."""
+    codes = pl.Series([int(p[:15], 16) for p in pseudonyms(10_000)[:30]], dtype=pl.Int64)
+    as_time = pl.DataFrame(
+        {
+            "when": codes.cast(pl.Datetime(unit)),
+            "how_long": codes.cast(pl.Duration(unit)),
+            "day": pl.Series([20_000 + i for i in range(30)], dtype=pl.Int32).cast(pl.Date),
+        }
+    )
+    found = flagged(as_time, known)
+    assert found[("identifiers", "when")] == (list(range(30)), "fail")
+    assert found[("identifiers", "how_long")] == (list(range(30)), "fail")
+    assert ("identifiers", "day") not in found  # ordinary dates are no one's pseudonym
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        pl.Series([{"n": 12, "parts": [12, 40]}, {"n": 40, "parts": [40, 3]}]),  # struct, list
+        pl.Series([[12.0], [3.0]], dtype=pl.Array(pl.Float64, 1)),
+        pl.Series(["12 households", "3 huishoudens"]),
+        pl.Series(["12", "3.0"]),
+        pl.Series(["<10", "<10", "12", "7", "40"]),  # the marker hides 1-9, 7 is shown
+    ],
+)
+def test_small_counts_inside_nested_cells_and_text_fail(cells: pl.Series) -> None:
+    table = pl.DataFrame({"area": [f"a{i}" for i in range(cells.len())], "households": cells})
+    found = flagged(table, NOTHING)
+    rows, severity = found[("min_count", "households")]
+    assert severity == "fail" and rows == [1 if cells.len() == 2 else 3]
+    declared = flagged(table, NOTHING, {"counts": ["households"]})
+    assert declared[("min_count", "households")] == (rows, "fail")
+
+
+def test_text_that_is_not_a_count_is_not_checked_as_one() -> None:
+    """Hours, dates, codes and percentages written as text are categories or measures."""
+    table = pl.DataFrame(
+        {
+            "hour": ["07:00", "08:00", "09:00"],
+            "day": ["2025-10-06", "2025-10-07", "2025-10-08"],
+            "share": ["5%", "7%", "9%"],
+            "zone": ["Zone 3", "Zone 4", "Zone 5"],
+        }
+    )
+    assert flagged(table, NOTHING) == {}
+
+
+def test_too_many_nested_values_fail_without_being_read() -> None:
+    table = pl.DataFrame({"households": [list(range(600_000)), list(range(600_000))]})
+    found = flagged(table, NOTHING)
+    assert ("min_count", None) in found
+
+
+def test_dominance_claims_are_checked_against_the_cells() -> None:
+    """Contributions are sorted by the check, must not exceed the cell, must be there for
+    every shown cell, and a cell they make up entirely needs min_count of them."""
+    table = pl.DataFrame(
+        {"area": list("abcde"), "households": [20] * 5, "amount": [100.0, 3.0, 50.0, 80.0, 0.0]}
+    )
+    largest = [
+        [10.0, 10.0, 80.0],  # unsorted: 80% from one
+        [1.0, 1.0, 1.0],  # a count of 3 as a magnitude
+        [40.0, 40.0],  # more than the cell
+        None,  # no contributions for a shown cell
+        [],  # nothing to list for a cell of 0
+    ]
+    meta = {"counts": ["households"], "magnitudes": {"amount": "amount__top"}}
+    contributions = pl.DataFrame(
+        {"amount__top": largest}, schema={"amount__top": pl.List(pl.Float64)}
+    )
+    result = check_table("t", table, meta, LOOSE, set(), contributions, facts=NOTHING)
+    found = sorted((f.rows, f.message.split(" (rows")[0]) for f in result.findings)
+    assert found == [
+        (
+            [0, 1, 2],
+            "3 cell(s) of the magnitude 'amount' are made up entirely of fewer than 10 "
+            "listed contributions",
+        ),
+        (
+            [0, 2],
+            "2 cell(s) of 'amount' where the 1 largest contributor(s) make up more than 50%",
+        ),
+        ([2], "1 cell(s) of the magnitude 'amount' are less than their listed contributions"),
+        ([3], "1 cell(s) of the magnitude 'amount' have no contributions listed"),
+    ]
+    honest = pl.DataFrame({"amount__top": [[9.0] * 5] * 5})
+    spread = table.with_columns(amount=pl.lit(200.0))
+    assert check_table("t", spread, meta, LOOSE, set(), honest, facts=NOTHING).findings == []
+
+
+def test_person_level_rows_fail_even_with_a_count_joined_on() -> None:
+    """A group's count on each person's row does not make the rows groups: when the columns
+    that say what a row is repeat, k-anonymity and the records rule apply as without counts."""
+    facts = DossierFacts(quasi_identifiers=frozenset({"size"}))
+    people = pl.DataFrame(
+        {
+            "area": [f"area {i % 4}" for i in range(200)],
+            "size": [1 + i % 3 if i < 195 else 7 for i in range(200)],
+            "income": [20_000 + 37 * i for i in range(200)],
+            "households_in_area": [50] * 200,
+        }
+    )
+    meta = {"counts": ["households_in_area"], "attributes": ["size", "income"]}
+    found = flagged(people, facts, meta)
+    assert found[("k_anonymity", "size")] == (list(range(195, 200)), "fail")
+    without_quasi = flagged(people, NOTHING, meta)
+    assert without_quasi[("microdata", "income")][1] == "fail"
+    # an aggregate with one row per group keeps passing
+    groups = people.group_by("area", "size").agg(
+        pl.col("income").mean(), pl.len().alias("households_in_area").cast(pl.Int64) + 10
+    )
+    assert set(flagged(groups, facts, meta)) == {("count_like_attribute", "size")}  # review
