@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import decimal
 import html
 import io
 import math
@@ -43,7 +44,7 @@ def format_value(value: Any, decimals: int) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
+    if isinstance(value, float | decimal.Decimal):  # DuckDB's sums of integers are decimals
         return f"{value:,.{decimals}f}"
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M")
@@ -54,6 +55,8 @@ def format_value(value: Any, decimals: int) -> str:
 
 def column_decimals(series: pl.Series) -> int:
     """0 for whole numbers (an amount of 6505613.0 reads as 6,505,613), else up to two."""
+    if series.dtype == pl.Decimal:
+        series = series.cast(pl.Float64)
     if not series.dtype.is_float():
         return 0
     values = series.drop_nulls().drop_nans()
@@ -145,13 +148,14 @@ def check_spec(spec: dict[str, Any], table: pl.DataFrame) -> list[str]:
 def chart_svg(spec: dict[str, Any], table: pl.DataFrame) -> str:
     """The chart drawn from the table's own values (a fresh matplotlib figure, SVG text)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     figure = Figure(figsize=(8, max(3.0, 0.3 * table.height) if spec["kind"] == "barh" else 3.5))
     ax = figure.add_subplot()
     labels = [format_value(v, 0) for v in table[spec["x"]].to_list()]
     colours = ["#004699", "#ec0000", "#ffbc2c", "#00a03c"]
     for number, column in enumerate(spec["y"]):
-        values = [math.nan if v is None else v for v in table[column].to_list()]
+        values = [math.nan if v is None else float(v) for v in table[column].to_list()]
         colour = colours[number % len(colours)]
         if spec["kind"] == "line":
             ax.plot(labels, values, marker="o", color=colour, label=column)
@@ -177,6 +181,8 @@ def chart_svg(spec: dict[str, Any], table: pl.DataFrame) -> str:
         x_text, y_text = y_text, x_text
     ax.set_xlabel(x_text)
     ax.set_ylabel(y_text)
+    values_axis = ax.xaxis if spec["kind"] == "barh" else ax.yaxis
+    values_axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # 175,000, not 175000
     if spec.get("title"):
         ax.set_title(spec["title"])
     ax.spines[["top", "right"]].set_visible(False)

@@ -5,13 +5,15 @@ tests/e2e/test_airlock.py."""
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import nbformat
 import polars as pl
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dossier_kernel.render import ARTEFACT_MIME
+from dossier_kernel.render import ARTEFACT_MIME, table_html
 from dossierhub import airlock
 
 SECRET = "household 4f1c... earns 274660"
@@ -128,3 +130,18 @@ def test_outputs_are_indexed_with_ids_and_hashes(tmp_path: Path) -> None:
     ]
     assert airlock.unchecked_outputs(tmp_path)[0]["preview"] == "42"
     assert len({r.sha256 for r in refs}) == 2
+
+
+def test_numbers_read_as_numbers() -> None:
+    """DuckDB's sums of integers arrive as decimals; whole-number floats need no decimals."""
+    table = pl.DataFrame(
+        {
+            "area": ["Noord", "West"],
+            "passages": [Decimal("151930"), Decimal("1200")],
+            "amount": [6505613.0, 12.0],
+            "share": [12.5, None],
+        }
+    )
+    html = table_html(table, {}, name="t")
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html)
+    assert cells == ["151,930", "6,505,613", "12.5", "1,200", "12", "\N{EN DASH}"]
