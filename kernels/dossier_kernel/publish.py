@@ -21,7 +21,8 @@ from typing import Any
 
 import polars as pl
 
-from .disclosure import CheckResult, check_table
+from .disclosure import FAIL, CheckResult, check_table, text_findings
+from .identifiers import DossierFacts
 from .render import ARTEFACT_MIME, chart_html, chart_spec, check_spec, short_text, table_html
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -186,7 +187,14 @@ def publish_chart(
     run_dir = os.environ.get("DOSSIERHUB_RUN_DIR")
     if run_dir:
         (Path(run_dir) / "published" / f"{name}.chart.json").write_text(json.dumps(spec))
-    result = CheckResult(name, True, [])
+    # its texts are what a viewer reads of it besides its table's cells: the hub checks them
+    # too (checks.py); here the author sees the verdict early
+    texts = {"the chart's name": name}
+    for key in ("title", "x_label", "y_label"):
+        if key in spec:
+            texts[f"the chart's {key}"] = spec[key]
+    findings = text_findings(texts, DossierFacts.from_environment())
+    result = CheckResult(name, not any(f.severity == FAIL for f in findings), findings)
     # in a run the hub draws the chart from the checked table: no matplotlib in the kernel
     preview = "" if run_dir else chart_html(spec, df, name=name)
     return Published("chart", name, result, preview)
