@@ -163,6 +163,8 @@ class Supervisor:
                 str(self.home.root),
                 "--hub-api",
                 self.hub_api_url,
+                "--port",  # the hub routes to this one (serve --port moves all four)
+                str(self.service_port),
             ],
             cwd=self.home.hub_dir,
             start_new_session=True,

@@ -95,11 +95,12 @@ def load_template(home: Home, name: str) -> Template:
     data = path.read_bytes()
     notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
     meta = notebook.metadata.get("dossierhub", {})
-    if not any("parameters" in c.metadata.get("tags", []) for c in notebook.cells):
-        raise TemplateError(f"template '{name}' has no cell tagged 'parameters'")
+    tagged = any("parameters" in c.metadata.get("tags", []) for c in notebook.cells)
     declared = meta.get("parameters")
-    if declared is not None:
+    if declared is not None:  # without a tagged cell papermill injects them at the top
         parameters = tuple(_declared(name, p) for p in declared)
+    elif not tagged:
+        parameters = ()  # papermill runs a notebook without parameters as it is
     else:
         try:
             parameters = _inferred(path)

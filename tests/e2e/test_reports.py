@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
 
 from dossierhub.audit import AuditLog
 from dossierhub.kernelpool import KernelPool
@@ -321,6 +322,36 @@ def test_papermill_notebooks_without_a_schema_run_on_the_dossier_kernel(reports:
     )
     assert "dossier armoede n 10 x" in text
     assert provenance(folder)["parameters"] == {"n": 5, "label": "x"}
+
+
+def test_a_notebook_without_parameters_validates_and_runs(reports: Hub) -> None:
+    """Any papermill notebook is a template: what validate accepts in a manifest, runs."""
+    book = new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    book.cells = [new_code_cell("print('rows', db.execute('SELECT count(*) FROM residents')"
+                                ".fetchall()[0][0])")]  # fmt: skip
+    path = reports.home.templates_dir / "bare.ipynb"
+    nbformat.write(book, path)
+    manifest = reports.manifest("armoede")
+    original = dict(manifest)
+    manifest["templates"] = [*manifest["templates"], "bare"]
+    reports.write_manifest("armoede", manifest)
+    try:
+        validated = dossierhub(reports, "validate")
+        assert validated.returncode == 0, validated.stdout + validated.stderr
+        assert reports.apply().returncode == 0
+        result, folder = run(reports, "armoede", "bare", "--user", "b.devries")
+        assert result.returncode == 0, result.stderr
+        assert folder is not None and provenance(folder)["parameters"] == {}
+        unchecked = json.loads((folder / "outputs.json").read_text())
+        assert [o["preview"].split()[0] for o in unchecked] == ["rows"]
+        refused = dossierhub(reports, "report", "run", "armoede", "bare", "--user", "b.devries",
+                             "-p", "n", "1")  # fmt: skip
+        assert refused.returncode == 1 and "unknown parameter 'n'" in refused.stderr
+    finally:
+        reports.write_manifest("armoede", original)
+        path.unlink()
+        assert reports.apply().returncode == 0
 
 
 def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:

@@ -106,16 +106,20 @@ async def _prune_every(runner: Runner, seconds: float) -> None:
         await asyncio.get_running_loop().run_in_executor(None, runner.prune)
 
 
-def service_port(home: Home) -> int:
-    return ports(load_settings(home))[3]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dossierhub.web")
     parser.add_argument("--home", required=True)
     parser.add_argument("--hub-api", required=True, help="the hub's REST API URL")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="the port to answer on (serve passes the one the hub routes to: settings.yaml's "
+        "hub.port + 3, or --port's)",
+    )
     args = parser.parse_args(argv)
     set_channel("service")
     logging.basicConfig(level=logging.INFO, format="[dossierhub-web %(levelname)s] %(message)s")
     home = Home.from_option(args.home)
-    asyncio.run(_serve(home, service_port(home), args.hub_api))
+    port = args.port if args.port is not None else ports(load_settings(home))[3]
+    asyncio.run(_serve(home, port, args.hub_api))
