@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at kernel start
     import polars as pl
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from .publish import Published
 
 __all__ = ["NoDossierError", "connect", "publish", "publish_chart", "sources", "sql"]
 
@@ -43,7 +46,7 @@ def connect(catalog: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyCon
             f"No dossier data at {catalog_path}: the dossier has not been applied yet, or it "
             "has expired. Ask the dossier's admin to run `dossierhub apply`."
         )
-    config: dict[str, str | int] = {}
+    config: dict[str, str | bool | int | float | list[str]] = {}  # as duckdb.connect takes it
     if os.environ.get("DOSSIER_DUCKDB_MEMORY_LIMIT"):
         config["memory_limit"] = os.environ["DOSSIER_DUCKDB_MEMORY_LIMIT"]
     if os.environ.get("DOSSIER_DUCKDB_THREADS"):
@@ -99,21 +102,21 @@ def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
     )
 
 
-def publish(df, name: str, **declared):  # type: ignore[no-untyped-def]
+def publish(df: pl.DataFrame, name: str, **declared: Any) -> Published:
     """Hand a table to the report's output check; see dossier_kernel.publish.publish."""
     from .publish import publish as _publish
 
     return _publish(df, name, **declared)
 
 
-def publish_chart(table: str, **spec):  # type: ignore[no-untyped-def]
+def publish_chart(table: str, **spec: Any) -> Published:
     """Chart a published table; see dossier_kernel.publish.publish_chart."""
     from .publish import publish_chart as _publish_chart
 
     return _publish_chart(table, **spec)
 
 
-def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """`%load_ext dossier_kernel` (the Dossier kernel does it at start)."""
     from .magics import register
 

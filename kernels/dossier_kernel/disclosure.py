@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import polars as pl
 
@@ -58,8 +58,8 @@ CAPTION_NUMBER = r"[0-9][0-9.,]*[0-9]"
 DATE_OR_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?"
 YEAR = r"^(?:19|20)[0-9]{2}$"
 
-FAIL = "fail"
-REVIEW = "review"
+FAIL: Final = "fail"
+REVIEW: Final = "review"
 Severity = Literal["fail", "review"]
 
 
@@ -165,8 +165,8 @@ def text_findings(texts: dict[str, str], facts: DossierFacts) -> list[Finding]:
         matched = set()
         findings.append(Finding("captions", None, f"the captions could not be compared: {exc}"))
     shaped = frame["text"].str.to_lowercase().str.contains(PSEUDONYM_IN_TEXT)
-    numbers = frame["text"].str.replace_all(DATE_OR_TIME, " ").str.extract_all(CAPTION_NUMBER)
-    numbers = numbers.to_list()
+    undated = frame["text"].str.replace_all(DATE_OR_TIME, " ")
+    numbers = undated.str.extract_all(CAPTION_NUMBER).to_list()
     for row, place in enumerate(places):
         if row in matched or shaped[row]:
             findings.append(
@@ -373,9 +373,9 @@ def _count_columns(table: pl.DataFrame, declared: _Declared) -> list[_Count]:
         elif series.dtype.is_nested():
             note = " (numbers inside nested cells, so checked as counts)"
             counts.append(_Count(column, _nested(series), note))
-        elif _count_like_text(series):
+        elif _count_like_text(series) and (read := _count_text(series)) is not None:
             note = " (count-like text, so checked as a count)"
-            counts.append(_Count(column, _flat(_count_text(series)), note))  # type: ignore[arg-type]
+            counts.append(_Count(column, _flat(read), note))
     return counts
 
 
@@ -447,11 +447,11 @@ def _count_text(series: pl.Series) -> pl.Series | None:
     if text is None:
         return None
     stripped = text.str.strip_chars()
-    decimal = _numbers(series, DECIMAL)
+    decimal = _read_numbers(text, DECIMAL)
     leading = stripped.str.extract(LEADING_NUMBER, 1).cast(pl.Float64, strict=False)
     count_like = stripped.str.contains(COUNT_TEXT).fill_null(False)
     fallback = leading.zip_with(count_like, pl.Series([None], dtype=pl.Float64))
-    return decimal.fill_null(fallback).alias(series.name)  # type: ignore[union-attr]
+    return decimal.fill_null(fallback).alias(series.name)
 
 
 def _kind(dtype: pl.DataType) -> str:
@@ -493,10 +493,15 @@ def _numbers(series: pl.Series, pattern: str) -> pl.Series | None:
     text = _text(series)
     if text is None:
         return None
+    return _read_numbers(text, pattern).alias(series.name)
+
+
+def _read_numbers(text: pl.Series, pattern: str) -> pl.Series:
+    """Text that matches `pattern` as a number (a decimal comma as a point), the rest null."""
     stripped = text.str.strip_chars()
     is_number = stripped.str.contains(pattern).fill_null(False)
     numbers = stripped.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-    return numbers.zip_with(is_number, pl.Series([None], dtype=pl.Float64)).alias(series.name)
+    return numbers.zip_with(is_number, pl.Series([None], dtype=pl.Float64))
 
 
 def _count_like_text(series: pl.Series) -> bool:
@@ -510,7 +515,8 @@ def _count_like_text(series: pl.Series) -> bool:
         return False
     counts = values.str.contains(COUNT_TEXT)
     markers = values.str.contains(MARKER)
-    return bool(counts.any()) and (counts | markers).mean() >= TEXT_NUMBERS  # type: ignore[operator]
+    share = (counts | markers).mean()  # a float: the values are not empty
+    return bool(counts.any()) and isinstance(share, float) and share >= TEXT_NUMBERS
 
 
 def _small_rows(cells: pl.DataFrame, minimum: int) -> list[int]:

@@ -156,8 +156,8 @@ def pseudonym_matches(table: pl.DataFrame, facts: DossierFacts) -> dict[str, lis
 
 def candidate_pieces(table: pl.DataFrame) -> pl.DataFrame:
     """(column, row, piece) for every MIN_FRAGMENT-hex piece a cell could be hiding."""
-    runs = [_runs(table[name]) for name in table.columns]
-    runs = [r for r in runs if r is not None and not r.is_empty()]
+    every = [_runs(table[name]) for name in table.columns]
+    runs = [r for r in every if r is not None and not r.is_empty()]
     if not runs:
         return pl.DataFrame(schema={"column": pl.String, "row": pl.UInt32, "piece": pl.String})
     unique = pl.concat(runs).unique()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NoReturn
+
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import NoDossierError, connect, sources, sql
 
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+    from IPython.core.interactiveshell import InteractiveShell
+
 
 @magics_class
 class DossierMagics(Magics):
-    @line_cell_magic("sql")
-    def sql_magic(self, line: str, cell: str | None = None):  # type: ignore[no-untyped-def]
+    @line_cell_magic("sql")  # type: ignore[arg-type]  # IPython types this factory as a union
+    def sql_magic(self, line: str, cell: str | None = None) -> pl.DataFrame:
         """`%%sql` runs the cell; `%%sql name` also stores the result as `name`."""
         if cell is None:
             return sql(line, self._db())
@@ -19,11 +26,16 @@ class DossierMagics(Magics):
         if target:
             if not target.isidentifier():
                 raise ValueError(f"%%sql {target}: the result name must be a Python name")
-            self.shell.user_ns[target] = result
+            self._shell().user_ns[target] = result
         return result
 
-    def _db(self):  # type: ignore[no-untyped-def]
-        db = self.shell.user_ns.get("db")
+    def _shell(self) -> InteractiveShell:
+        # IPython registers magics with their shell; the attribute is Optional only in its type
+        assert self.shell is not None
+        return self.shell
+
+    def _db(self) -> duckdb.DuckDBPyConnection:
+        db = self._shell().user_ns.get("db")
         if db is None or isinstance(db, _Unconfigured):
             return connect()  # raises NoDossierError with the reason
         return db
@@ -35,15 +47,16 @@ class _Unconfigured:
     def __init__(self, reason: str):
         self._reason = reason
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> NoReturn:
         raise NoDossierError(self._reason)
 
     def __repr__(self) -> str:
         return f"<no dossier: {self._reason}>"
 
 
-def register(ipython) -> None:  # type: ignore[no-untyped-def]
+def register(ipython: InteractiveShell) -> None:
     ipython.register_magics(DossierMagics)
+    db: duckdb.DuckDBPyConnection | _Unconfigured
     try:
         db = connect()
     except NoDossierError as exc:
@@ -62,7 +75,7 @@ def register(ipython) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def _live(db):  # type: ignore[no-untyped-def]
+def _live(db: duckdb.DuckDBPyConnection | _Unconfigured) -> duckdb.DuckDBPyConnection:
     if isinstance(db, _Unconfigured):
         return connect()
     return db
