@@ -22,7 +22,7 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -42,6 +42,9 @@ from .extracts import current_provenance
 from .home import Home
 from .sanitize import clean_report_html
 from .templates_catalog import TemplateError, load_template
+
+if TYPE_CHECKING:  # nbconvert loads on the first render
+    from nbconvert import HTMLExporter
 
 NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
 OUTPUTS_FILE = "outputs.json"
@@ -245,7 +248,7 @@ def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> li
         )
     for name, spec in sorted(artefacts.charts.items()):
         ok = passed.get(spec["table"], False)
-        findings = (
+        findings: list[dict[str, Any]] = (
             []
             if ok
             else [
@@ -460,7 +463,7 @@ def render(notebook: Any, header: dict[str, Any], *, review: bool) -> str:
 
 
 @functools.cache
-def _exporter(review: bool):  # type: ignore[no-untyped-def]
+def _exporter(review: bool) -> HTMLExporter:
     """One configured exporter per kind and process: building its environment is slow."""
     from nbconvert import HTMLExporter
 

@@ -13,6 +13,10 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 NOTICE = "WORKSPACE-NOTICE.md"
 
@@ -52,7 +56,7 @@ def clear_outputs(folder: Path) -> int:
     return cleared
 
 
-def _read_notebook(path: Path):  # type: ignore[no-untyped-def]
+def _read_notebook(path: Path) -> NotebookNode:
     import nbformat
 
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)

@@ -92,7 +92,7 @@ def differencing_checks(home: Home, dossier_id: str, folder: Path) -> list[dict[
             )
     entries = []
     for table in tables:
-        findings = [
+        findings: list[dict[str, Any]] = [
             {"rule": RULE, "column": None, "rows": [], "message": message} for message in unreadable
         ]
         same = [other for other in released if other.dimensions == table.dimensions]
@@ -245,11 +245,11 @@ def compare(
     for (table, _, _), rows in found.items():
         flagged.setdefault(table, set()).update(r["__row"] for r in rows if r["__row"] is not None)
     for order, column in enumerate(new.magnitudes, start=len(new.counts)):
-        for table, rows in sorted(flagged.items()):
+        for table, row_numbers in sorted(flagged.items()):
             if column not in olds[table].magnitudes:
                 continue
             in_rows = pairs.filter(
-                (pl.col("__table") == table) & pl.col("__row").is_in(sorted(rows))
+                (pl.col("__table") == table) & pl.col("__row").is_in(sorted(row_numbers))
             ).to_dicts()
             differ = [r for r in in_rows if r[column] != r[column + RELEASED]]
             if differ:

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .home import Home
 from .models import Dossier
@@ -92,7 +93,9 @@ def read_directory(home: Home) -> list[DossierEntry]:
         raw = json.loads(directory_path(home).read_text("utf-8"))
     except (OSError, ValueError):
         return []
-    return [
-        DossierEntry(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
-        for e in raw
-    ]
+    return [DossierEntry(**_with_tuples(e)) for e in raw]
+
+
+def _with_tuples(entry: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no tuples: the role lists come back as lists."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}

@@ -12,7 +12,9 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jupyterhub.auth import Authenticator
 from tornado import web
@@ -67,7 +69,7 @@ class LocalPasswordAuthenticator(Authenticator):
         # by the dossier roles, not by an allow list.
         return True
 
-    async def authenticate(self, handler, data):  # type: ignore[no-untyped-def]
+    async def authenticate(self, handler: web.RequestHandler, data: dict[str, Any]) -> str | None:
         username = self.normalize_username(str(data.get("username", "")))
         password = str(data.get("password", ""))
         if not username or username.startswith(WORKSPACE_PREFIX):
@@ -84,14 +86,16 @@ class LocalPasswordAuthenticator(Authenticator):
         return username
 
 
-def refuse_workspace_accounts(authenticator, handler, authentication: dict) -> dict:  # type: ignore[no-untyped-def]
+def refuse_workspace_accounts(
+    authenticator: Authenticator, handler: web.RequestHandler, authentication: dict
+) -> dict:
     """post_auth_hook: a `dossier-<id>` account is a workspace, never a person."""
     if str(authentication.get("name", "")).startswith(WORKSPACE_PREFIX):
         raise web.HTTPError(403, "Workspace accounts cannot log in.")
     return authentication
 
 
-def oauth_username(claim: str, strip_domain: bool):  # type: ignore[no-untyped-def]
+def oauth_username(claim: str, strip_domain: bool) -> Callable[[dict], str]:
     """The manifest name of an OIDC user: the claim, lowercased, without '@domain'."""
 
     def pick(user_info: dict) -> str:

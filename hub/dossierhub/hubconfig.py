@@ -5,8 +5,10 @@ is unit-tested by comparing values. `load_hub_config` gathers the inputs for a r
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traitlets.config import Config
 
@@ -16,6 +18,9 @@ from .directory import DossierEntry, read_directory
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from jupyterhub.user import User
 
 TEMPLATES = Path(__file__).parent / "templates"
 SERVICE = "dossierhub"
@@ -214,10 +219,10 @@ def _authenticator(c: Config, inputs: HubInputs) -> None:
         section.userdata_url = oauth.userdata_url
 
 
-def workspaces_for(home: Path):  # type: ignore[no-untyped-def]
+def workspaces_for(home: Path) -> Callable[[User | None], list[dict]]:
     """Template variable: the dossiers of the person looking at the hub home page."""
 
-    def listing(user) -> list[dict]:  # type: ignore[no-untyped-def]
+    def listing(user: User | None) -> list[dict]:
         rows: list[dict] = []
         if user is None:  # pages before login render templates too
             return rows

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.client import KernelClient
 from jupyter_client.manager import KernelManager
 from traitlets import Any, DottedObjectName, List, Unicode
 
@@ -47,9 +48,9 @@ class DossierKernelManager(KernelManager):
 
     workspace_python = Unicode(help="Python of the environment the kernel runs in.")
     identity = Any(None, allow_none=True, help="The report Identity; None: no isolation.")
-    sandbox_prefix = List(help="The sandbox command the kernel runs under; empty: none.")
-    handed_out = List(help="Clients given out, closed by stop_kernel.")
-    pinned = List(help="Descriptors of the kernel's socket files (_pin_sockets).")
+    sandbox_prefix: List[str] = List(help="The sandbox command the kernel runs under; empty: none.")
+    handed_out: List[KernelClient] = List(help="Clients given out, closed by stop_kernel.")
+    pinned: List[int] = List(help="Descriptors of the kernel's socket files (_pin_sockets).")
     pin_folder = Unicode("", help="Root's folder of links to those descriptors.")
     # nbclient needs an asynchronous client: with a blocking one it waits for output in a
     # blocking poll and never notices that the kernel died (or was killed at the time limit)
@@ -62,7 +63,9 @@ class DossierKernelManager(KernelManager):
         # -I: no import path from the working folder, the environment or a user site
         return [*self.sandbox_prefix, cmd[0], "-I", *cmd[1:]]
 
-    def client(self, **kwargs: object):  # type: ignore[no-untyped-def]
+    def client(  # type: ignore[override]  # client_class's kind (async), typed as Blocking
+        self, **kwargs: object
+    ) -> KernelClient:
         """Every client handed out is remembered, so `stop_kernel` can close its sockets
         (nbclient leaves those of a kernel it was given, rather than started, open)."""
         made = super().client(**kwargs)

@@ -476,7 +476,7 @@ def parse_or_refuse(model: type[ModelT], doc: LocatedYaml) -> ModelT:
     return result
 
 
-def _parse(model: type[BaseModel], data: Any, doc: LocatedYaml, problems: Problems):
+def _parse(model: type[ModelT], data: Any, doc: LocatedYaml, problems: Problems) -> ModelT | None:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

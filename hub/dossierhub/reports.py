@@ -601,7 +601,7 @@ def release_run(
             )
             raise ReportRefused(message, fields={"justification": message})
         included = _included(folder, include or {})
-        record = {
+        record: dict[str, Any] = {
             "by": user,
             "at": _now(),
             "justification": justification or None,

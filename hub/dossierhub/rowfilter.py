@@ -162,7 +162,7 @@ def _normalize(text: str, known: set[str]) -> str:
     return tree.sql(dialect="duckdb", identify=True, unsupported_level=ErrorLevel.RAISE)
 
 
-def _check_node(node: exp.Expression, known: set[str]) -> None:
+def _check_node(node: exp.Expr, known: set[str]) -> None:
     if isinstance(node, exp.Query | exp.Subquery | exp.Table | exp.From):
         raise RowFilterError(
             "the row filter contains a subquery or a table reference.",
@@ -201,7 +201,7 @@ def _check_node(node: exp.Expression, known: set[str]) -> None:
         )
 
 
-def _looks_boolean(tree: exp.Expression) -> bool:
+def _looks_boolean(tree: exp.Expr) -> bool:
     """A cheap syntactic check; apply and validate also ask DuckDB for the type."""
     while isinstance(tree, exp.Paren):
         tree = tree.this

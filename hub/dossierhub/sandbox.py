@@ -165,10 +165,10 @@ def prefix(
     # bubblewrap would make the folders leading to a bind 0700 (root's): these may be passed
     for folder in _leading_folders([*ro, *rw]):
         args += ["--perms", "0711", "--dir", folder]
-    for path in ro:
-        args += ["--ro-bind", str(Path(path).resolve()), str(path)]
-    for path in rw:
-        args += ["--bind", str(Path(path).resolve()), str(path)]
+    for bound in ro:
+        args += ["--ro-bind", str(Path(bound).resolve()), str(bound)]
+    for bound in rw:
+        args += ["--bind", str(Path(bound).resolve()), str(bound)]
     args += ["--chdir", str(chdir)]
     # setpriv needs these two to change identity; it leaves the process none at all
     args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]

@@ -13,7 +13,9 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -22,8 +24,8 @@ from traitlets import Integer, Unicode
 
 from . import netbridge, sandbox
 from .decisions import Decision, mark_decided, reason_of_status
+from .directory import WORKSPACE_PREFIX
 from .home import Home
-from .hub_auth import WORKSPACE_PREFIX
 from .logs import open_log
 from .netbridge import start_time as _start_time
 from .problems import RefusedError
@@ -81,7 +83,7 @@ class DossierSpawner(LocalProcessSpawner):
         except RefusedError as exc:
             raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
 
-    async def start(self):  # type: ignore[no-untyped-def]
+    async def start(self) -> tuple[str, int]:
         """Decide (audited as workspace.start, refusals too), then start. The hub has
         already checked the person's role (their group's role on this workspace); what it
         refuses itself is recorded by decisions.hub_request_logger."""
@@ -130,9 +132,9 @@ class DossierSpawner(LocalProcessSpawner):
             raise web.HTTPError(409, str(exc)) from None
         return manifest, catalog, ids
 
-    async def _start(  # type: ignore[no-untyped-def]
+    async def _start(
         self, manifest: dict, catalog: Path, ids: DossierIdentities | None
-    ):
+    ) -> tuple[str, int]:
         self._ids = ids
         # prepare_dossier made it, as the workspace's; without isolation it is made here
         workdir = (
@@ -174,7 +176,7 @@ class DossierSpawner(LocalProcessSpawner):
             self.cmd = program
         log = open_log(self.home, self.dossier_id, "workspace")
         # a new dict: the configured one is shared by every spawner
-        self.popen_kwargs = {
+        self.popen_kwargs: dict[str, Any] = {
             **self.popen_kwargs,
             "cwd": "/" if self._sandboxed else str(workdir),
             "stdout": log,
@@ -293,7 +295,7 @@ class DossierSpawner(LocalProcessSpawner):
             *(["--KernelManager.transport=ipc"] if self._sandboxed else []),
         ]
 
-    def make_preexec_fn(self, name: str):  # type: ignore[no-untyped-def]
+    def make_preexec_fn(self, name: str) -> Callable[[], None] | None:
         """Become the dossier's identity and start in its workspace folder.
 
         Not JupyterHub's set_user_setuid: that starts in the account's home directory. Only

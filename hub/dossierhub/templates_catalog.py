@@ -153,15 +153,19 @@ def _check_step_declared(template: str, parameter: Parameter) -> None:
         raise TemplateError(
             f"{where} is a {parameter.type}: only int and float parameters take a step"
         )
-    number = isinstance(step, int | float) and not isinstance(step, bool)
-    if not number or step <= 0 or (parameter.type == "int" and not float(step).is_integer()):
+    if (
+        not isinstance(step, int | float)
+        or isinstance(step, bool)
+        or step <= 0
+        or (parameter.type == "int" and not float(step).is_integer())
+    ):
         raise TemplateError(
             f"{where} has the step {step!r}: a step is a positive "
             + ("whole number" if parameter.type == "int" else "number")
         )
     if parameter.default is not None:
         try:
-            _check_step(parameter, parameter.default)
+            _check_step(parameter, step, parameter.default)
         except ValueError as exc:
             raise TemplateError(f"{where}: its default {exc}") from None
 
@@ -261,14 +265,14 @@ def _check_range(parameter: Parameter, value: Any, views: list[str]) -> None:
     if high is not None and value is not None and value > high:
         raise ValueError(f"{value!r} is above the maximum {high!r}")
     if parameter.step is not None and value is not None:
-        _check_step(parameter, value)
+        _check_step(parameter, parameter.step, value)
 
 
-def _check_step(parameter: Parameter, value: int | float) -> None:
+def _check_step(parameter: Parameter, step_size: int | float, value: int | float) -> None:
     """On the grid min + k * step (k * step without a min), in decimal arithmetic so that a
     step of 0.1 allows 0.3; the refusal names the nearest allowed values on either side."""
     base = _decimal(parameter.min if parameter.min is not None else 0)
-    step = _decimal(parameter.step)
+    step = _decimal(step_size)
     offset = _decimal(value) - base
     if offset % step == 0:
         return

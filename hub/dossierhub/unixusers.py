@@ -24,6 +24,7 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +142,10 @@ def identities(home: Home, dossier_id: str) -> DossierIdentities | None:
     found = []
     for name, ours, comment in _names(home, dossier_id):
         identity = _lookup(name)
-        entry = pwd.getpwnam(name) if identity else None
-        if entry is None or entry.pw_dir != str(ours) or entry.pw_gecos != comment:
+        if identity is None:
+            return None
+        entry = pwd.getpwnam(name)
+        if entry.pw_dir != str(ours) or entry.pw_gecos != comment:
             return None
         found.append(identity)
     return DossierIdentities(*found)
@@ -304,7 +307,7 @@ def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
     return ids
 
 
-def preexec_as(identity: Identity, workdir: Path):  # type: ignore[no-untyped-def]
+def preexec_as(identity: Identity, workdir: Path) -> Callable[[], None]:
     """A Popen preexec_fn: become `identity` and start in `workdir` (no sandbox)."""
 
     def become() -> None:

@@ -133,14 +133,15 @@ class _BoundedSysLogHandler(SysLogHandler):
             ]
             self.socket = socket.socket(family, kind, proto)
             self.socktype = kind
-            self.address = where  # resolved once: sendto would look the name up again
+            # resolved once: sendto would look the name up again
+            self.address = where  # type: ignore[assignment]  # typeshed omits IPv6's 4-tuple
             self.socket.settimeout(self.timeout)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.failure = sys.exc_info()[1]
 
 
-def _local_socket(path: str, timeout: float) -> tuple[socket.socket, int]:
+def _local_socket(path: str, timeout: float) -> tuple[socket.socket, socket.SocketKind]:
     """A connected Unix socket to syslog: datagrams (rsyslog, journald), else a stream."""
     failure: OSError | None = None
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -45,14 +45,16 @@ class LocatedYaml:
                 return line
         return None
 
-    def problem(self, loc: Loc, message: str, fix: str = "", severity: str = "error") -> Problem:
+    def problem(
+        self, loc: Loc, message: str, fix: str = "", severity: Literal["error", "warning"] = "error"
+    ) -> Problem:
         return Problem(
             file=self.display,
             field=format_loc(loc),
             message=message,
             fix=fix,
             line=self.line_of(loc),
-            severity=severity,  # type: ignore[arg-type]
+            severity=severity,
         )
 
 
@@ -167,7 +169,9 @@ def _compose(text: str) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], dups: list[Problem], display: str):
+def _walk(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], dups: list[Problem], display: str
+) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()

@@ -98,6 +98,7 @@ class ApiHandler(DossierHandler):
 
 class Me(ApiHandler):
     async def get(self) -> None:
+        assert self.person is not None  # prepare() turned away everyone else
         dossiers = await self.blocking(portal.my_dossiers, self.home, self.person)
         self.finish(
             {

@@ -37,6 +37,7 @@ def send_report(handler: web.RequestHandler, path: Path) -> None:
 class Page(DossierHandler):
     def render_page(self, name: str, status: int = 200, **values: Any) -> None:
         person = self.person
+        assert person is not None  # after prepare() and web.authenticated: a person
         prefix = self.settings["prefix"]
         user = SimpleNamespace(name=person.name, json_escaped_name=json.dumps(person.name)[1:-1])
         template = self.settings["jinja"].get_template(name)
