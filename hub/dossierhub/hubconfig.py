@@ -13,6 +13,7 @@ from traitlets.config import Config
 from .audit import set_channel
 from .decisions import hub_request_logger
 from .directory import DossierEntry, read_directory
+from .environment import workspace_python
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
 from .settings import Settings, load_settings
@@ -63,8 +64,7 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.spawner_class = "dossierhub.spawner.DossierSpawner"
     c.DossierSpawner.dossierhub_home = str(home)
     c.DossierSpawner.workspace_python = inputs.workspace_python
-    c.DossierSpawner.duckdb_memory_limit = settings.workspaces.duckdb_memory_limit
-    c.DossierSpawner.duckdb_threads = settings.workspaces.duckdb_threads
+    # the DuckDB limits come with the dossier's environment (environment.py), not from here
     c.DossierSpawner.auth_cache_seconds = settings.workspaces.auth_cache_seconds
     c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
@@ -262,7 +262,7 @@ def load_hub_config(c: Config, home_dir: str) -> None:
         dossiers=tuple(read_directory(home)),
         proxy_token=(home.hub_dir / "proxy.token").read_text().strip(),
         service_token=(home.hub_dir / "service.token").read_text().strip(),
-        workspace_python=settings.workspaces.python or sys.executable,
+        workspace_python=workspace_python(settings),
         oauth_client_secret=secret,
     )
     c.merge(make_config(inputs))
