@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dossier_kernel.expiry import expiry
+
 from .home import Home
 from .models import Dossier
 
@@ -57,7 +59,7 @@ class DossierEntry:
         return None
 
     def expired(self, today: dt.date | None = None) -> bool:
-        return (today or dt.date.today()) > dt.date.fromisoformat(self.expires)
+        return expiry(self.expires, today).expired
 
 
 def entry_for(dossier: Dossier) -> DossierEntry:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossier_kernel.expiry import expiry
+
 from . import airlock
 from .audit import AuditLog
 from .directory import DossierEntry, read_directory
@@ -36,7 +38,6 @@ from .settings import load_settings
 from .templates_catalog import TemplateError, load_template
 from .yamlfile import read_yaml_mapping
 
-EXPIRY_WARNING_DAYS = 30
 WORKER_ROLES = ("lead", "analyst")
 
 
@@ -72,8 +73,8 @@ def member_entry(
 
 
 def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
-    expires = dt.date.fromisoformat(entry.expires)
-    days_left = (expires - today).days
+    left = expiry(entry.expires, today)
+    days_left = left.days_left
     return {
         "id": entry.id,
         "title": entry.title,
@@ -81,8 +82,8 @@ def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
         "legal_basis": entry.legal_basis,
         "expires": entry.expires,
         "days_left": days_left,
-        "expired": days_left < 0,
-        "expires_soon": 0 <= days_left <= EXPIRY_WARNING_DAYS,
+        "expired": left.expired,
+        "expires_soon": left.expires_soon,
         "role": role,
         "members": {
             "lead": list(entry.leads),
