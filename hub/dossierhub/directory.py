@@ -16,6 +16,7 @@ from dossier_kernel.expiry import expiry
 
 from .home import Home
 from .models import Dossier
+from .roles import WORKER_ROLES
 
 WORKSPACE_PREFIX = "dossier-"
 
@@ -46,7 +47,9 @@ class DossierEntry:
 
     @property
     def workers(self) -> tuple[str, ...]:
-        return (*self.leads, *self.analysts)
+        """The people of WORKER_ROLES (roles.py): the hub lets them reach the workspace."""
+        by_role = {"lead": self.leads, "analyst": self.analysts, "viewer": self.viewers}
+        return tuple(p for role in WORKER_ROLES for p in by_role[role])
 
     def role_of(self, person: str) -> str | None:
         for role, people in (

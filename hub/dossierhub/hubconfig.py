@@ -16,6 +16,7 @@ from .directory import DossierEntry, read_directory
 from .environment import workspace_python
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
+from .roles import may_open_workspace
 from .settings import Settings, load_settings
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -233,7 +234,7 @@ def workspaces_for(home: Path):  # type: ignore[no-untyped-def]
                     "expires": entry.expires,
                     "expired": entry.expired(),
                     "role": role,
-                    "can_open": role in ("lead", "analyst") and not entry.expired(),
+                    "can_open": may_open_workspace(entry, user.name) is None,
                     "hub_user": entry.hub_user,
                 }
             )
