@@ -8,11 +8,12 @@ workspace can read.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from dossier_kernel.expiry import WARNING_DAYS, expiry
 
 SERVICE = "services/dossierhub/"
 
@@ -43,14 +44,18 @@ def dossier_info(environ: dict[str, str] | None = None) -> dict[str, Any]:
         view["rows"] = built.get("rows_out")
         view["built_at"] = built.get("built_at")
     expires = provenance.get("expires")
-    days_left = (dt.date.fromisoformat(expires) - dt.date.today()).days if expires else None
+    left = expiry(expires) if expires else None
     base = env.get("JUPYTERHUB_BASE_URL", "/")
     return {
         "id": provenance.get("dossier") or env.get("DOSSIER_ID"),
         "title": provenance.get("title"),
         "purpose": provenance.get("purpose"),
         "expires": expires,
-        "days_left": days_left,
+        "days_left": left.days_left if left else None,
+        # decided here, by the one expiry rule the hub's pages use too: the panel only shows it
+        "expired": left.expired if left else False,
+        "expires_soon": left.expires_soon if left else False,
+        "expiry_warning_days": WARNING_DAYS,
         "built_at": provenance.get("built_at"),
         "views": views,
         "service_url": base.rstrip("/") + "/" + SERVICE,

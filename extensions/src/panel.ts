@@ -26,6 +26,9 @@ export interface IDossierInfo {
   purpose: string;
   expires: string;
   days_left: number | null;
+  expired: boolean;
+  expires_soon: boolean;
+  expiry_warning_days: number;
   built_at: string;
   views: IView[];
   service_url: string;
@@ -33,7 +36,6 @@ export interface IDossierInfo {
 
 const RECENT_RUNS = 8;
 const POLL_MS = 1000;
-const EXPIRY_WARNING_DAYS = 30;
 
 /** Build an element with a class, text and children in one call. */
 function el<K extends keyof HTMLElementTagNameMap>(
@@ -97,7 +99,8 @@ export class DossierPanel extends Widget {
   }
 
   private header(info: IDossierInfo): HTMLElement {
-    const soon = info.days_left !== null && info.days_left <= EXPIRY_WARNING_DAYS;
+    // the server decides (dossier_kernel.expiry, the rule the hub's pages use too)
+    const warn = info.expired || info.expires_soon;
     return el(
       'header',
       { class: 'dh-header' },
@@ -105,7 +108,10 @@ export class DossierPanel extends Widget {
       el('p', { class: 'dh-purpose' }, info.purpose),
       el(
         'p',
-        { class: soon ? 'dh-expiry dh-warning' : 'dh-expiry' },
+        {
+          class: warn ? 'dh-expiry dh-warning' : 'dh-expiry',
+          title: `Members are warned from ${info.expiry_warning_days} days before expiry`
+        },
         `Usable until ${info.expires}` +
           (info.days_left !== null ? ` (${info.days_left} days left)` : '')
       ),

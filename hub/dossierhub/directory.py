@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dossier_kernel.expiry import expiry
+
 from .home import Home
 from .models import Dossier
+from .roles import WORKER_ROLES
 
 WORKSPACE_PREFIX = "dossier-"
 
@@ -45,7 +48,9 @@ class DossierEntry:
 
     @property
     def workers(self) -> tuple[str, ...]:
-        return (*self.leads, *self.analysts)
+        """The people of WORKER_ROLES (roles.py): the hub lets them reach the workspace."""
+        by_role = {"lead": self.leads, "analyst": self.analysts, "viewer": self.viewers}
+        return tuple(p for role in WORKER_ROLES for p in by_role[role])
 
     def role_of(self, person: str) -> str | None:
         for role, people in (
@@ -58,7 +63,7 @@ class DossierEntry:
         return None
 
     def expired(self, today: dt.date | None = None) -> bool:
-        return (today or dt.date.today()) > dt.date.fromisoformat(self.expires)
+        return expiry(self.expires, today).expired
 
 
 def entry_for(dossier: Dossier) -> DossierEntry:

@@ -15,8 +15,10 @@ from traitlets.config import Config
 from .audit import set_channel
 from .decisions import hub_request_logger
 from .directory import DossierEntry, read_directory
+from .environment import workspace_python
 from .home import Home
 from .hub_auth import refuse_workspace_accounts
+from .roles import may_open_workspace
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -68,8 +70,7 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.spawner_class = "dossierhub.spawner.DossierSpawner"
     c.DossierSpawner.dossierhub_home = str(home)
     c.DossierSpawner.workspace_python = inputs.workspace_python
-    c.DossierSpawner.duckdb_memory_limit = settings.workspaces.duckdb_memory_limit
-    c.DossierSpawner.duckdb_threads = settings.workspaces.duckdb_threads
+    # the DuckDB limits come with the dossier's environment (environment.py), not from here
     c.DossierSpawner.auth_cache_seconds = settings.workspaces.auth_cache_seconds
     c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
@@ -238,7 +239,7 @@ def workspaces_for(home: Path) -> Callable[[User | None], list[dict]]:
                     "expires": entry.expires,
                     "expired": entry.expired(),
                     "role": role,
-                    "can_open": role in ("lead", "analyst") and not entry.expired(),
+                    "can_open": may_open_workspace(entry, user.name) is None,
                     "hub_user": entry.hub_user,
                 }
             )
@@ -267,7 +268,7 @@ def load_hub_config(c: Config, home_dir: str) -> None:
         dossiers=tuple(read_directory(home)),
         proxy_token=(home.hub_dir / "proxy.token").read_text().strip(),
         service_token=(home.hub_dir / "service.token").read_text().strip(),
-        workspace_python=settings.workspaces.python or sys.executable,
+        workspace_python=workspace_python(settings),
         oauth_client_secret=secret,
     )
     c.merge(make_config(inputs))

@@ -27,8 +27,10 @@ from jupyter_client.manager import KernelManager
 from traitlets import Any, DottedObjectName, List, Unicode
 
 from . import sandbox
+from .environment import dossier_environment, workspace_python
 from .home import Home
 from .logs import open_log
+from .policy import read_dossier
 from .safefs import UnsafeFile, opened_dir
 from .settings import load_settings
 from .unixusers import (
@@ -81,23 +83,6 @@ class DossierKernelManager(KernelManager):
                 os.chown(path, self.identity.uid, self.identity.gid, follow_symlinks=False)
 
 
-def run_environment(home: Home, dossier_id: str, scratch: Path) -> dict[str, str]:
-    """What a report run's kernel sees: its dossier, its limits, where publish() writes."""
-    settings = load_settings(home)
-    python = Path(settings.workspaces.python or sys.executable)
-    return {
-        "PATH": f"{python.parent}:/usr/bin:/bin",
-        "HOME": str(scratch),
-        "DOSSIER_ID": dossier_id,
-        "DOSSIER_CATALOG": str(home.extract_dir(dossier_id) / "catalog.duckdb"),
-        "DOSSIER_DUCKDB_MEMORY_LIMIT": settings.workspaces.duckdb_memory_limit,
-        "DOSSIER_DUCKDB_THREADS": str(settings.workspaces.duckdb_threads),
-        "DOSSIERHUB_RUN_DIR": str(scratch),
-        "MPLBACKEND": "Agg",
-        "LANG": "C.UTF-8",
-    }
-
-
 def new_scratch(home: Home, dossier_id: str) -> Path:
     """A fresh run folder under scratch/<id>/, root's until its kernel's connection file is
     written (then the report identity's, mode 0700)."""
@@ -116,7 +101,7 @@ def start_kernel(
     home: Home, dossier_id: str, scratch: Path, timeout: float = 60, warm: bool = True
 ) -> DossierKernelManager:
     settings = load_settings(home)
-    python = settings.workspaces.python or sys.executable
+    python = workspace_python(settings)
     ids = identities(home, dossier_id) if isolation_enabled() else None  # new_scratch made them
     if isolation_enabled() and ids is None:
         raise IdentityClash(f"dossier {dossier_id} has no report identity of this installation")
@@ -128,6 +113,16 @@ def start_kernel(
     # subscribe to its output), and the sandbox can do without a network. Without a sandbox,
     # a HOME so deep that the socket path would pass the 107-byte limit keeps TCP.
     sandboxed = identity is not None and sandbox.unavailable(settings) is None
+    # the dossier's limits, as its workspace gets them (environment.py)
+    made = dossier_environment(
+        home,
+        read_dossier(home, dossier_id),
+        settings,
+        kind="report",
+        folder=scratch,
+        python=python,
+        sandboxed=sandboxed,
+    )
     sockets = str(scratch / "kernel")
     if len(sockets.encode()) + len("-65535") <= IPC_PATH_LIMIT:
         km.transport = "ipc"
@@ -141,19 +136,19 @@ def start_kernel(
     if identity is not None and sandboxed:
         km.sandbox_prefix = sandbox.prefix(
             identity,
-            ro=[*sandbox.environment_paths(python), home.extract_dir(dossier_id)],
-            rw=[scratch],
-            chdir=scratch,
+            ro=[*sandbox.environment_paths(python), *made.read_only],
+            rw=made.writable,
+            chdir=made.workdir,
             network=False,
             die_with_parent=True,
-            hostname=f"report-{dossier_id}",
+            hostname=made.hostname,
         )
     elif identity is not None:
         preexec = preexec_as(identity, scratch)
     log = open_log(home, dossier_id, "reports")  # the kernel's own chatter, not ours
     try:
         km.start_kernel(
-            env=run_environment(home, dossier_id, scratch),
+            env=made.env,
             cwd="/",
             preexec_fn=preexec,
             stdout=log,

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from dossier_kernel.expiry import expiry
+
 # Python's `$` also matches before a final newline: checked with fullmatch, and anchored with
 # \A and \Z so that a `.match` elsewhere cannot take a prefix either. (The pydantic patterns
 # below run on pydantic-core's Rust regex, where `$` is the end of the text.)
@@ -173,8 +175,7 @@ class Dossier(Strict):
     limits: Limits = Field(default_factory=Limits)
 
     def is_expired(self, today: dt.date | None = None) -> bool:
-        """`expires` is the last usable day, inclusive, in the installation's local time."""
-        return (today or dt.date.today()) > self.expires
+        return expiry(self.expires, today).expired
 
     @property
     def hub_user(self) -> str:

@@ -476,6 +476,13 @@ def parse_or_refuse(model: type[ModelT], doc: LocatedYaml) -> ModelT:
     return result
 
 
+def read_dossier(home: Home, dossier_id: str) -> Dossier:
+    """dossiers/<id>.yaml as the dossier model (its shape only, not checked against the
+    catalog or the data: apply did that), or RefusedError saying what is wrong where."""
+    display = f"dossiers/{dossier_id}.yaml"
+    return parse_or_refuse(Dossier, load_yaml(home.dossiers_dir / f"{dossier_id}.yaml", display))
+
+
 def _parse(model: type[ModelT], data: Any, doc: LocatedYaml, problems: Problems) -> ModelT | None:
     try:
         return model.model_validate(data)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossier_kernel.expiry import expiry
+
 from . import airlock
 from .audit import AuditLog
 from .directory import DossierEntry, read_directory
@@ -26,18 +28,17 @@ from .reports import (
     PendingRun,
     ReportRefused,
     list_runs,
+    release_denied,
     release_run,
     review_page,
     runs_dir,
     show_run,
 )
 from .reports import start_run as queue_run
+from .roles import WORKER_ROLES, may_open_workspace, may_run
 from .settings import load_settings
 from .templates_catalog import TemplateError, load_template
 from .yamlfile import read_yaml_mapping
-
-EXPIRY_WARNING_DAYS = 30
-WORKER_ROLES = ("lead", "analyst")
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ def member_entry(
     return entry, role
 
 
-def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
-    expires = dt.date.fromisoformat(entry.expires)
-    days_left = (expires - today).days
+def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dict[str, Any]:
+    left = expiry(entry.expires, today)
+    days_left = left.days_left
     return {
         "id": entry.id,
         "title": entry.title,
@@ -81,16 +82,16 @@ def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
         "legal_basis": entry.legal_basis,
         "expires": entry.expires,
         "days_left": days_left,
-        "expired": days_left < 0,
-        "expires_soon": 0 <= days_left <= EXPIRY_WARNING_DAYS,
+        "expired": left.expired,
+        "expires_soon": left.expires_soon,
         "role": role,
         "members": {
             "lead": list(entry.leads),
             "analyst": list(entry.analysts),
             "viewer": list(entry.viewers),
         },
-        "can_open_workspace": role in WORKER_ROLES and days_left >= 0,
-        "can_run": role in WORKER_ROLES and days_left >= 0,
+        "can_open_workspace": may_open_workspace(entry, person, today) is None,
+        "can_run": may_run(entry, person, today) is None,
         "workspace_user": entry.hub_user,
     }
 
@@ -98,7 +99,7 @@ def _summary(entry: DossierEntry, role: str, today: dt.date) -> dict[str, Any]:
 def my_dossiers(home: Home, person: Person, today: dt.date | None = None) -> list[dict[str, Any]]:
     today = today or dt.date.today()
     return [
-        _summary(entry, role, today)
+        _summary(entry, person.name, role, today)
         for entry in read_directory(home)
         if (role := entry.role_of(person.name)) is not None
     ]
@@ -109,7 +110,7 @@ def dossier_detail(
 ) -> dict[str, Any]:
     """The dossier as its members see it: who, why, until when, and the approved views."""
     entry, role = member_entry(home, dossier_id, person)
-    detail = _summary(entry, role, today or dt.date.today())
+    detail = _summary(entry, person.name, role, today or dt.date.today())
     detail["views"] = views_of(home, dossier_id)
     return detail
 
@@ -141,12 +142,10 @@ def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
 
     The product's own buttons come here (through decisions.decide, as workspace.open), so
     the dossier's audit trail says who opened its workspace and when, and who was refused."""
-    entry, _ = member_entry(home, dossier_id, person, WORKER_ROLES)
-    if entry.expired():
-        raise ReportRefused(
-            f"dossier {dossier_id} expired on {entry.expires}: its workspace is closed",
-            reason="conflict",
-        )
+    entry, _ = member_entry(home, dossier_id, person)
+    denied = may_open_workspace(entry, person.name)
+    if denied is not None:
+        raise ReportRefused(denied.why, reason=denied.reason)
     return f"/hub/spawn/{entry.hub_user}"
 
 
@@ -253,7 +252,7 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "tables": sorted(c["table"] for c in run["checks"] if c.get("kind", "table") == "table")
         if provenance["status"] == "succeeded"
         else [],
-        "release": _release_verdict(role, person, provenance, run),
+        "release": _release_verdict(dossier_id, role, person, run),
     }
 
 
@@ -269,18 +268,12 @@ def _public(name: str) -> bool:
 
 
 def _release_verdict(
-    role: str, person: Person, provenance: dict[str, Any], run: dict[str, Any]
+    dossier_id: str, role: str, person: Person, run: dict[str, Any]
 ) -> dict[str, Any]:
+    """What the run's page says about releasing it: the rule release_run enforces."""
     failed = [c["table"] for c in run["checks"] if not c["passed"]]
-    why = None
-    if run["released"] is not None:
-        why = "already released"
-    elif role != "lead":
-        why = "only leads release reports"
-    elif provenance["user"] == person.name:
-        why = "you started this run: another lead releases it (four eyes)"
-    elif provenance["status"] != "succeeded":
-        why = f"the run is {provenance['status']}"
+    denied = release_denied(person.name, role, dossier_id, run)
+    why = denied.why if denied is not None else None
     return {"allowed": why is None, "why_not": why, "needs_justification": bool(failed)}
 
 
@@ -439,7 +432,7 @@ def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
             "problems": [{"severity": p.severity, "text": str(p)} for p in problems],
         }
         if entry is not None:
-            summary = _summary(entry, "admin", today)
+            summary = _summary(entry, person.name, "admin", today)
             row.update(
                 {
                     k: summary[k]

@@ -39,6 +39,7 @@ from .extracts import current_provenance
 from .home import Home
 from .kernelpool import KernelPool, ReadyKernel, new_scratch, start_kernel, stop_kernel
 from .problems import RefusedError
+from .roles import Denied, may_release, may_run
 from .safefs import UnsafeFile, opened_dir, read_regular, write_new
 from .settings import load_settings
 from .templates_catalog import Template, TemplateError, coerce, load_template
@@ -87,17 +88,9 @@ def prepare_run(
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
     if entry is None:
         raise ReportRefused(f"there is no applied dossier '{dossier_id}'", reason="not_found")
-    role = entry.role_of(user)
-    if role not in ("lead", "analyst"):
-        raise ReportRefused(
-            f"{user} is {'a ' + role if role else 'not a member'} of dossier "
-            f"{dossier_id}: only its leads and analysts run reports",
-            reason="forbidden",
-        )
-    if entry.expired():
-        raise ReportRefused(
-            f"dossier {dossier_id} expired on {entry.expires}: no new runs", reason="conflict"
-        )
+    denied = may_run(entry, user)
+    if denied is not None:
+        raise ReportRefused(denied.why, reason=denied.reason)
     try:
         manifest = read_yaml_mapping(
             home.dossiers_dir / f"{dossier_id}.yaml", f"dossiers/{dossier_id}.yaml"
@@ -546,6 +539,22 @@ def show_run(home: Home, dossier_id: str, run_id: str) -> dict[str, Any]:
     }
 
 
+def release_denied(
+    user: str, role: str | None, dossier_id: str, run: dict[str, Any]
+) -> Denied | None:
+    """Whether `user` (with `role` in the dossier) may release `run` (as show_run gives it):
+    the four-eyes rule (roles.may_release) on this run's facts."""
+    return may_release(
+        user,
+        role,
+        dossier_id=dossier_id,
+        run_id=run["provenance"]["run_id"],
+        started_by=run["provenance"]["user"],
+        status=run["provenance"]["status"],
+        released_by=run["released"]["by"] if run["released"] is not None else None,
+    )
+
+
 def release_run(
     home: Home,
     dossier_id: str,
@@ -562,25 +571,9 @@ def release_run(
     run = show_run(home, dossier_id, run_id)
     provenance = run["provenance"]
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
-    if entry is None or entry.role_of(user) != "lead":
-        raise ReportRefused(
-            f"{user} is not a lead of dossier {dossier_id}: only leads release",
-            reason="forbidden",
-        )
-    if provenance["user"] == user:
-        raise ReportRefused(
-            f"{user} started run {run_id}: another lead must release it (four eyes)",
-            reason="forbidden",
-        )
-    if run["released"] is not None:
-        raise ReportRefused(
-            f"run {run_id} was already released by {run['released']['by']}", reason="conflict"
-        )
-    if provenance["status"] != "succeeded":
-        raise ReportRefused(
-            f"run {run_id} {provenance['status']}: only succeeded runs are released",
-            reason="conflict",
-        )
+    denied = release_denied(user, entry.role_of(user) if entry else None, dossier_id, run)
+    if denied is not None:
+        raise ReportRefused(denied.why, reason=denied.reason)
     folder = Path(run["folder"])
     if _hashes(folder) != provenance.get("outputs"):
         raise ReportRefused(

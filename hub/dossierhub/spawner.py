@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -25,9 +24,12 @@ from traitlets import Integer, Unicode
 from . import netbridge, sandbox
 from .decisions import Decision, mark_decided, reason_of_status
 from .directory import WORKSPACE_PREFIX
+from .environment import DossierEnvironment, dossier_environment
 from .home import Home
 from .logs import open_log
+from .models import Dossier
 from .netbridge import start_time as _start_time
+from .policy import read_dossier
 from .problems import RefusedError
 from .settings import load_settings
 from .unixusers import (
@@ -38,7 +40,6 @@ from .unixusers import (
     preexec_as,
     prepare_dossier,
 )
-from .yamlfile import read_yaml_mapping
 
 
 class DossierSpawner(LocalProcessSpawner):
@@ -46,12 +47,6 @@ class DossierSpawner(LocalProcessSpawner):
     workspace_python = Unicode(
         help="Python of the environment workspaces run in (absolute; executable by the "
         "dossier identities)."
-    ).tag(config=True)
-    duckdb_memory_limit = Unicode(
-        "2GB", help="DuckDB memory limit of the Dossier kernel, unless the manifest sets one."
-    ).tag(config=True)
-    duckdb_threads = Integer(
-        2, help="DuckDB threads of the Dossier kernel, unless the manifest sets them."
     ).tag(config=True)
     auth_cache_seconds = Integer(
         5,
@@ -74,12 +69,12 @@ class DossierSpawner(LocalProcessSpawner):
     def home(self) -> Home:
         return Home(Path(self.dossierhub_home))
 
-    def _manifest(self) -> dict:
+    def _manifest(self) -> Dossier:
         path = self.home.dossiers_dir / f"{self.dossier_id}.yaml"
         if not path.exists():
             raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.")
         try:
-            return read_yaml_mapping(path, f"dossiers/{self.dossier_id}.yaml")
+            return read_dossier(self.home, self.dossier_id)
         except RefusedError as exc:
             raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
 
@@ -97,27 +92,25 @@ class DossierSpawner(LocalProcessSpawner):
         )
         mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
         try:
-            manifest, catalog, ids = self._startable()
+            dossier, ids = self._startable()
         except web.HTTPError as exc:
             decision.refused_for(reason_of_status(exc.status_code), exc.log_message or "")
             raise
         # the hub mints this server's API token at every start: recorded with the decision
         scopes = self.server_token_scopes
         decision.allow(server_token=scopes if isinstance(scopes, list) else "as configured")
-        return await self._start(manifest, catalog, ids)
+        return await self._start(dossier, ids)
 
-    def _startable(self) -> tuple[dict, Path, DossierIdentities | None]:
-        """The manifest, the catalog and the identities; HTTPError when the workspace may
+    def _startable(self) -> tuple[Dossier, DossierIdentities | None]:
+        """The dossier and its identities; HTTPError when the workspace may
         not start (not a dossier's, gone, expired, no data, an identity clash)."""
-        manifest = self._manifest()
-        expires = manifest.get("expires")
-        if isinstance(expires, str):
-            expires = dt.date.fromisoformat(expires)
-        if isinstance(expires, dt.date) and dt.date.today() > expires:
+        dossier = self._manifest()
+        if dossier.is_expired():
             raise web.HTTPError(
                 403,
-                f"Dossier {self.dossier_id} expired on {expires.isoformat()}: its workspace "
-                "cannot be started. Its reports stay readable; ask the admin to extend it.",
+                f"Dossier {self.dossier_id} expired on {dossier.expires.isoformat()}: its "
+                "workspace cannot be started. Its reports stay readable; ask the admin to "
+                "extend it.",
             )
         catalog = self.home.extract_dir(self.dossier_id) / "catalog.duckdb"
         if not catalog.exists():
@@ -130,11 +123,9 @@ class DossierSpawner(LocalProcessSpawner):
             ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
         except IdentityClash as exc:
             raise web.HTTPError(409, str(exc)) from None
-        return manifest, catalog, ids
+        return dossier, ids
 
-    async def _start(
-        self, manifest: dict, catalog: Path, ids: DossierIdentities | None
-    ) -> tuple[str, int]:
+    async def _start(self, dossier: Dossier, ids: DossierIdentities | None) -> tuple[str, int]:
         self._ids = ids
         # prepare_dossier made it, as the workspace's; without isolation it is made here
         workdir = (
@@ -143,32 +134,29 @@ class DossierSpawner(LocalProcessSpawner):
             else (self.home.workspaces_dir / self.dossier_id)
         )
         self.notebook_dir = str(workdir)
-        limits = manifest.get("limits") or {}
-        self._dossier_env = {
-            "DOSSIER_ID": self.dossier_id,
-            "DOSSIER_CATALOG": str(catalog),
-            "DOSSIER_DUCKDB_MEMORY_LIMIT": str(limits.get("memory") or self.duckdb_memory_limit),
-            "DOSSIER_DUCKDB_THREADS": str(limits.get("threads") or self.duckdb_threads),
-        }
+        settings = load_settings(self.home)
         program = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
-        self._sandboxed = ids is not None and sandbox.unavailable(load_settings(self.home)) is None
-        if self._sandboxed:
-            # kernels talk over Unix sockets in the sandbox's private /tmp: on TCP, any local
-            # process could subscribe to a kernel's output (IOPub needs no key)
-            self._dossier_env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108
+        self._sandboxed = ids is not None and sandbox.unavailable(settings) is None
+        self._environment = dossier_environment(
+            self.home,
+            dossier,
+            settings,
+            kind="workspace",
+            folder=workdir,
+            python=self.workspace_python,
+            sandboxed=self._sandboxed,
+        )
+        made = self._environment
         if ids is not None and self._sandboxed:
             self.cmd = [
                 *sandbox.prefix(
                     ids.workspace,
-                    ro=[
-                        *sandbox.environment_paths(self.workspace_python),
-                        self.home.extract_dir(self.dossier_id),
-                    ],
-                    rw=[workdir],
-                    chdir=workdir,
+                    ro=[*sandbox.environment_paths(self.workspace_python), *made.read_only],
+                    rw=made.writable,
+                    chdir=made.workdir,
                     network=False,  # its own: netbridge.py joins the proxy and the hub's API
                     init=True,
-                    hostname=f"dossier-{self.dossier_id}",
+                    hostname=made.hostname,
                 ),
                 *program,
             ]
@@ -305,19 +293,16 @@ class DossierSpawner(LocalProcessSpawner):
             return None
         return preexec_as(self._ids.workspace, self.home.workspaces_dir / self.dossier_id)
 
-    _dossier_env: dict[str, str] | None = None
+    _environment: DossierEnvironment | None = None
     _ids: DossierIdentities | None = None
     _sandboxed = False
 
     def get_env(self) -> dict:
         env = super().get_env()
-        env.update(self._dossier_env or {})
+        env.update(self._environment.env if self._environment else {})
         return env
 
     def user_env(self, env: dict) -> dict:
-        workdir = str(self.home.workspaces_dir / self.dossier_id)
+        # HOME, SHELL and PATH come with the dossier's environment (get_env, after this)
         env["USER"] = self._ids.workspace.name if self._ids else os.environ.get("USER", "")
-        env["HOME"] = workdir
-        env["SHELL"] = "/bin/bash"
-        env["PATH"] = f"{Path(self.workspace_python).parent}:/usr/local/bin:/usr/bin:/bin"
         return env

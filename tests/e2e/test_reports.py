@@ -354,6 +354,44 @@ def test_a_notebook_without_parameters_validates_and_runs(reports: Hub) -> None:
         assert reports.apply().returncode == 0
 
 
+def test_a_report_kernel_runs_within_its_dossier_s_limits(reports: Hub) -> None:
+    """A manifest's `limits` bind its report runs as they bind its workspace: the kernel's
+    DuckDB gets the dossier's memory limit and threads, not the installation's defaults."""
+    template(
+        reports.home.templates_dir / "limits.ipynb",
+        "import os\nprint('env', os.environ['DOSSIER_DUCKDB_MEMORY_LIMIT'], "
+        "os.environ['DOSSIER_DUCKDB_THREADS'])\n"
+        "print('duckdb', *db.execute(\"SELECT current_setting('memory_limit'), "
+        "current_setting('threads')\").fetchone(), sep='|')",
+    )
+    manifest = reports.manifest("armoede")
+    original = dict(manifest)
+    manifest["templates"] = [*manifest["templates"], "limits"]
+    manifest["limits"] = {"memory": "700MB", "threads": 1}
+    reports.write_manifest("armoede", manifest)
+    try:
+        assert reports.apply().returncode == 0
+        result, folder = run(reports, "armoede", "limits", "--user", "b.devries")
+        assert result.returncode == 0, result.stderr
+        assert folder is not None
+        notebook = nbformat.read(folder / "report.ipynb", as_version=4)
+        printed = "".join(
+            o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+        )
+    finally:
+        reports.write_manifest("armoede", original)
+        (reports.home.templates_dir / "limits.ipynb").unlink()
+        assert reports.apply().returncode == 0
+    assert "env 700MB 1" in printed
+    # as DuckDB itself shows a 700MB limit
+    expected = (
+        duckdb.connect(config={"memory_limit": "700MB"})
+        .execute("SELECT current_setting('memory_limit')")
+        .fetchone()[0]
+    )
+    assert f"duckdb|{expected}|1" in printed
+
+
 def test_disclosive_tables_are_flagged_and_block_release(reports: Hub) -> None:
     result, folder = run(reports, "armoede", "leaky", "--user", "a.jansen")
     assert result.returncode == 0, result.stderr

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from dossier_kernel.expiry import WARNING_DAYS
+from dossierhub import portal
 from dossierhub.extracts import current_provenance
+from dossierhub.home import Home
+from dossierhub.portal import Person
 
 
 @pytest.fixture
@@ -47,6 +53,28 @@ async def test_info_describes_the_dossier_and_its_views(jp_fetch, armoede: Path)
     }
     assert columns["birth_year"]["kind"] == "quasi-identifier"
     assert columns["district"]["kind"] == "attribute"
+
+
+async def test_info_gives_the_panel_the_hub_s_expiry_verdict(
+    jp_fetch, armoede: Path, applied_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The panel shows what the server decides, by the rule the hub's pages use: the same
+    days left and verdict as the dossier's page, and the warning from the last 30 days."""
+    info = json.loads((await jp_fetch("dossier", "info")).body)
+    mine = portal.my_dossiers(Home(applied_home), Person("a.jansen"))
+    page = next(d for d in mine if d["id"] == "armoede")
+    assert info["expiry_warning_days"] == WARNING_DAYS
+    verdict = ("days_left", "expires_soon", "expired")
+    assert {k: info[k] for k in verdict} == {k: page[k] for k in verdict}
+
+    copy = applied_home.parent / "soon" / "armoede"  # the same extracts, expiring soon
+    shutil.copytree(armoede, copy, dirs_exist_ok=True)
+    provenance = json.loads((copy / "provenance.json").read_text())
+    provenance["expires"] = (dt.date.today() + dt.timedelta(days=WARNING_DAYS)).isoformat()
+    (copy / "provenance.json").write_text(json.dumps(provenance))
+    monkeypatch.setenv("DOSSIER_CATALOG", str(copy / "catalog.duckdb"))
+    info = json.loads((await jp_fetch("dossier", "info")).body)
+    assert (info["days_left"], info["expires_soon"], info["expired"]) == (WARNING_DAYS, True, False)
 
 
 async def test_info_without_dossier_data_is_a_clear_404(

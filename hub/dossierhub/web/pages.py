@@ -114,7 +114,7 @@ def dossier_page(
     detail = portal.dossier_detail(home, dossier_id, person)
     runs = portal.runs_for(home, dossier_id, person)
     templates = []
-    if detail["role"] in portal.WORKER_ROLES:
+    if detail["role"] in WORKER_ROLES:
         templates = portal.templates_for(home, dossier_id, person)
     return detail, runs, templates
 

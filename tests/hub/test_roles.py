@@ -1,0 +1,53 @@
+"""Who may do what in a dossier, and why not (roles.py): one function per rule, whose answer
+both refuses the act (reports.py) and explains it on the pages (portal.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dossierhub.directory import DossierEntry
+from dossierhub.roles import may_open_workspace, may_release, may_run
+
+TODAY = dt.date(2026, 1, 1)
+ARMOEDE = DossierEntry(
+    "armoede", "Poverty", "Why", "art. 6", "2026-01-01", ("a.jansen", "c.bakker"),
+    ("b.devries",), ("d.visser",),
+)  # fmt: skip
+
+
+def test_leads_and_analysts_open_the_workspace_and_run_reports_until_expiry() -> None:
+    for rule in (may_open_workspace, may_run):
+        assert rule(ARMOEDE, "a.jansen", TODAY) is None
+        assert rule(ARMOEDE, "b.devries", TODAY) is None
+        viewer = rule(ARMOEDE, "d.visser", TODAY)
+        assert viewer is not None and viewer.reason == "forbidden"
+        assert "d.visser is a viewer of dossier armoede" in viewer.why
+        stranger = rule(ARMOEDE, "h.deboer", TODAY)
+        assert stranger is not None and "not a member" in stranger.why
+        late = rule(ARMOEDE, "a.jansen", TODAY + dt.timedelta(days=1))
+        assert (
+            late is not None and late.reason == "conflict" and "expired on 2026-01-01" in late.why
+        )
+
+
+def test_the_hub_gives_its_workspace_to_exactly_those_who_may_open_it() -> None:
+    may = {p for p in ("a.jansen", "c.bakker", "b.devries", "d.visser", "h.deboer")
+           if may_open_workspace(ARMOEDE, p, TODAY) is None}  # fmt: skip
+    assert set(ARMOEDE.workers) == may
+
+
+def release(person: str, **run: object):  # type: ignore[no-untyped-def]
+    facts = {"started_by": "b.devries", "status": "succeeded", "released_by": None, **run}
+    return may_release(person, ARMOEDE.role_of(person), dossier_id="armoede", run_id="r1", **facts)
+
+
+def test_four_eyes_release() -> None:
+    assert release("a.jansen") is None
+    assert "only leads release" in release("b.devries").why
+    own = release("a.jansen", started_by="a.jansen")
+    assert own.reason == "forbidden" and "four eyes" in own.why
+    assert release("c.bakker", started_by="a.jansen") is None
+    again = release("a.jansen", released_by="c.bakker")
+    assert again.reason == "conflict" and "already released by c.bakker" in again.why
+    failed = release("a.jansen", status="failed")
+    assert failed.reason == "conflict" and "only succeeded runs" in failed.why
