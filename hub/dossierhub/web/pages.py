@@ -15,6 +15,7 @@ from tornado import web
 from .. import decisions, portal
 from ..home import Home
 from ..reports import ReportRefused
+from ..roles import WORKER_ROLES
 from .api import ID, RUN, TABLE, send_csv
 from .base import DossierHandler, OAuthCallback, status_of
 
