@@ -19,22 +19,13 @@ import pytest
 from dossierhub.audit import AuditLog
 from dossierhub.templates_catalog import builtin_dir, load_template
 
-from e2e_hub import DOSSIERHUB, Hub
+from e2e_hub import Hub
+from e2e_runs import dossierhub
 
 DOSSIER = "armoede"
 # districts no other e2e test runs district_profile for, so their releases do not meet ours
 QUIET_DISTRICTS = ("Oost", "Nieuw-West", "Centrum", "Weesp", "Zuidoost")
 STEPPED = "stepped_profile"
-
-
-def dossierhub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOSSIERHUB, "--home", str(hub.home.root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
 
 
 def report_run(hub: Hub, user: str, district: str, threshold: int) -> Path:

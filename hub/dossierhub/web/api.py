@@ -198,17 +198,7 @@ class RunHtml(ApiHandler):
 
         view = self.get_query_argument("view", "report")
         try:
-            path = await self.decided(
-                "report.read",
-                dossier_id,
-                portal.report_html,
-                dossier_id,
-                run_id,
-                self.person,
-                view,
-                run=run_id,
-                view=view,
-            )
+            path = await self.report_page(dossier_id, run_id, view)
         except ReportRefused as exc:
             self.refused(exc)
             return
@@ -218,17 +208,7 @@ class RunHtml(ApiHandler):
 class RunTable(ApiHandler):
     async def get(self, dossier_id: str, run_id: str, name: str) -> None:
         try:
-            filename, data = await self.decided(
-                "report.read",
-                dossier_id,
-                portal.table_csv,
-                dossier_id,
-                run_id,
-                name,
-                self.person,
-                run=run_id,
-                table=name,
-            )
+            filename, data = await self.table_csv(dossier_id, run_id, name)
         except ReportRefused as exc:
             self.refused(exc)
             return

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .. import decisions
+from .. import decisions, portal
 from ..home import Home
 from ..portal import Person, person_for
 from ..reports import ReportRefused
@@ -83,6 +84,37 @@ class DossierHandler(HubOAuthenticated, web.RequestHandler):
                 facts,
                 **asked,
             )
+        )
+
+    async def report_page(self, dossier_id: str, run_id: str, view: str) -> Path:
+        """The run's report.html or review.html for this person: one report.read decision
+        (the pages' frame and the API answer the same)."""
+        assert self.person is not None
+        return await self.decided(
+            "report.read",
+            dossier_id,
+            portal.report_html,
+            dossier_id,
+            run_id,
+            self.person,
+            view,
+            run=run_id,
+            view=view,
+        )
+
+    async def table_csv(self, dossier_id: str, run_id: str, name: str) -> tuple[str, bytes]:
+        """A published table of the run as CSV (file name, bytes): one report.read decision."""
+        assert self.person is not None
+        return await self.decided(
+            "report.read",
+            dossier_id,
+            portal.table_csv,
+            dossier_id,
+            run_id,
+            name,
+            self.person,
+            run=run_id,
+            table=name,
         )
 
     async def refuse(

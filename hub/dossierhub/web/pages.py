@@ -237,17 +237,7 @@ class ReportFrame(Page):
     @web.authenticated
     async def get(self, dossier_id: str, run_id: str) -> None:
         try:  # the run page's frame: one record per report opened
-            path = await self.decided(
-                "report.read",
-                dossier_id,
-                portal.report_html,
-                dossier_id,
-                run_id,
-                self.person,
-                self.view,
-                run=run_id,
-                view=self.view,
-            )
+            path = await self.report_page(dossier_id, run_id, self.view)
         except ReportRefused as exc:
             raise web.HTTPError(status_of(exc)) from None
         send_report(self, path)
@@ -261,17 +251,7 @@ class TableDownload(Page):
     @web.authenticated
     async def get(self, dossier_id: str, run_id: str, name: str) -> None:
         try:
-            filename, data = await self.decided(
-                "report.read",
-                dossier_id,
-                portal.table_csv,
-                dossier_id,
-                run_id,
-                name,
-                self.person,
-                run=run_id,
-                table=name,
-            )
+            filename, data = await self.table_csv(dossier_id, run_id, name)
         except ReportRefused as exc:
             raise web.HTTPError(status_of(exc)) from None
         send_csv(self, filename, data)
