@@ -23,7 +23,9 @@ from e2e_hub import DOSSIERHUB, free_ports
 def test_serve_port_moves_the_service_too() -> None:
     root = Path(tempfile.mkdtemp(prefix="dossierhub-port-"))
     home = Home(root / "home")
-    subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
+    for step in ("init", "apply"):  # an installation without dossiers: no Unix users to make
+        command = [DOSSIERHUB, "--home", str(home.root), step]
+        subprocess.run(command, check=True, capture_output=True)
     configured = free_ports()
     held = [socket.create_server(("127.0.0.1", configured + i)) for i in range(4)]
     chosen = free_ports()  # another four: settings.yaml's are held for the moment
