@@ -147,6 +147,7 @@ def check_spec(spec: dict[str, Any], table: pl.DataFrame) -> list[str]:
 
 def chart_svg(spec: dict[str, Any], table: pl.DataFrame) -> str:
     """The chart drawn from the table's own values (a fresh matplotlib figure, SVG text)."""
+    from matplotlib import rc_context
     from matplotlib.figure import Figure
     from matplotlib.ticker import StrMethodFormatter
 
@@ -188,7 +189,9 @@ def chart_svg(spec: dict[str, Any], table: pl.DataFrame) -> str:
     ax.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    # text as text, not glyph outlines: a third smaller and faster, and readable by screen readers
+    with rc_context({"svg.fonttype": "none"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
 
 
