@@ -42,6 +42,7 @@ from typing import Any
 from filelock import FileLock
 
 from . import __version__, witness
+from .atomic import write_json
 from .home import Home
 from .problems import RefusedError
 from .pseudonym import MasterKeyError, read_master_key
@@ -268,9 +269,7 @@ class AuditLog:
                 failed = state.get("failed")
                 count = int(failed.get("count", 0)) + 1 if isinstance(failed, dict) else 1
                 state["failed"] = {"count": count, "seq": seq, "at": now, "error": error}
-            tmp = self.witness_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
-            os.replace(tmp, self.witness_path)
+            write_json(self.witness_path, state)
 
     def witness_state(self) -> dict[str, Any]:
         """What the witness last did here: {"sent": {seq, at, to}, "failed": {count, seq, at,
@@ -340,9 +339,7 @@ class AuditLog:
         key = self._mac_key()
         if key is not None:
             head["mac"] = self._head_mac(key, seq, digest)
-        tmp = self.head_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(head) + "\n", encoding="utf-8")
-        os.replace(tmp, self.head_path)
+        write_json(self.head_path, head)
 
     def verify(self, syslog_file: Path | None = None) -> Verification:
         """Walk the chain and check it against head.json, the genesis, every release's head

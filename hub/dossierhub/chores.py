@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import write_atomic
+
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
@@ -22,10 +24,7 @@ NOTICE = "WORKSPACE-NOTICE.md"
 
 
 def write_notice(folder: Path, text: str) -> None:
-    tmp = folder / f".{NOTICE}.writing"
-    tmp.unlink(missing_ok=True)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, folder / NOTICE)
+    write_atomic(folder / NOTICE, text)
 
 
 def clear_outputs(folder: Path) -> int:
@@ -47,11 +46,9 @@ def clear_outputs(folder: Path) -> int:
                 cell.outputs, cell.execution_count, changed = [], None, True
         if changed:
             mode = path.stat().st_mode & 0o777
-            tmp = path.with_name(f".{path.name}.clearing")
-            tmp.unlink(missing_ok=True)
-            nbformat.write(notebook, tmp)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)  # never a torn notebook, even for a reader right now
+            text = nbformat.writes(notebook)
+            # never a torn notebook, even for a reader right now
+            write_atomic(path, text if text.endswith("\n") else text + "\n", mode=mode)
             cleared += 1
     return cleared
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dossier_kernel.expiry import expiry
 
+from .atomic import write_json
 from .home import Home
 from .models import Dossier
 from .roles import WORKER_ROLES
@@ -87,9 +87,7 @@ def write_directory(home: Home, dossiers: list[Dossier]) -> list[DossierEntry]:
     entries = sorted((entry_for(d) for d in dossiers), key=lambda e: e.id)
     home.hub_dir.mkdir(parents=True, exist_ok=True)
     path = directory_path(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n", "utf-8")
-    os.replace(tmp, path)
+    write_json(path, [asdict(e) for e in entries], indent=1)
     return entries
 
 

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from jupyterhub.auth import Authenticator
 from tornado import web
 from traitlets import Unicode, default
 
+from .atomic import write_atomic
 from .directory import WORKSPACE_PREFIX
 
 _N, _R, _P = 2**14, 8, 1
@@ -49,11 +49,7 @@ def set_password(path: Path, username: str, password: str) -> None:
     """Store a hash for `username`; atomically, mode 0600."""
     table = json.loads(path.read_text()) if path.exists() else {}
     table[username] = hash_password(password)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(table, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(table, indent=1, sort_keys=True), mode=0o600)
 
 
 class LocalPasswordAuthenticator(Authenticator):

@@ -31,6 +31,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from . import airlock
+from .atomic import write_json
 from .audit import AuditLog
 from .checks import run_checks
 from .differencing import differencing_checks, is_differencing, release_lock
@@ -469,9 +470,7 @@ def _lock_down(home: Home, folder: Path, dossier_id: str) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data, indent=2)
 
 
 # ---------------------------------------------------------------- list, show, release

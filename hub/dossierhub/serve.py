@@ -9,7 +9,6 @@ their proxy routes survive a hub restart; the restarted hub resumes them.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import sandbox
+from .atomic import write_json
 from .audit import AuditLog
 from .directory import read_directory
 from .home import Home
@@ -201,8 +201,7 @@ class Supervisor:
             "started": time.time(),
         }
         path = serve_state_path(self.home)
-        path.with_suffix(".tmp").write_text(json.dumps(state))
-        os.replace(path.with_suffix(".tmp"), path)
+        write_json(path, state)
 
     def stop_hub(self) -> None:
         if self.hub is not None and self.hub.poll() is None:

@@ -1,0 +1,43 @@
+"""Writing a file under HOME so that a reader sees the old content or the new, never a torn
+file: a temporary file beside it, flushed to disk, then renamed over it. The one way files
+under HOME are replaced (extract generations, which swap whole folders, are extracts.py's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(
+    path: Path, data: str | bytes, *, mode: int | None = None, durable: bool = True
+) -> None:
+    """Replace `path` with `data` (text is UTF-8). `mode` None: as a new file gets it (the
+    umask applies). `durable`: on disk before the rename, so a crash leaves one of the two.
+    The temporary name is unique and never follows a link, so two writers or a planted
+    link cannot meet in it; on any failure it is removed and the old file stays."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, 0o666 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)  # the umask may have narrowed it
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(
+    path: Path, data: Any, *, indent: int | None = None, mode: int | None = None
+) -> None:
+    """`data` as JSON (dates and paths as text), one line or indented, ending in a newline."""
+    write_atomic(path, json.dumps(data, indent=indent, default=str) + "\n", mode=mode)

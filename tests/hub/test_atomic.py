@@ -1,0 +1,54 @@
+"""Files under HOME are replaced whole: a reader sees the old content or the new one, and a
+failed write leaves the old file and no temporary file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from dossierhub.atomic import write_atomic, write_json
+
+
+def test_a_reader_never_sees_a_torn_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json(path, {"n": 0, "pad": "x" * 200_000})
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(json.loads(path.read_text())["n"])  # raises on a torn file
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for n in range(1, 60):
+        write_json(path, {"n": n, "pad": "x" * 200_000})
+    stop.set()
+    reader.join()
+    assert seen and seen == sorted(seen)
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_modes_are_kept_as_asked(tmp_path: Path) -> None:
+    path = tmp_path / "passwords.json"
+    write_atomic(path, "{}", mode=0o600)
+    assert path.stat().st_mode & 0o777 == 0o600
+    write_atomic(path, "{}", mode=0o640)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "head.json"
+    write_json(path, {"seq": 1})
+    with pytest.raises(TypeError):
+        write_atomic(path, 42)  # type: ignore[arg-type]  # not text: refused mid-way
+    assert json.loads(path.read_text()) == {"seq": 1}
+    assert os.listdir(tmp_path) == ["head.json"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomic(tmp_path / "folder", "x")  # the rename fails: the temporary file goes
+    assert sorted(os.listdir(tmp_path)) == ["folder", "head.json"]
