@@ -30,7 +30,7 @@ from . import sandbox
 from .environment import dossier_environment, workspace_python
 from .home import Home
 from .logs import open_log
-from .policy import read_dossier
+from .models import read_dossier
 from .safefs import UnsafeFile, opened_dir
 from .settings import load_settings
 from .unixusers import (

@@ -21,6 +21,9 @@ from pydantic import (
 
 from dossier_kernel.expiry import expiry
 
+from .home import Home
+from .yamlfile import load_yaml, parse_or_refuse
+
 # Python's `$` also matches before a final newline: checked with fullmatch, and anchored with
 # \A and \Z so that a `.match` elsewhere cannot take a prefix either. (The pydantic patterns
 # below run on pydantic-core's Rust regex, where `$` is the end of the text.)
@@ -180,3 +183,10 @@ class Dossier(Strict):
     @property
     def hub_user(self) -> str:
         return f"dossier-{self.id}"
+
+
+def read_dossier(home: Home, dossier_id: str) -> Dossier:
+    """dossiers/<id>.yaml as the dossier model (its shape only, not checked against the
+    catalog or the data: apply did that), or RefusedError saying what is wrong where."""
+    display = f"dossiers/{dossier_id}.yaml"
+    return parse_or_refuse(Dossier, load_yaml(home.dossiers_dir / f"{dossier_id}.yaml", display))

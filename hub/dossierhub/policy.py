@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
-from pydantic import BaseModel, ValidationError
 
 from .directory import WORKSPACE_PREFIX
 from .home import Home
@@ -22,10 +21,9 @@ from .problems import Problem, Problems, RefusedError
 from .rowfilter import RowFilterError, normalize_filter
 from .sources import SourceFiles, SourceUnavailable, locate, read_schema
 from .templates_catalog import NUMERIC, TemplateError, available, clashes, load_template
-from .yamlfile import LocatedYaml, load_yaml
+from .yamlfile import LocatedYaml, load_yaml, parse_into
 
 SAMPLE_ROWS = 2000
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def _load_catalog(home: Home, inst: Installation) -> LocatedYaml | None:
         inst.problems.extend(exc.problems)
         return None
     data = doc.data if doc.data is not None else {}
-    catalog = _parse(Catalog, data, doc, inst.problems)
+    catalog = parse_into(Catalog, data, doc, inst.problems)
     inst.catalog = catalog
     return doc
 
@@ -162,7 +160,7 @@ def _load_dossier(
                 ("id",), f"the id '{raw_id}' is used twice.", "give each dossier its own id."
             )
         )
-    dossier = _parse(Dossier, data, doc, inst.problems)
+    dossier = parse_into(Dossier, data, doc, inst.problems)
     if dossier is None or len(inst.problems.errors) > problems_before:
         return
     inst.manifest_files[dossier.id] = path
@@ -465,91 +463,3 @@ def _warn_personal_data(
 
 
 # ---------------------------------------------------------------- pydantic -> Problem
-
-
-def parse_or_refuse(model: type[ModelT], doc: LocatedYaml) -> ModelT:
-    """Validate a whole YAML document as `model`, or refuse with every problem located."""
-    problems = Problems()
-    result = _parse(model, doc.data if doc.data is not None else {}, doc, problems)
-    if result is None:
-        raise RefusedError(problems.errors)
-    return result
-
-
-def read_dossier(home: Home, dossier_id: str) -> Dossier:
-    """dossiers/<id>.yaml as the dossier model (its shape only, not checked against the
-    catalog or the data: apply did that), or RefusedError saying what is wrong where."""
-    display = f"dossiers/{dossier_id}.yaml"
-    return parse_or_refuse(Dossier, load_yaml(home.dossiers_dir / f"{dossier_id}.yaml", display))
-
-
-def _parse(model: type[ModelT], data: Any, doc: LocatedYaml, problems: Problems) -> ModelT | None:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            problems.add(doc.problem(loc, *_describe(model, error)))
-        return None
-
-
-def _describe(model: type[BaseModel], error: Any) -> tuple[str, str]:
-    loc, kind, given = tuple(error["loc"]), error["type"], error.get("input")
-    name = loc[-1] if loc else ""
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1])
-        return (
-            f"unknown key '{name}'.",
-            f"remove it or correct its spelling; allowed here: {', '.join(allowed)}."
-            if allowed
-            else "remove it.",
-        )
-    if kind == "missing":
-        return (f"the required key '{name}' is missing.", f"add '{name}'.")
-    if kind == "string_pattern_mismatch":
-        if "members" in loc:
-            return (
-                f"'{given}' is not a valid login name.",
-                "use lowercase letters, digits, '.', '_' and '-'.",
-            )
-        return (
-            f"'{given}' is not a valid name.",
-            "use letters, digits and '_', starting with a letter or '_'.",
-        )
-    if kind == "too_short" and name in ("sources", "columns"):
-        return (f"'{name}' is empty.", f"list at least one entry under '{name}'.")
-    message = error["msg"].removeprefix("Value error, ")
-    if name == "expires":
-        return (
-            f"{message.rstrip('.')} (found {given!r}).",
-            "write the last usable day as YYYY-MM-DD.",
-        )
-    return (f"{message.rstrip('.')} (found {given!r}).", "")
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys a model accepts at `loc`; mapping keys (view names) are stepped over."""
-    current: Any = model
-    skip = False
-    for part in loc:
-        if skip:
-            skip = False
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
-        info = fields.get(str(part))
-        if info is None:
-            return []
-        current, skip = _inner_model(info.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _inner_model(annotation: Any) -> tuple[Any, bool]:
-    """(model inside, whether a mapping key comes first)."""
-    args = getattr(annotation, "__args__", ())
-    if args and getattr(annotation, "__origin__", None) is dict:
-        return args[1], True
-    return annotation, False

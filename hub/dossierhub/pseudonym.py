@@ -15,8 +15,10 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:  # the hub process reads keys without loading DuckDB
+    import duckdb
 
 KEY_BYTES = 32
 _BLOCK = 64  # SHA-256 block size: HMAC pads the key to this length

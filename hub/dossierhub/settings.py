@@ -9,8 +9,7 @@ from pydantic import Field, field_validator
 
 from .home import Home
 from .models import Strict
-from .policy import parse_or_refuse
-from .yamlfile import load_yaml
+from .yamlfile import load_yaml, parse_or_refuse
 
 
 class OAuthSettings(Strict):

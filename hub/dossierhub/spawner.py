@@ -27,9 +27,8 @@ from .directory import WORKSPACE_PREFIX
 from .environment import DossierEnvironment, dossier_environment
 from .home import Home
 from .logs import open_log
-from .models import Dossier
+from .models import Dossier, read_dossier
 from .netbridge import start_time as _start_time
-from .policy import read_dossier
 from .problems import RefusedError
 from .settings import load_settings
 from .unixusers import (

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from .problems import Problem, RefusedError
+from .problems import Problem, Problems, RefusedError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 Loc = tuple[str | int, ...]
 
@@ -197,3 +200,90 @@ def _walk(
             child = (*loc, index)
             lines[child] = item.start_mark.line + 1
             _walk(item, child, lines, dups, display)
+
+
+# ---------------------------------------------------------------- into typed models
+
+
+def parse_or_refuse(model: type[ModelT], doc: LocatedYaml) -> ModelT:
+    """Validate a whole YAML document as `model`, or refuse with every problem located."""
+    problems = Problems()
+    result = parse_into(model, doc.data if doc.data is not None else {}, doc, problems)
+    if result is None:
+        raise RefusedError(problems.errors)
+    return result
+
+
+def parse_into(
+    model: type[ModelT], data: Any, doc: LocatedYaml, problems: Problems
+) -> ModelT | None:
+    """`data` (read from `doc`) as `model`, or None with every problem added, located."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.add(doc.problem(loc, *_describe(model, error)))
+        return None
+
+
+def _describe(model: type[BaseModel], error: Any) -> tuple[str, str]:
+    loc, kind, given = tuple(error["loc"]), error["type"], error.get("input")
+    name = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        return (
+            f"unknown key '{name}'.",
+            f"remove it or correct its spelling; allowed here: {', '.join(allowed)}."
+            if allowed
+            else "remove it.",
+        )
+    if kind == "missing":
+        return (f"the required key '{name}' is missing.", f"add '{name}'.")
+    if kind == "string_pattern_mismatch":
+        if "members" in loc:
+            return (
+                f"'{given}' is not a valid login name.",
+                "use lowercase letters, digits, '.', '_' and '-'.",
+            )
+        return (
+            f"'{given}' is not a valid name.",
+            "use letters, digits and '_', starting with a letter or '_'.",
+        )
+    if kind == "too_short" and name in ("sources", "columns"):
+        return (f"'{name}' is empty.", f"list at least one entry under '{name}'.")
+    message = error["msg"].removeprefix("Value error, ")
+    if name == "expires":
+        return (
+            f"{message.rstrip('.')} (found {given!r}).",
+            "write the last usable day as YYYY-MM-DD.",
+        )
+    return (f"{message.rstrip('.')} (found {given!r}).", "")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at `loc`; mapping keys (view names) are stepped over."""
+    current: Any = model
+    skip = False
+    for part in loc:
+        if skip:
+            skip = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        info = fields.get(str(part))
+        if info is None:
+            return []
+        current, skip = _inner_model(info.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _inner_model(annotation: Any) -> tuple[Any, bool]:
+    """(model inside, whether a mapping key comes first)."""
+    args = getattr(annotation, "__args__", ())
+    if args and getattr(annotation, "__origin__", None) is dict:
+        return args[1], True
+    return annotation, False

@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at kernel start
+    import duckdb
     import polars as pl
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -51,6 +50,8 @@ def connect(catalog: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyCon
         config["memory_limit"] = os.environ["DOSSIER_DUCKDB_MEMORY_LIMIT"]
     if os.environ.get("DOSSIER_DUCKDB_THREADS"):
         config["threads"] = int(os.environ["DOSSIER_DUCKDB_THREADS"])
+    import duckdb  # on first use: the hub imports this package for its pure parts (expiry)
+
     con = duckdb.connect(str(catalog_path), read_only=True, config=config)
     # The views name their parquet files relatively; the folder of the catalog's *link*
     # (extracts/<id>) is used, so a re-apply's new files are seen by the next query.
