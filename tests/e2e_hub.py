@@ -24,6 +24,15 @@ DOSSIERHUB = str(Path(sys.executable).parent / "dossierhub")
 PASSWORD = "correct horse battery"
 ADMIN = "z.beheer"  # named in settings.yaml's hub.admins; a member of no dossier
 
+# people of the demo's armoede dossier, by role, and someone of no dossier
+LEAD, OTHER_LEAD, ANALYST, VIEWER, STRANGER = (
+    "a.jansen",
+    "e.mulder",
+    "b.devries",
+    "d.visser",
+    "s.vreemd",
+)
+
 
 def free_ports(count: int = 4) -> int:
     """A base port with `count` free ports in a row on 127.0.0.1."""

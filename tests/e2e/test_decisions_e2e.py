@@ -14,29 +14,7 @@ from playwright.sync_api import Page
 
 from dossierhub.audit import AuditLog
 
-from e2e_hub import Hub
-
-LEAD, OTHER_LEAD, ANALYST, VIEWER, STRANGER = (
-    "a.jansen",
-    "e.mulder",
-    "b.devries",
-    "d.visser",
-    "s.vreemd",
-)
-
-
-@pytest.fixture(scope="module")
-def client(hub: Hub) -> Iterator[Callable[[str], httpx.Client]]:
-    made: dict[str, httpx.Client] = {}
-
-    def as_person(name: str) -> httpx.Client:
-        if name not in made:
-            made[name] = hub.service_api(name)
-        return made[name]
-
-    yield as_person
-    for open_client in made.values():
-        open_client.close()
+from e2e_hub import ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
 
 
 def trail(client: Callable[[str], httpx.Client], dossier: str = "armoede") -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -13,29 +13,7 @@ import pytest
 from dossierhub.extracts import current_provenance
 from dossierhub.web.api import routes
 
-from e2e_hub import ADMIN, Hub
-
-LEAD, OTHER_LEAD, ANALYST, VIEWER, STRANGER = (
-    "a.jansen",
-    "e.mulder",
-    "b.devries",
-    "d.visser",
-    "s.vreemd",
-)
-
-
-@pytest.fixture(scope="module")
-def client(hub: Hub) -> Iterator[Callable[[str], httpx.Client]]:
-    made: dict[str, httpx.Client] = {}
-
-    def as_person(name: str) -> httpx.Client:
-        if name not in made:
-            made[name] = hub.service_api(name)
-        return made[name]
-
-    yield as_person
-    for open_client in made.values():
-        open_client.close()
+from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
 
 
 def wait_for_run(api: httpx.Client, dossier: str, run_id: str, timeout: float = 180) -> dict:
