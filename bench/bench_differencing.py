@@ -23,10 +23,10 @@ from pathlib import Path
 import polars as pl
 
 from dossier_kernel.publish import publish
-from dossierhub.differencing import differencing_checks
-from dossierhub.extracts import DATA_LINK
-from dossierhub.home import Home
-from dossierhub.reports import run_checks
+from dossierhub.data.extracts import DATA_LINK
+from dossierhub.reports.differencing import differencing_checks
+from dossierhub.reports.runs import run_checks
+from dossierhub.state.home import Home
 
 DOSSIER = "armoede"
 AREAS = [f"area-{i:02}" for i in range(30)]

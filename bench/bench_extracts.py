@@ -23,8 +23,8 @@ import duckdb
 import yaml
 
 from dossierhub.apply import apply
-from dossierhub.extracts import Progress
-from dossierhub.home import Home, init_home
+from dossierhub.data.extracts import Progress
+from dossierhub.state.home import Home, init_home
 
 TARGETS = {
     "build_unique": 2.5,

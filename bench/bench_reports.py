@@ -22,10 +22,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dossierhub.demo import write_demo
-from dossierhub.home import Home
-from dossierhub.kernelpool import KernelPool
-from dossierhub.reports import run_report
-from dossierhub.templates_catalog import load_template
+from dossierhub.reports.kernelpool import KernelPool
+from dossierhub.reports.runs import run_report
+from dossierhub.state.home import Home
+from dossierhub.state.templates import load_template
 
 from e2e_hub import DOSSIERHUB, reachable_python, release_identities
 

@@ -32,10 +32,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dossierhub.demo import write_demo
-from dossierhub.home import Home
-from dossierhub.hubapi import read_serve_state
-from dossierhub.serve import proxy_command
-from dossierhub.unixusers import workspace_name
+from dossierhub.isolation.unixusers import workspace_name
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.serve import proxy_command
 
 from e2e_hub import DOSSIERHUB, free_ports, reachable_python, release_identities
 from kernelclient import execute

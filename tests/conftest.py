@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from dossierhub.demo import write_demo
-from dossierhub.directory import read_directory
-from dossierhub.home import Home
-from dossierhub.hub_auth import set_password
-from dossierhub.hubapi import read_serve_state
+from dossierhub.state.directory import read_directory
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hub_auth import set_password
+from dossierhub.workspaces.hubapi import read_serve_state
 
 from e2e_hub import (
     ADMIN,

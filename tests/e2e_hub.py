@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from dossierhub.home import Home
-from dossierhub.hubapi import HubAPI
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hubapi import HubAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 DOSSIERHUB = str(Path(sys.executable).parent / "dossierhub")

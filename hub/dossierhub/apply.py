@@ -7,22 +7,28 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from .audit import AuditLog
-from .directory import DossierEntry, write_directory
-from .extracts import (
+from dossierhub.data.extracts import (
     DossierResult,
     Progress,
     build_dossier,
     existing_extract_ids,
     remove_extracts,
 )
-from .home import Home
-from .hubapi import HubAPI, read_serve_state
-from .policy import Installation, load_installation
-from .problems import Problem, RefusedError
-from .provision import clear_outputs, request_hub_restart, sync_hub
-from .pseudonym import read_master_key
-from .unixusers import clash, identities, isolation_enabled, secure_extracts, secure_home
+from dossierhub.data.policy import Installation, load_installation
+from dossierhub.isolation.unixusers import (
+    clash,
+    identities,
+    isolation_enabled,
+    secure_extracts,
+    secure_home,
+)
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.directory import DossierEntry, write_directory
+from dossierhub.state.home import Home
+from dossierhub.state.masterkey import read_master_key
+from dossierhub.state.problems import Problem, RefusedError
+from dossierhub.workspaces.hubapi import HubAPI, read_serve_state
+from dossierhub.workspaces.provision import clear_outputs, request_hub_restart, sync_hub
 
 
 @dataclass

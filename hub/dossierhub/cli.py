@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .audit import AuditLog, GenesisRefused, set_channel
-from .home import Home, InitResult, init_home
-from .problems import Problem, RefusedError
+from dossierhub import __version__
+from dossierhub.state.audit import AuditLog, GenesisRefused, set_channel
+from dossierhub.state.home import Home, InitResult, init_home
+from dossierhub.state.problems import Problem, RefusedError
 
 if TYPE_CHECKING:
-    from .apply import ApplyReport
-    from .extracts import Progress
+    from dossierhub.apply import ApplyReport
+    from dossierhub.data.extracts import Progress
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -89,7 +89,7 @@ def _begin_log(home: Home, result: InitResult) -> None:
 @click.pass_obj
 def validate(home: Home) -> None:
     """Check catalog.yaml and dossiers/*.yaml against each other and the data."""
-    from .policy import load_installation
+    from dossierhub.data.policy import load_installation
 
     inst = load_installation(home)
     _print_problems(inst.problems.items)
@@ -115,9 +115,9 @@ def apply_command(home: Home, ids: tuple[str, ...], force: bool) -> None:
 
 
 def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport:
-    from .apply import apply
-    from .pseudonym import MasterKeyError
-    from .sources import SourceUnavailable
+    from dossierhub.apply import apply
+    from dossierhub.data.sources import SourceUnavailable
+    from dossierhub.state.masterkey import MasterKeyError
 
     try:
         with _progress() as progress:
@@ -139,7 +139,7 @@ def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
-    from .progress import BarProgress, PlainProgress
+    from dossierhub.progress import BarProgress, PlainProgress
 
     if err.is_terminal:
         with BarProgress(err) as bars:
@@ -192,8 +192,8 @@ def serve_command(home: Home, ip: str | None, port: int | None) -> None:
 
 
 def run_serve(home: Home, ip: str | None, port: int | None) -> None:
-    from .serve import ServeError, serve
-    from .settings import load_settings
+    from dossierhub.state.settings import load_settings
+    from dossierhub.workspaces.serve import ServeError, serve
 
     try:
         settings = load_settings(home)
@@ -223,8 +223,8 @@ def run_serve(home: Home, ip: str | None, port: int | None) -> None:
 @click.pass_obj
 def token(home: Home, user: str, note: str) -> None:
     """Print a new API token for USER (the hub must be running)."""
-    from .decisions import dossiers_of
-    from .hubapi import HubAPI, HubUnavailable
+    from dossierhub.state.decisions import dossiers_of
+    from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 
     try:
         api = HubAPI.for_home(home)
@@ -254,8 +254,8 @@ def token(home: Home, user: str, note: str) -> None:
 @click.pass_obj
 def passwd(home: Home, user: str, password_stdin: bool) -> None:
     """Set the password of a local account (embedded login); stored as a scrypt hash."""
-    from .directory import WORKSPACE_PREFIX, read_directory
-    from .hub_auth import set_password
+    from dossierhub.state.directory import WORKSPACE_PREFIX, read_directory
+    from dossierhub.workspaces.hub_auth import set_password
 
     name = user.strip().lower()
     if name.startswith(WORKSPACE_PREFIX):
@@ -298,7 +298,8 @@ def report_run(
     home: Home, dossier_id: str, template: str, user: str, parameters: tuple[tuple[str, str], ...]
 ) -> None:
     """Run TEMPLATE for dossier ID; prints the run id and its final status."""
-    from .reports import ReportRefused, run_report
+    from dossierhub.reports.runs import run_report
+    from dossierhub.state.problems import ReportRefused
 
     raw: dict[str, str] = {}
     for name, value in parameters:
@@ -325,7 +326,7 @@ def report_list(home: Home, dossier_id: str, as_json: bool) -> None:
     """The runs of dossier ID with status, who and when."""
     import json
 
-    from .reports import list_runs
+    from dossierhub.reports.runs import list_runs
 
     runs = list_runs(home, dossier_id)
     if as_json:
@@ -359,7 +360,8 @@ def report_show(home: Home, dossier_id: str, run_id: str) -> None:
     """One run: provenance, output checks and where its files are."""
     import json
 
-    from .reports import ReportRefused, show_run
+    from dossierhub.reports.runs import show_run
+    from dossierhub.state.problems import ReportRefused
 
     try:
         run = show_run(home, dossier_id, run_id)
@@ -396,8 +398,9 @@ def report_release(
     include: tuple[tuple[str, str], ...],
 ) -> None:
     """Release a run to the dossier's viewers (four eyes)."""
-    from .decisions import decide, release_facts
-    from .reports import ReportRefused, release_run
+    from dossierhub.reports.runs import release_run
+    from dossierhub.state.decisions import decide, release_facts
+    from dossierhub.state.problems import ReportRefused
 
     name = user.lower()
     try:
@@ -495,7 +498,7 @@ def demo(
     home: Home, size: int, seed: int, no_serve: bool, ip: str | None, port: int | None
 ) -> None:
     """Create HOME with seeded synthetic city data and three dossiers, apply, serve the hub."""
-    from .demo import demo_password, write_demo
+    from dossierhub.demo import demo_password, write_demo
 
     _begin_log(home, init_home(home))
     written = write_demo(home, size=size, seed=seed, log=lambda text: err.print(text))

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import yaml
 
-from .directory import read_directory
-from .home import Home
-from .hub_auth import set_password
+from dossierhub.state.directory import read_directory
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hub_auth import set_password
 
 # Stadsdelen with their gebieden and a rough share of the city's residents.
 DISTRICTS: dict[str, tuple[float, list[str], tuple[int, int]]] = {

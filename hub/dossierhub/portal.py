@@ -18,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dossier_kernel.expiry import expiry
-
-from . import airlock
-from .audit import AuditLog
-from .directory import DossierEntry, read_directory
-from .extracts import current_provenance
-from .home import Home
-from .reports import (
+from dossierhub.data.extracts import current_provenance
+from dossierhub.reports import airlock
+from dossierhub.reports.runs import (
     PendingRun,
-    ReportRefused,
     list_runs,
     release_denied,
     release_run,
@@ -34,11 +29,15 @@ from .reports import (
     runs_dir,
     show_run,
 )
-from .reports import start_run as queue_run
-from .roles import WORKER_ROLES, may_open_workspace, may_run
-from .settings import load_settings
-from .templates_catalog import TemplateError, load_template
-from .yamlfile import read_yaml_mapping
+from dossierhub.reports.runs import start_run as queue_run
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.directory import DossierEntry, read_directory
+from dossierhub.state.home import Home
+from dossierhub.state.problems import ReportRefused
+from dossierhub.state.roles import WORKER_ROLES, may_open_workspace, may_run
+from dossierhub.state.settings import load_settings
+from dossierhub.state.templates import TemplateError, load_template
+from dossierhub.state.yamlfile import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -408,7 +407,7 @@ def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
         raise ReportRefused(
             f"{person.name} is not an admin of this installation", reason="forbidden"
         )
-    from .policy import load_installation
+    from dossierhub.data.policy import load_installation
 
     installation = load_installation(home, sample_values=False)
     applied = {e.id: e for e in read_directory(home)}

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from .extracts import Progress as ProgressBase
-from .extracts import ViewResult
+from dossierhub.data.extracts import Progress as ProgressBase
+from dossierhub.data.extracts import ViewResult
 
 
 class PlainProgress(ProgressBase):

@@ -2,7 +2,8 @@
 what they catch and miss (docs/output-checks.md).
 
 Used twice: by `publish()` in a notebook (so authors see the verdict early) and by the hub on
-the run's copies (dossierhub.checks, the verdict that counts). The author's declaration (which
+the run's copies (dossierhub.reports.checks, the verdict that
+counts). The author's declaration (which
 columns are counts, magnitudes, attributes) is taken as a claim, not as the truth: values are
 compared with the dossier's own pseudonyms, text that holds numbers is checked as numbers, and
 tables without counts are looked at for person-level rows.

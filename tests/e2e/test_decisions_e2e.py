@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page
 
-from dossierhub.audit import AuditLog
+from dossierhub.state.audit import AuditLog
 
 from e2e_hub import ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
 

@@ -16,8 +16,8 @@ import nbformat
 import polars as pl
 import pytest
 
-from dossierhub.audit import AuditLog
-from dossierhub.templates_catalog import builtin_dir, load_template
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.templates import builtin_dir, load_template
 
 from e2e_hub import Hub
 from e2e_runs import dossierhub

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dossierhub.home import Home
-from dossierhub.hubapi import read_serve_state
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hubapi import read_serve_state
 
 from e2e_hub import free_ports, reachable_python
 

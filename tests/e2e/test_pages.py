@@ -12,7 +12,7 @@ import pytest
 import yaml
 from playwright.sync_api import Page, expect
 
-from dossierhub.audit import AuditLog
+from dossierhub.state.audit import AuditLog
 
 from e2e_hub import ADMIN, Hub
 from e2e_pages import expect_succeeded, shot

@@ -19,10 +19,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from dossierhub.audit import AuditLog
-from dossierhub.kernelpool import KernelPool
-from dossierhub.reports import run_report
-from dossierhub.unixusers import report_name, workspace_name
+from dossierhub.isolation.unixusers import report_name, workspace_name
+from dossierhub.reports.kernelpool import KernelPool
+from dossierhub.reports.runs import run_report
+from dossierhub.state.audit import AuditLog
 
 from e2e_hub import DOSSIERHUB, Hub
 from e2e_runs import dossierhub, provenance, review, run, template

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from dossierhub.home import Home
-from dossierhub.hubapi import read_serve_state
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hubapi import read_serve_state
 
 from e2e_hub import DOSSIERHUB, free_ports
 

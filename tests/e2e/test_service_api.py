@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from dossierhub.extracts import current_provenance
+from dossierhub.data.extracts import current_provenance
 from dossierhub.web.api import routes
 
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub

@@ -21,9 +21,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from dossierhub.audit import AuditLog
-from dossierhub.hubapi import read_serve_state
-from dossierhub.unixusers import workspace_name
+from dossierhub.isolation.unixusers import workspace_name
+from dossierhub.state.audit import AuditLog
+from dossierhub.workspaces.hubapi import read_serve_state
 
 from e2e_hub import PASSWORD, Hub
 from kernelclient import execute

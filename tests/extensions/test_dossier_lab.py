@@ -13,9 +13,9 @@ from tornado.httpclient import HTTPClientError
 
 from dossier_kernel.expiry import WARNING_DAYS
 from dossierhub import portal
-from dossierhub.extracts import current_provenance
-from dossierhub.home import Home
+from dossierhub.data.extracts import current_provenance
 from dossierhub.portal import Person
+from dossierhub.state.home import Home
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dossierhub.atomic import write_atomic, write_json
+from dossierhub.state.atomic import write_atomic, write_json
 
 
 def test_a_reader_never_sees_a_torn_file(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""The hub's output checks (dossierhub.checks) on a real applied demo HOME: tables are made from
-the dossier's real extracts with the kernel's own `connect` and `publish()` (as in a report
-run), then checked by `run_checks` against the dossier's own pseudonyms and quasi-identifiers.
+"""The hub's output checks (dossierhub.reports.checks) on a real applied demo HOME: tables are
+made from the dossier's real extracts with the kernel's own `connect` and `publish()` (as in a
+report run), then checked by `run_checks` against the dossier's own pseudonyms and
+quasi-identifiers.
 Each disguise of issue 11 is one test: it passed the checks before they compared values."""
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import pytest
 import dossier_kernel
 from dossier_kernel.disclosure import suppress_small
 from dossier_kernel.publish import publish
-from dossierhub.checks import run_checks
-from dossierhub.extracts import current_provenance
-from dossierhub.home import Home
+from dossierhub.data.extracts import current_provenance
+from dossierhub.reports.checks import run_checks
+from dossierhub.state.home import Home
 
 
 @dataclass

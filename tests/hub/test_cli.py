@@ -100,7 +100,7 @@ def test_every_setting_is_documented() -> None:
     """Every key of settings.yaml appears in the README's settings.yaml example."""
     from pydantic import BaseModel
 
-    from dossierhub.settings import OAuthSettings, Settings
+    from dossierhub.state.settings import OAuthSettings, Settings
 
     readme = README.read_text()
     example = readme[readme.index("### settings.yaml") :]

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from dossierhub import decisions, portal, reports
-from dossierhub.audit import AuditLog
-from dossierhub.home import Home
-from dossierhub.reports import ReportRefused
+from dossierhub import portal
+from dossierhub.reports import runs as reports
+from dossierhub.state import decisions
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home
+from dossierhub.state.problems import ReportRefused
 
 from helpers import run_cli
 

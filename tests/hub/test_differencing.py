@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from dossier_kernel.publish import publish
-from dossierhub.differencing import differencing_checks, is_differencing
-from dossierhub.extracts import DATA_LINK
-from dossierhub.home import Home
+from dossierhub.data.extracts import DATA_LINK
+from dossierhub.reports.differencing import differencing_checks, is_differencing
+from dossierhub.state.home import Home
 
 DOSSIER = "armoede"
 

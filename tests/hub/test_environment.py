@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dossierhub.environment import dossier_environment
-from dossierhub.home import Home
-from dossierhub.models import Dossier
-from dossierhub.settings import Settings
+from dossierhub.isolation.environment import dossier_environment
+from dossierhub.state.home import Home
+from dossierhub.state.models import Dossier
+from dossierhub.state.settings import Settings
 
 HOME = Home(Path("/srv/dossierhub"))
 PYTHON = "/opt/env/bin/python"

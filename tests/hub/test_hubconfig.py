@@ -10,9 +10,9 @@ from oauthenticator.azuread import AzureAdOAuthenticator
 from oauthenticator.generic import GenericOAuthenticator
 from traitlets.config import Config
 
-from dossierhub.directory import DossierEntry
-from dossierhub.hubconfig import HubInputs, make_config
-from dossierhub.settings import Settings
+from dossierhub.state.directory import DossierEntry
+from dossierhub.state.settings import Settings
+from dossierhub.workspaces.hubconfig import HubInputs, make_config
 
 from helpers import run_cli
 
@@ -51,9 +51,12 @@ def test_embedded_default() -> None:
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.JupyterHub.cleanup_servers is False
     assert c.JupyterHub.db_url == "sqlite:////srv/dossierhub/hub/jupyterhub.sqlite"
-    assert c.JupyterHub.spawner_class == "dossierhub.spawner.DossierSpawner"
+    assert c.JupyterHub.spawner_class == "dossierhub.workspaces.spawner.DossierSpawner"
     assert c.DossierSpawner.workspace_python == "/opt/env/bin/python"
-    assert c.JupyterHub.authenticator_class == "dossierhub.hub_auth.LocalPasswordAuthenticator"
+    assert (
+        c.JupyterHub.authenticator_class
+        == "dossierhub.workspaces.hub_auth.LocalPasswordAuthenticator"
+    )
     assert c.LocalPasswordAuthenticator.passwords_file == "/srv/dossierhub/hub/passwords.json"
     assert c.Spawner.server_token_scopes == ["users:activity!user", "access:servers!server"]
 

@@ -12,8 +12,10 @@ import sys
 def test_the_hub_process_loads_no_data_engine() -> None:
     probe = (
         "import json, sys\n"
-        "import dossierhub.hubconfig, dossierhub.settings, dossierhub.spawner\n"
-        "print(json.dumps(sorted(m for m in ('duckdb', 'sqlglot', 'polars', 'dossierhub.policy')"
+        "import dossierhub.workspaces.hubconfig, dossierhub.state.settings\n"
+        "import dossierhub.workspaces.spawner\n"
+        "print(json.dumps(sorted(m for m in ('duckdb', 'sqlglot', 'polars',"
+        " 'dossierhub.data.policy')"
         " if m in sys.modules)))"
     )
     result = subprocess.run(

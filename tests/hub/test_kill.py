@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from dossierhub.demo import write_demo
-from dossierhub.home import Home
+from dossierhub.state.home import Home
 
 from helpers import DOSSIERHUB, run_cli
 

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from dossierhub.home import Home
-from dossierhub.templates_catalog import TemplateError, coerce, load_template
+from dossierhub.state.home import Home
+from dossierhub.state.templates import TemplateError, coerce, load_template
 
 from helpers import read_yaml, run_cli, write_yaml
 

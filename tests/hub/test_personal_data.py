@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dossierhub.data.personal_data import name_hint, passes_bsn_check, value_hint
 from dossierhub.demo import bsn_numbers
-from dossierhub.personal_data import name_hint, passes_bsn_check, value_hint
 
 
 def test_bsn_eleven_test() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dossierhub.pseudonym import bind_key, dossier_key, sql_pseudonym
+from dossierhub.data.pseudonym import bind_key, dossier_key, sql_pseudonym
 
 MASTER = bytes(range(32))
 DOSSIER = "armoede"

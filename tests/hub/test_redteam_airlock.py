@@ -21,10 +21,10 @@ import pytest
 import dossier_kernel
 from dossier_kernel.publish import publish
 from dossierhub import portal
-from dossierhub.checks import run_checks
-from dossierhub.differencing import differencing_checks
-from dossierhub.extracts import DATA_LINK, current_provenance
-from dossierhub.home import Home
+from dossierhub.data.extracts import DATA_LINK, current_provenance
+from dossierhub.reports.checks import run_checks
+from dossierhub.reports.differencing import differencing_checks
+from dossierhub.state.home import Home
 
 from helpers import run_cli
 

@@ -14,7 +14,7 @@ import polars as pl
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from dossier_kernel.render import ARTEFACT_MIME, table_html
-from dossierhub import airlock
+from dossierhub.reports import airlock
 
 SECRET = "household 4f1c... earns 274660"
 

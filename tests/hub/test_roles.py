@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dossierhub.directory import DossierEntry
-from dossierhub.roles import may_open_workspace, may_release, may_run
+from dossierhub.state.directory import DossierEntry
+from dossierhub.state.roles import may_open_workspace, may_release, may_run
 
 TODAY = dt.date(2026, 1, 1)
 ARMOEDE = DossierEntry(

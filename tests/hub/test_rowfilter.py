@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dossierhub.rowfilter import RowFilterError, normalize_filter
+from dossierhub.data.rowfilter import RowFilterError, normalize_filter
 
 COLUMNS = ["birth_year", "district", "month", "amount", "Select"]
 

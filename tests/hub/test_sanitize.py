@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dossierhub.sanitize import clean_report_html
+from dossierhub.reports.sanitize import clean_report_html
 
 
 def test_headings_tables_and_embedded_images_survive() -> None:

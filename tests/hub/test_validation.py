@@ -271,7 +271,7 @@ def test_undeclared_personal_data_is_warned_not_refused(home: Path) -> None:
 
 def test_python_patterns_match_whole_names() -> None:
     """Python's `$` matches before a final newline; ids are matched whole."""
-    from dossierhub.models import DOSSIER_ID
+    from dossierhub.state.models import DOSSIER_ID
 
     assert DOSSIER_ID.fullmatch("armoede")
     for bad in ("armoede\n", "armoede\nx", "\narmoede", "armoede "):
@@ -294,7 +294,7 @@ def test_pydantic_patterns_refuse_a_trailing_newline(
     """pydantic-core's Rust regex ends `$` at the end of the text; this keeps it so."""
     from pydantic import ValidationError
 
-    from dossierhub.models import Dossier
+    from dossierhub.state.models import Dossier
 
     data = read_yaml(home / "dossiers" / "armoede.yaml")
     Dossier.model_validate(data)
@@ -305,9 +305,9 @@ def test_pydantic_patterns_refuse_a_trailing_newline(
 
 
 def test_settings_refuse_anchors_too(home: Path) -> None:
-    from dossierhub.home import Home
-    from dossierhub.problems import RefusedError
-    from dossierhub.settings import load_settings
+    from dossierhub.state.home import Home
+    from dossierhub.state.problems import RefusedError
+    from dossierhub.state.settings import load_settings
 
     (home / "settings.yaml").write_text("hub: &hub {port: 8000}\nworkspaces: *hub\n")
     with pytest.raises(RefusedError) as caught:
@@ -319,8 +319,8 @@ def test_settings_refuse_anchors_too(home: Path) -> None:
 
 
 def test_read_yaml_mapping_gives_plain_data_or_refuses(tmp_path: Path) -> None:
-    from dossierhub.problems import RefusedError
-    from dossierhub.yamlfile import read_yaml_mapping
+    from dossierhub.state.problems import RefusedError
+    from dossierhub.state.yamlfile import read_yaml_mapping
 
     path = tmp_path / "x.yaml"
     path.write_text("id: armoede\nexpires: 2027-06-30\nmembers: {lead: [a.jansen]}\n")

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from dossierhub import portal
-from dossierhub.audit import AuditLog
-from dossierhub.home import Home
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home
 
 from helpers import run_cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dossier_kernel.expiry import WARNING_DAYS, expiry
-from dossierhub.directory import DossierEntry
+from dossierhub.state.directory import DossierEntry
 
 LAST_DAY = dt.date(2027, 6, 30)
 

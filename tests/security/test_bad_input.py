@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dossierhub.home import Home
 from dossierhub.portal import Person, templates_for
-from dossierhub.problems import RefusedError
+from dossierhub.state.home import Home
+from dossierhub.state.problems import RefusedError
 
 from helpers import DOSSIERHUB, read_yaml, run_cli, write_yaml
 

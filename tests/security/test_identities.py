@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dossierhub.home import Home
-from dossierhub.unixusers import IdentityClash, ensure_identities
+from dossierhub.isolation.unixusers import IdentityClash, ensure_identities
+from dossierhub.state.home import Home
 
 from helpers import run_cli
 

@@ -9,9 +9,9 @@ import os
 import signal
 import time
 
-from dossierhub.hubapi import read_serve_state
-from dossierhub.hubconfig import ports
-from dossierhub.settings import load_settings
+from dossierhub.state.settings import load_settings
+from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.hubconfig import ports
 
 from e2e_hub import Hub
 

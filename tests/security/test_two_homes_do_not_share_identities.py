@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 from dossierhub.demo import write_demo
-from dossierhub.home import Home
-from dossierhub.hubapi import HubAPI, read_serve_state
+from dossierhub.state.home import Home
+from dossierhub.workspaces.hubapi import HubAPI, read_serve_state
 
 from e2e_hub import DOSSIERHUB, Hub, free_ports, reachable_python
 from kernelclient import execute

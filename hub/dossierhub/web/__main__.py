@@ -1,3 +1,3 @@
-from .app import main
+from dossierhub.web.app import main
 
 main()

@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.web import HTTPError
 
-from .. import decisions, portal
-from ..reports import ReportRefused
-from .base import DossierHandler, status_of
-from .openapi import openapi_document
+from dossierhub import portal
+from dossierhub.state import decisions
+from dossierhub.state.problems import ReportRefused
+from dossierhub.web.base import DossierHandler, status_of
+from dossierhub.web.openapi import openapi_document
 
 Scalar = str | int | float | bool | None
 
@@ -194,7 +195,7 @@ class Run(ApiHandler):
 
 class RunHtml(ApiHandler):
     async def get(self, dossier_id: str, run_id: str) -> None:
-        from .pages import send_report
+        from dossierhub.web.pages import send_report
 
         view = self.get_query_argument("view", "report")
         try:

@@ -23,11 +23,11 @@ from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
-from ..audit import set_channel
-from ..home import Home
-from ..hubconfig import SERVICE, ports
-from ..settings import load_settings
-from .runner import Runner
+from dossierhub.state.audit import set_channel
+from dossierhub.state.home import Home
+from dossierhub.state.settings import load_settings
+from dossierhub.web.runner import Runner
+from dossierhub.workspaces.hubconfig import SERVICE, ports
 
 HERE = Path(__file__).parent
 PREFIX = f"/services/{SERVICE}/"
@@ -49,7 +49,7 @@ def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
 
 
 def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
-    from . import api, pages
+    from dossierhub.web import api, pages
 
     loader = jinja2.ChoiceLoader(
         [

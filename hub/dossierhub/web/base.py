@@ -12,11 +12,12 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .. import decisions, portal
-from ..home import Home
-from ..portal import Person, person_for
-from ..reports import ReportRefused
-from .runner import Runner
+from dossierhub import portal
+from dossierhub.portal import Person, person_for
+from dossierhub.state import decisions
+from dossierhub.state.home import Home
+from dossierhub.state.problems import ReportRefused
+from dossierhub.web.runner import Runner
 
 T = TypeVar("T")
 

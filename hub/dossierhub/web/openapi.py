@@ -55,7 +55,7 @@ WORKERS = "leads and analysts of the dossier"
 
 
 def openapi_document(prefix: str) -> dict[str, Any]:
-    from .api import ReleaseRequest, RunRequest
+    from dossierhub.web.api import ReleaseRequest, RunRequest
 
     paths: dict[str, Any] = {
         "/me": {"get": _op("Who is asking, admin or not, and their role per dossier", "anyone")},

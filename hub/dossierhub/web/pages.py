@@ -12,12 +12,13 @@ from typing import Any
 
 from tornado import web
 
-from .. import decisions, portal
-from ..home import Home
-from ..reports import ReportRefused
-from ..roles import WORKER_ROLES
-from .api import ID, RUN, TABLE, send_csv
-from .base import DossierHandler, OAuthCallback, status_of
+from dossierhub import portal
+from dossierhub.state import decisions
+from dossierhub.state.home import Home
+from dossierhub.state.problems import ReportRefused
+from dossierhub.state.roles import WORKER_ROLES
+from dossierhub.web.api import ID, RUN, TABLE, send_csv
+from dossierhub.web.base import DossierHandler, OAuthCallback, status_of
 
 HUB_PREFIX = "/hub/"
 REPORT_CSP = (

@@ -13,11 +13,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..directory import read_directory
-from ..extracts import current_provenance
-from ..home import Home
-from ..kernelpool import KernelPool
-from ..reports import PendingRun, execute_run, progress
+from dossierhub.data.extracts import current_provenance
+from dossierhub.reports.kernelpool import KernelPool
+from dossierhub.reports.runs import PendingRun, execute_run, progress
+from dossierhub.state.directory import read_directory
+from dossierhub.state.home import Home
 
 log = logging.getLogger("dossierhub.web")
 

@@ -1,0 +1,2 @@
+"""The walls between dossiers: Unix identities, sandboxes, safe file access, and the environment a
+dossier's kernels get."""

@@ -1,0 +1,319 @@
+"""Unix identities per dossier, and file modes that confine them.
+
+Run as root, each dossier has two identities of this installation's own:
+
+- `<prefix>-<id>` runs the workspace: it reads extracts/<id> (its group owns them) and reads
+  and writes workspaces/<id>, nothing else of HOME;
+- `<prefix>r-<id>` runs report kernels: it reads extracts/<id> (a member of the workspace's
+  group) and writes only its own run's folder under scratch/<id>, which the workspace
+  identity cannot even enter.
+
+They are made when first needed (serve's start, a workspace's start, a report run). A name
+belongs to the HOME recorded as its account's home folder; a name owned by another live
+installation on the machine is refused (IdentityClash), never shared. One whose installation
+is gone (that HOME no longer holds secrets/master.key) is taken over. Not run as root (a
+laptop), there is one identity and isolation is off; `isolation_enabled` says which.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from dossierhub.state.home import Home
+from dossierhub.state.settings import load_settings
+
+NOLOGIN = "/usr/sbin/nologin"
+
+
+class IdentityClash(Exception):
+    """A Unix name this installation needs belongs to something else on the machine."""
+
+
+def isolation_enabled() -> bool:
+    return os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # every group it runs with, its own first
+
+
+@dataclass(frozen=True)
+class DossierIdentities:
+    workspace: Identity
+    report: Identity
+
+
+def workspace_name(home: Home, dossier_id: str) -> str:
+    """`<prefix>-<id>`: at most 6 + 1 + 24 = 31 characters, within Linux's 32."""
+    return f"{load_settings(home).isolation.prefix}-{dossier_id}"
+
+
+def report_name(home: Home, dossier_id: str) -> str:
+    return f"{load_settings(home).isolation.prefix}r-{dossier_id}"
+
+
+def _account_home(home: Home, dossier_id: str, report: bool) -> Path:
+    return home.scratch_parent(dossier_id) if report else home.workspaces_dir / dossier_id
+
+
+def _names(home: Home, dossier_id: str) -> list[tuple[str, Path, str]]:
+    """(name, account home folder, account comment) of the workspace and report identity."""
+    return [
+        (
+            workspace_name(home, dossier_id),
+            home.workspaces_dir / dossier_id,
+            f"dossierhub workspace {dossier_id}",
+        ),
+        (
+            report_name(home, dossier_id),
+            home.scratch_parent(dossier_id),
+            f"dossierhub reports {dossier_id}",
+        ),
+    ]
+
+
+def _taken_over(entry: pwd.struct_passwd, ours: Path, comment: str) -> bool:
+    """An account dossierhub made for the same dossier of an installation that is gone: its
+    comment is ours, its home folder is `<HOME>/workspaces/<id>` or `<HOME>/scratch/<id>`,
+    and that HOME no longer holds secrets/master.key. Any other account is never touched."""
+    theirs = Path(entry.pw_dir)
+    return (
+        entry.pw_gecos == comment
+        and theirs.name == ours.name
+        and theirs.parent.name == ours.parent.name
+        and not (theirs.parent.parent / "secrets" / "master.key").exists()
+    )
+
+
+def clash(home: Home, dossier_id: str) -> str | None:
+    """Why this installation cannot use the dossier's Unix names, or None when it can."""
+    fix = (
+        "give this installation a prefix of its own in settings.yaml (isolation.prefix), "
+        "or remove the other account"
+    )
+    for name, ours, comment in _names(home, dossier_id):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            try:
+                grp.getgrnam(name)
+            except KeyError:
+                continue
+            return f"the Unix group {name} exists but was not made by dossierhub: {fix}"
+        if entry.pw_dir == str(ours) and entry.pw_gecos == comment:
+            continue
+        if _taken_over(entry, ours, comment):
+            continue
+        owner = (
+            f"another installation (its home folder is {entry.pw_dir})"
+            if entry.pw_gecos == comment
+            else f"another account (home folder {entry.pw_dir}, comment {entry.pw_gecos!r})"
+        )
+        return f"the Unix user {name} belongs to {owner}; this one's would be {ours}: {fix}"
+    return None
+
+
+def _lookup(name: str) -> Identity | None:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    extra = [g.gr_gid for g in grp.getgrall() if name in g.gr_mem and g.gr_gid != entry.pw_gid]
+    return Identity(name, entry.pw_uid, entry.pw_gid, (entry.pw_gid, *sorted(extra)))
+
+
+def identities(home: Home, dossier_id: str) -> DossierIdentities | None:
+    """The dossier's identities if both exist and are this installation's, else None."""
+    found = []
+    for name, ours, comment in _names(home, dossier_id):
+        identity = _lookup(name)
+        if identity is None:
+            return None
+        entry = pwd.getpwnam(name)
+        if entry.pw_dir != str(ours) or entry.pw_gecos != comment:
+            return None
+        found.append(identity)
+    return DossierIdentities(*found)
+
+
+def ensure_identities(home: Home, dossier_id: str) -> DossierIdentities:
+    """Create the dossier's two system users if missing (idempotent); IdentityClash when a
+    name belongs to another installation."""
+    found = identities(home, dossier_id)
+    if found is not None and found.workspace.gid in found.report.groups:
+        return found  # the common case, without the lock
+    home.locks_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(home.locks_dir / "identities.lock")):  # runs start many at once
+        return _make_identities(home, dossier_id)
+
+
+def _make_identities(home: Home, dossier_id: str) -> DossierIdentities:
+    problem = clash(home, dossier_id)
+    if problem is not None:
+        raise IdentityClash(f"dossier {dossier_id}: {problem}")
+    (workspace, workspace_home, workspace_comment), (report, report_home, report_comment) = _names(
+        home, dossier_id
+    )
+    for name, account_home, _ in _names(home, dossier_id):
+        entry = _lookup(name)
+        if entry is not None and pwd.getpwnam(name).pw_dir != str(account_home):
+            _adopt(entry, account_home, (workspace,) if name == report else ())
+    if _lookup(workspace) is None:
+        _useradd(workspace, workspace_home, workspace_comment)
+    if _lookup(report) is None:
+        _useradd(report, report_home, report_comment, groups=(workspace,))
+    found = identities(home, dossier_id)
+    assert found is not None
+    if found.workspace.gid not in found.report.groups:  # reads the extracts, as the workspace
+        usermod = shutil.which("usermod") or "/usr/sbin/usermod"
+        subprocess.run([usermod, "--append", "--groups", workspace, report], check=True)
+        found = identities(home, dossier_id)
+        assert found is not None
+    return found
+
+
+def _adopt(identity: Identity, account_home: Path, groups: tuple[str, ...]) -> None:
+    """Take over the account of an installation that is gone (`_taken_over`). Whatever still
+    runs as it belongs to that installation and would read this one's data: it is killed
+    first. Its groups are reset to what it needs."""
+    pkill = shutil.which("pkill") or "/usr/bin/pkill"
+    usermod = shutil.which("usermod") or "/usr/sbin/usermod"
+    for _ in range(50):
+        subprocess.run([pkill, "-KILL", "-u", str(identity.uid)], check=False)
+        moved = subprocess.run(
+            [usermod, "--home", str(account_home), "--groups", ",".join(groups), identity.name],
+            capture_output=True,
+            check=False,
+        )
+        if moved.returncode == 0:
+            return
+        time.sleep(0.1)  # a process was still being reaped
+    raise IdentityClash(f"could not take over the Unix user {identity.name}: {moved.stderr!r}")
+
+
+def _useradd(name: str, account_home: Path, comment: str, groups: tuple[str, ...] = ()) -> None:
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    extra = ["--groups", ",".join(groups)] if groups else []
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            str(account_home),
+            "--shell",
+            NOLOGIN,
+            "--comment",
+            comment,
+            *extra,
+            name,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def secure_home(home: Home) -> None:
+    """Traversable but not listable; private parts closed to everyone but root."""
+    for added in (home.scratch_dir, home.logs_dir):  # HOMEs made before they existed
+        added.mkdir(exist_ok=True)
+    for folder, mode in (
+        (home.root, 0o711),
+        (home.extracts_dir, 0o711),
+        (home.workspaces_dir, 0o711),
+        (home.reports_dir, 0o711),
+        (home.scratch_dir, 0o711),
+        (home.logs_dir, 0o700),
+        (home.master_key_file.parent, 0o700),
+        (home.hub_dir, 0o700),
+        (home.audit_dir, 0o700),
+        (home.locks_dir, 0o700),
+        (home.dossiers_dir, 0o700),
+    ):
+        if folder.exists():
+            os.chmod(folder, mode)
+    for private in (home.catalog_file, home.root / "settings.yaml"):
+        if private.exists():
+            os.chmod(private, 0o600)
+    raw = home.root / "raw"
+    if raw.exists():
+        os.chmod(raw, 0o700)
+
+
+def secure_extracts(folder: Path, gid: int | None) -> None:
+    """Extracts readable by the dossier's group only; never writable by it. (extracts/<id>
+    is written by root only, so walking it follows nothing a dossier planted.)"""
+    if not folder.exists():
+        return
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if gid is not None:
+            os.chown(path, 0, gid, follow_symlinks=False)
+        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+
+
+def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
+    """A folder root creates in a folder only root can write; never a link."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise IdentityClash(f"{folder} is not a folder")
+    os.chown(folder, *owner, follow_symlinks=False)
+    os.chmod(folder, mode)
+    return folder
+
+
+def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
+    folder = home.workspaces_dir / dossier_id
+    if ids is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return _own_folder(folder, (ids.workspace.uid, ids.workspace.gid), 0o700)
+
+
+def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
+    """scratch/<id>: entered by the report identity only (root-owned, its group may pass)."""
+    folder = home.scratch_parent(dossier_id)
+    if ids is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return _own_folder(folder, (0, ids.report.gid), 0o710)
+
+
+def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
+    """Run as root before a workspace or a report kernel starts: the dossier's identities
+    exist, read its extracts, and have their folders."""
+    ids = ensure_identities(home, dossier_id)
+    secure_extracts(home.extract_dir(dossier_id), ids.workspace.gid)
+    ensure_workspace_dir(home, dossier_id, ids)
+    ensure_scratch_parent(home, dossier_id, ids)
+    return ids
+
+
+def preexec_as(identity: Identity, workdir: Path) -> Callable[[], None]:
+    """A Popen preexec_fn: become `identity` and start in `workdir` (no sandbox)."""
+
+    def become() -> None:
+        os.setgid(identity.gid)
+        os.setgroups(list(identity.groups))
+        os.setuid(identity.uid)
+        os.chdir(workdir)
+
+    return become

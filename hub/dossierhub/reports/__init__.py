@@ -1,0 +1,1 @@
+"""Report runs: templates executed with parameters, their outputs checked, rendered and released."""

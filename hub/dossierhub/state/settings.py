@@ -1,0 +1,125 @@
+"""HOME/settings.yaml: the installation's few operator settings (all optional)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from dossierhub.state.home import Home
+from dossierhub.state.models import Strict
+from dossierhub.state.yamlfile import load_yaml, parse_or_refuse
+
+
+class OAuthSettings(Strict):
+    """OIDC login (Entra ID or any generic provider) through oauthenticator."""
+
+    client_id: str
+    client_secret_file: str = Field(description="file holding the client secret, mode 0600")
+    callback_url: str
+    tenant_id: str | None = None  # Entra ID
+    authorize_url: str | None = None  # generic
+    token_url: str | None = None
+    userdata_url: str | None = None
+    username_claim: str = "preferred_username"
+    strip_domain: bool = True  # a.jansen@amsterdam.nl -> a.jansen, as manifests name people
+    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+
+
+class HubSettings(Strict):
+    ip: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    authenticator: Literal["local", "generic-oauth", "azuread"] = "local"
+    oauth: OAuthSettings | None = None
+    admins: list[str] = Field(default_factory=list)
+    expiry_check_seconds: int = Field(default=600, ge=5)
+
+
+class WorkspaceSettings(Strict):
+    idle_timeout_seconds: int = Field(default=3600, ge=60)
+    duckdb_memory_limit: str = "2GB"
+    duckdb_threads: int = Field(default=2, ge=1)
+    auth_cache_seconds: int = Field(default=5, ge=0)
+    start_timeout_seconds: int = Field(default=60, ge=5)
+    python: str | None = None  # the environment workspaces run in; default: dossierhub's own
+
+
+class ReportSettings(Strict):
+    parallel_per_dossier: int = Field(default=2, ge=1, le=64)
+    # kernels the dossierhub service starts ahead of time for a dossier after its first run
+    # from the pages or the API (each used once, by that dossier only); 0 turns it off
+    prestart_kernels: int = Field(default=1, ge=0, le=8)
+
+
+class IsolationSettings(Strict):
+    """How workspaces and report kernels are kept apart (run as root)."""
+
+    # Unix identities are `<prefix>-<id>` (workspace) and `<prefix>r-<id>` (report runs): two
+    # installations on one machine need two prefixes, since a name belongs to one HOME
+    prefix: str = Field(default="dh", pattern=r"^[a-z][a-z0-9]{1,5}$")
+    # "auto": bubblewrap sandboxes when it works here (said once at start when it does not);
+    # "off": Unix identities only
+    sandbox: Literal["auto", "off"] = "auto"
+
+
+SyslogFacility = Literal[
+    "auth", "authpriv", "daemon", "security", "syslog", "user",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+]  # fmt: skip
+
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+
+class SyslogSettings(Strict):
+    """Where the audit log's witness sends each head (docs/audit.md)."""
+
+    # a Unix socket (a path: the machine's syslog) or host[:port] of a remote syslog (a SIEM)
+    address: str = "/dev/log"
+    protocol: Literal["udp", "tcp"] = "udp"  # for host:port; a socket takes what it serves
+    facility: SyslogFacility = "auth"
+    # the most one append waits for the witness (connecting and sending, each)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("/"):
+            return value
+        match = _HOST_PORT.match(value)
+        if match is None or not 0 < int(match["port"] or 514) < 65536:
+            raise ValueError(
+                "give a socket path such as /dev/log, or host:port such as siem.example.org:514"
+            )
+        return value
+
+    def endpoint(self) -> str | tuple[str, int]:
+        """The address as SysLogHandler takes it: a path, or (host, port) (514 by default)."""
+        if self.address.startswith("/"):
+            return self.address
+        match = _HOST_PORT.match(self.address)
+        assert match is not None  # checked by the validator
+        return (match["v6"] or match["host"], int(match["port"] or 514))
+
+
+class AuditSettings(Strict):
+    # auto: syslog when `syslog.address` is host:port or a socket that exists; none: no witness
+    witness: Literal["auto", "syslog", "none"] = "auto"
+    syslog: SyslogSettings = Field(default_factory=SyslogSettings)
+
+
+class Settings(Strict):
+    hub: HubSettings = Field(default_factory=HubSettings)
+    workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+    isolation: IsolationSettings = Field(default_factory=IsolationSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+
+def load_settings(home: Home) -> Settings:
+    path = home.root / "settings.yaml"
+    if not path.exists():
+        return Settings()
+    return parse_or_refuse(Settings, load_yaml(path, "settings.yaml"))

@@ -1,0 +1,2 @@
+"""Shared dossier workspaces: the JupyterHub configuration, spawner, provisioning, serve, and
+expiry."""

@@ -1,0 +1,276 @@
+"""JupyterHub configuration as a pure function of HOME's state (as The Littlest JupyterHub
+does it): `make_config` builds a traitlets Config from plain inputs and starts nothing, so it
+is unit-tested by comparing values. `load_hub_config` gathers the inputs for a real hub."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from traitlets.config import Config
+
+from dossierhub.isolation.environment import workspace_python
+from dossierhub.state.audit import set_channel
+from dossierhub.state.decisions import hub_request_logger
+from dossierhub.state.directory import DossierEntry, read_directory
+from dossierhub.state.home import Home
+from dossierhub.state.roles import may_open_workspace
+from dossierhub.state.settings import Settings, load_settings
+from dossierhub.workspaces.hub_auth import refuse_workspace_accounts
+
+if TYPE_CHECKING:
+    from jupyterhub.user import User
+
+TEMPLATES = Path(__file__).parent / "templates"
+SERVICE = "dossierhub"
+
+
+@dataclass(frozen=True)
+class HubInputs:
+    home: Path
+    settings: Settings
+    dossiers: tuple[DossierEntry, ...]
+    proxy_token: str
+    service_token: str
+    workspace_python: str
+    oauth_client_secret: str = ""
+
+
+def ports(settings: Settings) -> tuple[int, int, int, int]:
+    """Public proxy port, proxy API port, hub port, dossierhub service port: four in a row
+    from `hub.port` (all but the first on 127.0.0.1)."""
+    port = settings.hub.port
+    return port, port + 1, port + 2, port + 3
+
+
+def make_config(inputs: HubInputs) -> Config:
+    c = Config()
+    settings, home = inputs.settings, inputs.home
+    public, proxy_api, hub_port, _ = ports(settings)
+    c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{public}/"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
+    c.JupyterHub.db_url = f"sqlite:///{home / 'hub' / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(home / "hub" / "cookie_secret")
+    c.JupyterHub.pid_file = str(home / "hub" / "jupyterhub.pid")
+    # dossierhub serve runs the proxy; it outlives hub restarts, and so do the workspaces
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{proxy_api}"
+    c.ConfigurableHTTPProxy.auth_token = inputs.proxy_token
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.allow_named_servers = False
+    c.JupyterHub.default_url = "/hub/home"
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {"dossierhub_workspaces": workspaces_for(home)}
+    # the hub's request log, which also audits the hub's own refusals of a workspace
+    c.JupyterHub.tornado_settings = {"log_function": hub_request_logger(Home(home))}
+
+    c.JupyterHub.spawner_class = "dossierhub.workspaces.spawner.DossierSpawner"
+    c.DossierSpawner.dossierhub_home = str(home)
+    c.DossierSpawner.workspace_python = inputs.workspace_python
+    # the DuckDB limits come with the dossier's environment (environment.py), not from here
+    c.DossierSpawner.auth_cache_seconds = settings.workspaces.auth_cache_seconds
+    c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
+    c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
+    c.Spawner.default_url = "/lab"
+    # the workspace's own token (readable by every kernel in it) may only report activity
+    # and let the server check who is knocking; it cannot list people or start anything
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server"]
+
+    _authenticator(c, inputs)
+    c.JupyterHub.load_groups = {
+        group: {"users": list(people)}
+        for entry in inputs.dossiers
+        for group, people in ((entry.group, entry.workers), (entry.viewer_group, entry.viewers))
+    }
+    c.JupyterHub.load_roles = roles(inputs.dossiers)
+    c.JupyterHub.services = services(inputs)
+    return c
+
+
+def roles(dossiers: tuple[DossierEntry, ...]) -> list[dict]:
+    """Default deny: one role per dossier lets its leads and analysts open, start and stop
+    that one workspace; viewers and everyone else get nothing of it."""
+    per_dossier = [
+        {
+            "name": f"{entry.hub_user}-team",
+            "description": f"Open, start and stop the workspace of dossier {entry.id}",
+            "scopes": [
+                f"access:servers!user={entry.hub_user}",
+                f"servers!user={entry.hub_user}",
+                f"read:users:name!user={entry.hub_user}",
+            ],
+            "groups": [entry.group],
+        }
+        for entry in dossiers
+    ]
+    return [
+        *per_dossier,
+        {
+            "name": "user",
+            "description": "Every person: their own account, and the dossierhub pages (which "
+            "show each person only the dossiers they are a member of)",
+            "scopes": ["self", f"access:services!service={SERVICE}"],
+        },
+        {
+            "name": "dossierhub-provisioner",
+            "description": "dossierhub apply and serve: users, groups, servers and tokens",
+            "scopes": [
+                "admin:users",
+                "admin:groups",
+                "admin:servers",
+                "tokens",
+                "list:users",
+                "read:users",
+                "read:groups",
+            ],
+            "services": [SERVICE],
+        },
+        {
+            "name": "dossierhub-expiry",
+            "description": "Stop the workspaces of expired dossiers",
+            "scopes": ["list:users", "read:users", "admin:servers"],
+            "services": ["dossierhub-expiry"],
+        },
+        {
+            "name": "idle-culler",
+            "description": "Stop idle workspaces",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        },
+    ]
+
+
+def services(inputs: HubInputs) -> list[dict]:
+    python = sys.executable
+    settings = inputs.settings
+    service_port = ports(settings)[3]
+    return [
+        {
+            # run by `dossierhub serve` beside the proxy, so it outlives hub restarts
+            "name": SERVICE,
+            "api_token": inputs.service_token,
+            "url": f"http://127.0.0.1:{service_port}",
+            "oauth_no_confirm": True,
+            "display": True,
+        },
+        {
+            "name": "idle-culler",
+            "cwd": str(inputs.home / "hub"),
+            "command": [
+                python,
+                "-I",
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={settings.workspaces.idle_timeout_seconds}",
+                f"--cull-every={max(60, settings.workspaces.idle_timeout_seconds // 6)}",
+            ],
+        },
+        {
+            "name": "dossierhub-expiry",
+            "cwd": str(inputs.home / "hub"),
+            "command": [
+                python,
+                "-I",
+                "-m",
+                "dossierhub.workspaces.expiry",
+                "--home",
+                str(inputs.home),
+                "--every",
+                str(settings.hub.expiry_check_seconds),
+            ],
+        },
+    ]
+
+
+def _authenticator(c: Config, inputs: HubInputs) -> None:
+    hub = inputs.settings.hub
+    c.Authenticator.admin_users = set(hub.admins)
+    # workspace accounts never log in, whatever the identity provider says (not through
+    # blocked_users: JupyterHub strips blocked users' roles and would orphan their servers)
+    c.Authenticator.post_auth_hook = refuse_workspace_accounts
+    if hub.authenticator == "local":
+        c.JupyterHub.authenticator_class = (
+            "dossierhub.workspaces.hub_auth.LocalPasswordAuthenticator"
+        )
+        c.LocalPasswordAuthenticator.passwords_file = str(inputs.home / "hub" / "passwords.json")
+        return
+    from dossierhub.workspaces.hub_auth import oauth_username
+
+    oauth = hub.oauth
+    if oauth is None:
+        raise ValueError(f"settings.yaml: hub.authenticator {hub.authenticator} needs hub.oauth")
+    cls = (
+        "GenericOAuthenticator" if hub.authenticator == "generic-oauth" else "AzureAdOAuthenticator"
+    )
+    module = "generic" if hub.authenticator == "generic-oauth" else "azuread"
+    c.JupyterHub.authenticator_class = f"oauthenticator.{module}.{cls}"
+    section = getattr(c, cls)
+    section.client_id = oauth.client_id
+    section.client_secret = inputs.oauth_client_secret
+    section.oauth_callback_url = oauth.callback_url
+    section.scope = list(oauth.scope)
+    section.username_claim = oauth_username(oauth.username_claim, oauth.strip_domain)
+    section.allow_all = True  # what a person may open is decided by dossier roles
+    if hub.authenticator == "azuread":
+        section.tenant_id = oauth.tenant_id
+    else:
+        section.authorize_url = oauth.authorize_url
+        section.token_url = oauth.token_url
+        section.userdata_url = oauth.userdata_url
+
+
+def workspaces_for(home: Path) -> Callable[[User | None], list[dict]]:
+    """Template variable: the dossiers of the person looking at the hub home page."""
+
+    def listing(user: User | None) -> list[dict]:
+        rows: list[dict] = []
+        if user is None:  # pages before login render templates too
+            return rows
+        for entry in read_directory(Home(home)):
+            role = entry.role_of(user.name)
+            if role is None:
+                continue
+            rows.append(
+                {
+                    "id": entry.id,
+                    "title": entry.title,
+                    "purpose": entry.purpose,
+                    "expires": entry.expires,
+                    "expired": entry.expired(),
+                    "role": role,
+                    "can_open": may_open_workspace(entry, user.name) is None,
+                    "hub_user": entry.hub_user,
+                }
+            )
+        return rows
+
+    return listing
+
+
+def load_hub_config(c: Config, home_dir: str) -> None:
+    """Called from HOME/hub/jupyterhub_config.py, written by `dossierhub serve`."""
+    set_channel("hub")  # the spawner's records (workspace.start) come from the hub
+    home = Home(Path(home_dir))
+    effective = home.hub_dir / "settings.effective.json"
+    # serve writes the settings it runs with (settings.yaml plus its command-line overrides)
+    settings = (
+        Settings.model_validate_json(effective.read_text())
+        if effective.exists()
+        else load_settings(home)
+    )
+    secret = ""
+    if settings.hub.oauth is not None:
+        secret = Path(settings.hub.oauth.client_secret_file).read_text().strip()
+    inputs = HubInputs(
+        home=home.root,
+        settings=settings,
+        dossiers=tuple(read_directory(home)),
+        proxy_token=(home.hub_dir / "proxy.token").read_text().strip(),
+        service_token=(home.hub_dir / "service.token").read_text().strip(),
+        workspace_python=workspace_python(settings),
+        oauth_client_secret=secret,
+    )
+    c.merge(make_config(inputs))

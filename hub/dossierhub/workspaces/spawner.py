@@ -1,0 +1,308 @@
+"""DossierSpawner: one JupyterLab per dossier, run as the dossier's own Unix identity, in a
+bubblewrap sandbox when the machine has one (sandbox.py).
+
+The hub user `dossier-<id>` is the workspace; people reach it through their dossier role.
+Nobody has a personal server. What the workspace prints goes to logs/<id>/workspace.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
+from traitlets import Integer, Unicode
+
+from dossierhub.isolation import sandbox
+from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
+from dossierhub.isolation.unixusers import (
+    DossierIdentities,
+    IdentityClash,
+    ensure_workspace_dir,
+    isolation_enabled,
+    preexec_as,
+    prepare_dossier,
+)
+from dossierhub.state.decisions import Decision, mark_decided, reason_of_status
+from dossierhub.state.directory import WORKSPACE_PREFIX
+from dossierhub.state.home import Home
+from dossierhub.state.logs import open_log
+from dossierhub.state.models import Dossier, read_dossier
+from dossierhub.state.problems import RefusedError
+from dossierhub.state.settings import load_settings
+from dossierhub.workspaces import netbridge
+from dossierhub.workspaces.netbridge import start_time as _start_time
+
+
+class DossierSpawner(LocalProcessSpawner):
+    dossierhub_home = Unicode(help="The installation's HOME folder.").tag(config=True)
+    workspace_python = Unicode(
+        help="Python of the environment workspaces run in (absolute; executable by the "
+        "dossier identities)."
+    ).tag(config=True)
+    auth_cache_seconds = Integer(
+        5,
+        help="How long a workspace trusts the hub's answer about a person (seconds): the "
+        "most a removed member keeps access for new requests.",
+    ).tag(config=True)
+
+    @property
+    def dossier_id(self) -> str:
+        name = self.user.name
+        if not name.startswith(WORKSPACE_PREFIX):
+            raise web.HTTPError(
+                403,
+                "People have no personal servers here: open a dossier workspace from "
+                "the home page.",
+            )
+        return name[len(WORKSPACE_PREFIX) :]
+
+    @property
+    def home(self) -> Home:
+        return Home(Path(self.dossierhub_home))
+
+    def _manifest(self) -> Dossier:
+        path = self.home.dossiers_dir / f"{self.dossier_id}.yaml"
+        if not path.exists():
+            raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.")
+        try:
+            return read_dossier(self.home, self.dossier_id)
+        except RefusedError as exc:
+            raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
+
+    async def start(self) -> tuple[str, int]:
+        """Decide (audited as workspace.start, refusals too), then start. The hub has
+        already checked the person's role (their group's role on this workspace); what it
+        refuses itself is recorded by decisions.hub_request_logger."""
+        name = self.user.name
+        decision = Decision(
+            self.home,
+            "workspace.start",
+            self._requested_by(),
+            name.removeprefix(WORKSPACE_PREFIX) if name.startswith(WORKSPACE_PREFIX) else None,
+            {} if name.startswith(WORKSPACE_PREFIX) else {"server": name},
+        )
+        mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
+        try:
+            dossier, ids = self._startable()
+        except web.HTTPError as exc:
+            decision.refused_for(reason_of_status(exc.status_code), exc.log_message or "")
+            raise
+        # the hub mints this server's API token at every start: recorded with the decision
+        scopes = self.server_token_scopes
+        decision.allow(server_token=scopes if isinstance(scopes, list) else "as configured")
+        return await self._start(dossier, ids)
+
+    def _startable(self) -> tuple[Dossier, DossierIdentities | None]:
+        """The dossier and its identities; HTTPError when the workspace may
+        not start (not a dossier's, gone, expired, no data, an identity clash)."""
+        dossier = self._manifest()
+        if dossier.is_expired():
+            raise web.HTTPError(
+                403,
+                f"Dossier {self.dossier_id} expired on {dossier.expires.isoformat()}: its "
+                "workspace cannot be started. Its reports stay readable; ask the admin to "
+                "extend it.",
+            )
+        catalog = self.home.extract_dir(self.dossier_id) / "catalog.duckdb"
+        if not catalog.exists():
+            raise web.HTTPError(
+                409,
+                f"Dossier {self.dossier_id} has no data yet: ask the admin to run "
+                "`dossierhub apply`.",
+            )
+        try:
+            ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
+        except IdentityClash as exc:
+            raise web.HTTPError(409, str(exc)) from None
+        return dossier, ids
+
+    async def _start(self, dossier: Dossier, ids: DossierIdentities | None) -> tuple[str, int]:
+        self._ids = ids
+        # prepare_dossier made it, as the workspace's; without isolation it is made here
+        workdir = (
+            ensure_workspace_dir(self.home, self.dossier_id, None)
+            if ids is None
+            else (self.home.workspaces_dir / self.dossier_id)
+        )
+        self.notebook_dir = str(workdir)
+        settings = load_settings(self.home)
+        program = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+        self._sandboxed = ids is not None and sandbox.unavailable(settings) is None
+        self._environment = dossier_environment(
+            self.home,
+            dossier,
+            settings,
+            kind="workspace",
+            folder=workdir,
+            python=self.workspace_python,
+            sandboxed=self._sandboxed,
+        )
+        made = self._environment
+        if ids is not None and self._sandboxed:
+            self.cmd = [
+                *sandbox.prefix(
+                    ids.workspace,
+                    ro=[*sandbox.environment_paths(self.workspace_python), *made.read_only],
+                    rw=made.writable,
+                    chdir=made.workdir,
+                    network=False,  # its own: netbridge.py joins the proxy and the hub's API
+                    init=True,
+                    hostname=made.hostname,
+                ),
+                *program,
+            ]
+        else:
+            self.cmd = program
+        log = open_log(self.home, self.dossier_id, "workspace")
+        # a new dict: the configured one is shared by every spawner
+        self.popen_kwargs: dict[str, Any] = {
+            **self.popen_kwargs,
+            "cwd": "/" if self._sandboxed else str(workdir),
+            "stdout": log,
+            "stderr": log,
+        }
+        try:
+            started = await super().start()
+        finally:
+            os.close(log)
+        if self._sandboxed:
+            # stop, cull and a restarted hub signal tini, the sandbox's first process
+            self.pid = await self._sandbox_pid()
+        self._started_at = _start_time(self.pid)
+        if self._sandboxed and self._started_at is not None:
+            self._start_bridge(self._started_at)
+            await self._answering(started)
+        return started
+
+    def _start_bridge(self, started_at: str) -> None:
+        """The sandbox's only ways in and out (netbridge.py): its own process, in its own
+        session, so that it outlives a hub restart as the workspace does, and ends with it."""
+        log = open_log(self.home, self.dossier_id, "workspace")
+        try:
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",  # no import path from anywhere a dossier can write
+                    "-S",  # standard library only: 3 MiB less than with the site packages
+                    netbridge.__file__,
+                    f"--pid={self.pid}",
+                    f"--started={started_at}",
+                    f"--port={self.port}",
+                    f"--hub={urlparse(self.hub.api_url).port}",
+                ],
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log)
+
+    async def _answering(self, address: tuple[str, int]) -> None:
+        """Return once the server answers HTTP through its bridge (or its process ended), so
+        the hub's first look finds it up: its own backoff would add up to a second or two."""
+        request = f"GET {self.server.base_url}api HTTP/1.0\r\n\r\n".encode()
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        while self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 1)
+                try:
+                    writer.write(request)
+                    if (await asyncio.wait_for(reader.read(8), 2)).startswith(b"HTTP/"):
+                        return
+                finally:
+                    writer.close()
+            if asyncio.get_running_loop().time() > deadline:
+                return  # the hub's own wait says what went wrong
+            await asyncio.sleep(0.05)
+
+    async def _sandbox_pid(self, timeout: float = 30) -> int:
+        """The PID (outside) of the sandbox's first process: bubblewrap's only child."""
+        assert self.proc is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.proc.poll() is None and asyncio.get_running_loop().time() < deadline:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            with contextlib.suppress(OSError):
+                found = children.read_text().split()
+                if found:
+                    return int(found[0])
+            await asyncio.sleep(0.01)
+        raise web.HTTPError(
+            500,
+            f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
+            f"reason is in logs/{self.dossier_id}/workspace.log.",
+        )
+
+    # The PID a restarted hub signals is checked against the start time recorded with it: a
+    # workspace that ended while the hub was down may have left its PID to another process.
+    _started_at: str | None = None
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self._started_at:
+            state["started_at"] = self._started_at
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self._started_at = state.get("started_at")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._started_at = None
+
+    async def _signal(self, sig: int) -> bool:
+        if self._started_at is not None and _start_time(self.pid) != self._started_at:
+            return False  # ours is gone; that PID is someone else's now
+        return await super()._signal(sig)
+
+    def _requested_by(self) -> str:
+        """The person whose request started the workspace (the hub sets `handler` on a
+        spawn); a service or the API otherwise."""
+        handler = getattr(self, "handler", None)
+        person = getattr(handler, "current_user", None) if handler is not None else None
+        return getattr(person, "name", None) or "hub"
+
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        return [
+            *args,
+            "--ServerApp.default_url=/lab",
+            "--MappingKernelManager.default_kernel_name=dossier",
+            f"--HubOAuth.cache_max_age={self.auth_cache_seconds}",
+            *(["--KernelManager.transport=ipc"] if self._sandboxed else []),
+        ]
+
+    def make_preexec_fn(self, name: str) -> Callable[[], None] | None:
+        """Become the dossier's identity and start in its workspace folder.
+
+        Not JupyterHub's set_user_setuid: that starts in the account's home directory. Only
+        used without a sandbox.
+        """
+        if self._ids is None or self._sandboxed:  # setpriv drops to it inside the sandbox
+            return None
+        return preexec_as(self._ids.workspace, self.home.workspaces_dir / self.dossier_id)
+
+    _environment: DossierEnvironment | None = None
+    _ids: DossierIdentities | None = None
+    _sandboxed = False
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        env.update(self._environment.env if self._environment else {})
+        return env
+
+    def user_env(self, env: dict) -> dict:
+        # HOME, SHELL and PATH come with the dossier's environment (get_env, after this)
+        env["USER"] = self._ids.workspace.name if self._ids else os.environ.get("USER", "")
+        return env
