@@ -51,7 +51,7 @@ def main() -> int:
         )
         write_demo(home, size=args.size, seed=3, log=lambda text: None)
         python = reachable_python()
-        (home.root / "settings.yaml").write_text(yaml.safe_dump({"workspaces": {"python": python}}))
+        (home.settings_file).write_text(yaml.safe_dump({"workspaces": {"python": python}}))
         subprocess.run(
             [DOSSIERHUB, "--home", str(home.root), "apply"], check=True, capture_output=True
         )

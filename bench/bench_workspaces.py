@@ -141,7 +141,7 @@ def setup_dossierhub(root: Path, count: int) -> tuple[subprocess.Popen, str, Hom
         manifest = {**template, "id": f"bench-{index:02d}", "members": {"lead": [LEAD]}}
         (home.dossiers_dir / f"bench-{index:02d}.yaml").write_text(yaml.safe_dump(manifest))
     base = free_ports()
-    (home.root / "settings.yaml").write_text(
+    (home.settings_file).write_text(
         yaml.safe_dump(
             {
                 "hub": {"port": base},

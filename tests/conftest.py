@@ -71,7 +71,7 @@ def hub() -> Iterator[Hub]:
     subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
     write_demo(home, size=2000, seed=11, log=lambda text: None)
     base = free_ports()
-    (home.root / "settings.yaml").write_text(
+    (home.settings_file).write_text(
         yaml.safe_dump(
             {
                 "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
@@ -90,7 +90,7 @@ def hub() -> Iterator[Hub]:
         "s.vreemd",
         ADMIN,
     }:
-        set_password(home.hub_dir / "passwords.json", person, PASSWORD)
+        set_password(home.passwords_file, person, PASSWORD)
     log = root / "serve.log"
     with log.open("w") as handle:
         serve = subprocess.Popen(

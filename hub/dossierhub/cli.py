@@ -267,7 +267,7 @@ def passwd(home: Home, user: str, password_stdin: bool) -> None:
     if len(password) < 8:
         raise Failed("the password is too short: use at least 8 characters")
     home.hub_dir.mkdir(parents=True, exist_ok=True)
-    set_password(home.hub_dir / "passwords.json", name, password)
+    set_password(home.passwords_file, name, password)
     AuditLog(home).append("passwd", user=name)
     known = any(e.role_of(name) for e in read_directory(home))
     out.print(

@@ -128,13 +128,13 @@ def write_demo(home: Home, *, size: int, seed: int, log: Callable[[str], None]) 
 
 def demo_password(home: Home) -> str:
     """One random password for every demo account, set once per demo home (0600 file)."""
-    path = home.hub_dir / "demo-password"
+    path = home.demo_password_file
     if path.exists():
         return path.read_text().strip()
     password = secrets.token_urlsafe(9)
     people = sorted({p for e in read_directory(home) for p in (*e.workers, *e.viewers)})
     for person in people:
-        set_password(home.hub_dir / "passwords.json", person, password)
+        set_password(home.passwords_file, person, password)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(password + "\n")

@@ -117,10 +117,7 @@ def test_an_unchecked_output_leaves_only_with_a_justification(chatty: Hub) -> No
     assert "highest income" in report and why in report
     assert report.count("withheld: not a published table or chart") == 2  # the other two
     assert '<img src="data:image/png' not in report
-    audit = [
-        json.loads(line)
-        for line in (chatty.home.audit_dir / "audit.jsonl").read_text().splitlines()
-    ]
+    audit = [json.loads(line) for line in (chatty.home.audit_log_file).read_text().splitlines()]
     releases = [r for r in audit if r["action"] == "report.release"]
     assert releases[-1]["details"]["included"] == record["included"]
 

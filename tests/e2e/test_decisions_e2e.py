@@ -247,7 +247,7 @@ def test_a_minted_token_reaches_the_trail(hub: Hub, client: Callable[[str], http
         assert minted[0]["channel"] == "cli"
     logged = [r for r in AuditLog(hub.home).read() if r["action"] == "hub.token"]
     assert logged[-1]["details"]["dossiers"] == ["armoede", "mobiliteit"]
-    assert value not in (hub.home.audit_dir / "audit.jsonl").read_text()
+    assert value not in (hub.home.audit_log_file).read_text()
 
 
 def test_opening_a_workspace_in_the_browser_without_a_role_reaches_the_trail(

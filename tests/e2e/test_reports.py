@@ -495,10 +495,7 @@ def test_four_eyes_release(reports: Hub) -> None:
     assert other.returncode == 0, other.stderr
     again = dossierhub(reports, "report", "release", "armoede", run_id, "--user", "e.mulder")
     assert again.returncode == 1 and "already released" in again.stderr
-    audit = [
-        json.loads(line)
-        for line in (reports.home.audit_dir / "audit.jsonl").read_text().splitlines()
-    ]
+    audit = [json.loads(line) for line in (reports.home.audit_log_file).read_text().splitlines()]
     actions = [(r["action"], r["details"].get("run")) for r in audit]
     assert ("report.run", run_id) in actions and ("report.finished", run_id) in actions
     assert ("report.release", run_id) in actions

@@ -31,7 +31,7 @@ def test_serve_port_moves_the_service_too() -> None:
     chosen = free_ports()  # another four: settings.yaml's are held for the moment
     for sock in held:
         sock.close()
-    (home.root / "settings.yaml").write_text(yaml.safe_dump({"hub": {"port": configured}}))
+    (home.settings_file).write_text(yaml.safe_dump({"hub": {"port": configured}}))
     log = root / "serve.log"
     with log.open("w") as handle:
         serve = subprocess.Popen(

@@ -89,7 +89,7 @@ def test_kernel_reads_views_and_nothing_else(hub: Hub, lead: str) -> None:
         hub.home.root / "catalog.yaml",
         hub.home.extract_dir("mobiliteit") / "counts.parquet",
         hub.home.hub_dir / "jupyterhub.sqlite",
-        hub.home.hub_dir / "passwords.json",
+        hub.home.passwords_file,
         hub.home.dossiers_dir / "armoede.yaml",
     ]
     probe = (
@@ -324,7 +324,7 @@ def test_expiry_stops_a_running_workspace_and_clears_outputs(hub: Hub) -> None:
             }
         )
     )
-    directory = hub.home.hub_dir / "directory.json"
+    directory = hub.home.directory_file
     original = directory.read_text()
     entries = json.loads(original)
     for entry in entries:

@@ -93,7 +93,7 @@ def test_the_workspace_cannot_catch_what_is_sent_to_the_hub(hub: Hub, workspace)
     time.sleep(2)
     caught = workspace.folder / ".caught"
     data = caught.read_bytes() if caught.exists() else b""
-    token = (hub.home.hub_dir / "service.token").read_text().strip()
+    token = (hub.home.service_token_file).read_text().strip()
     assert token.encode() not in data, "a workspace caught the service token of the hub's restart"
     assert b"Authorization" not in data, data[:500]
     assert workspace.status() == 200  # and the workspace is still served

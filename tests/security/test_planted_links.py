@@ -207,10 +207,10 @@ def compare(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
 def hub_secrets(hub: Hub) -> dict[str, Path]:
     return {
         "master.key": hub.home.master_key_file,
-        "service.token": hub.home.hub_dir / "service.token",
-        "proxy.token": hub.home.hub_dir / "proxy.token",
+        "service.token": hub.home.service_token_file,
+        "proxy.token": hub.home.proxy_token_file,
         "cookie_secret": hub.home.hub_dir / "cookie_secret",
-        "passwords.json": hub.home.hub_dir / "passwords.json",
+        "passwords.json": hub.home.passwords_file,
     }
 
 
@@ -292,7 +292,7 @@ def attacked(hub: Hub, lead_workspace, reports, host) -> Iterator[Attack]:
     }
     watcher = workspace.attacker_walk + PLANTER + "watch(json.loads(sys.argv[1]))"
     manifest = hub.manifest(DOSSIER)
-    directory = hub.home.hub_dir / "directory.json"
+    directory = hub.home.directory_file
     listing = directory.read_text()
     try:
         planted = json.loads(

@@ -81,7 +81,7 @@ def test_two_homes_do_not_share_identities(hub: Hub, host) -> None:
         }
         if isolation is not None:  # the same identities as the first HOME
             settings["isolation"] = isolation
-        (home.root / "settings.yaml").write_text(yaml.safe_dump(settings))
+        (home.settings_file).write_text(yaml.safe_dump(settings))
         shared = dossierhub(home, "apply")
         given = owner(home.workspaces_dir / "armoede")
         assert shared.returncode == 0 and taken in shared.stderr and given != taken, (
@@ -103,7 +103,7 @@ def test_two_homes_do_not_share_identities(hub: Hub, host) -> None:
         )
 
         settings["isolation"] = {"prefix": prefix}
-        (home.root / "settings.yaml").write_text(yaml.safe_dump(settings))
+        (home.settings_file).write_text(yaml.safe_dump(settings))
         applied = dossierhub(home, "apply")
         assert applied.returncode == 0, applied.stderr
 

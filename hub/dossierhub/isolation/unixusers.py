@@ -248,7 +248,7 @@ def secure_home(home: Home) -> None:
     ):
         if folder.exists():
             os.chmod(folder, mode)
-    for private in (home.catalog_file, home.root / "settings.yaml"):
+    for private in (home.catalog_file, home.settings_file):
         if private.exists():
             os.chmod(private, 0o600)
     raw = home.root / "raw"

@@ -107,9 +107,9 @@ class _Keys:
 class AuditLog:
     def __init__(self, home: Home):
         self.home = home
-        self.path = home.audit_dir / "audit.jsonl"
-        self.head_path = home.audit_dir / "head.json"
-        self.witness_path = home.audit_dir / "witness.json"
+        self.path = home.audit_log_file
+        self.head_path = home.audit_head_file
+        self.witness_path = home.audit_witness_file
         self._lock = FileLock(str(home.audit_dir / ".lock"))
 
     def _keys(self) -> _Keys | None:

@@ -79,7 +79,7 @@ def entry_for(dossier: Dossier) -> DossierEntry:
 
 
 def directory_path(home: Home) -> Path:
-    return home.hub_dir / "directory.json"
+    return home.directory_file
 
 
 def write_directory(home: Home, dossiers: list[Dossier]) -> list[DossierEntry]:

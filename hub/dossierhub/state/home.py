@@ -1,4 +1,9 @@
-"""The home folder: all state of one installation (DESIGN.md, "The home folder")."""
+"""HOME: all state of one installation, and the one place its file names are spelled.
+
+Every file and folder under HOME is named here, once; the module that owns it (reads and writes
+it through one typed model) is given in each docstring and in docs/reference.md, which a test
+keeps equal to this class. Nothing else joins a file name onto HOME.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +76,83 @@ class Home:
 
     @property
     def hub_dir(self) -> Path:
+        """The hub's private folder (root only): its database, tokens, and serve's state."""
         return self.root / "hub"
+
+    @property
+    def settings_file(self) -> Path:
+        """settings.yaml, written by the admin (owner: state/settings.py)."""
+        return self.root / "settings.yaml"
+
+    @property
+    def serve_state_file(self) -> Path:
+        """Where the running hub and service listen (owner: workspaces/hubapi.py ServeState)."""
+        return self.hub_dir / "serve.json"
+
+    @property
+    def directory_file(self) -> Path:
+        """Who is in which dossier, for the hub (owner: state/directory.py)."""
+        return self.hub_dir / "directory.json"
+
+    @property
+    def passwords_file(self) -> Path:
+        """Salted password hashes of the local login (owner: workspaces/hub_auth.py)."""
+        return self.hub_dir / "passwords.json"
+
+    @property
+    def proxy_token_file(self) -> Path:
+        """The hub's key to the proxy's routes (owner: workspaces/serve.py tokens)."""
+        return self.hub_dir / "proxy.token"
+
+    @property
+    def service_token_file(self) -> Path:
+        """The dossierhub service's hub API token (owner: workspaces/serve.py tokens)."""
+        return self.hub_dir / "service.token"
+
+    @property
+    def effective_settings_file(self) -> Path:
+        """The settings serve started with, for the hub process (owner: workspaces/serve.py)."""
+        return self.hub_dir / "settings.effective.json"
+
+    @property
+    def hub_pid_file(self) -> Path:
+        """JupyterHub's own pid file (owner: JupyterHub; named in workspaces/hubconfig.py)."""
+        return self.hub_dir / "jupyterhub.pid"
+
+    @property
+    def hub_db_file(self) -> Path:
+        """JupyterHub's database when it is SQLite (owner: JupyterHub)."""
+        return self.hub_dir / "jupyterhub.sqlite"
+
+    @property
+    def cookie_secret_file(self) -> Path:
+        """JupyterHub's cookie secret (owner: JupyterHub)."""
+        return self.hub_dir / "cookie_secret"
+
+    @property
+    def hub_config_file(self) -> Path:
+        """The jupyterhub_config.py serve writes at every start (owner: workspaces/serve.py)."""
+        return self.hub_dir / "jupyterhub_config.py"
+
+    @property
+    def demo_password_file(self) -> Path:
+        """The demo's one password for its people, demo HOMEs only (owner: demo.py)."""
+        return self.hub_dir / "demo-password"
+
+    @property
+    def audit_log_file(self) -> Path:
+        """The hash-chained audit log, one JSON record per line (owner: state/audit.py)."""
+        return self.audit_dir / "audit.jsonl"
+
+    @property
+    def audit_head_file(self) -> Path:
+        """The authenticated head of the audit chain (owner: state/audit.py)."""
+        return self.audit_dir / "head.json"
+
+    @property
+    def audit_witness_file(self) -> Path:
+        """The last head sent to the syslog witness (owner: state/witness.py)."""
+        return self.audit_dir / "witness.json"
 
     @property
     def locks_dir(self) -> Path:
@@ -132,7 +213,7 @@ def init_home(home: Home) -> InitResult:
     created_catalog = False
     if not home.catalog_file.exists():
         home.catalog_file.write_text(
-            "# Data sources, described once by their stewards (see DESIGN.md, catalog.yaml).\n"
+            "# Data sources, described once by their stewards (docs/reference.md, catalog.yaml).\n"
             "sources: {}\n",
             encoding="utf-8",
         )

@@ -119,7 +119,7 @@ class Settings(Strict):
 
 
 def load_settings(home: Home) -> Settings:
-    path = home.root / "settings.yaml"
+    path = home.settings_file
     if not path.exists():
         return Settings()
     return parse_or_refuse(Settings, load_yaml(path, "settings.yaml"))

@@ -71,7 +71,7 @@ def _audit_settings(home: Home) -> AuditSettings:
         load_settings,  # settings pulls in policy and DuckDB: only when needed
     )
 
-    path = home.root / "settings.yaml"
+    path = home.settings_file
     try:
         stat = path.stat()
         identity: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)

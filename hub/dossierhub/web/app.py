@@ -35,7 +35,7 @@ HUB_PREFIX = "/hub/"
 
 
 def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
-    token = (home.hub_dir / "service.token").read_text().strip()
+    token = (home.service_token_file).read_text().strip()
     return HubOAuth(
         api_token=token,
         api_url=hub_api_url,

@@ -30,7 +30,7 @@ class ServeState:
 
 
 def serve_state_path(home: Home) -> Path:
-    return home.hub_dir / "serve.json"
+    return home.serve_state_file
 
 
 def read_serve_state(home: Home) -> ServeState | None:
@@ -69,7 +69,7 @@ class HubAPI:
             raise HubUnavailable(
                 f"the hub for {home.root} is not running: start it with `dossierhub serve`"
             )
-        token = (home.hub_dir / "service.token").read_text().strip()
+        token = (home.service_token_file).read_text().strip()
         return cls(state.hub_api, token)
 
     def close(self) -> None:

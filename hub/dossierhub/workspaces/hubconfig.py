@@ -52,9 +52,9 @@ def make_config(inputs: HubInputs) -> Config:
     public, proxy_api, hub_port, _ = ports(settings)
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{public}/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
-    c.JupyterHub.db_url = f"sqlite:///{home / 'hub' / 'jupyterhub.sqlite'}"
-    c.JupyterHub.cookie_secret_file = str(home / "hub" / "cookie_secret")
-    c.JupyterHub.pid_file = str(home / "hub" / "jupyterhub.pid")
+    c.JupyterHub.db_url = f"sqlite:///{Home(home).hub_db_file}"
+    c.JupyterHub.cookie_secret_file = str(Home(home).cookie_secret_file)
+    c.JupyterHub.pid_file = str(Home(home).hub_pid_file)
     # dossierhub serve runs the proxy; it outlives hub restarts, and so do the workspaces
     c.ConfigurableHTTPProxy.should_start = False
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{proxy_api}"
@@ -158,7 +158,7 @@ def services(inputs: HubInputs) -> list[dict]:
         },
         {
             "name": "idle-culler",
-            "cwd": str(inputs.home / "hub"),
+            "cwd": str(Home(inputs.home).hub_dir),
             "command": [
                 python,
                 "-I",
@@ -170,7 +170,7 @@ def services(inputs: HubInputs) -> list[dict]:
         },
         {
             "name": "dossierhub-expiry",
-            "cwd": str(inputs.home / "hub"),
+            "cwd": str(Home(inputs.home).hub_dir),
             "command": [
                 python,
                 "-I",
@@ -195,7 +195,7 @@ def _authenticator(c: Config, inputs: HubInputs) -> None:
         c.JupyterHub.authenticator_class = (
             "dossierhub.workspaces.hub_auth.LocalPasswordAuthenticator"
         )
-        c.LocalPasswordAuthenticator.passwords_file = str(inputs.home / "hub" / "passwords.json")
+        c.LocalPasswordAuthenticator.passwords_file = str(Home(inputs.home).passwords_file)
         return
     from dossierhub.workspaces.hub_auth import oauth_username
 
@@ -254,7 +254,7 @@ def load_hub_config(c: Config, home_dir: str) -> None:
     """Called from HOME/hub/jupyterhub_config.py, written by `dossierhub serve`."""
     set_channel("hub")  # the spawner's records (workspace.start) come from the hub
     home = Home(Path(home_dir))
-    effective = home.hub_dir / "settings.effective.json"
+    effective = home.effective_settings_file
     # serve writes the settings it runs with (settings.yaml plus its command-line overrides)
     settings = (
         Settings.model_validate_json(effective.read_text())
@@ -268,8 +268,8 @@ def load_hub_config(c: Config, home_dir: str) -> None:
         home=home.root,
         settings=settings,
         dossiers=tuple(read_directory(home)),
-        proxy_token=(home.hub_dir / "proxy.token").read_text().strip(),
-        service_token=(home.hub_dir / "service.token").read_text().strip(),
+        proxy_token=(home.proxy_token_file).read_text().strip(),
+        service_token=(home.service_token_file).read_text().strip(),
         workspace_python=workspace_python(settings),
         oauth_client_secret=secret,
     )

@@ -58,8 +58,8 @@ def proxy_command() -> str:
 
 # the tokens serve mints once, and who holds them (audited as hub.token when minted)
 TOKENS = (
-    ("proxy.token", "configurable-http-proxy (the hub's key to its routes)"),
-    ("service.token", "the dossierhub service (role dossierhub-provisioner)"),
+    ("proxy_token_file", "configurable-http-proxy (the hub's key to its routes)"),
+    ("service_token_file", "the dossierhub service (role dossierhub-provisioner)"),
 )
 
 
@@ -98,10 +98,11 @@ class Supervisor:
         home.hub_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(home.hub_dir, 0o700)
         for name, holder in TOKENS:
-            if _secret_file(home.hub_dir / name):
-                AuditLog(home).append("hub.token", user=holder, file=f"hub/{name}")
-        (home.hub_dir / "settings.effective.json").write_text(self.settings.model_dump_json())
-        (home.hub_dir / "jupyterhub_config.py").write_text(
+            path = getattr(home, name)
+            if _secret_file(path):
+                AuditLog(home).append("hub.token", user=holder, file=home.relative(path))
+        home.effective_settings_file.write_text(self.settings.model_dump_json())
+        home.hub_config_file.write_text(
             "# Written by `dossierhub serve` at every start; put settings in settings.yaml.\n"
             "from dossierhub.workspaces.hubconfig import load_hub_config\n\n"
             f"load_hub_config(c, {str(home.root)!r})  # noqa: F821\n",
@@ -130,7 +131,7 @@ class Supervisor:
             )
 
     def start_proxy(self) -> None:
-        token = (self.home.hub_dir / "proxy.token").read_text().strip()
+        token = (self.home.proxy_token_file).read_text().strip()
         env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": token}
         hub = f"http://127.0.0.1:{self.hub_port}"
         self.proxy = subprocess.Popen(
@@ -179,11 +180,11 @@ class Supervisor:
         entries = read_directory(self.home)
         jupyterhub = str(Path(sys.executable).parent / "jupyterhub")
         self.hub = subprocess.Popen(
-            [jupyterhub, "-f", str(self.home.hub_dir / "jupyterhub_config.py")],
+            [jupyterhub, "-f", str(self.home.hub_config_file)],
             cwd=self.home.hub_dir,
             start_new_session=True,
         )
-        token = (self.home.hub_dir / "service.token").read_text().strip()
+        token = (self.home.service_token_file).read_text().strip()
         api = HubAPI(self.hub_api_url, token)
         try:
             deadline = time.monotonic() + timeout
@@ -262,7 +263,7 @@ def serve(home: Home, settings: Settings, say: Say) -> int:
         raise ServeError(
             f"{home.root} is not initialised: run `dossierhub init` (or `dossierhub demo`) first"
         )
-    if not (home.hub_dir / "directory.json").exists():
+    if not (home.directory_file).exists():
         raise ServeError("no dossier has been applied yet: run `dossierhub apply` first")
     try:
         return Supervisor(home, settings, say).run()
