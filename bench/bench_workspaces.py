@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dossierhub.demo import write_demo
 from dossierhub.isolation.unixusers import workspace_name
 from dossierhub.state.home import Home
-from dossierhub.workspaces.hubapi import read_serve_state
 from dossierhub.workspaces.serve import proxy_command
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import DOSSIERHUB, free_ports, reachable_python, release_identities
 from kernelclient import execute

@@ -19,7 +19,7 @@ from dossierhub.demo import write_demo
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.workspaces.hub_auth import set_password
-from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import (
     ADMIN,

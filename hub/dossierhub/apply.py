@@ -27,8 +27,9 @@ from dossierhub.state.directory import DossierEntry, write_directory
 from dossierhub.state.home import Home
 from dossierhub.state.masterkey import read_master_key
 from dossierhub.state.problems import Problem, RefusedError
-from dossierhub.workspaces.hubapi import HubAPI, read_serve_state
+from dossierhub.workspaces.hubapi import HubAPI
 from dossierhub.workspaces.provision import clear_outputs, request_hub_restart, sync_hub
+from dossierhub.workspaces.servestate import read_serve_state
 
 
 @dataclass

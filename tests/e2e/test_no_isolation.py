@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dossierhub.state.home import Home
-from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import free_ports, reachable_python
 

@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from dossierhub.state.home import Home
-from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import DOSSIERHUB, free_ports
 

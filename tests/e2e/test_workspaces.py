@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 from dossierhub.isolation.unixusers import workspace_name
 from dossierhub.state.audit import AuditLog
-from dossierhub.workspaces.hubapi import read_serve_state
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import PASSWORD, Hub
 from kernelclient import execute

@@ -70,3 +70,39 @@ def test_every_module_lives_in_a_part() -> None:
         *LEVEL,
         "web",
     }
+
+
+def _module_of(target: str, known: set[str]) -> str | None:
+    """The package module an import names (`dossierhub.web.api.send_csv` -> dossierhub.web.api)."""
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def test_no_module_imports_itself_round_a_loop() -> None:
+    """Not even inside a function: a loop hidden by an in-function import (as web/api, web/openapi
+    and web/pages had) still means neither module can be read or changed without the other."""
+    names = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in _modules()}
+    names = {n.removesuffix(".__init__") for n in names}
+    graph: dict[str, set[str]] = {}
+    for path in _modules():
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        targets = {_module_of(t, names) for _, t in _imports(path)}
+        graph[module] = {t for t in targets if t and t != module and not module.startswith(t + ".")}
+    loops = []
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                loops.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not loops, "import loops:\n" + "\n".join(loops)

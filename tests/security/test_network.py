@@ -10,8 +10,8 @@ import signal
 import time
 
 from dossierhub.state.settings import load_settings
-from dossierhub.workspaces.hubapi import read_serve_state
 from dossierhub.workspaces.hubconfig import ports
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import Hub
 

@@ -26,7 +26,8 @@ import yaml
 
 from dossierhub.demo import write_demo
 from dossierhub.state.home import Home
-from dossierhub.workspaces.hubapi import HubAPI, read_serve_state
+from dossierhub.workspaces.hubapi import HubAPI
+from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import DOSSIERHUB, Hub, free_ports, reachable_python
 from kernelclient import execute

@@ -86,7 +86,7 @@ class Home:
 
     @property
     def serve_state_file(self) -> Path:
-        """Where the running hub and service listen (owner: workspaces/hubapi.py ServeState)."""
+        """Where the running hub and service listen (owner: workspaces/servestate.py)."""
         return self.hub_dir / "serve.json"
 
     @property
@@ -101,12 +101,12 @@ class Home:
 
     @property
     def proxy_token_file(self) -> Path:
-        """The hub's key to the proxy's routes (owner: workspaces/serve.py tokens)."""
+        """The hub's key to the proxy's routes (owner: workspaces/tokens.py)."""
         return self.hub_dir / "proxy.token"
 
     @property
     def service_token_file(self) -> Path:
-        """The dossierhub service's hub API token (owner: workspaces/serve.py tokens)."""
+        """The dossierhub service's hub API token (owner: workspaces/tokens.py)."""
         return self.hub_dir / "service.token"
 
     @property

@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # directory.py takes WORKER_ROLES from here
-    from dossierhub.state.directory import DossierEntry
+
+class Membership(Protocol):
+    """What the rules need to know of a dossier (directory.DossierEntry is one). A protocol, so
+    that the directory can take WORKER_ROLES from here without the two modules knowing each
+    other both ways."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def expires(self) -> str: ...
+    def role_of(self, person: str) -> str | None: ...
+    def expired(self, today: dt.date | None = None) -> bool: ...
+
 
 WORKER_ROLES = ("lead", "analyst")  # open and start the workspace, run reports, see unchecked
 RELEASER_ROLE = "lead"
@@ -32,7 +43,7 @@ def _is(person: str, role: str | None, dossier_id: str) -> str:
 
 
 def may_open_workspace(
-    entry: DossierEntry, person: str, today: dt.date | None = None
+    entry: Membership, person: str, today: dt.date | None = None
 ) -> Denied | None:
     role = entry.role_of(person)
     if role not in WORKER_ROLES:
@@ -46,7 +57,7 @@ def may_open_workspace(
     return None
 
 
-def may_run(entry: DossierEntry, person: str, today: dt.date | None = None) -> Denied | None:
+def may_run(entry: Membership, person: str, today: dt.date | None = None) -> Denied | None:
     role = entry.role_of(person)
     if role not in WORKER_ROLES:
         return Denied(f"{_is(person, role, entry.id)}: only its leads and analysts run reports")

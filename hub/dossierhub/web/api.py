@@ -11,40 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from tornado.web import HTTPError
 
 from dossierhub import portal
 from dossierhub.state import decisions
 from dossierhub.state.problems import ReportRefused
-from dossierhub.web.base import DossierHandler, status_of
+from dossierhub.web.base import ID, RUN, TABLE, DossierHandler, send_csv, send_report, status_of
 from dossierhub.web.openapi import openapi_document
-
-Scalar = str | int | float | bool | None
-
-
-class RunRequest(BaseModel):
-    """Start a report run."""
-
-    model_config = ConfigDict(extra="forbid")
-    template: str = Field(min_length=1, description="a template the dossier's manifest lists")
-    parameters: dict[str, Scalar] = Field(
-        default_factory=dict, description="parameter name -> value; missing ones take defaults"
-    )
-
-
-class ReleaseRequest(BaseModel):
-    """Release a run (a lead who did not start it)."""
-
-    model_config = ConfigDict(extra="forbid")
-    justification: str | None = Field(
-        default=None, description="required when an output check failed; recorded"
-    )
-    include: dict[str, str] = Field(
-        default_factory=dict,
-        description="unchecked outputs to show viewers (ids as in the run's `unchecked`), "
-        "each with its justification; recorded. Every other unchecked output stays withheld.",
-    )
+from dossierhub.web.schemas import ReleaseRequest, RunRequest, Scalar
 
 
 def raw_parameters(values: dict[str, Scalar]) -> dict[str, str]:
@@ -195,8 +170,6 @@ class Run(ApiHandler):
 
 class RunHtml(ApiHandler):
     async def get(self, dossier_id: str, run_id: str) -> None:
-        from dossierhub.web.pages import send_report
-
         view = self.get_query_argument("view", "report")
         try:
             path = await self.report_page(dossier_id, run_id, view)
@@ -252,11 +225,6 @@ class OpenAPI(DossierHandler):
         self.finish(openapi_document(self.settings["prefix"]))
 
 
-ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
-RUN = r"([0-9A-Za-z-]{1,64})"
-TABLE = r"([a-z][a-z0-9_]{0,62})"
-
-
 def parse_body(model: type[BaseModel], body: bytes | None) -> Any:
     """JSON that fits `model`, or ReportRefused: malformed (400) when it is not JSON,
     invalid (422, per field) when it does not fit."""
@@ -271,13 +239,6 @@ def parse_body(model: type[BaseModel], body: bytes | None) -> Any:
         raise ReportRefused(
             "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields
         ) from None
-
-
-def send_csv(handler: DossierHandler, filename: str, data: bytes) -> None:
-    handler.set_header("Content-Type", "text/csv; charset=utf-8")
-    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    handler.finish(data)
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:

@@ -26,8 +26,10 @@ from tornado import web
 from dossierhub.state.audit import set_channel
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
+from dossierhub.web import api, pages
 from dossierhub.web.runner import Runner
 from dossierhub.workspaces.hubconfig import SERVICE, ports
+from dossierhub.workspaces.tokens import read_token
 
 HERE = Path(__file__).parent
 PREFIX = f"/services/{SERVICE}/"
@@ -35,7 +37,7 @@ HUB_PREFIX = "/hub/"
 
 
 def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
-    token = (home.service_token_file).read_text().strip()
+    token = read_token(home, "service")
     return HubOAuth(
         api_token=token,
         api_url=hub_api_url,
@@ -49,8 +51,6 @@ def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
 
 
 def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
-    from dossierhub.web import api, pages
-
     loader = jinja2.ChoiceLoader(
         [
             jinja2.FileSystemLoader(str(HERE / "templates")),

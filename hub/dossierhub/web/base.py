@@ -133,3 +133,31 @@ class DossierHandler(HubOAuthenticated, web.RequestHandler):
 class OAuthCallback(HubOAuthCallbackHandler):
     def initialize(self) -> None:
         self.hub_auth = self.settings["hub_auth"]
+
+
+# what a dossier, a run and a published table are called in a URL (pages and API alike)
+ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
+RUN = r"([0-9A-Za-z-]{1,64})"
+TABLE = r"([a-z][a-z0-9_]{0,62})"
+
+
+REPORT_CSP = (
+    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+    "frame-ancestors 'self'"
+)
+
+
+def send_report(handler: web.RequestHandler, path: Path) -> None:
+    """A report opens with no script allowed and in a unique origin (CSP sandbox), whatever
+    its outputs hold; the page's iframe is sandboxed as well."""
+    handler.set_header("Content-Type", "text/html; charset=utf-8")
+    handler.set_header("Content-Security-Policy", REPORT_CSP)
+    handler.set_header("X-Frame-Options", "SAMEORIGIN")
+    handler.finish(path.read_bytes())
+
+
+def send_csv(handler: DossierHandler, filename: str, data: bytes) -> None:
+    handler.set_header("Content-Type", "text/csv; charset=utf-8")
+    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.finish(data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dossierhub.web.schemas import ReleaseRequest, RunRequest
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 ANY_OBJECT = {"type": "object"}
 
@@ -55,8 +57,6 @@ WORKERS = "leads and analysts of the dossier"
 
 
 def openapi_document(prefix: str) -> dict[str, Any]:
-    from dossierhub.web.api import ReleaseRequest, RunRequest
-
     paths: dict[str, Any] = {
         "/me": {"get": _op("Who is asking, admin or not, and their role per dossier", "anyone")},
         "/dossiers": {"get": _op("The dossiers the person is a member of", "anyone")},

@@ -6,7 +6,6 @@ back with the reason at the field. Each request is one decision, recorded by dec
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,23 +16,18 @@ from dossierhub.state import decisions
 from dossierhub.state.home import Home
 from dossierhub.state.problems import ReportRefused
 from dossierhub.state.roles import WORKER_ROLES
-from dossierhub.web.api import ID, RUN, TABLE, send_csv
-from dossierhub.web.base import DossierHandler, OAuthCallback, status_of
-
-HUB_PREFIX = "/hub/"
-REPORT_CSP = (
-    "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
-    "frame-ancestors 'self'"
+from dossierhub.web.base import (
+    ID,
+    RUN,
+    TABLE,
+    DossierHandler,
+    OAuthCallback,
+    send_csv,
+    send_report,
+    status_of,
 )
 
-
-def send_report(handler: web.RequestHandler, path: Path) -> None:
-    """A report opens with no script allowed and in a unique origin (CSP sandbox), whatever
-    its outputs hold; the page's iframe is sandboxed as well."""
-    handler.set_header("Content-Type", "text/html; charset=utf-8")
-    handler.set_header("Content-Security-Policy", REPORT_CSP)
-    handler.set_header("X-Frame-Options", "SAMEORIGIN")
-    handler.finish(path.read_bytes())
+HUB_PREFIX = "/hub/"
 
 
 class Page(DossierHandler):

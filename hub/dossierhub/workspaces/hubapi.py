@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from dossierhub.state.home import Home
+from dossierhub.workspaces.servestate import read_serve_state
+from dossierhub.workspaces.tokens import read_token
 
 
 class HubUnavailable(Exception):
     """The hub is not running for this HOME, or does not answer."""
-
-
-@dataclass(frozen=True)
-class ServeState:
-    """HOME/hub/serve.json, written by `dossierhub serve` after each hub (re)start."""
-
-    serve_pid: int
-    hub_api: str
-    public_url: str
-    role_ids: tuple[str, ...]
-    started: float
-
-
-def serve_state_path(home: Home) -> Path:
-    return home.serve_state_file
-
-
-def read_serve_state(home: Home) -> ServeState | None:
-    try:
-        raw = json.loads(serve_state_path(home).read_text())
-        state = ServeState(
-            int(raw["serve_pid"]),
-            raw["hub_api"],
-            raw["public_url"],
-            tuple(raw["role_ids"]),
-            float(raw["started"]),
-        )
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        os.kill(state.serve_pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return state
 
 
 class HubAPI:
@@ -69,8 +31,7 @@ class HubAPI:
             raise HubUnavailable(
                 f"the hub for {home.root} is not running: start it with `dossierhub serve`"
             )
-        token = (home.service_token_file).read_text().strip()
-        return cls(state.hub_api, token)
+        return cls(state.hub_api, read_token(home, "service"))
 
     def close(self) -> None:
         self.client.close()

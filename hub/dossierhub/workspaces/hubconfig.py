@@ -20,6 +20,7 @@ from dossierhub.state.home import Home
 from dossierhub.state.roles import may_open_workspace
 from dossierhub.state.settings import Settings, load_settings
 from dossierhub.workspaces.hub_auth import refuse_workspace_accounts
+from dossierhub.workspaces.tokens import read_token
 
 if TYPE_CHECKING:
     from jupyterhub.user import User
@@ -268,8 +269,8 @@ def load_hub_config(c: Config, home_dir: str) -> None:
         home=home.root,
         settings=settings,
         dossiers=tuple(read_directory(home)),
-        proxy_token=(home.proxy_token_file).read_text().strip(),
-        service_token=(home.service_token_file).read_text().strip(),
+        proxy_token=read_token(home, "proxy"),
+        service_token=read_token(home, "service"),
         workspace_python=workspace_python(settings),
         oauth_client_secret=secret,
     )

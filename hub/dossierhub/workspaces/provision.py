@@ -21,7 +21,8 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import WORKSPACE_PREFIX, DossierEntry
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
-from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable, read_serve_state
+from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
+from dossierhub.workspaces.servestate import read_serve_state
 
 
 @dataclass

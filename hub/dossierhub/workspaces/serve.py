@@ -10,7 +10,6 @@ their proxy routes survive a hub restart; the restarted hub resumes them.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -26,14 +25,14 @@ from dossierhub.isolation.unixusers import (
     prepare_dossier,
     secure_home,
 )
-from dossierhub.state.atomic import write_json
-from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.state.settings import Settings
-from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable, serve_state_path
+from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 from dossierhub.workspaces.hubconfig import ports
 from dossierhub.workspaces.provision import sync_hub
+from dossierhub.workspaces.servestate import ServeState, clear_serve_state, write_serve_state
+from dossierhub.workspaces.tokens import mint_tokens, read_token
 
 Say = Callable[[str], None]
 
@@ -54,23 +53,6 @@ def proxy_command() -> str:
             "(it installs the pinned proxy with npm)"
         )
     return found
-
-
-# the tokens serve mints once, and who holds them (audited as hub.token when minted)
-TOKENS = (
-    ("proxy_token_file", "configurable-http-proxy (the hub's key to its routes)"),
-    ("service_token_file", "the dossierhub service (role dossierhub-provisioner)"),
-)
-
-
-def _secret_file(path: Path) -> bool:
-    """Mint the secret in `path` unless it is there; True when it was minted now."""
-    if path.exists():
-        return False
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
-    return True
 
 
 class Supervisor:
@@ -97,10 +79,7 @@ class Supervisor:
         home = self.home
         home.hub_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(home.hub_dir, 0o700)
-        for name, holder in TOKENS:
-            path = getattr(home, name)
-            if _secret_file(path):
-                AuditLog(home).append("hub.token", user=holder, file=home.relative(path))
+        mint_tokens(home)
         home.effective_settings_file.write_text(self.settings.model_dump_json())
         home.hub_config_file.write_text(
             "# Written by `dossierhub serve` at every start; put settings in settings.yaml.\n"
@@ -131,7 +110,7 @@ class Supervisor:
             )
 
     def start_proxy(self) -> None:
-        token = (self.home.proxy_token_file).read_text().strip()
+        token = read_token(self.home, "proxy")
         env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": token}
         hub = f"http://127.0.0.1:{self.hub_port}"
         self.proxy = subprocess.Popen(
@@ -184,7 +163,7 @@ class Supervisor:
             cwd=self.home.hub_dir,
             start_new_session=True,
         )
-        token = (self.home.service_token_file).read_text().strip()
+        token = read_token(self.home, "service")
         api = HubAPI(self.hub_api_url, token)
         try:
             deadline = time.monotonic() + timeout
@@ -199,15 +178,8 @@ class Supervisor:
             sync_hub(self.home, api, entries)  # audits its changes, per dossier
         finally:
             api.close()
-        state = {
-            "serve_pid": os.getpid(),
-            "hub_api": self.hub_api_url,
-            "public_url": self.public_url,
-            "role_ids": [e.id for e in entries],
-            "started": time.time(),
-        }
-        path = serve_state_path(self.home)
-        write_json(path, state)
+        state = ServeState.now(self.hub_api_url, self.public_url, [e.id for e in entries])
+        write_serve_state(self.home, state)
 
     def stop_hub(self) -> None:
         if self.hub is not None and self.hub.poll() is None:
@@ -246,7 +218,7 @@ class Supervisor:
                     self.start_hub()
             return 0
         finally:
-            serve_state_path(self.home).unlink(missing_ok=True)
+            clear_serve_state(self.home)
             self.stop_hub()
             for process in (self.service, self.proxy):
                 if process is not None and process.poll() is None:
