@@ -147,7 +147,7 @@ def current_provenance(folder: Path) -> dict | None:
 
 def _lock(home: Home, dossier_id: str, progress: Progress) -> FileLock:
     home.locks_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(home.locks_dir / f"{dossier_id}.lock"))
+    lock = FileLock(str(home.extract_lock_file(dossier_id)))
     try:
         lock.acquire(timeout=0)
     except Timeout:

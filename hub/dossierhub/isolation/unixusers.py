@@ -68,7 +68,7 @@ def report_name(home: Home, dossier_id: str) -> str:
 
 
 def _account_home(home: Home, dossier_id: str, report: bool) -> Path:
-    return home.scratch_parent(dossier_id) if report else home.workspaces_dir / dossier_id
+    return home.scratch_parent(dossier_id) if report else home.workspace_dir(dossier_id)
 
 
 def _names(home: Home, dossier_id: str) -> list[tuple[str, Path, str]]:
@@ -76,7 +76,7 @@ def _names(home: Home, dossier_id: str) -> list[tuple[str, Path, str]]:
     return [
         (
             workspace_name(home, dossier_id),
-            home.workspaces_dir / dossier_id,
+            home.workspace_dir(dossier_id),
             f"dossierhub workspace {dossier_id}",
         ),
         (
@@ -96,7 +96,7 @@ def _taken_over(entry: pwd.struct_passwd, ours: Path, comment: str) -> bool:
         entry.pw_gecos == comment
         and theirs.name == ours.name
         and theirs.parent.name == ours.parent.name
-        and not (theirs.parent.parent / "secrets" / "master.key").exists()
+        and not Home(theirs.parent.parent).master_key_file.exists()
     )
 
 
@@ -158,7 +158,7 @@ def ensure_identities(home: Home, dossier_id: str) -> DossierIdentities:
     if found is not None and found.workspace.gid in found.report.groups:
         return found  # the common case, without the lock
     home.locks_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(home.locks_dir / "identities.lock")):  # runs start many at once
+    with FileLock(str(home.identities_lock_file)):  # runs start many at once
         return _make_identities(home, dossier_id)
 
 
@@ -281,7 +281,7 @@ def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
 
 
 def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
-    folder = home.workspaces_dir / dossier_id
+    folder = home.workspace_dir(dossier_id)
     if ids is None:
         folder.mkdir(parents=True, exist_ok=True)
         return folder

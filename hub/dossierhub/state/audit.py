@@ -110,7 +110,7 @@ class AuditLog:
         self.path = home.audit_log_file
         self.head_path = home.audit_head_file
         self.witness_path = home.audit_witness_file
-        self._lock = FileLock(str(home.audit_dir / ".lock"))
+        self._lock = FileLock(str(home.audit_lock_file))
 
     def _keys(self) -> _Keys | None:
         try:

@@ -28,14 +28,22 @@ class Home:
 
     @property
     def catalog_file(self) -> Path:
+        """The data sources, described by their stewards (owner: state/models.py Catalog;
+        checked by data/policy.py)."""
         return self.root / "catalog.yaml"
 
     @property
     def dossiers_dir(self) -> Path:
+        """One manifest per dossier, written by the admin."""
         return self.root / "dossiers"
+
+    def manifest_file(self, dossier_id: str) -> Path:
+        """dossiers/<id>.yaml (owner: state/models.py read_dossier; checked by data/policy.py)."""
+        return self.dossiers_dir / f"{dossier_id}.yaml"
 
     @property
     def master_key_file(self) -> Path:
+        """The one secret every pseudonym key derives from (owner: state/masterkey.py)."""
         return self.root / "secrets" / "master.key"
 
     @property
@@ -49,8 +57,14 @@ class Home:
     def workspaces_dir(self) -> Path:
         return self.root / "workspaces"
 
+    def workspace_dir(self, dossier_id: str) -> Path:
+        """The dossier's shared workspace folder, its identity's to write (owner: the workspace;
+        created by isolation/unixusers.py, cleared by workspaces/chores.py as that identity)."""
+        return self.workspaces_dir / dossier_id
+
     @property
     def templates_dir(self) -> Path:
+        """The installation's own report templates, <name>.ipynb (owner: state/templates.py)."""
         return self.root / "templates"
 
     @property
@@ -69,6 +83,10 @@ class Home:
     def logs_dir(self) -> Path:
         """What workspaces and report kernels print, one folder per dossier (root only)."""
         return self.root / "logs"
+
+    def dossier_logs_dir(self, dossier_id: str) -> Path:
+        """logs/<id>/: workspace.log and reports.log, rotated (owner: state/logs.py)."""
+        return self.logs_dir / dossier_id
 
     @property
     def audit_dir(self) -> Path:
@@ -156,7 +174,22 @@ class Home:
 
     @property
     def locks_dir(self) -> Path:
+        """Lock files only, never data: who may change what at a time."""
         return self.root / "extracts" / ".locks"
+
+    def extract_lock_file(self, dossier_id: str) -> Path:
+        """One apply at a time per dossier's extracts (owner: data/extracts.py)."""
+        return self.locks_dir / f"{dossier_id}.lock"
+
+    @property
+    def identities_lock_file(self) -> Path:
+        """One change to the Unix identities at a time (owner: isolation/unixusers.py)."""
+        return self.locks_dir / "identities.lock"
+
+    @property
+    def audit_lock_file(self) -> Path:
+        """One append to the audit log at a time (owner: state/audit.py)."""
+        return self.audit_dir / ".lock"
 
     @property
     def spill_dir(self) -> Path:

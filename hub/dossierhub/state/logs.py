@@ -18,7 +18,7 @@ LIMIT = 20 * 1024 * 1024
 def open_log(home: Home, dossier_id: str, name: str) -> int:
     """A descriptor appending to logs/<id>/<name>.log (the caller closes it)."""
     home.logs_dir.mkdir(mode=0o700, exist_ok=True)
-    folder = home.logs_dir / dossier_id
+    folder = home.dossier_logs_dir(dossier_id)
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{name}.log"
     with contextlib.suppress(FileNotFoundError):

@@ -188,4 +188,4 @@ def read_dossier(home: Home, dossier_id: str) -> Dossier:
     """dossiers/<id>.yaml as the dossier model (its shape only, not checked against the
     catalog or the data: apply did that), or RefusedError saying what is wrong where."""
     display = f"dossiers/{dossier_id}.yaml"
-    return parse_or_refuse(Dossier, load_yaml(home.dossiers_dir / f"{dossier_id}.yaml", display))
+    return parse_or_refuse(Dossier, load_yaml(home.manifest_file(dossier_id), display))

@@ -144,7 +144,7 @@ def clear_outputs(home: Home, dossier_id: str) -> int:
 def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str | None:
     """Run a chores.py chore in workspaces/<id> as the workspace's identity: in its sandbox
     (no network) when the machine has one. None when there is no workspace folder."""
-    folder = home.workspaces_dir / dossier_id
+    folder = home.workspace_dir(dossier_id)
     if not folder.is_dir():
         return None
     settings = load_settings(home)

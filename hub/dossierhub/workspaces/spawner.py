@@ -70,8 +70,7 @@ class DossierSpawner(LocalProcessSpawner):
         return Home(Path(self.dossierhub_home))
 
     def _manifest(self) -> Dossier:
-        path = self.home.dossiers_dir / f"{self.dossier_id}.yaml"
-        if not path.exists():
+        if not self.home.manifest_file(self.dossier_id).exists():
             raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.")
         try:
             return read_dossier(self.home, self.dossier_id)
@@ -131,7 +130,7 @@ class DossierSpawner(LocalProcessSpawner):
         workdir = (
             ensure_workspace_dir(self.home, self.dossier_id, None)
             if ids is None
-            else (self.home.workspaces_dir / self.dossier_id)
+            else self.home.workspace_dir(self.dossier_id)
         )
         self.notebook_dir = str(workdir)
         settings = load_settings(self.home)
@@ -291,7 +290,7 @@ class DossierSpawner(LocalProcessSpawner):
         """
         if self._ids is None or self._sandboxed:  # setpriv drops to it inside the sandbox
             return None
-        return preexec_as(self._ids.workspace, self.home.workspaces_dir / self.dossier_id)
+        return preexec_as(self._ids.workspace, self.home.workspace_dir(self.dossier_id))
 
     _environment: DossierEnvironment | None = None
     _ids: DossierIdentities | None = None
