@@ -102,25 +102,41 @@ def compare(what: str, in_code: set[str], in_docs: set[str]) -> None:
 # ---------------------------------------------------------------- HOME
 
 
-def home_paths() -> dict[str, tuple[str, str]]:
-    """`Home.name` (or `Home.name(id)`) -> (path relative to HOME, docstring), from the class."""
+def _placeholder(parameter: str) -> str:
+    """dossier_id -> id, run_id -> run: as the reference writes `Home.extract_dir(id)`."""
+    return "id" if parameter == "dossier_id" else parameter.removesuffix("_id")
+
+
+def home_paths(
+    cls: type = Home, obj: object = None, label: str = "Home"
+) -> dict[str, tuple[str, str]]:
+    """`Home.name` (or `Home.name(id)`) -> (path relative to HOME, docstring), from the class.
+    A member that returns an object of its own with paths (a run's folder) adds those as
+    `Home.name(id, run).file`."""
     root = Path("/HOME")
-    home = Home(root)
+    obj = Home(root) if obj is None else obj
     found = {}
-    for name, member in vars(Home).items():
+    for name, member in vars(cls).items():
         if name.startswith("_"):
             continue
         if isinstance(member, property) and member.fget is not None:
-            value, label, doc = getattr(home, name), f"Home.{name}", member.fget.__doc__
-        elif inspect.isfunction(member) and member.__annotations__.get("return") == "Path":
-            params = list(inspect.signature(member).parameters)[1:]
-            args = [p.split("_")[-1] for p in params]  # dossier_id -> id
-            value = member(home, *(f"<{a}>" for a in args))
-            label, doc = f"Home.{name}({', '.join(args)})", member.__doc__
+            value, where, doc = getattr(obj, name), f"{label}.{name}", member.fget.__doc__
+        elif inspect.isfunction(member) and member.__annotations__.get("return") not in (
+            "str",
+            "bool",
+            "None",
+        ):
+            args = [_placeholder(p) for p in list(inspect.signature(member).parameters)[1:]]
+            if not args:
+                continue
+            value = member(obj, *(f"<{a}>" for a in args))
+            where, doc = f"{label}.{name}({', '.join(args)})", member.__doc__
         else:
             continue
         if isinstance(value, Path):
-            found[label] = (str(value.relative_to(root)), doc or "")
+            found[where] = (str(value.relative_to(root)), doc or "")
+        elif type(value).__module__ == Home.__module__:  # a folder with named files
+            found |= home_paths(type(value), value, where)
     return found
 
 
