@@ -1,5 +1,5 @@
-"""The `dossierhub` command line (DESIGN.md, "Command line"): exit 0 ok, 1 refused or failed,
-2 malformed command line; reasons on stderr, results on stdout."""
+"""The `dossierhub` command line (docs/reference.md, "Command line"): exit 0 ok, 1 refused or
+failed, 2 malformed command line; reasons on stderr, results on stdout."""
 
 from __future__ import annotations
 

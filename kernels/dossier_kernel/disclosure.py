@@ -1,5 +1,5 @@
-"""Output checks for published tables: the rules of a dossier's `disclosure` (DESIGN.md), and
-what they catch and miss (docs/output-checks.md).
+"""Output checks for published tables: the rules of a dossier's `disclosure`
+(docs/reference.md), and what they catch and miss (docs/output-checks.md).
 
 Used twice: by `publish()` in a notebook (so authors see the verdict early) and by the hub on
 the run's copies (dossierhub.reports.checks, the verdict that

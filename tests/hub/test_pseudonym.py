@@ -1,4 +1,4 @@
-"""Pseudonyms as DuckDB computes them equal DESIGN.md's contract computed with Python's hmac."""
+"""Pseudonyms as DuckDB computes them equal README.md's "Pseudonyms" contract computed with hmac."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ DOSSIER = "armoede"
 
 
 def contract(value_text: str) -> str:
-    """DESIGN.md, written out independently of the product's helpers."""
+    """README.md's "Pseudonyms", written out independently of the product's helpers."""
     key = hmac.new(MASTER, b"dossier:" + DOSSIER.encode(), hashlib.sha256).digest()
     return hmac.new(key, value_text.encode("utf-8"), hashlib.sha256).digest()[:16].hex()
 

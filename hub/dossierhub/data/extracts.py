@@ -5,7 +5,7 @@ Layout of HOME/extracts/<id>/ (the atomic-writer pattern Kubernetes uses for vol
     ..<generation>/          one complete, immutable build: <view>.parquet, catalog.duckdb,
                              provenance.json
     ..data -> ..<generation> the current build; swapped with one rename(2)
-    <name> -> ..data/<name>  stable paths for readers (DESIGN.md's extracts/<id>/<view>.parquet)
+    <name> -> ..data/<name>  stable paths for readers (docs/reference.md, extracts/<id>/)
     ..tmp-<generation>/      a build in progress; removed by the next apply if it was killed
 
 Readers therefore always see one complete generation, whatever moment an apply is killed at.

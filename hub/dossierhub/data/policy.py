@@ -130,7 +130,7 @@ def _load_dossier(
                 display,
                 "",
                 "must be a mapping of keys (id, title, ...).",
-                "see DESIGN.md, dossiers/<id>.yaml.",
+                "see docs/reference.md, dossiers/<id>.yaml.",
                 1,
             )
         )

@@ -1,4 +1,4 @@
-"""Per-dossier keyed pseudonyms (DESIGN.md, "Pseudonyms").
+"""Per-dossier keyed pseudonyms (README.md, "Pseudonyms").
 
 dossier key = HMAC-SHA256(master key, "dossier:" + id)
 pseudonym   = hex(HMAC-SHA256(dossier key, CAST(value AS VARCHAR) as UTF-8)[:16]), NULL stays NULL

@@ -1,4 +1,4 @@
-"""Typed models of catalog.yaml and dossiers/<id>.yaml (DESIGN.md contracts).
+"""Typed models of catalog.yaml and dossiers/<id>.yaml (docs/reference.md has every field).
 
 Only shape and single-field rules live here; rules that need the catalog or the data
 (unknown source or column, identifiers kept raw, the row filter) live in policy.py.
@@ -96,7 +96,7 @@ class SourceSpec(Strict):
         return "parquet"
 
     def kind_of(self, column: str) -> Kind:
-        """A column the catalog does not describe counts as an attribute (DESIGN.md)."""
+        """A column the catalog does not describe counts as an attribute (docs/reference.md)."""
         spec = self.columns.get(column)
         if spec is None:  # the data's spelling may differ in case from the steward's
             spec = next((c for n, c in self.columns.items() if n.lower() == column.lower()), None)
