@@ -34,7 +34,7 @@ class Home:
 
     @property
     def dossiers_dir(self) -> Path:
-        """One manifest per dossier, written by the admin."""
+        """One manifest per dossier, written by the admin (owner: state/models.py)."""
         return self.root / "dossiers"
 
     def manifest_file(self, dossier_id: str) -> Path:
@@ -48,18 +48,21 @@ class Home:
 
     @property
     def extracts_dir(self) -> Path:
+        """One folder per dossier, what its workspace may read (owner: data/extracts.py)."""
         return self.root / "extracts"
 
     def extract_dir(self, dossier_id: str) -> Path:
+        """extracts/<id>/: the dossier's extracts, atomic generations (owner: data/extracts.py)."""
         return self.extracts_dir / dossier_id
 
     @property
     def workspaces_dir(self) -> Path:
+        """One shared folder per dossier (owner: isolation/unixusers.py)."""
         return self.root / "workspaces"
 
     def workspace_dir(self, dossier_id: str) -> Path:
-        """The dossier's shared workspace folder, its identity's to write (owner: the workspace;
-        created by isolation/unixusers.py, cleared by workspaces/chores.py as that identity)."""
+        """The dossier's shared folder, its workspace identity's to write (owner:
+        isolation/unixusers.py, which makes it; workspaces/chores.py clears it as that identity)."""
         return self.workspaces_dir / dossier_id
 
     @property
@@ -69,19 +72,23 @@ class Home:
 
     @property
     def reports_dir(self) -> Path:
+        """One folder per dossier, one per run in it (owner: reports/runs.py)."""
         return self.root / "reports"
 
     @property
     def scratch_dir(self) -> Path:
-        """Report runs in progress: one folder per run, owned by the dossier's report identity."""
+        """Report runs in progress: one folder per run, owned by the dossier's report identity
+        (owner: reports/kernelpool.py)."""
         return self.root / "scratch"
 
     def scratch_parent(self, dossier_id: str) -> Path:
+        """scratch/<id>/: the dossier's runs in progress (owner: reports/kernelpool.py)."""
         return self.scratch_dir / dossier_id
 
     @property
     def logs_dir(self) -> Path:
-        """What workspaces and report kernels print, one folder per dossier (root only)."""
+        """What workspaces and report kernels print, one folder per dossier (root only) (owner:
+        state/logs.py)."""
         return self.root / "logs"
 
     def dossier_logs_dir(self, dossier_id: str) -> Path:
@@ -90,11 +97,13 @@ class Home:
 
     @property
     def audit_dir(self) -> Path:
+        """The audit log, its head and its witness state (root only) (owner: state/audit.py)."""
         return self.root / "audit"
 
     @property
     def hub_dir(self) -> Path:
-        """The hub's private folder (root only): its database, tokens, and serve's state."""
+        """The hub's private folder (root only): its database, tokens, and serve's state (owner:
+        workspaces/serve.py)."""
         return self.root / "hub"
 
     @property
@@ -174,7 +183,7 @@ class Home:
 
     @property
     def locks_dir(self) -> Path:
-        """Lock files only, never data: who may change what at a time."""
+        """Lock files only, never data: who may change what at a time (owner: data/extracts.py)."""
         return self.root / "extracts" / ".locks"
 
     def extract_lock_file(self, dossier_id: str) -> Path:
@@ -193,7 +202,8 @@ class Home:
 
     @property
     def spill_dir(self) -> Path:
-        """DuckDB's temporary files while building; raw-derived, so never inside extracts/<id>."""
+        """DuckDB's temporary files while building; raw-derived, so never inside extracts/<id>
+        (owner: data/extracts.py)."""
         return self.root / "extracts" / ".spill"
 
     def relative(self, path: Path) -> str:
