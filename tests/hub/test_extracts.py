@@ -14,6 +14,11 @@ import duckdb
 import pytest
 from filelock import FileLock
 
+from dossier_kernel.provenance import PROVENANCE_FILE, ProvenanceError
+from dossierhub import portal
+from dossierhub.data.extracts import current_provenance
+from dossierhub.state.home import Home
+
 from helpers import DOSSIERHUB, read_yaml, run_cli, tree_digest, write_yaml
 
 
@@ -355,3 +360,61 @@ def test_group_by_through_view_equals_read_parquet(applied_home: Path, dossier_i
         f"SELECT district, count(*) FROM '{folder}/{view}.parquet' GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert via_view == direct and len(direct) == 8
+
+
+# ------------------------------------------------------------------ the provenance contract
+
+
+def spoil_provenance(home: Path, change) -> Path:
+    """Change the current generation's provenance.json in place (as a bug or a hand would)."""
+    path = home / "extracts" / "armoede" / PROVENANCE_FILE
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_malformed_provenance_is_refused_by_the_hub_and_rebuilt_by_apply(home: Path) -> None:
+    assert run_cli(home, "apply", "armoede").exit_code == 0
+    path = spoil_provenance(home, lambda d: d["views"]["residents"].update(rows_out="3000"))
+    said = "field views.residents.rows_out should be an integer, not str"
+    for read in (
+        lambda: current_provenance(Home(home).extract_dir("armoede")),
+        lambda: portal.views_of(Home(home), "armoede"),
+    ):
+        with pytest.raises(ProvenanceError) as refused:
+            read()
+        assert str(path) in str(refused.value) and said in str(refused.value)
+    result = run_cli(home, "apply", "armoede")
+    assert result.exit_code == 0, result.stderr
+    assert f"{said}); rebuilding every view" in result.stderr
+    assert "reused" not in result.stdout
+    rebuilt = current_provenance(Home(home).extract_dir("armoede"))
+    assert rebuilt is not None and rebuilt.views["residents"].rows_out == 3000
+
+
+def test_an_older_provenance_still_reads_and_its_views_are_reused(home: Path) -> None:
+    """PROVENANCE_VERSION 1 (no quasi_identifiers, and before the output checks no disclosure,
+    under another policy hash): read as it is, then replaced by apply without rebuilding."""
+    assert run_cli(home, "apply", "armoede").exit_code == 0
+
+    def version_1(data: dict) -> None:
+        data.pop("disclosure")
+        data["policy_hash"] = "0" * 64
+        for view in data["views"].values():
+            view.pop("quasi_identifiers")
+
+    spoil_provenance(home, version_1)
+    old = current_provenance(Home(home).extract_dir("armoede"))
+    assert old is not None and old.disclosure == {}
+    assert old.views["residents"].quasi_identifiers == ()
+    assert {v["name"]: v["rows"] for v in portal.views_of(Home(home), "armoede")} == {
+        name: view.rows_out for name, view in old.views.items()
+    }
+    result = run_cli(home, "apply", "armoede")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("reused") == 4
+    new = current_provenance(Home(home).extract_dir("armoede"))
+    assert new is not None and new.generation != old.generation
+    assert new.views["residents"].quasi_identifiers == ("birth_year",)
+    assert new.disclosure["min_count"] == 10
