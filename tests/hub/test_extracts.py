@@ -17,6 +17,7 @@ from filelock import FileLock
 from dossier_kernel.provenance import PROVENANCE_FILE, ProvenanceError
 from dossierhub import portal
 from dossierhub.data.extracts import current_provenance
+from dossierhub.data.generations import DATA_LINK
 from dossierhub.state.home import Home
 
 from helpers import DOSSIERHUB, read_yaml, run_cli, tree_digest, write_yaml
@@ -367,7 +368,7 @@ def test_group_by_through_view_equals_read_parquet(applied_home: Path, dossier_i
 
 def spoil_provenance(home: Path, change) -> Path:
     """Change the current generation's provenance.json in place (as a bug or a hand would)."""
-    path = home / "extracts" / "armoede" / PROVENANCE_FILE
+    path = home / "extracts" / "armoede" / DATA_LINK / PROVENANCE_FILE
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))

@@ -146,7 +146,7 @@ def current_provenance(folder: Path) -> ExtractProvenance | None:
     """The provenance of a dossier's current extracts (`folder`: extracts/<id>), or None when
     it has none yet; ProvenanceError, naming the file and the field, when it is malformed."""
     try:
-        return read_provenance(folder)  # through the stable link, the name errors give
+        return read_provenance(current(folder))
     except (FileNotFoundError, NotADirectoryError):
         return None
 
