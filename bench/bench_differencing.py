@@ -23,10 +23,12 @@ from pathlib import Path
 import polars as pl
 
 from dossier_kernel.publish import publish
-from dossierhub.data.extracts import DATA_LINK
 from dossierhub.reports.differencing import differencing_checks
 from dossierhub.reports.runs import run_checks
 from dossierhub.state.home import Home
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import write_rules_only_extracts
 
 DOSSIER = "armoede"
 AREAS = [f"area-{i:02}" for i in range(30)]
@@ -88,9 +90,7 @@ def write_run(home: Home, run_id: str, threshold: int, rows: int, released: bool
 
 def write_home(root: Path, released: int, rows: int) -> tuple[Home, Path]:
     home = Home(root)
-    data = home.extract_dir(DOSSIER) / DATA_LINK
-    data.mkdir(parents=True)
-    (data / "provenance.json").write_text(json.dumps({"views": {}, "disclosure": {}}))
+    write_rules_only_extracts(home, DOSSIER, {})
     for i in range(released):
         write_run(home, f"20260101T{i:06}-released", 10_000 + 1000 * i, rows, True)
     return home, write_run(home, "20270101T000000-new", 10_000, rows, False)
@@ -127,7 +127,7 @@ def main() -> int:
             rows = 5000 if index == len(counts) else 0
             home, new = write_home(Path(tmp) / f"home-{index}", released, rows)
             found = differencing_checks(home, DOSSIER, new)
-            base = timed(lambda h=home, n=new: run_checks(h, DOSSIER, n, {}), repeat)
+            base = timed(lambda h=home, n=new: run_checks(h, DOSSIER, n, None), repeat)
             ours = timed(lambda h=home, n=new: differencing_checks(h, DOSSIER, n), repeat)
             name = f"{released}_released" + (f"_{rows}_rows" if rows else "")
             report(name, ours, base)

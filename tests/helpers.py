@@ -11,7 +11,10 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner, Result
 
+from dossier_kernel.provenance import FORMAT_VERSION, PROVENANCE_FILE, ExtractProvenance
 from dossierhub.cli import main
+from dossierhub.data.generations import DATA_LINK
+from dossierhub.state.home import Home
 
 VENV_BIN = Path(sys.executable).parent
 DOSSIERHUB = str(VENV_BIN / "dossierhub")
@@ -59,3 +62,25 @@ def tree_digest(*folders: Path) -> dict[str, str]:
             elif path.is_file() and path.name not in {".lock"} and path.suffix != ".lock":
                 digest[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digest
+
+
+def write_rules_only_extracts(home: Home, dossier_id: str, disclosure: dict) -> None:
+    """A dossier's current extracts with no views, only its disclosure rules: what the release
+    checks read, in a well-formed provenance.json (as apply writes it, through the contract)."""
+    data = home.extract_dir(dossier_id) / DATA_LINK
+    data.mkdir(parents=True, exist_ok=True)
+    provenance = ExtractProvenance(
+        dossier=dossier_id,
+        title=dossier_id,
+        purpose="tests",
+        expires="2099-12-31",
+        generation="test",
+        built_at="2026-01-01T00:00:00+00:00",
+        tool_version="test",
+        format=FORMAT_VERSION,
+        policy_hash="",
+        key_id="",
+        views={},
+        disclosure=disclosure,
+    )
+    (data / PROVENANCE_FILE).write_text(provenance.to_json())

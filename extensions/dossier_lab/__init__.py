@@ -17,6 +17,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
+from dossier_kernel.provenance import ProvenanceError
+
 from .info import NoDossier, dossier_info
 
 BLOCKED = "Downloads are closed in a dossier workspace: results leave through a released report."
@@ -48,6 +50,8 @@ class DossierInfoHandler(APIHandler):
             info = dossier_info()
         except NoDossier as exc:
             raise web.HTTPError(404, str(exc)) from None
+        except ProvenanceError as exc:  # the hub's fault, not this person's: said, not hidden
+            raise web.HTTPError(500, str(exc)) from None
         self.finish(info)
 
 

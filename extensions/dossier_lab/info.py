@@ -8,12 +8,12 @@ workspace can read.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from dossier_kernel.expiry import WARNING_DAYS, expiry
+from dossier_kernel.provenance import read_provenance
 
 SERVICE = "services/dossierhub/"
 
@@ -29,8 +29,7 @@ def dossier_info(environ: dict[str, str] | None = None) -> dict[str, Any]:
         raise NoDossier(
             "this workspace has no dossier data: its dossier is not applied yet or has expired"
         )
-    folder = Path(catalog).parent
-    provenance = json.loads((folder / "provenance.json").read_text("utf-8"))
+    provenance = read_provenance(Path(catalog).parent)  # ProvenanceError names file and field
     from dossier_kernel import connect
     from dossier_kernel.catalog import describe_views
 
@@ -40,23 +39,23 @@ def dossier_info(environ: dict[str, str] | None = None) -> dict[str, Any]:
     finally:
         con.close()
     for view in views:
-        built = provenance.get("views", {}).get(view["name"], {})
-        view["rows"] = built.get("rows_out")
-        view["built_at"] = built.get("built_at")
-    expires = provenance.get("expires")
-    left = expiry(expires) if expires else None
+        built = provenance.views.get(view["name"])
+        view["rows"] = built.rows_out if built else None
+        view["built_at"] = built.built_at if built else None
+    expires = provenance.expires
+    left = expiry(expires)
     base = env.get("JUPYTERHUB_BASE_URL", "/")
     return {
-        "id": provenance.get("dossier") or env.get("DOSSIER_ID"),
-        "title": provenance.get("title"),
-        "purpose": provenance.get("purpose"),
+        "id": provenance.dossier,
+        "title": provenance.title,
+        "purpose": provenance.purpose,
         "expires": expires,
-        "days_left": left.days_left if left else None,
+        "days_left": left.days_left,
         # decided here, by the one expiry rule the hub's pages use too: the panel only shows it
-        "expired": left.expired if left else False,
-        "expires_soon": left.expires_soon if left else False,
+        "expired": left.expired,
+        "expires_soon": left.expires_soon,
         "expiry_warning_days": WARNING_DAYS,
-        "built_at": provenance.get("built_at"),
+        "built_at": provenance.built_at,
         "views": views,
         "service_url": base.rstrip("/") + "/" + SERVICE,
     }

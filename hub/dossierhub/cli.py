@@ -523,7 +523,7 @@ def demo(
 def _print_demo_guide(home: Home, report: ApplyReport) -> None:
     out.print(f"\nDemo home: {home.root}")
     for result in report.results:
-        target = home.extract_dir(result.dossier_id) / "catalog.duckdb"
+        target = home.extract_catalog(result.dossier_id)
         if target.exists():
             out.print(f"  {result.dossier_id}: {home.relative(target)} ({len(result.views)} views)")
         else:

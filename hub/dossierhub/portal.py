@@ -124,15 +124,15 @@ def views_of(home: Home, dossier_id: str) -> list[dict[str, Any]]:
 
     from dossier_kernel.catalog import describe_views
 
-    con = duckdb.connect(str(home.extract_dir(dossier_id) / "catalog.duckdb"), read_only=True)
+    con = duckdb.connect(str(home.extract_catalog(dossier_id)), read_only=True)
     try:
         described = describe_views(con)
     finally:
         con.close()
     for view in described:
-        built = provenance["views"].get(view["name"], {})
-        view["rows"] = built.get("rows_out")
-        view["built_at"] = built.get("built_at")
+        built = provenance.views.get(view["name"])
+        view["rows"] = built.rows_out if built else None
+        view["built_at"] = built.built_at if built else None
     return described
 
 
@@ -154,8 +154,8 @@ def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str,
     manifest = read_yaml_mapping(
         home.dossiers_dir / f"{dossier_id}.yaml", f"dossiers/{dossier_id}.yaml"
     )
-    provenance = current_provenance(home.extract_dir(dossier_id)) or {}
-    views = sorted(provenance.get("views", {}))
+    provenance = current_provenance(home.extract_dir(dossier_id))
+    views = sorted(provenance.views) if provenance else []
     found = []
     for name in manifest.get("templates") or []:
         try:

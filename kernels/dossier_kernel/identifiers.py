@@ -32,7 +32,6 @@ over the extracts' pseudonym columns, so nothing the size of the dossier is held
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from .provenance import ExtractProvenance, read_provenance
 
 MIN_FRAGMENT = 12
 STEP = 4
@@ -75,31 +76,30 @@ class DossierFacts:
     duckdb_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_extracts(cls, folder: Path, provenance: dict[str, Any]) -> DossierFacts:
-        """From an extracts folder (one generation, or extracts/<id>) and its provenance."""
-        identifiers: set[str] = set()
+    def from_extracts(cls, folder: Path, provenance: ExtractProvenance | None) -> DossierFacts:
+        """From an extracts folder (one generation, or extracts/<id>) and its provenance
+        (whose reader refused any view file that is not a plain name inside the folder)."""
+        if provenance is None:
+            return cls()
         quasi: set[str] = set()
         files: list[tuple[Path, str]] = []
-        for view in provenance.get("views", {}).values():
-            pseudonymized = [str(c) for c in view.get("pseudonymized", [])]
-            identifiers.update(pseudonymized)
-            quasi.update(str(c) for c in view.get("quasi_identifiers", []))
-            name = str(view.get("file", ""))
-            if pseudonymized and name and "/" not in name and not name.startswith("."):
-                files += [(folder / name, column) for column in pseudonymized]
-        return cls(frozenset(identifiers), frozenset(quasi), tuple(files))
+        for view in provenance.views.values():
+            quasi.update(view.quasi_identifiers)
+            files += [(folder / view.file, column) for column in view.pseudonymized]
+        return cls(frozenset(provenance.identifier_columns()), frozenset(quasi), tuple(files))
 
     @classmethod
     def from_environment(cls) -> DossierFacts:
         """Inside a workspace or report kernel: the extracts next to $DOSSIER_CATALOG (read
-        only); elsewhere nothing is known."""
+        only); elsewhere nothing is known. A malformed provenance is refused
+        (ProvenanceError): its pseudonyms are not silently left unchecked."""
         catalog = os.environ.get("DOSSIER_CATALOG")
         if not catalog:
             return cls()
         folder = Path(catalog).parent
         try:
-            provenance = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            provenance = read_provenance(folder)
+        except OSError:
             return cls()
         config: dict[str, Any] = {}
         if os.environ.get("DOSSIER_DUCKDB_MEMORY_LIMIT"):

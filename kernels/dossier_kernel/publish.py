@@ -23,6 +23,7 @@ import polars as pl
 
 from .disclosure import FAIL, CheckResult, check_table, text_findings
 from .identifiers import DossierFacts
+from .provenance import read_provenance
 from .render import ARTEFACT_MIME, chart_html, chart_spec, check_spec, short_text, table_html
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -67,18 +68,17 @@ class Published:
 
 
 def dossier_rules() -> tuple[dict[str, Any], set[str]]:
-    """The dossier's disclosure rules and identifier columns, from its extracts' provenance."""
+    """The dossier's disclosure rules and identifier columns, from its extracts' provenance
+    (none outside a dossier). A malformed provenance is refused (ProvenanceError), not read
+    as "no rules": the early verdict would otherwise pass what the hub's check fails."""
     catalog = os.environ.get("DOSSIER_CATALOG")
     if not catalog:
         return {}, set()
     try:
-        provenance = json.loads((Path(catalog).parent / "provenance.json").read_text())
-    except (OSError, ValueError):
+        provenance = read_provenance(Path(catalog).parent)
+    except OSError:
         return {}, set()
-    identifiers = {
-        c for view in provenance.get("views", {}).values() for c in view.get("pseudonymized", [])
-    }
-    return provenance.get("disclosure", {}), identifiers
+    return dict(provenance.disclosure), provenance.identifier_columns()
 
 
 def publish(

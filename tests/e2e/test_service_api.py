@@ -97,8 +97,9 @@ def test_the_view_catalog_matches_the_extracts(
     assert columns["bsn"]["kind"] == "pseudonym (identifier)"
     assert columns["birth_year"]["kind"] == "quasi-identifier"
     assert columns["bsn"]["description"] == "citizen service number"
-    assert views["residents"]["rows"] == built["views"]["residents"]["rows_out"] > 0
-    assert views["residents"]["built_at"] == built["views"]["residents"]["built_at"]
+    assert built is not None
+    assert views["residents"]["rows"] == built.views["residents"].rows_out > 0
+    assert views["residents"]["built_at"] == built.views["residents"].built_at
 
 
 @pytest.mark.parametrize(

@@ -38,12 +38,13 @@ async def test_info_describes_the_dossier_and_its_views(jp_fetch, armoede: Path)
     info = json.loads(response.body)
     built = current_provenance(armoede)
     assert info["id"] == "armoede"
-    assert info["title"] == built["title"] and info["purpose"] == built["purpose"]
-    assert info["expires"] == built["expires"] and isinstance(info["days_left"], int)
+    assert built is not None
+    assert info["title"] == built.title and info["purpose"] == built.purpose
+    assert info["expires"] == built.expires and isinstance(info["days_left"], int)
     assert info["service_url"] == "/services/dossierhub/"
     views = {v["name"]: v for v in info["views"]}
-    assert set(views) == set(built["views"])
-    assert views["residents"]["rows"] == built["views"]["residents"]["rows_out"]
+    assert set(views) == set(built.views)
+    assert views["residents"]["rows"] == built.views["residents"].rows_out
     columns = {c["name"]: c for c in views["residents"]["columns"]}
     assert columns["bsn"] == {
         "name": "bsn",
@@ -85,6 +86,23 @@ async def test_info_without_dossier_data_is_a_clear_404(
         await jp_fetch("dossier", "info")
     assert raised.value.code == 404
     assert "not applied yet or has expired" in raised.value.response.body.decode()
+
+
+async def test_info_on_a_malformed_provenance_names_the_file_and_the_field(
+    jp_fetch, armoede: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = armoede.parent.parent / "spoilt" / "armoede"
+    shutil.copytree(armoede, copy, dirs_exist_ok=True)
+    provenance = json.loads((copy / "provenance.json").read_text())
+    provenance["views"]["residents"]["built_at"] = None
+    (copy / "provenance.json").write_text(json.dumps(provenance))
+    monkeypatch.setenv("DOSSIER_CATALOG", str(copy / "catalog.duckdb"))
+    with pytest.raises(HTTPClientError) as raised:
+        await jp_fetch("dossier", "info")
+    assert raised.value.code == 500
+    said = json.loads(raised.value.response.body)["message"]
+    assert str(copy / "provenance.json") in said
+    assert "field views.residents.built_at should be text, not null" in said
 
 
 async def test_info_needs_a_login(jp_fetch, armoede: Path) -> None:

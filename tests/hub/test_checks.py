@@ -60,10 +60,10 @@ def findings(check: dict) -> dict[tuple[str, str | None], tuple[list[int], str]]
 def test_quasi_identifiers_are_carried_into_the_extracts_provenance(applied_home: Path) -> None:
     provenance = current_provenance(Home(applied_home).extract_dir("armoede"))
     assert provenance is not None
-    views = provenance["views"]
-    assert views["residents"]["quasi_identifiers"] == ["birth_year"]
-    assert views["households"]["quasi_identifiers"] == ["size"]  # household size
-    assert views["incomes"]["quasi_identifiers"] == []
+    views = provenance.views
+    assert views["residents"].quasi_identifiers == ("birth_year",)
+    assert views["households"].quasi_identifiers == ("size",)  # household size
+    assert views["incomes"].quasi_identifiers == ()
 
 
 DISGUISES = {

@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 
 from dossier_kernel.publish import publish
-from dossierhub.data.extracts import DATA_LINK
 from dossierhub.reports.differencing import differencing_checks, is_differencing
 from dossierhub.state.home import Home
+
+from helpers import write_rules_only_extracts
 
 DOSSIER = "armoede"
 
@@ -28,9 +29,7 @@ class Runs:
         self.rules({"min_count": 10})
 
     def rules(self, disclosure: dict) -> None:
-        data = self.home.extract_dir(DOSSIER) / DATA_LINK
-        data.mkdir(parents=True, exist_ok=True)
-        (data / "provenance.json").write_text(json.dumps({"views": {}, "disclosure": disclosure}))
+        write_rules_only_extracts(self.home, DOSSIER, disclosure)
 
     def run(
         self,

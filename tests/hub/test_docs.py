@@ -326,6 +326,21 @@ def test_extract_provenance_fields_are_those_apply_writes(applied_home: Path) ->
     )
 
 
+def test_extract_provenance_fields_are_those_of_the_contract() -> None:
+    """The typed contract both sides of the wall read and write: its fields are the reference's."""
+    from dataclasses import fields
+
+    from dossier_kernel.provenance import ExtractProvenance, ViewProvenance
+
+    typed = {f.name for f in fields(ExtractProvenance)}
+    typed |= {f"views.<>.{f.name}" for f in fields(ViewProvenance)}
+    compare(
+        "dossier_kernel.provenance.ExtractProvenance",
+        typed,
+        set(documented_keys("Extracts and their provenance.json")),
+    )
+
+
 def _reports_code() -> Iterator[ast.FunctionDef]:
     for path in sorted((PACKAGE / "reports").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -14,6 +14,12 @@ import duckdb
 import pytest
 from filelock import FileLock
 
+from dossier_kernel.provenance import PROVENANCE_FILE, ProvenanceError
+from dossierhub import portal
+from dossierhub.data.extracts import current_provenance
+from dossierhub.data.generations import DATA_LINK
+from dossierhub.state.home import Home
+
 from helpers import DOSSIERHUB, read_yaml, run_cli, tree_digest, write_yaml
 
 
@@ -314,20 +320,29 @@ def test_failed_build_keeps_previous_extracts(home: Path) -> None:
 
 
 def test_applies_of_one_dossier_are_serialized(home: Path) -> None:
+    """A second apply of a dossier waits for the first, says so, and then does its work."""
     assert run_cli(home, "apply", "armoede").exit_code == 0
-    lock = FileLock(str(home / "extracts" / ".locks" / "armoede.lock"))
+    lock = FileLock(str(Home(home).extract_lock_file("armoede")))
     with lock:
         waiting = subprocess.Popen(
             [DOSSIERHUB, "--home", str(home), "apply", "armoede", "--force"],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)
+        assert waiting.stderr is not None
+        said = ""
+        # its own pace: under load the process may take long to start, so wait for its words
+        for line in waiting.stderr:
+            said += line
+            if "waiting for another apply of this dossier" in line:
+                break
+        assert "waiting for another apply of this dossier" in said, said
+        time.sleep(0.5)
         assert waiting.poll() is None, "apply ran while another held the dossier"
-    _out, err = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0, err
-    assert "waiting for another apply of this dossier" in err
+    rest = waiting.stderr.read()
+    waiting.stderr.close()
+    assert waiting.wait(timeout=120) == 0, said + rest
 
 
 def test_workspace_reads_new_generation_without_reopening(home: Path) -> None:
@@ -355,3 +370,61 @@ def test_group_by_through_view_equals_read_parquet(applied_home: Path, dossier_i
         f"SELECT district, count(*) FROM '{folder}/{view}.parquet' GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert via_view == direct and len(direct) == 8
+
+
+# ------------------------------------------------------------------ the provenance contract
+
+
+def spoil_provenance(home: Path, change) -> Path:
+    """Change the current generation's provenance.json in place (as a bug or a hand would)."""
+    path = home / "extracts" / "armoede" / DATA_LINK / PROVENANCE_FILE
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_malformed_provenance_is_refused_by_the_hub_and_rebuilt_by_apply(home: Path) -> None:
+    assert run_cli(home, "apply", "armoede").exit_code == 0
+    path = spoil_provenance(home, lambda d: d["views"]["residents"].update(rows_out="3000"))
+    said = "field views.residents.rows_out should be an integer, not str"
+    for read in (
+        lambda: current_provenance(Home(home).extract_dir("armoede")),
+        lambda: portal.views_of(Home(home), "armoede"),
+    ):
+        with pytest.raises(ProvenanceError) as refused:
+            read()
+        assert str(path) in str(refused.value) and said in str(refused.value)
+    result = run_cli(home, "apply", "armoede")
+    assert result.exit_code == 0, result.stderr
+    assert f"{said}); rebuilding every view" in result.stderr
+    assert "reused" not in result.stdout
+    rebuilt = current_provenance(Home(home).extract_dir("armoede"))
+    assert rebuilt is not None and rebuilt.views["residents"].rows_out == 3000
+
+
+def test_an_older_provenance_still_reads_and_its_views_are_reused(home: Path) -> None:
+    """PROVENANCE_VERSION 1 (no quasi_identifiers, and before the output checks no disclosure,
+    under another policy hash): read as it is, then replaced by apply without rebuilding."""
+    assert run_cli(home, "apply", "armoede").exit_code == 0
+
+    def version_1(data: dict) -> None:
+        data.pop("disclosure")
+        data["policy_hash"] = "0" * 64
+        for view in data["views"].values():
+            view.pop("quasi_identifiers")
+
+    spoil_provenance(home, version_1)
+    old = current_provenance(Home(home).extract_dir("armoede"))
+    assert old is not None and old.disclosure == {}
+    assert old.views["residents"].quasi_identifiers == ()
+    assert {v["name"]: v["rows"] for v in portal.views_of(Home(home), "armoede")} == {
+        name: view.rows_out for name, view in old.views.items()
+    }
+    result = run_cli(home, "apply", "armoede")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("reused") == 4
+    new = current_provenance(Home(home).extract_dir("armoede"))
+    assert new is not None and new.generation != old.generation
+    assert new.views["residents"].quasi_identifiers == ("birth_year",)
+    assert new.disclosure["min_count"] == 10

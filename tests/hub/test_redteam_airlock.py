@@ -21,12 +21,12 @@ import pytest
 import dossier_kernel
 from dossier_kernel.publish import publish
 from dossierhub import portal
-from dossierhub.data.extracts import DATA_LINK, current_provenance
+from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.checks import run_checks
 from dossierhub.reports.differencing import differencing_checks
 from dossierhub.state.home import Home
 
-from helpers import run_cli
+from helpers import run_cli, write_rules_only_extracts
 
 DOSSIER = "armoede"
 
@@ -204,11 +204,7 @@ class Runs:
         self.home = Home(root)
         self.monkeypatch = monkeypatch
         monkeypatch.delenv("DOSSIER_CATALOG", raising=False)
-        data = self.home.extract_dir(DOSSIER) / DATA_LINK
-        data.mkdir(parents=True, exist_ok=True)
-        (data / "provenance.json").write_text(
-            json.dumps({"views": {}, "disclosure": {"min_count": 10}})
-        )
+        write_rules_only_extracts(self.home, DOSSIER, {"min_count": 10})
 
     def run(
         self, run_id: str, frame: pl.DataFrame, declared: dict, *, threshold: int, released: bool

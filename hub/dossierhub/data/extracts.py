@@ -1,14 +1,10 @@
 """Build a dossier's extracts: minimised, filtered, pseudonymised parquet + catalog.duckdb.
 
-Layout of HOME/extracts/<id>/ (the atomic-writer pattern Kubernetes uses for volumes):
-
-    ..<generation>/          one complete, immutable build: <view>.parquet, catalog.duckdb,
-                             provenance.json
-    ..data -> ..<generation> the current build; swapped with one rename(2)
-    <name> -> ..data/<name>  stable paths for readers (docs/reference.md, extracts/<id>/)
-    ..tmp-<generation>/      a build in progress; removed by the next apply if it was killed
-
-Readers therefore always see one complete generation, whatever moment an apply is killed at.
+HOME/extracts/<id>/ holds atomic generations (data/generations.py): each build is one
+folder with <view>.parquet per approved view, catalog.duckdb and provenance.json (the typed
+contract dossier_kernel.provenance, which every reader shares), made current with one rename;
+readers open the stable links extracts/<id>/<name>. So readers always see one complete
+generation, whatever moment an apply is killed at.
 Views in catalog.duckdb name their parquet file relatively; the kernel resolves it against
 extracts/<id> (DuckDB's file_search_path), so no raw path and no absolute path is stored.
 """
@@ -19,31 +15,40 @@ import datetime as dt
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
-from filelock import FileLock, Timeout
 
+from dossier_kernel.provenance import (
+    CATALOG_FILE,
+    FORMAT_VERSION,
+    PROVENANCE_FILE,
+    PROVENANCE_VERSION,
+    ExtractProvenance,
+    ProvenanceError,
+    ViewProvenance,
+    read_provenance,
+    view_file,
+)
 from dossierhub import __version__
+from dossierhub.data.generations import (
+    build_generation,
+    clean_leftovers,
+    current,
+    writer_lock,
+)
 from dossierhub.data.policy import ViewPlan
 from dossierhub.data.pseudonym import bind_key, dossier_key, key_id, sql_pseudonym
 from dossierhub.data.sources import SourceFiles
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
 
-FORMAT_VERSION = 1
-PROVENANCE_VERSION = 2
-"""Raised when provenance.json gains a field (2: quasi_identifiers per view): the next apply
-writes a new generation, its unchanged view files linked, not rebuilt."""
-DATA_LINK = "..data"
-TMP_PREFIX = "..tmp-"
-GEN_PREFIX = ".."
 MAP_DISTINCT_RATIO = 0.5
 """Below this share of distinct values, hash each distinct value once and join (payments)."""
 
@@ -137,34 +142,22 @@ def _hash(obj: object) -> str:
 # ---------------------------------------------------------------- reading the current state
 
 
-def current_provenance(folder: Path) -> dict | None:
-    path = folder / DATA_LINK / "provenance.json"
+def current_provenance(folder: Path) -> ExtractProvenance | None:
+    """The provenance of a dossier's current extracts (`folder`: extracts/<id>), or None when
+    it has none yet; ProvenanceError, naming the file and the field, when it is malformed."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_provenance(current(folder))
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def _lock(home: Home, dossier_id: str, progress: Progress) -> FileLock:
-    home.locks_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(home.extract_lock_file(dossier_id)))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        progress.message(f"{dossier_id}: waiting for another apply of this dossier to finish")
-        lock.acquire()
-    return lock
-
-
-def _clean_leftovers(folder: Path) -> None:
-    """Remove what a killed apply left: half-built generations and half-made links."""
-    if not folder.exists():
-        return
-    for entry in folder.iterdir():
-        if entry.name.startswith(TMP_PREFIX) and entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.endswith(".new") and entry.is_symlink():
-            entry.unlink(missing_ok=True)
+def _lock(home: Home, dossier_id: str, progress: Progress) -> AbstractContextManager[None]:
+    return writer_lock(
+        home.extract_lock_file(dossier_id),
+        lambda: progress.message(
+            f"{dossier_id}: waiting for another apply of this dossier to finish"
+        ),
+    )
 
 
 # ---------------------------------------------------------------- apply one dossier
@@ -181,7 +174,7 @@ class _Target:
     wanted: dict[str, tuple[str, str]]  # view -> (source fingerprint, view policy hash)
     meta: dict[str, dict]
     policy_hash: str
-    previous: dict | None
+    previous: ExtractProvenance | None
     reusable: set[str]
 
     def up_to_date(self) -> bool:
@@ -189,8 +182,8 @@ class _Target:
         return (
             previous is not None
             and self.reusable == set(self.wanted)
-            and set(previous.get("views", {})) == set(self.wanted)
-            and previous.get("policy_hash") == self.policy_hash
+            and set(previous.views) == set(self.wanted)
+            and previous.policy_hash == self.policy_hash
         )
 
 
@@ -207,10 +200,9 @@ def build_dossier(
 ) -> DossierResult:
     """Bring extracts/<id> in line with the manifest; atomic, serialized, incremental."""
     folder = home.extract_dir(dossier.id)
-    lock = _lock(home, dossier.id, progress)
-    try:
-        _clean_leftovers(folder)
-        target = _target(dossier, plans, folder, sources, master_key, force)
+    with _lock(home, dossier.id, progress):
+        clean_leftovers(folder)
+        target = _target(dossier, plans, folder, sources, master_key, force, progress)
         if target.up_to_date():
             assert target.previous is not None
             views = [_view_result_from(target.previous, p, "unchanged") for p in plans]
@@ -219,25 +211,16 @@ def build_dossier(
                 "up to date",
                 views,
                 target.policy_hash,
-                target.previous.get("generation", ""),
+                target.previous.generation,
                 "sources and policy unchanged: nothing rebuilt",
             )
-        generation = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ-") + secrets.token_hex(3)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{TMP_PREFIX}{generation}"
-        tmp.mkdir()
-        try:
-            results = _build_generation(
+        generation, results = build_generation(
+            folder,
+            lambda tmp, generation: _build_generation(
                 home, target, sources, tmp, generation, progress, memory_limit
-            )
-            names = [*(f"{p.view}.parquet" for p in plans), "catalog.duckdb", "provenance.json"]
-            _swap_in(folder, tmp, generation, names)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # the previous generation stays current
-            raise
+            ),
+        )  # a failed build leaves the previous generation current
         return DossierResult(dossier.id, "built", results, target.policy_hash, generation)
-    finally:
-        lock.release()
 
 
 def _target(
@@ -247,6 +230,7 @@ def _target(
     sources: dict[str, SourceFiles],
     master_key: bytes,
     force: bool,
+    progress: Progress,
 ) -> _Target:
     key = dossier_key(master_key, dossier.id)
     kid = key_id(key)
@@ -262,7 +246,14 @@ def _target(
             "provenance": PROVENANCE_VERSION,
         }
     )
-    previous = current_provenance(folder)
+    try:
+        previous = current_provenance(folder)
+    except ProvenanceError as exc:  # nothing of that build can be trusted: build anew
+        progress.message(
+            f"{dossier.id}: {exc.path} is malformed ({exc.where} {exc.problem}); "
+            "rebuilding every view"
+        )
+        previous = None
     reusable = set() if force else _reusable(folder, previous, wanted)
     return _Target(dossier, plans, folder, key, wanted, meta, policy_hash, previous, reusable)
 
@@ -278,43 +269,44 @@ def _build_generation(
 ) -> list[ViewResult]:
     """Fill `tmp` with a complete generation: parquet per view, catalog, provenance."""
     results: list[ViewResult] = []
-    entries: dict[str, dict] = {}
+    entries: dict[str, ViewProvenance] = {}
     con = _build_connection(home, target.key, memory_limit)
     try:
         for plan in target.plans:
             if plan.view in target.reusable and target.previous is not None:
-                entry = dict(target.previous["views"][plan.view])
-                os.link(target.folder / DATA_LINK / entry["file"], tmp / entry["file"])
+                entry = target.previous.views[plan.view]
+                os.link(current(target.folder) / entry.file, tmp / entry.file)
                 result = _view_result_from(target.previous, plan, "reused")
             else:
                 entry, result = _new_view_file(
                     con, plan, sources[plan.source_name], tmp, target, progress
                 )
-            entry["quasi_identifiers"] = quasi_identifiers(plan)  # older builds lack it
-            entry["sha256"] = _file_sha256(tmp / entry["file"])
-            entry["bytes"] = (tmp / entry["file"]).stat().st_size
-            entries[plan.view] = entry
+            entries[plan.view] = replace(
+                entry,
+                quasi_identifiers=tuple(quasi_identifiers(plan)),  # older builds lack it
+                sha256=_file_sha256(tmp / entry.file),
+                bytes=(tmp / entry.file).stat().st_size,
+            )
             results.append(result)
     finally:
         con.close()
     _write_catalog(tmp, target.plans, target.meta)
     dossier = target.dossier
-    provenance = {
-        "dossier": dossier.id,
-        "title": dossier.title,
-        "purpose": dossier.purpose,
-        "expires": dossier.expires.isoformat(),
-        "generation": generation,
-        "built_at": _now(),
-        "tool_version": __version__,
-        "format": FORMAT_VERSION,
-        "policy_hash": target.policy_hash,
-        "key_id": key_id(target.key),
-        "disclosure": dossier.disclosure.model_dump(),
-        "views": entries,
-    }
-    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", "utf-8")
-    _fsync_tree(tmp)
+    provenance = ExtractProvenance(
+        dossier=dossier.id,
+        title=dossier.title,
+        purpose=dossier.purpose,
+        expires=dossier.expires.isoformat(),
+        generation=generation,
+        built_at=_now(),
+        tool_version=__version__,
+        format=FORMAT_VERSION,
+        policy_hash=target.policy_hash,
+        key_id=key_id(target.key),
+        disclosure=dossier.disclosure.model_dump(),
+        views=entries,
+    )
+    (tmp / PROVENANCE_FILE).write_text(provenance.to_json(), "utf-8")
     return results
 
 
@@ -325,23 +317,28 @@ def _new_view_file(
     tmp: Path,
     target: _Target,
     progress: Progress,
-) -> tuple[dict, ViewResult]:
+) -> tuple[ViewProvenance, ViewResult]:
+    """Build one view's parquet file; its provenance entry lacks the file's hash and size,
+    which the caller adds (as for a reused file)."""
     report = progress.view_started(target.dossier.id, plan.view)
     started = time.perf_counter()
-    rows_in, rows_out = _build_view(con, plan, source, tmp / f"{plan.view}.parquet", report)
+    file = view_file(plan.view)
+    rows_in, rows_out = _build_view(con, plan, source, tmp / file, report)
     fingerprint, view_hash = target.wanted[plan.view]
-    entry = {
-        "source": plan.source_name,
-        "source_fingerprint": fingerprint,
-        "policy_hash": view_hash,
-        "rows_in": rows_in,
-        "rows_out": rows_out,
-        "columns": list(plan.columns),
-        "pseudonymized": list(plan.pseudonymize),
-        "where": plan.where_sql,
-        "file": f"{plan.view}.parquet",
-        "built_at": _now(),
-    }
+    entry = ViewProvenance(
+        source=plan.source_name,
+        source_fingerprint=fingerprint,
+        policy_hash=view_hash,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        columns=tuple(plan.columns),
+        pseudonymized=tuple(plan.pseudonymize),
+        where=plan.where_sql,
+        file=file,
+        built_at=_now(),
+        sha256="",
+        bytes=0,
+    )
     result = ViewResult(
         plan.view,
         plan.source_name,
@@ -355,31 +352,28 @@ def _new_view_file(
     return entry, result
 
 
-def _reusable(folder: Path, previous: dict | None, wanted: dict[str, tuple[str, str]]) -> set[str]:
-    if previous is None or previous.get("format") != FORMAT_VERSION:
+def _reusable(
+    folder: Path, previous: ExtractProvenance | None, wanted: dict[str, tuple[str, str]]
+) -> set[str]:
+    if previous is None or previous.format != FORMAT_VERSION:
         return set()
     keep = set()
     for view, (fingerprint, policy) in wanted.items():
-        old = previous.get("views", {}).get(view)
+        old = previous.views.get(view)
         if (
             old
-            and old.get("source_fingerprint") == fingerprint
-            and old.get("policy_hash") == policy
-            and (folder / DATA_LINK / old.get("file", "?")).is_file()
+            and old.source_fingerprint == fingerprint
+            and old.policy_hash == policy
+            and (current(folder) / old.file).is_file()
         ):
             keep.add(view)
     return keep
 
 
-def _view_result_from(previous: dict, plan: ViewPlan, status: str) -> ViewResult:
-    old = previous["views"][plan.view]
+def _view_result_from(previous: ExtractProvenance, plan: ViewPlan, status: str) -> ViewResult:
+    old = previous.views[plan.view]
     return ViewResult(
-        plan.view,
-        plan.source_name,
-        status,
-        int(old["rows_in"]),
-        int(old["rows_out"]),
-        plan.pseudonymize,
+        plan.view, plan.source_name, status, old.rows_in, old.rows_out, plan.pseudonymize
     )
 
 
@@ -473,13 +467,14 @@ def _run_with_progress(
 
 
 def _write_catalog(folder: Path, plans: list[ViewPlan], meta: dict[str, dict]) -> None:
-    path = folder / "catalog.duckdb"
+    path = folder / CATALOG_FILE
     con = duckdb.connect(str(path))
     try:
         con.execute(f"SET file_search_path = '{_sql_path(folder)}'")
         for plan in plans:
             view = _q(plan.view)
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{plan.view}.parquet')")
+            file = _literal(view_file(plan.view))
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({file})")
             con.execute(f"COMMENT ON VIEW {view} IS {_literal(meta[plan.view]['comment'])}")
             for column, text in meta[plan.view]["columns"].items():
                 con.execute(f"COMMENT ON COLUMN {view}.{_q(column)} IS {_literal(text)}")
@@ -488,61 +483,17 @@ def _write_catalog(folder: Path, plans: list[ViewPlan], meta: dict[str, dict]) -
         con.close()
 
 
-def _swap_in(folder: Path, tmp: Path, generation: str, names: list[str]) -> None:
-    final = folder / f"{GEN_PREFIX}{generation}"
-    os.rename(tmp, final)
-    for name in names:
-        link = folder / name
-        target = f"{DATA_LINK}/{name}"
-        if link.is_symlink() and os.readlink(link) == target:
-            continue
-        staged = folder / f"{name}.new"
-        staged.unlink(missing_ok=True)
-        os.symlink(target, staged)
-        os.replace(staged, link)
-    staged = folder / f"{DATA_LINK}.new"
-    staged.unlink(missing_ok=True)
-    os.symlink(final.name, staged)
-    os.replace(staged, folder / DATA_LINK)  # the one atomic step readers can observe
-    _fsync_dir(folder)
-    keep = set(names) | {DATA_LINK, final.name, _previous_generation(folder, final.name)}
-    for entry in folder.iterdir():
-        if entry.name in keep:
-            continue
-        if entry.is_symlink():
-            entry.unlink()
-        elif entry.is_dir() and entry.name.startswith(GEN_PREFIX):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _previous_generation(folder: Path, current: str) -> str:
-    """The newest generation before `current`: kept so readers mid-query can finish."""
-    older = sorted(
-        e.name
-        for e in folder.iterdir()
-        if e.is_dir()
-        and e.name.startswith(GEN_PREFIX)
-        and not e.name.startswith(TMP_PREFIX)
-        and e.name != DATA_LINK
-        and e.name < current
-    )
-    return older[-1] if older else current
-
-
 def remove_extracts(home: Home, dossier_id: str, progress: Progress) -> bool:
     """Delete extracts/<id> whole (expired or deprovisioned); reports and audit stay."""
     folder = home.extract_dir(dossier_id)
     if not folder.exists() and not folder.is_symlink():
         return False
-    lock = _lock(home, dossier_id, progress)
-    try:
+    with _lock(home, dossier_id, progress):
         if folder.is_symlink():
             folder.unlink()
         else:
             shutil.rmtree(folder)
         return True
-    finally:
-        lock.release()
 
 
 def existing_extract_ids(home: Home) -> list[str]:
@@ -578,22 +529,3 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_tree(folder: Path) -> None:
-    for entry in folder.iterdir():
-        if entry.is_file():
-            fd = os.open(entry, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

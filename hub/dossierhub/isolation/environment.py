@@ -81,7 +81,7 @@ def dossier_environment(
     env = {
         "HOME": str(folder),
         "DOSSIER_ID": dossier.id,
-        "DOSSIER_CATALOG": str(extracts / "catalog.duckdb"),
+        "DOSSIER_CATALOG": str(home.extract_catalog(dossier.id)),
         **limits.env(),
     }
     bin_dir = Path(python).parent

@@ -495,8 +495,8 @@ def parameters_in_words(
 def context_for(home: Home, dossier_id: str, folder: Path, checks: list[dict[str, Any]]) -> Context:
     from dossier_kernel.disclosure import DEFAULT_RULES
 
-    extracts = current_provenance(home.extract_dir(dossier_id)) or {}
-    rules = {**DEFAULT_RULES, **(extracts.get("disclosure") or {})}
+    extracts = current_provenance(home.extract_dir(dossier_id))
+    rules = {**DEFAULT_RULES, **(extracts.disclosure if extracts else {})}
     return Context(
         load_artefacts(folder),
         {c["table"]: c for c in checks},
@@ -508,7 +508,7 @@ def context_for(home: Home, dossier_id: str, folder: Path, checks: list[dict[str
 def _catalog_descriptions(home: Home, dossier_id: str) -> dict[str, str]:
     """Column descriptions from the dossier's catalog, by column name (the first view that
     describes a name wins): a published `area` is described as the catalog describes it."""
-    path = home.extract_dir(dossier_id) / "catalog.duckdb"
+    path = home.extract_catalog(dossier_id)
     try:
         state = path.stat()  # apply replaces the catalog: a new one is read again
     except OSError:

@@ -16,7 +16,8 @@ from typing import Any
 
 from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, text_findings
 from dossier_kernel.identifiers import DossierFacts
-from dossierhub.data.extracts import DATA_LINK, GEN_PREFIX
+from dossier_kernel.provenance import ExtractProvenance
+from dossierhub.data.generations import current, kept_generation
 from dossierhub.state.home import Home
 
 TABLE = ".parquet"
@@ -27,7 +28,7 @@ CHART_TEXTS = ("title", "x_label", "y_label")
 
 
 def run_checks(
-    home: Home, dossier_id: str, folder: Path, extracts: dict[str, Any]
+    home: Home, dossier_id: str, folder: Path, extracts: ExtractProvenance | None
 ) -> list[dict[str, Any]]:
     """One checks.json entry per published table: {table, passed, findings: [{rule, column,
     message, rows, severity}]}; a table passes when none of its findings has severity "fail".
@@ -50,7 +51,7 @@ def run_checks(
     if not tables & declared:
         return results
     facts = dossier_facts(home, dossier_id, extracts)
-    rules = extracts.get("disclosure", {})
+    rules = dict(extracts.disclosure) if extracts else {}
     chart_texts = _chart_texts(published, files)
     for name in sorted(tables & declared):
         result = _check_one(published, name, rules, facts)
@@ -80,16 +81,13 @@ def _chart_texts(published: Path, files: set[str]) -> dict[str, dict[str, str]]:
     return texts
 
 
-def dossier_facts(home: Home, dossier_id: str, extracts: dict[str, Any]) -> DossierFacts:
+def dossier_facts(home: Home, dossier_id: str, extracts: ExtractProvenance | None) -> DossierFacts:
     """The dossier's identifier and quasi-identifier columns and pseudonym files, from the
     generation of extracts the run read (apply keeps the one before the current), else the
     current one: pseudonyms change only with the data or the key."""
     base = home.extract_dir(dossier_id)
-    generation = str(extracts.get("generation") or "")
-    folder = base / f"{GEN_PREFIX}{generation}"
-    if not generation or "/" in generation or not folder.is_dir():
-        folder = base / DATA_LINK
-    return DossierFacts.from_extracts(folder, extracts)
+    kept = kept_generation(base, extracts.generation) if extracts else None
+    return DossierFacts.from_extracts(kept or current(base), extracts)
 
 
 def _check_one(

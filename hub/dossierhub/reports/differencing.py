@@ -124,8 +124,8 @@ def release_lock(home: Home, dossier_id: str) -> Iterator[None]:
 def _min_count(home: Home, dossier_id: str) -> int:
     from dossier_kernel.disclosure import DEFAULT_RULES
 
-    provenance = current_provenance(home.extract_dir(dossier_id)) or {}
-    rules = {**DEFAULT_RULES, **(provenance.get("disclosure") or {})}
+    provenance = current_provenance(home.extract_dir(dossier_id))
+    rules = {**DEFAULT_RULES, **(provenance.disclosure if provenance else {})}
     return int(rules["min_count"])
 
 

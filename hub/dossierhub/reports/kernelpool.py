@@ -260,7 +260,7 @@ def _generation(home: Home, dossier_id: str) -> str | None:
     from dossierhub.data.extracts import current_provenance
 
     provenance = current_provenance(home.extract_dir(dossier_id))
-    return provenance.get("generation") if provenance else None
+    return provenance.generation if provenance else None
 
 
 def stop_kernel(manager: DossierKernelManager) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from dossier_kernel.provenance import ExtractProvenance
 from dossierhub.data.extracts import current_provenance
 from dossierhub.isolation.safefs import UnsafeFile, opened_dir, read_regular, write_new
 from dossierhub.isolation.unixusers import identities, isolation_enabled
@@ -103,13 +104,13 @@ def prepare_run(
         )
     try:
         template = load_template(home, template_name)
-        missing = [v for v in template.views if v not in provenance["views"]]
+        missing = [v for v in template.views if v not in provenance.views]
         if missing:
             raise TemplateError(
                 f"template '{template_name}' needs the view(s) "
                 f"{', '.join(missing)}, which dossier {dossier_id} lacks"
             )
-        values = coerce(template, raw_params, sorted(provenance["views"]))
+        values = coerce(template, raw_params, sorted(provenance.views))
     except TemplateError as exc:
         raise ReportRefused(str(exc), fields=exc.fields) from None
     return template, values
@@ -127,7 +128,7 @@ class PendingRun:
     values: dict[str, Any]
     user: str
     provenance: dict[str, Any]
-    extracts: dict[str, Any]
+    extracts: ExtractProvenance | None
     started: bool = False  # papermill writes report.ipynb in the run folder from then on
 
 
@@ -165,7 +166,7 @@ def start_run(
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
     folder = runs_dir(home, dossier_id) / run_id
     _make_dirs(home, dossier_id, folder)
-    extracts = current_provenance(home.extract_dir(dossier_id)) or {}
+    extracts = current_provenance(home.extract_dir(dossier_id))
     provenance: dict[str, Any] = {
         "run_id": run_id,
         "dossier": dossier_id,
@@ -179,8 +180,8 @@ def start_run(
         "finished": None,
         "status": "queued",
         "error": None,
-        "extracts": {v: e["sha256"] for v, e in extracts.get("views", {}).items()},
-        "extracts_generation": extracts.get("generation"),
+        "extracts": {v: e.sha256 for v, e in extracts.views.items()} if extracts else {},
+        "extracts_generation": extracts.generation if extracts else None,
         "runner_pid": os.getpid(),
     }
     _write_json(folder / "provenance.json", provenance)
@@ -200,7 +201,7 @@ def execute_run(
     """
     home, dossier_id, folder = pending.home, pending.dossier_id, pending.folder
     template, values, provenance = pending.template, pending.values, pending.provenance
-    generation = pending.extracts.get("generation")
+    generation = pending.extracts.generation if pending.extracts else None
     ready = pool.take(dossier_id, generation) if pool is not None else None
     scratch = ready.scratch if ready is not None else new_scratch(home, dossier_id)
     limit = timeout or template.timeout_seconds

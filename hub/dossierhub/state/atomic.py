@@ -1,6 +1,7 @@
 """Writing a file under HOME so that a reader sees the old content or the new, never a torn
 file: a temporary file beside it, flushed to disk, then renamed over it. The one way files
-under HOME are replaced (extract generations, which swap whole folders, are extracts.py's)."""
+under HOME are replaced (extract generations, which swap whole folders, are
+data/generations.py's)."""
 
 from __future__ import annotations
 

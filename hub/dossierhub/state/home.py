@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dossier_kernel.provenance import CATALOG_FILE, PROVENANCE_FILE
 from dossierhub.state.masterkey import create_master_key
 
 DEFAULT_HOME = "./var"
@@ -52,8 +53,19 @@ class Home:
         return self.root / "extracts"
 
     def extract_dir(self, dossier_id: str) -> Path:
-        """extracts/<id>/: the dossier's extracts, atomic generations (owner: data/extracts.py)."""
+        """A dossier's extracts as atomic generations (owner: data/extracts.py, built with
+        data/generations.py); its file names are the contract's, dossier_kernel.provenance."""
         return self.extracts_dir / dossier_id
+
+    def extract_catalog(self, dossier_id: str) -> Path:
+        """The dossier's catalog.duckdb through its stable link: what its workspace and report
+        kernels open as DOSSIER_CATALOG (owner: data/extracts.py)."""
+        return self.extract_dir(dossier_id) / CATALOG_FILE
+
+    def extract_provenance(self, dossier_id: str) -> Path:
+        """The current generation's provenance.json through its stable link (owner:
+        data/extracts.py; typed as dossier_kernel.provenance.ExtractProvenance)."""
+        return self.extract_dir(dossier_id) / PROVENANCE_FILE
 
     @property
     def workspaces_dir(self) -> Path:

@@ -63,11 +63,11 @@ class Runner:
         """Periodically: stop pooled kernels of removed dossiers or rebuilt extracts."""
         if self.pool is None:
             return
-        current = {}
+        current: dict[str, str | None] = {}
         for entry in read_directory(self.home):
             provenance = current_provenance(self.home.extract_dir(entry.id))
             if provenance is not None and not entry.expired():
-                current[entry.id] = provenance.get("generation")
+                current[entry.id] = provenance.generation
         self.pool.prune(current)
 
     def close(self) -> None:

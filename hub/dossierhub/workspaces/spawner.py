@@ -111,7 +111,7 @@ class DossierSpawner(LocalProcessSpawner):
                 "workspace cannot be started. Its reports stay readable; ask the admin to "
                 "extend it.",
             )
-        catalog = self.home.extract_dir(self.dossier_id) / "catalog.duckdb"
+        catalog = self.home.extract_catalog(self.dossier_id)
         if not catalog.exists():
             raise web.HTTPError(
                 409,
