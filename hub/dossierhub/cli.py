@@ -342,7 +342,7 @@ def report_list(home: Home, dossier_id: str, as_json: bool) -> None:
             record.template,
             record.status,
             "passed" if record.checks_passed else "failed" if record.status == "succeeded" else "-",
-            run.release.by if run.release is not None else "-",
+            run.release.by if run.release else "(unreadable)" if run.released else "-",
             record.user,
             str(record.started or record.queued),
         )
