@@ -23,9 +23,9 @@ from pathlib import Path
 import polars as pl
 
 from dossier_kernel.publish import publish
+from dossierhub.reports.checks import run_checks
 from dossierhub.reports.differencing import differencing_checks
-from dossierhub.reports.runs import run_checks
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import write_rules_only_extracts
@@ -81,7 +81,14 @@ def write_run(home: Home, run_id: str, threshold: int, rows: int, released: bool
         publish(frame, name, **declared)
     del os.environ["DOSSIERHUB_RUN_DIR"]
     parameters = {"district": "Zuidoost", "low_income_threshold": threshold}
-    provenance = {"run_id": run_id, "template": "district_profile", "parameters": parameters}
+    provenance = {
+        "run_id": run_id,
+        "dossier": DOSSIER,
+        "user": "b.devries",
+        "status": "succeeded",
+        "template": "district_profile",
+        "parameters": parameters,
+    }
     (folder / "provenance.json").write_text(json.dumps(provenance))
     if released:
         (folder / "release.json").write_text(json.dumps({"by": "a.jansen"}))
@@ -126,9 +133,11 @@ def main() -> int:
         for index, released in enumerate([*counts, big]):
             rows = 5000 if index == len(counts) else 0
             home, new = write_home(Path(tmp) / f"home-{index}", released, rows)
-            found = differencing_checks(home, DOSSIER, new)
-            base = timed(lambda h=home, n=new: run_checks(h, DOSSIER, n, None), repeat)
-            ours = timed(lambda h=home, n=new: differencing_checks(h, DOSSIER, n), repeat)
+            found = differencing_checks(home, DOSSIER, RunFolder(new))
+            base = timed(lambda h=home, n=new: run_checks(h, DOSSIER, RunFolder(n), None), repeat)
+            ours = timed(
+                lambda h=home, n=new: differencing_checks(h, DOSSIER, RunFolder(n)), repeat
+            )
             name = f"{released}_released" + (f"_{rows}_rows" if rows else "")
             report(name, ours, base)
             flagged = sum(len(f["findings"]) for f in found)

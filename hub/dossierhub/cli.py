@@ -326,28 +326,25 @@ def report_list(home: Home, dossier_id: str, as_json: bool) -> None:
     """The runs of dossier ID with status, who and when."""
     import json
 
-    from dossierhub.reports.runs import list_runs
+    from dossierhub.reports.listing import list_runs
 
     runs = list_runs(home, dossier_id)
     if as_json:
-        out.print(json.dumps(runs, default=str), markup=False)
+        out.print(json.dumps([r.as_json() for r in runs], default=str), markup=False)
         return
     table = Table(title=f"reports of {dossier_id}", title_justify="left")
     for column in ("run", "template", "status", "checks", "released", "who", "started"):
         table.add_column(column)
     for run in runs:
+        record = run.record
         table.add_row(
-            run["run_id"],
-            run["template"],
-            run["status"],
-            "passed"
-            if run.get("checks_passed")
-            else "failed"
-            if run["status"] == "succeeded"
-            else "-",
-            run["released"]["by"] if run["released"] else "-",
-            run["user"],
-            str(run.get("started") or run.get("queued")),
+            record.run_id,
+            record.template,
+            record.status,
+            "passed" if record.checks_passed else "failed" if record.status == "succeeded" else "-",
+            run.release.by if run.release else "(unreadable)" if run.released else "-",
+            record.user,
+            str(record.started or record.queued),
         )
     out.print(table)
 
@@ -360,14 +357,14 @@ def report_show(home: Home, dossier_id: str, run_id: str) -> None:
     """One run: provenance, output checks and where its files are."""
     import json
 
-    from dossierhub.reports.runs import show_run
+    from dossierhub.reports.listing import show_run
     from dossierhub.state.problems import ReportRefused
 
     try:
         run = show_run(home, dossier_id, run_id)
     except ReportRefused as exc:
         raise Failed(str(exc)) from None
-    out.print(json.dumps(run, indent=2, default=str), markup=False)
+    out.print(json.dumps(run.as_json(), indent=2, default=str), markup=False)
 
 
 @report.command(name="release")
@@ -398,7 +395,7 @@ def report_release(
     include: tuple[tuple[str, str], ...],
 ) -> None:
     """Release a run to the dossier's viewers (four eyes)."""
-    from dossierhub.reports.runs import release_run
+    from dossierhub.reports.release import release_run
     from dossierhub.state.decisions import decide, release_facts
     from dossierhub.state.problems import ReportRefused
 
@@ -409,7 +406,9 @@ def report_release(
             "report.release",
             name,
             dossier_id,
-            lambda: release_run(home, dossier_id, run_id, name, justification, dict(include)),
+            lambda: release_run(
+                home, dossier_id, run_id, name, justification, dict(include)
+            ).as_json(),
             release_facts,
             run=run_id,
         )

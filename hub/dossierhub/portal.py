@@ -5,7 +5,7 @@ that dossier (hub/directory.json, written by apply from the manifests) and refus
 `ReportRefused(reason="forbidden")` unless the role allows it. Admins see the overview of all
 dossiers (members, expiry, last apply, problems) but no dossier's data or reports unless a
 manifest makes them a member: "without becoming a big brother". The web handlers and the CLI
-call the same functions in reports.py underneath, each through decisions.decide, which records
+call the same functions in reports/ underneath, each through decisions.decide, which records
 the decision in the audit log; these functions decide and record nothing themselves.
 """
 
@@ -19,25 +19,19 @@ from typing import Any
 
 from dossier_kernel.expiry import expiry
 from dossierhub.data.extracts import current_provenance
-from dossierhub.reports import airlock
-from dossierhub.reports.runs import (
-    PendingRun,
-    list_runs,
-    release_denied,
-    release_run,
-    review_page,
-    runs_dir,
-    show_run,
-)
-from dossierhub.reports.runs import start_run as queue_run
+from dossierhub.reports.listing import RunDetail, list_runs, show_run
+from dossierhub.reports.release import needs_justification, release_denied, release_run
+from dossierhub.reports.render import review_page
+from dossierhub.reports.requests import PendingRun
+from dossierhub.reports.requests import start_run as queue_run
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, read_directory
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import ReportRefused
 from dossierhub.state.roles import WORKER_ROLES, may_open_workspace, may_run
 from dossierhub.state.settings import load_settings
 from dossierhub.state.templates import TemplateError, load_template
-from dossierhub.state.yamlfile import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -151,13 +145,11 @@ def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
 def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """The templates the dossier may run, with parameter schemas ready for a form."""
     member_entry(home, dossier_id, person, WORKER_ROLES)
-    manifest = read_yaml_mapping(
-        home.dossiers_dir / f"{dossier_id}.yaml", f"dossiers/{dossier_id}.yaml"
-    )
+    manifest = read_dossier(home, dossier_id)
     provenance = current_provenance(home.extract_dir(dossier_id))
     views = sorted(provenance.views) if provenance else []
-    found = []
-    for name in manifest.get("templates") or []:
+    found: list[dict[str, Any]] = []
+    for name in manifest.templates:
         try:
             template = load_template(home, name)
         except TemplateError as exc:
@@ -192,8 +184,8 @@ def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str,
 def start_run(
     home: Home, dossier_id: str, person: Person, template: str, raw_params: dict[str, str]
 ) -> PendingRun:
-    """Checked and queued (reports.start_run does the checks `report run` does); the caller
-    executes it."""
+    """Checked and queued (requests.start_run does the checks `report run` does); the
+    caller executes it."""
     member_entry(home, dossier_id, person, WORKER_ROLES)
     return queue_run(home, dossier_id, template, person.name, raw_params)
 
@@ -203,20 +195,8 @@ def runs_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]
     _, role = member_entry(home, dossier_id, person)
     runs = list_runs(home, dossier_id)
     if role not in WORKER_ROLES:
-        runs = [r for r in runs if r["released"]]
-    return [_run_row(r) for r in reversed(runs)]
-
-
-def _run_row(provenance: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "template", "status", "user", "queued", "started", "finished")
-    row = {k: provenance.get(k) for k in keys}
-    row.update(
-        parameters=provenance.get("parameters", {}),
-        error=provenance.get("error"),
-        checks_passed=provenance.get("checks_passed"),
-        released=provenance.get("released"),
-    )
-    return row
+        runs = [r for r in runs if r.released]
+    return [r.row() for r in reversed(runs)]
 
 
 def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict[str, Any]:
@@ -224,56 +204,56 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
     release it (and if not, why not)."""
     _, role = member_entry(home, dossier_id, person)
     run = show_run(home, dossier_id, run_id)
-    if role not in WORKER_ROLES and run["released"] is None:
+    if role not in WORKER_ROLES and run.release is None:
         raise ReportRefused(
             f"run {run_id} of dossier {dossier_id} is not released: viewers read released "
             "reports only",
             reason="forbidden",
         )
-    provenance = run["provenance"]
-    folder = Path(run["folder"])
+    record, folder = run.record, run.folder
     worker = role in WORKER_ROLES
     if not worker:  # the hashes of what viewers cannot read (a hash of a small file is a clue)
-        outputs = provenance.get("outputs") or {}
-        provenance = {**provenance, "outputs": {n: outputs[n] for n in outputs if _public(n)}}
+        outputs = record.outputs or {}
+        public = {n: outputs[n] for n in outputs if _public(folder, n)}
+        record = record.model_copy(update={"outputs": public})
     return {
         "run_id": run_id,
         "dossier": dossier_id,
-        "provenance": provenance,
-        "checks": run["checks"],
-        "released": run["released"],
-        "has_html": (folder / "report.html").exists(),
+        "provenance": record.as_json(),
+        "checks": run.checks,
+        "released": run.as_json()["released"],
+        "has_html": folder.report_html.exists(),
         # the whole notebook, unchecked outputs included: the team's, never a viewer's
-        "has_review": worker
-        and (folder / "report.ipynb").exists()
-        and provenance["status"] not in ("queued", "running"),
-        "unchecked": airlock.unchecked_outputs(folder) if worker else [],
-        "tables": sorted(c["table"] for c in run["checks"] if c.get("kind", "table") == "table")
-        if provenance["status"] == "succeeded"
+        "has_review": worker and folder.notebook.exists() and not record.in_progress,
+        "unchecked": run.unchecked if worker else [],
+        "tables": sorted(c["table"] for c in run.checks if c.get("kind", "table") == "table")
+        if record.status == "succeeded"
         else [],
         "release": _release_verdict(dossier_id, role, person, run),
     }
 
 
-def _public(name: str) -> bool:
+def _public(run: RunFolder, name: str) -> bool:
     """A run's file a viewer of the released run reads: the report and the published tables."""
-    if name == "report.html":
+    path = run.path / name
+    if path == run.report_html:
         return True
     return (
-        name.startswith("published/")
+        path.parent == run.published
         and name.endswith(".parquet")
         and not name.endswith(".contributions.parquet")
     )
 
 
-def _release_verdict(
-    dossier_id: str, role: str, person: Person, run: dict[str, Any]
-) -> dict[str, Any]:
+def _release_verdict(dossier_id: str, role: str, person: Person, run: RunDetail) -> dict[str, Any]:
     """What the run's page says about releasing it: the rule release_run enforces."""
-    failed = [c["table"] for c in run["checks"] if not c["passed"]]
     denied = release_denied(person.name, role, dossier_id, run)
     why = denied.why if denied is not None else None
-    return {"allowed": why is None, "why_not": why, "needs_justification": bool(failed)}
+    return {
+        "allowed": why is None,
+        "why_not": why,
+        "needs_justification": needs_justification(run.checks),
+    }
 
 
 def report_html(
@@ -295,7 +275,7 @@ def report_html(
         return page
     if not detail["has_html"]:
         raise ReportRefused(f"run {run_id} has no HTML report", reason="not_found")
-    return runs_dir(home, dossier_id) / run_id / "report.html"
+    return home.run_folder(dossier_id, run_id).report_html
 
 
 def table_csv(
@@ -307,7 +287,8 @@ def table_csv(
         raise ReportRefused(f"run {run_id} published no table '{name}'", reason="not_found")
     import polars as pl
 
-    table = pl.read_parquet(runs_dir(home, dossier_id) / run_id / "published" / f"{name}.parquet")
+    published = home.run_folder(dossier_id, run_id).published
+    table = pl.read_parquet(published / f"{name}.parquet")
     nested = [c for c, t in table.schema.items() if t.is_nested()]
     table = table.with_columns(  # CSV has no lists or structs: JSON text in the cell
         pl.col(c).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String)
@@ -325,7 +306,7 @@ def release(
     include: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     member_entry(home, dossier_id, person, ("lead",))
-    return release_run(home, dossier_id, run_id, person.name, justification, include)
+    return release_run(home, dossier_id, run_id, person.name, justification, include).as_json()
 
 
 def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
@@ -336,7 +317,7 @@ def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
     verification = log.verify()
     rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
     if role not in WORKER_ROLES:
-        released = {r["run_id"] for r in list_runs(home, dossier_id) if r["released"]}
+        released = {r.record.run_id for r in list_runs(home, dossier_id) if r.released}
         rows = [row for r in rows if (row := _for_viewers(r, released)) is not None]
     return {
         "chain": {

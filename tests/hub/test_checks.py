@@ -19,7 +19,7 @@ from dossier_kernel.disclosure import suppress_small
 from dossier_kernel.publish import publish
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.checks import run_checks
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Run:
     def checks(self) -> dict[str, dict]:
         extracts = current_provenance(self.home.extract_dir(self.dossier_id))
         assert extracts is not None
-        results = run_checks(self.home, self.dossier_id, self.folder, extracts)
+        results = run_checks(self.home, self.dossier_id, RunFolder(self.folder), extracts)
         return {c["table"]: c for c in results}
 
     def sql(self, query: str) -> pl.DataFrame:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dossierhub import portal
-from dossierhub.reports import runs as reports
+from dossierhub.reports import requests as reports
 from dossierhub.state import decisions
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.home import Home

@@ -12,7 +12,7 @@ import pytest
 
 from dossier_kernel.publish import publish
 from dossierhub.reports.differencing import differencing_checks, is_differencing
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 
 from helpers import write_rules_only_extracts
 
@@ -47,14 +47,21 @@ class Runs:
             publish(frame, name, **declared)
         self.monkeypatch.delenv("DOSSIERHUB_RUN_DIR")
         parameters = {"district": "Zuidoost", **(parameters or {})}
-        provenance = {"run_id": run_id, "template": template, "parameters": parameters}
+        provenance = {
+            "run_id": run_id,
+            "dossier": DOSSIER,
+            "user": "b.devries",
+            "status": "succeeded",
+            "template": template,
+            "parameters": parameters,
+        }
         (folder / "provenance.json").write_text(json.dumps(provenance))
         if released:
             (folder / "release.json").write_text(json.dumps({"by": "a.jansen"}))
         return folder
 
     def check(self, folder: Path) -> dict[str, dict]:
-        entries = differencing_checks(self.home, DOSSIER, folder)
+        entries = differencing_checks(self.home, DOSSIER, RunFolder(folder))
         assert all(is_differencing(e) and not e["passed"] for e in entries)
         return {e["table"]: e for e in entries}
 

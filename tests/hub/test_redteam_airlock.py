@@ -24,7 +24,7 @@ from dossierhub import portal
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.checks import run_checks
 from dossierhub.reports.differencing import differencing_checks
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 
 from helpers import run_cli, write_rules_only_extracts
 
@@ -48,7 +48,7 @@ def hub_verdict(applied_home: Path, folder: Path, table: str) -> dict:
     home = Home(applied_home)
     extracts = current_provenance(home.extract_dir(DOSSIER))
     assert extracts is not None
-    checks = {c["table"]: c for c in run_checks(home, DOSSIER, folder, extracts)}
+    checks = {c["table"]: c for c in run_checks(home, DOSSIER, RunFolder(folder), extracts)}
     return checks[table]
 
 
@@ -216,6 +216,9 @@ class Runs:
         self.monkeypatch.delenv("DOSSIERHUB_RUN_DIR")
         provenance = {
             "run_id": run_id,
+            "dossier": DOSSIER,
+            "user": "b.devries",
+            "status": "succeeded",
             "template": "rt_diff",
             "parameters": {"threshold": threshold},
         }
@@ -247,7 +250,7 @@ def test_the_parameter_as_a_column_does_not_switch_differencing_off(
     new = runs.run(
         "20260101T000001-bbbbbb", table(20000, 10), declared, threshold=20000, released=False
     )
-    flagged = {e["table"] for e in differencing_checks(runs.home, DOSSIER, new)}
+    flagged = {e["table"] for e in differencing_checks(runs.home, DOSSIER, RunFolder(new))}
     assert "low_income" in flagged
 
 
@@ -271,7 +274,7 @@ def test_a_row_left_out_is_compared_like_a_suppressed_cell(
         threshold=20000,
         released=False,
     )
-    flagged = {e["table"] for e in differencing_checks(runs.home, DOSSIER, new)}
+    flagged = {e["table"] for e in differencing_checks(runs.home, DOSSIER, RunFolder(new))}
     assert "low_income" in flagged
 
 

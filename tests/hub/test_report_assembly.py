@@ -15,6 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from dossier_kernel.render import ARTEFACT_MIME, table_html
 from dossierhub.reports import airlock
+from dossierhub.state.home import RunFolder
 
 SECRET = "household 4f1c... earns 274660"
 
@@ -34,7 +35,7 @@ def reference(kind: str, name: str, html: str = "") -> dict:
 
 
 def context(folder: Path) -> airlock.Context:
-    artefacts = airlock.load_artefacts(folder)
+    artefacts = airlock.load_artefacts(RunFolder(folder))
     checks = [{"table": n, "passed": True, "findings": []} for n in artefacts.tables]
     checks += airlock.chart_checks(artefacts, checks)
     return airlock.Context(artefacts, {c["table"]: c for c in checks}, {}, 5000)
@@ -102,7 +103,7 @@ def test_unreferenced_tables_still_appear_and_charts_follow_their_table(tmp_path
 def test_captions_publish_would_refuse_fail_the_table(tmp_path: Path) -> None:
     per_area = pl.DataFrame({"area": ["Noord", "West"], "people": [1200, 3400]})
     published(tmp_path, "per_area", per_area, {"counts": ["people"], "title": SECRET * 20})
-    artefacts = airlock.load_artefacts(tmp_path)
+    artefacts = airlock.load_artefacts(RunFolder(tmp_path))
     checks = airlock.chart_checks(artefacts, [{"table": "per_area", "passed": True}])
     assert [c["passed"] for c in checks if c["table"] == "per_area"] == [False]
     html = render_viewer(tmp_path, [new_code_cell("", outputs=[reference("table", "per_area")])])
@@ -123,12 +124,12 @@ def test_outputs_are_indexed_with_ids_and_hashes(tmp_path: Path) -> None:
         ]
     )
     nbformat.write(book, tmp_path / "report.ipynb")
-    refs = airlock.write_outputs_index(tmp_path)
+    refs = airlock.write_outputs_index(RunFolder(tmp_path))
     assert [(r.id, r.kind, r.artefact) for r in refs] == [
         ("c2.o0", "artefact", "per_area"),
         ("c2.o1", "unchecked", None),
     ]
-    assert airlock.unchecked_outputs(tmp_path)[0]["preview"] == "42"
+    assert airlock.unchecked_outputs(RunFolder(tmp_path))[0]["preview"] == "42"
     assert len({r.sha256 for r in refs}) == 2
 
 

@@ -316,24 +316,3 @@ def test_settings_refuse_anchors_too(home: Path) -> None:
         "settings.yaml, line 1: uses an anchor (&name). Fix: write the value out in full; "
         "anchors and aliases are not accepted."
     )
-
-
-def test_read_yaml_mapping_gives_plain_data_or_refuses(tmp_path: Path) -> None:
-    from dossierhub.state.problems import RefusedError
-    from dossierhub.state.yamlfile import read_yaml_mapping
-
-    path = tmp_path / "x.yaml"
-    path.write_text("id: armoede\nexpires: 2027-06-30\nmembers: {lead: [a.jansen]}\n")
-    data = read_yaml_mapping(path, "dossiers/x.yaml")
-    assert data["members"] == {"lead": ["a.jansen"]} and str(data["expires"]) == "2027-06-30"
-    path.write_text("")
-    assert read_yaml_mapping(path, "dossiers/x.yaml") == {}
-    for text, message in (
-        ("- a\n", "dossiers/x.yaml, line 1: must be a mapping of keys."),
-        ("a: &x 1\nb: *x\n", "dossiers/x.yaml, line 1: uses an anchor (&name)."),
-        ("a: 1\na: 2\n", "dossiers/x.yaml, line 2, a: the key 'a' is written twice."),
-    ):
-        path.write_text(text)
-        with pytest.raises(RefusedError) as caught:
-            read_yaml_mapping(path, "dossiers/x.yaml")
-        assert str(caught.value).startswith(message), str(caught.value)

@@ -20,7 +20,13 @@ LEAK = "household 0123456789abcdef0123456789abcdef has income 227440"
 def released_run(home: Home, run_id: str) -> None:
     folder = home.reports_dir / "armoede" / run_id
     folder.mkdir(parents=True)
-    provenance = {"run_id": run_id, "dossier": "armoede", "status": "succeeded", "user": "x"}
+    provenance = {
+        "run_id": run_id,
+        "dossier": "armoede",
+        "template": "district_profile",
+        "status": "succeeded",
+        "user": "x",
+    }
     (folder / "provenance.json").write_text(json.dumps(provenance))
     (folder / "release.json").write_text(json.dumps({"by": "e.mulder"}))
 

@@ -37,16 +37,17 @@ from dossier_kernel.render import (
     table_html,
 )
 from dossierhub.data.extracts import current_provenance
+from dossierhub.reports.records import Release, RunRecord
 from dossierhub.reports.sanitize import clean_report_html
+from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.templates import TemplateError, load_template
 
 if TYPE_CHECKING:  # nbconvert loads on the first render
     from nbconvert import HTMLExporter
 
 NBCONVERT_TEMPLATES = Path(__file__).parent / "nbconvert"
-OUTPUTS_FILE = "outputs.json"
 PREVIEW_CHARS = 300
 
 
@@ -121,22 +122,20 @@ def index_outputs(notebook: Any) -> list[OutputRef]:
     return refs
 
 
-def write_outputs_index(folder: Path) -> list[OutputRef]:
-    notebook = nbformat.read(folder / "report.ipynb", as_version=4)
+def write_outputs_index(run: RunFolder) -> list[OutputRef]:
+    notebook = nbformat.read(run.notebook, as_version=4)
     refs = index_outputs(notebook)
-    (folder / OUTPUTS_FILE).write_text(
-        json.dumps([asdict(r) for r in refs], indent=1) + "\n", encoding="utf-8"
-    )
+    write_atomic(run.outputs_index, json.dumps([asdict(r) for r in refs], indent=1) + "\n")
     return refs
 
 
-def read_outputs_index(folder: Path) -> list[dict[str, Any]]:
-    path = folder / OUTPUTS_FILE
+def read_outputs_index(run: RunFolder) -> list[dict[str, Any]]:
+    path = run.outputs_index
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
-def unchecked_outputs(folder: Path) -> list[dict[str, Any]]:
-    return [o for o in read_outputs_index(folder) if o["kind"] == "unchecked"]
+def unchecked_outputs(run: RunFolder) -> list[dict[str, Any]]:
+    return [o for o in read_outputs_index(run) if o["kind"] == "unchecked"]
 
 
 # ---------------------------------------------------------------- artefacts
@@ -152,11 +151,11 @@ class Artefacts:
     caption_problems: dict[str, str]  # table -> why its title or descriptions are not shown
 
 
-def load_artefacts(folder: Path) -> Artefacts:
-    """Read what the run published (names as reports._collect admits them)."""
+def load_artefacts(run: RunFolder) -> Artefacts:
+    """Read what the run published (names as collect.collect_published admits them)."""
     import polars as pl
 
-    published = folder / "published"
+    published = run.published
     tables: dict[str, tuple[Any, dict[str, Any]]] = {}
     charts: dict[str, dict[str, Any]] = {}
     problems: dict[str, list[str]] = {}
@@ -492,13 +491,15 @@ def parameters_in_words(
 # ---------------------------------------------------------------- a run's two pages
 
 
-def context_for(home: Home, dossier_id: str, folder: Path, checks: list[dict[str, Any]]) -> Context:
+def context_for(
+    home: Home, dossier_id: str, run: RunFolder, checks: list[dict[str, Any]]
+) -> Context:
     from dossier_kernel.disclosure import DEFAULT_RULES
 
     extracts = current_provenance(home.extract_dir(dossier_id))
     rules = {**DEFAULT_RULES, **(extracts.disclosure if extracts else {})}
     return Context(
-        load_artefacts(folder),
+        load_artefacts(run),
         {c["table"]: c for c in checks},
         _catalog_descriptions(home, dossier_id),
         int(rules["max_rows"]),
@@ -535,27 +536,25 @@ def _descriptions(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str],
     return tuple(found.items())
 
 
-def header_for(
-    home: Home, provenance: dict[str, Any], release: dict[str, Any] | None
-) -> dict[str, Any]:
-    dossier_id = provenance["dossier"]
+def header_for(home: Home, record: RunRecord, release: Release | None) -> dict[str, Any]:
+    dossier_id = record.dossier
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
-    title = provenance["template"]
+    title = record.template
     with contextlib.suppress(TemplateError):  # a template gone since the run: its name will do
-        title = load_template(home, provenance["template"]).title or title
+        title = load_template(home, record.template).title or title
     return {
         "dossier": dossier_id,
         "dossier_title": entry.title if entry is not None else dossier_id,
         "title": title,
-        "template": provenance["template"],
-        "template_sha": str(provenance.get("template_sha256", ""))[:12],
-        "run_id": provenance["run_id"],
-        "parameters": parameters_in_words(provenance.get("parameters") or {}),
-        "run_date": _day(provenance.get("finished") or provenance.get("queued")),
-        "run_by": provenance.get("user", ""),
-        "released_by": (release or {}).get("by"),
-        "released_at": _day((release or {}).get("at")),
-        "justified": bool((release or {}).get("justification")),
+        "template": record.template,
+        "template_sha": (record.template_sha256 or "")[:12],
+        "run_id": record.run_id,
+        "parameters": parameters_in_words(record.parameters),
+        "run_date": _day(record.finished or record.queued),
+        "run_by": record.user,
+        "released_by": release.by if release is not None else None,
+        "released_at": _day(release.at if release is not None else None),
+        "justified": bool(release is not None and release.justification),
     }
 
 
@@ -569,28 +568,28 @@ def _day(stamp: str | None) -> str:
     return f"{moment.day} {moment:%B %Y, %H:%M} UTC"
 
 
-def render_review(home: Home, folder: Path, provenance: dict[str, Any], ctx: Context) -> None:
-    notebook = nbformat.read(folder / "report.ipynb", as_version=4)
-    page = render(review_notebook(notebook, ctx), header_for(home, provenance, None), review=True)
-    (folder / "review.html").write_text(page, encoding="utf-8")
+def render_review(home: Home, run: RunFolder, record: RunRecord, ctx: Context) -> None:
+    notebook = nbformat.read(run.notebook, as_version=4)
+    page = render(review_notebook(notebook, ctx), header_for(home, record, None), review=True)
+    write_atomic(run.review_html, page)
 
 
 def render_viewer(
     home: Home,
-    folder: Path,
-    provenance: dict[str, Any],
+    run: RunFolder,
+    record: RunRecord,
     ctx: Context,
-    release: dict[str, Any] | None = None,
+    release: Release | None = None,
 ) -> None:
     """report.html: before release a preview of what viewers will read, at release the
     released report (with the outputs the lead included)."""
-    notebook = nbformat.read(folder / "report.ipynb", as_version=4)
-    release = release or {}
-    included = {i["output"]: i["justification"] for i in release.get("included", [])}
-    header = header_for(home, provenance, release or None)
-    viewer = viewer_notebook(notebook, ctx, included, release.get("justification"), header["title"])
+    notebook = nbformat.read(run.notebook, as_version=4)
+    included = {i["output"]: i["justification"] for i in release.included} if release else {}
+    justification = release.justification if release is not None else None
+    header = header_for(home, record, release)
+    viewer = viewer_notebook(notebook, ctx, included, justification, header["title"])
     page = render(viewer, header, review=False)
-    (folder / "report.html").write_text(page, encoding="utf-8")
+    write_atomic(run.report_html, page)
 
 
 def warm_up() -> None:

@@ -18,7 +18,7 @@ from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, t
 from dossier_kernel.identifiers import DossierFacts
 from dossier_kernel.provenance import ExtractProvenance
 from dossierhub.data.generations import current, kept_generation
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, RunFolder
 
 TABLE = ".parquet"
 CONTRIBUTIONS = ".contributions.parquet"
@@ -28,13 +28,13 @@ CHART_TEXTS = ("title", "x_label", "y_label")
 
 
 def run_checks(
-    home: Home, dossier_id: str, folder: Path, extracts: ExtractProvenance | None
+    home: Home, dossier_id: str, run: RunFolder, extracts: ExtractProvenance | None
 ) -> list[dict[str, Any]]:
     """One checks.json entry per published table: {table, passed, findings: [{rule, column,
     message, rows, severity}]}; a table passes when none of its findings has severity "fail".
     A chart's name, title and axis labels are checked with the table it draws (a chart passes
     exactly when its table does, airlock.chart_checks)."""
-    published = folder / "published"
+    published = run.published
     files = {p.name for p in published.iterdir()} if published.exists() else set()
     tables = {
         n.removesuffix(TABLE) for n in files if n.endswith(TABLE) and not n.endswith(CONTRIBUTIONS)

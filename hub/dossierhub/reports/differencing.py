@@ -31,7 +31,9 @@ from typing import Any
 from filelock import FileLock
 
 from dossierhub.data.extracts import current_provenance
-from dossierhub.state.home import Home
+from dossierhub.reports.records import read_record
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.problems import ReportRefused
 
 RULE = "differencing"
 SHOWN_ROWS = 5  # rows spelled out in a finding's message; `rows` lists them all
@@ -61,7 +63,7 @@ class PublishedTable:
         )
 
 
-def differencing_checks(home: Home, dossier_id: str, folder: Path) -> list[dict[str, Any]]:
+def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[dict[str, Any]]:
     """One checks.json entry per published table of the run at `folder` whose cells differ
     from a released table's by more than 0 and less than the dossier's min_count.
 
@@ -80,14 +82,21 @@ def differencing_checks(home: Home, dossier_id: str, folder: Path) -> list[dict[
     separate = _choice_parameters(home, run.template)
     released: list[PublishedTable] = []
     unreadable: list[str] = []
-    for path in _released_runs(home, dossier_id, exclude=folder.name):
+    for path in _released_runs(home, dossier_id, exclude=folder.run_id):
         try:
             other = _run(path)
             if not (other.template == run.template and other.differs_in(run, separate)):
                 released += _published(path, other)
-        except (OSError, ValueError, TypeError, KeyError, pl.exceptions.PolarsError) as exc:
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            ReportRefused,
+            pl.exceptions.PolarsError,
+        ) as exc:
             unreadable.append(
-                f"released run {path.name} could not be read ({type(exc).__name__}: "
+                f"released run {path.run_id} could not be read ({type(exc).__name__}: "
                 f"{_show(exc, 120)}): this table was not compared with it"
             )
     entries = []
@@ -112,9 +121,9 @@ def is_differencing(entry: dict[str, Any]) -> bool:
 def release_lock(home: Home, dossier_id: str) -> Iterator[None]:
     """One release of a dossier at a time: two neighbouring runs released at once would
     each pass the check against releases that do not include the other."""
-    folder = home.locks_dir / "releases"
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{dossier_id}.lock")):
+    lock = home.release_lock_file(dossier_id)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
         yield
 
 
@@ -129,15 +138,12 @@ def _min_count(home: Home, dossier_id: str) -> int:
     return int(rules["min_count"])
 
 
-def _released_runs(home: Home, dossier_id: str, exclude: str) -> list[Path]:
-    parent = home.reports_dir / dossier_id
+def _released_runs(home: Home, dossier_id: str, exclude: str) -> list[RunFolder]:
+    parent = home.runs_dir(dossier_id)
     if not parent.is_dir():
         return []
-    return [
-        run
-        for run in sorted(parent.iterdir())
-        if run.name != exclude and run.is_dir() and (run / "release.json").exists()
-    ]
+    runs = [home.run_folder(dossier_id, p.name) for p in sorted(parent.iterdir()) if p.is_dir()]
+    return [run for run in runs if run.run_id != exclude and run.release.exists()]
 
 
 @dataclass(frozen=True)
@@ -150,13 +156,9 @@ class Run:
         return any(self.parameters.get(n) != other.parameters.get(n) for n in names)
 
 
-def _run(folder: Path) -> Run:
-    provenance = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    return Run(
-        folder.name,
-        str(provenance.get("template", "")),
-        dict(provenance.get("parameters") or {}),
-    )
+def _run(folder: RunFolder) -> Run:
+    record = read_record(folder)
+    return Run(folder.run_id, record.template, dict(record.parameters))
 
 
 def _choice_parameters(home: Home, template: str) -> set[str]:
@@ -170,11 +172,11 @@ def _choice_parameters(home: Home, template: str) -> set[str]:
         return set()
 
 
-def _published(folder: Path, run: Run) -> list[PublishedTable]:
+def _published(run_folder: RunFolder, run: Run) -> list[PublishedTable]:
     """The tables of a run that have both their Parquet file and their declaration."""
     import polars as pl
 
-    folder = folder / "published"
+    folder = run_folder.published
     if not folder.is_dir():
         return []
     tables = []

@@ -481,7 +481,7 @@ class AuditLog:
                 key = (str(details.get("dossier")), str(details.get("run")))
                 released.setdefault(key, []).append(int(record["seq"]))
         checked = without = 0
-        for path in sorted(self.home.reports_dir.glob("*/*/release.json")):
+        for path in self.home.release_files():
             where = self.home.relative(path)
             run = (path.parent.parent.name, path.parent.name)
             try:

@@ -1,10 +1,11 @@
 """One audited decision path: every allow or deny on a dossier, from every face.
 
 The command line, the pages, the REST API (and the JupyterLab panel, which uses it) and the hub
-ask here. The rules stay where they are (portal.py: roles; reports.py: runs and releases;
-spawner.py: workspaces) and say no by raising ReportRefused; `decide` runs one rule and appends
-exactly one audit record for it: `<action>` when allowed, `<action>.refused` when not, with the
-person (actor), the dossier asked for, the outcome and, for a refusal, its reason and sentence.
+ask here. The rules stay where they are (portal.py: roles; reports/requests.py and
+reports/release.py: runs and releases; spawner.py: workspaces) and say no by raising
+ReportRefused; `decide` runs one rule and appends exactly one audit record for it: `<action>`
+when allowed, `<action>.refused` when not, with the person (actor), the dossier asked for, the
+outcome and, for a refusal, its reason and sentence.
 The record carries the channel of the process (audit.set_channel), so a refusal in the pages
 is told from one typed on the command line.
 
@@ -170,7 +171,7 @@ def _short(text: str) -> str:
 
 
 def run_facts(pending: Any) -> dict[str, Any]:
-    """report.run: the run's id, template and checked parameters (a reports.PendingRun)."""
+    """report.run: the run's id, template and checked parameters (a requests.PendingRun)."""
     return {"run": pending.run_id, "template": pending.template.name, "parameters": pending.values}
 
 

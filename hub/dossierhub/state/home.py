@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from dossier_kernel.provenance import CATALOG_FILE, PROVENANCE_FILE
 from dossierhub.state.masterkey import create_master_key
@@ -84,8 +85,21 @@ class Home:
 
     @property
     def reports_dir(self) -> Path:
-        """One folder per dossier, one per run in it (owner: reports/runs.py)."""
+        """One folder per dossier, one per run in it (owner: reports/requests.py)."""
         return self.root / "reports"
+
+    def runs_dir(self, dossier_id: str) -> Path:
+        """A dossier's report runs, one folder each (owner: reports/requests.py makes them)."""
+        return self.reports_dir / dossier_id
+
+    def run_folder(self, dossier_id: str, run_id: str) -> RunFolder:
+        """One report run's folder and the names of its files (RunFolder)."""
+        return RunFolder(self.runs_dir(dossier_id) / run_id)
+
+    def release_files(self) -> list[Path]:
+        """Every released run's release.json, of every dossier (owner: reports/records.py;
+        state/audit.py verifies the audit head each carries)."""
+        return sorted(self.reports_dir.glob(f"*/*/{RunFolder.RELEASE_NAME}"))
 
     @property
     def scratch_dir(self) -> Path:
@@ -212,6 +226,20 @@ class Home:
         """One append to the audit log at a time (owner: state/audit.py)."""
         return self.audit_dir / ".lock"
 
+    def run_slot_file(self, dossier_id: str, slot: int) -> Path:
+        """The lock a run holds while it uses slot `slot` of its dossier's queue (owner:
+        reports/execute.py run_slot)."""
+        return self.locks_dir / "runs" / dossier_id / f"slot-{slot}.lock"
+
+    def review_lock_file(self, dossier_id: str, run_id: str) -> Path:
+        """Held while a run's review.html is drawn, so it is drawn once (owner:
+        reports/release.py review_page)."""
+        return self.locks_dir / f"review-{dossier_id}-{run_id}.lock"
+
+    def release_lock_file(self, dossier_id: str) -> Path:
+        """Held while one of a dossier's runs is released (owner: reports/differencing.py)."""
+        return self.locks_dir / "releases" / f"{dossier_id}.lock"
+
     @property
     def spill_dir(self) -> Path:
         """DuckDB's temporary files while building; raw-derived, so never inside extracts/<id>
@@ -226,6 +254,70 @@ class Home:
 
     def exists(self) -> bool:
         return self.catalog_file.exists() or self.master_key_file.exists()
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """reports/<dossier>/<run>/: the files of one report run, each named once here. While the
+    run is in progress the folder is root's alone; once finished it is locked down, read-only
+    to the workspace's group (reports/collect.py)."""
+
+    path: Path
+    RELEASE_NAME: ClassVar[str] = "release.json"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def record(self) -> Path:
+        """The run record, provenance.json: who ran what on which extracts, its state
+        (owner: reports/records.py RunRecord)."""
+        return self.path / "provenance.json"
+
+    @property
+    def checks(self) -> Path:
+        """The output checks' results, one entry per table or chart (owner:
+        reports/records.py read_checks / write_checks)."""
+        return self.path / "checks.json"
+
+    @property
+    def release(self) -> Path:
+        """Who released the run and under which audit head (owner: reports/records.py
+        Release); its presence is what makes a run released."""
+        return self.path / self.RELEASE_NAME
+
+    @property
+    def notebook(self) -> Path:
+        """The executed notebook, report.ipynb (papermill writes it: reports/execute.py)."""
+        return self.path / "report.ipynb"
+
+    @property
+    def report_html(self) -> Path:
+        """What viewers read: the checked outputs only (owner: reports/airlock.py)."""
+        return self.path / "report.html"
+
+    @property
+    def review_html(self) -> Path:
+        """Every output, marked, for the team; drawn when first opened (owner:
+        reports/airlock.py render_review, reports/release.py review_page)."""
+        return self.path / "review.html"
+
+    @property
+    def outputs_index(self) -> Path:
+        """The notebook's outputs with ids and hashes, outputs.json (owner: reports/airlock.py)."""
+        return self.path / "outputs.json"
+
+    @property
+    def published(self) -> Path:
+        """The tables and charts publish() wrote, copied from scratch (owner:
+        reports/collect.py)."""
+        return self.path / "published"
+
+    def unhashed(self) -> tuple[Path, ...]:
+        """The files a run's recorded hashes leave out: the records written after the hashes,
+        and review.html, drawn later from the hashed files."""
+        return (self.record, self.checks, self.release, self.review_html)
 
 
 @dataclass(frozen=True)

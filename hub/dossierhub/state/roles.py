@@ -1,7 +1,7 @@
 """Who may do what in a dossier, and why not: each role rule is decided by one function here.
 
 A function returns None when the person may, or a `Denied` with the sentence they are shown
-and the kind of refusal (as ReportRefused sorts them for HTTP). reports.py enforces these
+and the kind of refusal (as ReportRefused sorts them for HTTP). reports/ enforces these
 rules, portal.py and the hub's home page (hubconfig.workspaces_for) explain them with the same
 functions, so a button is never offered for what would then be refused, nor the other way
 round. The hub's own access to a workspace (its group, hubconfig) is given to the people of

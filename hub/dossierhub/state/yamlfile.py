@@ -98,19 +98,6 @@ def load_yaml(path: Path, display: str) -> LocatedYaml:
     return LocatedYaml(data, lines, display)
 
 
-def read_yaml_mapping(path: Path, display: str) -> dict[str, Any]:
-    """The plain data of a YAML file that holds a mapping (an empty file is an empty one), with
-    every refusal of load_yaml: for readers that need no line numbers, instead of
-    `yaml.safe_load`, which reads a file of any size and returns an alias bomb's shared lists
-    for the next loop or dump to expand."""
-    data = load_yaml(path, display).data
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise _refused(display, "must be a mapping of keys.", "write `key: value` lines.", 1)
-    return data
-
-
 def _refused(display: str, message: str, fix: str, line: int | None = None) -> RefusedError:
     return RefusedError([Problem(display, "", message, fix, line)])
 

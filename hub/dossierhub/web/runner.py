@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dossierhub.data.extracts import current_provenance
+from dossierhub.reports.execute import progress
 from dossierhub.reports.kernelpool import KernelPool
-from dossierhub.reports.runs import PendingRun, execute_run, progress
+from dossierhub.reports.requests import PendingRun
+from dossierhub.reports.runs import execute_run
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 

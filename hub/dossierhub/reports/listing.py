@@ -1,0 +1,112 @@
+"""A dossier's runs as the faces show them (`report list`/`show`, the pages, the API): read
+through their records (records.py), with runs whose process died settled first
+(recovery.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dossierhub.reports import airlock
+from dossierhub.reports.records import Release, RunRecord, read_checks, read_release
+from dossierhub.reports.recovery import current_record
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.problems import ReportRefused
+
+ROW_FIELDS = ("run_id", "template", "status", "user", "queued", "started", "finished")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run in a dossier's list: its record and its release (None while unreleased).
+
+    A release.json that is not a release record still makes the run released (its presence
+    is what releases a run, here as in differencing): the list says so with the problem
+    (`unreadable_release`) rather than refuse the whole list; `audit verify` reports it."""
+
+    record: RunRecord
+    release: Release | None
+    unreadable_release: str | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.release is not None or self.unreadable_release is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record with its release, as `report list --json` prints it."""
+        return {**self.record.as_json(), "released": self._released_json()}
+
+    def _released_json(self) -> dict[str, Any] | None:
+        if self.unreadable_release is not None:
+            return {"unreadable": self.unreadable_release}
+        return _release_json(self.release)
+
+    def row(self) -> dict[str, Any]:
+        """A line of the runs table of the pages and the API."""
+        record = self.record
+        return {
+            **{name: getattr(record, name) for name in ROW_FIELDS},
+            "parameters": record.parameters,
+            "error": record.error,
+            "checks_passed": record.checks_passed,
+            "released": self._released_json(),
+        }
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """One run: its record, the output checks, the unchecked outputs, its release."""
+
+    folder: RunFolder
+    record: RunRecord
+    checks: list[dict[str, Any]]
+    unchecked: list[dict[str, Any]]
+    release: Release | None
+
+    def as_json(self) -> dict[str, Any]:
+        """As `report show` prints it."""
+        return {
+            "provenance": self.record.as_json(),
+            "folder": str(self.folder.path),
+            "checks": self.checks,
+            "unchecked": self.unchecked,
+            "released": _release_json(self.release),
+        }
+
+
+def list_runs(home: Home, dossier_id: str) -> list[RunSummary]:
+    """Oldest first (run ids begin with their UTC start time)."""
+    parent = home.runs_dir(dossier_id)
+    runs = []
+    for path in sorted(parent.iterdir()) if parent.is_dir() else []:
+        run = home.run_folder(dossier_id, path.name)
+        if run.record.exists():
+            runs.append(_summary(home, run))
+    return runs
+
+
+def _summary(home: Home, run: RunFolder) -> RunSummary:
+    record = current_record(home, run)
+    try:
+        return RunSummary(record, read_release(run))
+    except ReportRefused as exc:
+        return RunSummary(record, None, unreadable_release=str(exc))
+
+
+def show_run(home: Home, dossier_id: str, run_id: str) -> RunDetail:
+    """One run; ReportRefused (not_found) when there is none, (conflict) when one of its
+    records is not one dossierhub wrote."""
+    run = home.run_folder(dossier_id, run_id)
+    if not run.record.exists():
+        raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'", reason="not_found")
+    return RunDetail(
+        run,
+        current_record(home, run),
+        read_checks(run),
+        airlock.unchecked_outputs(run),
+        read_release(run),
+    )
+
+
+def _release_json(release: Release | None) -> dict[str, Any] | None:
+    return release.as_json() if release is not None else None

@@ -1,0 +1,239 @@
+"""The records of a report run's folder, each read and written here only: the run record
+(provenance.json) with its states, the output checks (checks.json) and the release
+(release.json). Files are replaced atomically (state/atomic.py), so a reader sees the old
+record or the new, never a torn one.
+
+A run moves through its states one way only:
+
+    queued -> running -> succeeded
+       |         \\-----> failed
+       \\-------------->  failed   (it broke before its kernel started, or its process died)
+
+`succeeded` and `failed` are final. Each move is a method of RunRecord that refuses any
+other (ImpossibleTransition), so no code path can, say, mark a failed run succeeded or start
+a finished one again. The JSON shape is what earlier versions wrote: fields a newer version
+added are optional, and keys this version does not know are kept as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dossierhub.state.atomic import write_json
+from dossierhub.state.home import RunFolder
+from dossierhub.state.problems import ReportRefused
+
+M = TypeVar("M", bound=BaseModel)
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+IN_PROGRESS: tuple[RunStatus, ...] = ("queued", "running")
+FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed")
+
+NEXT: dict[RunStatus, tuple[RunStatus, ...]] = {
+    "queued": ("running", "failed"),
+    "running": ("succeeded", "failed"),
+    "succeeded": (),
+    "failed": (),
+}
+"""The states a run in each state may move to; nothing leaves a finished run."""
+
+
+class ImpossibleTransition(RuntimeError):
+    """A run asked to move to a state it cannot reach from its own (a bug, never user input)."""
+
+
+def now() -> str:
+    """A record's time stamp: UTC, to the millisecond, as ISO 8601 text."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class RunRecord(BaseModel):
+    """provenance.json: which template with which parameters, by whom, on which extracts
+    (their hashes and generation), when, and how it ended. Frozen: a transition returns the
+    next record, which the caller writes (write_record)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    run_id: str
+    dossier: str
+    template: str
+    user: str
+    status: RunStatus
+    template_origin: str | None = None
+    template_sha256: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    queued: str | None = None
+    started: str | None = None
+    executed: str | None = None  # the kernel is gone: the dossier's run slot is free again
+    finished: str | None = None
+    error: str | None = None
+    extracts: dict[str, str] = Field(default_factory=dict)  # view -> sha256 of its Parquet
+    extracts_generation: str | None = None
+    runner_pid: int | None = None  # the process that runs it: gone unfinished = failed
+    outputs: dict[str, str] | None = None  # file -> sha256, from the end of the run
+    checks_passed: bool | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in IN_PROGRESS
+
+    def start(self) -> RunRecord:
+        """queued -> running: the run holds a slot of its dossier's queue."""
+        return self._move("running", started=now())
+
+    def kernel_done(self) -> RunRecord:
+        """Still running, the kernel stopped: what follows (collect, check, render) needs none."""
+        if self.status != "running":
+            raise ImpossibleTransition(
+                f"run {self.run_id} of dossier {self.dossier} is {self.status}, not running: "
+                "its kernel cannot have finished"
+            )
+        return self.model_copy(update={"executed": now()})
+
+    def finish(
+        self,
+        status: RunStatus,
+        error: str | None,
+        outputs: dict[str, str],
+        checks_passed: bool,
+    ) -> RunRecord:
+        """The end of a run: running -> succeeded or failed, or queued -> failed when it broke
+        before its kernel started; `outputs` are the hashes of the folder's files."""
+        return self._move(
+            status, error=error, finished=now(), outputs=outputs, checks_passed=checks_passed
+        )
+
+    def abandon(self, pid: int) -> RunRecord:
+        """queued or running -> failed: the process `pid` running it ended before it did."""
+        return self._move(
+            "failed",
+            finished=now(),
+            error=f"the process running it (pid {pid}) ended before the run finished",
+            checks_passed=False,
+        )
+
+    def _move(self, status: RunStatus, **changes: Any) -> RunRecord:
+        if status not in NEXT[self.status]:
+            raise ImpossibleTransition(
+                f"run {self.run_id} of dossier {self.dossier} is {self.status}; it cannot "
+                f"become {status}"
+            )
+        return self.model_copy(update={"status": status, **changes})
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as provenance.json holds it (and `report show` and the API show it)."""
+        return self.model_dump(mode="json")
+
+
+def queued_record(
+    run_id: str,
+    dossier: str,
+    template: str,
+    user: str,
+    *,
+    template_origin: str,
+    template_sha256: str,
+    parameters: dict[str, Any],
+    extracts: dict[str, str],
+    extracts_generation: str | None,
+    runner_pid: int,
+) -> RunRecord:
+    """A new run's record: queued now, nothing started yet."""
+    return RunRecord(
+        run_id=run_id,
+        dossier=dossier,
+        template=template,
+        user=user,
+        status="queued",
+        template_origin=template_origin,
+        template_sha256=template_sha256,
+        parameters=parameters,
+        queued=now(),
+        extracts=extracts,
+        extracts_generation=extracts_generation,
+        runner_pid=runner_pid,
+    )
+
+
+def read_record(run: RunFolder) -> RunRecord:
+    """The run's record as written; ReportRefused (conflict), naming the file, when it is not
+    one dossierhub wrote. (recovery.current_record also settles a run whose process died.)"""
+    return _parse(RunRecord, run.record, run)
+
+
+def write_record(run: RunFolder, record: RunRecord) -> None:
+    write_json(run.record, record.as_json(), indent=2)
+
+
+# ---------------------------------------------------------------- checks.json
+
+
+def read_checks(run: RunFolder) -> list[dict[str, Any]]:
+    """The output checks' results (reports/checks.py, differencing.py, airlock.chart_checks):
+    one entry per table or chart; none before the run finished."""
+    if not run.checks.exists():
+        return []
+    checks = json.loads(run.checks.read_text(encoding="utf-8"))
+    if not isinstance(checks, list):
+        raise ReportRefused(
+            f"{_where(run, run.checks.name)} is not a list of check results", reason="conflict"
+        )
+    return checks
+
+
+def write_checks(run: RunFolder, checks: list[dict[str, Any]]) -> None:
+    write_json(run.checks, checks, indent=2)
+
+
+# ---------------------------------------------------------------- release.json
+
+
+class Release(BaseModel):
+    """release.json: who released the run, when, why despite failed checks, which unchecked
+    outputs they included, and the audit head it was released under (audit verify)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    by: str
+    at: str | None = None
+    justification: str | None = None
+    failed_checks: list[str] = Field(default_factory=list)
+    differencing: list[dict[str, Any]] = Field(default_factory=list)
+    included: list[dict[str, str]] = Field(default_factory=list)
+    report_sha256: str | None = None
+    audit_head: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def read_release(run: RunFolder) -> Release | None:
+    """The run's release, None while it is not released."""
+    if not run.release.exists():
+        return None
+    return _parse(Release, run.release, run)
+
+
+def write_release(run: RunFolder, release: Release) -> None:
+    write_json(run.release, release.as_json(), indent=2)
+
+
+def _parse(model: type[M], path: Path, run: RunFolder) -> M:
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        at = ".".join(str(p) for p in problem["loc"]) or "the file"
+        raise ReportRefused(
+            f"{_where(run, path.name)} is not a record dossierhub wrote ({at}: {problem['msg']})",
+            reason="conflict",
+        ) from None
+
+
+def _where(run: RunFolder, name: str) -> str:
+    return f"reports/{run.path.parent.name}/{run.run_id}/{name}"
