@@ -24,7 +24,8 @@ import yaml
 
 from dossierhub.apply import apply
 from dossierhub.data.extracts import Progress
-from dossierhub.state.home import Home, init_home
+from dossierhub.state.home import Home
+from dossierhub.state.init import init_home
 
 TARGETS = {
     "build_unique": 2.5,

@@ -28,7 +28,7 @@ from dossierhub.state.home import Home
 from dossierhub.state.masterkey import read_master_key
 from dossierhub.state.problems import Problem, RefusedError
 from dossierhub.workspaces.hubapi import HubAPI
-from dossierhub.workspaces.provision import clear_outputs, request_hub_restart, sync_hub
+from dossierhub.workspaces.provision import expire_workspace, request_hub_restart, sync_hub
 from dossierhub.workspaces.servestate import read_serve_state
 
 
@@ -69,7 +69,7 @@ def apply(
     if problems:
         audit.append("apply.refused", dossiers=ids or "all", problems=[str(p) for p in problems])
         raise RefusedError(problems)
-    master_key = read_master_key(home.master_key_file)
+    master_key = read_master_key(home)
     report = ApplyReport(warnings=[*inst.problems.warnings, *_identity_clashes(inst)])
     selected = ids or sorted(inst.dossiers)
     for dossier_id in selected:
@@ -147,8 +147,8 @@ def _apply_one(
 ) -> DossierResult:
     dossier = inst.dossiers[dossier_id]
     if dossier.is_expired(today):
-        removed = remove_extracts(inst.home, dossier_id, progress)
-        clear_outputs(inst.home, dossier_id)
+        # the hub sync that follows stops a workspace still running (it asks the hub)
+        removed = expire_workspace(inst.home, None, dossier_id, progress)
         note = f"expired on {dossier.expires.isoformat()}: " + (
             "extracts removed" if removed else "no extracts to remove"
         )

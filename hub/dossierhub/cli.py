@@ -16,7 +16,8 @@ from rich.table import Table
 
 from dossierhub import __version__
 from dossierhub.state.audit import AuditLog, GenesisRefused, set_channel
-from dossierhub.state.home import Home, InitResult, init_home
+from dossierhub.state.home import Home
+from dossierhub.state.init import InitResult, init_home
 from dossierhub.state.problems import Problem, RefusedError
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ the BSN eleven-test), so the product's pseudonymisation and detection meet reali
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 
+from dossierhub.state.atomic import write_atomic, write_json
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
+from dossierhub.state.yamlfile import load_yaml
 from dossierhub.workspaces.hub_auth import set_password
 
 # Stadsdelen with their gebieden and a rough share of the city's residents.
@@ -95,13 +97,10 @@ HOURLY = np.array(
     ]
 )
 
-DEMO_MARKER = "raw/.demo.json"
-
 
 def write_demo(home: Home, *, size: int, seed: int, log: Callable[[str], None]) -> list[str]:
     """Write raw data (unless the same size and seed are there), catalog and manifests."""
-    raw = home.root / "raw"
-    marker = home.root / DEMO_MARKER
+    raw, marker = home.raw_dir, home.demo_marker_file
     wanted = {"size": size, "seed": seed, "format": 1}
     written: list[str] = []
     current = json.loads(marker.read_text()) if marker.exists() else None
@@ -110,19 +109,18 @@ def write_demo(home: Home, *, size: int, seed: int, log: Callable[[str], None]) 
         raw.mkdir(parents=True, exist_ok=True)
         for name, frame in generate(size, seed).items():
             path = raw / f"{name}.parquet"
-            tmp = path.with_suffix(".parquet.tmp")
-            frame.write_parquet(tmp, compression="zstd")
-            tmp.replace(path)
+            data = io.BytesIO()
+            frame.write_parquet(data, compression="zstd")
+            write_atomic(path, data.getvalue())
             written.append(home.relative(path))
-        marker.write_text(json.dumps(wanted))
+        write_json(marker, wanted)
     else:
         log(f"synthetic data for {size:,} residents already present")
-    for relative, text in demo_files().items():
-        path = home.root / relative
-        if not path.exists() or _is_empty_catalog(path):
+    for path, text in demo_files(home).items():
+        if not path.exists() or _is_empty_catalog(home, path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            written.append(relative)
+            write_atomic(path, text)
+            written.append(home.relative(path))
     return written
 
 
@@ -141,12 +139,12 @@ def demo_password(home: Home) -> str:
     return password
 
 
-def _is_empty_catalog(path: Path) -> bool:
+def _is_empty_catalog(home: Home, path: Path) -> bool:
     """`init` writes a catalog without sources; the demo may fill that one in."""
-    if path.name != "catalog.yaml":
+    if path != home.catalog_file:
         return False
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return not data.get("sources")
+    data = load_yaml(path, "catalog.yaml").data or {}
+    return isinstance(data, dict) and not data.get("sources")
 
 
 def bsn_numbers(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -333,13 +331,13 @@ def _vector_area(rng: np.random.Generator, district: np.ndarray, names: list[str
     return (rng.random(len(district)) * counts[district]).astype(np.int64)
 
 
-def demo_files() -> dict[str, str]:
+def demo_files(home: Home) -> dict[Path, str]:
     """catalog.yaml and the three demo manifests, as an admin would write them."""
     return {
-        "catalog.yaml": CATALOG,
-        "dossiers/armoede.yaml": ARMOEDE,
-        "dossiers/mobiliteit.yaml": MOBILITEIT,
-        "dossiers/woonfraude-2025.yaml": WOONFRAUDE,
+        home.catalog_file: CATALOG,
+        home.manifest_file("armoede"): ARMOEDE,
+        home.manifest_file("mobiliteit"): MOBILITEIT,
+        home.manifest_file("woonfraude-2025"): WOONFRAUDE,
     }
 
 

@@ -145,6 +145,7 @@ def test_every_home_path_is_in_the_reference_with_the_owner_the_code_names() -> 
     paths = home_paths()
     assert len(paths) > 20, "Home's files were not found: has the class changed its form?"
     compare("HOME layout", set(paths), set(rows))
+    unused: list[str] = []
     for name, (path, doc) in paths.items():
         _, shown_path, owner, _ = rows[name]
         assert quoted(shown_path)[0].rstrip("/") == path, (
@@ -161,6 +162,13 @@ def test_every_home_path_is_in_the_reference_with_the_owner_the_code_names() -> 
             assert (PACKAGE / module).is_file(), (
                 f"docs/reference.md: {name}'s owner {module} is not in hub/dossierhub/"
             )
+        if named and named[1] != "JupyterHub":
+            # the owner reaches the file through its Home name (else it is not its owner)
+            attribute = name.rsplit(".", 1)[-1].split("(")[0]
+            source = (PACKAGE / named[1]).read_text(encoding="utf-8")
+            if not re.search(rf"\.{attribute}\b", source):
+                unused.append(f"{named[1]} is named owner of {name} but never uses it")
+    assert not unused, "\n".join(unused)
 
 
 # ---------------------------------------------------------------- models and settings

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from dossierhub.state.audit import AuditLog
-from dossierhub.state.home import Home, init_home
+from dossierhub.state.home import Home
+from dossierhub.state.init import init_home
 from dossierhub.workspaces.servestate import (
     ServeState,
     clear_serve_state,

@@ -26,7 +26,8 @@ from dossierhub.reports.records import (
 )
 from dossierhub.reports.recovery import current_record
 from dossierhub.state.audit import AuditLog
-from dossierhub.state.home import Home, RunFolder, init_home
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.init import init_home
 
 RUN = "20260101T000000-abcdef"
 

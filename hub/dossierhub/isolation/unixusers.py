@@ -251,9 +251,8 @@ def secure_home(home: Home) -> None:
     for private in (home.catalog_file, home.settings_file):
         if private.exists():
             os.chmod(private, 0o600)
-    raw = home.root / "raw"
-    if raw.exists():
-        os.chmod(raw, 0o700)
+    if home.raw_dir.exists():
+        os.chmod(home.raw_dir, 0o700)
 
 
 def secure_extracts(folder: Path, gid: int | None) -> None:

@@ -114,7 +114,7 @@ class AuditLog:
 
     def _keys(self) -> _Keys | None:
         try:
-            master = read_master_key(self.home.master_key_file)
+            master = read_master_key(self.home)
         except MasterKeyError:
             return None
 

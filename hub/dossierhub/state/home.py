@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from dossier_kernel.provenance import CATALOG_FILE, PROVENANCE_FILE
-from dossierhub.state.masterkey import create_master_key
 
 DEFAULT_HOME = "./var"
+
+LogKind = Literal["workspace", "reports"]
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,13 @@ class Home:
 
     @property
     def catalog_file(self) -> Path:
-        """The data sources, described by their stewards (owner: state/models.py Catalog;
-        checked by data/policy.py)."""
+        """The data sources, described by their stewards (owner: data/policy.py, through
+        state/models.py Catalog)."""
         return self.root / "catalog.yaml"
 
     @property
     def dossiers_dir(self) -> Path:
-        """One manifest per dossier, written by the admin (owner: state/models.py)."""
+        """One manifest per dossier, written by the admin (owner: data/policy.py)."""
         return self.root / "dossiers"
 
     def manifest_file(self, dossier_id: str) -> Path:
@@ -60,11 +61,11 @@ class Home:
 
     def extract_catalog(self, dossier_id: str) -> Path:
         """The dossier's catalog.duckdb through its stable link: what its workspace and report
-        kernels open as DOSSIER_CATALOG (owner: data/extracts.py)."""
+        kernels open as DOSSIER_CATALOG (written by data/extracts.py)."""
         return self.extract_dir(dossier_id) / CATALOG_FILE
 
     def extract_provenance(self, dossier_id: str) -> Path:
-        """The current generation's provenance.json through its stable link (owner:
+        """The current generation's provenance.json through its stable link (written by
         data/extracts.py; typed as dossier_kernel.provenance.ExtractProvenance)."""
         return self.extract_dir(dossier_id) / PROVENANCE_FILE
 
@@ -85,11 +86,11 @@ class Home:
 
     @property
     def reports_dir(self) -> Path:
-        """One folder per dossier, one per run in it (owner: reports/requests.py)."""
+        """One folder per dossier, one per run in it (owner: state/init.py)."""
         return self.root / "reports"
 
     def runs_dir(self, dossier_id: str) -> Path:
-        """A dossier's report runs, one folder each (owner: reports/requests.py makes them)."""
+        """A dossier's report runs, one folder each (owner: reports/collect.py make_run_folder)."""
         return self.reports_dir / dossier_id
 
     def run_folder(self, dossier_id: str, run_id: str) -> RunFolder:
@@ -104,11 +105,11 @@ class Home:
     @property
     def scratch_dir(self) -> Path:
         """Report runs in progress: one folder per run, owned by the dossier's report identity
-        (owner: reports/kernelpool.py)."""
+        (owner: state/init.py)."""
         return self.root / "scratch"
 
     def scratch_parent(self, dossier_id: str) -> Path:
-        """scratch/<id>/: the dossier's runs in progress (owner: reports/kernelpool.py)."""
+        """scratch/<id>/: the dossier's runs in progress (owner: isolation/unixusers.py)."""
         return self.scratch_dir / dossier_id
 
     @property
@@ -116,6 +117,11 @@ class Home:
         """What workspaces and report kernels print, one folder per dossier (root only) (owner:
         state/logs.py)."""
         return self.root / "logs"
+
+    def dossier_log_file(self, dossier_id: str, kind: LogKind) -> Path:
+        """logs/<id>/workspace.log or reports.log: what the workspace's or the report kernels'
+        processes print (owner: state/logs.py open_log, which rotates it to <kind>.log.1)."""
+        return self.dossier_logs_dir(dossier_id) / f"{kind}.log"
 
     def dossier_logs_dir(self, dossier_id: str) -> Path:
         """logs/<id>/: workspace.log and reports.log, rotated (owner: state/logs.py)."""
@@ -193,6 +199,18 @@ class Home:
         return self.hub_dir / "demo-password"
 
     @property
+    def raw_dir(self) -> Path:
+        """raw/: source data kept inside HOME, as the demo does (root only; owner: demo.py for
+        the demo's synthetic data). An installation's sources may live anywhere catalog.yaml
+        says."""
+        return self.root / "raw"
+
+    @property
+    def demo_marker_file(self) -> Path:
+        """raw/.demo.json: the size and seed of the demo's synthetic data (owner: demo.py)."""
+        return self.raw_dir / ".demo.json"
+
+    @property
     def audit_log_file(self) -> Path:
         """The hash-chained audit log, one JSON record per line (owner: state/audit.py)."""
         return self.audit_dir / "audit.jsonl"
@@ -204,12 +222,13 @@ class Home:
 
     @property
     def audit_witness_file(self) -> Path:
-        """The last head sent to the syslog witness (owner: state/witness.py)."""
+        """What the syslog witness last did, sent or failed (owner: state/audit.py
+        witness_state)."""
         return self.audit_dir / "witness.json"
 
     @property
     def locks_dir(self) -> Path:
-        """Lock files only, never data: who may change what at a time (owner: data/extracts.py)."""
+        """Lock files only, never data: who may change what at a time (owner: state/init.py)."""
         return self.root / "extracts" / ".locks"
 
     def extract_lock_file(self, dossier_id: str) -> Path:
@@ -318,51 +337,3 @@ class RunFolder:
         """The files a run's recorded hashes leave out: the records written after the hashes,
         and review.html, drawn later from the hashed files."""
         return (self.record, self.checks, self.release, self.review_html)
-
-
-@dataclass(frozen=True)
-class InitResult:
-    created_dirs: list[str]
-    created_key: bool
-    created_catalog: bool
-
-
-def init_home(home: Home) -> InitResult:
-    """Create the folders, an empty catalog and the master key if missing; never overwrite."""
-    created: list[str] = []
-    dirs = [
-        home.root,
-        home.dossiers_dir,
-        home.master_key_file.parent,
-        home.extracts_dir,
-        home.workspaces_dir,
-        home.templates_dir,
-        home.reports_dir,
-        home.scratch_dir,
-        home.logs_dir,
-        home.audit_dir,
-        home.hub_dir,
-        home.locks_dir,
-    ]
-    for folder in dirs:
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            created.append(home.relative(folder) if folder != home.root else ".")
-    for private in (
-        home.master_key_file.parent,
-        home.hub_dir,
-        home.audit_dir,
-        home.locks_dir,
-        home.logs_dir,
-    ):
-        os.chmod(private, 0o700)
-    created_key = create_master_key(home.master_key_file)
-    created_catalog = False
-    if not home.catalog_file.exists():
-        home.catalog_file.write_text(
-            "# Data sources, described once by their stewards (docs/reference.md, catalog.yaml).\n"
-            "sources: {}\n",
-            encoding="utf-8",
-        )
-        created_catalog = True
-    return InitResult(created, created_key, created_catalog)

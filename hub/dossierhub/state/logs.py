@@ -10,19 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 
-from dossierhub.state.home import Home
+from dossierhub.state.home import Home, LogKind
 
 LIMIT = 20 * 1024 * 1024
 
 
-def open_log(home: Home, dossier_id: str, name: str) -> int:
-    """A descriptor appending to logs/<id>/<name>.log (the caller closes it)."""
+def open_log(home: Home, dossier_id: str, kind: LogKind) -> int:
+    """A descriptor appending to logs/<id>/<kind>.log (the caller closes it)."""
     home.logs_dir.mkdir(mode=0o700, exist_ok=True)
-    folder = home.dossier_logs_dir(dossier_id)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{name}.log"
+    home.dossier_logs_dir(dossier_id).mkdir(mode=0o700, exist_ok=True)
+    path = home.dossier_log_file(dossier_id, kind)
     with contextlib.suppress(FileNotFoundError):
         if os.lstat(path).st_size > LIMIT:
-            os.replace(path, folder / f"{name}.log.1")
+            os.replace(path, path.with_name(path.name + ".1"))
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(path, flags, 0o600)

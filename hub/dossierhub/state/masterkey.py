@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
+
+from dossierhub.state.home import Home
 
 KEY_BYTES = 32
 
@@ -15,8 +16,9 @@ class MasterKeyError(Exception):
     """The master key is missing or malformed; its text never appears in the message."""
 
 
-def create_master_key(path: Path) -> bool:
+def create_master_key(home: Home) -> bool:
     """Write 32 random bytes as 64 hex characters, mode 0600, unless a key is already there."""
+    path = home.master_key_file
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     try:
@@ -30,7 +32,8 @@ def create_master_key(path: Path) -> bool:
     return True
 
 
-def read_master_key(path: Path) -> bytes:
+def read_master_key(home: Home) -> bytes:
+    path = home.master_key_file
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:

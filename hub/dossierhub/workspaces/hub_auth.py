@@ -45,9 +45,22 @@ def verify_password(stored: str, password: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
+def read_passwords(path: Path) -> dict[str, str]:
+    """passwords.json: username -> scrypt hash; {} when there is none. ValueError when the file
+    is not such a mapping (nobody logs in then, and `passwd` refuses to overwrite it)."""
+    if not path.exists():
+        return {}
+    table = json.loads(path.read_text())
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+    ):
+        raise ValueError(f"{path.name} is not a mapping of username to password hash")
+    return table
+
+
 def set_password(path: Path, username: str, password: str) -> None:
     """Store a hash for `username`; atomically, mode 0600."""
-    table = json.loads(path.read_text()) if path.exists() else {}
+    table = read_passwords(path)
     table[username] = hash_password(password)
     write_atomic(path, json.dumps(table, indent=1, sort_keys=True), mode=0o600)
 
@@ -71,7 +84,7 @@ class LocalPasswordAuthenticator(Authenticator):
         if not username or username.startswith(WORKSPACE_PREFIX):
             return None
         try:
-            table = json.loads(Path(self.passwords_file).read_text())
+            table = read_passwords(Path(self.passwords_file))
         except (OSError, ValueError):
             self.log.error("passwords file %s cannot be read", self.passwords_file)
             return None

@@ -127,12 +127,17 @@ def restart_workspace(home: Home, api: HubAPI, entry: DossierEntry, removed: lis
     api.start_server(entry.hub_user)
 
 
-def expire_workspace(home: Home, api: HubAPI | None, dossier_id: str) -> None:
-    """Stop the workspace, delete the extracts, keep the notebooks with their outputs cleared."""
+def expire_workspace(
+    home: Home, api: HubAPI | None, dossier_id: str, progress: Progress | None = None
+) -> bool:
+    """What expiry does, wherever it is noticed (apply, the hub sync, dossierhub-expiry): stop
+    the workspace (when the hub is there to ask), delete the extracts, keep the notebooks with
+    their outputs cleared. True when there were extracts to delete."""
     if api is not None:
         api.stop_server(WORKSPACE_PREFIX + dossier_id)
-    remove_extracts(home, dossier_id, Progress())
+    removed = remove_extracts(home, dossier_id, progress or Progress())
     clear_outputs(home, dossier_id)
+    return removed
 
 
 def clear_outputs(home: Home, dossier_id: str) -> int:

@@ -25,6 +25,7 @@ from dossierhub.isolation.unixusers import (
     prepare_dossier,
     secure_home,
 )
+from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.state.settings import Settings
@@ -80,12 +81,12 @@ class Supervisor:
         home.hub_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(home.hub_dir, 0o700)
         mint_tokens(home)
-        home.effective_settings_file.write_text(self.settings.model_dump_json())
-        home.hub_config_file.write_text(
+        write_atomic(home.effective_settings_file, self.settings.model_dump_json())
+        write_atomic(
+            home.hub_config_file,
             "# Written by `dossierhub serve` at every start; put settings in settings.yaml.\n"
             "from dossierhub.workspaces.hubconfig import load_hub_config\n\n"
             f"load_hub_config(c, {str(home.root)!r})  # noqa: F821\n",
-            encoding="utf-8",
         )
         if isolation_enabled():
             secure_home(home)
