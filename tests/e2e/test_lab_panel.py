@@ -100,12 +100,17 @@ def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
     expect(template).to_be_visible(timeout=60_000)
     template.locator("summary").click()
     template.locator("select[name='view']").select_option("households")
-    template.locator(".dh-run").click()
-    run = panel.locator(".dh-run-item").first
+    # other tests of the session run reports in this dossier too: follow the one started here
+    with lab.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/dossiers/armoede/runs")
+    ) as posted:
+        template.locator(".dh-run").click()
+    run_id = posted.value.json()["run_id"]
+    run = panel.locator(f".dh-run-item[data-run='{run_id}']")
     expect(run).to_contain_text("data_quality")
     expect(run).to_have_attribute("data-status", "succeeded", timeout=180_000)
     expect(run.locator(".dh-open")).to_have_attribute(
-        "href", "/services/dossierhub/dossiers/armoede/runs/" + run.get_attribute("data-run")
+        "href", f"/services/dossierhub/dossiers/armoede/runs/{run_id}"
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "12-lab-panel.png"))
