@@ -37,7 +37,9 @@ def test_the_hub_gives_its_workspace_to_exactly_those_who_may_open_it() -> None:
 
 
 def release(person: str, **run: object):  # type: ignore[no-untyped-def]
-    facts = {"started_by": "b.devries", "status": "succeeded", "released_by": None, **run}
+    status = run.pop("status", "succeeded")
+    facts = {"started_by": "b.devries", "status": status, "succeeded": status == "succeeded",
+             "released": None, **run}  # fmt: skip
     return may_release(person, ARMOEDE.role_of(person), dossier_id="armoede", run_id="r1", **facts)
 
 
@@ -47,7 +49,7 @@ def test_four_eyes_release() -> None:
     own = release("a.jansen", started_by="a.jansen")
     assert own.reason == "forbidden" and "four eyes" in own.why
     assert release("c.bakker", started_by="a.jansen") is None
-    again = release("a.jansen", released_by="c.bakker")
+    again = release("a.jansen", released="released by c.bakker")
     assert again.reason == "conflict" and "already released by c.bakker" in again.why
     failed = release("a.jansen", status="failed")
     assert failed.reason == "conflict" and "only succeeded runs" in failed.why
