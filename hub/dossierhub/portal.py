@@ -87,9 +87,7 @@ def _provenance(home: Home, dossier_id: str) -> ExtractProvenance | None:
     try:
         return current_provenance(home.extract_dir(dossier_id))
     except ProvenanceError as exc:
-        raise ReportRefused(
-            f"{exc} (ask the admin to run `dossierhub apply`)", reason="conflict"
-        ) from None
+        raise ReportRefused(str(exc), reason="conflict") from None  # it says what to do
 
 
 def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dict[str, Any]:
