@@ -257,10 +257,6 @@ class ReleaseState:
     def released(self) -> bool:
         return self.release is not None or self.unreadable is not None
 
-    @property
-    def by(self) -> str | None:
-        return self.release.by if self.release is not None else None
-
     def words(self) -> str | None:
         """How every face says it: None while unreleased."""
         if self.release is not None:
