@@ -257,6 +257,9 @@ def unreadable_release(hub: Hub) -> Iterator[str]:
         "template": "data_quality",
         "user": "b.devries",
         "status": "succeeded",
+        "template_origin": "built-in",
+        "template_sha256": "0" * 64,
+        "queued": "2020-01-01T00:00:00.000+00:00",
         "checks_passed": True,
         "outputs": {},
     }
