@@ -282,7 +282,7 @@ export class DossierPanel extends Widget {
       this.runList.append(el('li', { class: 'dh-muted' }, 'No runs yet.'));
     }
     for (const run of recent) {
-      if (run.status === 'queued' || run.status === 'running') {
+      if (run.in_progress) {
         this.watch(run.run_id);
       }
     }
@@ -300,7 +300,7 @@ export class DossierPanel extends Widget {
       { class: 'dh-run-item', 'data-run': run.run_id, 'data-status': run.status },
       el('span', { class: `dh-status dh-status-${run.status}` }, run.status),
       ` ${run.template} · ${run.user} · ${when} ${progress}`,
-      run.released ? el('span', { class: 'dh-muted' }, ` · released by ${run.released.by}`) : '',
+      run.released_words ? el('span', { class: 'dh-muted dh-released' }, ` · ${run.released_words}`) : '',
       ' ',
       open
     );
@@ -323,13 +323,20 @@ export class DossierPanel extends Widget {
         window.setTimeout(tick, POLL_MS * 3);
         return;
       }
-      const run = detail.provenance;
+      const run: IRun = {
+        ...detail.provenance,
+        run_id: runId,
+        in_progress: detail.in_progress,
+        succeeded: detail.succeeded,
+        released: detail.released,
+        released_words: detail.released_words
+      };
       const progress = detail.progress
         ? `(${detail.progress.cells_done}/${detail.progress.cells_total} cells)`
         : '';
       const line = this.runList.querySelector(`[data-run="${CSS.escape(runId)}"]`);
-      line?.replaceWith(this.runItem({ ...run, run_id: runId }, progress));
-      if (run.status === 'queued' || run.status === 'running') {
+      line?.replaceWith(this.runItem(run, progress));
+      if (run.in_progress) {
         window.setTimeout(tick, POLL_MS);
       } else {
         this.watched.delete(runId);

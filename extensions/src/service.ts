@@ -27,21 +27,35 @@ export interface ITemplate {
   error: string | null;
 }
 
-export interface IRun {
+/** A run's record (provenance.json) as the API sends it. */
+export interface IRunRecord {
   run_id: string;
   template: string;
-  status: 'queued' | 'running' | 'succeeded' | 'failed';
+  status: string;
   user: string;
   queued: string | null;
   started: string | null;
   finished: string | null;
   error: string | null;
   checks_passed: boolean | null;
-  released: { by: string } | null;
 }
 
-export interface IRunDetail {
-  provenance: IRun;
+/** release.json as written, or the problem with one that cannot be read (still released). */
+export type IReleased = { by: string; at?: string; justification?: string | null } | { unreadable: string };
+
+/** What the server decided about a run (reports/records.py): the panel decides none of it. */
+export interface IRunState {
+  in_progress: boolean;
+  succeeded: boolean;
+  released: IReleased | null;
+  /** "released by …" or "released (record unreadable: …)"; null while unreleased */
+  released_words: string | null;
+}
+
+export interface IRun extends IRunRecord, IRunState {}
+
+export interface IRunDetail extends IRunState {
+  provenance: IRunRecord;
   progress: { cells_done: number; cells_total: number } | null;
 }
 

@@ -312,7 +312,7 @@ def report_run(
     except ReportRefused as exc:
         raise Failed(f"{exc}; nothing was run.") from None
     out.print(f"{outcome.run_id} {outcome.status}")
-    if outcome.status != "succeeded":
+    if not outcome.succeeded:
         raise Failed(
             f"run {outcome.run_id} failed: {outcome.error} (partial notebook kept "
             f"in {home.relative(outcome.folder)})"
@@ -342,8 +342,8 @@ def report_list(home: Home, dossier_id: str, as_json: bool) -> None:
             record.run_id,
             record.template,
             record.status,
-            "passed" if record.checks_passed else "failed" if record.status == "succeeded" else "-",
-            run.release.by if run.release else "(unreadable)" if run.released else "-",
+            "passed" if record.checks_passed else "failed" if record.succeeded else "-",
+            run.release.words() or "-",
             record.user,
             str(record.started or record.queued),
         )

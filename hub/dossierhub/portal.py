@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from dossier_kernel.expiry import expiry
+from dossier_kernel.provenance import ExtractProvenance, ProvenanceError
 from dossierhub.data.extracts import current_provenance
-from dossierhub.reports.listing import RunDetail, list_runs, show_run
-from dossierhub.reports.release import needs_justification, release_denied, release_run
+from dossierhub.reports.listing import RunDetail, RunSummary, list_runs, show_run
+from dossierhub.reports.records import needs_justification
+from dossierhub.reports.release import release_checks, release_denied, release_run
 from dossierhub.reports.render import review_page
 from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
@@ -29,7 +31,15 @@ from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import ReportRefused
-from dossierhub.state.roles import WORKER_ROLES, may_open_workspace, may_run
+from dossierhub.state.roles import (
+    Denied,
+    is_told_why_not_released,
+    may_open_workspace,
+    may_prepare_runs,
+    may_read_run,
+    may_run,
+    may_see_unchecked,
+)
 from dossierhub.state.settings import load_settings
 from dossierhub.state.templates import TemplateError, load_template
 
@@ -45,24 +55,32 @@ def person_for(home: Home, name: str) -> Person:
     return Person(name, name in load_settings(home).hub.admins)
 
 
-def member_entry(
-    home: Home, dossier_id: str, person: Person, roles: tuple[str, ...] = ()
-) -> tuple[DossierEntry, str]:
-    """The dossier and the person's role in it; refused unless the role is one of `roles`
-    (any role when empty). Strangers get the same answer for a dossier that does not exist
-    as for one they are not in: no one learns which dossiers exist by guessing ids."""
+def member_entry(home: Home, dossier_id: str, person: Person) -> tuple[DossierEntry, str]:
+    """The dossier and the person's role in it, for a member; what the role allows is the
+    rules' (roles.py). Strangers get the same answer for a dossier that does not exist as for
+    one they are not in: no one learns which dossiers exist by guessing ids."""
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
     role = entry.role_of(person.name) if entry is not None else None
     if entry is None or role is None:
         raise ReportRefused(
             f"{person.name} is not a member of a dossier '{dossier_id}'", reason="forbidden"
         )
-    if roles and role not in roles:
-        raise ReportRefused(
-            f"{person.name} is a {role} of dossier {dossier_id}; this needs a {' or '.join(roles)}",
-            reason="forbidden",
-        )
     return entry, role
+
+
+def _refuse(denied: Denied | None) -> None:
+    """A rule's answer (roles.py) as the refusal the faces show: the rule's own sentence."""
+    if denied is not None:
+        raise ReportRefused(denied.why, reason=denied.reason)
+
+
+def _provenance(home: Home, dossier_id: str) -> ExtractProvenance | None:
+    """The dossier's extract provenance; a malformed one refuses (409, its message) rather
+    than fail the page or the API with a 500."""
+    try:
+        return current_provenance(home.extract_dir(dossier_id))
+    except ProvenanceError as exc:
+        raise ReportRefused(str(exc), reason="conflict") from None  # it says what to do
 
 
 def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dict[str, Any]:
@@ -85,6 +103,9 @@ def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dic
         },
         "can_open_workspace": may_open_workspace(entry, person, today) is None,
         "can_run": may_run(entry, person, today) is None,
+        # every run, not only released ones (the list, the "no runs yet" line)
+        "sees_unreleased": may_see_unchecked(person, role, entry.id) is None,
+        "prepares_runs": may_prepare_runs(person, role, entry.id) is None,  # the run forms
         "workspace_user": entry.hub_user,
     }
 
@@ -111,7 +132,7 @@ def dossier_detail(
 def views_of(home: Home, dossier_id: str) -> list[dict[str, Any]]:
     """Approved views with rows, build time and columns (type, kind, description), read
     from the dossier's own catalog.duckdb: exactly what its workspace sees."""
-    provenance = current_provenance(home.extract_dir(dossier_id))
+    provenance = _provenance(home, dossier_id)
     if provenance is None:
         return []
     import duckdb
@@ -136,17 +157,16 @@ def open_workspace(home: Home, dossier_id: str, person: Person) -> str:
     The product's own buttons come here (through decisions.decide, as workspace.open), so
     the dossier's audit trail says who opened its workspace and when, and who was refused."""
     entry, _ = member_entry(home, dossier_id, person)
-    denied = may_open_workspace(entry, person.name)
-    if denied is not None:
-        raise ReportRefused(denied.why, reason=denied.reason)
+    _refuse(may_open_workspace(entry, person.name))
     return f"/hub/spawn/{entry.hub_user}"
 
 
 def templates_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """The templates the dossier may run, with parameter schemas ready for a form."""
-    member_entry(home, dossier_id, person, WORKER_ROLES)
+    _, role = member_entry(home, dossier_id, person)
+    _refuse(may_prepare_runs(person.name, role, dossier_id))
     manifest = read_dossier(home, dossier_id)
-    provenance = current_provenance(home.extract_dir(dossier_id))
+    provenance = _provenance(home, dossier_id)
     views = sorted(provenance.views) if provenance else []
     found: list[dict[str, Any]] = []
     for name in manifest.templates:
@@ -185,18 +205,23 @@ def start_run(
     home: Home, dossier_id: str, person: Person, template: str, raw_params: dict[str, str]
 ) -> PendingRun:
     """Checked and queued (requests.start_run does the checks `report run` does); the
-    caller executes it."""
-    member_entry(home, dossier_id, person, WORKER_ROLES)
+    caller executes it. The rule (roles.may_run) is applied there, in its own words."""
+    member_entry(home, dossier_id, person)
     return queue_run(home, dossier_id, template, person.name, raw_params)
 
 
 def runs_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """Newest first. Viewers see released runs only."""
     _, role = member_entry(home, dossier_id, person)
-    runs = list_runs(home, dossier_id)
-    if role not in WORKER_ROLES:
-        runs = [r for r in runs if r.released]
+    runs = [r for r in list_runs(home, dossier_id) if _readable(person, role, dossier_id, r)]
     return [r.row() for r in reversed(runs)]
+
+
+def _readable(person: Person, role: str, dossier_id: str, run: RunSummary) -> bool:
+    denied = may_read_run(
+        person.name, role, dossier_id=dossier_id, run_id=run.record.run_id, released=run.released
+    )
+    return denied is None
 
 
 def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict[str, Any]:
@@ -204,14 +229,11 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
     release it (and if not, why not)."""
     _, role = member_entry(home, dossier_id, person)
     run = show_run(home, dossier_id, run_id)
-    if role not in WORKER_ROLES and run.release is None:
-        raise ReportRefused(
-            f"run {run_id} of dossier {dossier_id} is not released: viewers read released "
-            "reports only",
-            reason="forbidden",
-        )
+    _refuse(
+        may_read_run(person.name, role, dossier_id=dossier_id, run_id=run_id, released=run.released)
+    )
     record, folder = run.record, run.folder
-    worker = role in WORKER_ROLES
+    worker = may_see_unchecked(person.name, role, dossier_id) is None
     if not worker:  # the hashes of what viewers cannot read (a hash of a small file is a clue)
         outputs = record.outputs or {}
         public = {n: outputs[n] for n in outputs if _public(folder, n)}
@@ -222,14 +244,17 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "provenance": record.as_json(),
         "checks": run.checks,
         "released": run.as_json()["released"],
+        "released_words": run.release.words(),
+        "in_progress": record.in_progress,
+        "succeeded": record.succeeded,
         "has_html": folder.report_html.exists(),
         # the whole notebook, unchecked outputs included: the team's, never a viewer's
         "has_review": worker and folder.notebook.exists() and not record.in_progress,
         "unchecked": run.unchecked if worker else [],
         "tables": sorted(c["table"] for c in run.checks if c.get("kind", "table") == "table")
-        if record.status == "succeeded"
+        if record.succeeded
         else [],
-        "release": _release_verdict(dossier_id, role, person, run),
+        "release": _release_verdict(home, dossier_id, role, person, run),
     }
 
 
@@ -245,14 +270,20 @@ def _public(run: RunFolder, name: str) -> bool:
     )
 
 
-def _release_verdict(dossier_id: str, role: str, person: Person, run: RunDetail) -> dict[str, Any]:
-    """What the run's page says about releasing it: the rule release_run enforces."""
+def _release_verdict(
+    home: Home, dossier_id: str, role: str, person: Person, run: RunDetail
+) -> dict[str, Any]:
+    """What the run's page says about releasing it: the rules release_run enforces, on the
+    checks it will decide with (differencing re-computed now, as release_run does: a run
+    released since this one finished can make a justification necessary)."""
     denied = release_denied(person.name, role, dossier_id, run)
     why = denied.why if denied is not None else None
+    checks = release_checks(home, dossier_id, run) if why is None else run.checks
     return {
         "allowed": why is None,
         "why_not": why,
-        "needs_justification": needs_justification(run.checks),
+        "explain": why is not None and is_told_why_not_released(role),
+        "needs_justification": needs_justification(checks),
     }
 
 
@@ -263,12 +294,7 @@ def report_html(
     detail = run_detail(home, dossier_id, run_id, person)
     if view == "review":
         _, role = member_entry(home, dossier_id, person)
-        if role not in WORKER_ROLES:
-            raise ReportRefused(
-                f"{person.name} is a {role} of dossier {dossier_id}: only its leads and "
-                "analysts see a run's unchecked outputs",
-                reason="forbidden",
-            )
+        _refuse(may_see_unchecked(person.name, role, dossier_id))
         page = review_page(home, dossier_id, run_id) if detail["has_review"] else None
         if page is None:
             raise ReportRefused(f"run {run_id} has no review page yet", reason="not_found")
@@ -305,7 +331,7 @@ def release(
     justification: str | None,
     include: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    member_entry(home, dossier_id, person, ("lead",))
+    member_entry(home, dossier_id, person)  # strangers learn nothing; roles.may_release decides
     return release_run(home, dossier_id, run_id, person.name, justification, include).as_json()
 
 
@@ -316,8 +342,9 @@ def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
     log = AuditLog(home)
     verification = log.verify()
     rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
-    if role not in WORKER_ROLES:
-        released = {r.record.run_id for r in list_runs(home, dossier_id) if r.released}
+    if may_see_unchecked(person.name, role, dossier_id) is not None:
+        runs = list_runs(home, dossier_id)
+        released = {r.record.run_id for r in runs if _readable(person, role, dossier_id, r)}
         rows = [row for r in rows if (row := _for_viewers(r, released)) is not None]
     return {
         "chain": {

@@ -4,6 +4,8 @@ as a viewer. Screenshots of each page go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -239,3 +241,51 @@ def test_opening_the_workspace_is_audited(hub: Hub, person: Callable[[str], Page
     viewer = person("d.visser")
     refused = viewer.request.get(f"{hub.service}dossiers/armoede/open", max_redirects=0)
     assert refused.status == 403
+
+
+@pytest.fixture
+def unreadable_release(hub: Hub) -> Iterator[str]:
+    """A finished run of armoede whose release.json is not a release record (a hand, a bug):
+    present, it releases the run. Removed after the test (audit verify fails while it is
+    there, as it should)."""
+    run_id = "20200101T000000-0dd0dd"
+    folder = hub.home.run_folder("armoede", run_id).path
+    folder.mkdir(parents=True)
+    record = {
+        "run_id": run_id,
+        "dossier": "armoede",
+        "template": "data_quality",
+        "user": "b.devries",
+        "status": "succeeded",
+        "template_origin": "built-in",
+        "template_sha256": "0" * 64,
+        "queued": "2020-01-01T00:00:00.000+00:00",
+        "checks_passed": True,
+        "outputs": {},
+    }
+    (folder / "provenance.json").write_text(json.dumps(record))
+    (folder / "release.json").write_text("[]")
+    try:
+        yield run_id
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_an_unreadable_release_shows_as_released_on_every_page(
+    hub: Hub, person: Callable[[str], Page], unreadable_release: str
+) -> None:
+    words = "released (record unreadable: "
+    run_url = f"{hub.service}dossiers/armoede/runs/{unreadable_release}"
+    viewer = person("d.visser")
+    viewer.goto(f"{hub.service}dossiers/armoede")
+    row = viewer.locator(f"tr.run[data-run='{unreadable_release}']")
+    expect(row).to_contain_text(words)
+    expect(row).not_to_contain_text("undefined")
+    row.locator("a").click()
+    expect(viewer.locator("#released")).to_contain_text(words)
+    expect(viewer.locator("#release-unreadable")).to_contain_text("is not a record")
+    lead = person("e.mulder")
+    lead.goto(run_url)
+    expect(lead.locator("#release-form")).to_have_count(0)
+    expect(lead.locator("#released")).to_contain_text(words)
+    shot(lead, "12-release-unreadable")

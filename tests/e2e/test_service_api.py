@@ -10,7 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from dossier_kernel.provenance import PROVENANCE_FILE
 from dossierhub.data.extracts import current_provenance
+from dossierhub.data.generations import DATA_LINK
 from dossierhub.web.api import routes
 
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
@@ -153,7 +155,13 @@ def test_viewers_and_strangers_cannot_start_runs(client: Callable[[str], httpx.C
 
 
 def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Client]) -> None:
-    run_id = start(client(ANALYST), view="households")
+    queued = client(ANALYST).post(
+        "dossiers/armoede/runs",
+        json={"template": "data_quality", "parameters": {"view": "households"}},
+    )
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    assert queued.json()["in_progress"] is True  # the panel follows it by this, not a list
+    run_id = queued.json()["run_id"]
     viewer = client(VIEWER)
     assert viewer.get(f"dossiers/armoede/runs/{run_id}").status_code == 403
     assert run_id not in [r["run_id"] for r in viewer.get("dossiers/armoede/runs").json()]
@@ -161,6 +169,11 @@ def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Clie
     assert detail["provenance"]["status"] == "succeeded", detail["provenance"]["error"]
     assert detail["provenance"]["parameters"]["view"] == "households"
     assert detail["release"]["allowed"] is True
+    assert (detail["in_progress"], detail["succeeded"], detail["released_words"]) == (
+        False,
+        True,
+        None,
+    )
 
     # four eyes: the analyst who ran it and any non-lead cannot release
     author = client(ANALYST).post(f"dossiers/armoede/runs/{run_id}/release", json={})
@@ -174,6 +187,8 @@ def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Clie
     assert again.status_code == 409
 
     assert viewer.get(f"dossiers/armoede/runs/{run_id}").json()["released"]["by"] == LEAD
+    (row,) = [r for r in viewer.get("dossiers/armoede/runs").json() if r["run_id"] == run_id]
+    assert row["released_words"] == f"released by {LEAD}" and row["in_progress"] is False
     html = viewer.get(f"dossiers/armoede/runs/{run_id}/html")
     assert html.status_code == 200 and "<html" in html.text.lower()
     assert "sandbox" in html.headers["Content-Security-Policy"]
@@ -214,3 +229,22 @@ def test_openapi_documents_every_api_route(hub: Hub) -> None:
         served.add(re.sub(r"runs/\([^)]*\)", "runs/{run}", path))
     assert served == documented
     assert "RunRequest" in document["components"]["schemas"]
+
+
+def test_a_malformed_extract_provenance_is_a_409_in_words(
+    hub: Hub, client: Callable[[str], httpx.Client]
+) -> None:
+    path = hub.home.extract_dir("armoede") / DATA_LINK / PROVENANCE_FILE
+    kept = path.read_bytes()
+    path.write_text('{"views": 3}')
+    try:
+        for person, asked in (
+            (VIEWER, "dossiers/armoede"),
+            (ANALYST, "dossiers/armoede/templates"),
+        ):
+            response = client(person).get(asked)
+            assert response.status_code == 409, response.text
+            assert "field views should be an object" in response.json()["error"]
+    finally:
+        path.write_bytes(kept)
+    assert client(VIEWER).get("dossiers/armoede").status_code == 200

@@ -31,7 +31,7 @@ from typing import Any
 from filelock import FileLock
 
 from dossierhub.data.extracts import current_provenance
-from dossierhub.reports.records import read_record
+from dossierhub.reports.records import is_released, read_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
 
@@ -143,7 +143,7 @@ def _released_runs(home: Home, dossier_id: str, exclude: str) -> list[RunFolder]
     if not parent.is_dir():
         return []
     runs = [home.run_folder(dossier_id, p.name) for p in sorted(parent.iterdir()) if p.is_dir()]
-    return [run for run in runs if run.run_id != exclude and run.release.exists()]
+    return [run for run in runs if run.run_id != exclude and is_released(run)]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dossierhub.reports import airlock
-from dossierhub.reports.records import Release, RunRecord, read_checks, read_release
+from dossierhub.reports.records import ReleaseState, RunRecord, read_checks, release_state
 from dossierhub.reports.recovery import current_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
@@ -18,50 +18,50 @@ ROW_FIELDS = ("run_id", "template", "status", "user", "queued", "started", "fini
 
 @dataclass(frozen=True)
 class RunSummary:
-    """A run in a dossier's list: its record and its release (None while unreleased).
-
-    A release.json that is not a release record still makes the run released (its presence
-    is what releases a run, here as in differencing): the list says so with the problem
-    (`unreadable_release`) rather than refuse the whole list; `audit verify` reports it."""
+    """A run in a dossier's list: its record and its release state (records.release_state:
+    a release.json that cannot be read still makes the run released, and the list says so
+    rather than refuse the whole list; `audit verify` reports it)."""
 
     record: RunRecord
-    release: Release | None
-    unreadable_release: str | None = None
+    release: ReleaseState
 
     @property
     def released(self) -> bool:
-        return self.release is not None or self.unreadable_release is not None
+        return self.release.released
 
     def as_json(self) -> dict[str, Any]:
         """The record with its release, as `report list --json` prints it."""
-        return {**self.record.as_json(), "released": self._released_json()}
-
-    def _released_json(self) -> dict[str, Any] | None:
-        if self.unreadable_release is not None:
-            return {"unreadable": self.unreadable_release}
-        return _release_json(self.release)
+        return {**self.record.as_json(), "released": self.release.as_json()}
 
     def row(self) -> dict[str, Any]:
-        """A line of the runs table of the pages and the API."""
+        """A line of the runs table of the pages and the API: what the record says, and what
+        the rules make of it (in_progress, succeeded, released_words), so no face decides."""
         record = self.record
         return {
             **{name: getattr(record, name) for name in ROW_FIELDS},
             "parameters": record.parameters,
             "error": record.error,
             "checks_passed": record.checks_passed,
-            "released": self._released_json(),
+            "released": self.release.as_json(),
+            "released_words": self.release.words(),
+            "in_progress": record.in_progress,
+            "succeeded": record.succeeded,
         }
 
 
 @dataclass(frozen=True)
 class RunDetail:
-    """One run: its record, the output checks, the unchecked outputs, its release."""
+    """One run: its record, the output checks, the unchecked outputs, its release state."""
 
     folder: RunFolder
     record: RunRecord
     checks: list[dict[str, Any]]
     unchecked: list[dict[str, Any]]
-    release: Release | None
+    release: ReleaseState
+
+    @property
+    def released(self) -> bool:
+        return self.release.released
 
     def as_json(self) -> dict[str, Any]:
         """As `report show` prints it."""
@@ -70,7 +70,7 @@ class RunDetail:
             "folder": str(self.folder.path),
             "checks": self.checks,
             "unchecked": self.unchecked,
-            "released": _release_json(self.release),
+            "released": self.release.as_json(),
         }
 
 
@@ -86,16 +86,13 @@ def list_runs(home: Home, dossier_id: str) -> list[RunSummary]:
 
 
 def _summary(home: Home, run: RunFolder) -> RunSummary:
-    record = current_record(home, run)
-    try:
-        return RunSummary(record, read_release(run))
-    except ReportRefused as exc:
-        return RunSummary(record, None, unreadable_release=str(exc))
+    return RunSummary(current_record(home, run), release_state(run))
 
 
 def show_run(home: Home, dossier_id: str, run_id: str) -> RunDetail:
     """One run; ReportRefused (not_found) when there is none, (conflict) when one of its
-    records is not one dossierhub wrote."""
+    records is not one dossierhub wrote (an unreadable release.json is reported in its
+    release state instead: the run is released all the same)."""
     run = home.run_folder(dossier_id, run_id)
     if not run.record.exists():
         raise ReportRefused(f"dossier {dossier_id} has no run '{run_id}'", reason="not_found")
@@ -104,9 +101,5 @@ def show_run(home: Home, dossier_id: str, run_id: str) -> RunDetail:
         current_record(home, run),
         read_checks(run),
         airlock.unchecked_outputs(run),
-        read_release(run),
+        release_state(run),
     )
-
-
-def _release_json(release: Release | None) -> dict[str, Any] | None:
-    return release.as_json() if release is not None else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -41,6 +42,17 @@ NEXT: dict[RunStatus, tuple[RunStatus, ...]] = {
     "failed": (),
 }
 """The states a run in each state may move to; nothing leaves a finished run."""
+
+
+def is_in_progress(status: RunStatus) -> bool:
+    """Queued or running: not finished yet (the pages poll it, the panel shows progress)."""
+    return status in IN_PROGRESS
+
+
+def is_success(status: RunStatus) -> bool:
+    """The run ended and its notebook ran to the end: its tables are checked and it may be
+    released (every other status may not)."""
+    return status == "succeeded"
 
 
 class ImpossibleTransition(RuntimeError):
@@ -80,7 +92,11 @@ class RunRecord(BaseModel):
 
     @property
     def in_progress(self) -> bool:
-        return self.status in IN_PROGRESS
+        return is_in_progress(self.status)
+
+    @property
+    def succeeded(self) -> bool:
+        return is_success(self.status)
 
     def start(self) -> RunRecord:
         """queued -> running: the run holds a slot of its dossier's queue."""
@@ -190,6 +206,14 @@ def write_checks(run: RunFolder, checks: list[dict[str, Any]]) -> None:
     write_json(run.checks, checks, indent=2)
 
 
+def needs_justification(checks: list[dict[str, Any]]) -> bool:
+    """The release rule on output checks: any check that failed means a release needs a
+    written justification (and the run's record says its checks did not pass). Decided here
+    only: release_run refuses with it, the pages ask for the field with it, the record's
+    `checks_passed` is its negation."""
+    return any(not c["passed"] for c in checks)
+
+
 # ---------------------------------------------------------------- release.json
 
 
@@ -212,9 +236,59 @@ class Release(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+def is_released(run: RunFolder) -> bool:
+    """What releases a run: its release.json is there, readable or not. One meaning for every
+    face and rule (viewers read it, differencing compares with it, a second release and a
+    rollback below it are refused); an unreadable one is reported, never ignored, and
+    `audit verify` names it."""
+    return run.release.exists()
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """Whether a run is released and what its release record says. `unreadable` is the
+    problem with a release.json that is not a record dossierhub wrote: the run is released
+    all the same (is_released), and the faces say so rather than fail."""
+
+    release: Release | None = None
+    unreadable: str | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.release is not None or self.unreadable is not None
+
+    def words(self) -> str | None:
+        """How every face says it: None while unreleased."""
+        if self.release is not None:
+            return f"released by {self.release.by}"
+        if self.unreadable is not None:
+            return f"released (record unreadable: {self.unreadable})"
+        return None
+
+    def as_json(self) -> dict[str, Any] | None:
+        """The `released` field of `report list/show --json` and the API: the record, or
+        {"unreadable": why}; None while unreleased."""
+        if self.unreadable is not None:
+            return {"unreadable": self.unreadable}
+        return self.release.as_json() if self.release is not None else None
+
+
+def release_state(run: RunFolder) -> ReleaseState:
+    """The run's release as ReleaseState: never refuses."""
+    if not is_released(run):
+        return ReleaseState()
+    try:
+        return ReleaseState(_parse(Release, run.release, run))
+    except ReportRefused as exc:
+        return ReleaseState(unreadable=str(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        return ReleaseState(unreadable=f"{_where(run, run.release.name)}: {exc}")
+
+
 def read_release(run: RunFolder) -> Release | None:
-    """The run's release, None while it is not released."""
-    if not run.release.exists():
+    """The run's release, None while it is not released; ReportRefused (conflict) when its
+    release.json is not one dossierhub wrote (release_state tells rather than refuses)."""
+    if not is_released(run):
         return None
     return _parse(Release, run.release, run)
 

@@ -13,7 +13,13 @@ from dossierhub.reports import airlock
 from dossierhub.reports.collect import file_hashes, lock_down
 from dossierhub.reports.differencing import differencing_checks, is_differencing, release_lock
 from dossierhub.reports.listing import RunDetail, show_run
-from dossierhub.reports.records import Release, now, write_release
+from dossierhub.reports.records import (
+    Release,
+    is_released,
+    needs_justification,
+    now,
+    write_release,
+)
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home, RunFolder
@@ -30,14 +36,19 @@ def release_denied(user: str, role: str | None, dossier_id: str, run: RunDetail)
         dossier_id=dossier_id,
         run_id=run.record.run_id,
         started_by=run.record.user,
+        succeeded=run.record.succeeded,
         status=run.record.status,
-        released_by=run.release.by if run.release is not None else None,
+        released=run.release.words(),
     )
 
 
-def needs_justification(checks: list[dict[str, Any]]) -> bool:
-    """A release needs a written justification when any output check failed."""
-    return any(not c["passed"] for c in checks)
+def release_checks(home: Home, dossier_id: str, run: RunDetail) -> list[dict[str, Any]]:
+    """The checks a release of `run` is decided with: the run's own output checks and
+    differencing re-computed against every release now (another run may have been released
+    since this one finished). release_run asks under the dossier's release lock; the run's
+    page asks the same to know whether to ask for a justification."""
+    differencing = differencing_checks(home, dossier_id, run.folder)
+    return [c for c in run.checks if not is_differencing(c)] + differencing
 
 
 def release_run(
@@ -65,13 +76,12 @@ def release_run(
             reason="conflict",
         )
     with release_lock(home, dossier_id):  # differencing sees every release before this one
-        if folder.release.exists():  # released by another lead meanwhile
+        if is_released(folder):  # released by another lead meanwhile
             raise ReportRefused(f"run {run_id} was already released", reason="conflict")
-        # re-computed: another run may have been released since this one finished
-        differencing = differencing_checks(home, dossier_id, folder)
-        checks = [c for c in run.checks if not is_differencing(c)] + differencing
+        checks = release_checks(home, dossier_id, run)
+        differencing = [c for c in checks if is_differencing(c)]
         failed = list(dict.fromkeys(c["table"] for c in checks if not c["passed"]))
-        if failed and not (justification and justification.strip()):
+        if needs_justification(checks) and not (justification and justification.strip()):
             message = (
                 f"the output checks failed for {_failed_rules(checks)}: release "
                 "only with a written justification"

@@ -11,7 +11,7 @@ from filelock import FileLock
 
 from dossierhub.reports import airlock
 from dossierhub.reports.collect import file_hashes, lock_down
-from dossierhub.reports.records import RunRecord, RunStatus, read_checks
+from dossierhub.reports.records import RunRecord, RunStatus, is_success, read_checks
 from dossierhub.reports.recovery import current_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
@@ -30,7 +30,7 @@ def assemble(
     if not run.notebook.exists():
         return []
     airlock.write_outputs_index(run)
-    if status != "succeeded":
+    if not is_success(status):
         return []
     ctx = airlock.context_for(home, record.dossier, run, checks)
     charts = airlock.chart_checks(ctx.artefacts, checks)

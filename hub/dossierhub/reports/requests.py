@@ -41,10 +41,21 @@ class PendingRun:
         return self.run.run_id
 
 
+@dataclass(frozen=True)
+class Request:
+    """A run request that passed every check: the template, the checked parameter values and
+    the extract provenance they were checked against, read once (an apply meanwhile cannot
+    make the run record a generation other than the one its views were checked with)."""
+
+    template: Template
+    values: dict[str, Any]
+    extracts: ExtractProvenance
+
+
 def prepare_run(
     home: Home, dossier_id: str, template_name: str, user: str, raw_params: dict[str, str]
-) -> tuple[Template, dict[str, Any]]:
-    """The template and the checked parameter values, or ReportRefused saying why not."""
+) -> Request:
+    """The checked request, or ReportRefused saying why not."""
     entry = next((e for e in read_directory(home) if e.id == dossier_id), None)
     if entry is None:
         raise ReportRefused(f"there is no applied dossier '{dossier_id}'", reason="not_found")
@@ -80,7 +91,7 @@ def prepare_run(
         values = coerce(template, raw_params, sorted(provenance.views))
     except TemplateError as exc:
         raise ReportRefused(str(exc), fields=exc.fields) from None
-    return template, values
+    return Request(template, values, provenance)
 
 
 def start_run(
@@ -88,11 +99,11 @@ def start_run(
 ) -> PendingRun:
     """Refuse or queue: after this returns, the run has an id, a folder and a `queued`
     record. The caller records the decision (decisions.decide, as report.run)."""
-    template, values = prepare_run(home, dossier_id, template_name, user, raw_params)
+    request = prepare_run(home, dossier_id, template_name, user, raw_params)
+    template, values, extracts = request.template, request.values, request.extracts
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3)
     run = home.run_folder(dossier_id, run_id)
     make_run_folder(home, dossier_id, run)
-    extracts = current_provenance(home.extract_dir(dossier_id))
     record = queued_record(
         run_id,
         dossier_id,
@@ -101,8 +112,8 @@ def start_run(
         template_origin=template.origin,
         template_sha256=template.sha256,
         parameters=values,
-        extracts={v: e.sha256 for v, e in extracts.views.items()} if extracts else {},
-        extracts_generation=extracts.generation if extracts else None,
+        extracts={v: e.sha256 for v, e in extracts.views.items()},
+        extracts_generation=extracts.generation,
         runner_pid=os.getpid(),
     )
     write_record(run, record)

@@ -23,7 +23,13 @@ from dossierhub.reports.collect import collect_published, file_hashes, lock_down
 from dossierhub.reports.differencing import differencing_checks
 from dossierhub.reports.execute import execute
 from dossierhub.reports.kernelpool import KernelPool
-from dossierhub.reports.records import RunStatus, write_checks, write_record
+from dossierhub.reports.records import (
+    RunStatus,
+    is_success,
+    needs_justification,
+    write_checks,
+    write_record,
+)
 from dossierhub.reports.render import assemble
 from dossierhub.reports.requests import PendingRun, start_run
 from dossierhub.state.audit import AuditLog
@@ -36,6 +42,10 @@ class RunOutcome:
     status: RunStatus
     folder: Path
     error: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return is_success(self.status)
 
 
 def run_report(
@@ -74,7 +84,7 @@ def execute_run(
     try:
         outputs = [run.notebook.name] if run.notebook.exists() else []
         outputs += collect_published(scratch, run)
-        checks = _check(pending) if status == "succeeded" else []
+        checks = _check(pending) if is_success(status) else []
         checks += assemble(pending.home, run, pending.record, checks, status)
     except Exception as exc:
         status, error, outputs, checks = "failed", f"{type(exc).__name__}: {exc}"[:500], [], []
@@ -106,7 +116,7 @@ def _record_end(
 ) -> None:
     """The run's final record and checks, then its folder locked down."""
     run = pending.run
-    passed = all(c["passed"] for c in checks) if checks else status == "succeeded"
+    passed = is_success(status) and not needs_justification(checks)
     pending.record = pending.record.finish(status, error, file_hashes(run), passed)
     write_checks(run, checks)
     write_record(run, pending.record)

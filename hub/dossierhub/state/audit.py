@@ -488,7 +488,8 @@ class AuditLog:
                 release = json.loads(path.read_text("utf-8"))
             except (OSError, ValueError):
                 release = None
-            if not isinstance(release, dict):  # viewers read the run as released all the same
+            # present, the file releases the run (records.is_released), unreadable or not
+            if not isinstance(release, dict):
                 return _broken(
                     len(lines), f"{where} is not a release record dossierhub wrote", "release"
                 )

@@ -130,12 +130,8 @@ class Members(Strict):
     lead: list[Person] = Field(default_factory=list)
     analyst: list[Person] = Field(default_factory=list)
     viewer: list[Person] = Field(default_factory=list)
-
-    def role_of(self, person: str) -> str | None:
-        for role in ("lead", "analyst", "viewer"):
-            if person in getattr(self, role):
-                return role
-        return None
+    # who has which role, and the workspace's hub user, are the directory's
+    # (directory.DossierEntry.role_of, .hub_user): one answer, from what apply wrote
 
 
 class Dominance(Strict):
@@ -178,10 +174,6 @@ class Dossier(Strict):
 
     def is_expired(self, today: dt.date | None = None) -> bool:
         return expiry(self.expires, today).expired
-
-    @property
-    def hub_user(self) -> str:
-        return f"dossier-{self.id}"
 
 
 def read_dossier(home: Home, dossier_id: str) -> Dossier:

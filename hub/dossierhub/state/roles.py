@@ -42,14 +42,18 @@ def _is(person: str, role: str | None, dossier_id: str) -> str:
     return f"{person} is {'a ' + role if role else 'not a member'} of dossier {dossier_id}"
 
 
+def _not_worker(person: str, role: str | None, dossier_id: str, doing: str) -> Denied | None:
+    if role in WORKER_ROLES:
+        return None
+    return Denied(f"{_is(person, role, dossier_id)}: only its leads and analysts {doing}")
+
+
 def may_open_workspace(
     entry: Membership, person: str, today: dt.date | None = None
 ) -> Denied | None:
-    role = entry.role_of(person)
-    if role not in WORKER_ROLES:
-        return Denied(
-            f"{_is(person, role, entry.id)}: only its leads and analysts open its workspace"
-        )
+    denied = _not_worker(person, entry.role_of(person), entry.id, "open its workspace")
+    if denied is not None:
+        return denied
     if entry.expired(today):
         return Denied(
             f"dossier {entry.id} expired on {entry.expires}: its workspace is closed", "conflict"
@@ -58,12 +62,45 @@ def may_open_workspace(
 
 
 def may_run(entry: Membership, person: str, today: dt.date | None = None) -> Denied | None:
-    role = entry.role_of(person)
-    if role not in WORKER_ROLES:
-        return Denied(f"{_is(person, role, entry.id)}: only its leads and analysts run reports")
+    denied = may_prepare_runs(person, entry.role_of(person), entry.id)
+    if denied is not None:
+        return denied
     if entry.expired(today):
         return Denied(f"dossier {entry.id} expired on {entry.expires}: no new runs", "conflict")
     return None
+
+
+def may_prepare_runs(person: str, role: str | None, dossier_id: str) -> Denied | None:
+    """The templates a dossier runs, with their forms: for those who run reports (may_run),
+    also once the dossier expired (they still see what it offered)."""
+    return _not_worker(person, role, dossier_id, "run reports")
+
+
+def may_see_unchecked(person: str, role: str | None, dossier_id: str) -> Denied | None:
+    """The team's working material: every run (released or not), a run's unchecked outputs
+    (review.html, the list offered for inclusion) and the hashes of all its files. (A hash
+    of a small file is a clue, so viewers get the hashes of what they read only.)"""
+    return _not_worker(person, role, dossier_id, "see a run's unchecked outputs")
+
+
+def may_read_run(
+    person: str, role: str | None, *, dossier_id: str, run_id: str, released: bool
+) -> Denied | None:
+    """A run's page, report and tables, and its mention in the audit trail: the team reads
+    every run, viewers released runs only (records.is_released)."""
+    if role is None:
+        return Denied(f"{_is(person, role, dossier_id)}")
+    if released or may_see_unchecked(person, role, dossier_id) is None:
+        return None
+    return Denied(
+        f"run {run_id} of dossier {dossier_id} is not released: viewers read released reports only"
+    )
+
+
+def is_told_why_not_released(role: str | None) -> bool:
+    """Whom a run's page tells why it cannot release the run (the others are not offered a
+    release at all): the dossier's leads."""
+    return role == RELEASER_ROLE
 
 
 def may_release(
@@ -73,17 +110,20 @@ def may_release(
     dossier_id: str,
     run_id: str,
     started_by: str,
+    succeeded: bool,
     status: str,
-    released_by: str | None,
+    released: str | None,
 ) -> Denied | None:
-    """Four eyes: a lead who did not start the run releases it, once, if it succeeded. (That
-    failed checks need a written justification is the release's own step, reports.release_run.)"""
+    """Four eyes: a lead who did not start the run releases it, once, if it succeeded.
+    `released` is how the run's release is described (records.ReleaseState.words), None
+    while unreleased. (That failed checks need a written justification is
+    records.needs_justification, applied by release.release_run.)"""
     if role != RELEASER_ROLE:
         return Denied(f"{person} is not a lead of dossier {dossier_id}: only leads release")
     if started_by == person:
         return Denied(f"{person} started run {run_id}: another lead must release it (four eyes)")
-    if released_by is not None:
-        return Denied(f"run {run_id} was already released by {released_by}", "conflict")
-    if status != "succeeded":
+    if released is not None:
+        return Denied(f"run {run_id} was already {released}", "conflict")
+    if not succeeded:
         return Denied(f"run {run_id} {status}: only succeeded runs are released", "conflict")
     return None

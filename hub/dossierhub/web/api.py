@@ -137,12 +137,14 @@ class Runs(ApiHandler):
         except ReportRefused as exc:
             self.refused(exc)
             return
+        queued = pending.record  # as start_run wrote it: the runner moves it on from here
         self.runner.submit(pending)
         self.set_status(202)
         self.finish(
             {
                 "run_id": pending.run_id,
-                "status": "queued",
+                "status": queued.status,
+                "in_progress": queued.in_progress,
                 "url": f"{self.settings['prefix']}api/dossiers/{dossier_id}/runs/{pending.run_id}",
             }
         )

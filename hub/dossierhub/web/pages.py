@@ -15,7 +15,6 @@ from dossierhub import portal
 from dossierhub.state import decisions
 from dossierhub.state.home import Home
 from dossierhub.state.problems import ReportRefused
-from dossierhub.state.roles import WORKER_ROLES
 from dossierhub.web.base import (
     ID,
     RUN,
@@ -110,7 +109,7 @@ def dossier_page(
     detail = portal.dossier_detail(home, dossier_id, person)
     runs = portal.runs_for(home, dossier_id, person)
     templates = []
-    if detail["role"] in WORKER_ROLES:
+    if detail["prepares_runs"]:
         templates = portal.templates_for(home, dossier_id, person)
     return detail, runs, templates
 

@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from dossier_kernel.provenance import ProvenanceError
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.execute import progress
 from dossierhub.reports.kernelpool import KernelPool
@@ -67,7 +68,13 @@ class Runner:
             return
         current: dict[str, str | None] = {}
         for entry in read_directory(self.home):
-            provenance = current_provenance(self.home.extract_dir(entry.id))
+            try:
+                provenance = current_provenance(self.home.extract_dir(entry.id))
+            except ProvenanceError as exc:
+                # its runs are refused (409) until apply mends it; left out of `current`, its
+                # kernels are stopped (their generation cannot be checked), the others pruned
+                log.warning("kernels started ahead for %s stopped: %s", entry.id, exc)
+                continue
             if provenance is not None and not entry.expired():
                 current[entry.id] = provenance.generation
         self.pool.prune(current)

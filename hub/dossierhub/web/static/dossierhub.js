@@ -1,8 +1,9 @@
-// Live status of a report run: poll the API while it is queued or running, then reload.
+// Live status of a report run: poll the API while the run is in progress (the API's
+// `in_progress`, decided by the server), then reload.
 (function () {
   "use strict";
   const box = document.getElementById("run-status");
-  if (!box || !["queued", "running"].includes(box.dataset.status)) {
+  if (!box || box.dataset.inProgress !== "true") {
     return;
   }
   const bar = document.getElementById("progress-bar");
@@ -24,12 +25,11 @@
       window.setTimeout(poll, 3000);
       return;
     }
-    const current = run.provenance.status;
-    if (current !== "queued" && current !== "running") {
+    if (!run.in_progress) {
       window.location.reload();
       return;
     }
-    status.textContent = current;
+    status.textContent = run.provenance.status;
     const progress = run.progress;
     if (progress && progress.cells_total) {
       bar.style.width = Math.round((100 * progress.cells_done) / progress.cells_total) + "%";
