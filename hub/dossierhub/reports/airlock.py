@@ -27,15 +27,16 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dossier_kernel.render import (
-    ARTEFACT_MIME,
-    chart_html,
-    chart_spec,
-    check_spec,
-    format_value,
-    short_text,
-    table_html,
+from dossier_kernel.published import (
+    CHART_SUFFIX,
+    DECLARATION_SUFFIX,
+    PublishedError,
+    names_with,
+    read_chart,
+    read_declaration,
+    table_file,
 )
+from dossier_kernel.render import ARTEFACT_MIME, chart_html, check_spec, format_value, table_html
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.records import Release, RunRecord
 from dossierhub.reports.sanitize import clean_report_html
@@ -162,34 +163,25 @@ def load_artefacts(run: RunFolder) -> Artefacts:
     captions: dict[str, str] = {}
     if not published.exists():
         return Artefacts(tables, charts, problems, captions)
-    for meta_path in sorted(published.glob("*.meta.json")):
-        name = meta_path.name.removesuffix(".meta.json")
-        data = published / f"{name}.parquet"
-        if data.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except ValueError:
-                continue  # the checks fail it
-            table = pl.read_parquet(data)
-            meta = meta if isinstance(meta, dict) else {}
-            try:
-                meta = _captions(meta, table)
-            except ValueError as exc:  # the kernel wrote it: what publish() refuses, fails here
-                captions[name] = str(exc)
-                meta = {k: v for k, v in meta.items() if k not in ("title", "descriptions")}
-            tables[name] = (table, meta)
-    for path in sorted(published.glob("*.chart.json")):
-        name = path.name.removesuffix(".chart.json")
+    files = {p.name for p in published.iterdir()}
+    for name in sorted(names_with(files, DECLARATION_SUFFIX)):
+        data = published / table_file(name)
+        if not data.exists():
+            continue
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            spec = chart_spec(
-                raw["table"],
-                raw.get("kind", "bar"),
-                raw["x"],
-                raw["y"],
-                **{k: raw.get(k) for k in ("title", "x_label", "y_label")},
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            meta = read_declaration(published, name).as_meta()
+        except (OSError, PublishedError):
+            continue  # the checks fail it (reports/checks.py), and it is not drawn
+        table = pl.read_parquet(data)
+        unknown = [c for c in meta.get("descriptions", {}) if c not in table.columns]
+        if unknown:  # the kernel wrote it: what publish() refuses, fails here
+            captions[name] = f"it describes a column '{unknown[0]}' it does not have"
+            meta = {k: v for k, v in meta.items() if k not in ("title", "descriptions")}
+        tables[name] = (table, meta)
+    for name in sorted(names_with(files, CHART_SUFFIX)):
+        try:
+            spec = read_chart(published, name).as_spec()
+        except (OSError, PublishedError) as exc:
             problems[name] = [f"its description cannot be read ({exc})"]
             continue
         if spec["table"] not in tables:
@@ -201,21 +193,6 @@ def load_artefacts(run: RunFolder) -> Artefacts:
             continue
         charts[name] = spec
     return Artefacts(tables, charts, problems, captions)
-
-
-def _captions(meta: dict[str, Any], table: Any) -> dict[str, Any]:
-    """The title and column descriptions as publish() admits them (short texts, of columns the
-    table has); ValueError otherwise."""
-    if "title" in meta:
-        short_text(meta["title"], "its title")
-    descriptions = meta.get("descriptions", {})
-    if not isinstance(descriptions, dict):
-        raise ValueError("its descriptions are not a mapping of column to text")
-    for column, text in descriptions.items():
-        if column not in table.columns:
-            raise ValueError(f"it describes a column '{column}' it does not have")
-        short_text(text, f"the description of '{column}'")
-    return meta
 
 
 def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> list[dict[str, Any]]:

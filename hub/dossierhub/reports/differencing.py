@@ -22,7 +22,6 @@ a count flags.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from dossier_kernel.published import DECLARATION_SUFFIX, names_with, read_declaration, table_file
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.records import read_record
 from dossierhub.state.home import Home, RunFolder
@@ -180,16 +180,17 @@ def _published(run_folder: RunFolder, run: Run) -> list[PublishedTable]:
     if not folder.is_dir():
         return []
     tables = []
-    for meta_path in sorted(folder.glob("*.meta.json")):
-        name = meta_path.name.removesuffix(".meta.json")
-        path = folder / f"{name}.parquet"
+    files = {p.name for p in folder.iterdir()}
+    for name in sorted(names_with(files, DECLARATION_SUFFIX)):
+        path = folder / table_file(name)
         if not path.exists():
             continue  # the output checks fail such a table; there is nothing to compare
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        # PublishedError (a ValueError) from a malformed declaration: the caller reports it
+        declaration = read_declaration(folder, name)
         schema = pl.read_parquet_schema(path)
-        counts = tuple(c for c in meta.get("counts", []) if c in schema)
-        magnitudes = tuple(c for c in meta.get("magnitudes", {}) if c in schema)
-        attributes = set(meta.get("attributes", []))
+        counts = tuple(c for c in declaration.counts if c in schema)
+        magnitudes = tuple(c for c in declaration.magnitudes if c in schema)
+        attributes = set(declaration.attributes)
         dimensions = frozenset(
             column
             for column, dtype in schema.items()
