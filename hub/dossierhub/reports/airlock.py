@@ -37,8 +37,8 @@ from dossier_kernel.published import (
     table_file,
 )
 from dossier_kernel.render import ARTEFACT_MIME, chart_html, check_spec, format_value, table_html
-from dossierhub.data.extracts import current_provenance
-from dossierhub.reports.records import Release, RunRecord
+from dossierhub.reports.checks import run_rules
+from dossierhub.reports.records import Release, RunRecord, read_record
 from dossierhub.reports.sanitize import clean_report_html
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
@@ -471,10 +471,8 @@ def parameters_in_words(
 def context_for(
     home: Home, dossier_id: str, run: RunFolder, checks: list[dict[str, Any]]
 ) -> Context:
-    from dossier_kernel.disclosure import DEFAULT_RULES
-
-    extracts = current_provenance(home.extract_dir(dossier_id))
-    rules = {**DEFAULT_RULES, **(extracts.disclosure if extracts else {})}
+    # the rules of the run's own extracts, however often apply ran since (checks.run_rules)
+    rules = run_rules(home, dossier_id, read_record(run).extracts_generation)
     return Context(
         load_artefacts(run),
         {c["table"]: c for c in checks},

@@ -15,7 +15,7 @@ from typing import Any
 
 from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, text_findings
 from dossier_kernel.identifiers import DossierFacts
-from dossier_kernel.provenance import ExtractProvenance
+from dossier_kernel.provenance import ExtractProvenance, disclosure_rules, read_provenance
 from dossier_kernel.published import (
     CHART_SUFFIX,
     DECLARATION_SUFFIX,
@@ -27,6 +27,7 @@ from dossier_kernel.published import (
     read_declaration,
     table_file,
 )
+from dossierhub.data.extracts import current_provenance
 from dossierhub.data.generations import current, kept_generation
 from dossierhub.state.home import Home, RunFolder
 
@@ -55,7 +56,7 @@ def run_checks(
     if not tables & declared:
         return results
     facts = dossier_facts(home, dossier_id, extracts)
-    rules = dict(extracts.disclosure) if extracts else {}
+    rules = extracts.rules() if extracts else disclosure_rules(None)
     chart_texts = _chart_texts(published, files)
     for name in sorted(tables & declared):
         result = _check_one(published, name, rules, facts)
@@ -81,6 +82,19 @@ def _chart_texts(published: Path, files: set[str]) -> dict[str, dict[str, str]]:
         for key in CHART_TEXTS:
             mine[f"the {key.replace('_', ' ')} of {which}"] = captions.get(key, "")
     return texts
+
+
+def run_rules(home: Home, dossier_id: str, generation: str | None) -> dict[str, Any]:
+    """The disclosure rules a run is judged by, wherever it is judged (its checks, its drawing's
+    max_rows, differencing at release): those of the extracts generation it read
+    (`extracts_generation` of its record), so an apply that changes the rules after the run
+    never judges it by two rule sets. Apply keeps the one generation before the current; a run
+    older than that (or with no recorded generation) is judged by the current rules.
+    ProvenanceError when that provenance is malformed."""
+    base = home.extract_dir(dossier_id)
+    kept = kept_generation(base, generation) if generation else None
+    provenance = read_provenance(kept) if kept is not None else current_provenance(base)
+    return provenance.rules() if provenance is not None else disclosure_rules(None)
 
 
 def dossier_facts(home: Home, dossier_id: str, extracts: ExtractProvenance | None) -> DossierFacts:

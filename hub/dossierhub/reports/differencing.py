@@ -30,7 +30,7 @@ from typing import Any
 from filelock import FileLock
 
 from dossier_kernel.published import DECLARATION_SUFFIX, names_with, read_declaration, table_file
-from dossierhub.data.extracts import current_provenance
+from dossierhub.reports.checks import run_rules
 from dossierhub.reports.records import read_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
@@ -76,8 +76,9 @@ def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[
     """
     import polars as pl
 
-    min_count = _min_count(home, dossier_id)
     run = _run(folder)
+    # the rules of the run's own extracts generation, as its output checks had (run_rules)
+    min_count = int(run_rules(home, dossier_id, run.generation)["min_count"])
     tables = _published(folder, run)
     separate = _choice_parameters(home, run.template)
     released: list[PublishedTable] = []
@@ -130,14 +131,6 @@ def release_lock(home: Home, dossier_id: str) -> Iterator[None]:
 # ---------------------------------------------------------------- reading runs
 
 
-def _min_count(home: Home, dossier_id: str) -> int:
-    from dossier_kernel.disclosure import DEFAULT_RULES
-
-    provenance = current_provenance(home.extract_dir(dossier_id))
-    rules = {**DEFAULT_RULES, **(provenance.disclosure if provenance else {})}
-    return int(rules["min_count"])
-
-
 def _released_runs(home: Home, dossier_id: str, exclude: str) -> list[RunFolder]:
     parent = home.runs_dir(dossier_id)
     if not parent.is_dir():
@@ -151,6 +144,7 @@ class Run:
     run_id: str
     template: str
     parameters: dict[str, Any]
+    generation: str | None = None  # of the extracts it read: whose rules judge it
 
     def differs_in(self, other: Run, names: set[str]) -> bool:
         return any(self.parameters.get(n) != other.parameters.get(n) for n in names)
@@ -158,7 +152,7 @@ class Run:
 
 def _run(folder: RunFolder) -> Run:
     record = read_record(folder)
-    return Run(folder.run_id, record.template, dict(record.parameters))
+    return Run(folder.run_id, record.template, dict(record.parameters), record.extracts_generation)
 
 
 def _choice_parameters(home: Home, template: str) -> set[str]:
