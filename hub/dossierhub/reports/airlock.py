@@ -22,10 +22,11 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from pydantic import TypeAdapter, ValidationError
 
 from dossier_kernel.published import (
     CHART_SUFFIX,
@@ -38,7 +39,7 @@ from dossier_kernel.published import (
 )
 from dossier_kernel.render import ARTEFACT_MIME, chart_html, check_spec, format_value, table_html
 from dossierhub.reports.checks import run_rules
-from dossierhub.reports.records import Release, RunRecord, read_record
+from dossierhub.reports.records import Release, RunRecord, check_entry, malformed, read_record
 from dossierhub.reports.sanitize import clean_report_html
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
@@ -58,7 +59,7 @@ class OutputRef:
 
     id: str  # c<cell number, from 1>.o<output number, from 0>
     cell: int
-    kind: str  # "artefact" (a published table or chart) or "unchecked"
+    kind: Literal["artefact", "unchecked"]  # a published table or chart, or anything else
     artefact: str | None  # the table's or chart's name
     sha256: str
     types: list[str]  # stream name or mime types
@@ -123,20 +124,36 @@ def index_outputs(notebook: Any) -> list[OutputRef]:
     return refs
 
 
+_OUTPUTS = TypeAdapter(list[OutputRef])
+
+
 def write_outputs_index(run: RunFolder) -> list[OutputRef]:
     notebook = nbformat.read(run.notebook, as_version=4)
     refs = index_outputs(notebook)
-    write_atomic(run.outputs_index, json.dumps([asdict(r) for r in refs], indent=1) + "\n")
+    write_atomic(run.outputs_index, _OUTPUTS.dump_json(refs, indent=1).decode() + "\n")
     return refs
 
 
-def read_outputs_index(run: RunFolder) -> list[dict[str, Any]]:
+def read_output_refs(run: RunFolder) -> list[OutputRef]:
+    """outputs.json (this module owns it): every output of the executed notebook, none before
+    the notebook was indexed; ReportRefused (conflict), naming the file, when it is not what
+    write_outputs_index wrote."""
     path = run.outputs_index
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        return _OUTPUTS.validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise malformed(exc, path, run) from None
+
+
+def read_outputs_index(run: RunFolder) -> list[dict[str, Any]]:
+    """read_output_refs as JSON objects (what the API and the release form show)."""
+    return [asdict(ref) for ref in read_output_refs(run)]
 
 
 def unchecked_outputs(run: RunFolder) -> list[dict[str, Any]]:
-    return [o for o in read_outputs_index(run) if o["kind"] == "unchecked"]
+    return [asdict(ref) for ref in read_output_refs(run) if ref.kind == "unchecked"]
 
 
 # ---------------------------------------------------------------- artefacts
@@ -202,41 +219,20 @@ def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> li
     results = []
     for name, problem in sorted(artefacts.caption_problems.items()):
         message = f"{problem}: not written by publish(), its captions are not shown"
-        results.append(
-            {
-                "table": name,
-                "passed": False,
-                "findings": [{"rule": "published", "column": None, "rows": [], "message": message}],
-            }
-        )
+        results.append(check_entry(name, False, [_finding("published", message)]))
         passed[name] = False
     for name, problems in sorted(artefacts.chart_problems.items()):
-        results.append(
-            {
-                "table": name,
-                "kind": "chart",
-                "passed": False,
-                "findings": [
-                    {"rule": "chart", "column": None, "rows": [], "message": "; ".join(problems)}
-                ],
-            }
-        )
+        results.append(check_entry(name, False, [_finding("chart", "; ".join(problems))], "chart"))
     for name, spec in sorted(artefacts.charts.items()):
         ok = passed.get(spec["table"], False)
-        findings: list[dict[str, Any]] = (
-            []
-            if ok
-            else [
-                {
-                    "rule": "chart",
-                    "column": None,
-                    "rows": [],
-                    "message": f"it draws the table '{spec['table']}', which fails its checks",
-                }
-            ]
-        )
-        results.append({"table": name, "kind": "chart", "passed": ok, "findings": findings})
+        message = f"it draws the table '{spec['table']}', which fails its checks"
+        findings = [] if ok else [_finding("chart", message)]
+        results.append(check_entry(name, ok, findings, "chart"))
     return results
+
+
+def _finding(rule: str, message: str) -> dict[str, Any]:
+    return {"rule": rule, "column": None, "rows": [], "message": message}
 
 
 # ---------------------------------------------------------------- assembly

@@ -31,7 +31,7 @@ from filelock import FileLock
 
 from dossier_kernel.published import DECLARATION_SUFFIX, names_with, read_declaration, table_file
 from dossierhub.reports.checks import run_rules
-from dossierhub.reports.records import read_record
+from dossierhub.reports.records import check_entry, read_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
 
@@ -108,7 +108,7 @@ def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[
         same = [other for other in released if other.dimensions == table.dimensions]
         findings += compare(table, same, min_count)
         if findings:
-            entries.append({"table": table.name, "passed": False, "findings": findings})
+            entries.append(check_entry(table.name, False, findings))
     return entries
 
 
