@@ -29,7 +29,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from dossier_kernel.published import DECLARATION_SUFFIX, names_with, read_declaration, table_file
+from dossier_kernel.published import (
+    DECLARATION_SUFFIX,
+    PublishedError,
+    names_with,
+    read_declaration,
+    table_file,
+)
 from dossierhub.reports.checks import run_rules
 from dossierhub.reports.records import check_entry, read_record
 from dossierhub.state.home import Home, RunFolder
@@ -79,7 +85,9 @@ def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[
     run = _run(folder)
     # the rules of the run's own extracts generation, as its output checks had (run_rules)
     min_count = int(run_rules(home, dossier_id, run.generation)["min_count"])
-    tables = _published(folder, run)
+    # its own tables with a declaration the strict reader refuses fail the output checks
+    # (checks.py); here they are left out rather than fail the run
+    tables = _published(folder, run, skip_unreadable=True)
     separate = _choice_parameters(home, run.template)
     released: list[PublishedTable] = []
     unreadable: list[str] = []
@@ -166,8 +174,12 @@ def _choice_parameters(home: Home, template: str) -> set[str]:
         return set()
 
 
-def _published(run_folder: RunFolder, run: Run) -> list[PublishedTable]:
-    """The tables of a run that have both their Parquet file and their declaration."""
+def _published(
+    run_folder: RunFolder, run: Run, *, skip_unreadable: bool = False
+) -> list[PublishedTable]:
+    """The tables of a run that have both their Parquet file and their declaration. A
+    declaration that is not what publish() writes raises PublishedError (a released run's:
+    the caller reports it), or with `skip_unreadable` leaves its table out."""
     import polars as pl
 
     folder = run_folder.published
@@ -179,8 +191,12 @@ def _published(run_folder: RunFolder, run: Run) -> list[PublishedTable]:
         path = folder / table_file(name)
         if not path.exists():
             continue  # the output checks fail such a table; there is nothing to compare
-        # PublishedError (a ValueError) from a malformed declaration: the caller reports it
-        declaration = read_declaration(folder, name)
+        try:
+            declaration = read_declaration(folder, name)
+        except PublishedError:
+            if skip_unreadable:
+                continue
+            raise
         schema = pl.read_parquet_schema(path)
         counts = tuple(c for c in declaration.counts if c in schema)
         magnitudes = tuple(c for c in declaration.magnitudes if c in schema)
