@@ -45,6 +45,8 @@ PUBLISHED_FILE = re.compile(
 TEXT_LIMIT = 200
 """Titles, labels and descriptions: a caption, not a channel for data."""
 CHART_KINDS = ("bar", "barh", "line")
+CHART_CAPTIONS = ("title", "x_label", "y_label")
+"""A chart's texts a viewer reads (besides its name): checked with its table's."""
 DECLARATION_BYTES = 64 * 1024
 """A declaration larger than this was not written by publish() (at most ~1000 columns' names
 and descriptions would need it): refused before it is parsed."""
@@ -173,8 +175,8 @@ class ChartSpec:
 
     def texts(self) -> dict[str, str]:
         """The captions it has, by key (title, x_label, y_label)."""
-        found = {"title": self.title, "x_label": self.x_label, "y_label": self.y_label}
-        return {k: v for k, v in found.items() if v is not None}
+        found = {key: getattr(self, key) for key in CHART_CAPTIONS}
+        return {key: text for key, text in found.items() if text is not None}
 
     def as_spec(self) -> dict[str, Any]:
         """The JSON object (what dossier_kernel.render draws)."""

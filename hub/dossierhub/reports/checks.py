@@ -17,6 +17,7 @@ from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, t
 from dossier_kernel.identifiers import DossierFacts
 from dossier_kernel.provenance import ExtractProvenance, disclosure_rules, read_provenance
 from dossier_kernel.published import (
+    CHART_CAPTIONS,
     CHART_SUFFIX,
     DECLARATION_SUFFIX,
     TABLE_SUFFIX,
@@ -30,8 +31,6 @@ from dossier_kernel.published import (
 from dossierhub.data.extracts import current_provenance
 from dossierhub.data.generations import current, kept_generation
 from dossierhub.state.home import Home, RunFolder
-
-CHART_TEXTS = ("title", "x_label", "y_label")
 
 
 def run_checks(
@@ -76,10 +75,10 @@ def _chart_texts(published: Path, files: set[str]) -> dict[str, dict[str, str]]:
         except (OSError, PublishedError):
             continue
         mine = texts.setdefault(spec.table, {})
-        which = f"chart {len(mine) // (len(CHART_TEXTS) + 1) + 1} of this table"
+        which = f"chart {len(mine) // (len(CHART_CAPTIONS) + 1) + 1} of this table"
         mine[f"the name of {which}"] = chart
         captions = spec.texts()
-        for key in CHART_TEXTS:
+        for key in CHART_CAPTIONS:
             mine[f"the {key.replace('_', ' ')} of {which}"] = captions.get(key, "")
     return texts
 
