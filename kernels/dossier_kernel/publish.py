@@ -87,7 +87,7 @@ def dossier_rules() -> tuple[dict[str, Any], set[str]]:
         provenance = read_provenance(Path(catalog).parent)
     except OSError:
         return {}, set()
-    return dict(provenance.disclosure), provenance.identifier_columns()
+    return provenance.rules(), provenance.identifier_columns()
 
 
 def publish(
