@@ -19,6 +19,7 @@ from typing import Any
 
 from dossier_kernel.expiry import expiry
 from dossier_kernel.provenance import ExtractProvenance, ProvenanceError
+from dossier_kernel.published import is_table_file, table_file
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.listing import RunDetail, RunSummary, list_runs, show_run
 from dossierhub.reports.records import needs_justification
@@ -263,11 +264,7 @@ def _public(run: RunFolder, name: str) -> bool:
     path = run.path / name
     if path == run.report_html:
         return True
-    return (
-        path.parent == run.published
-        and name.endswith(".parquet")
-        and not name.endswith(".contributions.parquet")
-    )
+    return path.parent == run.published and is_table_file(path.name)
 
 
 def _release_verdict(
@@ -314,7 +311,7 @@ def table_csv(
     import polars as pl
 
     published = home.run_folder(dossier_id, run_id).published
-    table = pl.read_parquet(published / f"{name}.parquet")
+    table = pl.read_parquet(published / table_file(name))
     nested = [c for c, t in table.schema.items() if t.is_nested()]
     table = table.with_columns(  # CSV has no lists or structs: JSON text in the cell
         pl.col(c).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String)

@@ -17,24 +17,22 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 import polars as pl
 
 from .identifiers import DossierFacts, TooManyCandidates, pseudonym_matches
+from .provenance import DEFAULT_RULES, disclosure_rules
+
+__all__ = ["DEFAULT_RULES", "disclosure_rules"]  # the rules' defaults live with the contract
 
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 PSEUDONYM_IN_TEXT = r"[0-9a-f]{32}"
 HEX_CODE = r"^[0-9a-f]{8,}$"
 DECIMAL = r"^[+-]?[0-9]+([.,][0-9]+)?$"
 WHOLE = r"^[+-]?[0-9]+$"
-DEFAULT_RULES = {
-    "min_count": 10,
-    "dominance": {"n": 1, "k": 0.5},
-    "max_rows": 1000,
-    "max_bytes": 16_000_000,
-}
 VARYING = 0.5
 """A numeric attribute with a distinct value in at least this share of rows varies per row."""
 RECORD_ROWS = 10
@@ -97,7 +95,7 @@ def check_table(
     name: str,
     table: pl.DataFrame,
     meta: dict[str, Any],
-    rules: dict[str, Any],
+    rules: Mapping[str, Any] | None,
     identifier_columns: set[str],
     contributions: pl.DataFrame | None = None,
     *,
@@ -108,7 +106,7 @@ def check_table(
     facts: what is known of the dossier (its pseudonyms, quasi-identifier columns); by default
     the dossier of the kernel this runs in ($DOSSIER_CATALOG), else nothing.
     """
-    rules = {**DEFAULT_RULES, **(rules or {})}
+    rules = disclosure_rules(rules)
     facts = DossierFacts.from_environment() if facts is None else facts
     minimum = int(rules["min_count"])
     findings = _size_findings(table, rules)

@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 CATALOG_FILE = "catalog.duckdb"
@@ -36,6 +37,32 @@ PROVENANCE_VERSION = 2
 writes a new generation, its unchanged view files linked, not rebuilt."""
 
 _T = TypeVar("_T")
+
+DEFAULT_MIN_COUNT = 10
+DEFAULT_DOMINANCE_N = 1
+DEFAULT_DOMINANCE_K = 0.5
+DEFAULT_MAX_ROWS = 1000
+"""Aggregate tables (docs/output-checks.md)."""
+DEFAULT_MAX_BYTES = 16_000_000
+DEFAULT_RULES: Mapping[str, Any] = MappingProxyType(
+    {
+        "min_count": DEFAULT_MIN_COUNT,
+        "dominance": MappingProxyType({"n": DEFAULT_DOMINANCE_N, "k": DEFAULT_DOMINANCE_K}),
+        "max_rows": DEFAULT_MAX_ROWS,
+        "max_bytes": DEFAULT_MAX_BYTES,
+    }
+)
+"""The rules of a dossier whose manifest says nothing: the one source of the defaults
+(dossierhub's Disclosure model takes its field defaults from the constants above;
+dossier_kernel.disclosure applies them)."""
+
+
+def disclosure_rules(rules: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A dossier's rules (provenance `disclosure`, as the manifest gives them) with the gaps
+    filled from DEFAULT_RULES: the one merge, used by every judge of a table."""
+    given = dict(rules or {})
+    dominance = {**DEFAULT_RULES["dominance"], **(given.get("dominance") or {})}
+    return {**DEFAULT_RULES, **given, "dominance": dominance}
 
 
 def view_file(view: str) -> str:
@@ -78,7 +105,7 @@ class ExtractProvenance:
     """One generation of a dossier's extracts: the dossier as applied, and its views by name.
 
     `disclosure` is the dossier's output-check rules as the manifest gives them (dossierhub's
-    Disclosure model); readers fill gaps from dossier_kernel.disclosure.DEFAULT_RULES."""
+    Disclosure model); `rules()` fills its gaps from DEFAULT_RULES."""
 
     dossier: str
     title: str
@@ -92,6 +119,10 @@ class ExtractProvenance:
     key_id: str
     views: Mapping[str, ViewProvenance]
     disclosure: Mapping[str, Any] = field(default_factory=dict)
+
+    def rules(self) -> dict[str, Any]:
+        """The output-check rules every judge of a run on this generation applies."""
+        return disclosure_rules(self.disclosure)
 
     def identifier_columns(self) -> set[str]:
         """The pseudonymised columns of all views."""

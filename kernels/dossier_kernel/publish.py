@@ -13,9 +13,7 @@ every other output (docs/reports.md).
 from __future__ import annotations
 
 import html
-import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,20 @@ import polars as pl
 from .disclosure import FAIL, CheckResult, check_table, text_findings
 from .identifiers import DossierFacts
 from .provenance import read_provenance
-from .render import ARTEFACT_MIME, chart_html, chart_spec, check_spec, short_text, table_html
+from .published import (
+    NAME,
+    PUBLISHED_DIR,
+    ChartSpec,
+    Declaration,
+    chart_file,
+    contributions_file,
+    declaration_file,
+    magnitude_source,
+    short_text,
+    table_file,
+)
+from .render import ARTEFACT_MIME, chart_html, check_spec, table_html
 
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # what this process published, for publish_chart's preview in a notebook
 _tables: dict[str, tuple[pl.DataFrame, dict[str, Any]]] = {}
 
@@ -78,7 +87,7 @@ def dossier_rules() -> tuple[dict[str, Any], set[str]]:
         provenance = read_provenance(Path(catalog).parent)
     except OSError:
         return {}, set()
-    return dict(provenance.disclosure), provenance.identifier_columns()
+    return provenance.rules(), provenance.identifier_columns()
 
 
 def publish(
@@ -120,35 +129,35 @@ def publish(
             "counts=[...], magnitudes={column: largest_contributions} or attributes=[...]"
         )
     contributions = (
-        pl.DataFrame({f"{c}__top": pl.Series(v) for c, v in magnitudes.items()})
+        pl.DataFrame({magnitude_source(c): pl.Series(v) for c, v in magnitudes.items()})
         if magnitudes
         else None
     )
-    meta: dict[str, Any] = {
-        "counts": list(counts),
-        "magnitudes": {c: f"{c}__top" for c in magnitudes},
-        "attributes": list(attributes),
-    }
-    if title is not None:
-        meta["title"] = short_text(title, f"publish({name!r}): the title")
     if descriptions:
         unknown = [c for c in descriptions if c not in df.columns]
         if unknown:
             raise ValueError(f"publish({name!r}): descriptions of no column: {', '.join(unknown)}")
-        meta["descriptions"] = {
+    declaration = Declaration(
+        counts=tuple(counts),
+        magnitudes={c: magnitude_source(c) for c in magnitudes},
+        attributes=tuple(attributes),
+        title=None if title is None else short_text(title, f"publish({name!r}): the title"),
+        descriptions={
             c: short_text(d, f"publish({name!r}): the description of {c}")
-            for c, d in descriptions.items()
-        }
+            for c, d in (descriptions or {}).items()
+        },
+    )
+    meta = declaration.as_meta()
     rules, identifiers = dossier_rules()
     result = check_table(name, df, meta, rules, identifiers, contributions)
     run_dir = os.environ.get("DOSSIERHUB_RUN_DIR")
     if run_dir:
-        folder = Path(run_dir) / "published"
+        folder = Path(run_dir) / PUBLISHED_DIR
         folder.mkdir(exist_ok=True)
-        df.write_parquet(folder / f"{name}.parquet")
+        df.write_parquet(folder / table_file(name))
         if contributions is not None:
-            contributions.write_parquet(folder / f"{name}.contributions.parquet")
-        (folder / f"{name}.meta.json").write_text(json.dumps(meta))
+            contributions.write_parquet(folder / contributions_file(name))
+        (folder / declaration_file(name)).write_text(declaration.to_json())
     _tables[name] = (df, meta)
     # in a run the hub draws the table from its checked copy: no preview to make
     preview = "" if run_dir else table_html(df, meta, name=name)
@@ -180,19 +189,18 @@ def publish_chart(
             f"publish_chart({table!r}): publish the table first, with publish(df, {table!r}, ...)"
         )
     df, _ = _tables[table]
-    spec = chart_spec(table, kind, x, y, title=title, x_label=x_label, y_label=y_label)
+    chart = ChartSpec.build(table, kind, x, y, title=title, x_label=x_label, y_label=y_label)
+    spec = chart.as_spec()
     problems = check_spec(spec, df)
     if problems:
         raise ValueError(f"publish_chart({table!r}): {'; '.join(problems)}")
     run_dir = os.environ.get("DOSSIERHUB_RUN_DIR")
     if run_dir:
-        (Path(run_dir) / "published" / f"{name}.chart.json").write_text(json.dumps(spec))
+        (Path(run_dir) / PUBLISHED_DIR / chart_file(name)).write_text(chart.to_json())
     # its texts are what a viewer reads of it besides its table's cells: the hub checks them
     # too (checks.py); here the author sees the verdict early
     texts = {"the chart's name": name}
-    for key in ("title", "x_label", "y_label"):
-        if key in spec:
-            texts[f"the chart's {key}"] = spec[key]
+    texts.update({f"the chart's {key}": text for key, text in chart.texts().items()})
     findings = text_findings(texts, DossierFacts.from_environment())
     result = CheckResult(name, not any(f.severity == FAIL for f in findings), findings)
     # in a run the hub draws the chart from the checked table: no matplotlib in the kernel

@@ -18,22 +18,12 @@ from typing import Any
 
 import polars as pl
 
+from .published import ChartSpec
+
 # The output a published table or chart leaves in a notebook: a reference the hub replaces with
 # its own rendering of the checked file (whatever else the kernel put in the same bundle)
 ARTEFACT_MIME = "application/vnd.dossierhub.artefact+json"
-CHART_KINDS = ("bar", "barh", "line")
-TEXT_LIMIT = 200  # titles, labels and descriptions: a caption, not a channel for data
 MISSING = "\N{EN DASH}"
-
-
-def short_text(value: Any, what: str) -> str:
-    """A title, label or description as the author gave it, refused when it is not a short
-    string (the hub reads these from files the kernel wrote)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be text, not {type(value).__name__}")
-    if len(value) > TEXT_LIMIT:
-        raise ValueError(f"{what} is {len(value)} characters long (at most {TEXT_LIMIT})")
-    return value
 
 
 def format_value(value: Any, decimals: int) -> str:
@@ -119,18 +109,10 @@ def table_html(
 def chart_spec(
     table: str, kind: str, x: str, y: str | list[str], **texts: str | None
 ) -> dict[str, Any]:
-    """A chart as data: which published table, which columns, which captions. Refused (with
-    the field) when it names no column the table could have or an unknown kind."""
-    if kind not in CHART_KINDS:
-        raise ValueError(f"chart kind {kind!r} is not one of {', '.join(CHART_KINDS)}")
-    ys = [y] if isinstance(y, str) else list(y)
-    if not ys or not all(isinstance(c, str) for c in [x, *ys]):
-        raise ValueError("a chart needs x (a column name) and y (one or more column names)")
-    spec: dict[str, Any] = {"table": table, "kind": kind, "x": x, "y": ys}
-    for key, value in texts.items():
-        if value is not None:
-            spec[key] = short_text(value, f"the chart's {key}")
-    return spec
+    """A chart as data (published.ChartSpec): which published table, which columns, which
+    captions. Refused (with the field) when it names no column the table could have or an
+    unknown kind."""
+    return ChartSpec.build(table, kind, x, y, **texts).as_spec()
 
 
 def check_spec(spec: dict[str, Any], table: pl.DataFrame) -> list[str]:

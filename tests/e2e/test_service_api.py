@@ -248,3 +248,27 @@ def test_a_malformed_extract_provenance_is_a_409_in_words(
     finally:
         path.write_bytes(kept)
     assert client(VIEWER).get("dossiers/armoede").status_code == 200
+
+
+def test_a_damaged_checks_or_outputs_file_answers_409_naming_it(
+    hub: Hub, client: Callable[[str], httpx.Client]
+) -> None:
+    """checks.json and outputs.json are read through their models: a file that is not what
+    the run wrote is a conflict, named, never a server error."""
+    run_id = start(client(ANALYST), view="households")
+    lead = client(LEAD)
+    assert wait_for_run(lead, "armoede", run_id)["provenance"]["status"] == "succeeded"
+    run = hub.home.run_folder("armoede", run_id)
+    for path, damage in (
+        (run.checks, '[{"table": "households_per_area", "passed": "surely"}]'),
+        (run.outputs_index, '[{"id": "c1.o0"}]'),
+    ):
+        good = path.read_bytes()
+        path.write_text(damage)
+        try:
+            answer = lead.get(f"dossiers/armoede/runs/{run_id}")
+            assert answer.status_code == 409, answer.text
+            assert path.name in answer.text
+        finally:
+            path.write_bytes(good)
+    assert lead.get(f"dossiers/armoede/runs/{run_id}").status_code == 200

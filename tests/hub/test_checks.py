@@ -53,6 +53,9 @@ def run(applied_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return open_run(applied_home, tmp_path, monkeypatch, "armoede")
 
 
+SECRET_TITLE = "household 4f1c earns 274660 "
+
+
 def findings(check: dict) -> dict[tuple[str, str | None], tuple[list[int], str]]:
     return {(f["rule"], f["column"]): (f["rows"], f["severity"]) for f in check["findings"]}
 
@@ -235,3 +238,45 @@ def test_a_pseudonym_in_a_chart_title_fails_the_table_it_draws(run: Run) -> None
     assert not check["passed"]
     assert findings(check)[("captions", None)] == ([], "fail")
     assert person[:12] not in json.dumps(check).lower()
+
+
+HOSTILE_DECLARATIONS = {
+    # what a hostile kernel can write instead of publish()'s declaration, and the field named
+    "title_object": ({"counts": ["households"], "title": {"text": SECRET_TITLE}}, "field title"),
+    "counts_nested": ({"counts": [["households"]]}, "field counts"),
+    "huge_description": (
+        {"counts": ["households"], "descriptions": {"area": SECRET_TITLE * 10_000}},
+        "the file is larger than",
+    ),
+    "long_description": (
+        {"counts": ["households"], "descriptions": {"area": SECRET_TITLE * 10}},
+        "field descriptions",
+    ),
+    "deeply_nested": ("[" * 30_000 + "]" * 30_000, "the file is not JSON"),
+}
+
+
+def test_a_hostile_declaration_fails_its_table_and_is_not_drawn(run: Run) -> None:
+    """Each malformed .meta.json fails that table's check with a finding naming the file and
+    the field, the run's other tables are checked as usual, and the viewer's report never
+    draws the table (airlock reads the declaration through the same strict reader)."""
+    from dossierhub.reports import airlock
+
+    published = run.folder / "published"
+    published.mkdir()
+    table = run.sql("SELECT area, count(*) AS households FROM households GROUP BY area")
+    for name, (meta, _) in HOSTILE_DECLARATIONS.items():
+        table.write_parquet(published / f"{name}.parquet")
+        text = meta if isinstance(meta, str) else json.dumps(meta)
+        (published / f"{name}.meta.json").write_text(text)
+    publish(table, "honest", counts=["households"])
+    checks = run.checks()
+    assert checks["honest"]["passed"]
+    for name, (_, field) in HOSTILE_DECLARATIONS.items():
+        assert not checks[name]["passed"], name
+        [finding] = checks[name]["findings"]
+        assert finding["rule"] == "published"
+        assert f"{name}.meta.json: {field}" in finding["message"], finding["message"]
+    assert SECRET_TITLE not in json.dumps(checks)
+    artefacts = airlock.load_artefacts(RunFolder(run.folder))
+    assert set(artefacts.tables) == {"honest"}

@@ -416,3 +416,25 @@ def test_a_parameter_echoed_in_a_one_row_table_is_not_a_dimension(runs: Runs) ->
         parameters={"low_income_threshold": 20000},
     )
     assert [f["column"] for f in runs.check(new)["total"]["findings"]] == ["households"]
+
+
+def test_hostile_declarations_are_reported_or_left_to_the_output_checks(runs: Runs) -> None:
+    """A released run whose declaration the strict reader refuses is reported on every table
+    (never read loosely); the run's own refused declaration does not stop its other tables
+    from being compared (its table fails the output checks, reports/checks.py)."""
+    released = runs.run(
+        "20260101T090000-aaaaaa", {"reach_per_area": reach([("A", 40, 20)])}, released=True
+    )
+    (released / "published" / "reach_per_area.meta.json").write_text(
+        json.dumps({"counts": "low_income_households"})
+    )
+    new = runs.run(
+        "20260102T090000-bbbbbb",
+        {"reach_per_area": reach([("A", 41, 20)]), "hostile": reach([("A", 41, 20)])},
+        released=False,
+    )
+    (new / "published" / "hostile.meta.json").write_text("[" * 30_000 + "]" * 30_000)
+    checks = runs.check(new)
+    assert set(checks) == {"reach_per_area"}
+    (finding,) = checks["reach_per_area"]["findings"]
+    assert released.name in finding["message"] and "reach_per_area.meta.json" in finding["message"]

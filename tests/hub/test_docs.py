@@ -380,6 +380,41 @@ def test_release_record_fields_are_those_of_the_typed_release() -> None:
     )
 
 
+def test_published_file_fields_are_those_of_the_contract() -> None:
+    """The declaration and the chart as dossier_kernel.published writes and reads them."""
+    from dataclasses import fields
+
+    from dossier_kernel.published import ChartSpec, Declaration
+
+    for model, title in ((Declaration, "`<table>.meta.json`"), (ChartSpec, "`<chart>.chart.json`")):
+        text = section(REFERENCE.read_text(encoding="utf-8"), "published/: what publish() leaves")
+        after = text[text.index(f"{title} (`{model.__name__}`):") :]
+        documented = {wildcard(quoted(row[0])[0]) for row in table(after)}
+        compare(
+            f"dossier_kernel.published.{model.__name__}",
+            {f.name for f in fields(model)},
+            documented,
+        )
+
+
+def test_checks_and_outputs_fields_are_those_of_their_models() -> None:
+    from dataclasses import fields
+
+    from dossierhub.reports.airlock import OutputRef
+    from dossierhub.reports.records import CheckEntry
+
+    compare(
+        "reports.records.CheckEntry",
+        set(CheckEntry.model_fields),
+        set(documented_keys("checks.json")),
+    )
+    compare(
+        "reports.airlock.OutputRef",
+        {f.name for f in fields(OutputRef)},
+        set(documented_keys("outputs.json")),
+    )
+
+
 # ---------------------------------------------------------------- names, links, pointers
 
 

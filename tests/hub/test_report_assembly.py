@@ -101,13 +101,21 @@ def test_unreferenced_tables_still_appear_and_charts_follow_their_table(tmp_path
 
 
 def test_captions_publish_would_refuse_fail_the_table(tmp_path: Path) -> None:
+    """A title publish() refuses makes the declaration unreadable: the table is not drawn
+    (and reports/checks.py fails it); a description of a column the table lacks fails it
+    here, and its captions are not shown."""
     per_area = pl.DataFrame({"area": ["Noord", "West"], "people": [1200, 3400]})
     published(tmp_path, "per_area", per_area, {"counts": ["people"], "title": SECRET * 20})
+    described = {"counts": ["people"], "title": "T", "descriptions": {"nowhere": SECRET}}
+    published(tmp_path, "described", per_area, described)
     artefacts = airlock.load_artefacts(RunFolder(tmp_path))
-    checks = airlock.chart_checks(artefacts, [{"table": "per_area", "passed": True}])
-    assert [c["passed"] for c in checks if c["table"] == "per_area"] == [False]
-    html = render_viewer(tmp_path, [new_code_cell("", outputs=[reference("table", "per_area")])])
+    assert set(artefacts.tables) == {"described"}
+    checks = airlock.chart_checks(artefacts, [{"table": "described", "passed": True}])
+    assert [c["passed"] for c in checks if c["table"] == "described"] == [False]
+    outputs = [reference("table", "per_area"), reference("table", "described")]
+    html = render_viewer(tmp_path, [new_code_cell("", outputs=outputs)])
     assert SECRET not in html and "1,200" in html
+    assert 'data-table="per_area"' not in html
 
 
 def test_outputs_are_indexed_with_ids_and_hashes(tmp_path: Path) -> None:

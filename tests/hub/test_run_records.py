@@ -18,9 +18,13 @@ from dossierhub.reports.records import (
     ImpossibleTransition,
     Release,
     RunRecord,
+    check_entry,
     queued_record,
+    read_check_entries,
+    read_checks,
     read_record,
     read_release,
+    write_checks,
     write_record,
     write_release,
 )
@@ -180,3 +184,86 @@ def test_only_home_spells_the_run_folders_files() -> None:
             if isinstance(text, str) and text.endswith(RUN_FILES):
                 spelled.append(f"{path.relative_to(package)}:{node.lineno} {text!r}")
     assert not spelled, "run files named outside state/home.py:\n" + "\n".join(spelled)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        json.dumps({"table": "per_area", "passed": True}),  # an entry, not a list of them
+        json.dumps([{"table": "per_area", "findings": []}]),  # no verdict
+        json.dumps([{"table": "per_area", "passed": "yes please", "findings": []}]),
+        json.dumps([{"table": "per_area", "passed": False, "findings": [{"rule": 1}]}]),
+    ],
+)
+def test_malformed_checks_are_refused_naming_the_file(run: RunFolder, text: str) -> None:
+    """checks.json is the verdict a release rests on: one that is not what the checks wrote is
+    a conflict (409 through the API), never a server error nor read as "no findings"."""
+    from dossierhub.state.problems import ReportRefused
+
+    run.checks.write_text(text)
+    with pytest.raises(ReportRefused, match=rf"reports/armoede/{RUN}/checks\.json ") as refused:
+        read_checks(run)
+    assert refused.value.reason == "conflict"
+
+
+def test_checks_keep_their_shape(run: RunFolder) -> None:
+    """Entries read back as written: the kernel's findings with a severity, the hub's own
+    (differencing, charts) without one, a chart's entry with its kind."""
+    checks = [
+        {
+            "table": "per_area",
+            "passed": True,
+            "findings": [
+                {
+                    "rule": "captions",
+                    "column": None,
+                    "message": "m",
+                    "rows": [],
+                    "severity": "review",
+                }
+            ],
+        },
+        {"table": "per_area_chart", "kind": "chart", "passed": True, "findings": []},
+        check_entry(
+            "per_area",
+            False,
+            [{"rule": "differencing", "column": "n", "rows": [1], "message": "m"}],
+        ),
+    ]
+    write_checks(run, checks)
+    assert read_checks(run) == checks == json.loads(run.checks.read_text())
+    assert [e.findings[0].severity for e in read_check_entries(run) if e.findings] == [
+        "review",
+        "fail",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[{",
+        json.dumps([{"id": "c1.o0", "cell": 1, "kind": "artefact"}]),  # fields missing
+        json.dumps(
+            [
+                {
+                    "id": "c1.o0",
+                    "cell": "one",
+                    "kind": "unchecked",
+                    "artefact": None,
+                    "sha256": "ab",
+                    "types": [],
+                    "preview": "",
+                }
+            ]
+        ),
+    ],
+)
+def test_a_malformed_outputs_index_is_refused_naming_the_file(run: RunFolder, text: str) -> None:
+    from dossierhub.reports import airlock
+    from dossierhub.state.problems import ReportRefused
+
+    run.outputs_index.write_text(text)
+    with pytest.raises(ReportRefused, match=rf"reports/armoede/{RUN}/outputs\.json ") as refused:
+        airlock.unchecked_outputs(run)
+    assert refused.value.reason == "conflict"

@@ -22,22 +22,24 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from pydantic import TypeAdapter, ValidationError
 
-from dossier_kernel.render import (
-    ARTEFACT_MIME,
-    chart_html,
-    chart_spec,
-    check_spec,
-    format_value,
-    short_text,
-    table_html,
+from dossier_kernel.published import (
+    CHART_SUFFIX,
+    DECLARATION_SUFFIX,
+    PublishedError,
+    names_with,
+    read_chart,
+    read_declaration,
+    table_file,
 )
-from dossierhub.data.extracts import current_provenance
-from dossierhub.reports.records import Release, RunRecord
+from dossier_kernel.render import ARTEFACT_MIME, chart_html, check_spec, format_value, table_html
+from dossierhub.reports.checks import run_rules
+from dossierhub.reports.records import Release, RunRecord, check_entry, malformed, read_record
 from dossierhub.reports.sanitize import clean_report_html
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
@@ -57,7 +59,7 @@ class OutputRef:
 
     id: str  # c<cell number, from 1>.o<output number, from 0>
     cell: int
-    kind: str  # "artefact" (a published table or chart) or "unchecked"
+    kind: Literal["artefact", "unchecked"]  # a published table or chart, or anything else
     artefact: str | None  # the table's or chart's name
     sha256: str
     types: list[str]  # stream name or mime types
@@ -122,20 +124,36 @@ def index_outputs(notebook: Any) -> list[OutputRef]:
     return refs
 
 
+_OUTPUTS = TypeAdapter(list[OutputRef])
+
+
 def write_outputs_index(run: RunFolder) -> list[OutputRef]:
     notebook = nbformat.read(run.notebook, as_version=4)
     refs = index_outputs(notebook)
-    write_atomic(run.outputs_index, json.dumps([asdict(r) for r in refs], indent=1) + "\n")
+    write_atomic(run.outputs_index, _OUTPUTS.dump_json(refs, indent=1).decode() + "\n")
     return refs
 
 
-def read_outputs_index(run: RunFolder) -> list[dict[str, Any]]:
+def read_output_refs(run: RunFolder) -> list[OutputRef]:
+    """outputs.json (this module owns it): every output of the executed notebook, none before
+    the notebook was indexed; ReportRefused (conflict), naming the file, when it is not what
+    write_outputs_index wrote."""
     path = run.outputs_index
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        return _OUTPUTS.validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise malformed(exc, path, run) from None
+
+
+def read_outputs_index(run: RunFolder) -> list[dict[str, Any]]:
+    """read_output_refs as JSON objects (what the API and the release form show)."""
+    return [asdict(ref) for ref in read_output_refs(run)]
 
 
 def unchecked_outputs(run: RunFolder) -> list[dict[str, Any]]:
-    return [o for o in read_outputs_index(run) if o["kind"] == "unchecked"]
+    return [asdict(ref) for ref in read_output_refs(run) if ref.kind == "unchecked"]
 
 
 # ---------------------------------------------------------------- artefacts
@@ -162,34 +180,25 @@ def load_artefacts(run: RunFolder) -> Artefacts:
     captions: dict[str, str] = {}
     if not published.exists():
         return Artefacts(tables, charts, problems, captions)
-    for meta_path in sorted(published.glob("*.meta.json")):
-        name = meta_path.name.removesuffix(".meta.json")
-        data = published / f"{name}.parquet"
-        if data.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except ValueError:
-                continue  # the checks fail it
-            table = pl.read_parquet(data)
-            meta = meta if isinstance(meta, dict) else {}
-            try:
-                meta = _captions(meta, table)
-            except ValueError as exc:  # the kernel wrote it: what publish() refuses, fails here
-                captions[name] = str(exc)
-                meta = {k: v for k, v in meta.items() if k not in ("title", "descriptions")}
-            tables[name] = (table, meta)
-    for path in sorted(published.glob("*.chart.json")):
-        name = path.name.removesuffix(".chart.json")
+    files = {p.name for p in published.iterdir()}
+    for name in sorted(names_with(files, DECLARATION_SUFFIX)):
+        data = published / table_file(name)
+        if not data.exists():
+            continue
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            spec = chart_spec(
-                raw["table"],
-                raw.get("kind", "bar"),
-                raw["x"],
-                raw["y"],
-                **{k: raw.get(k) for k in ("title", "x_label", "y_label")},
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            meta = read_declaration(published, name).as_meta()
+        except (OSError, PublishedError):
+            continue  # the checks fail it (reports/checks.py), and it is not drawn
+        table = pl.read_parquet(data)
+        unknown = [c for c in meta.get("descriptions", {}) if c not in table.columns]
+        if unknown:  # the kernel wrote it: what publish() refuses, fails here
+            captions[name] = f"it describes a column '{unknown[0]}' it does not have"
+            meta = {k: v for k, v in meta.items() if k not in ("title", "descriptions")}
+        tables[name] = (table, meta)
+    for name in sorted(names_with(files, CHART_SUFFIX)):
+        try:
+            spec = read_chart(published, name).as_spec()
+        except (OSError, PublishedError) as exc:
             problems[name] = [f"its description cannot be read ({exc})"]
             continue
         if spec["table"] not in tables:
@@ -203,21 +212,6 @@ def load_artefacts(run: RunFolder) -> Artefacts:
     return Artefacts(tables, charts, problems, captions)
 
 
-def _captions(meta: dict[str, Any], table: Any) -> dict[str, Any]:
-    """The title and column descriptions as publish() admits them (short texts, of columns the
-    table has); ValueError otherwise."""
-    if "title" in meta:
-        short_text(meta["title"], "its title")
-    descriptions = meta.get("descriptions", {})
-    if not isinstance(descriptions, dict):
-        raise ValueError("its descriptions are not a mapping of column to text")
-    for column, text in descriptions.items():
-        if column not in table.columns:
-            raise ValueError(f"it describes a column '{column}' it does not have")
-        short_text(text, f"the description of '{column}'")
-    return meta
-
-
 def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A chart passes exactly when its table does and it can be drawn from it; a table whose
     caption cannot be shown fails as well (publish() would have refused it)."""
@@ -225,41 +219,20 @@ def chart_checks(artefacts: Artefacts, table_checks: list[dict[str, Any]]) -> li
     results = []
     for name, problem in sorted(artefacts.caption_problems.items()):
         message = f"{problem}: not written by publish(), its captions are not shown"
-        results.append(
-            {
-                "table": name,
-                "passed": False,
-                "findings": [{"rule": "published", "column": None, "rows": [], "message": message}],
-            }
-        )
+        results.append(check_entry(name, False, [_finding("published", message)]))
         passed[name] = False
     for name, problems in sorted(artefacts.chart_problems.items()):
-        results.append(
-            {
-                "table": name,
-                "kind": "chart",
-                "passed": False,
-                "findings": [
-                    {"rule": "chart", "column": None, "rows": [], "message": "; ".join(problems)}
-                ],
-            }
-        )
+        results.append(check_entry(name, False, [_finding("chart", "; ".join(problems))], "chart"))
     for name, spec in sorted(artefacts.charts.items()):
         ok = passed.get(spec["table"], False)
-        findings: list[dict[str, Any]] = (
-            []
-            if ok
-            else [
-                {
-                    "rule": "chart",
-                    "column": None,
-                    "rows": [],
-                    "message": f"it draws the table '{spec['table']}', which fails its checks",
-                }
-            ]
-        )
-        results.append({"table": name, "kind": "chart", "passed": ok, "findings": findings})
+        message = f"it draws the table '{spec['table']}', which fails its checks"
+        findings = [] if ok else [_finding("chart", message)]
+        results.append(check_entry(name, ok, findings, "chart"))
     return results
+
+
+def _finding(rule: str, message: str) -> dict[str, Any]:
+    return {"rule": rule, "column": None, "rows": [], "message": message}
 
 
 # ---------------------------------------------------------------- assembly
@@ -494,10 +467,8 @@ def parameters_in_words(
 def context_for(
     home: Home, dossier_id: str, run: RunFolder, checks: list[dict[str, Any]]
 ) -> Context:
-    from dossier_kernel.disclosure import DEFAULT_RULES
-
-    extracts = current_provenance(home.extract_dir(dossier_id))
-    rules = {**DEFAULT_RULES, **(extracts.disclosure if extracts else {})}
+    # the rules of the run's own extracts, however often apply ran since (checks.run_rules)
+    rules = run_rules(home, dossier_id, read_record(run).extracts_generation)
     return Context(
         load_artefacts(run),
         {c["table"]: c for c in checks},

@@ -10,21 +10,27 @@ dossier's pseudonyms and quasi-identifier columns, read from the extracts the ru
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from dossier_kernel.disclosure import FAIL, CheckResult, Finding, check_table, text_findings
 from dossier_kernel.identifiers import DossierFacts
-from dossier_kernel.provenance import ExtractProvenance
+from dossier_kernel.provenance import ExtractProvenance, disclosure_rules, read_provenance
+from dossier_kernel.published import (
+    CHART_CAPTIONS,
+    CHART_SUFFIX,
+    DECLARATION_SUFFIX,
+    TABLE_SUFFIX,
+    PublishedError,
+    contributions_file,
+    names_with,
+    read_chart,
+    read_declaration,
+    table_file,
+)
+from dossierhub.data.extracts import current_provenance
 from dossierhub.data.generations import current, kept_generation
 from dossierhub.state.home import Home, RunFolder
-
-TABLE = ".parquet"
-CONTRIBUTIONS = ".contributions.parquet"
-DECLARATION = ".meta.json"
-CHART = ".chart.json"
-CHART_TEXTS = ("title", "x_label", "y_label")
 
 
 def run_checks(
@@ -36,10 +42,8 @@ def run_checks(
     exactly when its table does, airlock.chart_checks)."""
     published = run.published
     files = {p.name for p in published.iterdir()} if published.exists() else set()
-    tables = {
-        n.removesuffix(TABLE) for n in files if n.endswith(TABLE) and not n.endswith(CONTRIBUTIONS)
-    }
-    declared = {n.removesuffix(DECLARATION) for n in files if n.endswith(DECLARATION)}
+    tables = names_with(files, TABLE_SUFFIX)
+    declared = names_with(files, DECLARATION_SUFFIX)
     results = [
         _refused(
             name,
@@ -51,7 +55,7 @@ def run_checks(
     if not tables & declared:
         return results
     facts = dossier_facts(home, dossier_id, extracts)
-    rules = dict(extracts.disclosure) if extracts else {}
+    rules = extracts.rules() if extracts else disclosure_rules(None)
     chart_texts = _chart_texts(published, files)
     for name in sorted(tables & declared):
         result = _check_one(published, name, rules, facts)
@@ -65,20 +69,31 @@ def _chart_texts(published: Path, files: set[str]) -> dict[str, dict[str, str]]:
     """{table: {where: text}}: what viewers read of each chart drawn from a table. A chart file
     that is not a chart is left to airlock.chart_checks, which fails it."""
     texts: dict[str, dict[str, str]] = {}
-    for file in sorted(n for n in files if n.endswith(CHART)):
-        chart = file.removesuffix(CHART)
+    for chart in sorted(names_with(files, CHART_SUFFIX)):
         try:
-            spec = json.loads((published / file).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            spec = read_chart(published, chart)
+        except (OSError, PublishedError):
             continue
-        if not isinstance(spec, dict) or not isinstance(spec.get("table"), str):
-            continue
-        mine = texts.setdefault(spec["table"], {})
-        which = f"chart {len(mine) // (len(CHART_TEXTS) + 1) + 1} of this table"
+        mine = texts.setdefault(spec.table, {})
+        which = f"chart {len(mine) // (len(CHART_CAPTIONS) + 1) + 1} of this table"
         mine[f"the name of {which}"] = chart
-        for key in CHART_TEXTS:
-            mine[f"the {key.replace('_', ' ')} of {which}"] = str(spec.get(key) or "")
+        captions = spec.texts()
+        for key in CHART_CAPTIONS:
+            mine[f"the {key.replace('_', ' ')} of {which}"] = captions.get(key, "")
     return texts
+
+
+def run_rules(home: Home, dossier_id: str, generation: str | None) -> dict[str, Any]:
+    """The disclosure rules a run is judged by, wherever it is judged (its checks, its drawing's
+    max_rows, differencing at release): those of the extracts generation it read
+    (`extracts_generation` of its record), so an apply that changes the rules after the run
+    never judges it by two rule sets. Apply keeps the one generation before the current; a run
+    older than that (or with no recorded generation) is judged by the current rules.
+    ProvenanceError when that provenance is malformed."""
+    base = home.extract_dir(dossier_id)
+    kept = kept_generation(base, generation) if generation else None
+    provenance = read_provenance(kept) if kept is not None else current_provenance(base)
+    return provenance.rules() if provenance is not None else disclosure_rules(None)
 
 
 def dossier_facts(home: Home, dossier_id: str, extracts: ExtractProvenance | None) -> DossierFacts:
@@ -95,40 +110,25 @@ def _check_one(
 ) -> CheckResult:
     import polars as pl
 
-    meta = _declaration(published / f"{name}{DECLARATION}")
-    if meta is None:
+    try:
+        declaration = read_declaration(published, name)
+    except (OSError, PublishedError) as exc:
+        # the file's name and the field, never its content: the kernel wrote it
         return _refused(
-            name, "its declaration is not what publish() writes: it could not be checked"
+            name, f"its declaration is not what publish() writes ({exc}): it could not be checked"
         )
     try:
-        table = pl.read_parquet(published / f"{name}{TABLE}")
+        table = pl.read_parquet(published / table_file(name))
     except Exception:  # any parquet or Polars error: the kernel wrote something else
         return _refused(name, "the file is not a readable table: it could not be checked")
     contributions = None
-    if (published / f"{name}{CONTRIBUTIONS}").exists():
+    if (published / contributions_file(name)).exists():
         try:
-            contributions = pl.read_parquet(published / f"{name}{CONTRIBUTIONS}")
+            contributions = pl.read_parquet(published / contributions_file(name))
         except Exception:  # unreadable contributions count as missing: dominance fails
             contributions = None
+    meta = declaration.as_meta()
     return check_table(name, table, meta, rules, set(), contributions, facts=facts)
-
-
-def _declaration(path: Path) -> dict[str, Any] | None:
-    """meta.json as publish() writes it: {counts: [str], magnitudes: {str: str},
-    attributes: [str]}; anything else is None."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict):
-        return None
-    lists = [meta.get("counts", []), meta.get("attributes", [])]
-    magnitudes = meta.get("magnitudes", {})
-    if not all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in lists):
-        return None
-    if not isinstance(magnitudes, dict) or not all(isinstance(v, str) for v in magnitudes.values()):
-        return None
-    return meta
 
 
 def _refused(name: str, message: str) -> CheckResult:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
+from dossier_kernel.published import PUBLISHED_FILE
 from dossierhub.isolation.safefs import UnsafeFile, opened_dir, read_regular, write_new
 from dossierhub.isolation.unixusers import identities, isolation_enabled
 from dossierhub.state.home import Home, RunFolder
 
-PUBLISHED = re.compile(
-    r"[a-z][a-z0-9_]{0,62}(\.parquet|\.contributions\.parquet|\.meta\.json|\.chart\.json)"
-)
 PUBLISHED_FILES = 300  # publish() writes up to three files a table, publish_chart() one
 PUBLISHED_BYTES = 64 * 1024 * 1024  # per file; the checks refuse far smaller tables
 
@@ -51,7 +48,7 @@ def collect_published(scratch: Path, run: RunFolder) -> list[str]:
         if len(names) > PUBLISHED_FILES:
             raise UnsafeFile(f"published/ holds {len(names)} files (at most {PUBLISHED_FILES})")
         for name in names:
-            if not PUBLISHED.fullmatch(name):
+            if not PUBLISHED_FILE.fullmatch(name):
                 raise UnsafeFile(f"published/{name}: not a file publish() writes")
             write_new(target, name, read_regular(source, name, PUBLISHED_BYTES))
             copied.append(f"{source_name}/{name}")

@@ -22,7 +22,6 @@ a count flags.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,15 @@ from typing import Any
 
 from filelock import FileLock
 
-from dossierhub.data.extracts import current_provenance
-from dossierhub.reports.records import is_released, read_record
+from dossier_kernel.published import (
+    DECLARATION_SUFFIX,
+    PublishedError,
+    names_with,
+    read_declaration,
+    table_file,
+)
+from dossierhub.reports.checks import run_rules
+from dossierhub.reports.records import check_entry, is_released, read_record
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.problems import ReportRefused
 
@@ -76,9 +82,12 @@ def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[
     """
     import polars as pl
 
-    min_count = _min_count(home, dossier_id)
     run = _run(folder)
-    tables = _published(folder, run)
+    # the rules of the run's own extracts generation, as its output checks had (run_rules)
+    min_count = int(run_rules(home, dossier_id, run.generation)["min_count"])
+    # its own tables with a declaration the strict reader refuses fail the output checks
+    # (checks.py); here they are left out rather than fail the run
+    tables = _published(folder, run, skip_unreadable=True)
     separate = _choice_parameters(home, run.template)
     released: list[PublishedTable] = []
     unreadable: list[str] = []
@@ -107,7 +116,7 @@ def differencing_checks(home: Home, dossier_id: str, folder: RunFolder) -> list[
         same = [other for other in released if other.dimensions == table.dimensions]
         findings += compare(table, same, min_count)
         if findings:
-            entries.append({"table": table.name, "passed": False, "findings": findings})
+            entries.append(check_entry(table.name, False, findings))
     return entries
 
 
@@ -130,14 +139,6 @@ def release_lock(home: Home, dossier_id: str) -> Iterator[None]:
 # ---------------------------------------------------------------- reading runs
 
 
-def _min_count(home: Home, dossier_id: str) -> int:
-    from dossier_kernel.disclosure import DEFAULT_RULES
-
-    provenance = current_provenance(home.extract_dir(dossier_id))
-    rules = {**DEFAULT_RULES, **(provenance.disclosure if provenance else {})}
-    return int(rules["min_count"])
-
-
 def _released_runs(home: Home, dossier_id: str, exclude: str) -> list[RunFolder]:
     parent = home.runs_dir(dossier_id)
     if not parent.is_dir():
@@ -151,6 +152,7 @@ class Run:
     run_id: str
     template: str
     parameters: dict[str, Any]
+    generation: str | None = None  # of the extracts it read: whose rules judge it
 
     def differs_in(self, other: Run, names: set[str]) -> bool:
         return any(self.parameters.get(n) != other.parameters.get(n) for n in names)
@@ -158,7 +160,7 @@ class Run:
 
 def _run(folder: RunFolder) -> Run:
     record = read_record(folder)
-    return Run(folder.run_id, record.template, dict(record.parameters))
+    return Run(folder.run_id, record.template, dict(record.parameters), record.extracts_generation)
 
 
 def _choice_parameters(home: Home, template: str) -> set[str]:
@@ -172,24 +174,33 @@ def _choice_parameters(home: Home, template: str) -> set[str]:
         return set()
 
 
-def _published(run_folder: RunFolder, run: Run) -> list[PublishedTable]:
-    """The tables of a run that have both their Parquet file and their declaration."""
+def _published(
+    run_folder: RunFolder, run: Run, *, skip_unreadable: bool = False
+) -> list[PublishedTable]:
+    """The tables of a run that have both their Parquet file and their declaration. A
+    declaration that is not what publish() writes raises PublishedError (a released run's:
+    the caller reports it), or with `skip_unreadable` leaves its table out."""
     import polars as pl
 
     folder = run_folder.published
     if not folder.is_dir():
         return []
     tables = []
-    for meta_path in sorted(folder.glob("*.meta.json")):
-        name = meta_path.name.removesuffix(".meta.json")
-        path = folder / f"{name}.parquet"
+    files = {p.name for p in folder.iterdir()}
+    for name in sorted(names_with(files, DECLARATION_SUFFIX)):
+        path = folder / table_file(name)
         if not path.exists():
             continue  # the output checks fail such a table; there is nothing to compare
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            declaration = read_declaration(folder, name)
+        except PublishedError:
+            if skip_unreadable:
+                continue
+            raise
         schema = pl.read_parquet_schema(path)
-        counts = tuple(c for c in meta.get("counts", []) if c in schema)
-        magnitudes = tuple(c for c in meta.get("magnitudes", {}) if c in schema)
-        attributes = set(meta.get("attributes", []))
+        counts = tuple(c for c in declaration.counts if c in schema)
+        magnitudes = tuple(c for c in declaration.magnitudes if c in schema)
+        attributes = set(declaration.attributes)
         dimensions = frozenset(
             column
             for column, dtype in schema.items()

@@ -18,12 +18,11 @@ added are optional, and keys this version does not know are kept as they are.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dossierhub.state.atomic import write_json
 from dossierhub.state.home import RunFolder
@@ -189,21 +188,72 @@ def write_record(run: RunFolder, record: RunRecord) -> None:
 # ---------------------------------------------------------------- checks.json
 
 
-def read_checks(run: RunFolder) -> list[dict[str, Any]]:
-    """The output checks' results (reports/checks.py, differencing.py, airlock.chart_checks):
-    one entry per table or chart; none before the run finished."""
+class CheckFinding(BaseModel):
+    """One finding on a table or chart: which rule, which column and rows (never the values),
+    what a reviewer reads, and whether it blocks (`fail`: a justification is needed) or is
+    only shown (`review`). Findings of the hub's own checks (differencing, charts) were
+    written without a severity: they fail."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    rule: str
+    column: str | None = None
+    message: str
+    rows: list[int] = Field(default_factory=list)
+    severity: Literal["fail", "review"] = "fail"
+
+
+class CheckEntry(BaseModel):
+    """One entry of checks.json: a table's (or, with kind "chart", a chart's) verdict and its
+    findings, from reports/checks.py, differencing.py or airlock.chart_checks."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    table: str
+    passed: bool
+    findings: list[CheckFinding] = Field(default_factory=list)
+    kind: Literal["table", "chart"] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as checks.json holds it (and the API's `checks` field shows it): the keys
+        it was made or read with, so files of earlier versions keep their shape."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def check_entry(
+    table: str, passed: bool, findings: list[dict[str, Any]], kind: str | None = None
+) -> dict[str, Any]:
+    """A checks.json entry, made through the model (so every writer writes the same shape)."""
+    entry: dict[str, Any] = {"table": table, "passed": passed, "findings": findings}
+    if kind is not None:
+        entry["kind"] = kind
+    return CheckEntry.model_validate(entry).as_json()
+
+
+_CHECKS = TypeAdapter(list[CheckEntry])
+
+
+def read_check_entries(run: RunFolder) -> list[CheckEntry]:
+    """The output checks' results, one entry per table or chart (none before the run
+    finished); ReportRefused (conflict), naming the file, when it is not what was written."""
     if not run.checks.exists():
         return []
-    checks = json.loads(run.checks.read_text(encoding="utf-8"))
-    if not isinstance(checks, list):
-        raise ReportRefused(
-            f"{_where(run, run.checks.name)} is not a list of check results", reason="conflict"
-        )
-    return checks
+    try:
+        return _CHECKS.validate_json(run.checks.read_bytes())
+    except ValidationError as exc:
+        raise malformed(exc, run.checks, run) from None
+
+
+def read_checks(run: RunFolder) -> list[dict[str, Any]]:
+    """read_check_entries as JSON objects (what the API's `checks` field and release read)."""
+    return [entry.as_json() for entry in read_check_entries(run)]
 
 
 def write_checks(run: RunFolder, checks: list[dict[str, Any]]) -> None:
-    write_json(run.checks, checks, indent=2)
+    """Checked through the model before it is written: a writer's slip fails here, loudly,
+    not later as a 409 on every read."""
+    entries = _CHECKS.validate_python(checks)
+    write_json(run.checks, [entry.as_json() for entry in entries], indent=2)
 
 
 def needs_justification(checks: list[dict[str, Any]]) -> bool:
@@ -301,12 +351,18 @@ def _parse(model: type[M], path: Path, run: RunFolder) -> M:
     try:
         return model.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        at = ".".join(str(p) for p in problem["loc"]) or "the file"
-        raise ReportRefused(
-            f"{_where(run, path.name)} is not a record dossierhub wrote ({at}: {problem['msg']})",
-            reason="conflict",
-        ) from None
+        raise malformed(exc, path, run) from None
+
+
+def malformed(exc: ValidationError, path: Path, run: RunFolder) -> ReportRefused:
+    """A file that does not validate is refused (409), naming the file and the first field that
+    is wrong (a file that is not JSON at all fails validation too)."""
+    problem = exc.errors()[0]
+    at = ".".join(str(p) for p in problem["loc"]) or "the file"
+    return ReportRefused(
+        f"{_where(run, path.name)} is not a record dossierhub wrote ({at}: {problem['msg']})",
+        reason="conflict",
+    )
 
 
 def _where(run: RunFolder, name: str) -> str:

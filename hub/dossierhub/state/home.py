@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from dossier_kernel.provenance import CATALOG_FILE, PROVENANCE_FILE
+from dossier_kernel.published import PUBLISHED_DIR
 
 DEFAULT_HOME = "./var"
 
@@ -330,8 +331,8 @@ class RunFolder:
     @property
     def published(self) -> Path:
         """The tables and charts publish() wrote, copied from scratch (owner:
-        reports/collect.py)."""
-        return self.path / "published"
+        reports/collect.py; the files' names: dossier_kernel.published)."""
+        return self.path / PUBLISHED_DIR
 
     def unhashed(self) -> tuple[Path, ...]:
         """The files a run's recorded hashes leave out: the records written after the hashes,

@@ -20,6 +20,13 @@ from pydantic import (
 )
 
 from dossier_kernel.expiry import expiry
+from dossier_kernel.provenance import (
+    DEFAULT_DOMINANCE_K,
+    DEFAULT_DOMINANCE_N,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MIN_COUNT,
+)
 from dossierhub.state.home import Home
 from dossierhub.state.yamlfile import load_yaml, parse_or_refuse
 
@@ -135,15 +142,18 @@ class Members(Strict):
 
 
 class Dominance(Strict):
-    n: int = Field(default=1, ge=1, le=10)
-    k: float = Field(default=0.5, gt=0, le=1)
+    n: int = Field(default=DEFAULT_DOMINANCE_N, ge=1, le=10)
+    k: float = Field(default=DEFAULT_DOMINANCE_K, gt=0, le=1)
 
 
 class Disclosure(Strict):
-    min_count: int = Field(default=10, ge=1)
+    """A dossier's output-check rules; the defaults are the kernel's
+    (dossier_kernel.provenance.DEFAULT_RULES), which the output checks apply."""
+
+    min_count: int = Field(default=DEFAULT_MIN_COUNT, ge=1)
     dominance: Dominance = Field(default_factory=Dominance)
-    max_rows: int = Field(default=1000, ge=1)  # aggregate tables (docs/output-checks.md)
-    max_bytes: int = Field(default=16_000_000, ge=1)
+    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
+    max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
 
 
 MemorySize = Annotated[
