@@ -7,6 +7,7 @@ and the workspaces running through that restart.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from dossierhub.isolation.unixusers import identities, isolation_enabled
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import WORKSPACE_PREFIX, DossierEntry
 from dossierhub.state.home import Home
+from dossierhub.state.models import Dossier
 from dossierhub.state.settings import load_settings
 from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 from dossierhub.workspaces.servestate import read_serve_state
@@ -144,6 +146,27 @@ def clear_outputs(home: Home, dossier_id: str) -> int:
     """Clear the outputs of every notebook in the dossier's workspace (chores.py)."""
     done = run_chore(home, dossier_id, "clear-outputs")
     return int(done or 0)
+
+
+def start_here_spec(dossier: Dossier) -> dict:
+    """What the "Start here" notebook says about `dossier`, from its manifest (root's)."""
+    return {
+        "id": dossier.id,
+        "title": dossier.title,
+        "purpose": dossier.purpose,
+        "views": {
+            name: {"columns": list(view.columns), "pseudonymized": list(view.pseudonymize)}
+            for name, view in dossier.sources.items()
+        },
+        "templates": list(dossier.templates),
+        "dossier_url": f"/services/dossierhub/dossiers/{dossier.id}",
+    }
+
+
+def write_start_here(home: Home, dossier: Dossier) -> str | None:
+    """Write or refresh the dossier's "Start here" notebook, as the workspace (chores.py):
+    "written", "refreshed" or "kept" (a person changed it); None without a workspace folder."""
+    return run_chore(home, dossier.id, "start-here", json.dumps(start_here_spec(dossier)))
 
 
 def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str | None:

@@ -40,6 +40,7 @@ from dossierhub.state.problems import RefusedError
 from dossierhub.state.settings import load_settings
 from dossierhub.workspaces import netbridge
 from dossierhub.workspaces.netbridge import start_time as _start_time
+from dossierhub.workspaces.provision import write_start_here
 
 
 class DossierSpawner(LocalProcessSpawner):
@@ -161,6 +162,7 @@ class DossierSpawner(LocalProcessSpawner):
             ]
         else:
             self.cmd = program
+        await self._start_here(dossier)
         log = open_log(self.home, self.dossier_id, "workspace")
         # a new dict: the configured one is shared by every spawner
         self.popen_kwargs: dict[str, Any] = {
@@ -181,6 +183,16 @@ class DossierSpawner(LocalProcessSpawner):
             self._start_bridge(self._started_at)
             await self._answering(started)
         return started
+
+    async def _start_here(self, dossier: Dossier) -> None:
+        """The "Start here" notebook, written as the workspace (never by root: the folder is
+        the workspace's). Without it the workspace still works: a failure is logged only."""
+        try:
+            done = await asyncio.to_thread(write_start_here, self.home, dossier)
+        except OSError as exc:
+            self.log.warning("workspace %s: no Start here notebook: %s", self.dossier_id, exc)
+            return
+        self.log.info("workspace %s: Start here notebook %s", self.dossier_id, done)
 
     def _start_bridge(self, started_at: str) -> None:
         """The sandbox's only ways in and out (netbridge.py): its own process, in its own
@@ -278,6 +290,8 @@ class DossierSpawner(LocalProcessSpawner):
             *args,
             "--ServerApp.default_url=/lab",
             "--MappingKernelManager.default_kernel_name=dossier",
+            # the launcher offers only the Dossier kernel: a plain Python 3 one has no db, %%sql
+            "--KernelSpecManager.allowed_kernelspecs=dossier",
             f"--HubOAuth.cache_max_age={self.auth_cache_seconds}",
             *(["--KernelManager.transport=ipc"] if self._sandboxed else []),
         ]
