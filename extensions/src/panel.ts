@@ -1,5 +1,6 @@
+import type { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
@@ -76,7 +77,10 @@ export class DossierPanel extends Widget {
   private runList = el('ul', { class: 'dh-runs' });
   private watched = new Set<string>();
 
-  constructor(private tracker: INotebookTracker) {
+  constructor(
+    private tracker: INotebookTracker,
+    private commands: JupyterFrontEnd['commands']
+  ) {
     super();
     this.id = 'dossier-lab-panel';
     this.addClass('dh-panel');
@@ -129,7 +133,7 @@ export class DossierPanel extends Widget {
       );
       insert.addEventListener('click', event => {
         event.preventDefault();
-        this.insertQuery(view.name);
+        void this.insertQuery(view.name);
       });
       const rows = el('tbody');
       for (const column of view.columns) {
@@ -172,12 +176,20 @@ export class DossierPanel extends Widget {
     return section;
   }
 
-  /** A ready cell in the active notebook: reuses an empty selected cell, else one below. */
-  private insertQuery(view: string): void {
-    const panel = this.tracker.currentWidget;
+  /** A ready cell in the active notebook (a new Dossier notebook when none is open): reuses
+   * an empty selected cell, else one below. */
+  private async insertQuery(view: string): Promise<void> {
+    let panel = this.tracker.currentWidget;
     if (!panel) {
-      this.flash('Open a notebook (on the Dossier kernel) first, then click Query again.');
-      return;
+      try {
+        panel = (await this.commands.execute('notebook:create-new', {
+          kernelName: 'dossier'
+        })) as NotebookPanel;
+        await panel.context.ready;
+      } catch (error) {
+        this.flash(`No new notebook for the query: ${(error as Error).message}`);
+        return;
+      }
     }
     const notebook = panel.content;
     const active = notebook.activeCell;
