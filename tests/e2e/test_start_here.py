@@ -156,3 +156,26 @@ def test_panel_row_icon_and_query_without_a_notebook(hub: Hub, lead: str, browse
     expect(cell.locator(".jp-OutputArea-output")).to_contain_text("bsn", timeout=90_000)
     page.screenshot(path=str(SHOTS / "13-query-new-notebook.png"))
     page.context.close()
+
+
+def test_a_link_planted_as_start_here_is_not_followed(hub: Hub, lead: str) -> None:
+    """The attack: the workspace (any kernel of it) replaces Start here.ipynb by a link to a file
+    root owns; the next start must neither write through it nor read it as root."""
+    target = hub.home.root / "hub" / "planted-target.txt"
+    target.write_text("root's own\n")
+    planted = execute(
+        hub.url,
+        WORKSPACE,
+        lead,
+        "import os\n"
+        f"os.remove({START_HERE!r})\n"
+        f"os.symlink({str(target)!r}, {START_HERE!r})\n"
+        f"print(os.readlink({START_HERE!r}))",
+    )
+    assert planted.error is None, planted.error
+    restart(hub, lead)
+    assert target.read_text() == "root's own\n"
+    link = Path(hub.home.workspace_dir("armoede")) / START_HERE
+    assert link.is_symlink() and link.readlink() == target
+    link.unlink()
+    target.unlink()
