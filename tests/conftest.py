@@ -96,15 +96,22 @@ def hub() -> Iterator[Hub]:
         serve = subprocess.Popen(
             [DOSSIERHUB, "--home", str(home.root), "serve"], stdout=handle, stderr=subprocess.STDOUT
         )
-    deadline = time.monotonic() + 90
-    while read_serve_state(home) is None:
-        assert serve.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    running = Hub(home, f"http://127.0.0.1:{base}/", serve, log)
-    api = running.api()
-    api.create_users(["s.vreemd", ADMIN])  # a stranger (no dossier) and an admin
-    api.close()
+    try:
+        deadline = time.monotonic() + 90
+        while read_serve_state(home) is None:
+            assert serve.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        running = Hub(home, f"http://127.0.0.1:{base}/", serve, log)
+        api = running.api()
+        api.create_users(["s.vreemd", ADMIN])  # a stranger (no dossier) and an admin
+        api.close()
+    except BaseException:  # a hub that did not start leaves no HOME or users behind either
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        release_identities(home)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     yield running
     try:
         api = running.api()
