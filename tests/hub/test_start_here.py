@@ -16,7 +16,7 @@ import pytest
 from dossierhub.state.home import Home
 from dossierhub.state.models import read_dossier
 from dossierhub.workspaces.chores import START_HERE, write_start_here
-from dossierhub.workspaces.provision import start_here_spec
+from dossierhub.workspaces.workspacechores import start_here_spec
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_a_planted_link_is_not_followed(spec: dict, tmp_path: Path) -> None:
 
 
 def test_the_chore_command(spec: dict, tmp_path: Path) -> None:
-    """As provision.run_chore starts it: python -I, the spec on stdin."""
+    """As workspacechores.run_chore starts it: python -I, the spec on stdin."""
     import json
 
     done = subprocess.run(

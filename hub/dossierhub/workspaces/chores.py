@@ -1,5 +1,5 @@
 """Chores in a workspace folder, done AS the workspace's identity (`python -I -m
-dossierhub.workspaces.chores CHORE FOLDER`, started by provision.run_chore in the workspace's
+dossierhub.workspaces.chores CHORE FOLDER`, started by workspacechores.run_chore in the workspace's
 sandbox without network, or dropped to its identity where there is no sandbox).
 
 Root never writes, reads or chowns a path in a folder the workspace can write: a link or a

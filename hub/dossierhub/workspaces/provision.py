@@ -7,24 +7,18 @@ and the workspaces running through that restart.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
 from dossierhub.data.extracts import Progress, remove_extracts
-from dossierhub.isolation import sandbox
-from dossierhub.isolation.unixusers import identities, isolation_enabled
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import WORKSPACE_PREFIX, DossierEntry
 from dossierhub.state.home import Home
-from dossierhub.state.models import Dossier
-from dossierhub.state.settings import load_settings
 from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 from dossierhub.workspaces.servestate import read_serve_state
+from dossierhub.workspaces.workspacechores import clear_outputs, run_chore
 
 
 @dataclass
@@ -140,84 +134,6 @@ def expire_workspace(
     removed = remove_extracts(home, dossier_id, progress or Progress())
     clear_outputs(home, dossier_id)
     return removed
-
-
-def clear_outputs(home: Home, dossier_id: str) -> int:
-    """Clear the outputs of every notebook in the dossier's workspace (chores.py)."""
-    done = run_chore(home, dossier_id, "clear-outputs")
-    return int(done or 0)
-
-
-def start_here_spec(dossier: Dossier) -> dict:
-    """What the "Start here" notebook says about `dossier`, from its manifest (root's)."""
-    return {
-        "id": dossier.id,
-        "title": dossier.title,
-        "purpose": dossier.purpose,
-        "views": {
-            name: {"columns": list(view.columns), "pseudonymized": list(view.pseudonymize)}
-            for name, view in dossier.sources.items()
-        },
-        "templates": list(dossier.templates),
-        "dossier_url": f"/services/dossierhub/dossiers/{dossier.id}",
-    }
-
-
-def write_start_here(home: Home, dossier: Dossier) -> str | None:
-    """Write or refresh the dossier's "Start here" notebook, as the workspace (chores.py):
-    "written", "refreshed" or "kept" (a person changed it); None without a workspace folder."""
-    return run_chore(home, dossier.id, "start-here", json.dumps(start_here_spec(dossier)))
-
-
-def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str | None:
-    """Run a chores.py chore in workspaces/<id> as the workspace's identity: in its sandbox
-    (no network) when the machine has one. None when there is no workspace folder."""
-    folder = home.workspace_dir(dossier_id)
-    if not folder.is_dir():
-        return None
-    settings = load_settings(home)
-    python = settings.workspaces.python or sys.executable
-    command = [python, "-I", "-m", "dossierhub.workspaces.chores", chore, str(folder)]
-    as_identity: dict = {}
-    ids = identities(home, dossier_id) if isolation_enabled() else None
-    if isolation_enabled() and ids is None:
-        return None  # no workspace identity: nobody of this installation wrote there
-    if ids is not None and sandbox.unavailable(settings) is None:
-        command = [
-            *sandbox.prefix(
-                ids.workspace,
-                ro=sandbox.environment_paths(python),
-                rw=[folder],
-                chdir=folder,
-                network=False,
-                die_with_parent=True,
-            ),
-            *command,
-        ]
-    elif ids is not None:
-        as_identity = {
-            "user": ids.workspace.uid,
-            "group": ids.workspace.gid,
-            "extra_groups": list(ids.workspace.groups),
-        }
-    try:
-        result = subprocess.run(
-            command,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(folder)},
-            timeout=600,
-            check=False,
-            **as_identity,
-        )
-    except subprocess.TimeoutExpired:
-        raise OSError(f"the {chore} chore in workspace {dossier_id} took over 600 s") from None
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise OSError(f"the {chore} chore in workspace {dossier_id} failed: {reason}")
-    return result.stdout.strip()
 
 
 def request_hub_restart(home: Home, role_ids: set[str], timeout: float = 90) -> None:

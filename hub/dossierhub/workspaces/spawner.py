@@ -40,7 +40,7 @@ from dossierhub.state.problems import RefusedError
 from dossierhub.state.settings import load_settings
 from dossierhub.workspaces import netbridge
 from dossierhub.workspaces.netbridge import start_time as _start_time
-from dossierhub.workspaces.provision import write_start_here
+from dossierhub.workspaces.workspacechores import write_start_here
 
 
 class DossierSpawner(LocalProcessSpawner):
