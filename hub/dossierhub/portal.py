@@ -35,6 +35,7 @@ from dossierhub.state.problems import ReportRefused
 from dossierhub.state.roles import (
     Denied,
     is_told_why_not_released,
+    may_be_released,
     may_open_workspace,
     may_prepare_runs,
     may_read_run,
@@ -139,6 +140,19 @@ def releasers(entry: DossierEntry, run: RunSummary | RunDetail) -> list[str]:
     ]
 
 
+def _releasable(run: RunSummary | RunDetail) -> bool:
+    record = run.record
+    return (
+        may_be_released(
+            run_id=record.run_id,
+            succeeded=record.succeeded,
+            status=record.status,
+            released=run.release.words(),
+        )
+        is None
+    )
+
+
 def next_step(
     entry: DossierEntry, person: str, role: str, run: RunSummary | RunDetail
 ) -> dict[str, Any]:
@@ -153,6 +167,8 @@ def next_step(
         words = "Awaiting your release"
     elif others:
         words = f"Waiting for release by {' or '.join(others)}"
+    elif team and not who and _releasable(run):
+        words = "No other lead may release it: the dossier needs a second lead (ask the admin)"
     return {"awaiting_your_release": mine, "waiting_for_release_by": others, "next_step": words}
 
 

@@ -253,6 +253,16 @@ def test_next_steps_are_the_four_eyes_rule_as_each_person_is_told(
     rows = portal.runs_for(home, DOSSIER, portal.Person(OTHER_LEAD))
     assert [r["checks_failed"] for r in rows] == [True, False, False]
 
+    # with one lead left, the run the lead started waits for no one: the team is told why
+    directory = json.loads(home.directory_file.read_text())
+    for entry in directory:
+        if entry["id"] == DOSSIER:
+            entry["leads"] = [LEAD]
+    home.directory_file.write_text(json.dumps(directory))
+    (row, *_) = portal.runs_for(home, DOSSIER, portal.Person(ANALYST))
+    assert row["next_step"].startswith("No other lead may release it")
+    assert inbox(LEAD) == 0
+
 
 # ---------------------------------------------------------------- 5. provenance: read once
 
