@@ -75,6 +75,7 @@ export function queryFor(view: string): string {
 export class DossierPanel extends Widget {
   private service: DossierService | null = null;
   private runList = el('ul', { class: 'dh-runs' });
+  private inbox = el('p', { class: 'dh-inbox', 'aria-live': 'polite' });
   private watched = new Set<string>();
 
   constructor(
@@ -213,6 +214,7 @@ export class DossierPanel extends Widget {
       el('h3', {}, 'Reports'),
       el('div', { class: 'dh-templates' }, el('p', { class: 'dh-muted' }, 'Loading templates…')),
       el('h4', {}, 'Recent runs'),
+      this.inbox,
       this.runList
     );
   }
@@ -288,6 +290,10 @@ export class DossierPanel extends Widget {
   }
 
   private showRuns(runs: IRun[]): void {
+    // the server decided each run's next step; the panel only counts its answers
+    const mine = runs.filter(run => run.awaiting_your_release).length;
+    this.inbox.textContent = mine ? `Awaiting your release (${mine})` : '';
+    this.inbox.hidden = !mine;
     const recent = runs.slice(0, RECENT_RUNS);
     this.runList.replaceChildren(...recent.map(run => this.runItem(run)));
     if (recent.length === 0) {
@@ -310,9 +316,10 @@ export class DossierPanel extends Widget {
     return el(
       'li',
       { class: 'dh-run-item', 'data-run': run.run_id, 'data-status': run.status },
-      el('span', { class: `dh-status dh-status-${run.status}` }, run.status),
+      statusBadge(run),
       ` ${run.template} · ${run.user} · ${when} ${progress}`,
       run.released_words ? el('span', { class: 'dh-muted dh-released' }, ` · ${run.released_words}`) : '',
+      run.next_step ? el('span', { class: 'dh-next-step' }, ` · ${run.next_step}`) : '',
       ' ',
       open
     );
@@ -341,7 +348,10 @@ export class DossierPanel extends Widget {
         in_progress: detail.in_progress,
         succeeded: detail.succeeded,
         released: detail.released,
-        released_words: detail.released_words
+        released_words: detail.released_words,
+        checks_failed: detail.checks_failed,
+        awaiting_your_release: detail.awaiting_your_release,
+        next_step: detail.next_step
       };
       const progress = detail.progress
         ? `(${detail.progress.cells_done}/${detail.progress.cells_total} cells)`
@@ -356,6 +366,19 @@ export class DossierPanel extends Widget {
     };
     void tick();
   }
+}
+
+/** A run's status; "succeeded · checks failed" in words and a mark, not colour alone. */
+function statusBadge(run: IRun): HTMLElement {
+  if (run.checks_failed) {
+    return el(
+      'span',
+      { class: 'dh-status dh-status-checks-failed', 'data-checks-failed': 'true' },
+      el('span', { 'aria-hidden': 'true' }, '⚠ '),
+      `${run.status} · checks failed`
+    );
+  }
+  return el('span', { class: `dh-status dh-status-${run.status}` }, run.status);
 }
 
 function parameterField(template: string, parameter: IParameter): HTMLElement {

@@ -50,6 +50,12 @@ export interface IRunState {
   released: IReleased | null;
   /** "released by …" or "released (record unreadable: …)"; null while unreleased */
   released_words: string | null;
+  /** succeeded, but an output check failed (records.RunRecord.checks_failed) */
+  checks_failed: boolean;
+  /** this person may release it now (roles.may_release, portal.next_step) */
+  awaiting_your_release: boolean;
+  /** "Awaiting your release", "Waiting for release by …", or null */
+  next_step: string | null;
 }
 
 export interface IRun extends IRunRecord, IRunState {}

@@ -23,6 +23,7 @@ from dossierhub.state.problems import Problem, RefusedError
 if TYPE_CHECKING:
     from dossierhub.apply import ApplyReport
     from dossierhub.data.extracts import Progress
+    from dossierhub.state.settings import Settings
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -192,9 +193,9 @@ def serve_command(home: Home, ip: str | None, port: int | None) -> None:
     run_serve(home, ip, port)
 
 
-def run_serve(home: Home, ip: str | None, port: int | None) -> None:
+def _serve_settings(home: Home, ip: str | None, port: int | None) -> Settings:
+    """settings.yaml with serve's --ip and --port over it: what serve really listens on."""
     from dossierhub.state.settings import load_settings
-    from dossierhub.workspaces.serve import ServeError, serve
 
     try:
         settings = load_settings(home)
@@ -204,7 +205,13 @@ def run_serve(home: Home, ip: str | None, port: int | None) -> None:
     hub = settings.hub.model_copy(
         update={k: v for k, v in (("ip", ip), ("port", port)) if v is not None}
     )
-    settings = settings.model_copy(update={"hub": hub})
+    return settings.model_copy(update={"hub": hub})
+
+
+def run_serve(home: Home, ip: str | None, port: int | None) -> None:
+    from dossierhub.workspaces.serve import ServeError, serve
+
+    settings = _serve_settings(home, ip, port)
     try:
         code = serve(home, settings, say=lambda text: err.print(text, highlight=False))
     except ServeError as exc:
@@ -491,32 +498,54 @@ def genesis(home: Home) -> None:
 )
 @click.option("--seed", default=2026, show_default=True, type=int, help="Random seed.")
 @click.option("--no-serve", is_flag=True, help="Stop after apply instead of running the hub.")
+@click.option(
+    "--no-examples", is_flag=True, help="Make no example runs (a released one, one waiting...)."
+)
 @click.option("--ip", default=None, help="As for serve.")
 @click.option("--port", default=None, type=click.IntRange(1, 65533), help="As for serve.")
 @click.pass_obj
 def demo(
-    home: Home, size: int, seed: int, no_serve: bool, ip: str | None, port: int | None
+    home: Home,
+    size: int,
+    seed: int,
+    no_serve: bool,
+    no_examples: bool,
+    ip: str | None,
+    port: int | None,
 ) -> None:
-    """Create HOME with seeded synthetic city data and three dossiers, apply, serve the hub."""
-    from dossierhub.demo import demo_password, write_demo
+    """Create HOME with seeded synthetic city data and three dossiers, apply, make an example
+    run in each state, serve the hub."""
+    from dossierhub.demo import (
+        SERVICE,
+        accounts,
+        demo_password,
+        demo_url,
+        make_examples,
+        write_demo,
+    )
 
     _begin_log(home, init_home(home))
     written = write_demo(home, size=size, seed=seed, log=lambda text: err.print(text))
     AuditLog(home).append("demo", size=size, seed=seed, files=written)
     report = run_apply(home, [])
+    settings = _serve_settings(home, ip, port)  # the URL printed is the one served
     password = demo_password(home)
+    examples = [] if no_examples else make_examples(home, lambda text: err.print(text))
     _print_demo_guide(home, report)
+    url = demo_url(settings)
+    out.print(f"\nOpen {url} and log in (password for every demo account: {password}):")
+    for line in accounts(home, settings):
+        out.print(f"  {escape(line)}")
+    if examples:
+        out.print("Example runs:")
+        for line in examples:
+            out.print(f"  {url}{SERVICE}dossiers/{escape(line)}")
     if no_serve:
+        out.print(
+            "Start the hub with: dossierhub serve; the password is also in hub/demo-password."
+        )
         return
-    url = f"http://{ip or '127.0.0.1'}:{port or 8000}/"
-    out.print(
-        f"\nOpen {url} and log in (password for every demo account: {password}):\n"
-        "  a.jansen   lead of armoede (poverty)     - opens the workspace\n"
-        "  b.devries  analyst of armoede            - opens the workspace\n"
-        "  d.visser   viewer of armoede, mobiliteit - sees the dossiers, no workspace\n"
-        "  f.smit     lead of mobiliteit\n"
-        "Stop with Ctrl-C; the password is also in hub/demo-password."
-    )
+    out.print("Stop with Ctrl-C; the password is also in hub/demo-password.")
     run_serve(home, ip, port)
 
 

@@ -6,6 +6,7 @@ the BSN eleven-test), so the product's pseudonymisation and detection meet reali
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -17,10 +18,15 @@ import numpy as np
 import polars as pl
 
 from dossierhub.state.atomic import write_atomic, write_json
-from dossierhub.state.directory import read_directory
+from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.home import Home
+from dossierhub.state.settings import Settings, load_settings
 from dossierhub.state.yamlfile import load_yaml
 from dossierhub.workspaces.hub_auth import set_password
+from dossierhub.workspaces.hubconfig import ports
+
+# The demo's admin: oversees every dossier (the admin page), a member of none.
+DEMO_ADMIN = "z.beheer"
 
 # Stadsdelen with their gebieden and a rough share of the city's residents.
 DISTRICTS: dict[str, tuple[float, list[str], tuple[int, int]]] = {
@@ -117,6 +123,7 @@ def write_demo(home: Home, *, size: int, seed: int, log: Callable[[str], None]) 
     else:
         log(f"synthetic data for {size:,} residents already present")
     for path, text in demo_files(home).items():
+        # an admin's own settings.yaml is theirs: the demo's (naming its admin) only if none
         if not path.exists() or _is_empty_catalog(home, path):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, text)
@@ -130,7 +137,8 @@ def demo_password(home: Home) -> str:
     if path.exists():
         return path.read_text().strip()
     password = secrets.token_urlsafe(9)
-    people = sorted({p for e in read_directory(home) for p in (*e.workers, *e.viewers)})
+    members = {p for e in read_directory(home) for p in (*e.workers, *e.viewers)}
+    people = sorted(members | set(load_settings(home).hub.admins))
     for person in people:
         set_password(home.passwords_file, person, password)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -334,12 +342,19 @@ def _vector_area(rng: np.random.Generator, district: np.ndarray, names: list[str
 def demo_files(home: Home) -> dict[Path, str]:
     """catalog.yaml and the three demo manifests, as an admin would write them."""
     return {
+        home.settings_file: SETTINGS,
         home.catalog_file: CATALOG,
         home.manifest_file("armoede"): ARMOEDE,
         home.manifest_file("mobiliteit"): MOBILITEIT,
         home.manifest_file("woonfraude-2025"): WOONFRAUDE,
     }
 
+
+SETTINGS = f"""\
+# Written by `dossierhub demo`: the demo's admin (the admin page; a member of no dossier).
+hub:
+  admins: [{DEMO_ADMIN}]
+"""
 
 CATALOG = """\
 # Data sources of the demo city, described once by their stewards.
@@ -453,6 +468,9 @@ members:
   lead: [f.smit, g.meijer]
   analyst: [h.deboer]
   viewer: [d.visser]
+disclosure:
+  # a few passages in one area at night can be one person's trips
+  min_count: 100
 sources:
   counts:
     from: mobility_counts
@@ -483,3 +501,88 @@ sources:
     pseudonymize: [household_id]
 templates: [data_quality]
 """
+
+
+# ---------------------------------------------------------------- what the demo shows
+
+
+# One run in each state a team meets, made with the real run and release functions as the
+# people they belong to (each audited as usual): (dossier, template, author, parameters,
+# releasing lead or None, what it shows).
+EXAMPLES = (
+    ("armoede", "district_profile", "b.devries", {}, "a.jansen", "a released report"),
+    (
+        "armoede",
+        "data_quality",
+        "a.jansen",
+        {"view": "households"},
+        None,
+        "a run waiting for release by e.mulder",
+    ),
+    (
+        "mobiliteit",
+        "mobility_report",
+        "h.deboer",
+        {"mode": "ov", "start": "2025-10-11", "end": "2025-10-11"},
+        None,  # one night of public transport: hours under mobiliteit's min_count
+        "a run whose output checks failed (released only with a justification)",
+    ),
+)
+
+
+def make_examples(home: Home, log: Callable[[str], None]) -> list[str]:
+    """The example runs, once per demo home (none made when a demo dossier has runs: the
+    demo is being used). Returns one line per run, saying what it shows."""
+    from dossierhub.reports.release import release_run
+    from dossierhub.reports.runs import run_report
+    from dossierhub.state.decisions import decide, release_facts
+
+    dossiers = {d for d, *_ in EXAMPLES}
+    if any(home.runs_dir(d).is_dir() and any(home.runs_dir(d).iterdir()) for d in dossiers):
+        log("example runs: the demo dossiers have runs already")
+        return []
+    lines = []
+    for dossier, template, author, parameters, releaser, shows in EXAMPLES:
+        log(f"example run: {template} of {dossier} by {author} ({shows})")
+        outcome = run_report(home, dossier, template, author, dict(parameters))
+        if releaser is not None and outcome.succeeded:
+            release = functools.partial(release_run, home, dossier, outcome.run_id, releaser, None)
+            decide(
+                home,
+                "report.release",
+                releaser,
+                dossier,
+                lambda release=release: release().as_json(),
+                release_facts,
+                run=outcome.run_id,
+            )
+        lines.append(f"{dossier}/runs/{outcome.run_id}  {shows} ({outcome.status})")
+    return lines
+
+
+def demo_url(settings: Settings) -> str:
+    """Where serve listens for people: the public port of hubconfig.ports, as serve binds it."""
+    public = ports(settings)[0]
+    return f"http://{settings.hub.ip}:{public}/"
+
+
+SERVICE = "services/dossierhub/"  # the pages, under the hub's URL
+
+
+def accounts(home: Home, settings: Settings) -> list[str]:
+    """Every demo account by role, one line each: who they are where, what they can try."""
+    roles: dict[str, list[str]] = {}
+    for entry in read_directory(home):
+        for person, role in _members(entry):
+            roles.setdefault(person, []).append(f"{role} of {entry.id}")
+    lines = [f"{p:<11}{', '.join(r)}" for p, r in sorted(roles.items())]
+    lines += [f"{a:<11}admin (the admin page; a member of no dossier)" for a in settings.hub.admins]
+    return lines
+
+
+def _members(entry: DossierEntry) -> list[tuple[str, str]]:
+    return [
+        *((p, "lead") for p in entry.leads),
+        *((p, "analyst") for p in entry.analysts),
+        *((p, "viewer") for p in entry.viewers),
+    ]

@@ -35,6 +35,7 @@ from dossierhub.state.problems import ReportRefused
 from dossierhub.state.roles import (
     Denied,
     is_told_why_not_released,
+    may_be_released,
     may_open_workspace,
     may_prepare_runs,
     may_read_run,
@@ -114,10 +115,61 @@ def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dic
 def my_dossiers(home: Home, person: Person, today: dt.date | None = None) -> list[dict[str, Any]]:
     today = today or dt.date.today()
     return [
-        _summary(entry, person.name, role, today)
+        {
+            **_summary(entry, person.name, role, today),
+            "awaiting_release": awaiting_release(home, entry, person.name),
+        }
         for entry in read_directory(home)
         if (role := entry.role_of(person.name)) is not None
     ]
+
+
+def awaiting_release(home: Home, entry: DossierEntry, person: str) -> int:
+    """How many of the dossier's runs this person may release now: the inbox count a lead
+    who did not start them is shown ("Awaiting your release (n)"); 0 for everyone else."""
+    return sum(person in releasers(entry, run) for run in list_runs(home, entry.id))
+
+
+def releasers(entry: DossierEntry, run: RunSummary | RunDetail) -> list[str]:
+    """The leads who may release `run` now, by the four-eyes rule itself (roles.may_release,
+    through release.release_denied): none for a run that failed, is released or unfinished."""
+    return [
+        lead
+        for lead in entry.leads
+        if release_denied(lead, entry.role_of(lead), entry.id, run) is None
+    ]
+
+
+def _releasable(run: RunSummary | RunDetail) -> bool:
+    record = run.record
+    return (
+        may_be_released(
+            run_id=record.run_id,
+            succeeded=record.succeeded,
+            status=record.status,
+            released=run.release.words(),
+        )
+        is None
+    )
+
+
+def next_step(
+    entry: DossierEntry, person: str, role: str, run: RunSummary | RunDetail
+) -> dict[str, Any]:
+    """What a run waits for, as this person is told: the release is theirs, or whose it is
+    (the team only: viewers never see an unreleased run)."""
+    who = releasers(entry, run)
+    mine = person in who
+    team = may_see_unchecked(person, role, entry.id) is None
+    others = who if team and not mine else []
+    words = None
+    if mine:
+        words = "Awaiting your release"
+    elif others:
+        words = f"Waiting for release by {' or '.join(others)}"
+    elif team and not who and _releasable(run):
+        words = "No other lead may release it: the dossier needs a second lead (ask the admin)"
+    return {"awaiting_your_release": mine, "waiting_for_release_by": others, "next_step": words}
 
 
 def dossier_detail(
@@ -126,6 +178,7 @@ def dossier_detail(
     """The dossier as its members see it: who, why, until when, and the approved views."""
     entry, role = member_entry(home, dossier_id, person)
     detail = _summary(entry, person.name, role, today or dt.date.today())
+    detail["awaiting_release"] = awaiting_release(home, entry, person.name)
     detail["views"] = views_of(home, dossier_id)
     return detail
 
@@ -213,9 +266,9 @@ def start_run(
 
 def runs_for(home: Home, dossier_id: str, person: Person) -> list[dict[str, Any]]:
     """Newest first. Viewers see released runs only."""
-    _, role = member_entry(home, dossier_id, person)
+    entry, role = member_entry(home, dossier_id, person)
     runs = [r for r in list_runs(home, dossier_id) if _readable(person, role, dossier_id, r)]
-    return [r.row() for r in reversed(runs)]
+    return [{**r.row(), **next_step(entry, person.name, role, r)} for r in reversed(runs)]
 
 
 def _readable(person: Person, role: str, dossier_id: str, run: RunSummary) -> bool:
@@ -228,7 +281,7 @@ def _readable(person: Person, role: str, dossier_id: str, run: RunSummary) -> bo
 def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict[str, Any]:
     """One run: provenance, check results per table, release, and whether this person may
     release it (and if not, why not)."""
-    _, role = member_entry(home, dossier_id, person)
+    entry, role = member_entry(home, dossier_id, person)
     run = show_run(home, dossier_id, run_id)
     _refuse(
         may_read_run(person.name, role, dossier_id=dossier_id, run_id=run_id, released=run.released)
@@ -246,8 +299,11 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "checks": run.checks,
         "released": run.as_json()["released"],
         "released_words": run.release.words(),
+        "status": record.status,
         "in_progress": record.in_progress,
         "succeeded": record.succeeded,
+        "checks_failed": record.checks_failed,
+        **next_step(entry, person.name, role, run),
         "has_html": folder.report_html.exists(),
         # the whole notebook, unchecked outputs included: the team's, never a viewer's
         "has_review": worker and folder.notebook.exists() and not record.in_progress,
@@ -255,7 +311,7 @@ def run_detail(home: Home, dossier_id: str, run_id: str, person: Person) -> dict
         "tables": sorted(c["table"] for c in run.checks if c.get("kind", "table") == "table")
         if record.succeeded
         else [],
-        "release": _release_verdict(home, dossier_id, role, person, run),
+        "release": _release_verdict(home, entry, role, person, run),
     }
 
 
@@ -268,16 +324,21 @@ def _public(run: RunFolder, name: str) -> bool:
 
 
 def _release_verdict(
-    home: Home, dossier_id: str, role: str, person: Person, run: RunDetail
+    home: Home, entry: DossierEntry, role: str, person: Person, run: RunDetail
 ) -> dict[str, Any]:
     """What the run's page says about releasing it: the rules release_run enforces, on the
     checks it will decide with (differencing re-computed now, as release_run does: a run
     released since this one finished can make a justification necessary)."""
-    denied = release_denied(person.name, role, dossier_id, run)
+    denied = release_denied(person.name, role, entry.id, run)
     why = denied.why if denied is not None else None
-    checks = release_checks(home, dossier_id, run) if why is None else run.checks
+    checks = release_checks(home, entry.id, run) if why is None else run.checks
+    viewers = list(entry.viewers)
     return {
         "allowed": why is None,
+        # who newly reads the report once released (the team reads every run already)
+        "shows_to": viewers,
+        "shows_to_words": "Releasing shows this report to: "
+        + (", ".join(viewers) + " (viewers)" if viewers else "no viewers yet (only the team)"),
         "why_not": why,
         "explain": why is not None and is_told_why_not_released(role),
         "needs_justification": needs_justification(checks),

@@ -151,3 +151,64 @@ def test_a_kernel_cannot_start_runs_with_the_workspace_token(hub: Hub, lab: Page
     )
     assert probe.error is None, probe.error
     assert probe.stdout.strip() in ("403", "unreachable")
+
+
+def test_the_panel_shows_a_second_lead_the_inbox_and_failed_checks(
+    hub: Hub, browser: Browser
+) -> None:
+    """g.meijer (lead of mobiliteit) in its JupyterLab: h.deboer's one-night report, whose
+    output checks failed, is in the panel's inbox and marked "succeeded · checks failed"."""
+    analyst = hub.service_api("h.deboer")
+    posted = analyst.post(
+        "dossiers/mobiliteit/runs",
+        json={
+            "template": "mobility_report",
+            "parameters": {"mode": "ov", "start": "2025-10-11", "end": "2025-10-11"},
+        },
+    )
+    assert posted.status_code == 202, posted.text
+    run_id = posted.json()["run_id"]
+    server = "dossier-mobiliteit"
+    token = hub.token("g.meijer")
+    started = hub.start(server, token, timeout=120)
+    assert started.status_code in (201, 202, 400), started.text
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{hub.url}user/{server}/lab")
+        page.fill("#username_input", "g.meijer")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_url(
+            lambda url: "/lab" in url or "oauth2/authorize" in url, wait_until="commit"
+        )
+        if "oauth2/authorize" in page.url:
+            page.get_by_role("button", name="Authorize").click()
+        page.wait_for_url(f"{hub.url}user/{server}/lab**", timeout=60_000, wait_until="commit")
+        tab = page.locator(".jp-SideBar .lm-TabBar-tab[data-id='dossier-lab-panel']")
+        expect(tab).to_be_visible(timeout=90_000)
+        tab.click()
+        panel = page.locator("#dossier-lab-panel")
+        run = panel.locator(f".dh-run-item[data-run='{run_id}']")
+        expect(run).to_be_visible(timeout=60_000)
+        if run.get_attribute("data-status") != "succeeded":  # the panel follows it to its end
+            expect(run).to_have_attribute("data-status", "succeeded", timeout=180_000)
+        expect(run.locator("[data-checks-failed]")).to_have_text("⚠ succeeded · checks failed")
+        expect(run.locator(".dh-next-step")).to_have_text(" · Awaiting your release")
+        with hub.service_api("g.meijer") as lead_api:
+            (mine,) = lead_api.get("dossiers").json()
+        count = mine["awaiting_release"]
+        if run.get_attribute("data-status") == "succeeded":
+            page.reload()  # the inbox is counted when the panel loads the runs
+            tab.click()
+        expect(panel.locator(".dh-inbox")).to_have_text(
+            f"Awaiting your release ({count})", timeout=60_000
+        )
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "13-lab-panel-second-lead.png"))
+    finally:
+        context.close()
+        analyst.close()
+        api = hub.api()
+        api.stop_server(server)
+        api.close()

@@ -174,6 +174,16 @@ def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Clie
         True,
         None,
     )
+    # the next step: both leads may release it; its author is told so, each lead is asked
+    assert detail["checks_failed"] is False and detail["release"]["shows_to"] == [VIEWER]
+    assert (detail["awaiting_your_release"], detail["next_step"]) == (True, "Awaiting your release")
+    rows = client(ANALYST).get("dossiers/armoede/runs").json()
+    (mine,) = [r for r in rows if r["run_id"] == run_id]
+    assert mine["waiting_for_release_by"] == [LEAD, OTHER_LEAD]
+    assert mine["next_step"] == f"Waiting for release by {LEAD} or {OTHER_LEAD}"
+    inbox = {d["id"]: d["awaiting_release"] for d in client(LEAD).get("dossiers").json()}
+    assert inbox["armoede"] >= 1
+    assert [d["awaiting_release"] for d in client(ANALYST).get("dossiers").json()] == [0]
 
     # four eyes: the analyst who ran it and any non-lead cannot release
     author = client(ANALYST).post(f"dossiers/armoede/runs/{run_id}/release", json={})
@@ -189,6 +199,13 @@ def test_run_release_and_read_through_the_api(client: Callable[[str], httpx.Clie
     assert viewer.get(f"dossiers/armoede/runs/{run_id}").json()["released"]["by"] == LEAD
     (row,) = [r for r in viewer.get("dossiers/armoede/runs").json() if r["run_id"] == run_id]
     assert row["released_words"] == f"released by {LEAD}" and row["in_progress"] is False
+    assert row["next_step"] is None and row["waiting_for_release_by"] == []  # done: no one
+    assert (
+        inbox["armoede"] - 1
+        == (
+            {d["id"]: d["awaiting_release"] for d in client(LEAD).get("dossiers").json()}["armoede"]
+        )
+    )
     html = viewer.get(f"dossiers/armoede/runs/{run_id}/html")
     assert html.status_code == 200 and "<html" in html.text.lower()
     assert "sandbox" in html.headers["Content-Security-Policy"]

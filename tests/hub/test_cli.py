@@ -7,15 +7,23 @@ import json
 import os
 import pwd
 import re
+import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import click
 import pytest
 
+from dossierhub import portal
 from dossierhub.cli import main
+from dossierhub.demo import DEMO_ADMIN, write_demo
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home
+from dossierhub.state.settings import load_settings
 
+from e2e_hub import release_identities
 from helpers import DOSSIERHUB, run_cli, run_cli_process
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -58,20 +66,83 @@ def test_home_comes_from_the_environment_then_var(tmp_path: Path) -> None:
     assert (tmp_path / "var" / "secrets" / "master.key").exists()
 
 
-def test_demo_builds_two_dossiers_and_skips_the_expired_one(tmp_path: Path) -> None:
-    home = tmp_path / "demo"
-    result = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
-    assert result.returncode == 0, result.stderr
-    assert "generating synthetic data for 2,000 residents" in result.stderr
-    assert "armoede: extracts/armoede/catalog.duckdb (4 views)" in result.stdout
-    assert "mobiliteit: extracts/mobiliteit/catalog.duckdb (2 views)" in result.stdout
-    assert "woonfraude-2025: expired on 2025-12-31" in result.stdout
-    assert not (home / "extracts" / "woonfraude-2025").exists()
-    again = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
-    assert again.returncode == 0
-    assert "already present" in again.stderr
-    assert "armoede: up to date" in again.stdout
-    assert run_cli_process(home, "audit", "verify").returncode == 0
+def test_demo_builds_two_dossiers_and_skips_the_expired_one() -> None:
+    # short (a report kernel's socket path must fit), a port of its own (the banner must
+    # print it) and Unix identities of its own, as root
+    home = Path(tempfile.mkdtemp(prefix="dhdemo-", dir="/tmp"))
+    prefix = os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")
+    (home / "settings.yaml").write_text(
+        f"hub:\n  port: 8613\n  admins: [z.beheer]\nisolation:\n  prefix: {prefix}\n"
+    )
+    try:
+        result = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
+        assert result.returncode == 0, result.stderr
+        assert "generating synthetic data for 2,000 residents" in result.stderr
+        assert "armoede: extracts/armoede/catalog.duckdb (4 views)" in result.stdout
+        assert "mobiliteit: extracts/mobiliteit/catalog.duckdb (2 views)" in result.stdout
+        assert "woonfraude-2025: expired on 2025-12-31" in result.stdout
+        assert not (home / "extracts" / "woonfraude-2025").exists()
+        assert_demo_banner(Home(home), result.stdout)
+        again = run_cli_process(home, "demo", "--size", "2000", "--no-serve")
+        assert again.returncode == 0
+        assert "already present" in again.stderr
+        assert "the demo dossiers have runs already" in again.stderr  # no second examples
+        assert "armoede: up to date" in again.stdout
+        assert run_cli_process(home, "audit", "verify").returncode == 0
+    finally:
+        release_identities(Home(home))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def assert_demo_banner(home: Home, stdout: str) -> None:
+    """The banner names the URL serve listens on, every account by role (a second lead and
+    the admin among them), and one run in each state, which the pages show as it says."""
+    url = "http://127.0.0.1:8613/"
+    password = home.demo_password_file.read_text().strip()
+    assert f"Open {url} and log in (password for every demo account: {password})" in stdout
+    for line in (
+        "a.jansen   lead of armoede",
+        "e.mulder   lead of armoede",
+        "b.devries  analyst of armoede",
+        "d.visser   viewer of armoede, viewer of mobiliteit",
+        "g.meijer   lead of mobiliteit",
+        "z.beheer   admin",
+    ):
+        assert f"  {line}" in stdout, line
+    runs = dict(re.findall(rf"{url}services/dossierhub/dossiers/(\S+)  (a [^(]+)", stdout))
+    assert sorted(runs.values()) == [
+        "a released report ",
+        "a run waiting for release by e.mulder ",
+        "a run whose output checks failed ",
+    ]
+    by_state = {words: path.split("/") for path, words in runs.items()}
+    dossier, _, released = by_state["a released report "]
+    row = portal.run_detail(home, dossier, released, portal.Person("d.visser"))
+    assert row["released_words"] == "released by a.jansen"
+    dossier, _, waiting = by_state["a run waiting for release by e.mulder "]
+    second_lead = portal.Person("e.mulder")
+    assert portal.run_detail(home, dossier, waiting, second_lead)["release"]["allowed"]
+    assert [d["awaiting_release"] for d in portal.my_dossiers(home, second_lead)] == [1]
+    dossier, _, failed = by_state["a run whose output checks failed "]
+    detail = portal.run_detail(home, dossier, failed, portal.Person("g.meijer"))
+    assert detail["checks_failed"] and detail["release"]["needs_justification"]
+    # made as the people they belong to, audited as usual
+    log = [r for r in AuditLog(home).read() if r["action"] in ("report.run", "report.release")]
+    assert [(r["action"], r["actor"]) for r in log] == [
+        ("report.run", "b.devries"),
+        ("report.release", "a.jansen"),
+        ("report.run", "a.jansen"),
+        ("report.run", "h.deboer"),
+    ]
+
+
+def test_the_demo_names_its_admin_unless_settings_exist(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    write_demo(home, size=100, seed=1, log=lambda text: None)
+    assert load_settings(home).hub.admins == [DEMO_ADMIN]
+    home.settings_file.write_text("hub:\n  admins: [q.eigen]\n")
+    write_demo(home, size=100, seed=1, log=lambda text: None)
+    assert load_settings(home).hub.admins == ["q.eigen"]  # an admin's own settings stay
 
 
 def commands(group: click.Group, prefix: str = "") -> list[str]:

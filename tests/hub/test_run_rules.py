@@ -53,6 +53,8 @@ def make_run(
     reached: int = 41,
     status: str = "succeeded",
     release: str | None = None,
+    user: str = ANALYST,
+    checks_passed: bool = True,
 ) -> Path:
     """A run of district_profile as a run leaves it: a published table, its checks (all
     passed when it finished), its record with the hashes of its files; `release` is the text
@@ -64,18 +66,18 @@ def make_run(
         frame = pl.DataFrame({"area": ["Noord", "Zuid"], "reached": [reached, 60]})
         publish(frame, "reach_per_area", counts=["reached"])
         monkeypatch.delenv("DOSSIERHUB_RUN_DIR")
-        checks = [{"table": "reach_per_area", "passed": True, "findings": []}]
+        checks = [{"table": "reach_per_area", "passed": checks_passed, "findings": []}]
         (folder / "checks.json").write_text(json.dumps(checks))
     record = {
         "run_id": run_id,
         "dossier": DOSSIER,
         "template": "district_profile",
-        "user": ANALYST,
+        "user": user,
         "status": status,
         "parameters": {"district": "Noord"},
         "runner_pid": os.getpid(),  # alive: a queued run stays queued
         "outputs": file_hashes(home.run_folder(DOSSIER, run_id)),
-        "checks_passed": status == "succeeded" or None,
+        "checks_passed": checks_passed if status == "succeeded" else None,
     }
     (folder / "provenance.json").write_text(json.dumps(record))
     if release is not None:
@@ -139,6 +141,8 @@ def test_a_run_whose_checks_still_pass_is_released_without_a_justification_field
     verdict = portal.run_detail(home, DOSSIER, run_id, portal.Person(OTHER_LEAD))["release"]
     assert verdict == {
         "allowed": True,
+        "shows_to": [VIEWER],
+        "shows_to_words": f"Releasing shows this report to: {VIEWER} (viewers)",
         "why_not": None,
         "explain": False,
         "needs_justification": False,
@@ -180,6 +184,7 @@ DECIDED = (
     *("d.role ==", "d.role in", '== "viewer"', '== "lead"'),
     *("'queued'", '"queued"', "'running'", '"running"', "'succeeded'", '"succeeded"'),
     "released.by}",  # "released by undefined" for an unreadable release
+    *("checks_passed ==", "checks_passed is", "user ==", "leads"),  # who releases
 )
 
 
@@ -212,6 +217,51 @@ def test_runs_carry_their_state_as_decided(home: Home, monkeypatch: pytest.Monke
     ]
     detail = portal.run_detail(home, DOSSIER, "20260101T110000-gggggg", portal.Person(LEAD))
     assert (detail["in_progress"], detail["succeeded"], detail["tables"]) == (True, False, [])
+
+
+def test_next_steps_are_the_four_eyes_rule_as_each_person_is_told(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lead's run waits for the other lead: only that lead has it in the inbox, its author
+    is told whom it waits for, a viewer learns nothing; a released or failed run waits for no
+    one; a run whose checks failed is marked as such wherever its state is shown."""
+    waiting = "20260101T100000-hhhhhh"
+    make_run(home, waiting, monkeypatch, user=LEAD, checks_passed=False)
+    make_run(home, "20260101T090000-iiiiii", monkeypatch, status="failed")
+    make_run(home, "20260101T080000-jjjjjj", monkeypatch, release=json.dumps({"by": OTHER_LEAD}))
+
+    def inbox(person: str) -> int:
+        (mine,) = [d for d in portal.my_dossiers(home, portal.Person(person)) if d["id"] == DOSSIER]
+        assert (
+            portal.dossier_detail(home, DOSSIER, portal.Person(person))["awaiting_release"]
+            == (mine["awaiting_release"])
+        )
+        return mine["awaiting_release"]
+
+    assert (inbox(OTHER_LEAD), inbox(LEAD), inbox(ANALYST), inbox(VIEWER)) == (1, 0, 0, 0)
+    steps = {
+        person: [r["next_step"] for r in portal.runs_for(home, DOSSIER, portal.Person(person))]
+        for person in (OTHER_LEAD, LEAD, ANALYST)
+    }
+    assert steps[OTHER_LEAD] == ["Awaiting your release", None, None]
+    assert steps[LEAD] == steps[ANALYST] == [f"Waiting for release by {OTHER_LEAD}", None, None]
+    (seen,) = portal.runs_for(home, DOSSIER, portal.Person(VIEWER))  # the released one only
+    assert seen["next_step"] is None and seen["waiting_for_release_by"] == []
+
+    detail = portal.run_detail(home, DOSSIER, waiting, portal.Person(LEAD))
+    assert detail["checks_failed"] and detail["waiting_for_release_by"] == [OTHER_LEAD]
+    rows = portal.runs_for(home, DOSSIER, portal.Person(OTHER_LEAD))
+    assert [r["checks_failed"] for r in rows] == [True, False, False]
+
+    # with one lead left, the run the lead started waits for no one: the team is told why
+    directory = json.loads(home.directory_file.read_text())
+    for entry in directory:
+        if entry["id"] == DOSSIER:
+            entry["leads"] = [LEAD]
+    home.directory_file.write_text(json.dumps(directory))
+    (row, *_) = portal.runs_for(home, DOSSIER, portal.Person(ANALYST))
+    assert row["next_step"].startswith("No other lead may release it")
+    assert inbox(LEAD) == 0
 
 
 # ---------------------------------------------------------------- 5. provenance: read once

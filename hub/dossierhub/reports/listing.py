@@ -42,6 +42,7 @@ class RunSummary:
             "parameters": record.parameters,
             "error": record.error,
             "checks_passed": record.checks_passed,
+            "checks_failed": record.checks_failed,
             "released": self.release.as_json(),
             "released_words": self.release.words(),
             "in_progress": record.in_progress,

@@ -97,6 +97,13 @@ class RunRecord(BaseModel):
     def succeeded(self) -> bool:
         return is_success(self.status)
 
+    @property
+    def checks_failed(self) -> bool:
+        """Succeeded, but an output check failed: released only with a justification
+        (needs_justification, of which `checks_passed` is the negation). The faces mark it
+        "succeeded · checks failed" rather than a plain success."""
+        return self.succeeded and self.checks_passed is False
+
     def start(self) -> RunRecord:
         """queued -> running: the run holds a slot of its dossier's queue."""
         return self._move("running", started=now())

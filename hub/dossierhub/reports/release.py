@@ -12,7 +12,7 @@ from typing import Any
 from dossierhub.reports import airlock
 from dossierhub.reports.collect import file_hashes, lock_down
 from dossierhub.reports.differencing import differencing_checks, is_differencing, release_lock
-from dossierhub.reports.listing import RunDetail, show_run
+from dossierhub.reports.listing import RunDetail, RunSummary, show_run
 from dossierhub.reports.records import (
     Release,
     is_released,
@@ -27,9 +27,11 @@ from dossierhub.state.problems import ReportRefused
 from dossierhub.state.roles import Denied, may_release
 
 
-def release_denied(user: str, role: str | None, dossier_id: str, run: RunDetail) -> Denied | None:
+def release_denied(
+    user: str, role: str | None, dossier_id: str, run: RunDetail | RunSummary
+) -> Denied | None:
     """Whether `user` (with `role` in the dossier) may release `run`: the four-eyes rule
-    (roles.may_release) on this run's facts."""
+    (roles.may_release) on this run's facts (a run of a list has the same facts)."""
     return may_release(
         user,
         role,

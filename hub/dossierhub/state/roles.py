@@ -122,6 +122,15 @@ def may_release(
         return Denied(f"{person} is not a lead of dossier {dossier_id}: only leads release")
     if started_by == person:
         return Denied(f"{person} started run {run_id}: another lead must release it (four eyes)")
+    return may_be_released(run_id=run_id, succeeded=succeeded, status=status, released=released)
+
+
+def may_be_released(
+    *, run_id: str, succeeded: bool, status: str, released: str | None
+) -> Denied | None:
+    """The run's half of may_release: unreleased and succeeded. (Who may release it is the
+    other half; a run that may be released but has no lead who may is one a second lead is
+    missing for.)"""
     if released is not None:
         return Denied(f"run {run_id} was already {released}", "conflict")
     if not succeeded:

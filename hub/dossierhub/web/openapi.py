@@ -59,22 +59,40 @@ WORKERS = "leads and analysts of the dossier"
 def openapi_document(prefix: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/me": {"get": _op("Who is asking, admin or not, and their role per dossier", "anyone")},
-        "/dossiers": {"get": _op("The dossiers the person is a member of", "anyone")},
+        "/dossiers": {
+            "get": _op(
+                "The dossiers the person is a member of; `awaiting_release`: how many runs "
+                "this person may release now",
+                "anyone",
+            )
+        },
         "/dossiers/{dossier}": {
-            "get": _op("Purpose, legal basis, expiry, members and approved views", MEMBERS)
+            "get": _op(
+                "Purpose, legal basis, expiry, members, approved views and "
+                "`awaiting_release` (runs this person may release now)",
+                MEMBERS,
+            )
         },
         "/dossiers/{dossier}/templates": {
             "get": _op("Templates the dossier may run, with parameter schemas", WORKERS)
         },
         "/dossiers/{dossier}/runs": {
-            "get": _op("Runs, newest first (viewers: released runs only)", MEMBERS),
+            "get": _op(
+                "Runs, newest first (viewers: released runs only); per run `checks_failed` "
+                "(succeeded, an output check failed), `awaiting_your_release`, "
+                "`waiting_for_release_by` (the leads who may release it, for the team) and "
+                "`next_step` (that in words)",
+                MEMBERS,
+            ),
             "post": _op(
                 "Start a report run; answers at once with its id", WORKERS, 202, "RunRequest"
             ),
         },
         "/dossiers/{dossier}/runs/{run}": {
             "get": _op(
-                "Provenance, output checks per table, release, progress",
+                "Provenance, output checks per table, release (with `shows_to`: the viewers "
+                "a release shows it to), progress, `checks_failed` and the next step as for "
+                "the list",
                 f"{WORKERS}; viewers once released",
             )
         },
