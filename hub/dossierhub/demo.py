@@ -6,7 +6,6 @@ the BSN eleven-test), so the product's pseudonymisation and detection meet reali
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -509,7 +508,7 @@ templates: [data_quality]
 # One run in each state a team meets, made with the real run and release functions as the
 # people they belong to (each audited as usual): (dossier, template, author, parameters,
 # releasing lead or None, what it shows).
-EXAMPLES = (
+EXAMPLES: tuple[tuple[str, str, str, dict[str, str], str | None, str], ...] = (
     ("armoede", "district_profile", "b.devries", {}, "a.jansen", "a released report"),
     (
         "armoede",
@@ -533,9 +532,7 @@ EXAMPLES = (
 def make_examples(home: Home, log: Callable[[str], None]) -> list[str]:
     """The example runs, once per demo home (none made when a demo dossier has runs: the
     demo is being used). Returns one line per run, saying what it shows."""
-    from dossierhub.reports.release import release_run
     from dossierhub.reports.runs import run_report
-    from dossierhub.state.decisions import decide, release_facts
 
     dossiers = {d for d, *_ in EXAMPLES}
     if any(home.runs_dir(d).is_dir() and any(home.runs_dir(d).iterdir()) for d in dossiers):
@@ -546,16 +543,7 @@ def make_examples(home: Home, log: Callable[[str], None]) -> list[str]:
         log(f"example run: {template} of {dossier} by {author} ({shows})")
         outcome = run_report(home, dossier, template, author, dict(parameters))
         if releaser is not None and outcome.succeeded:
-            release = functools.partial(release_run, home, dossier, outcome.run_id, releaser, None)
-            decide(
-                home,
-                "report.release",
-                releaser,
-                dossier,
-                lambda release=release: release().as_json(),
-                release_facts,
-                run=outcome.run_id,
-            )
+            _release_example(home, dossier, outcome.run_id, releaser)
         lines.append(f"{dossier}/runs/{outcome.run_id}  {shows} ({outcome.status})")
     return lines
 
@@ -586,3 +574,14 @@ def _members(entry: DossierEntry) -> list[tuple[str, str]]:
         *((p, "analyst") for p in entry.analysts),
         *((p, "viewer") for p in entry.viewers),
     ]
+
+
+def _release_example(home: Home, dossier: str, run_id: str, lead: str) -> None:
+    """Released by its lead through the one audited decision path, as the pages do."""
+    from dossierhub.reports.release import release_run
+    from dossierhub.state.decisions import decide, release_facts
+
+    def release() -> dict[str, object]:
+        return release_run(home, dossier, run_id, lead, None).as_json()
+
+    decide(home, "report.release", lead, dossier, release, release_facts, run=run_id)
