@@ -29,7 +29,7 @@ class DossierMagics(Magics):
             self._shell().user_ns[target] = result
         return result
 
-    @line_magic("sql_traceback")  # type: ignore[arg-type]
+    @line_magic("sql_traceback")  # type: ignore[arg-type]  # as line_cell_magic above
     def sql_traceback(self, line: str) -> None:
         """The full traceback of the last `%%sql` error (the cell shows only DuckDB's message)."""
         from .sqlcell import print_last_traceback

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import re
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def show_sql_error(
 def raised_by_sql_magic(tb: TracebackType | None) -> bool:
     from .magics import DossierMagics
 
-    code = DossierMagics.sql_magic.__code__
+    code: CodeType = DossierMagics.sql_magic.__code__
     while tb is not None:
         if tb.tb_frame.f_code is code:
             return True
@@ -83,6 +83,8 @@ def frame_html(frame: pl.DataFrame) -> str:
     """The row count, then the first ROWS_SHOWN rows in a scrollable box (Polars' own HTML)."""
     import polars as pl
 
+    if type(frame) is not pl.DataFrame:  # a subclass with its own HTML (sources()) keeps it
+        return str(frame._repr_html_())
     shown = min(frame.height, ROWS_SHOWN)
     count = f"{_plural(frame.height, 'row')}, {_plural(frame.width, 'column')}"
     if shown < frame.height:
@@ -101,6 +103,7 @@ def _plural(n: int, noun: str) -> str:
 
 def register_display(shell: InteractiveShell) -> None:
     # by name, so polars is not imported at kernel start
+    assert shell.display_formatter is not None  # set up by every InteractiveShell
     formatter = shell.display_formatter.formatters["text/html"]
     formatter.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_html)
 
@@ -115,7 +118,7 @@ def sql_matcher(db: Any) -> Any:
     from IPython.core.completer import SimpleCompletion, context_matcher
 
     # before IPython's own matchers, so SQL names are not drowned by Python ones
-    @context_matcher(priority=100)  # type: ignore[misc]
+    @context_matcher(priority=100)
     def match_sql(context: CompletionContext) -> dict[str, Any]:
         in_sql_body = context.cursor_line > 0  # not on the `%%sql name` line itself
         if not (context.full_text.lstrip().startswith("%%sql") and in_sql_body):

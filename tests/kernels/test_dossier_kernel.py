@@ -265,3 +265,32 @@ def test_view_and_column_names_complete_in_sql_cells(kernel: Kernel) -> None:
     assert "%%sql\nSELECT birth_year" in _complete(kernel, cell, cell.index(" FROM"))
     in_python = _complete(kernel, "resi")
     assert not any(m.endswith("residents") for m in in_python)
+
+
+def test_sources_reads_well_in_lab_and_in_a_terminal(kernel: Kernel, applied_home: Path) -> None:
+    import duckdb
+
+    residents = duckdb.execute(
+        f"SELECT count(*) FROM '{applied_home}/raw/residents.parquet'"
+    ).fetchall()[0][0]
+    html = _display(kernel, "sources()")["text/html"]
+    assert html.count('<div class="dossier-source">') == 4  # a table per view
+    assert f"<h4>residents: {residents:,} rows</h4>" in html
+    assert (
+        "<tr><td><code>birth_year</code></td><td>SMALLINT</td><td>quasi-identifier</td>"
+        "<td>year of birth</td></tr>"
+    ) in html
+    printed = subprocess.run(
+        [sys.executable, "-c", "import dossier_kernel as d; print(d.sources())"],
+        env={**os.environ, "DOSSIER_CATALOG": str(_catalog(applied_home))},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"residents: {residents:,} rows\n" in printed
+    assert "    birth_year    SMALLINT  quasi-identifier        year of birth\n" in printed
+    assert "┌" not in printed  # not Polars' box of a nested column
+
+
+def _catalog(home: Path) -> Path:
+    return home / "extracts" / "armoede" / "catalog.duckdb"
