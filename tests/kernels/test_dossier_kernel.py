@@ -191,7 +191,10 @@ def test_sql_typo_is_one_clear_message(kernel: Kernel) -> None:
     assert 'Did you mean "residents"' in shown
     assert "Traceback" not in shown and "magics.py" not in shown
     assert len(shown.splitlines()) <= 3
-    # the cell failed: papermill and "run all" stop at it
+    # the cell failed, so papermill and "run all" stop at it; the kernel carries on
+    reply = kernel.client.execute_interactive("%%sql\nSELECT * FROM residentz", timeout=60)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CatalogException"
     _, result, _ = kernel.run("1 + 1")
     assert result == "2"
 
