@@ -146,6 +146,21 @@ def test_sql_typo_is_one_message_and_a_result_is_a_table(lab: Page) -> None:
     expect(count).to_contain_text("rows, 5 columns (first 100 shown)", timeout=90_000)
     expect(result.locator("table.dataframe tbody tr")).to_have_count(100)
     expect(result.locator("table.dataframe thead")).to_contain_text("birth_year")
+
+    # Tab offers a view's columns after `view.`; Enter takes the one chosen
+    expect(cells).to_have_count(3)
+    cells.nth(2).locator(".jp-InputArea").click()
+    lab.keyboard.type("%%sql")
+    lab.keyboard.press("Enter")
+    lab.keyboard.type("SELECT residents.birth_")
+    lab.keyboard.press("Tab")
+    expect(lab.locator(".jp-Completer")).to_contain_text("birth_year", timeout=30_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    lab.screenshot(path=str(SHOTS / "13-sql-completion.png"))
+    lab.keyboard.press("Enter")
+    expect(cells.nth(2).locator(".jp-InputArea")).to_contain_text(
+        "SELECT residents.birth_year", timeout=30_000
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "13-sql-cells.png"))
 
