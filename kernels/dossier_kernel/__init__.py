@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # polars (about 30 MiB) loads on the first result, not at ker
     import polars as pl
     from IPython.core.interactiveshell import InteractiveShell
 
+    from .overview import Sources
     from .publish import Published
 
 __all__ = ["NoDossierError", "connect", "publish", "publish_chart", "sources", "sql"]
@@ -72,35 +73,22 @@ def sql(query: str, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFram
     return (con or default_connection()).sql(query).pl()  # .pl() imports polars itself
 
 
-def sources(con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
-    """The approved views: name, description and columns (name, type, kind, description)."""
+def sources(con: duckdb.DuckDBPyConnection | None = None) -> Sources:
+    """The approved views: name, description, row count and columns (name, type, kind,
+    description); shown as a table per view in JupyterLab and as aligned text when printed."""
     con = con or default_connection()
     from .catalog import describe_views
+    from .overview import Sources
 
     views = describe_views(con)
-    import polars as pl
+    rows = {v["name"]: _count(con, v["name"]) for v in views}
+    return Sources.of(views, rows)
 
-    return pl.DataFrame(
-        {
-            "view": [v["name"] for v in views],
-            "description": [v["description"] for v in views],
-            "columns": [v["columns"] for v in views],
-        },
-        schema={
-            "view": pl.String,
-            "description": pl.String,
-            "columns": pl.List(
-                pl.Struct(
-                    {
-                        "name": pl.String,
-                        "type": pl.String,
-                        "kind": pl.String,
-                        "description": pl.String,
-                    }
-                )
-            ),
-        },
-    )
+
+def _count(con: duckdb.DuckDBPyConnection, view: str) -> int:
+    quoted = '"' + view.replace('"', '""') + '"'
+    (count,) = con.execute(f"SELECT count(*) FROM {quoted}").fetchall()[0]
+    return int(count)
 
 
 def publish(df: pl.DataFrame, name: str, **declared: Any) -> Published:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NoReturn
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from . import NoDossierError, connect, sources, sql
 
@@ -28,6 +28,13 @@ class DossierMagics(Magics):
                 raise ValueError(f"%%sql {target}: the result name must be a Python name")
             self._shell().user_ns[target] = result
         return result
+
+    @line_magic("sql_traceback")  # type: ignore[arg-type]  # as line_cell_magic above
+    def sql_traceback(self, line: str) -> None:
+        """The full traceback of the last `%%sql` error (the cell shows only DuckDB's message)."""
+        from .sqlcell import print_last_traceback
+
+        print_last_traceback(self._shell())
 
     def _shell(self) -> InteractiveShell:
         # IPython registers magics with their shell; the attribute is Optional only in its type
@@ -56,6 +63,12 @@ class _Unconfigured:
 
 def register(ipython: InteractiveShell) -> None:
     ipython.register_magics(DossierMagics)
+    import duckdb
+
+    from . import sqlcell
+
+    ipython.set_custom_exc((duckdb.Error,), sqlcell.show_sql_error)
+    sqlcell.register_display(ipython)
     db: duckdb.DuckDBPyConnection | _Unconfigured
     try:
         db = connect()
@@ -73,6 +86,8 @@ def register(ipython: InteractiveShell) -> None:
             "publish_chart": publish_chart,
         }
     )
+    # the shell's current `db`, read at each completion (a team member may reassign it)
+    ipython.Completer.custom_matchers.append(sqlcell.sql_matcher(lambda: ipython.user_ns.get("db")))
 
 
 def _live(db: duckdb.DuckDBPyConnection | _Unconfigured) -> duckdb.DuckDBPyConnection:

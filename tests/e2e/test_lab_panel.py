@@ -93,7 +93,7 @@ def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
     cell.locator(".jp-InputArea").click()
     lab.keyboard.press("Shift+Enter")
     output = cell.locator(".jp-OutputArea-output")
-    expect(output).to_contain_text("shape: (100, 5)", timeout=90_000)
+    expect(output).to_contain_text("100 rows, 5 columns", timeout=90_000)
 
     # a report from the panel: the same checks as the CLI and the pages, on the lead's login
     template = panel.locator(".dh-template[data-template='data_quality']")
@@ -114,6 +114,55 @@ def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "12-lab-panel.png"))
+
+
+def test_sql_typo_is_one_message_and_a_result_is_a_table(lab: Page) -> None:
+    """What a team member sees in JupyterLab: DuckDB's hint for a typo, a table for a result."""
+    expect(lab.get_by_role("button", name="Dossier | Idle")).to_be_visible(timeout=90_000)
+    cells = lab.locator(".jp-Notebook .jp-Cell")
+    cells.first.locator(".jp-InputArea").click()
+    lab.keyboard.type("%%sql")
+    lab.keyboard.press("Enter")
+    lab.keyboard.type("SELECT * FROM residentz")
+    lab.keyboard.press("Shift+Enter")
+    error = cells.first.locator(".jp-OutputArea-output")
+    expect(error).to_contain_text('Did you mean "residents"', timeout=90_000)
+    expect(error).to_contain_text("%sql_traceback")
+    expect(error).not_to_contain_text("Traceback (most recent")
+    assert len(error.inner_text().strip().splitlines()) <= 3
+
+    # a cell run while the failed one is still finishing is skipped (stop on error), as for
+    # any error in JupyterLab: wait for the kernel, as a person reading the message does
+    expect(lab.get_by_role("button", name="Dossier | Idle")).to_be_visible(timeout=60_000)
+    # Shift+Enter moved to a new cell below; a good query shows the table and its row count
+    expect(cells).to_have_count(2)
+    cells.nth(1).locator(".jp-InputArea").click()
+    lab.keyboard.type("%%sql")
+    lab.keyboard.press("Enter")
+    lab.keyboard.type("SELECT * FROM residents")
+    lab.keyboard.press("Shift+Enter")
+    result = cells.nth(1).locator(".jp-OutputArea-output")
+    count = result.locator(".dossier-sql-count")
+    expect(count).to_contain_text("rows, 5 columns (first 100 shown)", timeout=90_000)
+    expect(result.locator("table.dataframe tbody tr")).to_have_count(100)
+    expect(result.locator("table.dataframe thead")).to_contain_text("birth_year")
+
+    # Tab offers a view's columns after `view.`; Enter takes the one chosen
+    expect(cells).to_have_count(3)
+    cells.nth(2).locator(".jp-InputArea").click()
+    lab.keyboard.type("%%sql")
+    lab.keyboard.press("Enter")
+    lab.keyboard.type("SELECT residents.birth_")
+    lab.keyboard.press("Tab")
+    expect(lab.locator(".jp-Completer")).to_contain_text("birth_year", timeout=30_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    lab.screenshot(path=str(SHOTS / "13-sql-completion.png"))
+    lab.keyboard.press("Enter")
+    expect(cells.nth(2).locator(".jp-InputArea")).to_contain_text(
+        "SELECT residents.birth_year", timeout=30_000
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    lab.screenshot(path=str(SHOTS / "13-sql-cells.png"))
 
 
 def test_invalid_parameter_is_explained_in_the_panel(lab: Page) -> None:

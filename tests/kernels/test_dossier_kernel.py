@@ -180,3 +180,120 @@ def test_publish_in_a_notebook_shows_the_verdict(kernel: Kernel) -> None:
         "[f.rule for f in publish(ids, 'ids').findings]"
     )
     assert error is None and result == "['identifiers']"
+
+
+def test_sql_typo_is_one_clear_message(kernel: Kernel) -> None:
+    """A typo in %%sql shows DuckDB's own hint, not a Python traceback."""
+    _, _, error = kernel.run("%%sql\nSELECT * FROM residentz")
+    assert error is not None and error["ename"] == "CatalogException"
+    shown = "\n".join(error["traceback"])
+    assert "Table with name residentz does not exist" in shown
+    assert 'Did you mean "residents"' in shown
+    assert "Traceback" not in shown and "magics.py" not in shown
+    assert len(shown.splitlines()) <= 3
+    # the cell failed, so papermill and "run all" stop at it; the kernel carries on
+    reply = kernel.client.execute_interactive("%%sql\nSELECT * FROM residentz", timeout=60)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CatalogException"
+    _, result, _ = kernel.run("1 + 1")
+    assert result == "2"
+
+
+def test_sql_syntax_error_shows_where(kernel: Kernel) -> None:
+    _, _, error = kernel.run("%%sql\nSELECT district,\nFROM residents WHER birth_year > 1980")
+    assert error is not None and error["ename"] == "ParserException"
+    shown = "\n".join(error["traceback"])
+    assert 'syntax error at or near "birth_year"' in shown
+    assert "LINE 2: FROM residents WHER birth_year > 1980" in shown  # DuckDB's line and caret
+    assert "^" in shown and "Traceback" not in shown
+
+
+def test_sql_traceback_on_demand(kernel: Kernel) -> None:
+    kernel.run("%%sql\nSELECT nosuch FROM residents")
+    out, _, error = kernel.run("%sql_traceback")
+    assert error is None, error
+    assert "Traceback" in out or "most recent call last" in out
+    assert "sql_magic" in out and "nosuch" in out
+
+
+def test_duckdb_errors_from_python_keep_their_traceback(kernel: Kernel) -> None:
+    _, _, error = kernel.run("db.execute('SELECT * FROM residentz')")
+    assert error is not None and error["ename"] == "CatalogException"
+    assert len(error["traceback"]) > 1  # the usual IPython traceback frames
+
+
+def _display(kernel: Kernel, code: str) -> dict:
+    data: list[dict] = []
+
+    def hook(message: dict) -> None:
+        if message["header"]["msg_type"] in ("execute_result", "display_data"):
+            data.append(message["content"]["data"])
+
+    kernel.client.execute_interactive(code, output_hook=hook, timeout=60)
+    assert len(data) == 1, data
+    return data[0]
+
+
+def test_sql_result_is_an_html_table_with_the_row_count(kernel: Kernel) -> None:
+    data = _display(kernel, "%%sql\nSELECT * FROM residents")
+    _, total, _ = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()[0][0]")
+    html = data["text/html"]
+    assert f"{int(total):,} rows, 5 columns" in html
+    assert html.count("<tr>") == min(int(total), 100) + 2  # header, dtypes, the rows shown
+    if int(total) > 100:
+        assert "first 100 shown" in html
+    assert "overflow: auto" in html  # scrolls inside the output, not the notebook
+    small = _display(kernel, "%%sql\nSELECT 'a<b' AS x")
+    assert "1 row, 1 column" in small["text/html"] and "a&lt;b" in small["text/html"]
+
+
+def _complete(kernel: Kernel, code: str, cursor: int | None = None) -> list[str]:
+    """The cell's text up to the cursor as each offered completion would make it."""
+    cursor = len(code) if cursor is None else cursor
+    msg_id = kernel.client.complete(code, cursor)
+    reply = kernel.client.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    content = reply["content"]
+    start = content["cursor_start"]
+    return [code[:start] + m for m in content["matches"]]
+
+
+def test_view_and_column_names_complete_in_sql_cells(kernel: Kernel) -> None:
+    assert "%%sql\nSELECT * FROM residents" in _complete(kernel, "%%sql\nSELECT * FROM resi")
+    assert "%%sql\nSELECT residents.birth_year" in _complete(
+        kernel, "%%sql\nSELECT residents.birth"
+    )
+    # a column of the view the cell selects from, before the FROM is typed out
+    cell = "%%sql\nSELECT bir FROM residents"
+    assert "%%sql\nSELECT birth_year" in _complete(kernel, cell, cell.index(" FROM"))
+    in_python = _complete(kernel, "resi")
+    assert not any(m.endswith("residents") for m in in_python)
+
+
+def test_sources_reads_well_in_lab_and_in_a_terminal(kernel: Kernel, applied_home: Path) -> None:
+    import duckdb
+
+    residents = duckdb.execute(
+        f"SELECT count(*) FROM '{applied_home}/raw/residents.parquet'"
+    ).fetchall()[0][0]
+    html = _display(kernel, "sources()")["text/html"]
+    assert html.count('<div class="dossier-source">') == 4  # a table per view
+    assert f"<h4>residents: {residents:,} rows</h4>" in html
+    assert (
+        "<tr><td><code>birth_year</code></td><td>SMALLINT</td><td>quasi-identifier</td>"
+        "<td>year of birth</td></tr>"
+    ) in html
+    printed = subprocess.run(
+        [sys.executable, "-c", "import dossier_kernel as d; print(d.sources())"],
+        env={**os.environ, "DOSSIER_CATALOG": str(_catalog(applied_home))},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"residents: {residents:,} rows\n" in printed
+    assert "    birth_year    SMALLINT  quasi-identifier        year of birth\n" in printed
+    assert "┌" not in printed  # not Polars' box of a nested column
+
+
+def _catalog(home: Path) -> Path:
+    return home / "extracts" / "armoede" / "catalog.duckdb"
