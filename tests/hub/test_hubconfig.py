@@ -103,6 +103,17 @@ def test_services_cull_idle_and_expired_workspaces() -> None:
     assert services["dossierhub-expiry"]["command"][-2:] == ["--every", "300"]
 
 
+def test_workspaces_and_the_service_skip_the_authorize_page() -> None:
+    # JupyterHub names a user's default server's OAuth client jupyterhub-user-<name> and a
+    # service's service-<name>; these replace its own list, so the service must be in it
+    no_confirm = config().JupyterHub.tornado_settings["oauth_no_confirm_list"]
+    assert no_confirm == {
+        "jupyterhub-user-dossier-armoede",
+        "jupyterhub-user-dossier-oud",
+        "service-dossierhub",
+    }
+
+
 def test_jupyterhub_accepts_the_config() -> None:
     app = JupyterHub(config=config())
     assert app.bind_url == "http://127.0.0.1:8000/"
