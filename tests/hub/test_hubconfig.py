@@ -53,6 +53,7 @@ def test_embedded_default() -> None:
     assert c.JupyterHub.db_url == "sqlite:////srv/dossierhub/hub/jupyterhub.sqlite"
     assert c.JupyterHub.spawner_class == "dossierhub.workspaces.spawner.DossierSpawner"
     assert c.DossierSpawner.workspace_python == "/opt/env/bin/python"
+    assert c.Spawner.term_timeout == 5  # then SIGKILL: a busy kernel holds no stop for long
     assert (
         c.JupyterHub.authenticator_class
         == "dossierhub.workspaces.hub_auth.LocalPasswordAuthenticator"

@@ -82,6 +82,10 @@ def make_config(inputs: HubInputs) -> Config:
     c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.default_url = "/lab"
+    # a stop (a person, the culler, expiry, apply) waits this long for the server's own
+    # shutdown before SIGKILL (spawner.py stop); JupyterHub's 30 s held a busy kernel's
+    # workspace for a minute
+    c.Spawner.term_timeout = 5
     # the workspace's own token (readable by every kernel in it) may only report activity
     # and let the server check who is knocking; it cannot list people or start anything
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server"]
