@@ -85,6 +85,17 @@ def _provenance(home: Home, dossier_id: str) -> ExtractProvenance | None:
         raise ReportRefused(str(exc), reason="conflict") from None  # it says what to do
 
 
+def _runs_closed(entry: DossierEntry, person: str, today: dt.date) -> str | None:
+    denied = may_run(entry, person, today)
+    if denied is None or not entry.expired(today):
+        return None
+    # a lead asks an admin (who edits the manifest); the rest of the team asks its leads
+    lead = person in entry.leads or not entry.leads
+    leads = "an admin" if lead else ", ".join(entry.leads)
+    sentence = denied.why[0].upper() + denied.why[1:]
+    return f"{sentence}. To run reports again, ask {leads} to extend it."
+
+
 def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dict[str, Any]:
     left = expiry(entry.expires, today)
     days_left = left.days_left
@@ -105,6 +116,8 @@ def _summary(entry: DossierEntry, person: str, role: str, today: dt.date) -> dic
         },
         "can_open_workspace": may_open_workspace(entry, person, today) is None,
         "can_run": may_run(entry, person, today) is None,
+        # an expired dossier's team sees why no report runs and who to ask, not a form
+        "runs_closed": _runs_closed(entry, person, today),
         # every run, not only released ones (the list, the "no runs yet" line)
         "sees_unreleased": may_see_unchecked(person, role, entry.id) is None,
         "prepares_runs": may_prepare_runs(person, role, entry.id) is None,  # the run forms

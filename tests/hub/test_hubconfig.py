@@ -53,6 +53,7 @@ def test_embedded_default() -> None:
     assert c.JupyterHub.db_url == "sqlite:////srv/dossierhub/hub/jupyterhub.sqlite"
     assert c.JupyterHub.spawner_class == "dossierhub.workspaces.spawner.DossierSpawner"
     assert c.DossierSpawner.workspace_python == "/opt/env/bin/python"
+    assert c.Spawner.term_timeout == 5  # then SIGKILL: a busy kernel holds no stop for long
     assert (
         c.JupyterHub.authenticator_class
         == "dossierhub.workspaces.hub_auth.LocalPasswordAuthenticator"
@@ -101,6 +102,17 @@ def test_services_cull_idle_and_expired_workspaces() -> None:
     assert services["dossierhub"]["api_token"] == "service-secret"
     assert "--timeout=900" in services["idle-culler"]["command"]
     assert services["dossierhub-expiry"]["command"][-2:] == ["--every", "300"]
+
+
+def test_workspaces_and_the_service_skip_the_authorize_page() -> None:
+    # JupyterHub names a user's default server's OAuth client jupyterhub-user-<name> and a
+    # service's service-<name>; these replace its own list, so the service must be in it
+    no_confirm = config().JupyterHub.tornado_settings["oauth_no_confirm_list"]
+    assert no_confirm == {
+        "jupyterhub-user-dossier-armoede",
+        "jupyterhub-user-dossier-oud",
+        "service-dossierhub",
+    }
 
 
 def test_jupyterhub_accepts_the_config() -> None:

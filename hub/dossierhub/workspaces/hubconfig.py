@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from traitlets.config import Config
 
@@ -65,8 +66,13 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.default_url = "/hub/home"
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     c.JupyterHub.template_vars = {"dossierhub_workspaces": workspaces_for(home)}
-    # the hub's request log, which also audits the hub's own refusals of a workspace
-    c.JupyterHub.tornado_settings = {"log_function": hub_request_logger(Home(home))}
+    c.JupyterHub.tornado_settings = {
+        # the hub's request log, which also audits the hub's own refusals of a workspace
+        "log_function": hub_request_logger(Home(home)),
+        # the role already decides who may open a workspace or the pages; JupyterHub's
+        # "Authorize access" page would only teach people to click through security dialogs
+        "oauth_no_confirm_list": no_confirm_clients(inputs.dossiers),
+    }
 
     c.JupyterHub.spawner_class = "dossierhub.workspaces.spawner.DossierSpawner"
     c.DossierSpawner.dossierhub_home = str(home)
@@ -76,6 +82,10 @@ def make_config(inputs: HubInputs) -> Config:
     c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.default_url = "/lab"
+    # a stop (a person, the culler, expiry, apply) waits this long for the server's own
+    # shutdown before SIGKILL (spawner.py stop); JupyterHub's 30 s held a busy kernel's
+    # workspace for a minute
+    c.Spawner.term_timeout = 5
     # the workspace's own token (readable by every kernel in it) may only report activity
     # and let the server check who is knocking; it cannot list people or start anything
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server"]
@@ -89,6 +99,15 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.load_roles = roles(inputs.dossiers)
     c.JupyterHub.services = services(inputs)
     return c
+
+
+def no_confirm_clients(dossiers: tuple[DossierEntry, ...]) -> set[str]:
+    """The OAuth clients JupyterHub lets through without its confirm page: every dossier's
+    workspace (`jupyterhub-user-<name>`, as JupyterHub names a user's default server) and the
+    dossierhub service (`service-<name>`). Replaces the hub's own list, which holds only the
+    services marked `oauth_no_confirm`, so the service is named here too."""
+    workspaces = {f"jupyterhub-user-{quote(entry.hub_user)}" for entry in dossiers}
+    return {*workspaces, f"service-{SERVICE}"}
 
 
 def roles(dossiers: tuple[DossierEntry, ...]) -> list[dict]:

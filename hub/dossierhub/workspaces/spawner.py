@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -271,6 +272,24 @@ class DossierSpawner(LocalProcessSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._started_at = None
+
+    async def stop(self, now: bool = False) -> None:
+        """SIGTERM, `term_timeout` seconds' grace (hubconfig: 5), then SIGKILL. Not
+        JupyterHub's SIGINT first: without a terminal on its stdin the server never installs
+        JupyterHub's SIGINT handler, so SIGINT broke its event loop with a KeyboardInterrupt,
+        skipping its shutdown, and the process waited out JupyterHub's 30 s for SIGINT and
+        30 s for SIGTERM (60 s measured with a notebook open). The server's own shutdown on
+        SIGTERM can hang on a kernel busy in a cell; SIGKILL reaches tini, the sandbox's
+        first process, and with it every process of the workspace's PID namespace (the
+        collaboration rooms have saved the notebooks already)."""
+        if not now and await self.poll() is None:
+            await self._signal(signal.SIGTERM)
+            await self.wait_for_death(self.term_timeout)
+        if await self.poll() is None:
+            await self._signal(signal.SIGKILL)
+            await self.wait_for_death(self.kill_timeout)
+        if await self.poll() is None:
+            self.log.warning("The workspace of dossier %s did not end", self.dossier_id)
 
     async def _signal(self, sig: int) -> bool:
         if self._started_at is not None and _start_time(self.pid) != self._started_at:
