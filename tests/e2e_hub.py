@@ -149,6 +149,18 @@ class Hub:
     def write_manifest(self, dossier_id: str, data: dict) -> None:
         (self.home.dossiers_dir / f"{dossier_id}.yaml").write_text(yaml.safe_dump(data))
 
+    def reset_lab_layouts(self, server: str, token: str) -> None:
+        """Forget the JupyterLab layouts a running workspace keeps (they are its server's, shared
+        by the team): a browser opening it then sees only what it opens, not the notebooks an
+        earlier test of the session left open."""
+        base = f"{self.url}user/{server}/lab/api/workspaces"
+        headers = {"Authorization": f"token {token}"}
+        listed = httpx.get(base, headers=headers, timeout=30)
+        assert listed.status_code == 200, listed.text
+        for space in listed.json().get("workspaces", {}).get("ids", []):
+            gone = httpx.delete(f"{base}/{space}", headers=headers, timeout=30)
+            assert gone.status_code in (204, 404), gone.text
+
     def start(self, server: str, token: str, timeout: float = 60) -> httpx.Response:
         headers = {"Authorization": f"token {token}"}
         response = httpx.post(

@@ -49,6 +49,7 @@ def lab(hub: Hub, browser: Browser) -> Iterator[Page]:
         timeout=60,
     )
     assert saved.status_code in (200, 201), saved.text
+    hub.reset_lab_layouts(WORKSPACE, token)
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.goto(f"{hub.url}user/{WORKSPACE}/lab/tree/{NOTEBOOK}")
@@ -221,6 +222,7 @@ def test_the_panel_shows_a_second_lead_the_inbox_and_failed_checks(
     token = hub.token("g.meijer")
     started = hub.start(server, token, timeout=120)
     assert started.status_code in (201, 202, 400), started.text
+    hub.reset_lab_layouts(server, token)
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = context.new_page()
