@@ -95,6 +95,17 @@ def test_a_planted_link_is_not_followed(spec: dict, tmp_path: Path) -> None:
     assert target.read_text() == "not a notebook\n"
 
 
+def test_a_huge_file_under_its_name_is_kept_unread(spec: dict, tmp_path: Path) -> None:
+    """A sparse file of 8 GiB under the notebook's name: kept as the team's, never read whole
+    (the workspace's start waits for this chore)."""
+    folder = tmp_path / "workspace"
+    folder.mkdir()
+    with (folder / START_HERE).open("wb") as handle:
+        handle.truncate(8 * 1024**3)
+    assert write_start_here(folder, spec) == "kept"
+    assert (folder / START_HERE).stat().st_size == 8 * 1024**3
+
+
 def test_the_chore_command(spec: dict, tmp_path: Path) -> None:
     """As workspacechores.run_chore starts it: python -I, the spec on stdin."""
     import json

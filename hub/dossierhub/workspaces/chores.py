@@ -56,14 +56,20 @@ def clear_outputs(folder: Path) -> int:
     return cleared
 
 
-def _read_notebook(path: Path) -> NotebookNode:
+def _read_notebook(path: Path, limit: int | None = None) -> NotebookNode:
     import nbformat
 
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a plain file")
-        return nbformat.reads(handle.read().decode("utf-8"), as_version=4)
+        data = handle.read() if limit is None else handle.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise OSError(f"{path} is over {limit} bytes")
+        return nbformat.reads(data.decode("utf-8"), as_version=4)
+
+
+START_HERE_LIMIT = 1024 * 1024
 
 
 def write_start_here(folder: Path, spec: dict[str, Any]) -> str:
@@ -75,7 +81,8 @@ def write_start_here(folder: Path, spec: dict[str, Any]) -> str:
     path = folder / START_HERE
     fresh = start_here_notebook(spec)
     try:
-        current = _read_notebook(path)
+        # ours is a few kB: a big one was made by a person (and is not read whole)
+        current = _read_notebook(path, START_HERE_LIMIT)
     except FileNotFoundError:
         current = None
     except (OSError, ValueError):
