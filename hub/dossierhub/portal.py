@@ -406,26 +406,90 @@ def release(
     return release_run(home, dossier_id, run_id, person.name, justification, include).as_json()
 
 
-def audit_trail(home: Home, dossier_id: str, person: Person) -> dict[str, Any]:
+def audit_trail(
+    home: Home,
+    dossier_id: str,
+    person: Person,
+    who: str | None = None,
+    action: str | None = None,
+) -> dict[str, Any]:
     """The dossier's part of the audit log, newest first, and the state of the whole chain
-    (a break anywhere makes every dossier's trail suspect)."""
-    _, role = member_entry(home, dossier_id, person)
+    (a break anywhere makes every dossier's trail suspect). `who` and `action` narrow it to
+    one person, one action (`release` is every action with that word: report.release and
+    its refusals); a value the trail has no record of is refused as invalid, naming those it
+    has. Each record says the actor's role and whether this person may open its run."""
+    entry, role = member_entry(home, dossier_id, person)
     log = AuditLog(home)
     verification = log.verify()
     rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
+    runs = {r.record.run_id: r for r in list_runs(home, dossier_id)}
+    readable = {i for i, r in runs.items() if _readable(person, role, dossier_id, r)}
     if may_see_unchecked(person.name, role, dossier_id) is not None:
-        runs = list_runs(home, dossier_id)
-        released = {r.record.run_id for r in runs if _readable(person, role, dossier_id, r)}
-        rows = [row for r in rows if (row := _for_viewers(r, released)) is not None]
+        rows = [row for r in rows if (row := _for_viewers(r, readable)) is not None]
+    people = sorted({str(r["actor"]) for r in rows if r["actor"]})
+    actions = sorted({str(r["action"]) for r in rows if r["action"]})
+    rows = _filtered(rows, _checked_who(who, people), _checked_action(action, actions))
+    for row in rows:
+        row["actor_role"] = entry.role_of(row["actor"]) if row["actor"] else None
+        run = row["details"].get("run")
+        row["run_link"] = isinstance(run, str) and run in readable
+        row["run_template"] = runs[run].record.template if row["run_link"] else None
     return {
         "chain": {
             "ok": verification.ok,
             "records": verification.records,
             "message": verification.message,
             "first_bad": verification.first_bad,
+            "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
+        "filter": {"person": who or None, "action": action or None},
+        "people": people,
+        "actions": actions,
         "records": list(reversed(rows)),
     }
+
+
+def _checked_who(who: str | None, people: list[str]) -> str | None:
+    if not who:
+        return None
+    if who not in people:
+        named = ", ".join(people) or "no one"
+        raise ReportRefused(
+            f"no one named '{_shown(who)}' is in this audit trail; it names {named}",
+            reason="invalid",
+            fields={"person": "not in this trail"},
+        )
+    return who
+
+
+def _checked_action(action: str | None, actions: list[str]) -> str | None:
+    if not action:
+        return None
+    words = {w for a in actions for w in (a, *a.split("."))}
+    if action not in words:
+        raise ReportRefused(
+            f"this audit trail has no action '{_shown(action)}'; it has {', '.join(actions)}",
+            reason="invalid",
+            fields={"action": "not in this trail"},
+        )
+    return action
+
+
+def _shown(text: str) -> str:
+    """What someone typed, cut short for a message (a URL can carry kilobytes)."""
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _filtered(
+    rows: list[dict[str, Any]], who: str | None, action: str | None
+) -> list[dict[str, Any]]:
+    def keep(row: dict[str, Any]) -> bool:
+        name = str(row["action"] or "")
+        if who is not None and row["actor"] != who:
+            return False
+        return action is None or action == name or action in name.split(".")
+
+    return [r for r in rows if keep(r)]
 
 
 # What a viewer's trail keeps of a record's details: who did what to which released run. Not

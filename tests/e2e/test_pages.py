@@ -153,7 +153,7 @@ def test_audit_trail_page(hub: Hub, person: Callable[[str], Page]) -> None:
     viewer.goto(f"{hub.service}dossiers/armoede")
     viewer.locator("#audit-link").click()
     expect(viewer.locator("#chain")).to_have_attribute("data-ok", "true")
-    expect(viewer.locator("tr.record[data-action='apply']").first).to_be_visible()
+    expect(viewer.locator("li.record[data-action='apply']").first).to_be_visible()
     shot(viewer, "09-audit")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -34,6 +35,19 @@ class HubSettings(Strict):
     oauth: OAuthSettings | None = None
     admins: list[str] = Field(default_factory=list)
     expiry_check_seconds: int = Field(default=600, ge=5)
+    # the pages' dates before the browser's script shows them in the reader's own zone
+    time_zone: str = "Europe/Amsterdam"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"'{value}' is not an IANA time zone such as Europe/Amsterdam or UTC"
+            ) from None
+        return value
 
 
 class WorkspaceSettings(Strict):

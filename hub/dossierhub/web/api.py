@@ -212,7 +212,15 @@ class Release(ApiHandler):
 
 class Audit(ApiHandler):
     async def get(self, dossier_id: str) -> None:
-        await self.answer("audit.show", dossier_id, portal.audit_trail, dossier_id, self.person)
+        await self.answer(
+            "audit.show",
+            dossier_id,
+            portal.audit_trail,
+            dossier_id,
+            self.person,
+            self.get_query_argument("person", "").strip() or None,
+            self.get_query_argument("action", "").strip() or None,
+        )
 
 
 class AdminDossiers(ApiHandler):

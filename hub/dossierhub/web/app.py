@@ -26,7 +26,7 @@ from tornado import web
 from dossierhub.state.audit import set_channel
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
-from dossierhub.web import api, pages
+from dossierhub.web import api, auditwords, dates, pages
 from dossierhub.web.runner import Runner
 from dossierhub.workspaces.hubconfig import SERVICE, ports
 from dossierhub.workspaces.tokens import read_token
@@ -58,6 +58,7 @@ def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
         ]
     )
     environment = jinja2.Environment(loader=loader, autoescape=True)
+    add_filters(environment)
     routes: list[Any] = [
         *api.routes(PREFIX),
         *pages.routes(PREFIX),
@@ -81,6 +82,19 @@ def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
         xsrf_cookies=False,  # HubOAuth brings JupyterHub's own xsrf checks for cookie requests
         static_url_prefix=f"{PREFIX}static/",
     )
+
+
+def add_filters(environment: jinja2.Environment) -> None:
+    """The pages' one rule for dates (`when`, in the page's `time_zone`; `day`) and the audit
+    trail's sentences (`audit_sentence`)."""
+
+    @jinja2.pass_context
+    def when(context: Any, value: Any, empty: str = "") -> Any:
+        return dates.when(value, context.get("time_zone") or "UTC", empty)
+
+    environment.filters["when"] = when
+    environment.filters["day"] = dates.day
+    environment.filters["audit_sentence"] = auditwords.sentence
 
 
 async def _serve(home: Home, port: int, hub_api_url: str) -> None:

@@ -49,6 +49,34 @@ def _param(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _audit_op() -> dict[str, Any]:
+    """The trail, narrowed by person and action (as the audit page's form)."""
+    operation = _op(
+        "The dossier's audit trail, newest first, and the state of the chain; each record "
+        "with the actor's role and whether the caller may open its run (`run_link`)",
+        MEMBERS,
+    )
+    operation["parameters"] = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+        for name, text in (
+            ("person", "only the records of this person (one of the trail's `people`)"),
+            ("action", "only this action, or every action with this word (`release`)"),
+        )
+    ]
+    operation["responses"]["422"] = {
+        "description": "a person or action this trail has no record of; the message names "
+        "those it has",
+        "content": {"application/json": {"schema": ERROR}},
+    }
+    return operation
+
+
 DOSSIER = _param("dossier", "dossier id, as in dossiers/<id>.yaml")
 RUN = _param("run", "run id, as `report list` prints it")
 TABLE = _param("table", "a table the run published (its `tables`)")
@@ -144,9 +172,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 body="ReleaseRequest",
             )
         },
-        "/dossiers/{dossier}/audit": {
-            "get": _op("The dossier's audit trail and the state of the chain", MEMBERS)
-        },
+        "/dossiers/{dossier}/audit": {"get": _audit_op()},
         "/admin/dossiers": {
             "get": _op("All dossiers: members, expiry, last apply, problems", "admins")
         },

@@ -15,6 +15,7 @@ from dossierhub import portal
 from dossierhub.state import decisions
 from dossierhub.state.home import Home
 from dossierhub.state.problems import ReportRefused
+from dossierhub.state.settings import load_settings
 from dossierhub.web.base import (
     ID,
     RUN,
@@ -51,6 +52,7 @@ class Page(DossierHandler):
             login_url=f"{HUB_PREFIX}login",
             xsrf_token=self.xsrf_token.decode(),
             here=prefix,
+            time_zone=load_settings(self.home).hub.time_zone,  # dates.when, before the script
             **values,
         )
         self.set_status(status)
@@ -267,23 +269,40 @@ class OpenWorkspace(Page):
 
 
 class AuditPage(Page):
+    """The trail in sentences, narrowed by ?person= and ?action= (a URL to share); a filter
+    the trail cannot answer comes back as the whole trail with the reason at the form."""
+
     @web.authenticated
     async def get(self, dossier_id: str) -> None:
+        who = self.get_query_argument("person", "").strip()
+        action = self.get_query_argument("action", "").strip()
+        error = None
         try:
-            trail, dossier = await self.decided(
-                "audit.show", dossier_id, audit_page, dossier_id, self.person
+            found = await self.decided(
+                "audit.show", dossier_id, audit_page, dossier_id, self.person, who, action
             )
         except ReportRefused as exc:
-            self.forbidden(exc)
-            return
-        self.render_page("dh_audit.html", trail=trail, d=dossier)
+            if exc.reason != "invalid":
+                self.forbidden(exc)
+                return
+            error = exc  # recorded as refused already: the whole trail, unrecorded
+            found = await self.blocking(audit_page, self.home, dossier_id, self.person, "", "")
+        trail, dossier = found
+        self.render_page(
+            "dh_audit.html",
+            status_of(error) if error else 200,
+            trail=trail,
+            d=dossier,
+            asked={"person": who, "action": action},
+            error=str(error) if error else None,
+        )
 
 
 def audit_page(
-    home: Home, dossier_id: str, person: portal.Person
+    home: Home, dossier_id: str, person: portal.Person, who: str = "", action: str = ""
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     return (
-        portal.audit_trail(home, dossier_id, person),
+        portal.audit_trail(home, dossier_id, person, who or None, action or None),
         portal.dossier_detail(home, dossier_id, person),
     )
 

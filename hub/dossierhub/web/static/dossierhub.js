@@ -1,3 +1,26 @@
+// Times in the reader's own time zone: the server wrote each <time data-when="moment"> in the
+// installation's zone (web/dates.py); here it is written again in the browser's, in the same
+// form ("1 Dec 2026, 07:11"), with the zone's name on hover. Dates (an expiry) are left alone.
+(function () {
+  "use strict";
+  const local = new Intl.DateTimeFormat("en-GB", {
+    day: "numeric",
+    month: "short",
+    year: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  });
+  const full = new Intl.DateTimeFormat("en-GB", { dateStyle: "full", timeStyle: "long" });
+  for (const node of document.querySelectorAll('time[data-when="moment"]')) {
+    const moment = new Date(node.getAttribute("datetime"));
+    if (!Number.isNaN(moment.getTime())) {
+      node.textContent = local.format(moment);
+      node.title = full.format(moment);
+    }
+  }
+})();
+
 // Live status of a report run: poll the API while the run is in progress (the API's
 // `in_progress`, decided by the server), then reload.
 (function () {
