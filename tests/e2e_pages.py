@@ -16,13 +16,15 @@ RUN_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture
-def person(hub: Hub, browser: Browser) -> Iterator[Callable[[str], Page]]:
+def person(hub: Hub, browser: Browser) -> Iterator[Callable[..., Page]]:
     """A fresh browser context per person (their own cookies), logged in to the hub."""
     contexts = []
     requested: list[str] = []
 
-    def log_in(name: str) -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def log_in(name: str, timezone_id: str | None = None) -> Page:
+        """`timezone_id` (an IANA zone): the browser's own zone, as the person's machine has."""
+        zone = {"timezone_id": timezone_id} if timezone_id else {}
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, **zone)
         contexts.append(context)
         page = context.new_page()
         page.on("request", lambda request: requested.append(request.url))

@@ -103,6 +103,16 @@ def trail_home(applied_home: Path, tmp_path: Path) -> Home:
         included=[],
         outcome="allowed",
     )
+    log.append(
+        "report.finished",
+        actor="b.devries",
+        dossier="armoede",
+        run=UNRELEASED,
+        status="succeeded",
+        error=None,
+        checks_passed=False,
+        outputs=[],
+    )
     log.append("report.read", actor="d.visser", dossier="armoede", run=RELEASED, view="report")
     log.append("mystery.thing", actor="a.jansen", dossier="armoede", colour="blue")
     refused = run_cli(root, "report", "run", "armoede", "no_such_template", "--user", "b.devries")
@@ -138,6 +148,10 @@ def test_each_record_reads_as_one_sentence_with_the_run_linked(
     )
     assert any(
         w.startswith("b.devries (analyst) was refused a run of no_such_template: ") for w in words
+    )
+    assert (
+        f"Run {UNRELEASED} of report district_profile succeeded, but an output check failed — "
+        "started by b.devries (analyst)." in words
     )
     assert "a.jansen (lead) did mystery thing." in words  # unknown: generic, never raw JSON
     assert any(re.search(r"applied the manifest: \d+ views \(\d+ rebuilt\)", w) for w in words)

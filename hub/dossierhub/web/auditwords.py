@@ -38,18 +38,22 @@ class Record:
 
     @property
     def run(self) -> Markup:
-        """`run X of report T`, X a link to the run's page when this person may read it."""
+        return self.run_named("run")
+
+    def run_named(self, word: str) -> Markup:
+        """`run X of report T` (`word` X …), X a link to the run's page when this person may
+        read it (portal.audit_trail's `run_link`), plain text otherwise."""
         run = self.get("run")
         if not run:
-            return Markup("a run")
+            return Markup("{} {}").format("a" if word == "run" else "A", "run")
         shown: Markup = escape(run)
         if self.row.get("run_link"):
             url = self.runs_url + run
             shown = Markup('<a class="run-link" href="{}">{}</a>').format(url, run)
         template = self.row.get("run_template") or self.get("template")
         if template:
-            return Markup("run {} of report {}").format(shown, template)
-        return Markup("run {}").format(shown)
+            return Markup("{} {} of report {}").format(word, shown, template)
+        return Markup("{} {}").format(word, shown)
 
 
 def _parameters(values: Any) -> Markup:
@@ -74,14 +78,14 @@ def _run_started(r: Record) -> Markup:
 
 
 def _run_finished(r: Record) -> Markup:
-    text = Markup("{} {}").format(r.run, r.get("status") or "ended")
+    text = Markup("{} {}").format(r.run_named("Run"), r.get("status") or "ended")
     if r.get("error"):
         text += Markup(": {}").format(r.get("error"))
     elif r.get("status") == "succeeded" and r.get("checks_passed") is False:
         text += Markup(", but an output check failed")
     elif r.get("status") == "succeeded" and r.get("checks_passed"):
         text += Markup(" and passed its output checks")
-    return Markup("{} (started by {})").format(text, r.who)
+    return Markup("{} — started by {}").format(text, r.who)
 
 
 def _released(r: Record) -> Markup:

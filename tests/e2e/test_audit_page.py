@@ -1,0 +1,133 @@
+"""The audit trail as a lead reads it in headless Chromium, in a browser set to New York's time
+zone: sentences, not JSON; a run id that opens the run; the form narrows the trail to one
+person and one action and keeps that in a URL to share; a filter the trail cannot answer is
+a message, not an error page; every time on the dossier, run and audit pages is a local
+date in the browser's zone, with no ISO timestamp left. The API narrows the same way.
+Screenshots in test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from e2e_hub import ANALYST, LEAD, Hub
+from e2e_pages import shot
+
+ZONE = "America/New_York"  # not the installation's zone (Europe/Amsterdam): the browser's own
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def finished_run(api: httpx.Client) -> str:
+    """A quick run the analyst starts (and so a report.run and a report.finished record)."""
+    response = api.post(
+        "dossiers/armoede/runs",
+        json={"template": "data_quality", "parameters": {"view": "households"}},
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    deadline = time.monotonic() + 180
+    while api.get(f"dossiers/armoede/runs/{run_id}").json()["in_progress"]:
+        assert time.monotonic() < deadline, f"run {run_id} did not finish"
+        time.sleep(0.3)
+    return run_id
+
+
+def local(iso: str) -> str:
+    """What the page must show for `iso` in ZONE: `1 Dec 2026, 01:11`."""
+    here = dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(ZONE))
+    return f"{here.day} {here:%b %Y, %H:%M}"
+
+
+def assert_times_local(page: Page) -> int:
+    """Every <time> of a moment reads as its datetime in ZONE; the page text has no ISO."""
+    times = page.locator('time[data-when="moment"]')
+    for i in range(times.count()):
+        node = times.nth(i)
+        assert node.inner_text() == local(node.get_attribute("datetime") or "")
+    text = page.locator("main, .container").first.inner_text()
+    assert not ISO.search(text), ISO.search(text)
+    return times.count()
+
+
+def test_the_trail_reads_as_sentences_filters_and_opens_the_run(
+    hub: Hub, person: Callable[..., Page], client: Callable[[str], httpx.Client]
+) -> None:
+    run_id = finished_run(client(ANALYST))
+    lead = person(LEAD, timezone_id=ZONE)
+
+    lead.goto(f"{hub.service}dossiers/armoede/audit")
+    chain = lead.locator("#chain")
+    expect(chain).to_have_attribute("data-ok", "true")
+    expect(chain).to_contain_text("records")
+    expect(lead.locator("h1 + #chain")).to_be_visible()  # first, right under the title
+    started = lead.locator(f"li.record[data-action='report.run']:has(a[href$='{run_id}'])")
+    expect(started.locator(".sentence")).to_have_text(
+        f"{ANALYST} (analyst) started run {run_id} of report data_quality with view=households."
+    )
+    finished = lead.locator(f"li.record[data-action='report.finished']:has(a[href$='{run_id}'])")
+    expect(finished.locator(".sentence")).to_have_text(
+        f"Run {run_id} of report data_quality succeeded and passed its output checks — started "
+        f"by {ANALYST} (analyst)."
+    )
+    assert "{" not in lead.locator(".sentence").first.inner_text()  # words, not JSON
+    assert assert_times_local(lead) >= 3
+    shot(lead, "audit-01-trail-new-york")
+
+    lead.select_option("#filter-person", ANALYST)
+    lead.select_option("#filter-action", "report.run")
+    lead.get_by_role("button", name="Show").click()
+    lead.wait_for_url("**/audit?*")
+    assert parse_qs(urlsplit(lead.url).query) == {"person": [ANALYST], "action": ["report.run"]}
+    records = lead.locator("li.record")
+    expect(records.first).to_be_visible()
+    assert {records.nth(i).get_attribute("data-actor") for i in range(records.count())} == {ANALYST}
+    assert {records.nth(i).get_attribute("data-action") for i in range(records.count())} == {
+        "report.run"
+    }
+    shot(lead, "audit-02-filtered")
+
+    shared = person(LEAD, timezone_id=ZONE)  # the URL, shared: the same narrowed trail
+    shared.goto(f"{hub.service}dossiers/armoede/audit?person={ANALYST}&action=run")
+    expect(shared.locator("#filter-person")).to_have_value(ANALYST)
+    assert shared.locator("li.record").count() >= 1
+    actions = shared.locator("li.record").evaluate_all("(rows) => rows.map(r => r.dataset.action)")
+    assert set(actions) <= {"report.run", "report.run.refused"}
+
+    lead.locator(f"a.run-link[href$='{run_id}']").first.click()
+    lead.wait_for_url(f"**/dossiers/armoede/runs/{run_id}")
+    expect(lead.locator("#run-status")).to_be_visible()
+    assert assert_times_local(lead) >= 2
+    shot(lead, "audit-03-run-page-new-york")
+
+    lead.goto(f"{hub.service}dossiers/armoede")
+    assert assert_times_local(lead) >= 1
+    shot(lead, "audit-04-dossier-new-york")
+
+
+def test_a_filter_the_trail_cannot_answer_is_a_message(
+    hub: Hub, person: Callable[..., Page], client: Callable[[str], httpx.Client]
+) -> None:
+    lead = person(LEAD)
+    response = lead.goto(f"{hub.service}dossiers/armoede/audit?action=relase")
+    assert response is not None and response.status == 422
+    expect(lead.locator("#filter-error")).to_contain_text(
+        "this audit trail has no action 'relase'; it has "
+    )
+    expect(lead.locator("#chain")).to_be_visible()
+    expect(lead.locator("li.record").first).to_be_visible()  # the whole trail, still readable
+    shot(lead, "audit-05-bad-filter")
+
+    api = client(LEAD)
+    answer = api.get("dossiers/armoede/audit", params={"person": "nobody"})
+    assert answer.status_code == 422
+    assert answer.json()["fields"] == {"person": "not in this trail"}
+    narrowed = api.get("dossiers/armoede/audit", params={"person": LEAD}).json()
+    assert narrowed["records"] and {r["actor"] for r in narrowed["records"]} == {LEAD}
+    assert narrowed["filter"] == {"person": LEAD, "action": None}
