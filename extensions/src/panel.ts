@@ -5,6 +5,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import { DossierService, IParameter, IRun, ITemplate, ServiceError } from './service';
+import { when } from './when';
 
 interface IColumn {
   name: string;
@@ -120,7 +121,7 @@ export class DossierPanel extends Widget {
         `Usable until ${info.expires}` +
           (info.days_left !== null ? ` (${info.days_left} days left)` : '')
       ),
-      el('p', { class: 'dh-muted' }, `Data built ${info.built_at.slice(0, 16).replace('T', ' ')}`)
+      el('p', { class: 'dh-muted' }, 'Data built ', when(info.built_at))
     );
   }
 
@@ -312,12 +313,13 @@ export class DossierPanel extends Widget {
       { href: this.service!.runPage(run.run_id), target: '_blank', rel: 'noopener', class: 'dh-open' },
       'open'
     );
-    const when = (run.finished ?? run.started ?? run.queued ?? '').slice(0, 16).replace('T', ' ');
     return el(
       'li',
       { class: 'dh-run-item', 'data-run': run.run_id, 'data-status': run.status },
       statusBadge(run),
-      ` ${run.template} · ${run.user} · ${when} ${progress}`,
+      ` ${run.template} · ${run.user} · `,
+      when(run.finished ?? run.started ?? run.queued),
+      ` ${progress}`,
       run.released_words ? el('span', { class: 'dh-muted dh-released' }, ` · ${run.released_words}`) : '',
       run.next_step ? el('span', { class: 'dh-next-step' }, ` · ${run.next_step}`) : '',
       ' ',

@@ -4,8 +4,10 @@ the panel that ends visibly finished."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from kernelclient import execute
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 WORKSPACE = "dossier-armoede"
 NOTEBOOK = "panel-check.ipynb"
+ZONE = "Asia/Kolkata"  # a browser far from the installation's zone, half an hour off too
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def lab(hub: Hub, browser: Browser) -> Iterator[Page]:
     )
     assert saved.status_code in (200, 201), saved.text
     hub.reset_lab_layouts(WORKSPACE, token)
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=ZONE)
     page = context.new_page()
     page.goto(f"{hub.url}user/{WORKSPACE}/lab/tree/{NOTEBOOK}")
     page.fill("#username_input", "a.jansen")
@@ -113,6 +116,12 @@ def test_panel_views_query_cell_and_report_run(lab: Page) -> None:
     expect(run.locator(".dh-open")).to_have_attribute(
         "href", f"/services/dossierhub/dossiers/armoede/runs/{run_id}"
     )
+    # its time in the browser's own zone, as on the pages (extensions/src/when.ts)
+    moment = run.locator('time[data-when="moment"]')
+    here = dt.datetime.fromisoformat(moment.get_attribute("datetime") or "").astimezone(
+        ZoneInfo(ZONE)
+    )
+    expect(moment).to_have_text(f"{here.day} {here:%b %Y, %H:%M}")
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "12-lab-panel.png"))
 
@@ -223,7 +232,7 @@ def test_the_panel_shows_a_second_lead_the_inbox_and_failed_checks(
     started = hub.start(server, token, timeout=120)
     assert started.status_code in (201, 202, 400), started.text
     hub.reset_lab_layouts(server, token)
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=ZONE)
     try:
         page = context.new_page()
         page.goto(f"{hub.url}user/{server}/lab")
