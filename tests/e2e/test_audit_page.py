@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from playwright.sync_api import Page, expect
 
-from e2e_hub import ANALYST, LEAD, Hub
+from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, VIEWER, Hub
 from e2e_pages import shot
 
 ZONE = "America/New_York"  # not the installation's zone (Europe/Amsterdam): the browser's own
@@ -39,19 +39,19 @@ def finished_run(api: httpx.Client) -> str:
     return run_id
 
 
-def local(iso: str) -> str:
-    """What the page must show for `iso` in ZONE: `1 Dec 2026, 01:11`."""
-    here = dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(ZONE))
+def local(iso: str, zone: str = ZONE) -> str:
+    """What the page must show for `iso` in `zone`: `1 Dec 2026, 01:11` in New York."""
+    here = dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(zone))
     return f"{here.day} {here:%b %Y, %H:%M}"
 
 
-def assert_times_local(page: Page) -> int:
-    """Every <time> of a moment reads as its datetime in ZONE; the page text has no ISO."""
+def assert_times_local(page: Page, zone: str = ZONE) -> int:
+    """Every <time> of a moment reads as its datetime in `zone`; the page text has no ISO."""
     times = page.locator('time[data-when="moment"]')
     for i in range(times.count()):
         node = times.nth(i)
-        assert node.inner_text() == local(node.get_attribute("datetime") or "")
-    text = page.locator("main, .container").first.inner_text()
+        assert node.inner_text() == local(node.get_attribute("datetime") or "", zone)
+    text = page.locator("body").inner_text()
     assert not ISO.search(text), ISO.search(text)
     return times.count()
 
@@ -131,3 +131,34 @@ def test_a_filter_the_trail_cannot_answer_is_a_message(
     narrowed = api.get("dossiers/armoede/audit", params={"person": LEAD}).json()
     assert narrowed["records"] and {r["actor"] for r in narrowed["records"]} == {LEAD}
     assert narrowed["filter"] == {"person": LEAD, "action": None}
+
+
+def test_a_viewer_opens_a_released_run_from_the_trail_and_never_an_unreleased_one(
+    hub: Hub, person: Callable[..., Page], client: Callable[[str], httpx.Client]
+) -> None:
+    released, unreleased = finished_run(client(ANALYST)), finished_run(client(ANALYST))
+    answer = client(OTHER_LEAD).post(f"dossiers/armoede/runs/{released}/release", json={})
+    assert answer.status_code == 200, answer.text
+    viewer = person(VIEWER, timezone_id="Australia/Sydney")
+    viewer.goto(f"{hub.service}dossiers/armoede/audit?action=release")
+    sentence = viewer.locator(f"li.record[data-action='report.release']:has(a[href$='{released}'])")
+    expect(sentence.locator(".sentence")).to_have_text(
+        f"{OTHER_LEAD} (lead) released run {released} of report data_quality to viewers."
+    )
+    viewer.goto(f"{hub.service}dossiers/armoede/audit")
+    assert unreleased not in viewer.locator("body").inner_text()
+    assert_times_local(viewer, "Australia/Sydney")
+    shot(viewer, "audit-06-viewer-sydney")
+    viewer.locator(f"a.run-link[href$='{released}']").first.click()
+    viewer.wait_for_url(f"**/dossiers/armoede/runs/{released}")
+    expect(viewer.locator("#released")).to_be_visible()
+
+
+def test_the_admin_page_shows_local_times(hub: Hub, person: Callable[..., Page]) -> None:
+    admin = person(ADMIN, timezone_id=ZONE)
+    admin.goto(f"{hub.service}admin")
+    assert assert_times_local(admin) >= 1  # each dossier's last apply
+    expect(admin.locator("time:not([data-when])").first).to_have_text(
+        re.compile(r"^\d{1,2} \w{3} \d{4}$")
+    )
+    shot(admin, "audit-07-admin-new-york")

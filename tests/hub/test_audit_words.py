@@ -168,6 +168,15 @@ def test_a_viewer_gets_links_to_released_runs_only(applied_home: Path, tmp_path:
     html = "".join(sentences(trail))
     assert f'href="{RUNS}{RELEASED}"' in html
     assert UNRELEASED not in html and "district=Zuid" not in html
+    refusal = next(r for r in trail["records"] if r["action"] == "report.run.refused")
+    assert text_of(str(auditwords.sentence(refusal, RUNS))) == (
+        "b.devries (analyst) was refused a run of a template: the request was invalid."
+    )  # not the template name the analyst typed: the team's working material
+    # a viewer's trail keeps no status of a released run's end: the sentence still reads
+    kept = {"action": "report.finished", "actor": "b.devries", "details": {"run": RELEASED}}
+    assert text_of(str(auditwords.sentence(kept, RUNS))) == (
+        f"Run {RELEASED} finished — started by b.devries."
+    )
     # a run that does not exist (asked for and refused) is named, never linked
     row = {"action": "report.read.refused", "actor": "x", "details": {"run": "nope"}}
     shown = str(auditwords.sentence(row, RUNS))

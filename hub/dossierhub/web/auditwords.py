@@ -63,9 +63,21 @@ def _parameters(values: Any) -> Markup:
     return Markup(" with {}").format(shown)
 
 
+# A refusal's reason (ReportRefused.reason) in words, for a trail that keeps no message: a
+# viewer's (portal.VIEWER_DETAILS), which does not show what a team member typed.
+REASONS = {
+    "forbidden": "not allowed",
+    "not_found": "not found",
+    "conflict": "not possible at that moment",
+    "invalid": "the request was invalid",
+    "malformed": "the request was malformed",
+}
+
+
 def _because(r: Record) -> Markup:
-    """A refusal's sentence as the person was given it; a viewer's trail keeps its reason."""
-    why = r.get("message") or r.get("reason")
+    """A refusal's sentence as the person was given it, else its reason in words."""
+    reason = r.get("reason")
+    why = r.get("message") or REASONS.get(str(reason), reason)
     return Markup(": {}").format(why) if why else Markup("")
 
 
@@ -78,7 +90,7 @@ def _run_started(r: Record) -> Markup:
 
 
 def _run_finished(r: Record) -> Markup:
-    text = Markup("{} {}").format(r.run_named("Run"), r.get("status") or "ended")
+    text = Markup("{} {}").format(r.run_named("Run"), r.get("status") or "finished")
     if r.get("error"):
         text += Markup(": {}").format(r.get("error"))
     elif r.get("status") == "succeeded" and r.get("checks_passed") is False:
@@ -154,7 +166,7 @@ def _problems(r: Record) -> Markup:
 SENTENCES: dict[str, Callable[[Record], Markup]] = {
     "audit.genesis": _genesis,
     "init": lambda r: Markup("{} initialised this installation's HOME").format(r.who),
-    "validate.refused": lambda r: Markup("{} validated the installation{}").format(
+    "validate.refused": lambda r: Markup("{}'s validation found errors{}").format(
         r.who, _problems(r)
     ),
     "apply": _applied,
@@ -170,7 +182,7 @@ SENTENCES: dict[str, Callable[[Record], Markup]] = {
         "The dossier expired on {}: its workspace was stopped and its extracts removed"
     ).format(r.get("expired", "")),
     "workspace.open": lambda r: Markup("{} opened the workspace").format(r.who),
-    "workspace.start": lambda r: Markup("{}'s workspace start was allowed").format(r.who),
+    "workspace.start": lambda r: Markup("{} started the workspace").format(r.who),
     "report.run": _run_started,
     "report.finished": _run_finished,
     "report.release": _released,
