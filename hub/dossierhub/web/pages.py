@@ -25,6 +25,7 @@ from dossierhub.web.base import (
     send_report,
     status_of,
 )
+from dossierhub.workspaces.hubconfig import SERVICE
 
 HUB_PREFIX = "/hub/"
 
@@ -34,7 +35,9 @@ class Page(DossierHandler):
         person = self.person
         assert person is not None  # after prepare() and web.authenticated: a person
         prefix = self.settings["prefix"]
-        user = SimpleNamespace(name=person.name, json_escaped_name=json.dumps(person.name)[1:-1])
+        user = SimpleNamespace(
+            name=person.name, admin=person.admin, json_escaped_name=json.dumps(person.name)[1:-1]
+        )
         template = self.settings["jinja"].get_template(name)
         html = template.render(
             static_url=lambda path, include_version=True: f"{HUB_PREFIX}static/{path}",
@@ -46,7 +49,9 @@ class Page(DossierHandler):
             admin_access=False,
             no_spawner_check=True,
             parsed_scopes=set(),
-            services=[],
+            # the bar's Services menu (admins): the one service the hub displays
+            # (hubconfig.services), as the hub's own pages list it
+            services=[SimpleNamespace(name=SERVICE, href=prefix)],
             logout_url=f"{HUB_PREFIX}logout",
             login_url=f"{HUB_PREFIX}login",
             xsrf_token=self.xsrf_token.decode(),
