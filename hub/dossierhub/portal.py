@@ -481,7 +481,9 @@ def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
     }
 
 
-def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
+def admin_overview(
+    home: Home, person: Person, today: dt.date | None = None
+) -> list[dict[str, Any]]:
     """Every manifest and applied dossier: members, expiry, last apply, its workspace (state,
     last activity), its runs and pending releases as counts, and its problems each with the fix.
     Counts and states only: an admin who is no member sees no run, template or report."""
@@ -501,7 +503,7 @@ def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
                     last_apply[item["id"]] = record["time"]
     servers = _hub_users(home)
     ids = sorted(set(applied) | set(installation.manifest_files))
-    today = dt.date.today()
+    today = today or dt.date.today()
     rows = []
     for dossier_id in ids:
         entry = applied.get(dossier_id)

@@ -148,7 +148,11 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             "get": _op("The dossier's audit trail and the state of the chain", MEMBERS)
         },
         "/admin/dossiers": {
-            "get": _op("All dossiers: members, expiry, last apply, problems", "admins")
+            "get": _op(
+                "All dossiers: members, expiry, last apply, workspace state and last "
+                "activity, counts of runs and pending releases, problems with their fix",
+                "admins",
+            )
         },
     }
     for path, item in paths.items():
