@@ -27,6 +27,13 @@ def log_in_at(browser: Browser, hub: Hub, url: str, name: str) -> Page:
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(url)
     page.wait_for_url("**/hub/login**")
+    # the login page has the chrome too: one <main>, one h1, the skip link the first thing
+    # to focus (JupyterHub puts the cursor in the user name field, as a login page should)
+    expect(page.locator("main#main h1")).to_have_count(1)
+    first = "() => document.querySelector('a[href], button, input, select, textarea').id"
+    assert page.evaluate(first) == "skip-link"
+    assert page.evaluate("() => document.activeElement.id") == "username_input"
+    shot(page, "chrome-00-login")
     page.fill("#username_input", name)
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
