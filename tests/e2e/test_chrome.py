@@ -98,6 +98,11 @@ def test_one_bar_on_every_page_hub_tools_for_the_admin_only(
         if current == "hub-users":  # JupyterHub's own admin app still works inside the chrome
             expect(page.locator("#react-admin-hook")).to_contain_text(LEAD)
         shot(page, f"chrome-02-{'admin' if admin else 'lead'}-{number}")
+    # a mistyped address of the service is a page in the same chrome, not a bare 404
+    answer = page.goto(f"{hub.service}dossiers/armoede/no-such-page")
+    assert answer is not None and answer.status == 404
+    expect(page.locator("main#main h1")).to_have_text("No such page")
+    expect(page.locator("nav[aria-label='dossierhub'] #nav-person")).to_have_text(name)
     if admin:  # the admin's home leads on; JupyterHub's Services menu opens by keyboard too
         page.goto(hub.service)
         expect(page.locator("#admin-pointer a")).to_have_attribute(

@@ -87,6 +87,7 @@ def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
         ).digest(),
         xsrf_cookies=False,  # HubOAuth brings JupyterHub's own xsrf checks for cookie requests
         static_url_prefix=f"{PREFIX}static/",
+        default_handler_class=pages.NotFound,  # a mistyped address: a page, not a bare 404
     )
 
 

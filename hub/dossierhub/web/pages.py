@@ -64,10 +64,41 @@ class Page(DossierHandler):
     def forbidden(self, exc: ReportRefused) -> None:
         self.render_page("dh_error.html", status_of(exc), message=str(exc))
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Tornado's own errors (no such page, a failure) in the pages' chrome for a person:
+        what happened in words, never an exception's text (that is in the service's log)."""
+        try:
+            person = self.person
+        except Exception:  # the hub's login itself failed: tornado's plain page
+            person = None
+        if person is None:
+            super().write_error(status_code, **kwargs)
+            return
+        heading, message = ERRORS.get(status_code, ERRORS[500])
+        self.render_page("dh_error.html", status_code, heading=heading, message=message)
+
     def prepare(self) -> None:
         # someone the hub knows but who is not a person (a service, a workspace account)
         if self.current_user and self.person is None:
             raise web.HTTPError(403)
+
+
+ERRORS = {
+    404: ("No such page", "There is no dossierhub page at this address."),
+    405: ("No such page", "This address does not answer that kind of request."),
+    500: (
+        "Something went wrong",
+        "The dossierhub service could not answer; its log says why. Try again, or tell an admin.",
+    ),
+}
+
+
+class NotFound(Page):
+    """Any address of the service no route answers: the 404 page, after the login."""
+
+    @web.authenticated
+    async def get(self, *args: Any) -> None:
+        raise web.HTTPError(404)
 
 
 class MyDossiers(Page):
