@@ -221,3 +221,28 @@ def test_admin_page_shows_workspace_runs_and_problems_with_their_fix(
     admin.goto(f"{hub.service}dossiers/armoede/runs/{run_id}")
     expect(admin.locator("h1")).not_to_have_text("Poverty measures 2026")
     assert run_id not in admin.locator("main").inner_text()
+
+
+def test_the_bar_folds_on_a_narrow_screen_and_opens_by_keyboard(
+    hub: Hub, person: Callable[[str], Page]
+) -> None:
+    page = person(ADMIN)
+    page.set_viewport_size({"width": 400, "height": 800})
+    page.goto(f"{hub.url}hub/token")
+    expect(page.locator("#nav-dossiers")).not_to_be_visible()
+    # the fold's button has no id of its own: it is named by what it opens
+    focused = (
+        "() => document.activeElement.getAttribute('aria-controls') || document.activeElement.id"
+    )
+    for expected in ("skip-link", "nav-brand", "thenavbar"):
+        page.keyboard.press("Tab")
+        assert page.evaluate(focused) == expected
+    page.keyboard.press("Enter")
+    expect(page.locator("#nav-admin")).to_be_visible()
+    shot(page, "chrome-06-narrow-bar-open")
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "nav-dossiers"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{hub.service}admin")
+    expect(page.locator("h1")).to_have_text("All dossiers")
