@@ -8,6 +8,7 @@ test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -238,6 +239,7 @@ def test_the_bar_folds_on_a_narrow_screen_and_opens_by_keyboard(
         page.keyboard.press("Tab")
         assert page.evaluate(focused) == expected
     page.keyboard.press("Enter")
+    expect(page.locator("#thenavbar")).to_have_class(re.compile(r"\bshow\b"))  # unfolded
     expect(page.locator("#nav-admin")).to_be_visible()
     shot(page, "chrome-06-narrow-bar-open")
     page.keyboard.press("Tab")
