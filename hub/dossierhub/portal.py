@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
-from dossierhub.state.problems import ReportRefused
+from dossierhub.state.problems import Problem, ReportRefused
 from dossierhub.state.roles import (
     Denied,
     is_told_why_not_released,
@@ -44,6 +44,7 @@ from dossierhub.state.roles import (
 )
 from dossierhub.state.settings import load_settings
 from dossierhub.state.templates import TemplateError, load_template
+from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 
 
 @dataclass(frozen=True)
@@ -544,8 +545,12 @@ def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
     }
 
 
-def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
-    """Every manifest and applied dossier: members, expiry, last apply, problems."""
+def admin_overview(
+    home: Home, person: Person, today: dt.date | None = None
+) -> list[dict[str, Any]]:
+    """Every manifest and applied dossier: members, expiry, last apply, its workspace (state,
+    last activity), its runs and pending releases as counts, and its problems each with the fix.
+    Counts and states only: an admin who is no member sees no run, template or report."""
     if not person.admin:
         raise ReportRefused(
             f"{person.name} is not an admin of this installation", reason="forbidden"
@@ -560,18 +565,23 @@ def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
             for item in record.get("details", {}).get("dossiers", []):
                 if isinstance(item, dict) and item.get("id"):
                     last_apply[item["id"]] = record["time"]
+    servers = _hub_users(home)
     ids = sorted(set(applied) | set(installation.manifest_files))
-    today = dt.date.today()
+    today = today or dt.date.today()
     rows = []
     for dossier_id in ids:
         entry = applied.get(dossier_id)
         prefix = f"dossiers/{dossier_id}."
         problems = [p for p in installation.problems.items if p.file.startswith(prefix)]
+        manifest = installation.manifest_files.get(dossier_id)
         row: dict[str, Any] = {
             "id": dossier_id,
             "applied": entry is not None,
             "last_apply": last_apply.get(dossier_id),
-            "problems": [{"severity": p.severity, "text": str(p)} for p in problems],
+            "problems": [_problem_row(p) for p in problems],
+            "member": entry is not None and entry.role_of(person.name) is not None,
+            "workspace": _workspace_state(entry, servers, today),
+            "runs": _run_counts(home, entry),
         }
         if entry is not None:
             summary = _summary(entry, person.name, "admin", today)
@@ -581,12 +591,147 @@ def admin_overview(home: Home, person: Person) -> list[dict[str, Any]]:
                     for k in ("title", "expires", "days_left", "expired", "expires_soon", "members")
                 }
             )
+        file = f"dossiers/{manifest.name}" if manifest else f"dossiers/{dossier_id}.yaml"
+        row["problems"] += _dossier_problems(dossier_id, file, entry, today)
         rows.append(row)
     general = [
-        {"severity": p.severity, "text": str(p)}
-        for p in installation.problems.items
-        if not p.file.startswith("dossiers/")
+        _problem_row(p) for p in installation.problems.items if not p.file.startswith("dossiers/")
     ]
+    general += _installation_problems(home, servers)
     if general:
-        rows.append({"id": None, "applied": False, "last_apply": None, "problems": general})
+        rows.append(
+            {
+                "id": None,
+                "applied": False,
+                "last_apply": None,
+                "problems": general,
+                "member": False,
+                "workspace": None,
+                "runs": None,
+            }
+        )
     return rows
+
+
+def _problem(severity: str, what: str, fix: str) -> dict[str, str]:
+    """A problem as the admin page and API show it: what is wrong, and what to do."""
+    return {"severity": severity, "text": f"{what} Fix: {fix}", "what": what, "fix": fix}
+
+
+def _problem_row(problem: Problem) -> dict[str, str]:
+    row = _problem(problem.severity, str(replace(problem, fix="")), problem.fix)
+    row["text"] = str(problem)  # the validator's own sentence, as `dossierhub validate` says it
+    return row
+
+
+def _dossier_problems(
+    dossier_id: str, file: str, entry: DossierEntry | None, today: dt.date
+) -> list[dict[str, str]]:
+    """What the validator does not flag but an admin must act on (the expired dossier it does)."""
+    apply = f"run `dossierhub apply {dossier_id}`"
+    if entry is None:
+        return [
+            _problem(
+                "warning",
+                f"{file} is not applied: its people cannot use it yet.",
+                f"{apply}.",
+            )
+        ]
+    found = []
+    left = expiry(entry.expires, today)
+    if left.expires_soon:
+        days = "today" if left.days_left == 0 else f"in {left.days_left} days"
+        found.append(
+            _problem(
+                "warning",
+                f"expires {days} ({entry.expires}): then its workspace stops and its extracts "
+                "are removed.",
+                f"extend `expires` in {file} if the work legitimately goes on, then {apply}.",
+            )
+        )
+    if len(entry.leads) < 2 and not left.expired:
+        found.append(
+            _problem(
+                "warning",
+                "only one lead: no report can be released (four eyes: a run is released by a "
+                "lead who did not start it).",
+                f"name a second lead under `members.lead` in {file}, then {apply}.",
+            )
+        )
+    return found
+
+
+def _installation_problems(home: Home, servers: dict[str, dict] | None) -> list[dict[str, str]]:
+    found = []
+    verification = AuditLog(home).verify()
+    if not verification.ok:
+        at = f" at record {verification.first_bad}" if verification.first_bad else ""
+        found.append(
+            _problem(
+                "error",
+                f"audit chain broken{at}: {verification.message}.",
+                "run `dossierhub audit verify` for which copy disagrees and investigate "
+                "before trusting any trail (docs/audit.md); the log is never rewritten.",
+            )
+        )
+    if servers is None:
+        found.append(
+            _problem(
+                "warning",
+                "the hub does not answer: workspace states and last activity are unknown.",
+                "check that `dossierhub serve` runs and read its log.",
+            )
+        )
+    return found
+
+
+def _hub_users(home: Home) -> dict[str, dict] | None:
+    """The hub's user models (servers and last activity), or None if the hub does not answer."""
+    try:
+        api = HubAPI.for_home(home)
+    except HubUnavailable:
+        return None
+    try:
+        return api.users()
+    except HubUnavailable:
+        return None
+    finally:
+        api.close()
+
+
+def _workspace_state(
+    entry: DossierEntry | None, servers: dict[str, dict] | None, today: dt.date
+) -> dict[str, Any]:
+    """running, starting, stopping, stopped, not applied, expired (or unknown: the hub does not
+    answer), and the last activity the hub knows of the workspace."""
+    if entry is None:
+        return {"state": "not applied", "last_activity": None}
+    model = (servers or {}).get(entry.hub_user) or {}
+    server = (model.get("servers") or {}).get("")
+    last = (server or {}).get("last_activity") or model.get("last_activity")
+    if entry.expired(today):
+        state = "expired"
+    elif servers is None:
+        state = "unknown"
+    elif server is None:
+        state = "stopped"
+    elif server.get("pending") == "spawn":
+        state = "starting"
+    elif server.get("pending") == "stop":
+        state = "stopping"
+    else:
+        state = "running" if server.get("ready") else "stopped"
+    return {"state": state, "last_activity": last}
+
+
+def _run_counts(home: Home, entry: DossierEntry | None) -> dict[str, int] | None:
+    """How many runs, in progress, failed and waiting for a release: counts, never the runs."""
+    if entry is None:
+        return None
+    runs = list_runs(home, entry.id)
+    return {
+        "total": len(runs),
+        "in_progress": sum(r.record.in_progress for r in runs),
+        "failed": sum(not r.record.in_progress and not r.record.succeeded for r in runs),
+        "pending_release": sum(_releasable(r) for r in runs),
+    }

@@ -191,17 +191,22 @@ def login(hub: Hub, user: str, password: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def test_home_page_lists_the_persons_dossiers(hub: Hub) -> None:
+def test_login_lands_on_the_persons_dossiers(hub: Hub) -> None:
     with login(hub, "a.jansen", PASSWORD) as lead_client:
-        page = lead_client.get("hub/home").text
-        assert "Poverty measures 2026" in page and "Open workspace" in page
-        assert "Mobility and liveability" not in page
+        landed = lead_client.get("")  # / (a bookmark): the hub's default_url
+        assert landed.url.path == "/services/dossierhub/"
+        assert "Poverty measures 2026" in landed.text and "Open workspace" in landed.text
+        assert "Mobility and liveability" not in landed.text
+        # the hub's own home is no second list, only the way to the first
+        pointer = lead_client.get("hub/home").text
+        assert 'content="0; url=/services/dossierhub/"' in pointer
+        assert "Poverty measures 2026" not in pointer and "Open workspace" not in pointer
     with login(hub, "d.visser", PASSWORD) as viewer:
-        page = viewer.get("hub/home").text
+        page = viewer.get("services/dossierhub/").text
         assert "Poverty measures 2026" in page and "Mobility and liveability" in page
-        assert "Open workspace" not in page and "Viewers read released reports" in page
+        assert "Open workspace" not in page
     with login(hub, "s.vreemd", PASSWORD) as stranger:
-        assert "not a member of any dossier" in stranger.get("hub/home").text
+        assert "not a member of any dossier" in stranger.get("services/dossierhub/").text
 
 
 def test_wrong_password_and_workspace_accounts_cannot_log_in(hub: Hub) -> None:
@@ -216,7 +221,7 @@ def test_expired_dossier_cannot_be_started_and_says_why(hub: Hub) -> None:
     assert response.status_code >= 400
     assert "expired on 2025-12-31" in response.text
     with login(hub, "i.vos", PASSWORD) as client:
-        assert "expired on 2025-12-31" in client.get("hub/home").text
+        assert "Expired on 2025-12-31" in client.get("services/dossierhub/").text
 
 
 def test_removed_member_is_out_within_seconds(hub: Hub, lead: str) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.app import JupyterHub
 from oauthenticator.azuread import AzureAdOAuthenticator
 from oauthenticator.generic import GenericOAuthenticator
@@ -185,3 +188,61 @@ def test_passwords_are_stored_hashed(home: Path) -> None:
     assert refused.exit_code == 1 and "never log in" in refused.stderr
     short = run_cli(home, "passwd", "a.jansen", "--password-stdin", input="short\n")
     assert short.exit_code == 1 and "too short" in short.stderr
+
+
+def hub_templates() -> Environment:
+    """The hub's own template loader as JupyterHub 6.1 builds it from `template_paths`
+    (app.py init_tornado_settings): the originals also under the "templates/" prefix."""
+    original = str(Path(DATA_FILES_PATH) / "templates")
+    paths = [*config().JupyterHub.template_paths, original]
+    prefixed = PrefixLoader({"templates": FileSystemLoader([original])}, "/")
+    return Environment(loader=ChoiceLoader([prefixed, FileSystemLoader(paths)]), autoescape=True)
+
+
+def test_people_land_on_the_dossiers_page_not_the_hub_home() -> None:
+    c = config()
+    assert c.JupyterHub.default_url == "/services/dossierhub/"  # after login and at /
+    assert "template_vars" not in c.JupyterHub  # no second "Your dossiers" list to feed
+    html = hub_templates().get_template("home.html").render(**hub_page(admin=False))
+    assert '<meta http-equiv="refresh" content="0; url=/services/dossierhub/">' in html
+    assert "Open workspace" not in html and "Details and reports" not in html
+
+
+def hub_page(admin: bool) -> dict:
+    """What JupyterHub's BaseHandler.template_namespace gives a page (the parts ours use)."""
+    return {
+        "base_url": "/hub/",
+        "prefix": "/",
+        "user": SimpleNamespace(
+            name="z.beheer",
+            admin=admin,
+            json_escaped_name="z.beheer",
+            spawner=SimpleNamespace(options_form=None),
+        ),
+        "logout_url": "/hub/logout",
+        "static_url": lambda path, include_version=True: f"/hub/static/{path}",
+        "services": [SimpleNamespace(name="dossierhub", href="/services/dossierhub/")],
+        "parsed_scopes": set(),
+        "xsrf_token": "x",
+    }
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_the_hubs_pages_get_the_one_bar_and_the_landmarks(admin: bool) -> None:
+    html = hub_templates().get_template("token.html").render(**hub_page(admin))
+    assert html.count('<main id="main" tabindex="-1">') == 1 and html.count("</main>") == 1
+    assert html.count("<h1") == 1
+    assert html.index('id="skip-link"') < html.index("<nav") < html.index("<main")
+    assert 'aria-label="dossierhub"' in html
+    assert 'href="/services/dossierhub/">Dossiers</a>' in html
+    assert ('id="nav-token" href="/hub/token" aria-current="page"' in html) is admin
+    assert ('id="nav-services"' in html) is admin
+    assert ('id="nav-admin"' in html) is admin
+    assert ">Home</a>" not in html  # JupyterHub's own links are gone
+
+
+def test_the_hub_users_page_closes_its_landmark_before_its_footer() -> None:
+    html = hub_templates().get_template("admin.html").render(**hub_page(True), api_page_limit=50)
+    assert html.count("<main") == 1 and html.count("<h1") == 1
+    assert html.index("</main>") < html.index("version_footer")
+    assert 'id="nav-hub-users" href="/hub/admin" aria-current="page"' in html

@@ -2,10 +2,10 @@
 
 A function returns None when the person may, or a `Denied` with the sentence they are shown
 and the kind of refusal (as ReportRefused sorts them for HTTP). reports/ enforces these
-rules, portal.py and the hub's home page (hubconfig.workspaces_for) explain them with the same
-functions, so a button is never offered for what would then be refused, nor the other way
-round. The hub's own access to a workspace (its group, hubconfig) is given to the people of
-WORKER_ROLES (directory.DossierEntry.workers).
+rules, portal.py (the pages and API) explains them with the same functions, so a button is
+never offered for what would then be refused, nor the other way round. The hub's own access to
+a workspace (its group, hubconfig) is given to the people of WORKER_ROLES
+(directory.DossierEntry.workers).
 """
 
 from __future__ import annotations

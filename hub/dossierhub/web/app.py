@@ -29,6 +29,7 @@ from dossierhub.state.settings import load_settings
 from dossierhub.web import api, auditwords, dates, pages
 from dossierhub.web.runner import Runner
 from dossierhub.workspaces.hubconfig import SERVICE, ports
+from dossierhub.workspaces.hubconfig import TEMPLATES as HUB_TEMPLATES
 from dossierhub.workspaces.tokens import read_token
 
 HERE = Path(__file__).parent
@@ -51,10 +52,16 @@ def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
 
 
 def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
+    hub_templates = str(Path(DATA_FILES_PATH) / "templates")
+    # as JupyterHub loads its own (app.py, init_tornado_settings): dossierhub's page.html
+    # and navigation bar (the hub's pages use the same), extending JupyterHub's original
+    # under the "templates/" prefix
     loader = jinja2.ChoiceLoader(
         [
             jinja2.FileSystemLoader(str(HERE / "templates")),
-            jinja2.FileSystemLoader(str(Path(DATA_FILES_PATH) / "templates")),
+            jinja2.FileSystemLoader(str(HUB_TEMPLATES)),
+            jinja2.PrefixLoader({"templates": jinja2.FileSystemLoader(hub_templates)}, "/"),
+            jinja2.FileSystemLoader(hub_templates),
         ]
     )
     environment = jinja2.Environment(loader=loader, autoescape=True)
@@ -81,6 +88,7 @@ def make_app(home: Home, hub_auth: HubOAuth, runner: Runner) -> web.Application:
         ).digest(),
         xsrf_cookies=False,  # HubOAuth brings JupyterHub's own xsrf checks for cookie requests
         static_url_prefix=f"{PREFIX}static/",
+        default_handler_class=pages.NotFound,  # a mistyped address: a page, not a bare 404
     )
 
 

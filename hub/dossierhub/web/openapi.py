@@ -174,7 +174,11 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         },
         "/dossiers/{dossier}/audit": {"get": _audit_op()},
         "/admin/dossiers": {
-            "get": _op("All dossiers: members, expiry, last apply, problems", "admins")
+            "get": _op(
+                "All dossiers: members, expiry, last apply, workspace state and last "
+                "activity, counts of runs and pending releases, problems with their fix",
+                "admins",
+            )
         },
     }
     for path, item in paths.items():

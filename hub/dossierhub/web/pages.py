@@ -26,6 +26,7 @@ from dossierhub.web.base import (
     send_report,
     status_of,
 )
+from dossierhub.workspaces.hubconfig import SERVICE
 
 HUB_PREFIX = "/hub/"
 
@@ -35,7 +36,9 @@ class Page(DossierHandler):
         person = self.person
         assert person is not None  # after prepare() and web.authenticated: a person
         prefix = self.settings["prefix"]
-        user = SimpleNamespace(name=person.name, json_escaped_name=json.dumps(person.name)[1:-1])
+        user = SimpleNamespace(
+            name=person.name, admin=person.admin, json_escaped_name=json.dumps(person.name)[1:-1]
+        )
         template = self.settings["jinja"].get_template(name)
         html = template.render(
             static_url=lambda path, include_version=True: f"{HUB_PREFIX}static/{path}",
@@ -47,7 +50,9 @@ class Page(DossierHandler):
             admin_access=False,
             no_spawner_check=True,
             parsed_scopes=set(),
-            services=[],
+            # the bar's Services menu (admins): the one service the hub displays
+            # (hubconfig.services), as the hub's own pages list it
+            services=[SimpleNamespace(name=SERVICE, href=prefix)],
             logout_url=f"{HUB_PREFIX}logout",
             login_url=f"{HUB_PREFIX}login",
             xsrf_token=self.xsrf_token.decode(),
@@ -61,10 +66,41 @@ class Page(DossierHandler):
     def forbidden(self, exc: ReportRefused) -> None:
         self.render_page("dh_error.html", status_of(exc), message=str(exc))
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Tornado's own errors (no such page, a failure) in the pages' chrome for a person:
+        what happened in words, never an exception's text (that is in the service's log)."""
+        try:
+            person = self.person
+        except Exception:  # the hub's login itself failed: tornado's plain page
+            person = None
+        if person is None:
+            super().write_error(status_code, **kwargs)
+            return
+        heading, message = ERRORS.get(status_code, ERRORS[500])
+        self.render_page("dh_error.html", status_code, heading=heading, message=message)
+
     def prepare(self) -> None:
         # someone the hub knows but who is not a person (a service, a workspace account)
         if self.current_user and self.person is None:
             raise web.HTTPError(403)
+
+
+ERRORS = {
+    404: ("No such page", "There is no dossierhub page at this address."),
+    405: ("No such page", "This address does not answer that kind of request."),
+    500: (
+        "Something went wrong",
+        "The dossierhub service could not answer; its log says why. Try again, or tell an admin.",
+    ),
+}
+
+
+class NotFound(Page):
+    """Any address of the service no route answers: the 404 page, after the login."""
+
+    @web.authenticated
+    async def get(self, *args: Any) -> None:
+        raise web.HTTPError(404)
 
 
 class MyDossiers(Page):

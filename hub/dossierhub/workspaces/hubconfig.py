@@ -5,10 +5,8 @@ is unit-tested by comparing values. `load_hub_config` gathers the inputs for a r
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from traitlets.config import Config
@@ -18,16 +16,13 @@ from dossierhub.state.audit import set_channel
 from dossierhub.state.decisions import hub_request_logger
 from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.home import Home
-from dossierhub.state.roles import may_open_workspace
 from dossierhub.state.settings import Settings, load_settings
 from dossierhub.workspaces.hub_auth import refuse_workspace_accounts
 from dossierhub.workspaces.tokens import read_token
 
-if TYPE_CHECKING:
-    from jupyterhub.user import User
-
 TEMPLATES = Path(__file__).parent / "templates"
 SERVICE = "dossierhub"
+SERVICE_URL = f"/services/{SERVICE}/"  # the dossierhub pages, everyone's home
 
 
 @dataclass(frozen=True)
@@ -63,9 +58,11 @@ def make_config(inputs: HubInputs) -> Config:
     c.ConfigurableHTTPProxy.auth_token = inputs.proxy_token
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.allow_named_servers = False
-    c.JupyterHub.default_url = "/hub/home"
+    # one home: after login and at / a person lands on the dossierhub pages (the hub's own
+    # /hub/home is only a pointer there, templates/home.html)
+    c.JupyterHub.default_url = SERVICE_URL
+    # page.html (the one navigation bar, shared with the service) and the hub pages it changes
     c.JupyterHub.template_paths = [str(TEMPLATES)]
-    c.JupyterHub.template_vars = {"dossierhub_workspaces": workspaces_for(home)}
     c.JupyterHub.tornado_settings = {
         # the hub's request log, which also audits the hub's own refusals of a workspace
         "log_function": hub_request_logger(Home(home)),
@@ -240,34 +237,6 @@ def _authenticator(c: Config, inputs: HubInputs) -> None:
         section.authorize_url = oauth.authorize_url
         section.token_url = oauth.token_url
         section.userdata_url = oauth.userdata_url
-
-
-def workspaces_for(home: Path) -> Callable[[User | None], list[dict]]:
-    """Template variable: the dossiers of the person looking at the hub home page."""
-
-    def listing(user: User | None) -> list[dict]:
-        rows: list[dict] = []
-        if user is None:  # pages before login render templates too
-            return rows
-        for entry in read_directory(Home(home)):
-            role = entry.role_of(user.name)
-            if role is None:
-                continue
-            rows.append(
-                {
-                    "id": entry.id,
-                    "title": entry.title,
-                    "purpose": entry.purpose,
-                    "expires": entry.expires,
-                    "expired": entry.expired(),
-                    "role": role,
-                    "can_open": may_open_workspace(entry, user.name) is None,
-                    "hub_user": entry.hub_user,
-                }
-            )
-        return rows
-
-    return listing
 
 
 def load_hub_config(c: Config, home_dir: str) -> None:
