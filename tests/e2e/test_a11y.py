@@ -7,6 +7,7 @@ Screenshots in test-artifacts/screenshots/a11y-*."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -174,6 +175,26 @@ def test_service_pages_as_each_person(
     axe.assert_clean()
 
 
+def start_workspace(hub: Hub) -> None:
+    httpx.post(
+        f"{hub.url}hub/api/users/dossier-armoede/server",
+        headers={"Authorization": f"token {hub.token(LEAD)}"},
+        timeout=120,
+    )
+
+
+def wait_pending(hub: Hub) -> None:
+    api = hub.url + "hub/api/users/dossier-armoede"
+    headers = {"Authorization": f"token {hub.token(ADMIN)}"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        server = httpx.get(api, headers=headers).json().get("servers", {}).get("", {})
+        if server.get("pending") == "spawn":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the workspace was never seen starting")
+
+
 def test_jupyterhub_pages(hub: Hub, browser: Browser) -> None:
     axe = Findings()
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -198,6 +219,23 @@ def test_jupyterhub_pages(hub: Hub, browser: Browser) -> None:
         page.wait_for_load_state()
         axe.check(page, f"workspace not running ({page.url.removeprefix(hub.url)})")
         shot(page, "a11y-22-hub-not-running")
+        # while it starts (a few seconds: a sandbox, then JupyterLab), its pending page; its
+        # progress stream is held at "starting" so the page stays to be checked
+        page.route(
+            "**/server/progress*",
+            lambda route: route.fulfill(
+                status=200,
+                headers={"Content-Type": "text/event-stream"},
+                body='data: {"progress": 40, "message": "starting"}\n\n',
+            ),
+        )
+        starting = threading.Thread(target=start_workspace, args=(hub,), daemon=True)
+        starting.start()
+        wait_pending(hub)
+        page.goto(f"{hub.url}hub/spawn-pending/dossier-armoede")
+        assert "/spawn-pending/" in page.url, f"the workspace started too fast: {page.url}"
+        axe.check(page, "workspace starting (hub spawn-pending)")
+        shot(page, "a11y-23-hub-spawn-pending")
     finally:
         context.close()
     axe.assert_clean()
@@ -335,9 +373,8 @@ def check_panel(lab: Page, axe: Findings, theme: str) -> None:
     buttons measured as the browser drew them."""
     panel = lab.locator("#dossier-lab-panel")
     axe.check(lab, f"Dossier panel ({theme} theme)", scope="#dossier-lab-panel")
-    runs = panel.locator(".dh-run-item")
-    expect(runs.first).to_be_visible()
-    runs.first.scroll_into_view_if_needed()
+    expect(panel.locator(".dh-run-item").first).to_be_visible()
+    panel.evaluate("p => { p.scrollTop = p.scrollHeight; }")  # the run list into view
     axe.check(lab, f"Dossier panel, its runs ({theme} theme)", scope="#dossier-lab-panel")
     seen = {}
     for badge in panel.locator(".dh-status").all():
