@@ -15,7 +15,14 @@ from playwright.sync_api import Locator, Page
 
 AXE = Path(__file__).resolve().parents[1] / "extensions/node_modules/axe-core/axe.min.js"
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-BEST_PRACTICE = ["landmark-one-main", "region", "bypass", "skip-link", "page-has-heading-one"]
+BEST_PRACTICE = [
+    "landmark-one-main",
+    "region",
+    "bypass",
+    "skip-link",
+    "page-has-heading-one",
+    "heading-order",
+]
 
 
 @dataclass(frozen=True)
