@@ -175,6 +175,32 @@ def test_service_pages_as_each_person(
     axe.assert_clean()
 
 
+def test_report_pages(hub: Hub, browser: Browser, runs: dict[str, str]) -> None:
+    """The report as a viewer reads it and the review a lead reads, opened as pages. Their CSP
+    forbids every script; the browser here sets it aside (bypass_csp) so axe can run."""
+    axe = Findings()
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(hub.service)
+        page.fill("#username_input", "g.meijer")
+        page.fill("#password_input", PASSWORD)
+        page.click("#login_submit")
+        page.wait_for_url(f"{hub.service}**")
+        run = f"{hub.service}dossiers/mobiliteit/runs/{runs['checks-failed']}"
+        page.goto(f"{run}/report.html")
+        expect(page.locator("#report-title")).to_be_visible()
+        axe.check(page, "report as viewers read it")
+        shot(page, "a11y-12-report")
+        page.goto(f"{run}/review.html")
+        expect(page.locator("#report-state")).to_contain_text("review")
+        axe.check(page, "review: every output (lead)")
+        shot(page, "a11y-13-review")
+    finally:
+        context.close()
+    axe.assert_clean()
+
+
 def start_workspace(hub: Hub) -> None:
     httpx.post(
         f"{hub.url}hub/api/users/dossier-armoede/server",
