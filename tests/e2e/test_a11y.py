@@ -175,6 +175,28 @@ def test_service_pages_as_each_person(
     axe.assert_clean()
 
 
+def test_service_pages_in_the_dark_theme(
+    hub: Hub, person: Callable[[str], Page], runs: dict[str, str]
+) -> None:
+    """The hub's theme switch (its moon button) turns the pages dark: they stay readable."""
+    axe = Findings()
+    lead = person("g.meijer")
+    lead.evaluate("localStorage.setItem('jupyterhub-bs-theme', 'dark')")
+    mobiliteit = f"{hub.service}dossiers/mobiliteit"
+    for name, url in (
+        ("my dossiers", hub.service),
+        ("dossier", mobiliteit),
+        ("run with failed checks", f"{mobiliteit}/runs/{runs['checks-failed']}"),
+        ("audit trail", f"{mobiliteit}/audit"),
+    ):
+        lead.goto(url)
+        expect(lead.locator("html[data-bs-theme='dark']")).to_have_count(1)
+        open_details(lead)
+        axe.check(lead, f"{name} (lead, dark theme)")
+    shot(lead, "a11y-14-audit-dark")
+    axe.assert_clean()
+
+
 def test_report_pages(hub: Hub, browser: Browser, runs: dict[str, str]) -> None:
     """The report as a viewer reads it and the review a lead reads, opened as pages. Their CSP
     forbids every script; the browser here sets it aside (bypass_csp) so axe can run."""
