@@ -258,11 +258,7 @@ def test_jupyterhub_pages(hub: Hub, browser: Browser) -> None:
         page.goto(f"{hub.url}hub/token")
         axe.check(page, "hub token page (lead)")
         shot(page, "a11y-21-hub-token")
-        api = hub.api()
-        try:
-            api.stop_server("dossier-armoede")  # not running, whatever came before
-        finally:
-            api.close()
+        stop_workspace(hub)  # not running, whatever came before
         page.goto(f"{hub.url}user/dossier-armoede/lab")
         page.wait_for_load_state()
         axe.check(page, f"workspace not running ({page.url.removeprefix(hub.url)})")
@@ -283,10 +279,21 @@ def test_jupyterhub_pages(hub: Hub, browser: Browser) -> None:
         page.goto(f"{hub.url}hub/spawn-pending/dossier-armoede")
         assert "/spawn-pending/" in page.url, f"the workspace started too fast: {page.url}"
         axe.check(page, "workspace starting (hub spawn-pending)")
+        starting.join(timeout=120)
         shot(page, "a11y-23-hub-spawn-pending")
     finally:
         context.close()
+        stop_workspace(hub)
     axe.assert_clean()
+
+
+def stop_workspace(hub: Hub) -> None:
+    """The other e2e tests expect armoede's workspace stopped, as they found it."""
+    api = hub.api()
+    try:
+        api.stop_server("dossier-armoede")
+    finally:
+        api.close()
 
 
 def tab_order(page: Page) -> tuple[set[str], list[str]]:
@@ -382,6 +389,7 @@ def lab(hub: Hub, browser: Browser, slow_template: str) -> Iterator[Page]:
     expect(panel.locator(".dh-run-item[data-status='running']").first).to_be_visible(timeout=60_000)
     yield page
     context.close()
+    stop_workspace(hub)
 
 
 THEMES = "lab/api/settings/@jupyterlab/apputils-extension:themes"
