@@ -128,9 +128,15 @@ export class DossierPanel extends Widget {
   private views(info: IDossierInfo): HTMLElement {
     const section = el('section', { class: 'dh-views' }, el('h3', {}, 'Approved views'));
     for (const view of info.views) {
+      // beside the summary, not in it: a button inside a <summary> is a control nested in a
+      // control, which screen readers announce as one (axe: nested-interactive)
       const insert = el(
         'button',
-        { class: 'jp-Button dh-insert', title: `Insert a %%sql cell querying ${view.name}` },
+        {
+          class: 'jp-Button dh-insert',
+          title: `Insert a %%sql cell querying ${view.name}`,
+          'aria-label': `Query ${view.name}`
+        },
         'Query'
       );
       insert.addEventListener('click', event => {
@@ -152,26 +158,30 @@ export class DossierPanel extends Widget {
       }
       section.append(
         el(
-          'details',
+          'div',
           { class: 'dh-view', 'data-view': view.name },
           el(
-            'summary',
+            'details',
             {},
-            el('span', { class: 'dh-view-name' }, view.name),
-            el('span', { class: 'dh-muted' }, ` ${view.rows?.toLocaleString() ?? '?'} rows `),
-            insert
-          ),
-          el('p', { class: 'dh-muted' }, view.description),
-          el(
-            'table',
-            { class: 'dh-columns' },
             el(
-              'thead',
+              'summary',
               {},
-              el('tr', {}, ...['column', 'type', 'kind', 'description'].map(h => el('th', {}, h)))
+              el('span', { class: 'dh-view-name' }, view.name),
+              el('span', { class: 'dh-muted' }, ` ${view.rows?.toLocaleString() ?? '?'} rows `)
             ),
-            rows
-          )
+            el('p', { class: 'dh-muted' }, view.description),
+            el(
+              'table',
+              { class: 'dh-columns' },
+              el(
+                'thead',
+                {},
+                el('tr', {}, ...['column', 'type', 'kind', 'description'].map(h => el('th', {}, h)))
+              ),
+              rows
+            )
+          ),
+          insert
         )
       );
     }

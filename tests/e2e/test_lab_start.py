@@ -138,7 +138,7 @@ def test_panel_row_icon_and_query_without_a_notebook(hub: Hub, lead: str, browse
     # every view's Query button on the row of its name
     for view in panel.locator(".dh-view").all():
         name = view.locator("summary .dh-view-name").bounding_box()
-        button = view.locator("summary .dh-insert").bounding_box()
+        button = view.locator(".dh-insert").bounding_box()
         assert name and button
         assert abs((name["y"] + name["height"] / 2) - (button["y"] + button["height"] / 2)) < 4
     SHOTS.mkdir(parents=True, exist_ok=True)
