@@ -40,12 +40,8 @@ class Pending:
 
 
 # What other branches of issue 13 fix, in one place: remove a branch's lines after its merge.
-# chrome13 builds the page chrome (skip link, <main id="main">, the nav landmark) and the hub's
-# page.html, which is to include dh_hub_style.html (as login.html here does) for JupyterHub's
-# orange button; hubpages13 replaces JupyterHub's spawn-pending page (a named progress bar, an h1).
+# hubpages13 replaces JupyterHub's spawn-pending page (a named progress bar, an h1).
 PENDING = (
-    Pending("chrome13", frozenset({"landmark-one-main", "region", "bypass", "skip-link"})),
-    Pending("chrome13", frozenset({"color-contrast"}), node="btn-jupyter"),
     Pending(
         "hubpages13",
         frozenset({"aria-progressbar-name", "page-has-heading-one"}),
