@@ -85,7 +85,7 @@ def print_last_traceback(shell: InteractiveShell) -> None:
 
 
 def row_count(frame: pl.DataFrame) -> str:
-    """ "1,234 rows, 5 columns (first 100 shown)": above the HTML table, the widget's caption."""
+    """ "1,234 rows, 5 columns (first 100 shown)", above the HTML table and the widget."""
     count = f"{_plural(frame.height, 'row')}, {_plural(frame.width, 'column')}"
     if frame.height > ROWS_SHOWN:
         count += f" (first {ROWS_SHOWN:,} shown)"
@@ -113,7 +113,7 @@ def _plural(n: int, noun: str) -> str:
 
 def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
     """The first ROWS_SHOWN rows as itables' widget (sorting by a click on a column header,
-    scrolling inside the output), captioned with the row count; None for a subclass with its
+    scrolling inside the output) under the row count; None for a subclass with its
     own display (sources()). Only the widget's view goes into the display: IPython adds the
     HTML and the text of the same frame (frame_html) for whatever cannot show a widget."""
     import polars as pl
@@ -124,7 +124,6 @@ def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
 
     table = ITable(
         frame.head(ROWS_SHOWN),
-        caption=row_count(frame),
         paging=False,
         scrollY="28em",
         scrollCollapse=True,
@@ -132,9 +131,17 @@ def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
         maxBytes=0,  # all the rows shown: they are ROWS_SHOWN at most
         # set here, not left to an itables.toml a workspace folder could hold
         allow_html=False,
-        style="table-layout:auto;width:auto;margin:0;caption-side:top",  # the count on top
-        # no search box or "Showing 1 to n": the caption says what the table holds
-        layout={"topStart": None, "topEnd": None, "bottomStart": None, "bottomEnd": None},
+        style="table-layout:auto;width:auto;margin:0",  # header and rows stay aligned
+        text_in_header_can_be_selected=False,  # a click anywhere on a header sorts
+        # the row count on top, as DataTables' own `div` feature (text, not HTML); not
+        # itables' caption, which its widget drops (2.9.1); no search box or "Showing 1 to
+        # n": the count says what the table holds
+        layout={
+            "topStart": {"div": {"className": "dossier-sql-count", "text": row_count(frame)}},
+            "topEnd": None,
+            "bottomStart": None,
+            "bottomEnd": None,
+        },
     )
     bundle = table._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle

@@ -277,13 +277,16 @@ def test_sql_result_is_a_sortable_table_widget_of_the_first_rows(kernel: Kernel)
     assert "text/html" in bundle and "text/plain" in bundle
     rows = json.loads(table["_dt_args"]["data_json"])
     assert len(rows) == min(int(total), 100)  # no more rows leave the kernel than before
-    assert table["caption"].startswith(f"{int(total):,} rows, 5 columns")
+    count = table["_dt_args"]["layout"]["topStart"]["div"]
+    assert count["text"].startswith(f"{int(total):,} rows, 5 columns")
+    assert count["className"] == "dossier-sql-count"
     years = [r[-1] for r in rows]
     assert table["_dt_args"]["layout"]["topEnd"] is None  # no search box over 100 rows
     assert len(set(map(type, years))) == 1  # typed values, sorted by the browser as such
     _, opened = _widgets(kernel, "%%sql\nSELECT '<b>x</b>' AS x")
     (state,) = [s for s in opened if s.get("_anywidget_id") == "itables.widget.ITable"]
-    assert state["caption"] == "1 row, 1 column" and "<b>" not in state["_dt_args"]["data_json"]
+    assert state["_dt_args"]["layout"]["topStart"]["div"]["text"] == "1 row, 1 column"
+    assert "<b>" not in state["_dt_args"]["data_json"]  # escaped: shown as text
 
 
 def test_a_report_kernel_shows_no_widget(applied_home: Path) -> None:
