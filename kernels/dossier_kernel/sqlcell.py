@@ -143,8 +143,10 @@ def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
             "bottomEnd": None,
         },
     )
-    bundle = table._repr_mimebundle_()
+    bundle = table._repr_mimebundle_()  # (data, metadata); None without a model
     data = bundle[0] if isinstance(bundle, tuple) else bundle
+    if not data or WIDGET_MIME not in data:
+        return None
     return {WIDGET_MIME: data[WIDGET_MIME]}
 
 
