@@ -5,6 +5,7 @@ refusals. Only page.html is a bare frame here: it is the navigation bar's, not t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from tornado import web
 from dossierhub.state.directory import DossierEntry
 from dossierhub.state.home import Home
 from dossierhub.workspaces.hubconfig import TEMPLATES, dossier_facts_for, workspaces_for
-from dossierhub.workspaces.spawner import WorkspaceRefused
+from dossierhub.workspaces.spawner import DossierSpawner, WorkspaceRefused
 
 JUPYTERHUB = Path(DATA_FILES_PATH) / "templates"
 FRAME = "{% block main %}{% endblock %}{% block script %}{% endblock %}"
@@ -158,3 +159,26 @@ def test_facts_are_for_members_only(tmp_path: Path) -> None:
     assert facts(None)("armoede") is None
     lead = facts(SimpleNamespace(name="a.jansen"))("dossier-armoede")  # type: ignore[arg-type]
     assert lead is not None and lead["role"] == "lead" and lead["expires"] == "1 Jan 2099"
+
+
+def test_the_start_page_hears_each_step_as_it_happens() -> None:
+    """The spawner's progress (JupyterHub's start page reads it) yields each step once, as the
+    start reaches it, and ends with the start."""
+    spawner = DossierSpawner()
+    spawner._spawn_pending = True
+    spawner._stage(10, "Checking the dossier")
+
+    async def read() -> list[str]:
+        seen: list[str] = []
+        async for event in spawner.progress():
+            seen.append(event["message"])
+            if len(seen) == 1:
+                spawner._stage(50, "Starting JupyterLab")  # a step later in the start
+            else:
+                spawner._spawn_pending = False  # the start ended
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(read(), 10)) == [
+        "Checking the dossier",
+        "Starting JupyterLab",
+    ]

@@ -148,9 +148,9 @@ class DossierSpawner(LocalProcessSpawner):
         hub stops reading when the start ends)."""
         sent = 0
         while True:
-            for event in self._stages[sent:]:
-                yield event
-            sent = len(self._stages)
+            while sent < len(self._stages):  # a step added while one was being read counts
+                yield self._stages[sent]
+                sent += 1
             if self.pending != "spawn":
                 return
             await asyncio.sleep(0.1)
