@@ -25,31 +25,6 @@ BEST_PRACTICE = [
 ]
 
 
-@dataclass(frozen=True)
-class Pending:
-    """Violations another branch fixes: `rules` on the pages whose name starts with `page`,
-    only in nodes whose html contains `node` when that is given."""
-
-    branch: str
-    rules: frozenset[str]
-    page: str = ""
-    node: str = ""
-
-    def covers(self, page: str, rule: str, html: str) -> bool:
-        return page.startswith(self.page) and rule in self.rules and self.node in html
-
-
-# What other branches of issue 13 fix, in one place: remove a branch's lines after its merge.
-# hubpages13 replaces JupyterHub's spawn-pending page (a named progress bar, an h1).
-PENDING = (
-    Pending(
-        "hubpages13",
-        frozenset({"aria-progressbar-name", "page-has-heading-one"}),
-        page="workspace starting",
-    ),
-)
-
-
 @cache
 def axe_source() -> str:
     if not AXE.exists():
@@ -111,22 +86,9 @@ class Findings:
         self.found += check(page, name, scope)
 
     def assert_clean(self) -> None:
-        """Fail on every violation but those another branch fixes; xfail when only those
-        remain, naming them."""
-        ours, pending = [], set()
-        for v in self.found:
-            nodes = []
-            for selector, html in v.nodes:
-                by = [p.branch for p in PENDING if p.covers(v.page, v.rule, html)]
-                if by:
-                    pending.add(f"{by[0]}: {v.page}: {v.rule}")
-                else:
-                    nodes.append((selector, html))
-            if nodes:
-                ours.append(Violation(v.page, v.rule, v.impact, v.help, nodes))
-        assert not ours, "accessibility violations (axe-core):\n" + "\n".join(map(str, ours))
-        if pending:
-            pytest.xfail("pending other branches: " + "; ".join(sorted(pending)))
+        assert not self.found, "accessibility violations (axe-core):\n" + "\n".join(
+            map(str, self.found)
+        )
 
 
 def contrast(element: Locator) -> float:

@@ -2,7 +2,10 @@
 
 - a DuckDB error from `%%sql` is shown as DuckDB's own message (with its hint and LINE/caret),
   not a Python traceback; `%sql_traceback` prints the full traceback of the last one;
-- Polars results show as an HTML table of the first ROWS_SHOWN rows under the row count;
+- Polars results show as a sortable, scrollable table of the first ROWS_SHOWN rows with the
+  row count: in JupyterLab itables' DataTables widget (its JavaScript comes with the package
+  over the kernel's own connection, nothing from a CDN), beside Polars' own HTML of the same
+  rows, which nbconvert, papermill and report kernels use (a report stores no widget state);
 - view names, and the columns of a view (after `view.` or of the views the cell names),
   complete in cells that start with `%%sql`.
 
@@ -13,6 +16,7 @@ time an error, a result or a completion needs them.
 from __future__ import annotations
 
 import html
+import os
 import re
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +27,8 @@ if TYPE_CHECKING:
     from IPython.core.completer import CompletionContext
     from IPython.core.interactiveshell import InteractiveShell
 
-ROWS_SHOWN = 100
+ROWS_SHOWN = 100  # the privacy owner's decision: no more rows than this in a notebook
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 TRACEBACK_MAGIC = "%sql_traceback"
 
 _last_error: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
@@ -79,16 +84,21 @@ def print_last_traceback(shell: InteractiveShell) -> None:
 # --- results ------------------------------------------------------------------------------
 
 
+def row_count(frame: pl.DataFrame) -> str:
+    """ "1,234 rows, 5 columns (first 100 shown)", above the HTML table and the widget."""
+    count = f"{_plural(frame.height, 'row')}, {_plural(frame.width, 'column')}"
+    if frame.height > ROWS_SHOWN:
+        count += f" (first {ROWS_SHOWN:,} shown)"
+    return count
+
+
 def frame_html(frame: pl.DataFrame) -> str:
     """The row count, then the first ROWS_SHOWN rows in a scrollable box (Polars' own HTML)."""
     import polars as pl
 
     if type(frame) is not pl.DataFrame:  # a subclass with its own HTML (sources()) keeps it
         return str(frame._repr_html_())
-    shown = min(frame.height, ROWS_SHOWN)
-    count = f"{_plural(frame.height, 'row')}, {_plural(frame.width, 'column')}"
-    if shown < frame.height:
-        count += f" (first {shown:,} shown)"
+    count = row_count(frame)
     with pl.Config(tbl_rows=ROWS_SHOWN, tbl_cols=-1, tbl_hide_dataframe_shape=True):
         table = frame.head(ROWS_SHOWN)._repr_html_()
     return (
@@ -101,11 +111,57 @@ def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
+def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """The first ROWS_SHOWN rows as itables' widget (sorting by a click on a column header,
+    scrolling inside the output) under the row count; None for a subclass with its
+    own display (sources()). Only the widget's view goes into the display: IPython adds the
+    HTML and the text of the same frame (frame_html) for whatever cannot show a widget."""
+    import polars as pl
+
+    if type(frame) is not pl.DataFrame:
+        return None
+    from itables.widget import ITable  # 0.4 s, at the first result rather than kernel start
+
+    table = ITable(
+        frame.head(ROWS_SHOWN),
+        paging=False,
+        scrollY="28em",
+        scrollCollapse=True,
+        scrollX=True,
+        maxBytes=0,  # all the rows shown: they are ROWS_SHOWN at most
+        # set here, not left to an itables.toml a workspace folder could hold
+        allow_html=False,
+        style="table-layout:auto;width:auto;margin:0",  # header and rows stay aligned
+        text_in_header_can_be_selected=False,  # a click anywhere on a header sorts
+        # the row count on top, as DataTables' own `div` feature (text, not HTML); not
+        # itables' caption, which its widget drops (2.9.1); no search box or "Showing 1 to
+        # n": the count says what the table holds
+        layout={
+            "topStart": {"div": {"className": "dossier-sql-count", "text": row_count(frame)}},
+            "topEnd": None,
+            "bottomStart": None,
+            "bottomEnd": None,
+        },
+    )
+    bundle = table._repr_mimebundle_()  # (data, metadata); None without a model
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    if not data or WIDGET_MIME not in data:
+        return None
+    return {WIDGET_MIME: data[WIDGET_MIME]}
+
+
 def register_display(shell: InteractiveShell) -> None:
     # by name, so polars is not imported at kernel start
     assert shell.display_formatter is not None  # set up by every InteractiveShell
     formatter = shell.display_formatter.formatters["text/html"]
     formatter.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_html)
+    if os.environ.get("DOSSIERHUB_RUN_DIR") or getattr(shell, "kernel", None) is None:
+        # a report kernel: papermill would store the widget's state, every row of it, in
+        # the report notebook, and nbconvert would fetch a widget renderer from a CDN; a
+        # terminal IPython has no frontend for a widget
+        return
+    widgets = shell.display_formatter.mimebundle_formatter
+    widgets.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_widget)
 
 
 # --- completion ---------------------------------------------------------------------------

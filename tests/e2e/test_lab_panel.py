@@ -5,13 +5,14 @@ the panel that ends visibly finished."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from e2e_hub import PASSWORD, Hub
 from kernelclient import execute
@@ -149,13 +150,9 @@ def test_sql_typo_is_one_message_and_a_result_is_a_table(lab: Page) -> None:
     cells.nth(1).locator(".jp-InputArea").click()
     lab.keyboard.type("%%sql")
     lab.keyboard.press("Enter")
-    lab.keyboard.type("SELECT * FROM residents")
+    lab.keyboard.type("SELECT * FROM residents ORDER BY birth_year DESC")
     lab.keyboard.press("Shift+Enter")
-    result = cells.nth(1).locator(".jp-OutputArea-output")
-    count = result.locator(".dossier-sql-count")
-    expect(count).to_contain_text("rows, 5 columns (first 100 shown)", timeout=90_000)
-    expect(result.locator("table.dataframe tbody tr")).to_have_count(100)
-    expect(result.locator("table.dataframe thead")).to_contain_text("birth_year")
+    sorted_by_a_click(lab, cells.nth(1).locator(".jp-OutputArea-output"))
 
     # Tab offers a view's columns after `view.`; Enter takes the one chosen
     expect(cells).to_have_count(3)
@@ -173,6 +170,39 @@ def test_sql_typo_is_one_message_and_a_result_is_a_table(lab: Page) -> None:
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "13-sql-cells.png"))
+
+
+def sorted_by_a_click(lab: Page, result: Locator) -> None:
+    """A result is itables' table widget: the row count on top, the first 100 rows, and a
+    click on a column header sorts them in the browser; nothing comes from outside the hub."""
+    outside: list[str] = []
+    hub = lab.url.split("/user/")[0]
+    lab.on(
+        "request",
+        lambda r: None if r.url.startswith((hub, "data:", "blob:")) else outside.append(r.url),
+    )
+    expect(result.locator(".dossier-sql-count")).to_contain_text(
+        "rows, 5 columns (first 100 shown)", timeout=90_000
+    )
+    rows = result.locator(".dt-scroll-body tbody tr")
+    expect(rows).to_have_count(100)
+    names = [
+        t.split()[0]
+        for t in result.locator(".dt-scroll-head thead th").all_inner_texts()
+        if t.strip()
+    ]
+    column = names.index("birth_year") + 1
+    years = [
+        int(re.sub(r"\D", "", y)) for y in rows.locator(f"td:nth-child({column})").all_inner_texts()
+    ]
+    assert years == sorted(years, reverse=True) and years[0] != years[-1], years
+    header = result.locator(".dt-scroll-head thead th").filter(has_text="birth_year").first
+    header.click()
+    first = rows.first.locator(f"td:nth-child({column})")
+    expect(first).to_have_text(re.compile(rf"^{years[-1]:,}$|^{years[-1]}$"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    lab.screenshot(path=str(SHOTS / "13-sql-result-sorted.png"))
+    assert outside == [], outside
 
 
 def test_invalid_parameter_is_explained_in_the_panel(lab: Page) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -245,6 +246,63 @@ def test_sql_result_is_an_html_table_with_the_row_count(kernel: Kernel) -> None:
     assert "overflow: auto" in html  # scrolls inside the output, not the notebook
     small = _display(kernel, "%%sql\nSELECT 'a<b' AS x")
     assert "1 row, 1 column" in small["text/html"] and "a&lt;b" in small["text/html"]
+
+
+def _widgets(kernel: Kernel, code: str) -> tuple[dict, list[dict]]:
+    """The displayed bundle and the state of every widget the kernel opened for it (as the
+    browser's widget manager sees it: opened, then updated)."""
+    data: list[dict] = []
+    opened: dict[str, dict] = {}
+
+    def hook(message: dict) -> None:
+        kind, content = message["header"]["msg_type"], message["content"]
+        if kind in ("execute_result", "display_data"):
+            data.append(content["data"])
+        elif kind == "comm_open":
+            opened[content["comm_id"]] = dict(content["data"]["state"])
+        elif kind == "comm_msg" and content["data"].get("method") == "update":
+            opened[content["comm_id"]].update(content["data"]["state"])
+
+    kernel.client.execute_interactive(code, output_hook=hook, timeout=60)
+    assert len(data) == 1, data
+    return data[0], list(opened.values())
+
+
+def test_sql_result_is_a_sortable_table_widget_of_the_first_rows(kernel: Kernel) -> None:
+    bundle, opened = _widgets(kernel, "%%sql\nSELECT * FROM residents ORDER BY birth_year")
+    _, total, _ = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()[0][0]")
+    (table,) = [s for s in opened if s.get("_anywidget_id") == "itables.widget.ITable"]
+    view = bundle["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"]  # JupyterLab shows the widget; the HTML stays for the rest
+    assert "text/html" in bundle and "text/plain" in bundle
+    rows = json.loads(table["_dt_args"]["data_json"])
+    assert len(rows) == min(int(total), 100)  # no more rows leave the kernel than before
+    count = table["_dt_args"]["layout"]["topStart"]["div"]
+    assert count["text"].startswith(f"{int(total):,} rows, 5 columns")
+    assert count["className"] == "dossier-sql-count"
+    years = [r[-1] for r in rows]
+    assert table["_dt_args"]["layout"]["topEnd"] is None  # no search box over 100 rows
+    assert len(set(map(type, years))) == 1  # typed values, sorted by the browser as such
+    _, opened = _widgets(kernel, "%%sql\nSELECT '<b>x</b>' AS x")
+    (state,) = [s for s in opened if s.get("_anywidget_id") == "itables.widget.ITable"]
+    assert state["_dt_args"]["layout"]["topStart"]["div"]["text"] == "1 row, 1 column"
+    assert "<b>" not in state["_dt_args"]["data_json"]  # escaped: shown as text
+
+
+def test_a_report_kernel_shows_no_widget(applied_home: Path) -> None:
+    """papermill would store a widget's state (its rows) in the report notebook."""
+    env = {
+        **os.environ,
+        "DOSSIER_CATALOG": str(applied_home / "extracts" / "armoede" / "catalog.duckdb"),
+        "DOSSIERHUB_RUN_DIR": str(applied_home / "run"),
+    }
+    report = Kernel(env)
+    try:
+        bundle, opened = _widgets(report, "%%sql\nSELECT * FROM residents")
+    finally:
+        report.stop()
+    assert opened == [] and "application/vnd.jupyter.widget-view+json" not in bundle
+    assert "rows, 5 columns" in bundle["text/html"]
 
 
 def _complete(kernel: Kernel, code: str, cursor: int | None = None) -> list[str]:

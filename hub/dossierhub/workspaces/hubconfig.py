@@ -4,9 +4,12 @@ is unit-tested by comparing values. `load_hub_config` gathers the inputs for a r
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from traitlets.config import Config
@@ -14,11 +17,15 @@ from traitlets.config import Config
 from dossierhub.isolation.environment import workspace_python
 from dossierhub.state.audit import set_channel
 from dossierhub.state.decisions import hub_request_logger
-from dossierhub.state.directory import DossierEntry, read_directory
+from dossierhub.state.directory import WORKSPACE_PREFIX, DossierEntry, read_directory
 from dossierhub.state.home import Home
+from dossierhub.state.roles import may_open_workspace
 from dossierhub.state.settings import Settings, load_settings
 from dossierhub.workspaces.hub_auth import refuse_workspace_accounts
 from dossierhub.workspaces.tokens import read_token
+
+if TYPE_CHECKING:
+    from jupyterhub.user import User
 
 TEMPLATES = Path(__file__).parent / "templates"
 SERVICE = "dossierhub"
@@ -63,6 +70,13 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.default_url = SERVICE_URL
     # page.html (the one navigation bar, shared with the service) and the hub pages it changes
     c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {
+        # the person looking (the start pages pass the workspace's account as `user`)
+        "dossierhub_person": _person,
+        "dossierhub_workspaces": workspaces_for(home),
+        # the start, not-running and error pages (templates/): what happened, whom to ask
+        "dossierhub_dossier": dossier_facts_for(home, tuple(settings.hub.admins)),
+    }
     c.JupyterHub.tornado_settings = {
         # the hub's request log, which also audits the hub's own refusals of a workspace
         "log_function": hub_request_logger(Home(home)),
@@ -237,6 +251,87 @@ def _authenticator(c: Config, inputs: HubInputs) -> None:
         section.authorize_url = oauth.authorize_url
         section.token_url = oauth.token_url
         section.userdata_url = oauth.userdata_url
+
+
+def _person(user: User | None) -> User | None:
+    return user
+
+
+def workspaces_for(home: Path) -> Callable[[User | None], list[dict]]:
+    """Template variable: the dossiers of the person looking at a hub page (the not-yours
+    page picks among them; the hub's home is only a pointer to the dossierhub pages)."""
+
+    def listing(user: User | None) -> list[dict]:
+        rows: list[dict] = []
+        if user is None:  # pages before login render templates too
+            return rows
+        for entry in read_directory(Home(home)):
+            role = entry.role_of(user.name)
+            if role is None:
+                continue
+            rows.append(
+                {
+                    "id": entry.id,
+                    "title": entry.title,
+                    "purpose": entry.purpose,
+                    "expires": entry.expires,
+                    "expired": entry.expired(),
+                    "role": role,
+                    "can_open": may_open_workspace(entry, user.name) is None,
+                    "hub_user": entry.hub_user,
+                }
+            )
+        return rows
+
+    return listing
+
+
+def dossier_facts_for(
+    home: Path, admins: tuple[str, ...]
+) -> Callable[[User | None], Callable[[str], dict | None]]:
+    """Template variable: `dossierhub_dossier(name)` on the hub's own pages gives the facts
+    of the dossier `name` (its id or its workspace's hub user, `dossier-<id>`) for the
+    person looking, or None when they are not its member: a stranger learns nothing of a
+    dossier, not even that it exists (as on the dossierhub pages)."""
+
+    def for_person(user: User | None) -> Callable[[str], dict | None]:
+        def facts(name: str) -> dict | None:
+            dossier_id = str(name).removeprefix(WORKSPACE_PREFIX)
+            entry = next((e for e in read_directory(Home(home)) if e.id == dossier_id), None)
+            role = entry.role_of(user.name) if entry is not None and user is not None else None
+            if entry is None or user is None or role is None:
+                return None
+            return dossier_facts(entry, user.name, role, admins)
+
+        return facts
+
+    return for_person
+
+
+def dossier_facts(
+    entry: DossierEntry, person: str, role: str, admins: tuple[str, ...]
+) -> dict[str, object]:
+    """What the hub's pages say about one dossier to one of its members (a pure function)."""
+    expires = dt.date.fromisoformat(entry.expires)
+    return {
+        "id": entry.id,
+        "title": entry.title,
+        "role": role,
+        "expired": entry.expired(),
+        "expires": f"{expires.day} {expires:%b %Y}",  # 31 Dec 2025: no reading of ISO dates
+        "can_open": may_open_workspace(entry, person) is None,
+        "page": f"/services/{SERVICE}/dossiers/{quote(entry.id)}",
+        # who may extend it: the admin edits the manifest; the rest of the team asks its
+        # leads, who ask the admin (as the dossier page says it, portal.py)
+        "ask_to_extend": _ask(admins)
+        if person in entry.leads or not entry.leads
+        else " or ".join(entry.leads),
+        "ask_admin": _ask(admins),
+    }
+
+
+def _ask(admins: tuple[str, ...]) -> str:
+    return f"an admin ({', '.join(admins)})" if admins else "an admin"
 
 
 def load_hub_config(c: Config, home_dir: str) -> None:

@@ -44,6 +44,19 @@ from dossierhub.workspaces.netbridge import start_time as _start_time
 from dossierhub.workspaces.workspacechores import write_start_here
 
 
+class WorkspaceRefused(web.HTTPError):
+    """The spawner's no, in words a person can act on. JupyterHub replaces an HTTPError's
+    sentence with its generic "Failed to start your server" unless `jupyterhub_message` is
+    set; the hub's pages (templates/error.html, not_running.html) read `dossier_id` and
+    `case` to say what to do about it, and the hub API answers with the sentence."""
+
+    def __init__(self, status: int, dossier_id: str, case: str, message: str) -> None:
+        super().__init__(status, message)
+        self.dossier_id = dossier_id
+        self.case = case  # expired, no_data, gone, manifest, identity, failed
+        self.jupyterhub_message = message
+
+
 class DossierSpawner(LocalProcessSpawner):
     dossierhub_home = Unicode(help="The installation's HOME folder.").tag(config=True)
     workspace_python = Unicode(
@@ -73,11 +86,15 @@ class DossierSpawner(LocalProcessSpawner):
 
     def _manifest(self) -> Dossier:
         if not self.home.manifest_file(self.dossier_id).exists():
-            raise web.HTTPError(404, f"Dossier {self.dossier_id} no longer exists.")
+            raise WorkspaceRefused(
+                404, self.dossier_id, "gone", f"Dossier {self.dossier_id} no longer exists."
+            )
         try:
             return read_dossier(self.home, self.dossier_id)
         except RefusedError as exc:
-            raise web.HTTPError(409, f"{exc}: ask the admin to fix the manifest") from None
+            raise WorkspaceRefused(
+                409, self.dossier_id, "manifest", f"{exc}: ask the admin to fix the manifest"
+            ) from None
 
     async def start(self) -> tuple[str, int]:
         """Decide (audited as workspace.start, refusals too), then start. The hub has
@@ -92,38 +109,86 @@ class DossierSpawner(LocalProcessSpawner):
             {} if name.startswith(WORKSPACE_PREFIX) else {"server": name},
         )
         mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
+        self._stages = ()
+        self._stage(10, "Checking the dossier: your role, its expiry date and its data")
         try:
             dossier, ids = self._startable()
         except web.HTTPError as exc:
-            decision.refused_for(reason_of_status(exc.status_code), exc.log_message or "")
+            decision.refused_for(reason_of_status(exc.status_code), exc.get_message() or "")
             raise
         # the hub mints this server's API token at every start: recorded with the decision
         scopes = self.server_token_scopes
         decision.allow(server_token=scopes if isinstance(scopes, list) else "as configured")
-        return await self._start(dossier, ids)
+        try:
+            return await self._start(dossier, ids)
+        except web.HTTPError:
+            raise
+        except Exception as exc:
+            # JupyterHub would print the exception on the start page, and it may name a
+            # folder under HOME: the log keeps it, the person gets where to look
+            self.log.exception("workspace %s did not start", self.dossier_id)
+            raise WorkspaceRefused(
+                500,
+                self.dossier_id,
+                "failed",
+                f"The workspace of dossier {self.dossier_id} did not start ("
+                f"{type(exc).__name__}); the reason is in logs/{self.dossier_id}/"
+                "workspace.log and the hub's log.",
+            ) from None
+
+    # What the start page shows while the workspace starts (progress below): the steps of
+    # this start, a new tuple per start (a class-level list would be every spawner's)
+    _stages: tuple[dict[str, Any], ...] = ()
+
+    def _stage(self, percent: int, message: str) -> None:
+        self._stages = (*self._stages, {"progress": percent, "message": message})
+
+    async def progress(self) -> Any:
+        """JupyterHub's start page shows these events as they come (an async generator; the
+        hub stops reading when the start ends)."""
+        sent = 0
+        while True:
+            while sent < len(self._stages):  # a step added while one was being read counts
+                yield self._stages[sent]
+                sent += 1
+            if self.pending != "spawn":
+                return
+            await asyncio.sleep(0.1)
 
     def _startable(self) -> tuple[Dossier, DossierIdentities | None]:
         """The dossier and its identities; HTTPError when the workspace may
         not start (not a dossier's, gone, expired, no data, an identity clash)."""
         dossier = self._manifest()
         if dossier.is_expired():
-            raise web.HTTPError(
+            raise WorkspaceRefused(
                 403,
+                self.dossier_id,
+                "expired",
                 f"Dossier {self.dossier_id} expired on {dossier.expires.isoformat()}: its "
                 "workspace cannot be started. Its reports stay readable; ask the admin to "
                 "extend it.",
             )
         catalog = self.home.extract_catalog(self.dossier_id)
         if not catalog.exists():
-            raise web.HTTPError(
+            raise WorkspaceRefused(
                 409,
+                self.dossier_id,
+                "no_data",
                 f"Dossier {self.dossier_id} has no data yet: ask the admin to run "
                 "`dossierhub apply`.",
             )
         try:
             ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
         except IdentityClash as exc:
-            raise web.HTTPError(409, str(exc)) from None
+            # the sentence may name a folder under HOME: the hub's log has it, the page not
+            self.log.error("workspace %s: %s", self.dossier_id, exc)
+            raise WorkspaceRefused(
+                409,
+                self.dossier_id,
+                "identity",
+                f"The Unix identity of dossier {self.dossier_id} is not in order: ask the "
+                "admin (the hub's log says what clashes).",
+            ) from None
         return dossier, ids
 
     async def _start(self, dossier: Dossier, ids: DossierIdentities | None) -> tuple[str, int]:
@@ -163,7 +228,9 @@ class DossierSpawner(LocalProcessSpawner):
             ]
         else:
             self.cmd = program
+        self._stage(30, "Refreshing the Start here notebook in the workspace folder")
         await self._start_here(dossier)
+        self._stage(50, "Starting JupyterLab as the dossier's own identity, without network")
         log = open_log(self.home, self.dossier_id, "workspace")
         # a new dict: the configured one is shared by every spawner
         self.popen_kwargs: dict[str, Any] = {
@@ -182,6 +249,7 @@ class DossierSpawner(LocalProcessSpawner):
         self._started_at = _start_time(self.pid)
         if self._sandboxed and self._started_at is not None:
             self._start_bridge(self._started_at)
+            self._stage(80, "Waiting for JupyterLab to answer")
             await self._answering(started)
         return started
 
@@ -249,8 +317,10 @@ class DossierSpawner(LocalProcessSpawner):
                 if found:
                     return int(found[0])
             await asyncio.sleep(0.01)
-        raise web.HTTPError(
+        raise WorkspaceRefused(
             500,
+            self.dossier_id,
+            "failed",
             f"The workspace of dossier {self.dossier_id} could not be sandboxed; the "
             f"reason is in logs/{self.dossier_id}/workspace.log.",
         )
