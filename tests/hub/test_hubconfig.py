@@ -202,10 +202,21 @@ def hub_templates() -> Environment:
 def test_people_land_on_the_dossiers_page_not_the_hub_home() -> None:
     c = config()
     assert c.JupyterHub.default_url == "/services/dossierhub/"  # after login and at /
-    assert "template_vars" not in c.JupyterHub  # no second "Your dossiers" list to feed
     html = hub_templates().get_template("home.html").render(**hub_page(admin=False))
     assert '<meta http-equiv="refresh" content="0; url=/services/dossierhub/">' in html
     assert "Open workspace" not in html and "Details and reports" not in html
+
+
+def test_the_bar_names_the_person_looking_on_a_workspace_s_start_pages() -> None:
+    """JupyterHub's spawn-pending and not-running pages pass the workspace's account as
+    `user`; the bar must still name (and give the tools of) the person looking."""
+    looking = hub_page(admin=True)
+    workspace = SimpleNamespace(name="dossier-armoede", admin=False)
+    person = config().JupyterHub.template_vars["dossierhub_person"](looking["user"])
+    nav = hub_templates().from_string('{% include "dh_nav.html" %}')
+    html = nav.render(**{**looking, "user": workspace, "dossierhub_person": person})
+    assert ">z.beheer</span>" in html and "dossier-armoede" not in html
+    assert 'id="nav-hub-users"' in html  # the admin's tools, not the workspace account's
 
 
 def hub_page(admin: bool) -> dict:
