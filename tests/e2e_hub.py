@@ -175,6 +175,23 @@ class Hub:
                 time.sleep(0.2)
         return response
 
+    def ensure_running(self, server: str, token: str, timeout: float = 120) -> None:
+        """The workspace running and ready, whatever an earlier test left: the hub answers
+        400 to a start while it runs already (then wait for ready) or is still stopping
+        (then start it again once it stopped)."""
+        headers = {"Authorization": f"token {token}"}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.start(server, token, timeout)
+            if response.status_code in (201, 202):
+                return
+            assert response.status_code == 400, response.text
+            model = httpx.get(f"{self.url}hub/api/users/{server}", headers=headers).json()
+            if model.get("servers", {}).get("", {}).get("ready"):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{server} did not come up within {timeout} s")
+
 
 def release_identities(home: Home) -> None:
     """Remove the Unix users this HOME made, so the next test session's HOME may use the

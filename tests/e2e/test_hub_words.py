@@ -112,7 +112,7 @@ def wait_busy(hub: Hub, token: str) -> None:
 
 def test_a_workspace_with_a_busy_kernel_stops_within_seconds(hub: Hub) -> None:
     token = hub.token("a.jansen")
-    assert hub.start(ARMOEDE, token).status_code in (201, 202)
+    hub.ensure_running(ARMOEDE, token)
     waiting = busy_kernel(hub, token)
     took = stop_workspace(hub)
     assert not api_running(hub), "the workspace did not stop"
