@@ -420,3 +420,20 @@ def test_pods_rendered_per_second(kube_home: Path) -> None:
         f"alone; {checked:.0f} validated strictly ({K8S_VERSION})"
     )
     assert decided > 5 and alone > decided
+
+
+def test_an_unreachable_api_server_is_a_sentence_not_a_traceback(kube_home: Path) -> None:
+    """The kubeconfig's server does not answer: the start fails with where to look, and the
+    page shows neither the server's address nor a folder of HOME."""
+
+    async def go() -> WorkspaceRefused:
+        made = spawner(kube_home, "dossier-armoede")
+        made.k8s_api_request_retry_timeout = 1  # KubeSpawner retries for 30 s by default
+        with pytest.raises(WorkspaceRefused) as failed:
+            await made.start()
+        return failed.value
+
+    failed = asyncio.run(go())
+    assert failed.status_code == 500 and failed.case == "failed"
+    assert "the reason is in the hub's log" in failed.log_message
+    assert "127.0.0.1" not in failed.log_message and str(kube_home) not in failed.log_message

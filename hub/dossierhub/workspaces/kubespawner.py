@@ -239,8 +239,22 @@ class DossierKubeSpawner(KubeSpawner):
         """Decide (audited as workspace.start, refusals too), make the dossier's network
         policy, then the pod."""
         self.prepare_start()
-        await self._ensure_network_policy()
-        return await super().start()
+        try:
+            await self._ensure_network_policy()
+            return await super().start()
+        except web.HTTPError:
+            raise
+        except Exception as exc:
+            # the start page would print the exception, which may name the API server or
+            # HOME's paths: the hub's log keeps it, the person gets where to look
+            self.log.exception("workspace %s did not start", self.dossier_id)
+            raise WorkspaceRefused(
+                500,
+                self.dossier_id,
+                "failed",
+                f"The workspace of dossier {self.dossier_id} did not start ("
+                f"{type(exc).__name__}); the reason is in the hub's log.",
+            ) from None
 
     def prepare_start(self) -> Dossier:
         """Decide whether the workspace may start and set this start's pod up: its numbers,
