@@ -242,6 +242,17 @@ class Home:
         return self.locks_dir / "identities.lock"
 
     @property
+    def pod_ids_file(self) -> Path:
+        """Each dossier's numeric uid/gid for its workspace pods, handed out once and never
+        again (owner: isolation/podids.py)."""
+        return self.hub_dir / "pod-ids.json"
+
+    @property
+    def pod_ids_lock_file(self) -> Path:
+        """One hand-out of a pod uid/gid at a time (owner: isolation/podids.py)."""
+        return self.locks_dir / "pod-ids.lock"
+
+    @property
     def audit_lock_file(self) -> Path:
         """One append to the audit log at a time (owner: state/audit.py)."""
         return self.audit_dir / ".lock"

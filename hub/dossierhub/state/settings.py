@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dossierhub.state.home import Home
 from dossierhub.state.models import Strict
@@ -32,6 +32,8 @@ class HubSettings(Strict):
     ip: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     authenticator: Literal["local", "generic-oauth", "azuread"] = "local"
+    # where workspaces run: processes on this machine, or pods (the `kubernetes` settings)
+    spawner: Literal["local", "kubernetes"] = "local"
     oauth: OAuthSettings | None = None
     admins: list[str] = Field(default_factory=list)
     expiry_check_seconds: int = Field(default=600, ge=5)
@@ -57,6 +59,41 @@ class WorkspaceSettings(Strict):
     auth_cache_seconds: int = Field(default=5, ge=0)
     start_timeout_seconds: int = Field(default=60, ge=5)
     python: str | None = None  # the environment workspaces run in; default: dossierhub's own
+
+
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class KubernetesSettings(Strict):
+    """Where and how workspaces run as pods (hub.spawner: kubernetes;
+    workspaces/kubespawner.py). The hub, proxy and DNS labels are what the workspace's
+    network policy lets it reach; the defaults are those of Zero to JupyterHub's chart."""
+
+    # the API server; default: the cluster the hub runs in, else $KUBECONFIG
+    api_url: str | None = Field(default=None, pattern=r"^https?://")
+    namespace: str = Field(default="dossierhub", pattern=_DNS_LABEL)
+    image: str | None = Field(default=None, min_length=1)  # required with hub.spawner kubernetes
+    # the read-write-many volume claim holding HOME: a pod mounts only its dossier's folders
+    home_claim: str = Field(default="dossierhub-home", pattern=_DNS_LABEL)
+    # what JupyterLab and the kernels' Python use beside DuckDB's memory limit
+    memory_overhead: str = Field(default="1Gi", pattern=r"^\d+(Mi|Gi)$")
+    hub_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app": "jupyterhub", "component": "hub"}
+    )
+    hub_port: int = Field(default=8081, ge=1, le=65535)
+    proxy_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app": "jupyterhub", "component": "proxy"}
+    )
+    dns_namespace: str = Field(default="kube-system", pattern=_DNS_LABEL)
+    dns_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+
+    @field_validator("hub_labels", "proxy_labels", "dns_labels")
+    @classmethod
+    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            # an empty selector matches every pod: the policy would let a workspace reach all
+            raise ValueError("give at least one label, such as component: hub")
+        return value
 
 
 class ReportSettings(Strict):
@@ -130,6 +167,16 @@ class Settings(Strict):
     reports: ReportSettings = Field(default_factory=ReportSettings)
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_an_image(self) -> Settings:
+        if self.hub.spawner == "kubernetes" and self.kubernetes.image is None:
+            raise ValueError(
+                "hub.spawner kubernetes needs kubernetes.image: the workspace image, such as "
+                "registry.example.org/dossierhub-workspace:1.0"
+            )
+        return self
 
 
 def load_settings(home: Home) -> Settings:

@@ -85,18 +85,10 @@ def make_config(inputs: HubInputs) -> Config:
         "oauth_no_confirm_list": no_confirm_clients(inputs.dossiers),
     }
 
-    c.JupyterHub.spawner_class = "dossierhub.workspaces.spawner.DossierSpawner"
-    c.DossierSpawner.dossierhub_home = str(home)
-    c.DossierSpawner.workspace_python = inputs.workspace_python
-    # the DuckDB limits come with the dossier's environment (environment.py), not from here
-    c.DossierSpawner.auth_cache_seconds = settings.workspaces.auth_cache_seconds
+    _spawner(c, inputs)
     c.Spawner.start_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.http_timeout = settings.workspaces.start_timeout_seconds
     c.Spawner.default_url = "/lab"
-    # a stop (a person, the culler, expiry, apply) waits this long for the server's own
-    # shutdown before SIGKILL (spawner.py stop); JupyterHub's 30 s held a busy kernel's
-    # workspace for a minute
-    c.Spawner.term_timeout = 5
     # the workspace's own token (readable by every kernel in it) may only report activity
     # and let the server check who is knocking; it cannot list people or start anything
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server"]
@@ -110,6 +102,38 @@ def make_config(inputs: HubInputs) -> Config:
     c.JupyterHub.load_roles = roles(inputs.dossiers)
     c.JupyterHub.services = services(inputs)
     return c
+
+
+def _spawner(c: Config, inputs: HubInputs) -> None:
+    """hub.spawner: local processes (spawner.py) or pods (kubespawner.py), each given HOME,
+    the workspace Python and the auth cache; the DuckDB limits come with the dossier's
+    environment (environment.py), not from here."""
+    settings = inputs.settings
+    if settings.hub.spawner == "local":
+        c.JupyterHub.spawner_class = "dossierhub.workspaces.spawner.DossierSpawner"
+        section = c.DossierSpawner
+        # a stop (a person, the culler, expiry, apply) waits this long for the server's own
+        # shutdown before SIGKILL (spawner.py stop); JupyterHub's 30 s held a busy kernel's
+        # workspace for a minute (a pod's grace is KubeSpawner's delete_grace_period)
+        c.Spawner.term_timeout = 5
+    else:
+        c.JupyterHub.spawner_class = "dossierhub.workspaces.kubespawner.DossierKubeSpawner"
+        section = c.DossierKubeSpawner
+        kube = settings.kubernetes
+        section.kubernetes = kube.model_dump()
+        c.KubeSpawner.namespace = kube.namespace
+        c.KubeSpawner.image = kube.image
+        if kube.api_url is not None:
+            c.KubeSpawner.k8s_api_host = kube.api_url
+        # no Kubernetes API credentials in a workspace, and no variables naming every
+        # service of the namespace
+        c.KubeSpawner.automount_service_account_token = False
+        c.KubeSpawner.service_account = None
+        c.KubeSpawner.extra_pod_config = {"enableServiceLinks": False}
+        c.KubeSpawner.storage_pvc_ensure = False  # HOME's claim is the only storage
+    section.dossierhub_home = str(inputs.home)
+    section.workspace_python = inputs.workspace_python
+    section.auth_cache_seconds = settings.workspaces.auth_cache_seconds
 
 
 def no_confirm_clients(dossiers: tuple[DossierEntry, ...]) -> set[str]:

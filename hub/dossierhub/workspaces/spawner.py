@@ -32,29 +32,33 @@ from dossierhub.isolation.unixusers import (
     preexec_as,
     prepare_dossier,
 )
-from dossierhub.state.decisions import Decision, mark_decided, reason_of_status
-from dossierhub.state.directory import WORKSPACE_PREFIX
+from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.logs import open_log
-from dossierhub.state.models import Dossier, read_dossier
-from dossierhub.state.problems import RefusedError
+from dossierhub.state.models import Dossier
 from dossierhub.state.settings import load_settings
 from dossierhub.workspaces import netbridge
 from dossierhub.workspaces.netbridge import start_time as _start_time
+from dossierhub.workspaces.startchecks import (
+    WorkspaceRefused,
+    dossier_of,
+    start_decision,
+    startable_dossier,
+)
 from dossierhub.workspaces.workspacechores import write_start_here
 
 
-class WorkspaceRefused(web.HTTPError):
-    """The spawner's no, in words a person can act on. JupyterHub replaces an HTTPError's
-    sentence with its generic "Failed to start your server" unless `jupyterhub_message` is
-    set; the hub's pages (templates/error.html, not_running.html) read `dossier_id` and
-    `case` to say what to do about it, and the hub API answers with the sentence."""
-
-    def __init__(self, status: int, dossier_id: str, case: str, message: str) -> None:
-        super().__init__(status, message)
-        self.dossier_id = dossier_id
-        self.case = case  # expired, no_data, gone, manifest, identity, failed
-        self.jupyterhub_message = message
+def server_args(auth_cache_seconds: int, *, ipc: bool) -> list[str]:
+    """What every workspace's jupyterhub-singleuser is started with, here and in a pod
+    (kubespawner.py)."""
+    return [
+        "--ServerApp.default_url=/lab",
+        "--MappingKernelManager.default_kernel_name=dossier",
+        # the launcher offers only the Dossier kernel: a plain Python 3 one has no db, %%sql
+        "--KernelSpecManager.allowed_kernelspecs=dossier",
+        f"--HubOAuth.cache_max_age={auth_cache_seconds}",
+        *(["--KernelManager.transport=ipc"] if ipc else []),
+    ]
 
 
 class DossierSpawner(LocalProcessSpawner):
@@ -71,44 +75,17 @@ class DossierSpawner(LocalProcessSpawner):
 
     @property
     def dossier_id(self) -> str:
-        name = self.user.name
-        if not name.startswith(WORKSPACE_PREFIX):
-            raise web.HTTPError(
-                403,
-                "People have no personal servers here: open a dossier workspace from "
-                "the home page.",
-            )
-        return name[len(WORKSPACE_PREFIX) :]
+        return dossier_of(self.user.name)
 
     @property
     def home(self) -> Home:
         return Home(Path(self.dossierhub_home))
 
-    def _manifest(self) -> Dossier:
-        if not self.home.manifest_file(self.dossier_id).exists():
-            raise WorkspaceRefused(
-                404, self.dossier_id, "gone", f"Dossier {self.dossier_id} no longer exists."
-            )
-        try:
-            return read_dossier(self.home, self.dossier_id)
-        except RefusedError as exc:
-            raise WorkspaceRefused(
-                409, self.dossier_id, "manifest", f"{exc}: ask the admin to fix the manifest"
-            ) from None
-
     async def start(self) -> tuple[str, int]:
         """Decide (audited as workspace.start, refusals too), then start. The hub has
         already checked the person's role (their group's role on this workspace); what it
         refuses itself is recorded by decisions.hub_request_logger."""
-        name = self.user.name
-        decision = Decision(
-            self.home,
-            "workspace.start",
-            self._requested_by(),
-            name.removeprefix(WORKSPACE_PREFIX) if name.startswith(WORKSPACE_PREFIX) else None,
-            {} if name.startswith(WORKSPACE_PREFIX) else {"server": name},
-        )
-        mark_decided(getattr(self, "handler", None))  # the hub's request log: one record
+        decision = start_decision(self.home, self.user.name, getattr(self, "handler", None))
         self._stages = ()
         self._stage(10, "Checking the dossier: your role, its expiry date and its data")
         try:
@@ -157,26 +134,9 @@ class DossierSpawner(LocalProcessSpawner):
 
     def _startable(self) -> tuple[Dossier, DossierIdentities | None]:
         """The dossier and its identities; HTTPError when the workspace may
-        not start (not a dossier's, gone, expired, no data, an identity clash)."""
-        dossier = self._manifest()
-        if dossier.is_expired():
-            raise WorkspaceRefused(
-                403,
-                self.dossier_id,
-                "expired",
-                f"Dossier {self.dossier_id} expired on {dossier.expires.isoformat()}: its "
-                "workspace cannot be started. Its reports stay readable; ask the admin to "
-                "extend it.",
-            )
-        catalog = self.home.extract_catalog(self.dossier_id)
-        if not catalog.exists():
-            raise WorkspaceRefused(
-                409,
-                self.dossier_id,
-                "no_data",
-                f"Dossier {self.dossier_id} has no data yet: ask the admin to run "
-                "`dossierhub apply`.",
-            )
+        not start (startchecks.py: not a dossier's, gone, expired, no data; here: an
+        identity clash)."""
+        dossier = startable_dossier(self.home, self.dossier_id)
         try:
             ids = prepare_dossier(self.home, self.dossier_id) if isolation_enabled() else None
         except IdentityClash as exc:
@@ -366,24 +326,8 @@ class DossierSpawner(LocalProcessSpawner):
             return False  # ours is gone; that PID is someone else's now
         return await super()._signal(sig)
 
-    def _requested_by(self) -> str:
-        """The person whose request started the workspace (the hub sets `handler` on a
-        spawn); a service or the API otherwise."""
-        handler = getattr(self, "handler", None)
-        person = getattr(handler, "current_user", None) if handler is not None else None
-        return getattr(person, "name", None) or "hub"
-
     def get_args(self) -> list[str]:
-        args = super().get_args()
-        return [
-            *args,
-            "--ServerApp.default_url=/lab",
-            "--MappingKernelManager.default_kernel_name=dossier",
-            # the launcher offers only the Dossier kernel: a plain Python 3 one has no db, %%sql
-            "--KernelSpecManager.allowed_kernelspecs=dossier",
-            f"--HubOAuth.cache_max_age={self.auth_cache_seconds}",
-            *(["--KernelManager.transport=ipc"] if self._sandboxed else []),
-        ]
+        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=self._sandboxed)]
 
     def make_preexec_fn(self, name: str) -> Callable[[], None] | None:
         """Become the dossier's identity and start in its workspace folder.

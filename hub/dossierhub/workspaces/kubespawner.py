@@ -1,0 +1,349 @@
+"""DossierKubeSpawner: one pod per dossier workspace on Kubernetes (hub.spawner: kubernetes),
+with the same walls as the local spawner (spawner.py) and the same refusals (startchecks.py).
+
+What a pod may touch is decided by pure functions here, tested as values and validated
+against the Kubernetes schemas offline (tests/hub/test_kubespawner.py):
+
+- `pod_storage`: HOME's shared volume, mounted twice and nothing else of it: the dossier's
+  extracts *folder* read-only (a subPath, so apply's atomic swap inside it stays visible)
+  and its workspace folder read-write, each at the path the hub sees it at, so the one
+  environment builder's variables (`dossier_environment`) hold inside the pod too;
+- `pod_security`: the restricted Pod Security Standard, as the dossier's own numbers
+  (isolation/podids.py). No fsGroup: the kubelet applies it to a whole volume, not to a
+  subPath, and on drivers that manage ownership it would give this dossier's group every
+  other dossier's files on the shared HOME; runAsGroup already gives new files the group;
+- `pod_resources`: memory and CPU from the manifest's limits (DuckDB's memory plus
+  `kubernetes.memory_overhead` for JupyterLab; its threads as CPUs);
+- `network_policy`: the pod's walls on the network: out to the hub's API and DNS only, in
+  from the proxy and the hub only.
+
+KubeSpawner has no hook that runs before the pod is created, and a policy made after it
+(`after_pod_created_hook`) would leave the workspace a moment without walls. So `start`
+creates (or replaces) the dossier's policy first, then the pod; `stop` deletes it once the
+pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up:
+Zero to JupyterHub's own singleuser policy must allow no egress of its own (its values).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
+from tornado import web
+from traitlets import Dict, Integer, Unicode
+
+from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
+from dossierhub.isolation.podids import PodIdsError, pod_id
+from dossierhub.state.decisions import reason_of_status
+from dossierhub.state.home import Home
+from dossierhub.state.models import Dossier
+from dossierhub.state.settings import KubernetesSettings, load_settings
+from dossierhub.workspaces.spawner import server_args
+from dossierhub.workspaces.startchecks import (
+    WorkspaceRefused,
+    dossier_of,
+    start_decision,
+    startable_dossier,
+)
+
+DOSSIER_LABEL = "dossierhub.io/dossier"
+ROLE_LABEL = "dossierhub.io/role"
+HOME_VOLUME = "dossierhub-home"
+TMP_VOLUME = "tmp"
+
+
+def workspace_labels(dossier_id: str) -> dict[str, str]:
+    """What names a workspace pod (and selects it in its network policy)."""
+    return {DOSSIER_LABEL: dossier_id, ROLE_LABEL: "workspace"}
+
+
+@dataclass(frozen=True)
+class PodStorage:
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+
+
+def pod_storage(home: Home, dossier_id: str, claim: str) -> PodStorage:
+    """HOME's volume claim `claim` (its root is HOME), mounted as the dossier's two folders
+    only, plus a private /tmp (the root filesystem is read-only)."""
+    extracts = home.extract_dir(dossier_id)
+    workspace = home.workspace_dir(dossier_id)
+    volumes: list[dict[str, Any]] = [
+        {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {
+            "name": HOME_VOLUME,
+            "mountPath": str(extracts),
+            "subPath": home.relative(extracts),
+            "readOnly": True,
+        },
+        {
+            "name": HOME_VOLUME,
+            "mountPath": str(workspace),
+            "subPath": home.relative(workspace),
+            "readOnly": False,
+        },
+        # the pod's own /tmp, emptied with it
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108
+    ]
+    return PodStorage(volumes, mounts)
+
+
+def pod_security(number: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod, container) security contexts: the restricted Pod Security Standard, running as
+    the dossier's uid and gid `number`."""
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": number,
+        "runAsGroup": number,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "runAsNonRoot": True,
+        "runAsUser": number,
+        "runAsGroup": number,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return pod, container
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB|Mi|Gi)$")
+_UNITS = {
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "Mi": 2**20, "Gi": 2**30,
+}  # fmt: skip
+
+
+def size_bytes(size: str) -> int:
+    """A DuckDB size (2GB, 1.5GiB) or a Kubernetes one (512Mi, 1Gi) in bytes."""
+    match = _SIZE.match(size.strip())
+    if match is None:
+        raise ValueError(f"'{size}' is not a size such as 2GB, 1.5GiB or 512Mi")
+    return int(float(match[1]) * _UNITS[match[2]])
+
+
+@dataclass(frozen=True)
+class PodResources:
+    mem_limit: int  # bytes
+    mem_guarantee: int
+    cpu_limit: float
+
+
+def pod_resources(environment: DossierEnvironment, overhead: str) -> PodResources:
+    """DuckDB's memory is guaranteed; the limit adds the overhead of JupyterLab and the
+    kernels' Python; DuckDB's threads are the pod's CPUs."""
+    duckdb = size_bytes(environment.limits.memory)
+    return PodResources(
+        mem_limit=duckdb + size_bytes(overhead),
+        mem_guarantee=duckdb,
+        cpu_limit=float(environment.limits.threads),
+    )
+
+
+def network_policy(
+    settings: KubernetesSettings, dossier_id: str, server_port: int
+) -> dict[str, Any]:
+    """The workspace's network: out to the hub's API and DNS only (no internet, no other
+    workspace, no dossierhub service: a workspace needs none), in from the proxy and the
+    hub only, on its server's port."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": policy_name(dossier_id),
+            "namespace": settings.namespace,
+            "labels": workspace_labels(dossier_id),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": workspace_labels(dossier_id)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": dict(settings.proxy_labels)}},
+                        {"podSelector": {"matchLabels": dict(settings.hub_labels)}},
+                    ],
+                    "ports": [{"protocol": "TCP", "port": server_port}],
+                }
+            ],
+            "egress": [
+                {
+                    "to": [{"podSelector": {"matchLabels": dict(settings.hub_labels)}}],
+                    "ports": [{"protocol": "TCP", "port": settings.hub_port}],
+                },
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {
+                                    "kubernetes.io/metadata.name": settings.dns_namespace
+                                }
+                            },
+                            "podSelector": {"matchLabels": dict(settings.dns_labels)},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+            ],
+        },
+    }
+
+
+def policy_name(dossier_id: str) -> str:
+    return f"dossier-{dossier_id}-workspace"
+
+
+class DossierKubeSpawner(KubeSpawner):
+    """A dossier's workspace as a pod. Configured by hubconfig.make_config; reaches whatever
+    API server `k8s_api_host` (kubernetes.api_url) or the cluster's own config names."""
+
+    dossierhub_home = Unicode(help="The installation's HOME folder (the hub's mount of it).").tag(
+        config=True
+    )
+    workspace_python = Unicode(
+        help="Python of the environment in the workspace image (absolute; the image holds "
+        "it at the same path as the hub's)."
+    ).tag(config=True)
+    auth_cache_seconds = Integer(
+        5,
+        help="How long a workspace trusts the hub's answer about a person (seconds).",
+    ).tag(config=True)
+    kubernetes = Dict(
+        help="settings.yaml's `kubernetes` section (state/settings.py KubernetesSettings)."
+    ).tag(config=True)
+
+    @property
+    def dossier_id(self) -> str:
+        return dossier_of(self.user.name)
+
+    @property
+    def home(self) -> Home:
+        return Home(Path(self.dossierhub_home))
+
+    @property
+    def cluster(self) -> KubernetesSettings:
+        return KubernetesSettings.model_validate(self.kubernetes)
+
+    async def start(self) -> Any:
+        """Decide (audited as workspace.start, refusals too), make the dossier's network
+        policy, then the pod."""
+        self.prepare_start()
+        try:
+            await self._ensure_network_policy()
+            return await super().start()
+        except web.HTTPError:
+            raise
+        except Exception as exc:
+            # the start page would print the exception, which may name the API server or
+            # HOME's paths: the hub's log keeps it, the person gets where to look
+            self.log.exception("workspace %s did not start", self.dossier_id)
+            raise WorkspaceRefused(
+                500,
+                self.dossier_id,
+                "failed",
+                f"The workspace of dossier {self.dossier_id} did not start ("
+                f"{type(exc).__name__}); the reason is in the hub's log.",
+            ) from None
+
+    def prepare_start(self) -> Dossier:
+        """Decide whether the workspace may start and set this start's pod up: its numbers,
+        storage, environment, limits and labels. Contacts no API server."""
+        decision = start_decision(self.home, self.user.name, getattr(self, "handler", None))
+        try:
+            dossier = startable_dossier(self.home, self.dossier_id)
+            number = self._number()
+        except web.HTTPError as exc:  # as the local spawner records it
+            decision.refused_for(reason_of_status(exc.status_code), exc.get_message() or "")
+            raise
+        # the hub mints this server's API token at every start: recorded with the decision
+        scopes = self.server_token_scopes
+        decision.allow(
+            server_token=scopes if isinstance(scopes, list) else "as configured", uid=number
+        )
+        self._configure(dossier, number)
+        return dossier
+
+    def _number(self) -> int:
+        try:
+            return pod_id(self.home, self.dossier_id)
+        except (PodIdsError, OSError) as exc:
+            self.log.error("workspace %s: %s", self.dossier_id, exc)  # may name HOME's files
+            raise WorkspaceRefused(
+                409,
+                self.dossier_id,
+                "identity",
+                f"The numeric identity of dossier {self.dossier_id} is not in order: ask "
+                "the admin (the hub's log says what is wrong).",
+            ) from None
+
+    def _configure(self, dossier: Dossier, number: int) -> None:
+        cluster = self.cluster
+        folder = self.home.workspace_dir(dossier.id)
+        self._environment = dossier_environment(
+            self.home,
+            dossier,
+            load_settings(self.home),
+            kind="workspace",
+            folder=folder,
+            python=self.workspace_python,
+            sandboxed=True,  # the pod is its own sandbox: the same variables as bubblewrap's
+        )
+        storage = pod_storage(self.home, dossier.id, cluster.home_claim)
+        self.volumes = storage.volumes
+        self.volume_mounts = storage.mounts
+        self.uid = self.gid = number
+        self.fs_gid = None
+        self.pod_security_context, self.container_security_context = pod_security(number)
+        resources = pod_resources(self._environment, cluster.memory_overhead)
+        self.mem_limit = resources.mem_limit
+        self.mem_guarantee = resources.mem_guarantee
+        self.cpu_limit = resources.cpu_limit
+        self.extra_labels = workspace_labels(dossier.id)
+        self.working_dir = str(folder)
+        self.notebook_dir = str(folder)
+        self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+
+    _environment: DossierEnvironment | None = None
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        env.update(self._environment.env if self._environment else {})
+        return env
+
+    def get_args(self) -> list[str]:
+        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=True)]
+
+    async def _ensure_network_policy(self) -> None:
+        """Create the dossier's policy, or replace one left by an earlier start."""
+        policy = network_policy(self.cluster, self.dossier_id, self.port)
+        api = shared_client("NetworkingV1Api")
+        name, namespace = policy["metadata"]["name"], self.namespace
+        try:
+            await api.create_namespaced_network_policy(namespace, policy)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            await api.replace_namespaced_network_policy(name, namespace, policy)
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if f"{self.namespace}/{self.pod_name}" in self.pod_reflector.pods:
+            return  # still terminating: the policy stays until a later start replaces it
+        try:
+            await shared_client("NetworkingV1Api").delete_namespaced_network_policy(
+                policy_name(self.dossier_id), self.namespace
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
