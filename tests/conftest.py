@@ -3,6 +3,7 @@ real hub (dossierhub serve with its proxy on 127.0.0.1) for the e2e and security
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,6 +32,8 @@ from e2e_hub import (
     release_identities,
 )
 from helpers import SMALL, run_cli
+
+pytest_plugins = ["pg"]  # the throwaway PostgreSQL (tests/pg.py)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +67,15 @@ def applied_home(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests check workspace isolation, which needs root")
+    with serving({}, os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(hub_settings: dict, prefix: str) -> Iterator[Hub]:
+    """`dossierhub serve` on a new demo HOME with `hub_settings` added to settings.yaml's hub
+    section, its Unix users named `<prefix>-<id>` (DOSSIERHUB_TEST_PREFIX lets two test
+    sessions run side by side)."""
     remove_dead_hubs()
     root = Path(tempfile.mkdtemp(prefix="dossierhub-e2e-", dir="/tmp"))
     os.chmod(root, 0o711)
@@ -74,11 +86,15 @@ def hub() -> Iterator[Hub]:
     (home.settings_file).write_text(
         yaml.safe_dump(
             {
-                "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
+                "hub": {
+                    "port": base,
+                    "expiry_check_seconds": 5,
+                    "admins": [ADMIN],
+                    **hub_settings,
+                },
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
                 # Unix users of its own, so a dossierhub installed on this machine keeps its own
-                # (DOSSIERHUB_TEST_PREFIX lets two test sessions run side by side)
-                "isolation": {"prefix": os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")},
+                "isolation": {"prefix": prefix},
             }
         )
     )
@@ -112,7 +128,13 @@ def hub() -> Iterator[Hub]:
         release_identities(home)
         shutil.rmtree(root, ignore_errors=True)
         raise
-    yield running
+    try:
+        yield running
+    finally:
+        stop_serving(running, root)
+
+
+def stop_serving(running: Hub, root: Path) -> None:
     try:
         api = running.api()
         for name in api.users():
@@ -120,9 +142,9 @@ def hub() -> Iterator[Hub]:
                 api.stop_server(name)
         api.close()
     finally:  # whatever failed above, the hub and its proxy and service go
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
-        release_identities(home)
+        running.serve.send_signal(signal.SIGTERM)
+        running.serve.wait(60)
+        release_identities(running.home)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
 
