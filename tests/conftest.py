@@ -21,6 +21,7 @@ from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.workspaces.hub_auth import set_password
 from dossierhub.workspaces.servestate import read_serve_state
+from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
 
 from e2e_hub import (
     ADMIN,
@@ -32,8 +33,6 @@ from e2e_hub import (
     release_identities,
 )
 from helpers import SMALL, run_cli
-
-pytest_plugins = ["pg"]  # the throwaway PostgreSQL (tests/pg.py)
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +67,21 @@ def hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests check workspace isolation, which needs root")
     with serving({}, os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hub_on_postgres(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A second hub like `hub`, its database on the throwaway PostgreSQL, the password in a
+    file outside HOME; Unix users of their own (`<prefix>p-<id>`), so both hubs may run."""
+    if os.geteuid() != 0:
+        pytest.skip("the e2e tests check workspace isolation, which needs root")
+    password_file = tmp_path_factory.mktemp("secrets") / "db-password"
+    password_file.write_text(postgres.password + "\n")
+    os.chmod(password_file, 0o600)
+    database = {"db_url": postgres.url, "db_password_file": str(password_file)}
+    prefix = os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")[:5] + "p"
+    with serving(database, prefix) as running:
         yield running
 
 

@@ -62,8 +62,8 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
+@pytest.fixture(scope="session", name="postgres")
+def postgres_server() -> Iterator[Postgres]:
     bindir = postgres_bin()
     if bindir is None:
         why = "PostgreSQL's server is not installed (./install.sh --dev installs it)"

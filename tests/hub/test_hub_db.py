@@ -5,11 +5,14 @@ throwaway PostgreSQL (tests/pg.py) checks that the values open the database Jupy
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-import sqlalchemy
 import yaml
+from jupyterhub import orm
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from dossierhub.state.home import Home
@@ -45,18 +48,21 @@ def config(hub: dict, password: str = ""):
 def test_sqlite_under_home_stays_the_default() -> None:
     c = config({})
     assert c.JupyterHub.db_url == "sqlite:////srv/dossierhub/hub/jupyterhub.sqlite"
-    assert "db_kwargs" not in c.JupyterHub
+    assert type(c.JupyterHub.db_url) is str
 
 
 def test_postgresql_gets_psycopg_and_the_password_out_of_sight() -> None:
-    url = "postgresql://jupyterhub@db.example.org:5432/jupyterhub"
+    url = "postgresql://jupyterhub@db.example.org:5432/jupyterhub?sslmode=require"
     c = config({"db_url": url, "db_password_file": "/run/secrets/db"}, SECRET)
-    assert c.JupyterHub.db_url == "postgresql+psycopg://jupyterhub@db.example.org:5432/jupyterhub"
-    password = c.JupyterHub.db_kwargs["connect_args"]["password"]
-    assert str(password) == SECRET and f"{password}" == SECRET  # what psycopg is given
-    for shown in (repr(c), str(c), repr(c.JupyterHub.db_kwargs)):
-        assert SECRET not in shown and "[redacted]" in shown
-    explicit = config({"db_url": "postgresql+psycopg://h@db/j"}, SECRET)
+    given = make_url(str(c.JupyterHub.db_url))  # what JupyterHub hands SQLAlchemy
+    assert given.drivername == "postgresql+psycopg"
+    assert (given.username, given.password) == ("jupyterhub", SECRET)
+    assert (given.host, given.port, given.database) == ("db.example.org", 5432, "jupyterhub")
+    assert dict(given.query) == {"sslmode": "require"}
+    quoted = quote(SECRET, safe="")
+    for shown in (repr(c), str(c), repr(c.JupyterHub.db_url), repr(given)):
+        assert SECRET not in shown and quoted not in shown and "***" in shown, shown
+    explicit = config({"db_url": "postgresql+psycopg://h@db/j"})
     assert explicit.JupyterHub.db_url == "postgresql+psycopg://h@db/j"
 
 
@@ -119,26 +125,32 @@ def test_serve_stops_at_once_when_the_password_file_is_missing(applied_home: Pat
     assert not Home(applied_home).hub_config_file.exists()  # stopped before writing anything
 
 
-def test_the_values_open_the_database_and_a_wrong_password_does_not(postgres: Postgres) -> None:
-    """The URL and db_kwargs, as JupyterHub hands them to SQLAlchemy, on a real server that
-    asks for the password (scram-sha-256 over TCP)."""
+def test_jupyterhub_opens_a_new_database_with_the_values_and_not_without_the_password(
+    postgres: Postgres,
+) -> None:
+    """JupyterHub's own start on an empty database (tables, then its alembic stamp, which
+    opens the database from the URL alone), on a real server that asks for the password
+    (scram-sha-256 over TCP)."""
     quoted = SECRET.replace("'", "''")
-    postgres.sql(f"ALTER ROLE {postgres.user} PASSWORD '{quoted}'")
+    postgres.sql(f"CREATE ROLE unit LOGIN PASSWORD '{quoted}'")
+    postgres.sql("CREATE DATABASE unit OWNER unit")
+    url = f"postgresql://unit@{postgres.host}:{postgres.port}/unit"
     try:
-        for password, works in ((SECRET, True), ("not-" + SECRET, False)):
-            c = config({"db_url": postgres.url, "db_password_file": "/unused"}, password)
-            engine = sqlalchemy.create_engine(c.JupyterHub.db_url, **c.JupyterHub.db_kwargs)
+        for password in ("not-" + SECRET, SECRET):
+            c = config({"db_url": url, "db_password_file": "/unused"}, password)
             try:
-                with engine.connect() as db:
-                    assert db.execute(sqlalchemy.text("SELECT current_user")).scalar() == (
-                        postgres.user
-                    )
-                assert works
+                factory = orm.new_session_factory(c.JupyterHub.db_url)
+                factory().close()
+                factory.kw["bind"].dispose()
             except OperationalError as exc:
-                assert not works, exc
+                assert password != SECRET, exc
                 assert "password authentication failed" in str(exc)
-                assert SECRET not in str(exc)
-            finally:
-                engine.dispose()
+                assert password not in str(exc) and SECRET not in str(exc)
+            else:
+                assert password == SECRET
+        unit = replace(postgres, database="unit")
+        tables = unit.sql("SELECT tablename FROM pg_tables WHERE tableowner = 'unit'")
+        assert {"users", "groups", "spawners", "alembic_version"} <= set(tables.split())
     finally:
-        postgres.sql(f"ALTER ROLE {postgres.user} PASSWORD '{postgres.password}'")
+        postgres.sql("DROP DATABASE unit WITH (FORCE)")
+        postgres.sql("DROP ROLE unit")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from sqlalchemy.engine import make_url
 from traitlets.config import Config
 
 from dossierhub.isolation.environment import workspace_python
@@ -48,17 +49,14 @@ class HubConfigError(Exception):
     """The hub cannot be configured from HOME's settings (a missing secret file)."""
 
 
-class Redacted(str):
-    """A secret that is itself where it is used (psycopg takes str(value)) but shows as
-    [redacted] wherever the Config holding it is printed (repr, str, a debugger, a log)."""
-
-    __slots__ = ()
+class SecretURL(str):
+    """A database URL with its password in it, as JupyterHub needs it (its alembic step opens
+    the database from the URL alone, so SQLAlchemy's connect_args would not reach it), that
+    shows with *** for the password wherever the Config holding it is printed. JupyterHub
+    redacts the password itself when it logs the URL."""
 
     def __repr__(self) -> str:
-        return "'[redacted]'"
-
-    def __str__(self) -> str:
-        return str.__str__(self)
+        return repr(make_url(str(self)).render_as_string(hide_password=True))
 
 
 def ports(settings: Settings) -> tuple[int, int, int, int]:
@@ -74,11 +72,7 @@ def make_config(inputs: HubInputs) -> Config:
     public, proxy_api, hub_port, _ = ports(settings)
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{public}/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
-    c.JupyterHub.db_url = db_url(settings, home)
-    if inputs.db_password:
-        # not in the URL: JupyterHub logs its URL (redacted only in some places) and the
-        # Config is printable; SQLAlchemy hands connect_args to psycopg.connect
-        c.JupyterHub.db_kwargs = {"connect_args": {"password": Redacted(inputs.db_password)}}
+    c.JupyterHub.db_url = db_url(settings, home, inputs.db_password)
     c.JupyterHub.cookie_secret_file = str(Home(home).cookie_secret_file)
     c.JupyterHub.pid_file = str(Home(home).hub_pid_file)
     # dossierhub serve runs the proxy; it outlives hub restarts, and so do the workspaces
@@ -134,15 +128,21 @@ def make_config(inputs: HubInputs) -> Config:
     return c
 
 
-def db_url(settings: Settings, home: Path) -> str:
+def db_url(settings: Settings, home: Path, password: str = "") -> str:
     """The hub's database: the SQLite file under HOME unless `hub.db_url` names another.
-    A plain postgresql:// URL gets SQLAlchemy's psycopg (3) driver, the one installed."""
+    A plain postgresql:// URL gets SQLAlchemy's psycopg (3) driver, the one installed; the
+    password (from `hub.db_password_file`) goes in quoted, into a `SecretURL`."""
     url = settings.hub.db_url
     if url is None:
         return f"sqlite:///{Home(home).hub_db_file}"
     if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return url
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not password:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, slash, tail = rest.partition("/")
+    user, _, place = authority.rpartition("@")
+    return SecretURL(f"{scheme}://{user}:{quote(password, safe='')}@{place}{slash}{tail}")
 
 
 def read_db_password(settings: Settings) -> str:
