@@ -13,6 +13,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,8 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
-from e2e_hub import free_ports
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,13 @@ class Postgres:
         return result.stdout
 
 
+def ephemeral_port() -> int:
+    """A free port the kernel picks, away from the 18000s where the test hubs look for theirs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def postgres_bin() -> Path | None:
     """The newest Debian PostgreSQL server's bin folder (/usr/lib/postgresql/N/bin)."""
     found = sorted(
@@ -76,7 +82,7 @@ def postgres_server() -> Iterator[Postgres]:
         owner = pwd.getpwnam("postgres")
         os.chown(root, owner.pw_uid, owner.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", free_ports(1)
+    data, port = root / "data", ephemeral_port()
     password = secrets.token_urlsafe(18)
     pwfile = root / "superuser"  # initdb wants one to set up scram for TCP; never used
     pwfile.write_text(secrets.token_urlsafe(18))

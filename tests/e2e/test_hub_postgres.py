@@ -120,7 +120,7 @@ def test_the_password_is_in_no_file_log_command_line_or_environment(
     secret = postgres.password.encode()
     root = hub.home.root.parent  # HOME and serve's log (with the hub's) beside it
     log = hub.log.read_bytes()
-    assert b"JupyterHub" in log and b"restarting the hub" in log  # the log is the hub's
+    assert b"Running JupyterHub version" in log  # the hub's own log is in serve's
     seen = set()
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
