@@ -86,6 +86,12 @@ def test_a_wrong_db_url_is_refused_without_repeating_it(tmp_path: Path, url: str
     assert url not in message and "Hunter2" not in message
 
 
+def test_the_password_file_is_named_by_its_full_path(tmp_path: Path) -> None:
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump({"hub": {"db_password_file": "pw"}}))
+    with pytest.raises(RefusedError, match=r"hub\.db_password_file: give the file's full path"):
+        load_settings(Home(tmp_path))
+
+
 def test_the_password_file_is_read_at_start_and_errors_name_the_file(tmp_path: Path) -> None:
     name = tmp_path / "db-password"
     settings = Settings.model_validate(

@@ -61,6 +61,14 @@ class HubSettings(Strict):
     def _db_url(cls, value: str | None) -> str | None:
         return None if value is None else check_db_url(value)
 
+    @field_validator("db_password_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # serve checks it from where it was started, the hub reads it from HOME/hub
+        if value is not None and not value.startswith("/"):
+            raise ValueError("give the file's full path, starting with /")
+        return value
+
 
 DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
