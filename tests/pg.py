@@ -9,6 +9,7 @@ Without the binaries the tests are skipped, except in CI (CI=true), where that i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -76,6 +77,14 @@ def postgres_server() -> Iterator[Postgres]:
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
+    with throwaway_postgres(bindir) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def throwaway_postgres(bindir: Path) -> Iterator[Postgres]:
+    """A cluster up for the `with` block (also used by bench/bench_hub_db.py); its folder,
+    data and server go at the end whatever happened."""
     root = Path(tempfile.mkdtemp(prefix="dossierhub-pg-", dir="/tmp"))
     run_as: list[str] = []
     if os.geteuid() == 0:
@@ -83,11 +92,6 @@ def postgres_server() -> Iterator[Postgres]:
         os.chown(root, owner.pw_uid, owner.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", ephemeral_port()
-    password = secrets.token_urlsafe(18)
-    pwfile = root / "superuser"  # initdb wants one to set up scram for TCP; never used
-    pwfile.write_text(secrets.token_urlsafe(18))
-    if run_as:
-        shutil.chown(pwfile, "postgres")
 
     def server_binary(name: str, *args: str) -> None:
         done = subprocess.run(
@@ -95,15 +99,24 @@ def postgres_server() -> Iterator[Postgres]:
         )
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
 
-    auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
-    server_binary("initdb", "-U", "postgres", "--pwfile", str(pwfile), *auth, "--no-sync")
-    options = f"-F -k {root} -p {port} -c listen_addresses=127.0.0.1"
-    server_binary("pg_ctl", "-o", options, "-w", "-l", str(root / "server.log"), "start")
-    server = Postgres("127.0.0.1", port, "postgres", "postgres", "", root, bindir / "psql", run_as)
     try:
-        server.sql(f"CREATE ROLE jupyterhub LOGIN PASSWORD '{password}'")
-        server.sql("CREATE DATABASE jupyterhub OWNER jupyterhub")
-        yield replace(server, database="jupyterhub", user="jupyterhub", password=password)
+        pwfile = root / "superuser"  # initdb wants one to set up scram for TCP; never used
+        pwfile.write_text(secrets.token_urlsafe(18))
+        if run_as:
+            shutil.chown(pwfile, "postgres")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
+        server_binary("initdb", "-U", "postgres", "--pwfile", str(pwfile), *auth, "--no-sync")
+        options = f"-F -k {root} -p {port} -c listen_addresses=127.0.0.1"
+        server_binary("pg_ctl", "-o", options, "-w", "-l", str(root / "server.log"), "start")
+        try:
+            server = Postgres(
+                "127.0.0.1", port, "postgres", "postgres", "", root, bindir / "psql", run_as
+            )
+            password = secrets.token_urlsafe(18)
+            server.sql(f"CREATE ROLE jupyterhub LOGIN PASSWORD '{password}'")
+            server.sql("CREATE DATABASE jupyterhub OWNER jupyterhub")
+            yield replace(server, database="jupyterhub", user="jupyterhub", password=password)
+        finally:
+            server_binary("pg_ctl", "-m", "immediate", "stop")
     finally:
-        server_binary("pg_ctl", "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
