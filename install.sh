@@ -41,6 +41,12 @@ if [[ ${1:-} == --dev ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
     fi
+    # the tests of the hub on PostgreSQL start a throwaway cluster of their own (tests/pg.py)
+    # with Debian's server binaries; the package's own cluster is not used
+    if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
 fi
 # JupyterHub's proxy, pinned by package-lock.json
 npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true

@@ -132,7 +132,10 @@ def stop(url: str, server: str, token: str) -> None:
         time.sleep(0.1)
 
 
-def setup_dossierhub(root: Path, count: int) -> tuple[subprocess.Popen, str, Home]:
+def setup_dossierhub(
+    root: Path, count: int, hub: dict | None = None
+) -> tuple[subprocess.Popen, str, Home]:
+    """`count` bench dossiers on a demo HOME, served; `hub` adds to settings.yaml's hub."""
     home = Home(root / "home")
     subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
     write_demo(home, size=2000, seed=5, log=lambda text: None)
@@ -144,7 +147,7 @@ def setup_dossierhub(root: Path, count: int) -> tuple[subprocess.Popen, str, Hom
     (home.settings_file).write_text(
         yaml.safe_dump(
             {
-                "hub": {"port": base},
+                "hub": {"port": base, **(hub or {})},
                 "workspaces": {"python": reachable_python(), "start_timeout_seconds": 120},
             }
         )

@@ -3,6 +3,7 @@ real hub (dossierhub serve with its proxy on 127.0.0.1) for the e2e and security
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.workspaces.hub_auth import set_password
 from dossierhub.workspaces.servestate import read_serve_state
+from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
 
 from e2e_hub import (
     ADMIN,
@@ -64,6 +66,30 @@ def applied_home(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests check workspace isolation, which needs root")
+    with serving({}, os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hub_on_postgres(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A second hub like `hub`, its database on the throwaway PostgreSQL, the password in a
+    file outside HOME; Unix users of their own (`<prefix>p-<id>`), so both hubs may run."""
+    if os.geteuid() != 0:
+        pytest.skip("the e2e tests check workspace isolation, which needs root")
+    password_file = tmp_path_factory.mktemp("secrets") / "db-password"
+    password_file.write_text(postgres.password + "\n")
+    os.chmod(password_file, 0o600)
+    database = {"db_url": postgres.url, "db_password_file": str(password_file)}
+    prefix = os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")[:5] + "p"
+    with serving(database, prefix) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(hub_settings: dict, prefix: str) -> Iterator[Hub]:
+    """`dossierhub serve` on a new demo HOME with `hub_settings` added to settings.yaml's hub
+    section, its Unix users named `<prefix>-<id>` (DOSSIERHUB_TEST_PREFIX lets two test
+    sessions run side by side)."""
     remove_dead_hubs()
     root = Path(tempfile.mkdtemp(prefix="dossierhub-e2e-", dir="/tmp"))
     os.chmod(root, 0o711)
@@ -74,11 +100,15 @@ def hub() -> Iterator[Hub]:
     (home.settings_file).write_text(
         yaml.safe_dump(
             {
-                "hub": {"port": base, "expiry_check_seconds": 5, "admins": [ADMIN]},
+                "hub": {
+                    "port": base,
+                    "expiry_check_seconds": 5,
+                    "admins": [ADMIN],
+                    **hub_settings,
+                },
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
                 # Unix users of its own, so a dossierhub installed on this machine keeps its own
-                # (DOSSIERHUB_TEST_PREFIX lets two test sessions run side by side)
-                "isolation": {"prefix": os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")},
+                "isolation": {"prefix": prefix},
             }
         )
     )
@@ -112,7 +142,13 @@ def hub() -> Iterator[Hub]:
         release_identities(home)
         shutil.rmtree(root, ignore_errors=True)
         raise
-    yield running
+    try:
+        yield running
+    finally:
+        stop_serving(running, root)
+
+
+def stop_serving(running: Hub, root: Path) -> None:
     try:
         api = running.api()
         for name in api.users():
@@ -120,9 +156,9 @@ def hub() -> Iterator[Hub]:
                 api.stop_server(name)
         api.close()
     finally:  # whatever failed above, the hub and its proxy and service go
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
-        release_identities(home)
+        running.serve.send_signal(signal.SIGTERM)
+        running.serve.wait(60)
+        release_identities(running.home)
     if not os.environ.get("DOSSIERHUB_KEEP_E2E"):
         shutil.rmtree(root, ignore_errors=True)
 

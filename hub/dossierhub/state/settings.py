@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from dossierhub.state.home import Home
 from dossierhub.state.models import Strict
@@ -39,6 +41,11 @@ class HubSettings(Strict):
     expiry_check_seconds: int = Field(default=600, ge=5)
     # the pages' dates before the browser's script shows them in the reader's own zone
     time_zone: str = "Europe/Amsterdam"
+    # JupyterHub's database: None is the SQLite file under HOME (Home.hub_db_file); a
+    # PostgreSQL server lets the hub move to another machine (issue 14)
+    db_url: str | None = None
+    # the database password, read at the hub's start, so settings.yaml holds no secret
+    db_password_file: str | None = None
 
     @field_validator("time_zone")
     @classmethod
@@ -50,6 +57,46 @@ class HubSettings(Strict):
                 f"'{value}' is not an IANA time zone such as Europe/Amsterdam or UTC"
             ) from None
         return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_db_url(value)
+
+    @field_validator("db_password_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # serve checks it from where it was started, the hub reads it from HOME/hub
+        if value is not None and not value.startswith("/"):
+            raise ValueError("give the file's full path, starting with /")
+        return value
+
+
+DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def check_db_url(value: str) -> str:
+    """A hub database URL JupyterHub can open here, with no password in it. The errors never
+    repeat the URL (`secret` errors are not echoed): a mistyped one may hold a password."""
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        raise PydanticCustomError("secret", "this is not a database URL") from None
+    if parts.scheme not in DB_SCHEMES:
+        raise PydanticCustomError(
+            "secret",
+            "the hub's database must be sqlite:///<file> or postgresql://<user>@<host>/<db>, "
+            "not a {scheme} URL",
+            {"scheme": parts.scheme or "schemeless"},
+        )
+    if password is not None:
+        raise PydanticCustomError(
+            "secret",
+            "the URL holds a password: remove it and put it in a file named by "
+            "hub.db_password_file",
+        )
+    return value
 
 
 class WorkspaceSettings(Strict):

@@ -225,6 +225,8 @@ def _describe(model: type[BaseModel], error: Any) -> tuple[str, str]:
             if allowed
             else "remove it.",
         )
+    if kind == "secret":  # the value may hold a password (settings.check_db_url)
+        return (f"{error['msg']}.", "")
     if kind == "missing":
         return (f"the required key '{name}' is missing.", f"add '{name}'.")
     if kind == "string_pattern_mismatch":

@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from sqlalchemy.engine import make_url
 from traitlets.config import Config
 
 from dossierhub.isolation.environment import workspace_python
@@ -41,6 +42,21 @@ class HubInputs:
     service_token: str
     workspace_python: str
     oauth_client_secret: str = ""
+    db_password: str = field(default="", repr=False)
+
+
+class HubConfigError(Exception):
+    """The hub cannot be configured from HOME's settings (a missing secret file)."""
+
+
+class SecretURL(str):
+    """A database URL with its password in it, as JupyterHub needs it (its alembic step opens
+    the database from the URL alone, so SQLAlchemy's connect_args would not reach it), that
+    shows with *** for the password wherever the Config holding it is printed. JupyterHub
+    redacts the password itself when it logs the URL."""
+
+    def __repr__(self) -> str:
+        return repr(make_url(str(self)).render_as_string(hide_password=True))
 
 
 def ports(settings: Settings) -> tuple[int, int, int, int]:
@@ -56,7 +72,7 @@ def make_config(inputs: HubInputs) -> Config:
     public, proxy_api, hub_port, _ = ports(settings)
     c.JupyterHub.bind_url = f"http://{settings.hub.ip}:{public}/"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
-    c.JupyterHub.db_url = f"sqlite:///{Home(home).hub_db_file}"
+    c.JupyterHub.db_url = db_url(settings, home, inputs.db_password)
     c.JupyterHub.cookie_secret_file = str(Home(home).cookie_secret_file)
     c.JupyterHub.pid_file = str(Home(home).hub_pid_file)
     # dossierhub serve runs the proxy; it outlives hub restarts, and so do the workspaces
@@ -134,6 +150,45 @@ def _spawner(c: Config, inputs: HubInputs) -> None:
     section.dossierhub_home = str(inputs.home)
     section.workspace_python = inputs.workspace_python
     section.auth_cache_seconds = settings.workspaces.auth_cache_seconds
+
+
+def db_url(settings: Settings, home: Path, password: str = "") -> str:
+    """The hub's database: the SQLite file under HOME unless `hub.db_url` names another.
+    A plain postgresql:// URL gets SQLAlchemy's psycopg (3) driver, the one installed; the
+    password (from `hub.db_password_file`) goes in quoted, into a `SecretURL`."""
+    url = settings.hub.db_url
+    if url is None:
+        return f"sqlite:///{Home(home).hub_db_file}"
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not password:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, slash, tail = rest.partition("/")
+    user, _, place = authority.rpartition("@")
+    return SecretURL(f"{scheme}://{user}:{quote(password, safe='')}@{place}{slash}{tail}")
+
+
+def read_db_password(settings: Settings) -> str:
+    """The database password from `hub.db_password_file` ("" without one). The error names
+    the file and what is wrong with it, never a line of it."""
+    name = settings.hub.db_password_file
+    if name is None:
+        return ""
+    where = f"settings.yaml: hub.db_password_file {name}"
+    if settings.hub.db_url is None or settings.hub.db_url.startswith("sqlite"):
+        raise HubConfigError(f"{where}: a SQLite database takes no password; remove the key")
+    try:
+        password = Path(name).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise HubConfigError(f"{where} does not exist") from None
+    except PermissionError:
+        raise HubConfigError(f"{where} cannot be read by this user") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HubConfigError(f"{where} cannot be read ({type(exc).__name__})") from None
+    if not password:
+        raise HubConfigError(f"{where} is empty")
+    return password
 
 
 def no_confirm_clients(dossiers: tuple[DossierEntry, ...]) -> set[str]:
@@ -380,5 +435,6 @@ def load_hub_config(c: Config, home_dir: str) -> None:
         service_token=read_token(home, "service"),
         workspace_python=workspace_python(settings),
         oauth_client_secret=secret,
+        db_password=read_db_password(settings),
     )
     c.merge(make_config(inputs))

@@ -30,7 +30,7 @@ from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.state.settings import Settings
 from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
-from dossierhub.workspaces.hubconfig import ports
+from dossierhub.workspaces.hubconfig import HubConfigError, ports, read_db_password
 from dossierhub.workspaces.provision import sync_hub
 from dossierhub.workspaces.servestate import ServeState, clear_serve_state, write_serve_state
 from dossierhub.workspaces.tokens import mint_tokens, read_token
@@ -78,6 +78,10 @@ class Supervisor:
 
     def prepare(self) -> None:
         home = self.home
+        try:  # said here, not as the hub's traceback at every restart
+            read_db_password(self.settings)
+        except HubConfigError as exc:
+            raise ServeError(str(exc)) from None
         home.hub_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(home.hub_dir, 0o700)
         mint_tokens(home)
