@@ -7,9 +7,13 @@ defaulting or label selection (the test kubelet validates pods, see kubelet.py).
 """
 
 import asyncio
+import itertools
 import sys
+import time
+import uuid
 
 import kmock
+from aiohttp import web
 
 # The kinds KubeSpawner and dossierhub's spawner read, write or watch; kmock answers 404 for a
 # list of a kind it has not been told about.
@@ -24,8 +28,43 @@ RESOURCES = {
 }
 
 
+WRITES = (kmock.action.CREATE, kmock.action.UPDATE)
+VERSIONS = itertools.count(1)
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator, also streaming `watch=True` (kubernetes_asyncio's spelling).
+
+    kmock recognises only `watch=true` and answers the other with a list, which the client's
+    watch cannot parse. It also fills in, on create, the metadata a real API server does
+    (namespace, uid, creationTimestamp, resourceVersion, a Pending status).
+    """
+
+    async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
+        if raw_request.query.get("watch") == "True":
+            query = {**raw_request.query, "watch": "true"}
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_query(query))
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: kmock.Request) -> web.StreamResponse:
+        # what a real API server fills in, and KubeSpawner's reflector reads: the namespace, a
+        # resourceVersion on every write, and on create a uid, a timestamp and a Pending status
+        if request.action in WRITES and isinstance(request.data, dict):
+            metadata = request.data.setdefault("metadata", {})
+            metadata["resourceVersion"] = str(next(VERSIONS))
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            metadata.setdefault("namespace", request.namespace or "default")
+            metadata.setdefault("uid", str(uuid.uuid4()))
+            metadata.setdefault(
+                "creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            )
+            if request.data.get("kind") == "Pod":
+                request.data.setdefault("status", {"phase": "Pending"})
+        return await super()._handle(request)
+
+
 async def serve(port: int) -> None:
-    async with kmock.KubernetesEmulator() as emulator:
+    async with Emulator() as emulator:
         for key, (kind, namespaced) in RESOURCES.items():
             emulator.resources[key] = kmock.ResourceInfo(
                 kind=kind,

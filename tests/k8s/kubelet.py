@@ -12,7 +12,7 @@ It polls the API server for pods (every 50 ms) and, for each new pod:
    securityContext runAsUser/runAsGroup with fsGroup and supplementalGroups as extra groups
    (numbers only: no users are created), no capabilities, no new privileges when
    allowPrivilegeEscalation is false;
-3. marks it Running: podIP, containerStatuses (running, ready), conditions, metadata.uid.
+3. marks it Running: podIP, containerStatuses (running, ready), conditions, nodeName.
 
 The sandbox is the pod's "image": the host's /usr, /etc and the project checkout read-only,
 its own /proc, /dev and an empty writable /tmp (HOME is /tmp unless the pod's env names one),
@@ -41,7 +41,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +160,6 @@ class Kubelet:
             key,
             {
                 "metadata": {
-                    "uid": str(uuid.uuid4()),
                     "finalizers": [*pod["metadata"].get("finalizers", []), FINALIZER],
                 },
                 "spec": {"nodeName": "standin"},
@@ -387,7 +385,7 @@ class Kubelet:
         assert bwrap and setpriv, "the stand-in kubelet needs bubblewrap and util-linux's setpriv"
         args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
         for folder in SYSTEM:
-            args += ["--ro-bind", folder, folder]
+            args += [*Kubelet._passable_parents(folder), "--ro-bind", folder, folder]
         for link in SYSTEM_LINKS:
             if Path(link).is_symlink():
                 args += ["--symlink", str(Path(link).readlink()), link]
@@ -395,9 +393,7 @@ class Kubelet:
                 args += ["--ro-bind", link, link]
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         for source, target, read_only in binds:
-            # bubblewrap makes missing leading folders 0700 (root's): the pod's user must pass
-            for parent in reversed(Path(target).parents[:-1]):
-                args += ["--perms", "0755", "--dir", str(parent)]
+            args += [*Kubelet._passable_parents(target)]
             args += ["--ro-bind" if read_only else "--bind", str(source), target]
         args += ["--chdir", workdir, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
         args += [
@@ -410,6 +406,14 @@ class Kubelet:
         if not escalate:
             args.append("--no-new-privs")
         return [*args, "--"]
+
+    @staticmethod
+    def _passable_parents(path: str) -> list[str]:
+        """bubblewrap makes missing leading folders 0700 (root's): the pod's user must pass."""
+        args = []
+        for parent in reversed(Path(path).parents[:-1]):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        return args
 
     def _kill(self, running: RunningPod) -> None:
         """SIGTERM to the pod's process group, SIGKILL after its grace period."""
