@@ -23,16 +23,20 @@ host's network namespace, so the bind-all address 0.0.0.0 in its env and args be
 IP (in Kubernetes the pod has a network namespace of its own).
 
 The kubelet puts a finalizer on each pod it runs, so a DELETE leaves the pod Terminating
-(deletionTimestamp set) until the kubelet has stopped it: SIGTERM to the process group, SIGKILL
+(deletionTimestamp set) until the kubelet has stopped it: SIGTERM, SIGKILL
 after the pod's grace period (at most 5 s), then the finalizer is removed and the API server
-forgets the pod. A pod whose process ends by itself is marked Succeeded or Failed.
+forgets the pod. SIGTERM goes to the container's command, which is PID 1 of the sandbox's PID
+namespace as in a container; when it ends, the kernel ends every other process of the pod.
+A pod whose process ends by itself is marked Succeeded or Failed.
 Each pod's output goes to `<workdir>/<namespace>_<name>.log`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -75,7 +79,9 @@ class RunningPod:
     name: str
     ip: str
     uid: int
-    process: subprocess.Popen[bytes]
+    container: str
+    process: subprocess.Popen[bytes]  # bubblewrap, the pod's sandbox
+    main_pid: int | None  # the container's command, PID 1 in the sandbox
     log_path: Path
     grace: float
     reported_exit: bool = False
@@ -224,7 +230,7 @@ class Kubelet:
                     ],
                     "containerStatuses": [
                         {
-                            "name": "notebook",
+                            "name": running.container,
                             "ready": False,
                             "restartCount": 0,
                             "image": "",
@@ -314,17 +320,34 @@ class Kubelet:
             binds, container.get("workingDir") or env["HOME"], uid, gid, groups, escalate
         )
         log_path = self.workdir / f"{key[0]}_{key[1]}.log"
-        with log_path.open("ab") as output:
-            process = subprocess.Popen(
-                [*sandbox, *argv],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        info_read, info_write = os.pipe()  # bubblewrap writes the command's PID there
+        try:
+            with log_path.open("ab") as output:
+                process = subprocess.Popen(
+                    [sandbox[0], "--info-fd", str(info_write), *sandbox[1:], *argv],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(info_write,),
+                )
+            os.close(info_write)
+            main_pid = self._child_pid(info_read)
+        finally:
+            os.close(info_read)
         grace = min(float(pod["spec"].get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS)
-        return RunningPod(key[0], key[1], ip, uid, process, log_path, grace, scratch=scratch)
+        return RunningPod(
+            *key, ip, uid, container["name"], process, main_pid, log_path, grace, scratch=scratch
+        )
+
+    @staticmethod
+    def _child_pid(info_fd: int) -> int | None:
+        """The command's PID from bubblewrap's --info-fd JSON (None if it failed to start)."""
+        info = b""
+        while chunk := os.read(info_fd, 4096):  # bubblewrap closes it once all is written
+            info += chunk
+        return json.loads(info)["child-pid"] if info else None
 
     def _binds(
         self,
@@ -383,7 +406,9 @@ class Kubelet:
     ) -> list[str]:
         bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
         assert bwrap and setpriv, "the stand-in kubelet needs bubblewrap and util-linux's setpriv"
-        args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+        # the command is PID 1, as in a container: when it ends, everything in the pod ends
+        args = [bwrap, "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
+        args += ["--die-with-parent"]
         for folder in SYSTEM:
             args += [*Kubelet._passable_parents(folder), "--ro-bind", folder, folder]
         for link in SYSTEM_LINKS:
@@ -416,10 +441,11 @@ class Kubelet:
         return args
 
     def _kill(self, running: RunningPod) -> None:
-        """SIGTERM to the pod's process group, SIGKILL after its grace period."""
+        """SIGTERM to the container's command, SIGKILL to all of the pod after its grace period."""
         self.pods.pop((running.namespace, running.name), None)
         if running.process.poll() is None:
-            os.killpg(running.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(running.main_pid or running.process.pid, signal.SIGTERM)
             try:
                 running.process.wait(timeout=running.grace)
             except subprocess.TimeoutExpired:
@@ -428,7 +454,8 @@ class Kubelet:
                     running.namespace,
                     running.name,
                 )
-                os.killpg(running.process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(running.process.pid, signal.SIGKILL)
                 running.process.wait()
         for folder in running.scratch:
             shutil.rmtree(folder, ignore_errors=True)

@@ -103,14 +103,17 @@ def claim(root: Path) -> Path:
 
 
 def running_processes_of(uid: int) -> list[int]:
+    """PIDs of the live processes running as `uid` (any of real, effective, saved, fs)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             lines = status.read_text().splitlines()
         except OSError:
             continue  # ended meanwhile
-        uids = next(line for line in lines if line.startswith("Uid:")).split()[1:]
-        if str(uid) in uids:
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        if fields["State"].split()[0] == "Z":
+            continue  # ended, waiting to be reaped
+        if str(uid) in fields["Uid"].split():
             found.append(int(status.parent.name))
     return found
 
