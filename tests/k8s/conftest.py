@@ -1,4 +1,4 @@
-"""The Kubernetes stand-in (standin.py) as a fixture: a fresh API server and kubelet per test."""
+"""The Kubernetes stand-in (standin.py) as fixtures: API server and kubelet per test or module."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from standin import StandIn
 @pytest.fixture
 def k8s_standin(tmp_path: Path) -> Iterator[StandIn]:
     """kmock on a free port, its kubeconfig, and a kubelet running its pods (see standin.py)."""
-    with StandIn(tmp_path / "k8s") as standin:
+    yield from _standin(tmp_path / "k8s")
+
+
+@pytest.fixture(scope="module")
+def k8s_standin_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
+    """The same, shared by a module's tests (a hub kept across them needs one API server)."""
+    yield from _standin(tmp_path_factory.mktemp("k8s"))
+
+
+def _standin(workdir: Path) -> Iterator[StandIn]:
+    with StandIn(workdir) as standin:
         yield standin
+    # a kubelet bug (not a refused pod) fails the test rather than hiding in the log
     assert not standin.kubelet.errors, f"the stand-in kubelet failed: {standin.kubelet.errors}"

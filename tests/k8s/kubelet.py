@@ -27,7 +27,7 @@ The kubelet puts a finalizer on each pod it runs, so a DELETE leaves the pod Ter
 after the pod's grace period (at most 5 s), then the finalizer is removed and the API server
 forgets the pod. SIGTERM goes to the container's command, which is PID 1 of the sandbox's PID
 namespace as in a container; when it ends, the kernel ends every other process of the pod.
-A pod whose process ends by itself is marked Succeeded or Failed.
+A pod whose process ends by itself is marked Succeeded or Failed; restartPolicy is not honoured.
 Each pod's output goes to `<workdir>/<namespace>_<name>.log`.
 """
 
@@ -332,8 +332,17 @@ class Kubelet:
                     start_new_session=True,
                     pass_fds=(info_write,),
                 )
+        except BaseException:
+            os.close(info_read)
+            raise
+        finally:
             os.close(info_write)
+        try:
             main_pid = self._child_pid(info_read)
+        except BaseException:  # a pod the kubelet does not track must not keep running
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
         finally:
             os.close(info_read)
         grace = min(float(pod["spec"].get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS)
@@ -474,3 +483,19 @@ def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def running_processes_of(uid: int) -> list[int]:
+    """PIDs of the live processes running as `uid` (any of real, effective, saved, fs)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # ended meanwhile
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        if fields["State"].split()[0] == "Z":
+            continue  # ended, waiting to be reaped
+        if str(uid) in fields["Uid"].split():
+            found.append(int(status.parent.name))
+    return found

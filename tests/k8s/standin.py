@@ -9,18 +9,24 @@ No real API server runs on a test machine, so the Kubernetes tests run against t
   process under the pod's numeric uid/gid, with its volumes bind-mounted (read-only ones truly
   read-only), listening on a pod IP from the loopback network; deleting the pod stops it.
 
-Interface (all a Kubernetes client or spawner needs):
+Interface: a spawner needs only the kubeconfig and the pod network; a test may also bind
+volumes and look at the pods.
 
-    with StandIn(workdir) as k8s:        # or the `k8s_standin` fixture in tests/k8s/conftest.py
+    with StandIn(workdir) as k8s:        # or the fixtures of tests/k8s/conftest.py:
+                                         # k8s_standin (per test), k8s_standin_module
         env["KUBECONFIG"] = str(k8s.kubeconfig)   # context "standin", namespace "default"
-        k8s.pod_network                   # e.g. "127.0.8.0/24": pods get addresses from it
+        k8s.pod_network                   # "127.0.8.0/24" by default: pod IPs come from it
         k8s.kubelet.claims["data"] = path # a persistentVolumeClaim "data" mounts this folder
         k8s.kubelet.pods                  # (namespace, name) -> RunningPod (ip, uid, process)
         k8s.kubelet.refused               # (namespace, name) -> why the pod was marked Failed
         k8s.get_pod("default", "jupyter-alice")   # the pod as the API server has it, or None
 
-The pod network must be inside 127.0.0.0/8 (every address of it is local on Linux) and must not
-need 127.0.0.1; the kubelet skips addresses whose pod port is taken by another run.
+The pod network must lie in 127.0.0.0/8 (every address of it is local on Linux); 127.0.0.1 is
+never given out, and an address whose pod port another run holds is skipped. What the kubelet
+does and refuses (one container, persistentVolumeClaim and emptyDir volumes, no `valueFrom`,
+no restarts) is in kubelet.py; the API server's own few additions are in apiserver.py.
+A hub under test must keep its servers when it stops (`JupyterHub.cleanup_servers = False`) to
+find the pods again after a restart, as on a cluster (tests/k8s/plainhub.py does).
 """
 
 from __future__ import annotations

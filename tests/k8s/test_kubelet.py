@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kubelet import wait_until
+from kubelet import running_processes_of, wait_until
 from standin import StandIn
 
 UID, GID, FS_GROUP = 61071, 61072, 61073
@@ -100,22 +100,6 @@ def claim(root: Path) -> Path:
     (root / "work").mkdir()
     os.chown(root / "work", UID, GID)
     return root
-
-
-def running_processes_of(uid: int) -> list[int]:
-    """PIDs of the live processes running as `uid` (any of real, effective, saved, fs)."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:
-            continue  # ended meanwhile
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        if fields["State"].split()[0] == "Z":
-            continue  # ended, waiting to be reaped
-        if str(uid) in fields["Uid"].split():
-            found.append(int(status.parent.name))
-    return found
 
 
 def test_pod_runs_as_its_identity_on_its_ip_with_its_volumes_then_stops_on_delete(

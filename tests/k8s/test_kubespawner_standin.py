@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubelet import wait_until
+from kubelet import running_processes_of, wait_until
 from plainhub import POD_FS_GROUP, POD_GID, POD_UID, PlainHub
 from standin import StandIn
-from test_kubelet import running_processes_of
 
 
 def test_kubespawner_starts_reaches_restarts_and_stops_a_pod(
