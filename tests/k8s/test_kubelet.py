@@ -19,14 +19,14 @@ PORT = 8899
 
 # What the pod reports about itself at GET /: who it runs as and what it can touch
 PROBE = r"""
-import http.server, json, os, pathlib, sys
+import errno, http.server, json, os, pathlib, sys
 
 def attempt(action):
     try:
         action()
         return "ok"
     except OSError as error:
-        return type(error).__name__
+        return errno.errorcode[error.errno]
 
 def facts():
     return {
@@ -69,7 +69,7 @@ def pod(name: str, **container_extra: Any) -> dict[str, Any]:
                     "name": "probe",
                     "image": "standin/probe:1",
                     "command": [sys.executable, "-c", PROBE],
-                    "args": ["/tmp-outside", str(PORT)],
+                    "args": ["/var/lib", str(PORT)],  # /var/lib: on the host, not in the pod
                     "env": [{"name": "SERVICE_URL", "value": f"http://0.0.0.0:{PORT}/"}],
                     "ports": [{"containerPort": PORT, "name": "http"}],
                     "securityContext": {
@@ -94,11 +94,15 @@ def pod(name: str, **container_extra: Any) -> dict[str, Any]:
 
 
 def claim(root: Path) -> Path:
-    """A claim folder with an extract the pod may read and a folder it may write."""
+    """A claim folder with an extract the pod may read and a folder it may write.
+
+    Both belong to the pod's uid: only the read-only mount keeps it from writing extracts.
+    """
     (root / "extracts").mkdir(parents=True)
     (root / "extracts" / "e.txt").write_text("extract")
     (root / "work").mkdir()
-    os.chown(root / "work", UID, GID)
+    for folder in ("extracts", "work"):
+        os.chown(root / folder, UID, GID)
     return root
 
 
@@ -128,11 +132,11 @@ def test_pod_runs_as_its_identity_on_its_ip_with_its_volumes_then_stops_on_delet
     assert (facts["uid"], facts["gid"]) == (UID, GID)
     assert facts["groups"] == sorted({GID, FS_GROUP})
     assert facts["read_extract"] == "extract"
-    assert facts["write_extracts"] == "OSError"  # EROFS: the read-only mount
+    assert facts["write_extracts"] == "EROFS"  # the read-only mount
     assert facts["write_work"] == "ok"
     assert (tmp_path / "claim" / "work" / "new").read_text() == "x"
     assert not (tmp_path / "claim" / "extracts" / "new").exists()
-    assert facts["read_outside"] == "FileNotFoundError"  # the host's other folders are not there
+    assert facts["read_outside"] == "ENOENT"  # the host's other folders are not there
     assert facts["env"] == f"http://{ip}:{PORT}/"
     assert running_processes_of(UID)
 
