@@ -402,7 +402,8 @@ class Kubelet:
                     "FailedMount", f"volumeMount {mount['name']}: {source} is not a folder"
                 )
             binds.append((source, mount["mountPath"], read_only or mount.get("readOnly", False)))
-        return binds
+        # parents first, as container runtimes mount: a /tmp volume must not hide /tmp/home/...
+        return sorted(binds, key=lambda bind: len(Path(bind[1]).parts))
 
     @staticmethod
     def _sandbox(
@@ -450,7 +451,12 @@ class Kubelet:
         return args
 
     def _kill(self, running: RunningPod) -> None:
-        """SIGTERM to the container's command, SIGKILL to all of the pod after its grace period."""
+        """SIGTERM to the container's command, SIGKILL after its grace period.
+
+        The command runs as PID 1 of the pod's PID namespace: when it ends, the kernel ends all
+        else in it. (bubblewrap's --die-with-parent does not reach it: changing to the pod's uid
+        clears the parent-death signal.)
+        """
         self.pods.pop((running.namespace, running.name), None)
         if running.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -463,9 +469,13 @@ class Kubelet:
                     running.namespace,
                     running.name,
                 )
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(running.process.pid, signal.SIGKILL)
+                for pid in {running.main_pid, running.process.pid} - {None}:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)  # PID 1: its namespace goes with it
                 running.process.wait()
+        if running.main_pid is not None:
+            # bubblewrap may end first; the pod is stopped when its command is
+            wait_until(lambda: not _alive(running.main_pid), what=f"{running.name} to end")
         for folder in running.scratch:
             shutil.rmtree(folder, ignore_errors=True)
         log.info(
@@ -474,6 +484,15 @@ class Kubelet:
             running.name,
             running.process.returncode,
         )
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether `pid` runs (not ended, nor ended and waiting to be reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
 
 
 def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:

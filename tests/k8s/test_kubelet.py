@@ -31,9 +31,10 @@ def attempt(action):
 def facts():
     return {
         "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
-        "read_extract": pathlib.Path("/srv/extracts/e.txt").read_text(),
-        "write_extracts": attempt(lambda: pathlib.Path("/srv/extracts/new").write_text("x")),
-        "write_work": attempt(lambda: pathlib.Path("/srv/work/new").write_text("x")),
+        "read_extract": pathlib.Path("/tmp/home/extracts/e.txt").read_text(),
+        "write_extracts": attempt(lambda: pathlib.Path("/tmp/home/extracts/new").write_text("x")),
+        "write_work": attempt(lambda: pathlib.Path("/tmp/home/work/new").write_text("x")),
+        "write_tmp": attempt(lambda: pathlib.Path("/tmp/scratch").write_text("x")),
         "read_outside": attempt(lambda: os.listdir(sys.argv[1])),
         "env": os.environ.get("SERVICE_URL"),
     }
@@ -79,16 +80,21 @@ def pod(name: str, **container_extra: Any) -> dict[str, Any]:
                     "volumeMounts": [
                         {
                             "name": "data",
-                            "mountPath": "/srv/extracts",
+                            "mountPath": "/tmp/home/extracts",
                             "subPath": "extracts",
                             "readOnly": True,
                         },
-                        {"name": "data", "mountPath": "/srv/work", "subPath": "work"},
+                        {"name": "data", "mountPath": "/tmp/home/work", "subPath": "work"},
+                        # listed last, mounted first (as a container runtime sorts mounts)
+                        {"name": "scratch", "mountPath": "/tmp"},
                     ],
                     **container_extra,
                 }
             ],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "dossiers"}}],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "dossiers"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
         },
     }
 
@@ -134,6 +140,7 @@ def test_pod_runs_as_its_identity_on_its_ip_with_its_volumes_then_stops_on_delet
     assert facts["read_extract"] == "extract"
     assert facts["write_extracts"] == "EROFS"  # the read-only mount
     assert facts["write_work"] == "ok"
+    assert facts["write_tmp"] == "ok"  # the emptyDir
     assert (tmp_path / "claim" / "work" / "new").read_text() == "x"
     assert not (tmp_path / "claim" / "extracts" / "new").exists()
     assert facts["read_outside"] == "ENOENT"  # the host's other folders are not there
