@@ -14,7 +14,8 @@ It polls the API server for pods (every 50 ms) and, for each new pod:
    allowPrivilegeEscalation is false;
 3. marks it Running: podIP, containerStatuses (running, ready), conditions, nodeName.
 
-The sandbox is the pod's "image": the host's /usr, /etc and the project checkout read-only,
+The sandbox is the pod's "image": the host's /usr, /etc, the project checkout and its Python
+environment read-only (`Kubelet.image`; a test adds the folder of another environment there),
 its own /proc, /dev and an empty writable /tmp (HOME is /tmp unless the pod's env names one),
 and nothing else of the host, plus its volumeMounts as bind mounts: a persistentVolumeClaim is
 the host folder registered for its claimName in `Kubelet.claims` (subPath below it), an
@@ -29,6 +30,9 @@ forgets the pod. SIGTERM goes to the container's command, which is PID 1 of the 
 namespace as in a container; when it ends, the kernel ends every other process of the pod.
 A pod whose process ends by itself is marked Succeeded or Failed; restartPolicy is not honoured.
 Each pod's output goes to `<workdir>/<namespace>_<name>.log`.
+
+Not enforced here, so not provable on the stand-in: NetworkPolicies (pods share the host's
+network), resource limits, seccomp profiles, fsGroup's change of volume ownership, images.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,7 +64,8 @@ FINALIZER = "standin.dossierhub.test/kubelet"
 POLL_SECONDS = 0.05
 MAX_GRACE_SECONDS = 5.0
 PROJECT = Path(__file__).resolve().parents[2]  # the checkout, with .venv: the pods' "image"
-SYSTEM = ("/usr", "/etc", str(PROJECT))
+# the stand-in "image": the system and the Python environments the pods run from
+IMAGE = ("/usr", "/etc", str(PROJECT), str(Path(sys.prefix).resolve()))
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib64")
 
 
@@ -100,6 +106,7 @@ class Kubelet:
         self.network = ipaddress.ip_network(pod_network)
         self.workdir = workdir
         self.claims: dict[str, Path] = {}  # persistentVolumeClaim claimName -> host folder
+        self.image = list(dict.fromkeys(IMAGE))  # host folders every pod sees, read-only
         self.pods: dict[tuple[str, str], RunningPod] = {}
         self.refused: dict[tuple[str, str], str] = {}  # pods marked Failed, and why
         self._stopping = threading.Event()
@@ -405,8 +412,8 @@ class Kubelet:
         # parents first, as container runtimes mount: a /tmp volume must not hide /tmp/home/...
         return sorted(binds, key=lambda bind: len(Path(bind[1]).parts))
 
-    @staticmethod
     def _sandbox(
+        self,
         binds: list[tuple[Path, str, bool]],
         workdir: str,
         uid: int,
@@ -419,7 +426,7 @@ class Kubelet:
         # the command is PID 1, as in a container: when it ends, everything in the pod ends
         args = [bwrap, "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
         args += ["--die-with-parent"]
-        for folder in SYSTEM:
+        for folder in self.image:
             args += [*Kubelet._passable_parents(folder), "--ro-bind", folder, folder]
         for link in SYSTEM_LINKS:
             if Path(link).is_symlink():
