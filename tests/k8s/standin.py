@@ -1,0 +1,146 @@
+"""A Kubernetes stand-in for end-to-end tests: kmock's API server plus a test-only kubelet.
+
+No real API server runs on a test machine, so the Kubernetes tests run against this:
+
+- `apiserver.py`, kmock's in-memory Kubernetes emulator, in a process of its own on 127.0.0.1
+  (a free port): it stores, lists, watches, patches and deletes objects, without validation,
+  admission, defaulting or label selection;
+- `kubelet.py`, a thread that validates each new pod strictly and runs it as a local sandboxed
+  process under the pod's numeric uid/gid, with its volumes bind-mounted (read-only ones truly
+  read-only), listening on a pod IP from the loopback network; deleting the pod stops it.
+
+Interface: a spawner needs only the kubeconfig and the pod network; a test may also bind
+volumes and look at the pods.
+
+    with StandIn(workdir) as k8s:        # or the fixtures of tests/k8s/conftest.py:
+                                         # k8s_standin (per test), k8s_standin_module
+        env["KUBECONFIG"] = str(k8s.kubeconfig)   # context "standin", namespace "default"
+        k8s.pod_network                   # "127.0.8.0/24" by default: pod IPs come from it
+        k8s.kubelet.claims["data"] = path # a persistentVolumeClaim "data" mounts this folder
+        k8s.kubelet.pods                  # (namespace, name) -> RunningPod (ip, uid, process)
+        k8s.kubelet.refused               # (namespace, name) -> why the pod was marked Failed
+        k8s.get_pod("default", "jupyter-alice")   # the pod as the API server has it, or None
+
+The pod network must lie in 127.0.0.0/8 (every address of it is local on Linux); 127.0.0.1 is
+never given out, and an address whose pod port another run holds is skipped. What the kubelet
+does and refuses (one container, persistentVolumeClaim and emptyDir volumes, no `valueFrom`,
+no restarts) is in kubelet.py; the API server's own few additions are in apiserver.py.
+A hub under test must keep its servers when it stops (`JupyterHub.cleanup_servers = False`) to
+find the pods again after a restart, as on a cluster (tests/k8s/plainhub.py does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import yaml
+from kubelet import Kubelet
+
+log = logging.getLogger("standin")
+
+APISERVER = Path(__file__).with_name("apiserver.py")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class StandIn:
+    """The API server process, its kubeconfig and the kubelet thread; a context manager."""
+
+    def __init__(self, workdir: Path, pod_network: str = "127.0.8.0/24") -> None:
+        self.workdir = workdir
+        self.pod_network = pod_network
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+        self._server: subprocess.Popen[str] | None = None
+        self.kubelet = Kubelet(self.api_url, pod_network, workdir)
+
+    def __enter__(self) -> StandIn:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with (self.workdir / "apiserver.log").open("w") as errors:
+            self._server = subprocess.Popen(
+                [sys.executable, str(APISERVER), str(self.port)],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+        assert self._server.stdout is not None
+        if self._server.stdout.readline().strip() != "ready":
+            self._server.kill()
+            self._server.wait()
+            self._server.stdout.close()
+            log_text = (self.workdir / "apiserver.log").read_text()
+            raise RuntimeError(
+                f"the stand-in API server did not start on port {self.port}:\n{log_text}"
+            )
+        self._write_kubeconfig()
+        self.kubelet.start()
+        log.info("stand-in: API server %s up in %.2f s", self.api_url, time.monotonic() - started)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.kubelet.stop()
+        if self._server is not None:
+            self._server.terminate()
+            self._server.wait(timeout=10)
+            assert self._server.stdout is not None
+            self._server.stdout.close()
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "standin", "cluster": {"server": self.api_url}}],
+            "users": [{"name": "standin", "user": {"token": "standin"}}],
+            "contexts": [
+                {
+                    "name": "standin",
+                    "context": {"cluster": "standin", "user": "standin", "namespace": "default"},
+                }
+            ],
+            "current-context": "standin",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        os.chmod(self.kubeconfig, 0o600)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = httpx.get(
+            f"{self.api_url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10
+        )
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def create_pod(self, pod: dict[str, Any]) -> None:
+        namespace = pod["metadata"].get("namespace", "default")
+        response = httpx.post(
+            f"{self.api_url}/api/v1/namespaces/{namespace}/pods", json=pod, timeout=10
+        )
+        response.raise_for_status()
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        response = httpx.delete(
+            f"{self.api_url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10
+        )
+        response.raise_for_status()
