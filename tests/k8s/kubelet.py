@@ -426,15 +426,18 @@ class Kubelet:
         # the command is PID 1, as in a container: when it ends, everything in the pod ends
         args = [bwrap, "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
         args += ["--die-with-parent"]
-        for folder in self.image:
-            args += [*Kubelet._passable_parents(folder), "--ro-bind", folder, folder]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         for link in SYSTEM_LINKS:
             if Path(link).is_symlink():
                 args += ["--symlink", str(Path(link).readlink()), link]
             elif Path(link).is_dir():
                 args += ["--ro-bind", link, link]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
-        for source, target, read_only in binds:
+        # the image's folders and the pod's volumes together, parents first: a checkout under
+        # /tmp (as a CI clone may be) must not vanish under the pod's /tmp
+        image = [(Path(folder), folder, True) for folder in self.image]
+        for source, target, read_only in sorted(
+            [*image, *binds], key=lambda bind: len(Path(bind[1]).parts)
+        ):
             args += [*Kubelet._passable_parents(target)]
             args += ["--ro-bind" if read_only else "--bind", str(source), target]
         args += ["--chdir", workdir, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
