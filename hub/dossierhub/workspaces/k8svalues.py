@@ -69,7 +69,7 @@ def z2jh_values(settings: Settings, home: Path = HOME_MOUNT) -> dict[str, Any]:
     if kube.hub_image is None:
         raise ValuesError(
             "settings.yaml: kubernetes.hub_image is needed: the hub's image, such as "
-            "registry.example.org/dossierhub-hub:1.0 (deploy/images/hub.Dockerfile)"
+            "registry.example.org/dossierhub-hub:1.0 (deploy/images/Dockerfile, target hub)"
         )
     try:
         hub_image = split_image(kube.hub_image, "kubernetes.hub_image")
