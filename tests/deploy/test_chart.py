@@ -10,34 +10,15 @@ checks of the restricted standard that matter here, on the real rendered objects
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
+from helm import CHART, render
 
-REPO = Path(__file__).resolve().parents[2]
-HELM = REPO / ".tools" / "helm"  # extracted by ./install.sh --dev
-CHART = REPO / "deploy" / "chart"
 K8S_VERSION = "1.33"
 VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
-
-
-def render(*args: str) -> list[dict[str, Any]]:
-    assert HELM.exists(), f"{HELM} is missing: run ./install.sh --dev"
-    result = subprocess.run(
-        [HELM, "template", "dossierhub", str(CHART), "--namespace", "dossiers", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},  # no user's helm config
-    )
-    assert result.returncode == 0, result.stderr
-    return [obj for obj in yaml.safe_load_all(result.stdout) if obj]
 
 
 @pytest.fixture(scope="module", params=list(VALUES))

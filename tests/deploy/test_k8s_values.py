@@ -17,6 +17,7 @@ from z2jh_schema import Z2JH_VALUES
 from dossierhub.state.home import Home
 from dossierhub.state.init import init_home
 from dossierhub.state.settings import Settings, load_settings
+from dossierhub.workspaces.hubconfig import HubConfigError
 from dossierhub.workspaces.k8svalues import z2jh_values
 from dossierhub.workspaces.tokens import mint_tokens, token_file
 
@@ -91,7 +92,7 @@ def test_no_chart_default_fights_the_per_dossier_spawner() -> None:
     assert {"name": "dossierhub-home", "persistentVolumeClaim": {"claimName": "city-home"}} in (
         hub["extraVolumes"]
     )
-    assert values["cull"] == {"enabled": True, "timeout": 900, "every": 150}
+    assert values["cull"] == {"enabled": False}  # dossierhub's own culler instead
     # the service is registered without a token: the chart makes one and keeps it in a Secret
     assert hub["services"]["dossierhub"] == {
         "url": "http://dossierhub:8003",
@@ -155,19 +156,85 @@ def test_the_command_writes_no_secret(tmp_path: Path) -> None:
     check_against_chart(yaml.safe_load(out.read_text()))
 
 
-def test_the_hub_config_it_loads_configures_a_kubernetes_hub(tmp_path: Path) -> None:
-    """extraConfig's Python, run as the chart runs it (with `c` in scope), over a real HOME."""
-    home, secrets = kubernetes_home(tmp_path)
-    values = z2jh_values(load_settings(home), home.root)
+def z2jh_config(values: dict[str, Any]) -> Config:
+    """A Config as z2jh's own jupyterhub_config.py leaves it before the extraConfig snippets
+    (facts from the chart's files/hub/jupyterhub_config.py: the hub listens on :8081 and is
+    reached at the `hub` Service, the proxy's API at `proxy-api`, its token comes from the
+    environment, the cookie secret and each service's api token from the chart's Secret)."""
     c = Config()
-    for snippet in values["hub"]["extraConfig"].values():
-        exec(snippet, {"c": c})  # the chart runs it so
+    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.JupyterHub.hub_bind_url = "http://:8081"
+    c.JupyterHub.hub_connect_url = "http://hub:8081"
+    c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.JupyterHub.cookie_secret = bytes.fromhex("ab" * 32)
+    c.JupyterHub.services = [
+        {"name": name, **service, "api_token": "z2jh-made-token-" + name}
+        for name, service in values["hub"]["services"].items()
+    ]
+    if values["hub"]["db"].get("url"):
+        c.JupyterHub.db_url = values["hub"]["db"]["url"]
+    return c
+
+
+def run_extra_config(values: dict[str, Any], c: Config) -> None:
+    for _, snippet in sorted(values["hub"]["extraConfig"].items()):
+        exec(snippet, {"c": c})  # the chart runs each so, in the order of their keys
+
+
+def test_the_hub_config_it_loads_configures_a_kubernetes_hub(tmp_path: Path) -> None:
+    """extraConfig's Python, run as the chart runs it after its own config, over a real HOME
+    that `dossierhub serve` never ran on (no proxy or service token minted there)."""
+    home, secrets = kubernetes_home(tmp_path)
+    for which in ("proxy", "service"):
+        token_file(home, which).unlink()
+    values = z2jh_values(load_settings(home), home.root)
+    c = z2jh_config(values)
+    run_extra_config(values, c)
     assert c.JupyterHub.spawner_class == "dossierhub.workspaces.kubespawner.DossierKubeSpawner"
     assert c.KubeSpawner.image == WORKSPACE
     assert c.JupyterHub.authenticator_class == "oauthenticator.azuread.AzureAdOAuthenticator"
     # the secrets reach the hub from the files the mounted Secrets are
     assert c.AzureAdOAuthenticator.client_secret == secrets["OIDC client secret"]
     assert secrets["database password"] in str(c.JupyterHub.db_url)
+    # z2jh keeps where the hub listens, the proxy it talks to, its token and cookie secret
+    assert (c.JupyterHub.hub_bind_url, c.JupyterHub.hub_connect_url) == (
+        "http://:8081",
+        "http://hub:8081",
+    )
+    assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
+    assert "auth_token" not in c.ConfigurableHTTPProxy  # from z2jh's environment variable
+    assert "cookie_secret_file" not in c.JupyterHub and "pid_file" not in c.JupyterHub
+    # the service at its Service with z2jh's token (the one deploy/chart gives it), and the
+    # one culler and the expiry check are dossierhub's
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["dossierhub"]["url"] == "http://dossierhub:8003"
+    assert services["dossierhub"]["api_token"] == "z2jh-made-token-dossierhub"
+    assert set(services) == {"dossierhub", "idle-culler", "dossierhub-expiry"}
+    assert {r["name"] for r in c.JupyterHub.load_roles} >= {"idle-culler", "dossierhub-expiry"}
+
+
+def test_without_postgres_the_hub_database_stays_on_z2jh_s_volume(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home)
+    home.settings_file.write_text(yaml.safe_dump(SETTINGS["sqlite + local passwords"]))
+    values = z2jh_values(load_settings(home), home.root)
+    c = z2jh_config(values)
+    c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"  # z2jh's for sqlite-pvc
+    run_extra_config(values, c)
+    # SQLite on HOME's network filesystem would corrupt; z2jh's own volume is local
+    assert c.JupyterHub.db_url == "sqlite:///jupyterhub.sqlite"
+    assert c.JupyterHub.authenticator_class.endswith("LocalPasswordAuthenticator")
+
+
+def test_the_hub_config_refuses_values_that_registered_no_service(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home)
+    home.settings_file.write_text(yaml.safe_dump(SETTINGS["sqlite + local passwords"]))
+    values = z2jh_values(load_settings(home), home.root)
+    values["hub"]["services"] = {}
+    with pytest.raises(HubConfigError, match="dossierhub k8s values"):
+        run_extra_config(values, z2jh_config(values))
 
 
 @pytest.mark.parametrize(

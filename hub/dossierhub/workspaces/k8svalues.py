@@ -7,8 +7,9 @@ output can be committed, reviewed and diffed. The Secret names here are the ones
 and docs/operating-on-kubernetes.md use.
 
 What the values change from z2jh's defaults, and why:
-- the hub runs our image (z2jh's pins another JupyterHub) and loads dossierhub's hub config
-  (`hubconfig.load_hub_config`) from HOME's volume claim, mounted at the same path as in the pods;
+- the hub runs our image (z2jh's pins another JupyterHub) and runs dossierhub's hub config
+  (`z2jh_hub_config`: hubconfig.make_config minus what z2jh owns in its pod) over HOME's
+  volume claim, mounted at the same path as in the pods;
 - secrets (the database password, the OIDC client secret) are Secrets mounted as the files
   settings.yaml names, so the hub reads them as it does on one machine;
 - a workspace's uid/gid, storage and network policy are per dossier (kubespawner.py): the
@@ -22,9 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from traitlets.config import Config
 
-from dossierhub.state.settings import Settings
-from dossierhub.workspaces.hubconfig import SERVICE, ports
+from dossierhub.isolation.environment import workspace_python
+from dossierhub.state.audit import set_channel
+from dossierhub.state.directory import read_directory
+from dossierhub.state.home import Home
+from dossierhub.state.settings import Settings, load_settings
+from dossierhub.workspaces.hubconfig import (
+    SERVICE,
+    HubConfigError,
+    HubInputs,
+    make_config,
+    ports,
+    read_db_password,
+)
 
 # Secrets the operator creates (docs/operating-on-kubernetes.md); key -> what it holds
 DB_SECRET = "dossierhub-db"  # noqa: S105 - a name; key "password": the database password
@@ -76,13 +89,13 @@ def z2jh_values(settings: Settings, home: Path = HOME_MOUNT) -> dict[str, Any]:
         workspace_image = split_image(kube.image, "kubernetes.image")
     except ValueError as error:
         raise ValuesError(f"settings.yaml: {error}") from None
-    timeout = settings.workspaces.idle_timeout_seconds
     return {
         "hub": _hub(settings, home, hub_image),
         "proxy": {"chp": {"networkPolicy": _proxy_policy(settings)}},
         "singleuser": _singleuser(workspace_image),
-        # the same figures dossierhub's own idle-culler is given (hubconfig.services)
-        "cull": {"enabled": True, "timeout": timeout, "every": max(60, timeout // 6)},
+        # one culler: dossierhub's own (hubconfig.services, workspaces.idle_timeout_seconds),
+        # which z2jh_hub_config puts in the place of the chart's
+        "cull": {"enabled": False},
         # images are pulled when a workspace starts; the pullers' hook adds nothing we need
         "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
     }
@@ -121,8 +134,8 @@ def _hub(settings: Settings, home: Path, image: dict[str, str]) -> dict[str, Any
         "extraConfig": {
             # after z2jh's own config: roles, groups, the spawner, login (hubconfig.py)
             "zz-dossierhub": (
-                "from dossierhub.workspaces.hubconfig import load_hub_config\n"
-                f"load_hub_config(c, {str(home)!r})\n"
+                "from dossierhub.workspaces.k8svalues import z2jh_hub_config\n"
+                f"z2jh_hub_config(c, {str(home)!r})\n"
             )
         },
         "networkPolicy": {"enabled": True, "egressAllowRules": _hub_egress(settings)},
@@ -181,6 +194,59 @@ def _singleuser(image: dict[str, str]) -> dict[str, Any]:
         # policy's (the hub and DNS) remains
         "networkPolicy": {"enabled": True, "egress": [], "egressAllowRules": dict(_NO_EGRESS)},
     }
+
+
+# What z2jh's own hub config decides inside its pod and dossierhub's must not override: where
+# the hub listens and is reached, the proxy pod it talks to and that proxy's token, the cookie
+# secret (a Secret of the chart's) and the pid file (serve's, on one machine)
+Z2JH_OWNS = {
+    "JupyterHub": ("bind_url", "hub_bind_url", "hub_connect_url", "cookie_secret_file", "pid_file"),
+    "ConfigurableHTTPProxy": ("api_url", "auth_token", "should_start"),
+}
+
+
+def z2jh_hub_config(c: Config, home_dir: str) -> None:
+    """dossierhub's hub config inside z2jh's hub pod, run by `hub.extraConfig` after z2jh's
+    own: the spawner, login, groups, roles and services of `hubconfig.make_config`, with the
+    keys in Z2JH_OWNS left to z2jh. The dossierhub service keeps the url and api token z2jh
+    registered (the token is in z2jh's `hub` Secret, where deploy/chart's Deployment reads
+    it), so nothing here needs the tokens `dossierhub serve` mints on one machine."""
+    set_channel("hub")
+    home = Home(Path(home_dir))
+    settings = load_settings(home)
+    registered = {s["name"]: s for s in c.JupyterHub.get("services", [])}
+    service = registered.get(SERVICE)
+    if service is None or not service.get("api_token"):
+        raise HubConfigError(
+            f"z2jh registered no {SERVICE} service with a token: install the chart with the "
+            "values of `dossierhub k8s values`"
+        )
+    secret = ""
+    if settings.hub.oauth is not None:
+        secret = Path(settings.hub.oauth.client_secret_file).read_text().strip()
+    ours = make_config(
+        HubInputs(
+            home=home.root,
+            settings=settings,
+            dossiers=tuple(read_directory(home)),
+            proxy_token="",  # z2jh's proxy, z2jh's token
+            service_token=service["api_token"],
+            workspace_python=workspace_python(settings),
+            oauth_client_secret=secret,
+            db_password=read_db_password(settings),
+        )
+    )
+    owned = dict(Z2JH_OWNS)
+    if settings.hub.db_url is None:
+        # SQLite on z2jh's own volume: never on HOME's network filesystem
+        owned["JupyterHub"] = (*owned["JupyterHub"], "db_url")
+    for section, keys in owned.items():
+        for key in keys:
+            ours[section].pop(key, None)
+    for entry in ours.JupyterHub.services:
+        if entry["name"] == SERVICE:
+            entry["url"] = service["url"]
+    c.merge(ours)
 
 
 class _Dumper(yaml.SafeDumper):
