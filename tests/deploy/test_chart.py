@@ -15,7 +15,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from helm import CHART, render
+
+from dossierhub.state.settings import Settings
+from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
 
 K8S_VERSION = "1.33"
 VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
@@ -150,3 +154,28 @@ def test_the_service_is_where_the_z2jh_values_register_it() -> None:
             },
         }
     ]
+
+
+def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None:
+    """Installed side by side with their defaults, the two charts find each other: the
+    Service where the hub was told the service is, HOME's claim at the hub's path, the token
+    under the key z2jh keeps it, the hub's labels as the workspaces' policy names them."""
+    settings = Settings.model_validate(
+        {"hub": {"spawner": "kubernetes"}, "kubernetes": {"image": "r/w:1", "hub_image": "r/h:1"}}
+    )
+    hub = z2jh_values(settings)["hub"]
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render()}
+    service = objects["Service", "dossierhub"]
+    port = service["spec"]["ports"][0]["port"]
+    assert hub["services"]["dossierhub"]["url"] == f"http://{service['metadata']['name']}:{port}"
+    assert (chart["home"]["claim"], chart["home"]["mountPath"]) == (
+        settings.kubernetes.home_claim,
+        str(HOME_MOUNT),
+    )
+    assert {"name": "dossierhub-home", "mountPath": str(HOME_MOUNT)} in hub["extraVolumeMounts"]
+    assert chart["hub"]["tokenKey"] == "hub.services.dossierhub.apiToken"
+    assert chart["hub"]["labels"] == settings.kubernetes.hub_labels
+    assert chart["proxy"]["labels"] == settings.kubernetes.proxy_labels
+    assert chart["hub"]["port"] == settings.kubernetes.hub_port
+    assert chart["dns"]["labels"] == settings.kubernetes.dns_labels
