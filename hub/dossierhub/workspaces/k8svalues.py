@@ -91,7 +91,7 @@ def z2jh_values(settings: Settings, home: Path = HOME_MOUNT) -> dict[str, Any]:
         raise ValuesError(f"settings.yaml: {error}") from None
     return {
         "hub": _hub(settings, home, hub_image),
-        "proxy": {"chp": {"networkPolicy": _proxy_policy(settings)}},
+        "proxy": {"chp": {"networkPolicy": _proxy_policy()}},
         "singleuser": _singleuser(workspace_image),
         # one culler: dossierhub's own (hubconfig.services, workspaces.idle_timeout_seconds),
         # which z2jh_hub_config puts in the place of the chart's
@@ -170,7 +170,7 @@ def _hub_egress(settings: Settings) -> dict[str, bool]:
     return rules
 
 
-def _proxy_policy(settings: Settings) -> dict[str, Any]:
+def _proxy_policy() -> dict[str, Any]:
     # the proxy reaches the hub, the workspaces and the dossierhub service, all in-cluster
     rules = dict(_NO_EGRESS)
     rules.update(dnsPortsKubeSystemNamespace=True, privateIPs=True)
