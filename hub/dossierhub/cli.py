@@ -488,6 +488,39 @@ def genesis(home: Home) -> None:
         )
 
 
+@main.group()
+def k8s() -> None:
+    """Kubernetes: values for the Zero to JupyterHub chart (docs/operating-on-kubernetes.md)."""
+
+
+@k8s.command(name="values")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the values to FILE (default: stdout).",
+)
+@click.pass_obj
+def k8s_values(home: Home, out_file: Path | None) -> None:
+    """Print z2jh's values from settings.yaml: Secrets by name only, never a secret's value."""
+    from dossierhub.state.settings import load_settings
+    from dossierhub.workspaces.k8svalues import ValuesError, dump_values, z2jh_values
+
+    try:
+        values = z2jh_values(load_settings(home))
+    except RefusedError as exc:
+        _print_problems(exc.problems)
+        raise Failed("settings.yaml is not valid; no values were written.") from None
+    except ValuesError as error:
+        raise Failed(str(error)) from None
+    text = dump_values(values)
+    if out_file is None:
+        click.echo(text, nl=False)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        out.print(f"z2jh values written to {escape(str(out_file))}")
+
+
 @main.command()
 @click.option(
     "--size",

@@ -268,7 +268,7 @@ def test_every_command_and_option_is_in_the_reference() -> None:
     rows = {}
     for row in reference("Command line"):
         words = quoted(row[0])[0].split()
-        path = " ".join(w for w in words if re.fullmatch(r"[a-z][a-z-]*", w))
+        path = " ".join(w for w in words if re.fullmatch(r"[a-z][a-z0-9-]*", w))
         rows[path] = row
     compare("Command line", set(in_code), set(rows))
     for path, command in in_code.items():

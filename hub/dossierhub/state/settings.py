@@ -120,6 +120,8 @@ class KubernetesSettings(Strict):
     api_url: str | None = Field(default=None, pattern=r"^https?://")
     namespace: str = Field(default="dossierhub", pattern=_DNS_LABEL)
     image: str | None = Field(default=None, min_length=1)  # required with hub.spawner kubernetes
+    # the hub's own image (deploy/images): `dossierhub k8s values` needs it
+    hub_image: str | None = Field(default=None, min_length=1)
     # the read-write-many volume claim holding HOME: a pod mounts only its dossier's folders
     home_claim: str = Field(default="dossierhub-home", pattern=_DNS_LABEL)
     # what JupyterLab and the kernels' Python use beside DuckDB's memory limit

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ PREFIX = f"/services/{SERVICE}/"
 HUB_PREFIX = "/hub/"
 
 
-def make_hub_auth(home: Home, hub_api_url: str) -> HubOAuth:
-    token = read_token(home, "service")
+def make_hub_auth(home: Home, hub_api_url: str, token: str | None = None) -> HubOAuth:
+    """`token`: the service's api token when it does not come from HOME (on Kubernetes, z2jh
+    keeps it in a Secret: docs/operating-on-kubernetes.md)."""
+    token = token or read_token(home, "service")
     return HubOAuth(
         api_token=token,
         api_url=hub_api_url,
@@ -105,17 +108,19 @@ def add_filters(environment: jinja2.Environment) -> None:
     environment.filters["audit_sentence"] = auditwords.sentence
 
 
-async def _serve(home: Home, port: int, hub_api_url: str) -> None:
+async def _serve(
+    home: Home, port: int, hub_api_url: str, ip: str = "127.0.0.1", token: str | None = None
+) -> None:
     settings = load_settings(home)
     runner = Runner(home, settings.reports.prestart_kernels)
-    app = make_app(home, make_hub_auth(home, hub_api_url), runner)
-    server = app.listen(port, address="127.0.0.1", xheaders=True)
+    app = make_app(home, make_hub_auth(home, hub_api_url, token), runner)
+    server = app.listen(port, address=ip, xheaders=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     prune = asyncio.create_task(_prune_every(runner, 60))
-    logging.getLogger("dossierhub.web").info("dossierhub pages on 127.0.0.1:%s%s", port, PREFIX)
+    logging.getLogger("dossierhub.web").info("dossierhub pages on %s:%s%s", ip, port, PREFIX)
     await stop.wait()
     prune.cancel()
     server.stop()
@@ -139,9 +144,21 @@ def main(argv: list[str] | None = None) -> None:
         help="the port to answer on (serve passes the one the hub routes to: settings.yaml's "
         "hub.port + 3, or --port's)",
     )
+    # in a pod (deploy/chart): every address, and the token z2jh registered for the service
+    parser.add_argument("--ip", default="127.0.0.1", help="the address to answer on")
+    parser.add_argument(
+        "--token-from-env",
+        action="store_true",
+        help="the hub API token from $JUPYTERHUB_API_TOKEN instead of HOME's token file",
+    )
     args = parser.parse_args(argv)
+    token = None
+    if args.token_from_env:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            parser.error("--token-from-env: $JUPYTERHUB_API_TOKEN is not set")
     set_channel("service")
     logging.basicConfig(level=logging.INFO, format="[dossierhub-web %(levelname)s] %(message)s")
     home = Home.from_option(args.home)
     port = args.port if args.port is not None else ports(load_settings(home))[3]
-    asyncio.run(_serve(home, port, args.hub_api))
+    asyncio.run(_serve(home, port, args.hub_api, args.ip, token))

@@ -1,0 +1,181 @@
+"""deploy/chart as `helm template` renders it (helm pinned by deploy/package-lock.json, offline):
+every object valid for Kubernetes 1.33 (strict: no unknown field), and no pod that could
+step out of the restricted Pod Security Standard, reach the node, talk to the Kubernetes API or
+hold the master key outside the apply CronJob.
+
+checkov is not used: pinning it here downgrades packaging (26 -> 23.2, a runtime dependency),
+pytest and python-dateutil, and it needs 9 s to start; the checks below are the privilege
+checks of the restricted standard that matter here, on the real rendered objects."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm import CHART, render
+
+from dossierhub.state.settings import Settings
+from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
+
+K8S_VERSION = "1.33"
+VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
+
+
+@pytest.fixture(scope="module", params=list(VALUES))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(*VALUES[request.param])
+
+
+def pod_specs(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = obj.get("spec", {})
+    if obj["kind"] == "CronJob":
+        yield spec["jobTemplate"]["spec"]["template"]["spec"]
+    elif "template" in spec:
+        yield spec["template"]["spec"]
+
+
+def privilege_problems(obj: dict[str, Any]) -> list[str]:
+    """What in one object breaks the restricted standard or our own rules; [] when nothing."""
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    found = []
+    if obj["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+        found.append(f"{name}: grants Kubernetes API rights; the service and apply need none")
+    for pod in pod_specs(obj):
+        context = pod.get("securityContext", {})
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(flag):
+                found.append(f"{name}: {flag}")
+        if pod.get("automountServiceAccountToken") is not False:
+            found.append(f"{name}: mounts a service-account token")
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0:
+            found.append(f"{name}: may run as root")
+        if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            found.append(f"{name}: no RuntimeDefault seccomp profile")
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        found += [f"{name}: hostPath volume {v['name']}" for v in pod["volumes"] if "hostPath" in v]
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            found += container_problems(f"{name} {container['name']}", container)
+            for mount in container.get("volumeMounts", []):
+                master = mount["name"] in secrets and mount["mountPath"].endswith("/master.key")
+                if master and obj["kind"] != "CronJob":
+                    found.append(f"{name}: mounts the master key ({secrets[mount['name']]})")
+    return found
+
+
+def container_problems(name: str, container: dict[str, Any]) -> list[str]:
+    context = container.get("securityContext", {})
+    found = []
+    if context.get("privileged", False):
+        found.append(f"{name}: privileged")
+    if context.get("allowPrivilegeEscalation") is not False:
+        found.append(f"{name}: may escalate privileges")
+    capabilities = context.get("capabilities", {})
+    if capabilities.get("drop") != ["ALL"] or capabilities.get("add"):
+        found.append(f"{name}: keeps or adds capabilities")
+    if context.get("runAsUser") == 0:
+        found.append(f"{name}: runs as root")
+    return found
+
+
+def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) -> None:
+    kinds = sorted(obj["kind"] for obj in rendered)
+    assert kinds == [
+        "CronJob",
+        "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+    ]
+    for obj in rendered:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_no_object_is_privileged_root_on_the_node_or_holding_the_master_key(
+    rendered: list[dict[str, Any]],
+) -> None:
+    problems = [problem for obj in rendered for problem in privilege_problems(obj)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_catch_what_they_look_for() -> None:
+    """Each check, fed the rendered Deployment with one thing changed, names the change."""
+    deployment = next(o for o in render() if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    changes = {
+        "hostPath volume": lambda p: p["volumes"].append({"name": "n", "hostPath": {"path": "/"}}),
+        "privileged": lambda p: p["containers"][0]["securityContext"].update(privileged=True),
+        "may run as root": lambda p: p["securityContext"].update(runAsUser=0),
+        "service-account token": lambda p: p.pop("automountServiceAccountToken"),
+        "adds capabilities": lambda p: p["containers"][0]["securityContext"]["capabilities"].update(
+            add=["NET_ADMIN"]
+        ),
+        "mounts the master key": lambda p: (
+            p["volumes"].append({"name": "k", "secret": {"secretName": "dossierhub-master-key"}}),
+            p["containers"][0]["volumeMounts"].append(
+                {"name": "k", "mountPath": "/srv/dossierhub/secrets/master.key"}
+            ),
+        ),
+    }
+    assert privilege_problems(deployment) == []
+    for words, change in changes.items():
+        changed = copy.deepcopy(deployment)
+        change(changed["spec"]["template"]["spec"])
+        assert any(words in problem for problem in privilege_problems(changed)), words
+    assert pod == deployment["spec"]["template"]["spec"]  # the original untouched
+
+
+def test_the_service_is_where_the_z2jh_values_register_it() -> None:
+    """`dossierhub k8s values` registers http://dossierhub:<hub.port + 3>; the chart's Service
+    answers there, and the service's policy lets the proxy and the hub in, nobody else."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render()}
+    service = objects["Service", "dossierhub"]
+    assert service["spec"]["ports"][0]["port"] == 8003
+    policy = objects["NetworkPolicy", "dossierhub"]["spec"]
+    sources = [peer["podSelector"]["matchLabels"] for peer in policy["ingress"][0]["from"]]
+    assert sources == [
+        {"app": "jupyterhub", "component": "proxy"},
+        {"app": "jupyterhub", "component": "hub"},
+    ]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    # no egress rule without a destination: nothing reaches the internet or a workspace
+    assert all(rule.get("to") for rule in policy["egress"])
+    deployment = objects["Deployment", "dossierhub"]["spec"]["template"]
+    env = deployment["spec"]["containers"][0]["env"]
+    assert env == [
+        {
+            "name": "JUPYTERHUB_API_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": "hub", "key": "hub.services.dossierhub.apiToken"}
+            },
+        }
+    ]
+
+
+def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None:
+    """Installed side by side with their defaults, the two charts find each other: the
+    Service where the hub was told the service is, HOME's claim at the hub's path, the token
+    under the key z2jh keeps it, the hub's labels as the workspaces' policy names them."""
+    settings = Settings.model_validate(
+        {"hub": {"spawner": "kubernetes"}, "kubernetes": {"image": "r/w:1", "hub_image": "r/h:1"}}
+    )
+    hub = z2jh_values(settings)["hub"]
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render()}
+    service = objects["Service", "dossierhub"]
+    port = service["spec"]["ports"][0]["port"]
+    assert hub["services"]["dossierhub"]["url"] == f"http://{service['metadata']['name']}:{port}"
+    assert (chart["home"]["claim"], chart["home"]["mountPath"]) == (
+        settings.kubernetes.home_claim,
+        str(HOME_MOUNT),
+    )
+    assert {"name": "dossierhub-home", "mountPath": str(HOME_MOUNT)} in hub["extraVolumeMounts"]
+    assert chart["hub"]["tokenKey"] == "hub.services.dossierhub.apiToken"
+    assert chart["hub"]["labels"] == settings.kubernetes.hub_labels
+    assert chart["proxy"]["labels"] == settings.kubernetes.proxy_labels
+    assert chart["hub"]["port"] == settings.kubernetes.hub_port
+    assert chart["dns"]["labels"] == settings.kubernetes.dns_labels
