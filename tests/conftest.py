@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ import yaml
 from dossierhub.demo import write_demo
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
+from dossierhub.state.settings import KubernetesSettings
 from dossierhub.workspaces.hub_auth import set_password
 from dossierhub.workspaces.servestate import read_serve_state
 from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
@@ -85,11 +87,51 @@ def hub_on_postgres(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
         yield running
 
 
+@pytest.fixture(scope="module")
+def hub_on_standin(k8s_standin_module: Any) -> Iterator[Hub]:  # tests/k8s/standin.py StandIn
+    """A hub like `hub` whose workspaces are pods on the Kubernetes stand-in (found only by
+    tests under tests/k8s, where the stand-in's fixtures are); Unix users `<prefix>k-<id>`."""
+    if os.geteuid() != 0:
+        pytest.skip("the e2e tests check workspace isolation, which needs root")
+    prefix = os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")[:5] + "k"
+    with serving_on_standin(k8s_standin_module, prefix) as running:
+        yield running
+
+
 @contextlib.contextmanager
-def serving(hub_settings: dict, prefix: str) -> Iterator[Hub]:
+def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
+    """`serving` with hub.spawner kubernetes on the stand-in `k8s`: its API server and
+    kubeconfig, HOME as its home volume claim, the workspace Python in its image."""
+    python_env = str(Path(reachable_python()).parents[1])
+    if python_env not in k8s.kubelet.image:
+        k8s.kubelet.image.append(python_env)
+    kubernetes = {
+        "api_url": k8s.api_url,
+        "namespace": "default",
+        "image": "standin/dossierhub-workspace:test",  # the stand-in runs the host's Python
+    }
+    with serving(
+        {"spawner": "kubernetes"},
+        prefix,
+        sections={"kubernetes": kubernetes},
+        env={"KUBECONFIG": str(k8s.kubeconfig)},
+    ) as running:
+        k8s.kubelet.claims[KubernetesSettings().home_claim] = running.home.root
+        yield running
+
+
+@contextlib.contextmanager
+def serving(
+    hub_settings: dict,
+    prefix: str,
+    *,
+    sections: dict | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Hub]:
     """`dossierhub serve` on a new demo HOME with `hub_settings` added to settings.yaml's hub
-    section, its Unix users named `<prefix>-<id>` (DOSSIERHUB_TEST_PREFIX lets two test
-    sessions run side by side)."""
+    section and `sections` as sections of their own, `env` added to serve's environment, its
+    Unix users named `<prefix>-<id>` (DOSSIERHUB_TEST_PREFIX lets two test sessions run side
+    by side)."""
     remove_dead_hubs()
     root = Path(tempfile.mkdtemp(prefix="dossierhub-e2e-", dir="/tmp"))
     os.chmod(root, 0o711)
@@ -109,6 +151,7 @@ def serving(hub_settings: dict, prefix: str) -> Iterator[Hub]:
                 "workspaces": {"python": reachable_python(), "auth_cache_seconds": 2},
                 # Unix users of its own, so a dossierhub installed on this machine keeps its own
                 "isolation": {"prefix": prefix},
+                **(sections or {}),
             }
         )
     )
@@ -124,7 +167,10 @@ def serving(hub_settings: dict, prefix: str) -> Iterator[Hub]:
     log = root / "serve.log"
     with log.open("w") as handle:
         serve = subprocess.Popen(
-            [DOSSIERHUB, "--home", str(home.root), "serve"], stdout=handle, stderr=subprocess.STDOUT
+            [DOSSIERHUB, "--home", str(home.root), "serve"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + 90

@@ -19,7 +19,7 @@ from dossierhub.isolation.unixusers import (
     clash,
     identities,
     isolation_enabled,
-    secure_extracts,
+    secure_dossier,
     secure_home,
 )
 from dossierhub.state.audit import AuditLog
@@ -110,15 +110,15 @@ def _identity_clashes(inst: Installation) -> list[Problem]:
 
 def _secure(inst: Installation, results: list[DossierResult]) -> None:
     """Run as root: extracts readable by their dossier's identities only (made when first
-    needed, by serve, a workspace's start or a report run: until then, by root only)."""
+    needed, by serve, a workspace's start or a report run: until then, by root only). On
+    pods the dossier's number is handed out here, and owns its workspace folder."""
     if not isolation_enabled():
         return
     secure_home(inst.home)
     for result in results:
         if result.status in ("built", "up to date"):
             ids = identities(inst.home, result.dossier_id)
-            gid = ids.workspace.gid if ids is not None else None
-            secure_extracts(inst.home.extract_dir(result.dossier_id), gid)
+            secure_dossier(inst.home, result.dossier_id, ids)
 
 
 def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:

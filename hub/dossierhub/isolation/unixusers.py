@@ -13,6 +13,12 @@ belongs to the HOME recorded as its account's home folder; a name owned by anoth
 installation on the machine is refused (IdentityClash), never shared. One whose installation
 is gone (that HOME no longer holds secrets/master.key) is taken over. Not run as root (a
 laptop), there is one identity and isolation is off; `isolation_enabled` says which.
+
+With `hub.spawner: kubernetes` the workspace runs as a pod, as the dossier's number of
+isolation/podids.py rather than as `<prefix>-<id>`: its extracts' group and its workspace
+folder's owner are that number (`dossier_owner`), handed out at apply, so a workspace's start
+never allocates one. Report kernels still run here, as `<prefix>r-<id>`, with that number as
+an extra group so that they read the same extracts.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from dossierhub.isolation.podids import pod_id
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -255,6 +262,34 @@ def secure_home(home: Home) -> None:
         os.chmod(home.raw_dir, 0o700)
 
 
+def on_pods(home: Home) -> bool:
+    """Workspaces run as pods (hub.spawner: kubernetes), as the dossier's number."""
+    return load_settings(home).hub.spawner == "kubernetes"
+
+
+@dataclass(frozen=True)
+class DossierOwner:
+    """Who the dossier's files belong to: the group that reads extracts/<id> and the owner
+    of workspaces/<id>, the workspace's identity on this machine or its pod's number."""
+
+    extracts_gid: int
+    workspace: tuple[int, int]  # uid, gid
+
+
+def dossier_owner(
+    home: Home, dossier_id: str, ids: DossierIdentities | None
+) -> DossierOwner | None:
+    """The one place that decides it. None: not yet known (no identities, isolation off),
+    and then the extracts stay root's only. On pods the number is handed out here if the
+    dossier has none yet (at apply, or serve's start for a HOME applied before)."""
+    if on_pods(home):
+        number = pod_id(home, dossier_id)
+        return DossierOwner(number, (number, number))
+    if ids is None:
+        return None
+    return DossierOwner(ids.workspace.gid, (ids.workspace.uid, ids.workspace.gid))
+
+
 def secure_extracts(folder: Path, gid: int | None) -> None:
     """Extracts readable by the dossier's group only; never writable by it. (extracts/<id>
     is written by root only, so walking it follows nothing a dossier planted.)"""
@@ -266,6 +301,16 @@ def secure_extracts(folder: Path, gid: int | None) -> None:
         if gid is not None:
             os.chown(path, 0, gid, follow_symlinks=False)
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
+
+
+def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -> None:
+    """Run as root after apply built the dossier's extracts: readable by its owner's group
+    (root only while it has none); on pods its workspace folder too, since no identity is
+    made there later to own it."""
+    owner = dossier_owner(home, dossier_id, ids)
+    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None)
+    if owner is not None and on_pods(home):
+        _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
 
 
 def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
@@ -281,10 +326,11 @@ def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
 
 def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
     folder = home.workspace_dir(dossier_id)
-    if ids is None:
+    owner = dossier_owner(home, dossier_id, ids) if ids is not None else None
+    if owner is None:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-    return _own_folder(folder, (ids.workspace.uid, ids.workspace.gid), 0o700)
+    return _own_folder(folder, owner.workspace, 0o700)
 
 
 def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
@@ -298,12 +344,19 @@ def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | 
 
 def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
     """Run as root before a workspace or a report kernel starts: the dossier's identities
-    exist, read its extracts, and have their folders."""
+    exist, read its extracts, and have their folders. On pods the report identity reads the
+    extracts through the pod's number, an extra group it runs with."""
     ids = ensure_identities(home, dossier_id)
-    secure_extracts(home.extract_dir(dossier_id), ids.workspace.gid)
+    owner = dossier_owner(home, dossier_id, ids)
+    assert owner is not None
+    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid)
     ensure_workspace_dir(home, dossier_id, ids)
     ensure_scratch_parent(home, dossier_id, ids)
-    return ids
+    if owner.extracts_gid in ids.report.groups:
+        return ids
+    report = ids.report
+    groups = (*report.groups, owner.extracts_gid)
+    return DossierIdentities(ids.workspace, Identity(report.name, report.uid, report.gid, groups))
 
 
 def preexec_as(identity: Identity, workdir: Path) -> Callable[[], None]:

@@ -1,0 +1,166 @@
+"""With hub.spawner kubernetes, apply gives a dossier's files its pod's number
+(isolation/unixusers.py dossier_owner): the pod, running as that number and nothing else,
+reads its extracts, cannot change them, cannot read another dossier's, and owns its
+workspace folder. Run as root (apply chowns); the HOME lies where any uid may traverse.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.unixusers import prepare_dossier
+from dossierhub.state.home import Home
+
+from e2e_hub import release_identities
+from helpers import read_yaml, run_cli, write_yaml
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="apply secures files as root only")
+
+PYTHON = "/usr/bin/python3.11"  # executable by any uid, unlike a pyenv under /root
+
+
+@pytest.fixture(scope="module")
+def pod_home(demo_data: Path) -> Iterator[Home]:
+    """The demo HOME with hub.spawner kubernetes, applied (as root)."""
+    parent = Path(tempfile.mkdtemp(prefix="dossierhub-podfiles-"))
+    os.chmod(parent, 0o711)
+    root = parent / "home"
+    shutil.copytree(demo_data, root, symlinks=True)
+    home = Home(root)
+    settings = read_yaml(home.settings_file) or {}
+    settings["hub"] = {**settings.get("hub", {}), "spawner": "kubernetes"}
+    settings["kubernetes"] = {"image": "registry.example.org/dossierhub-workspace:1.0"}
+    write_yaml(home.settings_file, settings)
+    result = run_cli(root, "apply")
+    assert result.exit_code == 0, result.stderr
+    yield home
+    shutil.rmtree(parent)
+
+
+def as_pod(number: int, code: str) -> subprocess.CompletedProcess[str]:
+    """Python `code` run as the pod runs: uid and gid `number`, no other group."""
+    return subprocess.run(
+        [PYTHON, "-c", code],
+        user=number,
+        group=number,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_apply_hands_out_the_numbers_and_gives_the_extracts_their_group(pod_home: Home) -> None:
+    numbers = pod_ids(pod_home)
+    assert {"armoede", "mobiliteit"} <= set(numbers)  # allocated at apply, not at a start
+    for dossier, number in numbers.items():
+        folder = pod_home.extract_dir(dossier)
+        if not folder.exists():
+            continue
+        for path in [folder, *folder.rglob("*")]:
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                continue  # the swap's names: a link's own owner and mode grant nothing
+            assert (info.st_uid, info.st_gid) == (0, number), path
+            want = 0o750 if stat.S_ISDIR(info.st_mode) else 0o640
+            assert stat.S_IMODE(info.st_mode) == want, path  # the group reads, nobody writes
+        workspace = os.lstat(pod_home.workspace_dir(dossier))
+        assert (workspace.st_uid, workspace.st_gid) == (number, number)
+        assert stat.S_IMODE(workspace.st_mode) == 0o700
+
+
+def test_the_pod_s_number_reads_its_extracts_only_and_writes_its_folder(pod_home: Home) -> None:
+    number, other = pod_ids(pod_home)["armoede"], pod_ids(pod_home)["mobiliteit"]
+    own = pod_home.extract_dir("armoede")
+    files = [p for p in own.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert files
+    theirs = [p for p in pod_home.extract_dir("mobiliteit").rglob("*") if p.is_file()]
+    code = f"""
+import os, pathlib
+for f in {[str(f) for f in files]!r}:
+    pathlib.Path(f).read_bytes()
+print("read")
+for attempt in (
+    lambda: open({str(files[0])!r}, "ab"),
+    lambda: pathlib.Path({str(own / "planted")!r}).write_text("x"),
+    lambda: pathlib.Path({str(theirs[0])!r}).read_bytes(),
+    lambda: os.listdir({str(pod_home.extract_dir("mobiliteit"))!r}),
+    lambda: os.listdir({str(pod_home.workspace_dir("mobiliteit"))!r}),
+):
+    try:
+        attempt()
+        print("allowed")
+    except PermissionError:
+        print("refused")
+pathlib.Path({str(pod_home.workspace_dir("armoede") / "notes.txt")!r}).write_text("mine")
+print("wrote")
+"""
+    result = as_pod(number, code)
+    assert result.stdout.split() == ["read", *["refused"] * 5, "wrote"], result.stderr
+    # and the other dossier's number is refused this dossier's extracts in turn
+    stranger = as_pod(other, f"open({str(files[0])!r}, 'rb')")
+    assert "PermissionError" in stranger.stderr
+
+
+def test_a_link_planted_as_the_workspace_folder_is_not_followed(
+    demo_data: Path, pod_home: Home
+) -> None:
+    """A workspace folder replaced by a link (say from a restored backup) is refused; the
+    link's target keeps its owner."""
+    number = pod_ids(pod_home)["armoede"]
+    target = Path(tempfile.mkdtemp(prefix="dossierhub-podfiles-target-"))
+    try:
+        workspace = pod_home.workspace_dir("armoede")
+        moved = workspace.with_name("armoede.moved")
+        workspace.rename(moved)
+        workspace.symlink_to(target)
+        try:
+            with pytest.raises(Exception, match="is not a folder"):
+                run_cli(pod_home.root, "apply", "armoede")
+            assert os.lstat(target).st_uid == 0
+            assert os.lstat(target).st_uid != number
+        finally:
+            workspace.unlink()
+            moved.rename(workspace)
+    finally:
+        shutil.rmtree(target)
+
+
+def test_report_kernels_read_the_pod_s_extracts_through_its_number(pod_home: Home) -> None:
+    """serve's start and a report run prepare the dossier's Unix identities as well: the
+    extracts keep the pod's group, and the report identity runs with it as an extra group."""
+    settings = read_yaml(pod_home.settings_file)
+    settings["isolation"] = {**settings.get("isolation", {}), "prefix": "dk4pf"}
+    write_yaml(pod_home.settings_file, settings)
+    number = pod_ids(pod_home)["armoede"]
+    try:
+        ids = prepare_dossier(pod_home, "armoede")
+        assert number in ids.report.groups
+        assert os.lstat(pod_home.extract_dir("armoede")).st_gid == number
+        workspace = os.lstat(pod_home.workspace_dir("armoede"))
+        assert (workspace.st_uid, workspace.st_gid) == (number, number)
+        files = [p for p in pod_home.extract_dir("armoede").rglob("*") if p.is_file()]
+        report = ids.report
+        read = subprocess.run(
+            [PYTHON, "-c", f"open({str(files[0])!r}, 'rb').read(); print('read')"],
+            user=report.uid,
+            group=report.gid,
+            extra_groups=list(report.groups),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert read.stdout.strip() == "read", read.stderr
+    finally:
+        release_identities(pod_home)
