@@ -21,13 +21,14 @@ as the stand-in's tests do.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ FORMER_CONTAINER_CONTEXT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ApplyPod:
     """What of the CronJob's pod decides what apply may do to files."""
 
@@ -151,7 +152,7 @@ def sandbox(pod: ApplyPod, home: Path, key: Path, accounts: Path) -> list[str]:
     args += ["--ro-bind", str(accounts / "passwd"), "/etc/passwd"]
     args += ["--ro-bind", str(accounts / "group"), "/etc/group"]
     # the image: an environment any uid may run, and this checkout (editable sources)
-    for folder in sorted({REPO, environment(pod)}, key=lambda path: len(path.parts)):
+    for folder in sorted({REPO, environment()}, key=lambda path: len(path.parts)):
         args += [*passable_dirs(folder), "--ro-bind", str(folder), str(folder)]
     args += [*passable_dirs(Path(pod.home_path)), "--bind", str(home), pod.home_path]
     args += ["--ro-bind", str(key), pod.key_path]
@@ -169,7 +170,8 @@ def sandbox(pod: ApplyPod, home: Path, key: Path, accounts: Path) -> list[str]:
     return [*args, "--"]
 
 
-def environment(pod: ApplyPod) -> Path:
+@functools.cache
+def environment() -> Path:
     """The virtual environment that stands in for the image's /opt/dossierhub/.venv."""
     return Path(reachable_python()).parent.parent
 
@@ -191,7 +193,7 @@ def run_apply_pod(
     (accounts / "group").write_text(GROUP)
     # Kubernetes sets HOME from the image's passwd, "/" for a uid it lacks
     env = {
-        "PATH": f"{environment(pod) / 'bin'}:/usr/bin:/bin",
+        "PATH": f"{environment() / 'bin'}:/usr/bin:/bin",
         "HOME": "/root" if pod.uid == 0 else "/",
     }
     return subprocess.run(
@@ -237,7 +239,7 @@ def as_number(number: int, *command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@dataclass
+@dataclasses.dataclass
 class Applied:
     home: Home
     work: Path
@@ -357,7 +359,7 @@ def test_each_of_the_two_capabilities_is_needed(demo_data: Path) -> None:
         work.mkdir()
         for dropped, refused in (("CHOWN", "extracts/armoede"), ("FOWNER", "workspaces/armoede")):
             fewer = [c for c in chart.capabilities if c != dropped]
-            pod = ApplyPod(**{**chart.__dict__, "capabilities": fewer})
+            pod = dataclasses.replace(chart, capabilities=fewer)
             result = run_apply_pod(pod, root, work, "armoede")
             assert result.returncode != 0, dropped
             assert f"Operation not permitted: '/srv/dossierhub/{refused}'" in result.stderr
