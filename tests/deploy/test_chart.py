@@ -13,13 +13,14 @@ checks of the restricted standard that matter here, on the real rendered objects
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from helm import CHART, render
+from helm import CHART, REPO, render
 
 from dossierhub.state.settings import Settings
 from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
@@ -251,6 +252,19 @@ def test_the_apply_exception_is_exactly_as_wide_as_it_says() -> None:
         changed = copy.deepcopy(original)
         change(changed)
         assert any(words in problem for problem in privilege_problems(changed)), words
+
+
+def test_the_guide_s_namespace_enforces_baseline_and_warns_of_anything_not_restricted() -> None:
+    """The labels docs/operating-on-kubernetes.md tells operators to set: baseline admits apply,
+    and restricted is still what every pod is measured against (a warning, an audit note)."""
+    guide = (REPO / "docs" / "operating-on-kubernetes.md").read_text()
+    labels = dict(re.findall(r"pod-security\.kubernetes\.io/([\w-]+)=([\w.]+)", guide))
+    assert labels == {
+        "enforce": "baseline",
+        "enforce-version": f"v{K8S_VERSION}",
+        "warn": "restricted",
+        "audit": "restricted",
+    }
 
 
 def test_the_service_is_where_the_z2jh_values_register_it() -> None:
