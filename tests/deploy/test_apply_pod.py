@@ -179,8 +179,15 @@ def environment() -> Path:
 def run_apply_pod(
     pod: ApplyPod, home: Path, work: Path, *ids: str
 ) -> subprocess.CompletedProcess[str]:
-    """The CronJob's command (with dossier `ids`, if any) in its sandbox. The master key
-    leaves HOME for a file shaped as the Secret's (it is never on the shared volume)."""
+    """The CronJob's command (with dossier `ids`, if any) in its sandbox."""
+    return run_in_pod(pod, home, work, [*pod.command, *ids])
+
+
+def run_in_pod(
+    pod: ApplyPod, home: Path, work: Path, command: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`command` in the pod's sandbox. The master key leaves HOME for a file shaped as the
+    Secret's (it is never on the shared volume)."""
     key = work / "master.key"
     if not key.exists():
         key.write_bytes(Home(home).master_key_file.read_bytes())
@@ -197,7 +204,7 @@ def run_apply_pod(
         "HOME": "/root" if pod.uid == 0 else "/",
     }
     return subprocess.run(
-        [*sandbox(pod, home, key, accounts), *pod.command, *ids],
+        [*sandbox(pod, home, key, accounts), *command],
         capture_output=True,
         text=True,
         env=env,
@@ -255,6 +262,46 @@ def applied(demo_data: Path) -> Iterator[Applied]:
     work.mkdir()
     yield Applied(Home(root), work, pod, run_apply_pod(pod, root, work))
     shutil.rmtree(root.parent)
+
+
+# what the process in the sandbox is, as the kernel says (CHOWN is bit 0, FOWNER bit 3)
+PROBE = r"""grep -E '^(Uid|Gid|Groups|CapEff|CapBnd|NoNewPrivs):' /proc/self/status \
+ | tr -s '\t ' ' '
+touch /probe 2>/dev/null && echo root-writable || echo root-read-only
+head -c 64 /srv/dossierhub/secrets/master.key >/dev/null && echo key-read"""
+
+
+@pytest.mark.parametrize(
+    ("cronjob", "seen"),
+    [
+        (
+            chart_cronjob,
+            "Uid: 0 0 0 0|Gid: 0 0 0 0|Groups: 0|CapEff: 0000000000000009|"
+            "CapBnd: 0000000000000009|NoNewPrivs: 1|root-read-only|key-read",
+        ),
+        (
+            former_cronjob,
+            "Uid: 10000 10000 10000 10000|Gid: 10000 10000 10000 10000|Groups: 10000|"
+            "CapEff: 0000000000000000|CapBnd: 0000000000000000|NoNewPrivs: 1|"
+            "root-read-only|key-read",
+        ),
+    ],
+    ids=["chart", "former"],
+)
+def test_the_sandbox_is_the_pod_the_security_context_describes(
+    cronjob: Any, seen: str, tmp_path: Path
+) -> None:
+    """The harness itself: the ids, groups, capabilities (effective and bounding),
+    no_new_privs and read-only root the kernel reports inside are the rendered context's,
+    and the key, shaped as its Secret, is readable there."""
+    home = tmp_path / "home"
+    Home(home).master_key_file.parent.mkdir(parents=True)
+    Home(home).master_key_file.write_text("0" * 64 + "\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(home, 0o755)
+    os.chmod(home / "secrets", 0o755)
+    result = run_in_pod(apply_pod(cronjob()), home, tmp_path, ["sh", "-c", PROBE])
+    assert [line.strip() for line in result.stdout.splitlines()] == seen.split("|"), result.stderr
 
 
 def test_the_chart_runs_apply_as_root_with_chown_and_fowner_only(applied: Applied) -> None:
