@@ -111,14 +111,15 @@ def _identity_clashes(inst: Installation) -> list[Problem]:
 def _secure(inst: Installation, results: list[DossierResult]) -> None:
     """Run as root: extracts readable by their dossier's identities only (made when first
     needed, by serve, a workspace's start or a report run: until then, by root only). On
-    pods the dossier's number is handed out here, and owns its workspace folder."""
+    pods the dossier's number is handed out here, and owns its workspace folder; HOME's
+    control files, the numbers' among them, go to the control identity last."""
     if not isolation_enabled():
         return
-    secure_home(inst.home)
     for result in results:
         if result.status in ("built", "up to date"):
             ids = identities(inst.home, result.dossier_id)
             secure_dossier(inst.home, result.dossier_id, ids)
+    secure_home(inst.home)
 
 
 def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:

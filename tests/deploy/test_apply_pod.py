@@ -37,6 +37,7 @@ from helm import REPO, render
 
 from dossierhub.isolation.podids import pod_ids
 from dossierhub.state.home import Home
+from dossierhub.state.settings import load_settings
 
 from e2e_hub import reachable_python
 from helpers import read_yaml, write_yaml
@@ -264,7 +265,8 @@ def applied(demo_data: Path) -> Iterator[Applied]:
     shutil.rmtree(root.parent)
 
 
-# what the process in the sandbox is, as the kernel says (CHOWN is bit 0, FOWNER bit 3)
+# what the process in the sandbox is, as the kernel says (CHOWN is bit 0, DAC_OVERRIDE bit 1,
+# FOWNER bit 3)
 PROBE = r"""grep -E '^(Uid|Gid|Groups|CapEff|CapBnd|NoNewPrivs):' /proc/self/status \
  | tr -s '\t ' ' '
 touch /probe 2>/dev/null && echo root-writable || echo root-read-only
@@ -276,8 +278,8 @@ head -c 64 /srv/dossierhub/secrets/master.key >/dev/null && echo key-read"""
     [
         (
             chart_cronjob,
-            "Uid: 0 0 0 0|Gid: 0 0 0 0|Groups: 0|CapEff: 0000000000000009|"
-            "CapBnd: 0000000000000009|NoNewPrivs: 1|root-read-only|key-read",
+            "Uid: 0 0 0 0|Gid: 0 0 0 0|Groups: 0|CapEff: 000000000000000b|"
+            "CapBnd: 000000000000000b|NoNewPrivs: 1|root-read-only|key-read",
         ),
         (
             former_cronjob,
@@ -304,10 +306,12 @@ def test_the_sandbox_is_the_pod_the_security_context_describes(
     assert [line.strip() for line in result.stdout.splitlines()] == seen.split("|"), result.stderr
 
 
-def test_the_chart_runs_apply_as_root_with_chown_and_fowner_only(applied: Applied) -> None:
+def test_the_chart_runs_apply_as_root_with_chown_dac_override_and_fowner_only(
+    applied: Applied,
+) -> None:
     pod = applied.pod
     assert (pod.uid, pod.gid, pod.groups) == (0, 0, [0])
-    assert sorted(pod.capabilities) == ["CHOWN", "FOWNER"]
+    assert sorted(pod.capabilities) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
     assert pod.no_new_privs and pod.read_only_root
     # the key: root's, read by its owner alone; no other uid on the node could
     assert (pod.key_mode, pod.key_group) == (0o400, 0)
@@ -320,6 +324,7 @@ def test_apply_in_the_chart_s_pod_gives_each_dossier_s_files_to_its_number(
     home = applied.home
     numbers = pod_ids(home)
     assert {"armoede", "mobiliteit"} <= set(numbers)
+    control = load_settings(home).kubernetes.control_uid  # the owner (test_control_identity.py)
     for dossier in ("armoede", "mobiliteit"):
         number = numbers[dossier]
         folder = home.extract_dir(dossier)
@@ -327,7 +332,7 @@ def test_apply_in_the_chart_s_pod_gives_each_dossier_s_files_to_its_number(
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 continue  # the swap's names: a link's own owner and mode grant nothing
-            assert (info.st_uid, info.st_gid) == (0, number), path
+            assert (info.st_uid, info.st_gid) == (control, number), path
             assert stat.S_IMODE(info.st_mode) == (0o750 if stat.S_ISDIR(info.st_mode) else 0o640)
         workspace = os.lstat(home.workspace_dir(dossier))
         assert (workspace.st_uid, workspace.st_gid, stat.S_IMODE(workspace.st_mode)) == (
@@ -350,7 +355,9 @@ def test_the_pod_s_number_reads_its_extracts_and_writes_its_folder_another_does_
     assert as_number(number, "head", "-c", "4", str(extract)).stdout == "PAR1"
     assert as_number(number, "sh", "-c", f"echo mine > {notes}").returncode == 0
     assert as_number(number, "sh", "-c", f": >> {extract}").returncode != 0  # read-only
-    for stranger in (other, 10000):  # another dossier's pod, the service's uid
+    # another dossier's pod, and a uid not ours (z2jh's default for its hub); the service's
+    # and the hub's uid, the control identity, owns the extracts (test_control_identity.py)
+    for stranger in (other, 1000):
         denied = as_number(stranger, "head", "-c", "4", str(extract))
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
         assert as_number(stranger, "ls", str(notes.parent)).returncode != 0
@@ -396,15 +403,18 @@ def test_the_former_security_context_leaves_the_walls_down(demo_data: Path) -> N
         shutil.rmtree(root.parent)
 
 
-def test_each_of_the_two_capabilities_is_needed(demo_data: Path) -> None:
+def test_chown_and_fowner_are_needed(demo_data: Path) -> None:
     """The chart's pod with one capability fewer: without CHOWN no extract gets its group;
-    without FOWNER the folder given to the number keeps no mode apply can set."""
+    without FOWNER the extracts given to the control identity (and the folder given to the
+    number: test_the_next_run_finds...) keep no mode apply can set. (Without
+    DAC_OVERRIDE the next run cannot read the HOME it handed to the control identity:
+    test_control_identity.py.)"""
     chart = apply_pod(chart_cronjob())
     root = pod_home(demo_data, (chart.uid, chart.gid))
     try:
         work = root.parent / "pod"
         work.mkdir()
-        for dropped, refused in (("CHOWN", "extracts/armoede"), ("FOWNER", "workspaces/armoede")):
+        for dropped, refused in (("CHOWN", "extracts/armoede"), ("FOWNER", "extracts/armoede")):
             fewer = [c for c in chart.capabilities if c != dropped]
             pod = dataclasses.replace(chart, capabilities=fewer)
             result = run_apply_pod(pod, root, work, "armoede")

@@ -2,9 +2,9 @@
 every object valid for Kubernetes 1.33 (strict: no unknown field), and no pod that could
 step out of the restricted Pod Security Standard, reach the node, talk to the Kubernetes API or
 hold the master key outside the apply CronJob. apply is the one exception to "restricted": it
-runs as root with exactly CHOWN and FOWNER (what giving files to the pod numbers needs;
-test_apply_pod.py runs it so), which the baseline standard allows; nothing else of it is
-loosened, and no pod sets an fsGroup on the shared HOME.
+runs as root with exactly CHOWN, DAC_OVERRIDE and FOWNER (what giving files to the pod numbers
+and to the control identity needs; test_apply_pod.py runs it so), which the baseline standard
+allows; nothing else of it is loosened, and no pod sets an fsGroup on the shared HOME.
 
 checkov is not used: pinning it here downgrades packaging (26 -> 23.2, a runtime dependency),
 pytest and python-dateutil, and it needs 9 s to start; the checks below are the privilege
@@ -27,7 +27,7 @@ from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
 
 K8S_VERSION = "1.33"
 # the capabilities apply needs as root (_helpers.tpl says why), and no more
-APPLY_CAPABILITIES = ("CHOWN", "FOWNER")
+APPLY_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
 # the baseline Pod Security Standard lets a container add these and no others
 BASELINE_CAPABILITIES = {
     "AUDIT_WRITE",
@@ -168,7 +168,7 @@ def test_the_checks_catch_what_they_look_for() -> None:
     assert pod == deployment["spec"]["template"]["spec"]  # the original untouched
 
 
-def test_apply_alone_runs_as_root_and_with_exactly_chown_and_fowner(
+def test_apply_alone_runs_as_root_and_with_exactly_its_three_capabilities(
     rendered: list[dict[str, Any]],
 ) -> None:
     """The one pod outside "restricted" is apply's, and it stays inside "baseline"."""
@@ -208,9 +208,9 @@ def test_the_apply_exception_is_exactly_as_wide_as_it_says() -> None:
 
     changes: list[tuple[str, dict[str, Any], Any]] = [
         (
-            "adds capabilities ['DAC_OVERRIDE']",
+            "adds capabilities ['DAC_READ_SEARCH']",
             cronjob,
-            lambda o: caps(apply_pod(o))["add"].append("DAC_OVERRIDE"),
+            lambda o: caps(apply_pod(o))["add"].append("DAC_READ_SEARCH"),
         ),
         (
             "adds capabilities ['CHOWN']",
@@ -317,3 +317,8 @@ def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None
     assert chart["proxy"]["labels"] == settings.kubernetes.proxy_labels
     assert chart["hub"]["port"] == settings.kubernetes.hub_port
     assert chart["dns"]["labels"] == settings.kubernetes.dns_labels
+    # the service and the hub are the one control identity that holds HOME's control files
+    control = settings.kubernetes.control_uid
+    assert (chart["runAs"]["user"], chart["runAs"]["group"]) == (control, control)
+    for context in (hub["podSecurityContext"], hub["containerSecurityContext"]):
+        assert (context["runAsUser"], context["runAsGroup"]) == (control, control)

@@ -112,7 +112,15 @@ def test_secret_files_come_from_secrets_mounted_where_settings_name_them() -> No
         ("/run/secrets/oidc", "dossierhub-oauth", "client-secret"),
     ]:
         assert mounts[path] == {"name": secret, "mountPath": path, "subPath": key, "readOnly": True}
-        assert volumes[secret]["secret"] == {"secretName": secret, "defaultMode": 0o400}
+        # root's, without a group (no fsGroup): read by the hub's uid through "other"
+        assert volumes[secret]["secret"] == {"secretName": secret, "defaultMode": 0o444}
+    for context in (hub["podSecurityContext"], hub["containerSecurityContext"]):
+        assert (context["runAsUser"], context["runAsGroup"]) == (10000, 10000)
+        assert context["runAsNonRoot"] is True
+    # the chart's fsGroup 1000 taken out (null drops it), over HOME as on every pod of ours
+    assert "fsGroup" in hub["podSecurityContext"] and hub["podSecurityContext"]["fsGroup"] is None
+    assert hub["containerSecurityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert hub["containerSecurityContext"]["allowPrivilegeEscalation"] is False
     # Entra ID is on the internet: the hub may reach it
     assert hub["networkPolicy"]["egressAllowRules"]["nonPrivateIPs"] is True
 

@@ -26,6 +26,7 @@ from helpers import read_yaml, run_cli, write_yaml
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="apply secures files as root only")
 
 PYTHON = "/usr/bin/python3.11"  # executable by any uid, unlike a pyenv under /root
+CONTROL = 10000  # kubernetes.control_uid's default
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_apply_hands_out_the_numbers_and_gives_the_extracts_their_group(pod_home
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 continue  # the swap's names: a link's own owner and mode grant nothing
-            assert (info.st_uid, info.st_gid) == (0, number), path
+            # owned by the control identity, the hub's and the service's pods' uid
+            assert (info.st_uid, info.st_gid) == (CONTROL, number), path
             want = 0o750 if stat.S_ISDIR(info.st_mode) else 0o640
             assert stat.S_IMODE(info.st_mode) == want, path  # the group reads, nobody writes
         workspace = os.lstat(pod_home.workspace_dir(dossier))

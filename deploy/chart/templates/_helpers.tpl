@@ -35,13 +35,16 @@ seccompProfile:
 {{- end }}
 
 {{/* apply's pod: the one pod of ours that is not restricted, only baseline. It gives each
-dossier's files to that dossier's pod number (isolation/unixusers.py secure_dossier): chown
-needs CAP_CHOWN, and the mode of a folder it has given away needs CAP_FOWNER. Kubernetes hands
-an added capability to uid 0 only (none reaches a non-root user's effective set: no ambient
-capabilities), and dossierhub secures files only when it runs as uid 0, so apply runs as root
-with every other capability dropped (no DAC_OVERRIDE: it never reads or writes inside a
-folder it gave away), no privilege escalation, the runtime's seccomp profile and a read-only
-root (docs/operating-on-kubernetes.md, "Pod security"). No fsGroup, as for every pod on HOME. */}}
+dossier's files to that dossier's pod number (isolation/unixusers.py secure_dossier) and
+HOME's control files and the extracts to the control identity, runAs here, the hub's and the
+service's (control_owner): chown needs CAP_CHOWN, the mode of a file it has given away
+CAP_FOWNER, and reading and writing the control files it gave away (settings.yaml 0600,
+hub/ and audit/ 0700, the extracts' folders 0750, all the control uid's) CAP_DAC_OVERRIDE.
+Kubernetes hands an added capability to uid 0 only (none reaches a non-root user's effective
+set: no ambient capabilities), and dossierhub secures files only when it runs as uid 0, so
+apply runs as root with every other capability dropped, no privilege escalation, the
+runtime's seccomp profile and a read-only root (docs/operating-on-kubernetes.md, "Pod
+security"). No fsGroup, as for every pod on HOME. */}}
 {{- define "dossierhub.applyPodSecurityContext" -}}
 runAsNonRoot: false
 runAsUser: 0
@@ -56,7 +59,7 @@ privileged: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
-  add: ["CHOWN", "FOWNER"]
+  add: ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 seccompProfile:
   type: RuntimeDefault
 {{- end }}

@@ -19,6 +19,12 @@ isolation/podids.py rather than as `<prefix>-<id>`: its extracts' group and its 
 folder's owner are that number (`dossier_owner`), handed out at apply, so a workspace's start
 never allocates one. Report kernels still run here, as `<prefix>r-<id>`, with that number as
 an extra group so that they read the same extracts.
+
+There, too, the hub and the service are not root but run in pods as one control identity
+(`kubernetes.control_uid`): what root holds of HOME on one machine is that identity's
+(`control_owner`, given by apply: `secure_home`, `secure_extracts`), with the same modes, so the
+hub and the service read and write HOME's control files as their owner and no pod needs a
+group or an fsGroup for it. Off pods the control identity is root and nothing changes.
 """
 
 from __future__ import annotations
@@ -237,7 +243,8 @@ def _useradd(name: str, account_home: Path, comment: str, groups: tuple[str, ...
 
 
 def secure_home(home: Home) -> None:
-    """Traversable but not listable; private parts closed to everyone but root."""
+    """Traversable but not listable; private parts closed to everyone but root (on pods:
+    but the control identity, to which they are then handed over)."""
     for added in (home.scratch_dir, home.logs_dir):  # HOMEs made before they existed
         added.mkdir(exist_ok=True)
     for folder, mode in (
@@ -260,11 +267,62 @@ def secure_home(home: Home) -> None:
             os.chmod(private, 0o600)
     if home.raw_dir.exists():
         os.chmod(home.raw_dir, 0o700)
+    owner = control_owner(home)
+    if owner != ROOT:
+        hand_over(home, owner)
 
 
 def on_pods(home: Home) -> bool:
     """Workspaces run as pods (hub.spawner: kubernetes), as the dossier's number."""
     return load_settings(home).hub.spawner == "kubernetes"
+
+
+ROOT = (0, 0)
+
+
+def control_owner(home: Home) -> tuple[int, int]:
+    """Who holds HOME's control files (settings, manifests, hub/, audit/, the locks, runs,
+    logs, templates) and owns the extracts: root on one machine; on pods the uid and gid
+    `kubernetes.control_uid`, as which the hub's and the service's pods run."""
+    if not on_pods(home):
+        return ROOT
+    number = load_settings(home).kubernetes.control_uid
+    return (number, number)
+
+
+def hand_over(home: Home, owner: tuple[int, int]) -> None:
+    """Give what root holds of HOME's control parts to `owner` (a group of root's becomes
+    the owner's; another group, such as a run's workspace group, stays). Not handed over:
+    the master key's folder and raw/ (apply's alone), DuckDB's spill folder (raw-derived), a
+    dossier's extracts (`secure_extracts` gives those), and what lies inside workspaces/<id>
+    and scratch/<id> (a dossier's own). Follows no link and skips a file with more than one
+    link: whoever can write in these folders could otherwise have root give away a file
+    elsewhere on HOME."""
+    for single in (home.root, home.catalog_file, home.settings_file):
+        _hand_over_entry(None, str(single), owner)
+    for folder in (home.extracts_dir, home.workspaces_dir, home.scratch_dir):
+        _hand_over_entry(None, str(folder), owner)
+    trees = (home.dossiers_dir, home.templates_dir, home.reports_dir, home.logs_dir)
+    for tree in (*trees, home.audit_dir, home.hub_dir, home.locks_dir):
+        if not tree.is_dir() or tree.is_symlink():
+            continue
+        _hand_over_entry(None, str(tree), owner)
+        for _, folders, files, fd in os.fwalk(tree, follow_symlinks=False):
+            for name in (*folders, *files):
+                _hand_over_entry(fd, name, owner)
+
+
+def _hand_over_entry(dir_fd: int | None, name: str, owner: tuple[int, int]) -> None:
+    try:
+        info = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if info.st_uid != 0 or stat.S_ISLNK(info.st_mode):
+        return
+    if not stat.S_ISDIR(info.st_mode) and (not stat.S_ISREG(info.st_mode) or info.st_nlink != 1):
+        return
+    gid = owner[1] if info.st_gid == 0 else info.st_gid
+    os.chown(name, owner[0], gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 @dataclass(frozen=True)
@@ -290,16 +348,18 @@ def dossier_owner(
     return DossierOwner(ids.workspace.gid, (ids.workspace.uid, ids.workspace.gid))
 
 
-def secure_extracts(folder: Path, gid: int | None) -> None:
-    """Extracts readable by the dossier's group only; never writable by it. (extracts/<id>
-    is written by root only, so walking it follows nothing a dossier planted.)"""
+def secure_extracts(folder: Path, gid: int | None, owner: int = 0) -> None:
+    """Extracts readable by the dossier's group only; never writable by it. Their owner is
+    the control identity (root on one machine), which reads them to know a dossier's
+    catalog. (extracts/<id> is written by root only, so walking it follows nothing a
+    dossier planted.)"""
     if not folder.exists():
         return
     for path in [folder, *folder.rglob("*")]:
         if path.is_symlink():
             continue
         if gid is not None:
-            os.chown(path, 0, gid, follow_symlinks=False)
+            os.chown(path, owner, gid, follow_symlinks=False)
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
 
@@ -308,7 +368,8 @@ def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -
     (root only while it has none); on pods its workspace folder too, since no identity is
     made there later to own it."""
     owner = dossier_owner(home, dossier_id, ids)
-    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None)
+    control = control_owner(home)[0]
+    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None, control)
     if owner is not None and on_pods(home):
         _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
 
@@ -349,7 +410,7 @@ def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
     ids = ensure_identities(home, dossier_id)
     owner = dossier_owner(home, dossier_id, ids)
     assert owner is not None
-    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid)
+    secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid, control_owner(home)[0])
     ensure_workspace_dir(home, dossier_id, ids)
     ensure_scratch_parent(home, dossier_id, ids)
     if owner.extracts_gid in ids.report.groups:

@@ -1,7 +1,15 @@
 """Writing a file under HOME so that a reader sees the old content or the new, never a torn
 file: a temporary file beside it, flushed to disk, then renamed over it. The one way files
 under HOME are replaced (extract generations, which swap whole folders, are
-data/generations.py's)."""
+data/generations.py's).
+
+Written by root, the new file takes its folder's owner and group when that folder is not
+root's: on Kubernetes HOME's control folders belong to the control identity (the hub's and
+the service's pods, isolation/unixusers.py control_owner), and a file apply replaces there,
+such as hub/pod-ids.json or the audit log's head, must never be root's and unreadable to them,
+not even between the rename and apply's end. On one machine those folders are root's, so
+nothing changes. (Privileged code writes by name only in folders root or the control
+identity holds, never in one a dossier can write: isolation/safefs.py.)"""
 
 from __future__ import annotations
 
@@ -25,16 +33,27 @@ def write_atomic(
     fd = os.open(tmp, flags, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as handle:
+            _take_folder_owner(handle.fileno(), path.parent)
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # the umask may have narrowed it
             handle.write(raw)
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)  # the umask may have narrowed it
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _take_folder_owner(fd: int, folder: Path) -> None:
+    """Root's new file (by its descriptor: the name could be swapped) gets the owner and
+    group of its folder when that is not root's."""
+    if os.geteuid() != 0:
+        return
+    info = os.stat(folder)
+    if info.st_uid != 0:
+        os.fchown(fd, info.st_uid, info.st_gid)
 
 
 def write_json(

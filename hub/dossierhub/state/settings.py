@@ -135,6 +135,10 @@ class KubernetesSettings(Strict):
     )
     dns_namespace: str = Field(default="kube-system", pattern=_DNS_LABEL)
     dns_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    # the control identity (uid, and the gid of the same number) of the hub's and the
+    # service's pods: it holds on HOME what root holds on one machine (isolation/unixusers.py
+    # control_owner); below the dossiers' pod numbers (isolation/podids.py FIRST_ID), never root
+    control_uid: int = Field(default=10000, ge=1, lt=200_000)
 
     @field_validator("hub_labels", "proxy_labels", "dns_labels")
     @classmethod

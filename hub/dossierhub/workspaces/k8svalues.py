@@ -12,6 +12,10 @@ What the values change from z2jh's defaults, and why:
   volume claim, mounted at the same path as in the pods;
 - secrets (the database password, the OIDC client secret) are Secrets mounted as the files
   settings.yaml names, so the hub reads them as it does on one machine;
+- the hub runs as the control identity (`kubernetes.control_uid`, the service's too), which
+  owns HOME's control files, and without the chart's fsGroup 1000, which a volume driver
+  could apply to the whole of HOME (docs/operating-on-kubernetes.md, "Who reads and writes
+  what on HOME");
 - a workspace's uid/gid, storage and network policy are per dossier (kubespawner.py): the
   chart's own uid 1000/fsGid 100, user volume, internet egress and cloud-metadata init
   container (it needs NET_ADMIN) are turned off.
@@ -110,13 +114,18 @@ def _hub(settings: Settings, home: Path, image: dict[str, str]) -> dict[str, Any
     ]
     mounts: list[dict[str, Any]] = [{"name": HOME_VOLUME, "mountPath": str(home)}]
     for secret, path in _secret_files(settings):
-        volumes.append({"name": secret, "secret": {"secretName": secret, "defaultMode": 0o400}})
+        # a Secret's files are root's, grouped by the pod's fsGroup, and this pod has none:
+        # only the "other" bits reach the hub's uid. One container, running as that uid
+        # alone, is all that mounts the volume (the kubelet keeps it in a folder of the pod's
+        # that only root on the node enters), so "other" is the hub and no one else.
+        volumes.append({"name": secret, "secret": {"secretName": secret, "defaultMode": 0o444}})
         # one file at the path settings.yaml names, the rest of its folder untouched
         mounts.append(
             {"name": secret, "mountPath": path, "subPath": SECRET_KEYS[secret], "readOnly": True}
         )
     hub: dict[str, Any] = {
         "image": image,
+        **_hub_security(settings.kubernetes.control_uid),
         "db": _db(settings),
         "extraVolumes": volumes,
         "extraVolumeMounts": mounts,
@@ -141,6 +150,23 @@ def _hub(settings: Settings, home: Path, image: dict[str, str]) -> dict[str, Any
         "networkPolicy": {"enabled": True, "egressAllowRules": _hub_egress(settings)},
     }
     return hub
+
+
+def _hub_security(control_uid: int) -> dict[str, Any]:
+    """The restricted Pod Security Standard as the control identity. `fsGroup: None` takes
+    out the chart's default 1000 (helm drops a key set to null): HOME is one volume, and a
+    driver that honours fsGroup would regroup every dossier's files to it."""
+    ids = {"runAsUser": control_uid, "runAsGroup": control_uid, "runAsNonRoot": True}
+    seccomp = {"seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "podSecurityContext": {**ids, "fsGroup": None, **seccomp},
+        "containerSecurityContext": {
+            **ids,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            **seccomp,
+        },
+    }
 
 
 def _secret_files(settings: Settings) -> list[tuple[str, str]]:
