@@ -158,7 +158,6 @@ def test_apply_leaves_home_s_control_files_and_the_extracts_to_the_control_ident
         (home.dossiers_dir, 0o700),
         (home.manifest_file("armoede"), None),
         (home.locks_dir, 0o700),
-        (home.extracts_dir, 0o711),
     ):
         info = os.lstat(path)
         assert (info.st_uid, info.st_gid) == (control, control), path
@@ -172,9 +171,13 @@ def test_apply_leaves_home_s_control_files_and_the_extracts_to_the_control_ident
     )
     workspace = os.lstat(home.workspace_dir("armoede"))
     assert (workspace.st_uid, stat.S_IMODE(workspace.st_mode)) == (number, 0o700)
-    # apply's alone: the master key's folder (the Secret's mount point) and the raw sources
+    # apply's alone: the master key's folder (the Secret's mount point) and the raw sources;
+    # HOME and its frame folders stay root's, passed (0711) but never written by the others
     for private in (home.master_key_file.parent, home.raw_dir):
         assert os.lstat(private).st_uid == 0, private
+    for frame in (home.root, home.extracts_dir, home.workspaces_dir, home.scratch_dir):
+        info = os.lstat(frame)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o711), frame
 
 
 def test_the_hub_s_identity_does_the_hub_s_work(cluster: Cluster) -> None:
@@ -226,14 +229,15 @@ def test_apply_s_next_run_rewrites_what_it_handed_over_and_needs_dac_override(
     cluster: Cluster,
 ) -> None:
     """The next CronJob run reads and rewrites the control identity's files (the audit log
-    the hub appended to, the pod numbers): DAC_OVERRIDE. Without it apply cannot even read
-    the settings it handed over."""
+    the hub appended to, the pod numbers): DAC_OVERRIDE. Without it apply cannot open what
+    it handed over."""
     without = dataclasses.replace(
         cluster.apply, capabilities=[c for c in cluster.apply.capabilities if c != "DAC_OVERRIDE"]
     )
     refused = run_apply_pod(without, cluster.home.root, cluster.work, "armoede")
     assert refused.returncode != 0
-    assert "Directory '/srv/dossierhub' is not readable" in refused.stderr  # HOME is 0711
+    # what it handed over, the settings and the audit log's lock among them, it cannot open
+    assert "PermissionError: [Errno 13] Permission denied: '/srv/dossierhub/" in refused.stderr
     again = run_apply_pod(cluster.apply, cluster.home.root, cluster.work, "armoede")
     assert again.returncode == 0, again.stderr[-3000:]
     control = cluster.hub.uid

@@ -293,15 +293,14 @@ def control_owner(home: Home) -> tuple[int, int]:
 def hand_over(home: Home, owner: tuple[int, int]) -> None:
     """Give what root holds of HOME's control parts to `owner` (a group of root's becomes
     the owner's; another group, such as a run's workspace group, stays). Not handed over:
-    the master key's folder and raw/ (apply's alone), DuckDB's spill folder (raw-derived), a
-    dossier's extracts (`secure_extracts` gives those), and what lies inside workspaces/<id>
-    and scratch/<id> (a dossier's own). Follows no link and skips a file with more than one
-    link: whoever can write in these folders could otherwise have root give away a file
-    elsewhere on HOME."""
-    for single in (home.root, home.catalog_file, home.settings_file):
+    HOME and its folders extracts/, workspaces/ and scratch/ themselves (`0711`: passed, not
+    written, by the hub and the service), the master key's folder and raw/ (apply's alone),
+    DuckDB's spill folder (raw-derived), a dossier's extracts (`secure_extracts` gives
+    those), and workspaces/<id> and scratch/<id> (a dossier's own). Follows no link and skips
+    a file with more than one link: whoever can write in these folders could otherwise have
+    root give away a file elsewhere on HOME."""
+    for single in (home.catalog_file, home.settings_file):
         _hand_over_entry(None, str(single), owner)
-    for folder in (home.extracts_dir, home.workspaces_dir, home.scratch_dir):
-        _hand_over_entry(None, str(folder), owner)
     trees = (home.dossiers_dir, home.templates_dir, home.reports_dir, home.logs_dir)
     for tree in (*trees, home.audit_dir, home.hub_dir, home.locks_dir):
         if not tree.is_dir() or tree.is_symlink():
