@@ -52,3 +52,17 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
         write_atomic(tmp_path / "folder", "x")  # the rename fails: the temporary file goes
     assert sorted(os.listdir(tmp_path)) == ["folder", "head.json"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's files take their folder's owner")
+def test_root_s_file_takes_the_owner_of_a_folder_that_is_not_root_s(tmp_path: Path) -> None:
+    """On Kubernetes the control identity owns HOME's control folders: a file apply replaces
+    there is never root's, not for a moment. In root's folders (one machine) it stays root's."""
+    theirs = tmp_path / "hub"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 10000, 10000)
+    write_json(theirs / "pod-ids.json", {"armoede": 200000}, mode=0o600)
+    info = os.stat(theirs / "pod-ids.json")
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10000, 10000, 0o600)
+    write_json(tmp_path / "root.json", {})
+    assert (os.stat(tmp_path / "root.json").st_uid, os.stat(tmp_path).st_uid) == (0, 0)

@@ -138,6 +138,36 @@ def test_a_link_planted_as_the_workspace_folder_is_not_followed(
         shutil.rmtree(target)
 
 
+def test_links_the_control_identity_plants_give_it_nothing_more(pod_home: Home) -> None:
+    """The control identity writes hub/, audit/ and the runs; what it plants there to have
+    apply (root, CHOWN) hand it a file of root's is skipped: a symbolic link (made by the
+    control uid itself) and a hard link (made here as root: a share without the kernel's
+    protected_hardlinks would let it) to a raw source."""
+    raw = next(p for p in pod_home.raw_dir.rglob("*") if p.is_file())
+    planted_link = pod_home.hub_dir / "raw-link"
+    planted_hard = pod_home.audit_dir / "raw-hard"
+    made = subprocess.run(
+        ["ln", "-s", str(raw), str(planted_link)],
+        user=CONTROL,
+        group=CONTROL,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    os.link(raw, planted_hard)
+    try:
+        result = run_cli(pod_home.root, "apply", "armoede")
+        assert result.exit_code == 0, result.stderr
+        info = os.lstat(raw)
+        assert (info.st_uid, info.st_gid) == (0, 0)
+        assert os.lstat(pod_home.pod_ids_file).st_uid == CONTROL  # the rest was handed over
+    finally:
+        planted_link.unlink()
+        planted_hard.unlink()
+
+
 def test_report_kernels_read_the_pod_s_extracts_through_its_number(pod_home: Home) -> None:
     """serve's start and a report run prepare the dossier's Unix identities as well: the
     extracts keep the pod's group, and the report identity runs with it as an extra group."""
