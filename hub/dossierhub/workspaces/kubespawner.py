@@ -55,6 +55,8 @@ DOSSIER_LABEL = "dossierhub.io/dossier"
 ROLE_LABEL = "dossierhub.io/role"
 HOME_VOLUME = "dossierhub-home"
 TMP_VOLUME = "tmp"
+# the label z2jh's hub NetworkPolicy admits to the hub's API (jupyterhub-singleuser needs it)
+HUB_ACCESS_LABEL = "hub.jupyter.org/network-access-hub"
 
 
 def workspace_labels(dossier_id: str) -> dict[str, str]:
@@ -309,7 +311,13 @@ class DossierKubeSpawner(KubeSpawner):
         self.mem_limit = resources.mem_limit
         self.mem_guarantee = resources.mem_guarantee
         self.cpu_limit = resources.cpu_limit
-        self.extra_labels = workspace_labels(dossier.id)
+        # added to the labels z2jh's config gives workspace pods (singleuser.extraLabels), not
+        # in their place: its hub policy admits only pods labelled HUB_ACCESS_LABEL
+        self.extra_labels = {
+            **self.extra_labels,
+            **workspace_labels(dossier.id),
+            HUB_ACCESS_LABEL: "true",
+        }
         self.working_dir = str(folder)
         self.notebook_dir = str(folder)
         self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
