@@ -11,12 +11,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 
 {{/* The restricted Pod Security Standard for a pod: never root, the runtime's seccomp
-profile, the volume's files group-owned as the service's group. */}}
+profile. No fsGroup: on a driver that manages ownership the kubelet would re-group every file
+of HOME's shared volume (every dossier's extracts and workspace) to it, group-writable. */}}
 {{- define "dossierhub.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .Values.runAs.user }}
 runAsGroup: {{ .Values.runAs.group }}
-fsGroup: {{ .Values.runAs.group }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}

@@ -190,8 +190,8 @@ def _singleuser(image: dict[str, str]) -> dict[str, Any]:
         # its init container needs NET_ADMIN, which the restricted Pod Security Standard
         # forbids; the per-dossier egress policy keeps the metadata server out instead
         "cloudMetadata": {"blockWithIptables": False},
-        # policies add up: the chart's own allows no egress, so only the per-dossier
-        # policy's (the hub and DNS) remains
+        # policies add up: the chart's own allows no egress beyond its fixed rules (the hub's
+        # API, the proxy's public port, autohttps), so the per-dossier policy adds only DNS
         "networkPolicy": {"enabled": True, "egress": [], "egressAllowRules": dict(_NO_EGRESS)},
     }
 

@@ -21,7 +21,8 @@ KubeSpawner has no hook that runs before the pod is created, and a policy made a
 (`after_pod_created_hook`) would leave the workspace a moment without walls. So `start`
 creates (or replaces) the dossier's policy first, then the pod; `stop` deletes it once the
 pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up:
-Zero to JupyterHub's own singleuser policy must allow no egress of its own (its values).
+Zero to JupyterHub's own singleuser policy is given no egress of its own (its values), but
+keeps fixed rules no value turns off (the hub's API, the proxy's public port, autohttps).
 """
 
 from __future__ import annotations

@@ -1,0 +1,53 @@
+"""Red team of deploy/chart (issue 14): what the chart's pods do to HOME's shared volume.
+
+HOME's claim holds every dossier's extracts (group = its pod number, 0640) and workspace
+folder (owner = its number, 0700), mounted by the service and apply whole. A pod's `fsGroup`
+is not a permission of that pod alone: when the volume's driver manages ownership (a CSI
+driver with `fsGroupPolicy: File`, such as csi-driver-nfs installed with its fsGroupPolicy
+feature on), the kubelet re-groups *every file of the volume* to fsGroup, adds group read and
+write and sets setgid on every folder, at each mount (fsGroupChangePolicy defaults to Always).
+One restart of the service would then hand every dossier's extracts and workspace files to the
+service's group, writable, and take each workspace's own group off its extracts. The spawner
+sets no fsGroup for that reason (kubespawner.py); the chart's pods must not either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helm import CHART, render
+from test_chart import pod_specs
+
+VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
+
+
+@pytest.fixture(scope="module", params=list(VALUES))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(*VALUES[request.param])
+
+
+def test_no_pod_that_mounts_home_regroups_the_whole_volume(
+    rendered: list[dict[str, Any]],
+) -> None:
+    home_pods = [
+        (obj["metadata"]["name"], pod)
+        for obj in rendered
+        for pod in pod_specs(obj)
+        if any("persistentVolumeClaim" in volume for volume in pod["volumes"])
+    ]
+    assert {name for name, _ in home_pods} == {"dossierhub", "dossierhub-apply"}
+    for name, pod in home_pods:
+        assert "fsGroup" not in pod["securityContext"], f"{name} would regroup all of HOME"
+
+
+def test_apply_still_reads_the_master_key(rendered: list[dict[str, Any]]) -> None:
+    """A Secret's files belong to root, group fsGroup when the pod has one: apply (not root)
+    reads the key through its group, or without fsGroup only as "others" (no other process
+    lives in apply's pod)."""
+    (cronjob,) = [obj for obj in rendered if obj["kind"] == "CronJob"]
+    (pod,) = pod_specs(cronjob)
+    (key,) = [v for v in pod["volumes"] if "secret" in v]
+    context, mode = pod["securityContext"], key["secret"]["defaultMode"]
+    assert context["runAsUser"] != 0
+    by_group = "fsGroup" in context and context["fsGroup"] == context["runAsGroup"]
+    assert mode & (0o044 if by_group else 0o004), oct(mode)
