@@ -1,4 +1,5 @@
-"""Red team of deploy/chart (issue 14): what the chart's pods do to HOME's shared volume.
+"""Red team of deploy/chart (issue 14): what the chart's pods do to HOME's shared volume, and
+what Kubernetes API rights it grants to whom.
 
 HOME's claim holds every dossier's extracts (group = its pod number, 0640) and workspace
 folder (owner = its number, 0700), mounted by the service and apply whole. A pod's `fsGroup`
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from helm import CHART, render
-from test_chart import pod_specs
+from test_chart import HUB_RULES, pod_specs, privilege_problems
 
 VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
 
@@ -51,3 +52,29 @@ def test_apply_still_reads_the_master_key(rendered: list[dict[str, Any]]) -> Non
     assert context["runAsUser"] != 0
     by_group = "fsGroup" in context and context["fsGroup"] == context["runAsGroup"]
     assert mode & (0o044 if by_group else 0o004), oct(mode)
+
+
+def test_z2jh_s_hub_may_manage_network_policies_and_nothing_more(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """The spawner creates, replaces and deletes each dossier's policy (z2jh's own Role for
+    the hub has no network policies: every start would be refused). Only that, only for the
+    hub's account, only in the release's namespace."""
+    roles = [o for o in rendered if o["kind"] in ("Role", "ClusterRole")]
+    bindings = [o for o in rendered if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert [r["kind"] for r in roles] == ["Role"] and roles[0]["rules"] == HUB_RULES
+    (binding,) = bindings
+    assert binding["kind"] == "RoleBinding"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": roles[0]["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hub", "namespace": "dossiers"}
+    ]
+    # the chart's checks refuse any more: another resource, or the service's own account
+    wider = {**roles[0], "rules": [{**HUB_RULES[0], "resources": ["networkpolicies", "pods"]}]}
+    assert privilege_problems(wider)
+    ours = {**binding, "subjects": [{"kind": "ServiceAccount", "name": "dossierhub"}]}
+    assert privilege_problems(ours)
