@@ -13,6 +13,7 @@ comes from (z2jh 4.x, jupyterhub/templates/*/netpol.yaml, rendered with the valu
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,9 +22,13 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 from test_kubespawner import config, kube_home, kubeconfig  # noqa: F401 - fixtures
+from test_podfiles import as_pod, pod_home  # noqa: F401 - a HOME applied for pods, as root
 
+from dossierhub.isolation.podids import pod_ids
+from dossierhub.state.home import Home
 from dossierhub.state.settings import KubernetesSettings
 from dossierhub.workspaces.kubespawner import DossierKubeSpawner, network_policy
+from dossierhub.workspaces.workspacechores import clear_outputs
 
 RELEASE = "jhub"  # z2jh's release name; its pods carry it as `release`
 NAMESPACE = "dossiers"
@@ -273,3 +278,37 @@ def test_the_model_answers_as_a_cni_would() -> None:
     labelled = Pod("labelled", {"hub.jupyter.org/network-access-hub": "true"})
     assert reachable(Z2JH_POLICIES, labelled, HUB, 8081)
     assert not reachable(Z2JH_POLICIES, labelled, HUB, 8000)
+
+
+# ------------------------------------------------ what root does in a pod's folder afterwards
+
+NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {},
+    "cells": [
+        {
+            "cell_type": "code",
+            "id": "rows",
+            "metadata": {},
+            "source": "db.sql('SELECT * FROM residents LIMIT 3')",
+            "execution_count": 1,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": "ROW OF DATA"}],
+        }
+    ],
+}
+
+
+def test_expiry_clears_the_outputs_a_pod_left_in_its_notebooks(pod_home: Home) -> None:  # noqa: F811
+    """An expired dossier keeps its notebooks' code and text only (chores.clear_outputs, what
+    expire_workspace runs as root). On pods the folder belongs to the pod's number, which
+    is no Unix user of this machine: the chore must still run, as that number."""
+    number = pod_ids(pod_home)["armoede"]
+    notebook = pod_home.workspace_dir("armoede") / "analysis.ipynb"
+    written = as_pod(number, f"open({str(notebook)!r}, 'w').write({json.dumps(NOTEBOOK)!r})")
+    assert written.returncode == 0, written.stderr
+    assert clear_outputs(pod_home, "armoede") == 1
+    cells = json.loads(notebook.read_text())["cells"]
+    source = "".join(cells[0]["source"])  # nbformat may write it as lines
+    assert cells[0]["outputs"] == [] and source == NOTEBOOK["cells"][0]["source"]
+    assert notebook.stat().st_uid == number  # rewritten as the pod, not as root

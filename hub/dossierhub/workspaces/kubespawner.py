@@ -314,8 +314,9 @@ class DossierKubeSpawner(KubeSpawner):
         self.cpu_limit = resources.cpu_limit
         # added to the labels z2jh's config gives workspace pods (singleuser.extraLabels), not
         # in their place: its hub policy admits only pods labelled HUB_ACCESS_LABEL
+        configured: dict[str, str] = dict(self.extra_labels)  # type: ignore[has-type]  # a trait
         self.extra_labels = {
-            **self.extra_labels,
+            **configured,
             **workspace_labels(dossier.id),
             HUB_ACCESS_LABEL: "true",
         }
