@@ -41,19 +41,6 @@ def test_no_pod_that_mounts_home_regroups_the_whole_volume(
         assert "fsGroup" not in pod["securityContext"], f"{name} would regroup all of HOME"
 
 
-def test_apply_still_reads_the_master_key(rendered: list[dict[str, Any]]) -> None:
-    """A Secret's files belong to root, group fsGroup when the pod has one: apply (not root)
-    reads the key through its group, or without fsGroup only as "others" (no other process
-    lives in apply's pod)."""
-    (cronjob,) = [obj for obj in rendered if obj["kind"] == "CronJob"]
-    (pod,) = pod_specs(cronjob)
-    (key,) = [v for v in pod["volumes"] if "secret" in v]
-    context, mode = pod["securityContext"], key["secret"]["defaultMode"]
-    assert context["runAsUser"] != 0
-    by_group = "fsGroup" in context and context["fsGroup"] == context["runAsGroup"]
-    assert mode & (0o044 if by_group else 0o004), oct(mode)
-
-
 def test_z2jh_s_hub_may_manage_network_policies_and_nothing_more(
     rendered: list[dict[str, Any]],
 ) -> None:

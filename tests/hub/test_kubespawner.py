@@ -46,20 +46,23 @@ LIVE = ("armoede", "mobiliteit", "armoede-noord")
 def kube_home(applied_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The applied demo HOME plus: mobiliteit with limits of its own, armoede-noord (a copy
     of armoede's manifest and real extracts), zonder-data (a manifest, no extracts), and a
-    manifest that does not read."""
+    manifest that does not read. The live dossiers have their pod numbers, as apply hands
+    them out on Kubernetes; armoede-oud has extracts and none (applied for the local spawner)."""
     root = tmp_path_factory.mktemp("kube") / "home"
     shutil.copytree(applied_home, root, symlinks=True)
     home = Home(root)
     mobiliteit = yaml.safe_load(home.manifest_file("mobiliteit").read_text())
     mobiliteit["limits"] = {"memory": "3GiB", "threads": 3}
     home.manifest_file("mobiliteit").write_text(yaml.safe_dump(mobiliteit))
-    for new, extracts in (("armoede-noord", True), ("zonder-data", False)):
+    for new, extracts in (("armoede-noord", True), ("zonder-data", False), ("armoede-oud", True)):
         manifest = yaml.safe_load(home.manifest_file("armoede").read_text())
         manifest["id"] = new
         home.manifest_file(new).write_text(yaml.safe_dump(manifest))
         if extracts:
             shutil.copytree(home.extract_dir("armoede"), home.extract_dir(new), symlinks=True)
     home.manifest_file("kapot").write_text("id: kapot\ntitle: [unclosed\n")
+    for dossier in LIVE:  # as apply does with hub.spawner: kubernetes (test_podfiles.py)
+        pod_id(home, dossier)
     return root
 
 
@@ -246,9 +249,10 @@ def test_environment_and_limits_come_from_the_manifest(
         ("dossier-zonder-data", 409, "has no data yet"),
         ("dossier-bestaat-niet", 404, "no longer exists"),
         ("dossier-kapot", 409, "ask the admin to fix the manifest"),
+        ("dossier-armoede-oud", 409, "Ask the admin to run `dossierhub apply`"),
     ],
 )
-def test_the_local_spawner_s_refusals_are_recorded_and_make_no_pod(
+def test_refusals_are_recorded_and_make_no_pod_and_no_number(
     kube_home: Path, hub_user: str, status: int, sentence: str
 ) -> None:
     home = Home(kube_home)

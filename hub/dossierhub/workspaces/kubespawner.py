@@ -39,7 +39,7 @@ from tornado import web
 from traitlets import Dict, Integer, Unicode
 
 from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
-from dossierhub.isolation.podids import PodIdsError, pod_id
+from dossierhub.isolation.podids import PodIdsError, pod_ids
 from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
@@ -49,6 +49,7 @@ from dossierhub.workspaces.startchecks import (
     WorkspaceRefused,
     dossier_of,
     start_decision,
+    start_failed,
     startable_dossier,
 )
 
@@ -248,16 +249,7 @@ class DossierKubeSpawner(KubeSpawner):
         except web.HTTPError:
             raise
         except Exception as exc:
-            # the start page would print the exception, which may name the API server or
-            # HOME's paths: the hub's log keeps it, the person gets where to look
-            self.log.exception("workspace %s did not start", self.dossier_id)
-            raise WorkspaceRefused(
-                500,
-                self.dossier_id,
-                "failed",
-                f"The workspace of dossier {self.dossier_id} did not start ("
-                f"{type(exc).__name__}); the reason is in the hub's log.",
-            ) from None
+            raise start_failed(self.log, self.dossier_id, exc, "the hub's log") from None
 
     def prepare_start(self) -> Dossier:
         """Decide whether the workspace may start and set this start's pod up: its numbers,
@@ -278,8 +270,12 @@ class DossierKubeSpawner(KubeSpawner):
         return dossier
 
     def _number(self) -> int:
+        """The dossier's pod number as apply handed it out. Never handed out here: apply gives
+        the dossier's files to the number (isolation/unixusers.secure_dossier), so a number
+        the files do not carry would start a pod that cannot read its extracts, or, on a
+        HOME applied for the local spawner, one whose folders belong to someone else."""
         try:
-            return pod_id(self.home, self.dossier_id)
+            number = pod_ids(self.home).get(self.dossier_id)
         except (PodIdsError, OSError) as exc:
             self.log.error("workspace %s: %s", self.dossier_id, exc)  # may name HOME's files
             raise WorkspaceRefused(
@@ -289,6 +285,15 @@ class DossierKubeSpawner(KubeSpawner):
                 f"The numeric identity of dossier {self.dossier_id} is not in order: ask "
                 "the admin (the hub's log says what is wrong).",
             ) from None
+        if number is None:
+            raise WorkspaceRefused(
+                409,
+                self.dossier_id,
+                "identity",
+                f"Dossier {self.dossier_id} has not been applied for Kubernetes: its files "
+                "have no pod identity yet. Ask the admin to run `dossierhub apply`.",
+            )
+        return number
 
     def _configure(self, dossier: Dossier, number: int) -> None:
         cluster = self.cluster
