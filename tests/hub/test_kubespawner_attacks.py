@@ -26,10 +26,19 @@ from test_podfiles import as_pod, pod_home  # noqa: F401 - a HOME applied for po
 
 from dossierhub.isolation.podids import pod_ids
 from dossierhub.state.home import Home
-from dossierhub.state.settings import KubernetesSettings
+from dossierhub.state.settings import KubernetesSettings, Settings
+from dossierhub.workspaces.k8svalues import z2jh_values
 from dossierhub.workspaces.kubespawner import DossierKubeSpawner, network_policy
 from dossierhub.workspaces.workspacechores import clear_outputs
 
+# what `dossierhub k8s values` needs to write values (the images)
+VALUES_SETTINGS = {
+    "hub": {"spawner": "kubernetes"},
+    "kubernetes": {
+        "image": "registry.example.org/dossierhub-workspace:1.0",
+        "hub_image": "registry.example.org/dossierhub-hub:1.0",
+    },
+}
 RELEASE = "jhub"  # z2jh's release name; its pods carry it as `release`
 NAMESPACE = "dossiers"
 # what z2jh's jupyterhub_config.py sets on KubeSpawner before dossierhub's extraConfig runs:
@@ -224,7 +233,12 @@ def workspace(root: Path, dossier: str) -> tuple[Pod, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cluster(kube_home: Path) -> tuple[dict[str, Pod], list[dict[str, Any]]]:  # noqa: F811
-    pods, policies = {}, list(Z2JH_POLICIES)
+    # z2jh renders its singleuser policy only when the values leave it on
+    singleuser_on = z2jh_values(Settings.model_validate(VALUES_SETTINGS))["singleuser"][
+        "networkPolicy"
+    ]["enabled"]
+    pods = {}
+    policies = [p for p in Z2JH_POLICIES if singleuser_on or p["metadata"]["name"] != "singleuser"]
     for dossier in ("armoede", "mobiliteit"):
         pods[dossier], policy = workspace(kube_home, dossier)
         policies.append(policy)
@@ -255,14 +269,10 @@ def test_a_workspace_reaches_no_other_workspace_and_not_the_service(cluster: Any
         assert not reachable(policies, SERVICE, pod, pod.ports["notebook-port"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: z2jh's singleuser policy always lets its pods out to the proxy's "
-    "public port 8000 (and autohttps), whatever egress values say; policies add up, so the "
-    "dossier's policy cannot take it back (see the report: needs singleuser.networkPolicy "
-    "off plus a deny-all of our own for workspace pods)",
-)
 def test_a_workspace_does_not_reach_the_proxy_s_public_port(cluster: Any) -> None:
+    """z2jh's singleuser policy always lets its pods out to the proxy's public port (and
+    autohttps), whatever its egress values say, and policies add up: the values turn it off,
+    so the dossier's own policy is the workspace's whole wall."""
     pods, policies = cluster
     assert not reachable(policies, pods["armoede"], PROXY, 8000)
 
