@@ -263,13 +263,14 @@ def hub_address_url(connect_url: object) -> str:
     if not url.hostname:
         raise HubConfigError(f"z2jh's hub_connect_url {connect_url!r} names no host")
     try:
-        address = socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)[0][4][0]
+        address = str(socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)[0][4][0])
     except OSError as exc:
         raise HubConfigError(
             f"the hub's Service {url.hostname!r} (z2jh's hub_connect_url) does not resolve: {exc}"
         ) from None
     host = f"[{address}]" if ":" in address else address
-    return urlunsplit((url.scheme, f"{host}:{url.port}" if url.port else host, url.path, "", ""))
+    netloc = f"{host}:{url.port}" if url.port else host
+    return str(urlunsplit((url.scheme, netloc, url.path, "", "")))
 
 
 class _Dumper(yaml.SafeDumper):
