@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from auditstores import RUN, plant_succeeded_run, release
+
 from helpers import run_cli, run_cli_process
 
 
@@ -184,36 +186,14 @@ def test_a_genesis_needs_the_master_key(home: Path) -> None:
 # ---------------------------------------------------------------- releases carry the head
 
 
-RUN = "20260101T000000-abcdef"
-
-
 @pytest.fixture
 def applied(applied_home: Path, tmp_path: Path) -> Path:
     """A fresh copy of an applied HOME, with a succeeded run of a.jansen's (as `report run`
     leaves it: tests/e2e/test_audit_rollback.py releases a real one)."""
     root = tmp_path / "home"
     shutil.copytree(applied_home, root, symlinks=True)
-    folder = root / "reports" / "armoede" / RUN
-    folder.mkdir(parents=True)
-    (folder / "report.ipynb").write_text('{"cells": []}')
-    provenance = {
-        "run_id": RUN,
-        "dossier": "armoede",
-        "template": "district_profile",
-        "user": "a.jansen",
-        "status": "succeeded",
-        "outputs": {"report.ipynb": hashlib.sha256(b'{"cells": []}').hexdigest()},
-        "checks_passed": True,
-    }
-    (folder / "provenance.json").write_text(json.dumps(provenance))
-    (folder / "checks.json").write_text("[]")
+    plant_succeeded_run(root)
     return root
-
-
-def release(home: Path) -> dict:
-    result = run_cli(home, "report", "release", "armoede", RUN, "--user", "e.mulder")
-    assert result.exit_code == 0, result.stderr
-    return json.loads((home / "reports" / "armoede" / RUN / "release.json").read_text())
 
 
 def test_a_release_carries_the_head_it_was_released_under(applied: Path) -> None:

@@ -274,25 +274,25 @@ class AuditLog:
         self, action: str, actor: str | None, details: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
         """Write one record and move the head; serialized across processes by the store (a
-        file lock, or the head row's lock in PostgreSQL)."""
+        file lock, or the head row's lock in PostgreSQL). What does not depend on the head is
+        gathered before taking the lock, which every other writer waits on."""
+        key = self._mac_key()
+        who = {"actor": actor or current_actor(), "channel": _channel, "os_user": current_os_user()}
         with self.store.exclusive():
             seq, prev = self._read_head()
             seq, prev = self._adopt_interrupted(seq, prev)
             record: dict[str, Any] = {
                 "seq": seq + 1,
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                "actor": actor or current_actor(),
-                "channel": _channel,
-                "os_user": current_os_user(),
+                **who,
                 "action": action,
                 "details": details,
                 "prev": prev,
             }
-            key = self._mac_key()
             if key is not None:
                 record["mac"] = _record_mac(key, record)
             line = _line(record)
-            self.store.write(line, self._head_object(record["seq"], _digest(line)))
+            self.store.write(line, self._head_object(record["seq"], _digest(line), key))
         return record, _digest(line)
 
     def _witness(self, record: dict[str, Any], digest: str) -> None:
@@ -408,10 +408,9 @@ class AuditLog:
             return len(lines), _digest(lines[-1])
         return 0, GENESIS
 
-    def _head_object(self, seq: int, digest: str) -> dict[str, Any]:
+    def _head_object(self, seq: int, digest: str, key: bytes | None) -> dict[str, Any]:
         """The head as head.json (or the head row) holds it, with its MAC when there is a key."""
         head: dict[str, Any] = {"seq": seq, "hash": digest}
-        key = self._mac_key()
         if key is not None:
             head["mac"] = self._head_mac(key, seq, digest)
         return head

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from filelock import FileLock
+from psycopg.errors import UndefinedTable
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from dossierhub.state import database, witness
 from dossierhub.state.atomic import write_json
@@ -109,8 +110,8 @@ class TableStore:
     def __init__(self, home: Home, url: URL):
         self.home = home
         self.url = url
-        self._local = threading.local()  # the open transaction of exclusive(), per thread
-        self._schema_checked = False
+        # exclusive()'s open transaction and the head it locked, per thread
+        self._local = threading.local()
 
     def describe(self) -> str:
         return f"table {RECORDS} in postgresql://{database.describe(self.url)}"
@@ -123,14 +124,27 @@ class TableStore:
             yield
             return
         with self._errors():
-            self._ensure_schema()
-            with database.engine(self.url).begin() as conn:
-                self._local.conn = conn
+            for attempt in (1, 2):
+                self._ensure_schema()
+                transaction = contextlib.ExitStack()
+                conn = transaction.enter_context(database.engine(self.url).begin())
                 try:
-                    _lock_row(conn, "head")
-                    yield
-                finally:
-                    self._local.conn = None
+                    head = _lock_row(conn, "head")
+                except ProgrammingError as exc:
+                    transaction.close()  # rolled back
+                    if attempt == 2 or not isinstance(exc.orig, UndefinedTable):
+                        raise
+                    # the tables were dropped since this process made sure of them: the log
+                    # goes on in new ones (verify then fails for want of a genesis)
+                    _schema_checked.discard(self._schema_key())
+                    continue
+                with transaction:
+                    self._local.conn, self._local.head = conn, head
+                    try:
+                        yield
+                    finally:
+                        self._local.conn = self._local.head = None
+                return
 
     def lines(self) -> list[str]:
         with self._connection() as conn:
@@ -140,21 +154,25 @@ class TableStore:
             return [line for (line,) in rows]
 
     def head_text(self) -> str | None:
+        if getattr(self._local, "conn", None) is not None:
+            return self._local.head  # as locked (and as this transaction last set it)
         return self._value("head")
 
     def write(self, line: str, head: dict[str, Any]) -> None:
-        """Inside exclusive(): the record and the head, committed together."""
+        """Inside exclusive(): the record and the head in one statement (the lock is held
+        for as few round trips as can be), committed together when exclusive() ends."""
         conn = self._local.conn
         assert conn is not None, "TableStore.write outside exclusive()"
+        value = json.dumps(head, sort_keys=True)
         with self._errors():
             conn.execute(
-                text(f"INSERT INTO {RECORDS} (seq, line) VALUES (:seq, :line)"),
-                {"seq": head["seq"], "line": line},
+                text(
+                    f"WITH added AS (INSERT INTO {RECORDS} (seq, line) VALUES (:seq, :line)) "
+                    f"UPDATE {STATE} SET value = :value WHERE name = 'head'"
+                ),
+                {"seq": head["seq"], "line": line, "value": value},
             )
-            conn.execute(
-                text(f"UPDATE {STATE} SET value = :value WHERE name = 'head'"),
-                {"value": json.dumps(head, sort_keys=True)},
-            )
+        self._local.head = value
 
     def witness_text(self) -> str | None:
         return self._value("witness")
@@ -164,9 +182,7 @@ class TableStore:
         with self._errors():
             self._ensure_schema()
             with database.engine(self.url).begin() as conn:
-                _lock_row(conn, "witness")
-                found = conn.execute(text(f"SELECT value FROM {STATE} WHERE name = 'witness'"))
-                state = change(_object(found.scalar()))
+                state = change(_object(_lock_row(conn, "witness")))
                 conn.execute(
                     text(f"UPDATE {STATE} SET value = :value WHERE name = 'witness'"),
                     {"value": json.dumps(state, sort_keys=True)},
@@ -183,11 +199,12 @@ class TableStore:
 
     def set_head(self, head: dict[str, Any]) -> None:
         """Inside exclusive(): the head row, as `write` sets it."""
+        value = json.dumps(head, sort_keys=True)
         with self._errors():
             self._local.conn.execute(
-                text(f"UPDATE {STATE} SET value = :value WHERE name = 'head'"),
-                {"value": json.dumps(head, sort_keys=True)},
+                text(f"UPDATE {STATE} SET value = :value WHERE name = 'head'"), {"value": value}
             )
+        self._local.head = value
 
     def _value(self, name: str) -> str | None:
         with self._connection() as conn:
@@ -218,10 +235,12 @@ class TableStore:
         return bool(found.scalar())
 
     def _ensure_schema(self) -> None:
-        """Create the tables on the first append. Concurrent CREATE TABLE IF NOT EXISTS can
-        still collide in PostgreSQL's catalog, so creators queue on a transaction-scoped
-        advisory lock (there is no row to lock yet)."""
-        if self._schema_checked:
+        """Create the tables on this process's first append. Concurrent CREATE TABLE IF NOT
+        EXISTS can still collide in PostgreSQL's catalog, so creators queue on a
+        transaction-scoped advisory lock (there is no row to lock yet). Checked once per
+        process; exclusive() checks again when they were dropped since."""
+        checked = self._schema_key()
+        if checked in _schema_checked:
             return
         with database.engine(self.url).begin() as conn:
             if not self._exists(conn):
@@ -235,7 +254,10 @@ class TableStore:
                 conn.execute(
                     text(f"CREATE TABLE IF NOT EXISTS {STATE} (name text PRIMARY KEY, value text)")
                 )
-        self._schema_checked = True
+        _schema_checked.add(checked)
+
+    def _schema_key(self) -> str:
+        return self.url.render_as_string(hide_password=False)
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -254,16 +276,22 @@ class TableStore:
             ) from None
 
 
-def _lock_row(conn: Connection, name: str) -> None:
-    """Lock the state row `name` for this transaction, creating it first if it is missing
-    (a new table, or a row someone deleted): concurrent creators wait on the key, then lock."""
-    lock = text(f"SELECT 1 FROM {STATE} WHERE name = :name FOR UPDATE")
-    if conn.execute(lock, {"name": name}).first() is None:
+_schema_checked: set[str] = set()  # the databases whose tables this process has seen
+
+
+def _lock_row(conn: Connection, name: str) -> str | None:
+    """Lock the state row `name` for this transaction and return its value, creating the row
+    first if it is missing (a new table, or a row someone deleted): concurrent creators wait
+    on the key, then lock."""
+    lock = text(f"SELECT value FROM {STATE} WHERE name = :name FOR UPDATE")
+    found = conn.execute(lock, {"name": name}).first()
+    if found is None:
         conn.execute(
             text(f"INSERT INTO {STATE} (name, value) VALUES (:name, NULL) ON CONFLICT DO NOTHING"),
             {"name": name},
         )
-        conn.execute(lock, {"name": name})
+        found = conn.execute(lock, {"name": name}).first()
+    return found[0] if found is not None else None
 
 
 def _object(found: str | None) -> dict[str, Any]:
