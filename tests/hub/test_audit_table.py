@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from auditstores import (
     RECORDS,
@@ -149,7 +150,8 @@ def released_home(applied_home: Path, tmp_path: Path) -> Path:
 def test_migrate_refuses_a_broken_log_and_leaves_the_table_empty(
     home: Path, postgres: Postgres
 ) -> None:
-    write_settings(home, table_settings(home, postgres))
+    settings = table_settings(home, postgres)
+    write_settings(home, settings)
     lines = log_of_file(home)
     record = json.loads(lines[-1])
     record["actor"] = "mallory"
@@ -157,26 +159,78 @@ def test_migrate_refuses_a_broken_log_and_leaves_the_table_empty(
     (home / "audit" / "audit.jsonl").write_text("".join(line + "\n" for line in lines))
     result = run_cli(home, "audit", "migrate")
     assert result.exit_code == 1
-    assert "the file log is broken at record 2" in result.stderr
+    assert "the file log is broken at record 2: record 2 was changed" in result.stderr
     assert "nothing was changed" in result.stderr
     assert log_of_file(home) == lines  # the file as it was
-    settings = yaml_settings(home)
     settings["audit"] = {"store": "postgresql"}
     write_settings(home, settings)
-    assert log_of(home).lines() == [] if _tables_exist(home) else True
+    empty = run_cli(home, "audit", "verify")  # nothing reached the table
+    assert "audit log broken at record 1: the audit log is missing or empty" in empty.stderr
 
 
-def yaml_settings(home: Path) -> dict:
-    import yaml
+def test_a_database_that_refuses_the_password_stops_migrate_without_showing_it(
+    home: Path, postgres: Postgres
+) -> None:
+    settings = table_settings(home, postgres)
+    wrong = "Wr0ng-pässword-Zq8"
+    Path(settings["hub"]["db_password_file"]).write_text(wrong)
+    write_settings(home, settings)
+    before = log_of_file(home)
+    result = run_cli(home, "audit", "migrate")
+    assert result.exit_code == 1
+    port = postgres.port
+    assert f"the audit log's table in jupyterhub@127.0.0.1:{port}/audit_" in result.stderr
+    assert "password authentication failed" in result.stderr
+    assert wrong not in result.stderr + result.stdout
+    assert log_of_file(home) == before
+    # the same for an append once the table is the store: one sentence, no traceback
+    settings["audit"] = {"store": "postgresql"}
+    write_settings(home, settings)
+    appended = run_cli(home, "init")
+    assert appended.exit_code == 1 and "password authentication failed" in appended.stderr
+    assert wrong not in appended.stderr + appended.stdout
 
-    return yaml.safe_load((home / "settings.yaml").read_text())
 
-
-def _tables_exist(home: Path) -> bool:
-    table = log_of(home)
-    assert isinstance(table, TableLog)
-    try:
-        table.lines()
-    except Exception:
-        return False
-    return True
+def test_the_hub_and_service_append_with_the_audit_key_file_alone(table_home: Path) -> None:
+    """What a pod gets (audit.key_file, a Secret): appends authenticated as with the master
+    key, which the process never reads; the key file gives no pseudonym key."""
+    home = table_home
+    key_file = home.parent / "audit.keys"
+    written = run_cli(home, "audit", "key", "--out", str(key_file))
+    assert written.exit_code == 0, written.stderr
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    master = (home / "secrets" / "master.key").read_text().strip()
+    assert master not in key_file.read_text()
+    again = run_cli(home, "audit", "key", "--out", str(key_file))
+    assert again.exit_code == 1 and "is never overwritten" in again.stderr
+    settings = yaml.safe_load((home / "settings.yaml").read_text())
+    settings["audit"]["key_file"] = str(key_file)
+    write_settings(home, settings)
+    hidden = home.parent / "master.key.away"
+    (home / "secrets" / "master.key").rename(hidden)  # the pod has no master key
+    code = (
+        "from pathlib import Path; from dossierhub.state.audit import AuditLog, set_channel;"
+        "from dossierhub.state.home import Home; set_channel('service');"
+        f"AuditLog(Home(Path({str(home)!r})))"
+        ".append('workspace.open', actor='anna', dossier='armoede')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    in_pod = verify_output(home)  # verified with the key file alone
+    assert "audit log ok: 3 records, chain intact\n" in in_pod
+    hidden.rename(home / "secrets" / "master.key")
+    del settings["audit"]["key_file"]
+    write_settings(home, settings)
+    assert verify_output(home) == in_pod  # and with the master key: the same keys
+    # a key file that is not one: the append goes on, unauthenticated; verify cannot check
+    # MACs with it and says so, and with the key names the record
+    key_file.write_text("{}")
+    settings["audit"]["key_file"] = str(key_file)
+    write_settings(home, settings)
+    assert run_cli(home, "init").exit_code == 0
+    unchecked = verify_output(home)
+    assert "(head not authenticated: audit key file unavailable)" in unchecked
+    del settings["audit"]["key_file"]
+    write_settings(home, settings)
+    broken = run_cli(home, "audit", "verify")
+    assert "audit log broken at record 4: record 4 was changed" in broken.stderr

@@ -511,7 +511,8 @@ class AuditLog:
             )
         if digest != last:
             return _broken(count, f"record {count} (the last one) was changed", "head")
-        note = "" if key is not None else " (head not authenticated: master key unavailable)"
+        unavailable = "master key" if _key_file(self.home) is None else "audit key file"
+        note = "" if key is not None else f" (head not authenticated: {unavailable} unavailable)"
         return Verification(True, count, f"{count} records, chain intact{note}")
 
     def _check_genesis(
