@@ -41,12 +41,15 @@ class Failed(click.ClickException):
 
 
 class _Group(click.Group):
-    """Every command: an audit table that cannot be reached is one sentence, not a traceback."""
+    """Every command: an audit log that cannot be opened (its table unreachable, or an invalid
+    settings.yaml that asks for the table) is one sentence, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except AuditStoreError as exc:
+            raise Failed(str(exc)) from None
+        except RefusedError as exc:  # the commands that expect one report it themselves
             raise Failed(str(exc)) from None
 
 

@@ -37,14 +37,18 @@ import pwd
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dossierhub import __version__
 from dossierhub.state import witness
-from dossierhub.state.auditstore import FileStore, TableStore, open_store
+from dossierhub.state.auditstore import FileStore
 from dossierhub.state.home import Home
 from dossierhub.state.masterkey import MasterKeyError, read_master_key
 from dossierhub.state.problems import RefusedError
+from dossierhub.state.yamlfile import load_yaml
+
+if TYPE_CHECKING:
+    from dossierhub.state.audittable import TableStore
 
 GENESIS = "0" * 64  # the `prev` of record 1
 GENESIS_ACTION = "audit.genesis"
@@ -598,6 +602,34 @@ class AuditLog:
             older = f"; {without} released before releases carried one" if without else ""
             notes.append(f"releases: {checked} carry a head, each in the log{older}")
         return None
+
+
+def open_store(home: Home) -> FileStore | TableStore:
+    """The store settings.yaml names (`audit.store`, default file).
+
+    An invalid settings.yaml leaves appends on the file log (a broken witness setting must not
+    stop one, docs/audit.md), unless it asks for the table: then its error is raised, since
+    writing to the file would split the log in two."""
+    try:
+        settings = witness.cached_settings(home)
+    except RefusedError:
+        if _asks_for_table(home):
+            raise
+        return FileStore(home)
+    if settings.audit.store == "postgresql":
+        from dossierhub.state.audittable import table_store  # SQLAlchemy: only when asked
+
+        return table_store(home)
+    return FileStore(home)
+
+
+def _asks_for_table(home: Home) -> bool:
+    try:
+        raw = load_yaml(home.settings_file, "settings.yaml")
+    except Exception:  # not even YAML: it asks for nothing
+        return False
+    audit = raw.get("audit") if isinstance(raw, dict) else None
+    return isinstance(audit, dict) and audit.get("store") == "postgresql"
 
 
 def _line(record: dict[str, Any]) -> str:

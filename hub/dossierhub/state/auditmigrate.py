@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 
 from dossierhub.state.audit import AuditLog, Verification, _digest
-from dossierhub.state.auditstore import FileStore, TableStore, table_store
+from dossierhub.state.auditstore import FileStore
+from dossierhub.state.audittable import TableStore, table_store
 from dossierhub.state.home import Home
 
 
