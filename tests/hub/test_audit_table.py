@@ -52,6 +52,7 @@ def table_home(home: Path, postgres: Postgres) -> Path:
     return home
 
 
+@pytest.mark.slow
 def test_eight_processes_append_a_thousand_records_each_into_one_chain(
     table_home: Path,
 ) -> None:
@@ -70,7 +71,7 @@ def test_eight_processes_append_a_thousand_records_each_into_one_chain(
     started = time.monotonic()
     go.touch()
     for writer in writers:
-        _, stderr = writer.communicate(timeout=600)
+        _, stderr = writer.communicate(timeout=1200)
         assert writer.returncode == 0, stderr
     took = time.monotonic() - started
     before = 2  # the genesis and init moved from the file
@@ -234,3 +235,16 @@ def test_the_hub_and_service_append_with_the_audit_key_file_alone(table_home: Pa
     write_settings(home, settings)
     broken = run_cli(home, "audit", "verify")
     assert "audit log broken at record 4: record 4 was changed" in broken.stderr
+
+
+def test_the_table_needs_the_hub_on_postgresql(home: Path) -> None:
+    write_settings(home, {"audit": {"store": "postgresql"}})
+    result = run_cli(home, "audit", "verify")
+    assert result.exit_code == 1
+    assert "audit.store postgresql keeps the log in the hub's PostgreSQL database" in (
+        result.stderr
+    )
+    # a settings.yaml that does not ask for the table leaves appends on the file, as before
+    write_settings(home, {"audit": {"witness": "sometimes"}})
+    assert run_cli(home, "init").exit_code == 0
+    assert json.loads(log_of_file(home)[-1])["action"] == "init"

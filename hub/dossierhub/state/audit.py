@@ -625,7 +625,7 @@ def open_store(home: Home) -> FileStore | TableStore:
 
 def _asks_for_table(home: Home) -> bool:
     try:
-        raw = load_yaml(home.settings_file, "settings.yaml")
+        raw = load_yaml(home.settings_file, "settings.yaml").data
     except Exception:  # not even YAML: it asks for nothing
         return False
     audit = raw.get("audit") if isinstance(raw, dict) else None

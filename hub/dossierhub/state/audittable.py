@@ -13,7 +13,7 @@ from typing import Any
 from psycopg.errors import UndefinedTable
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from dossierhub.state import database, witness
 from dossierhub.state.auditstore import AuditStoreError, object_of
@@ -54,14 +54,17 @@ class TableStore:
                 conn = transaction.enter_context(database.engine(self.url).begin())
                 try:
                     head = _lock_row(conn, "head")
-                except ProgrammingError as exc:
-                    transaction.close()  # rolled back
-                    if attempt == 2 or not isinstance(exc.orig, UndefinedTable):
+                except DBAPIError as exc:
+                    transaction.close()  # rolled back, nothing was written
+                    if attempt == 2:
                         raise
-                    # the tables were dropped since this process made sure of them: the log
-                    # goes on in new ones (verify then fails for want of a genesis)
-                    _schema_checked.discard(self._schema_key())
-                    continue
+                    if isinstance(exc.orig, UndefinedTable):
+                        # the tables were dropped since this process made sure of them: the
+                        # log goes on in new ones (verify then fails for want of a genesis)
+                        _schema_checked.discard(self._schema_key())
+                    elif not exc.connection_invalidated:
+                        raise
+                    continue  # or the pooled connection was broken: once more, a new one
                 with transaction:
                     self._local.conn, self._local.head = conn, head
                     try:

@@ -72,10 +72,13 @@ _engines: dict[tuple[int, str], Engine] = {}
 
 
 def engine(url: URL) -> Engine:
-    """The process's engine for `url`; connections are checked before use, so a database
-    restart costs one reconnect, not a failed append."""
+    """The process's engine for `url`. Every use ends its transaction (commit or rollback),
+    so a connection goes back to the pool clean without the pool's extra ROLLBACK, and it is
+    not pinged before use: each is a round trip, and under many writers the head row's lock
+    is waited for behind them. A connection a database restart broke is noticed by its first
+    statement instead (the audit table retries once: audittable.TableStore.exclusive)."""
     key = (os.getpid(), url.render_as_string(hide_password=False))
     found = _engines.get(key)
     if found is None:
-        found = _engines[key] = create_engine(url, pool_pre_ping=True, pool_size=2)
+        found = _engines[key] = create_engine(url, pool_size=2, pool_reset_on_return=None)
     return found
