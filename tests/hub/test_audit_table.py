@@ -248,3 +248,28 @@ def test_the_table_needs_the_hub_on_postgresql(home: Path) -> None:
     write_settings(home, {"audit": {"witness": "sometimes"}})
     assert run_cli(home, "init").exit_code == 0
     assert json.loads(log_of_file(home)[-1])["action"] == "init"
+
+
+def test_an_append_survives_its_pooled_connection_being_cut(
+    table_home: Path, postgres: Postgres
+) -> None:
+    """A database restart (or a proxy dropping idle connections) breaks the pool's connection:
+    the next append notices at its first statement, before writing, and goes on with a new
+    one (no ping before every append)."""
+    from dossierhub.state.audit import AuditLog
+    from dossierhub.state.home import Home
+
+    log = Home(table_home)
+    AuditLog(log).append("test.before")
+    database = yaml_settings(table_home)["hub"]["db_url"].rsplit("/", 1)[1]
+    cut = postgres.sql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    assert int(cut) >= 1  # the pooled connection was there, and is gone
+    AuditLog(log).append("test.after")
+    assert verify_output(table_home).startswith("audit log ok: 4 records, chain intact")
+
+
+def yaml_settings(home: Path) -> dict:
+    return yaml.safe_load((home / "settings.yaml").read_text())

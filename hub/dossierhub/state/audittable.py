@@ -55,7 +55,7 @@ class TableStore:
                 try:
                     head = _lock_row(conn, "head")
                 except DBAPIError as exc:
-                    transaction.close()  # rolled back, nothing was written
+                    transaction.__exit__(type(exc), exc, exc.__traceback__)  # rolled back
                     if attempt == 2:
                         raise
                     if isinstance(exc.orig, UndefinedTable):
