@@ -2,8 +2,8 @@
 machine (issue 15). Each store gets a HOME of its own (`dossierhub init`; the table one moved
 there by `audit migrate`), then `--appends` appends through AuditLog from one process, and the
 same number split over `--writers` processes appending at once. PostgreSQL is a throwaway
-cluster (tests/pg.py; fsync off, as in the tests: a production server's commit waits for its
-disk, as the file log's fsync does).
+cluster (tests/pg.py) on this machine's disk with fsync on: each commit waits for the disk, as
+each file append's fsync does.
 
     .venv/bin/python bench/bench_audit_store.py [--appends 2000] [--writers 8] [--smoke]
 """
@@ -104,7 +104,7 @@ def main() -> int:
     if bindir is None:
         print("PostgreSQL's server is not installed (./install.sh --dev installs it)")
         return 1
-    with throwaway_postgres(bindir) as postgres, tempfile.TemporaryDirectory() as tmp:
+    with throwaway_postgres(bindir, fsync=True) as postgres, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         file_home, table_home = make_home(root, None), make_home(root, postgres)
         figures = {}
