@@ -1,4 +1,6 @@
-"""Tamper-evident audit log: HOME/audit/audit.jsonl, one JSON record per line, hash-chained.
+"""Tamper-evident audit log: HOME/audit/audit.jsonl, one JSON record per line, hash-chained
+(or the same lines in a PostgreSQL table: `open_store` decides, auditstore.py and
+audittable.py keep them).
 
 Each record carries `prev`, the SHA-256 of the previous record's line, and `mac`, an HMAC of
 the record under a key derived from the master key. The head (sequence number and hash of the
@@ -139,8 +141,12 @@ def write_key_file(home: Home, out: Path) -> None:
         "witness": keys.witness.hex(),
     }
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(body, sort_keys=True) + "\n")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(body, sort_keys=True) + "\n")
+    except OSError:
+        out.unlink(missing_ok=True)  # no half-written key file left behind
+        raise
 
 
 def read_key_file(path: Path) -> _Keys:
@@ -153,15 +159,16 @@ def read_key_file(path: Path) -> _Keys:
         raise AuditKeyError(f"{where} cannot be read by this user") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AuditKeyError(f"{where} is not an audit key file ({type(exc).__name__})") from None
+    malformed = AuditKeyError(f"{where} is not an audit key file `dossierhub audit key` wrote")
+    if not isinstance(body, dict) or body.get("format") != KEY_FILE_FORMAT:
+        raise malformed
     try:
-        assert isinstance(body, dict) and body["format"] == KEY_FILE_FORMAT
         record, witness_key = bytes.fromhex(body["record"]), bytes.fromhex(body["witness"])
-        installation = str(body["installation"])
-        assert len(record) == len(witness_key) == 32 and len(installation) == 16
-    except (AssertionError, KeyError, TypeError, ValueError):
-        raise AuditKeyError(
-            f"{where} is not an audit key file `dossierhub audit key` wrote"
-        ) from None
+    except (KeyError, TypeError, ValueError):
+        raise malformed from None
+    installation = body.get("installation")
+    if len(record) != 32 or len(witness_key) != 32 or not isinstance(installation, str):
+        raise malformed
     return _Keys(record=record, witness=witness_key, installation=installation)
 
 
@@ -175,8 +182,8 @@ def _key_file(home: Home) -> Path | None:
 
 
 class AuditLog:
-    """The installation's audit log, in the store settings.yaml names (auditstore.open_store:
-    the file under HOME by default, the hub's PostgreSQL with `audit.store: postgresql`)."""
+    """The installation's audit log, in the store settings.yaml names (`open_store`: the file
+    under HOME by default, the hub's PostgreSQL with `audit.store: postgresql`)."""
 
     def __init__(self, home: Home, store: FileStore | TableStore | None = None):
         self.home = home
