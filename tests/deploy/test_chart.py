@@ -1,7 +1,10 @@
 """deploy/chart as `helm template` renders it (helm pinned by deploy/package-lock.json, offline):
 every object valid for Kubernetes 1.33 (strict: no unknown field), and no pod that could
 step out of the restricted Pod Security Standard, reach the node, talk to the Kubernetes API or
-hold the master key outside the apply CronJob.
+hold the master key outside the apply CronJob. apply is the one exception to "restricted": it
+runs as root with exactly CHOWN and FOWNER (what giving files to the pod numbers needs;
+test_apply_pod.py runs it so), which the baseline standard allows; nothing else of it is
+loosened, and no pod sets an fsGroup on the shared HOME.
 
 checkov is not used: pinning it here downgrades packaging (26 -> 23.2, a runtime dependency),
 pytest and python-dateutil, and it needs 9 s to start; the checks below are the privilege
@@ -10,18 +13,37 @@ checks of the restricted standard that matter here, on the real rendered objects
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from helm import CHART, render
+from helm import CHART, REPO, render
 
 from dossierhub.state.settings import Settings
 from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
 
 K8S_VERSION = "1.33"
+# the capabilities apply needs as root (_helpers.tpl says why), and no more
+APPLY_CAPABILITIES = ("CHOWN", "FOWNER")
+# the baseline Pod Security Standard lets a container add these and no others
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
 VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
 
 
@@ -38,12 +60,33 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield spec["template"]["spec"]
 
 
+# the one Role: z2jh's hub makes and deletes the workspaces' policies (templates/hub-rbac.yaml)
+HUB_RULES = [
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create", "update", "delete"],
+    }
+]
+
+
+def is_apply(obj: dict[str, Any]) -> bool:
+    labels = obj["metadata"].get("labels", {})
+    return obj["kind"] == "CronJob" and labels.get("app.kubernetes.io/component") == "apply"
+
+
 def privilege_problems(obj: dict[str, Any]) -> list[str]:
-    """What in one object breaks the restricted standard or our own rules; [] when nothing."""
+    """What in one object breaks the restricted standard or our own rules; [] when nothing.
+    apply's pod may run as root with APPLY_CAPABILITIES, and with nothing else."""
     name = f"{obj['kind']}/{obj['metadata']['name']}"
     found = []
-    if obj["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or (
+        obj["kind"] == "Role" and obj["rules"] != HUB_RULES
+    ):
         found.append(f"{name}: grants Kubernetes API rights; the service and apply need none")
+    if obj["kind"] == "RoleBinding" and any(s["name"] == "dossierhub" for s in obj["subjects"]):
+        found.append(f"{name}: grants the service and apply Kubernetes API rights")
+    allowed = APPLY_CAPABILITIES if is_apply(obj) else ()
     for pod in pod_specs(obj):
         context = pod.get("securityContext", {})
         for flag in ("hostNetwork", "hostPID", "hostIPC"):
@@ -51,14 +94,17 @@ def privilege_problems(obj: dict[str, Any]) -> list[str]:
                 found.append(f"{name}: {flag}")
         if pod.get("automountServiceAccountToken") is not False:
             found.append(f"{name}: mounts a service-account token")
-        if context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0:
+        root = context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0
+        if root and not is_apply(obj):
             found.append(f"{name}: may run as root")
         if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             found.append(f"{name}: no RuntimeDefault seccomp profile")
+        if "fsGroup" in context and any("persistentVolumeClaim" in v for v in pod["volumes"]):
+            found.append(f"{name}: fsGroup on the shared HOME (it would regroup every dossier's)")
         secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
         found += [f"{name}: hostPath volume {v['name']}" for v in pod["volumes"] if "hostPath" in v]
         for container in pod.get("initContainers", []) + pod["containers"]:
-            found += container_problems(f"{name} {container['name']}", container)
+            found += container_problems(f"{name} {container['name']}", container, allowed)
             for mount in container.get("volumeMounts", []):
                 master = mount["name"] in secrets and mount["mountPath"].endswith("/master.key")
                 if master and obj["kind"] != "CronJob":
@@ -66,17 +112,24 @@ def privilege_problems(obj: dict[str, Any]) -> list[str]:
     return found
 
 
-def container_problems(name: str, container: dict[str, Any]) -> list[str]:
+def container_problems(
+    name: str, container: dict[str, Any], allowed: tuple[str, ...] = ()
+) -> list[str]:
+    """`allowed`: the capabilities this container may add (apply's); every other it keeps or
+    adds is a problem, and so is root for a container allowed none."""
     context = container.get("securityContext", {})
     found = []
     if context.get("privileged", False):
         found.append(f"{name}: privileged")
     if context.get("allowPrivilegeEscalation") is not False:
         found.append(f"{name}: may escalate privileges")
+    if context.get("readOnlyRootFilesystem") is not True:
+        found.append(f"{name}: a writable root filesystem")
     capabilities = context.get("capabilities", {})
-    if capabilities.get("drop") != ["ALL"] or capabilities.get("add"):
-        found.append(f"{name}: keeps or adds capabilities")
-    if context.get("runAsUser") == 0:
+    extra = sorted(set(capabilities.get("add", [])) - set(allowed))
+    if capabilities.get("drop") != ["ALL"] or extra:
+        found.append(f"{name}: keeps or adds capabilities {extra or ''}".rstrip())
+    if context.get("runAsUser") == 0 and not allowed:
         found.append(f"{name}: runs as root")
     return found
 
@@ -88,6 +141,8 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "Deployment",
         "NetworkPolicy",
         "NetworkPolicy",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -127,6 +182,105 @@ def test_the_checks_catch_what_they_look_for() -> None:
         change(changed["spec"]["template"]["spec"])
         assert any(words in problem for problem in privilege_problems(changed)), words
     assert pod == deployment["spec"]["template"]["spec"]  # the original untouched
+
+
+def test_apply_alone_runs_as_root_and_with_exactly_chown_and_fowner(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """The one pod outside "restricted" is apply's, and it stays inside "baseline"."""
+    assert [o["kind"] for o in rendered if is_apply(o)] == ["CronJob"]
+    for obj in rendered:
+        for pod in pod_specs(obj):
+            context = pod["securityContext"]
+            added = {
+                capability
+                for container in pod["containers"]
+                for capability in container["securityContext"]["capabilities"].get("add", [])
+            }
+            if is_apply(obj):
+                assert (context["runAsUser"], context["runAsGroup"]) == (0, 0)
+                assert added == set(APPLY_CAPABILITIES) <= BASELINE_CAPABILITIES
+            else:
+                assert context["runAsNonRoot"] is True and context["runAsUser"] > 0
+                assert added == set()
+
+
+def test_the_apply_exception_is_exactly_as_wide_as_it_says() -> None:
+    """Fed the rendered objects with one thing changed, the checks name it: a capability
+    more for apply, any capability or root for another pod, an fsGroup over HOME, or apply
+    loosened otherwise."""
+    objects = render()
+    cronjob = next(o for o in objects if is_apply(o))
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+
+    def apply_pod(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+    def service_pod(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj["spec"]["template"]["spec"]
+
+    def caps(pod: dict[str, Any]) -> dict[str, Any]:
+        return pod["containers"][0]["securityContext"]["capabilities"]
+
+    changes: list[tuple[str, dict[str, Any], Any]] = [
+        (
+            "adds capabilities ['DAC_OVERRIDE']",
+            cronjob,
+            lambda o: caps(apply_pod(o))["add"].append("DAC_OVERRIDE"),
+        ),
+        (
+            "adds capabilities ['CHOWN']",
+            deployment,
+            lambda o: caps(service_pod(o)).update(add=["CHOWN"]),
+        ),
+        (
+            "may run as root",
+            cronjob,
+            lambda o: o["metadata"]["labels"].update({"app.kubernetes.io/component": "other"}),
+        ),
+        (
+            "fsGroup on the shared HOME",
+            cronjob,
+            lambda o: apply_pod(o)["securityContext"].update(fsGroup=10000),
+        ),
+        (
+            "fsGroup on the shared HOME",
+            deployment,
+            lambda o: service_pod(o)["securityContext"].update(fsGroup=10000),
+        ),
+        (
+            "may escalate privileges",
+            cronjob,
+            lambda o: apply_pod(o)["containers"][0]["securityContext"].update(
+                allowPrivilegeEscalation=True
+            ),
+        ),
+        (
+            "a writable root filesystem",
+            cronjob,
+            lambda o: apply_pod(o)["containers"][0]["securityContext"].pop(
+                "readOnlyRootFilesystem"
+            ),
+        ),
+    ]
+    assert privilege_problems(cronjob) == [] and privilege_problems(deployment) == []
+    for words, original, change in changes:
+        changed = copy.deepcopy(original)
+        change(changed)
+        assert any(words in problem for problem in privilege_problems(changed)), words
+
+
+def test_the_guide_s_namespace_enforces_baseline_and_warns_of_anything_not_restricted() -> None:
+    """The labels docs/operating-on-kubernetes.md tells operators to set: baseline admits apply,
+    and restricted is still what every pod is measured against (a warning, an audit note)."""
+    guide = (REPO / "docs" / "operating-on-kubernetes.md").read_text()
+    labels = dict(re.findall(r"pod-security\.kubernetes\.io/([\w-]+)=([\w.]+)", guide))
+    assert labels == {
+        "enforce": "baseline",
+        "enforce-version": f"v{K8S_VERSION}",
+        "warn": "restricted",
+        "audit": "restricted",
+    }
 
 
 def test_the_service_is_where_the_z2jh_values_register_it() -> None:

@@ -46,20 +46,23 @@ LIVE = ("armoede", "mobiliteit", "armoede-noord")
 def kube_home(applied_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The applied demo HOME plus: mobiliteit with limits of its own, armoede-noord (a copy
     of armoede's manifest and real extracts), zonder-data (a manifest, no extracts), and a
-    manifest that does not read."""
+    manifest that does not read. The live dossiers have their pod numbers, as apply hands
+    them out on Kubernetes; armoede-oud has extracts and none (applied for the local spawner)."""
     root = tmp_path_factory.mktemp("kube") / "home"
     shutil.copytree(applied_home, root, symlinks=True)
     home = Home(root)
     mobiliteit = yaml.safe_load(home.manifest_file("mobiliteit").read_text())
     mobiliteit["limits"] = {"memory": "3GiB", "threads": 3}
     home.manifest_file("mobiliteit").write_text(yaml.safe_dump(mobiliteit))
-    for new, extracts in (("armoede-noord", True), ("zonder-data", False)):
+    for new, extracts in (("armoede-noord", True), ("zonder-data", False), ("armoede-oud", True)):
         manifest = yaml.safe_load(home.manifest_file("armoede").read_text())
         manifest["id"] = new
         home.manifest_file(new).write_text(yaml.safe_dump(manifest))
         if extracts:
             shutil.copytree(home.extract_dir("armoede"), home.extract_dir(new), symlinks=True)
     home.manifest_file("kapot").write_text("id: kapot\ntitle: [unclosed\n")
+    for dossier in LIVE:  # as apply does with hub.spawner: kubernetes (test_podfiles.py)
+        pod_id(home, dossier)
     return root
 
 
@@ -191,7 +194,7 @@ def test_extracts_read_only_own_folder_writable_nothing_else_of_home(
         workspace = found.pop(str(home.workspace_dir(dossier)))
         assert workspace["subPath"] == f"workspaces/{dossier}" and not workspace.get("readOnly")
         tmp = found.pop("/tmp")
-        assert "emptyDir" in volumes[tmp["name"]]
+        assert volumes[tmp["name"]]["emptyDir"] == {"sizeLimit": "1Gi"}  # kubernetes.tmp_size
         assert found == {}, f"{dossier}: more of HOME mounted than its two folders: {found}"
         for mount in container(pod)["volumeMounts"]:
             if mount["name"] == claim["name"]:
@@ -246,9 +249,10 @@ def test_environment_and_limits_come_from_the_manifest(
         ("dossier-zonder-data", 409, "has no data yet"),
         ("dossier-bestaat-niet", 404, "no longer exists"),
         ("dossier-kapot", 409, "ask the admin to fix the manifest"),
+        ("dossier-armoede-oud", 409, "Ask the admin to run `dossierhub apply`"),
     ],
 )
-def test_the_local_spawner_s_refusals_are_recorded_and_make_no_pod(
+def test_refusals_are_recorded_and_make_no_pod_and_no_number(
     kube_home: Path, hub_user: str, status: int, sentence: str
 ) -> None:
     home = Home(kube_home)
@@ -273,7 +277,7 @@ def test_the_local_spawner_s_refusals_are_recorded_and_make_no_pod(
 # ---------------------------------------------------------------------- network policy
 
 
-def test_the_network_policy_lets_out_to_the_hub_and_dns_only(kube_home: Path) -> None:
+def test_the_network_policy_lets_out_to_the_hub_s_api_only(kube_home: Path) -> None:
     settings = Settings.model_validate(KUBE).kubernetes
     policies = [validated(network_policy(settings, d, 8888)) for d in LIVE]
     for dossier, policy in zip(LIVE, policies, strict=True):
@@ -287,18 +291,12 @@ def test_the_network_policy_lets_out_to_the_hub_and_dns_only(kube_home: Path) ->
         # no ipBlock (the internet), no empty selector (everything), no workspace
         assert all("ipBlock" not in peer for peer in peers)
         assert all(sel.get("matchLabels") for p in peers for sel in p.values())
-        assert {json.dumps(p, sort_keys=True) for p in peers} == {
-            json.dumps({"podSelector": {"matchLabels": {"app": "jupyterhub", "component": "hub"}}}),
-            json.dumps(
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                    },
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                },
-                sort_keys=True,
-            ),
-        }
+        # the hub's API and nothing else: no DNS, whose resolver asks the internet for any
+        # name a kernel spells (the pod has the hub's address, k8svalues.hub_address_url)
+        assert peers == [
+            {"podSelector": {"matchLabels": {"app": "jupyterhub", "component": "hub"}}}
+        ]
+        assert all(p["port"] != 53 for rule in spec["egress"] for p in rule["ports"])
         assert spec["egress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
         (ingress,) = spec["ingress"]
         assert [p["podSelector"]["matchLabels"]["component"] for p in ingress["from"]] == [

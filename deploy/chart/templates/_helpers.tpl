@@ -11,12 +11,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 
 {{/* The restricted Pod Security Standard for a pod: never root, the runtime's seccomp
-profile, the volume's files group-owned as the service's group. */}}
+profile. No fsGroup: HOME is one volume shared by every pod, and a volume driver that honours
+fsGroup would give the whole of it (every dossier's extracts, each its own pod number's) to
+this one group, group-writable, at each start. */}}
 {{- define "dossierhub.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .Values.runAs.user }}
 runAsGroup: {{ .Values.runAs.group }}
-fsGroup: {{ .Values.runAs.group }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -29,6 +30,33 @@ readOnlyRootFilesystem: true
 runAsNonRoot: true
 capabilities:
   drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* apply's pod: the one pod of ours that is not restricted, only baseline. It gives each
+dossier's files to that dossier's pod number (isolation/unixusers.py secure_dossier): chown
+needs CAP_CHOWN, and the mode of a folder it has given away needs CAP_FOWNER. Kubernetes hands
+an added capability to uid 0 only (none reaches a non-root user's effective set: no ambient
+capabilities), and dossierhub secures files only when it runs as uid 0, so apply runs as root
+with every other capability dropped (no DAC_OVERRIDE: it never reads or writes inside a
+folder it gave away), no privilege escalation, the runtime's seccomp profile and a read-only
+root (docs/operating-on-kubernetes.md, "Pod security"). No fsGroup, as for every pod on HOME. */}}
+{{- define "dossierhub.applyPodSecurityContext" -}}
+runAsNonRoot: false
+runAsUser: 0
+runAsGroup: 0
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "dossierhub.applyContainerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+  add: ["CHOWN", "FOWNER"]
 seccompProfile:
   type: RuntimeDefault
 {{- end }}

@@ -126,6 +126,8 @@ class KubernetesSettings(Strict):
     home_claim: str = Field(default="dossierhub-home", pattern=_DNS_LABEL)
     # what JupyterLab and the kernels' Python use beside DuckDB's memory limit
     memory_overhead: str = Field(default="1Gi", pattern=r"^\d+(Mi|Gi)$")
+    # a workspace pod's /tmp (an emptyDir): past it the kubelet evicts the pod
+    tmp_size: str = Field(default="1Gi", pattern=r"^\d+(Mi|Gi)$")
     hub_labels: dict[str, str] = Field(
         default_factory=lambda: {"app": "jupyterhub", "component": "hub"}
     )

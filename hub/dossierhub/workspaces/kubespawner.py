@@ -20,8 +20,9 @@ against the Kubernetes schemas offline (tests/hub/test_kubespawner.py):
 KubeSpawner has no hook that runs before the pod is created, and a policy made after it
 (`after_pod_created_hook`) would leave the workspace a moment without walls. So `start`
 creates (or replaces) the dossier's policy first, then the pod; `stop` deletes it once the
-pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up:
-Zero to JupyterHub's own singleuser policy must allow no egress of its own (its values).
+pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up,
+and Zero to JupyterHub's own singleuser policy keeps fixed rules no value turns off (the
+proxy's public port, autohttps): the values turn it off, so this policy is the whole wall.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tornado import web
 from traitlets import Dict, Integer, Unicode
 
 from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
-from dossierhub.isolation.podids import PodIdsError, pod_id
+from dossierhub.isolation.podids import PodIdsError, pod_ids
 from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
@@ -48,6 +49,7 @@ from dossierhub.workspaces.startchecks import (
     WorkspaceRefused,
     dossier_of,
     start_decision,
+    start_failed,
     startable_dossier,
 )
 
@@ -55,6 +57,8 @@ DOSSIER_LABEL = "dossierhub.io/dossier"
 ROLE_LABEL = "dossierhub.io/role"
 HOME_VOLUME = "dossierhub-home"
 TMP_VOLUME = "tmp"
+# the label z2jh's hub NetworkPolicy admits to the hub's API (jupyterhub-singleuser needs it)
+HUB_ACCESS_LABEL = "hub.jupyter.org/network-access-hub"
 
 
 def workspace_labels(dossier_id: str) -> dict[str, str]:
@@ -68,14 +72,15 @@ class PodStorage:
     mounts: list[dict[str, Any]]
 
 
-def pod_storage(home: Home, dossier_id: str, claim: str) -> PodStorage:
+def pod_storage(home: Home, dossier_id: str, claim: str, tmp_size: str | None = None) -> PodStorage:
     """HOME's volume claim `claim` (its root is HOME), mounted as the dossier's two folders
-    only, plus a private /tmp (the root filesystem is read-only)."""
+    only, plus a private /tmp (the root filesystem is read-only) of at most `tmp_size`, so
+    one pod cannot fill the node's disk (the kubelet evicts a pod past it)."""
     extracts = home.extract_dir(dossier_id)
     workspace = home.workspace_dir(dossier_id)
     volumes: list[dict[str, Any]] = [
         {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
-        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": tmp_size} if tmp_size else {}},
     ]
     mounts: list[dict[str, Any]] = [
         {
@@ -154,9 +159,11 @@ def pod_resources(environment: DossierEnvironment, overhead: str) -> PodResource
 def network_policy(
     settings: KubernetesSettings, dossier_id: str, server_port: int
 ) -> dict[str, Any]:
-    """The workspace's network: out to the hub's API and DNS only (no internet, no other
-    workspace, no dossierhub service: a workspace needs none), in from the proxy and the
-    hub only, on its server's port."""
+    """The workspace's network: out to the hub's API only (no internet, no other workspace,
+    no dossierhub service: a workspace needs none), in from the proxy and the hub only, on
+    its server's port. No DNS either: the cluster's resolver forwards any name outside, so
+    a kernel could spell data into the names it asks; the pod reaches the hub by its
+    Service's address (`hub_connect_url`, set by k8svalues.z2jh_hub_config)."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -181,19 +188,6 @@ def network_policy(
                 {
                     "to": [{"podSelector": {"matchLabels": dict(settings.hub_labels)}}],
                     "ports": [{"protocol": "TCP", "port": settings.hub_port}],
-                },
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {
-                                    "kubernetes.io/metadata.name": settings.dns_namespace
-                                }
-                            },
-                            "podSelector": {"matchLabels": dict(settings.dns_labels)},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
                 },
             ],
         },
@@ -245,16 +239,7 @@ class DossierKubeSpawner(KubeSpawner):
         except web.HTTPError:
             raise
         except Exception as exc:
-            # the start page would print the exception, which may name the API server or
-            # HOME's paths: the hub's log keeps it, the person gets where to look
-            self.log.exception("workspace %s did not start", self.dossier_id)
-            raise WorkspaceRefused(
-                500,
-                self.dossier_id,
-                "failed",
-                f"The workspace of dossier {self.dossier_id} did not start ("
-                f"{type(exc).__name__}); the reason is in the hub's log.",
-            ) from None
+            raise start_failed(self.log, self.dossier_id, exc, "the hub's log") from None
 
     def prepare_start(self) -> Dossier:
         """Decide whether the workspace may start and set this start's pod up: its numbers,
@@ -275,8 +260,12 @@ class DossierKubeSpawner(KubeSpawner):
         return dossier
 
     def _number(self) -> int:
+        """The dossier's pod number as apply handed it out. Never handed out here: apply gives
+        the dossier's files to the number (isolation/unixusers.secure_dossier), so a number
+        the files do not carry would start a pod that cannot read its extracts, or, on a
+        HOME applied for the local spawner, one whose folders belong to someone else."""
         try:
-            return pod_id(self.home, self.dossier_id)
+            number = pod_ids(self.home).get(self.dossier_id)
         except (PodIdsError, OSError) as exc:
             self.log.error("workspace %s: %s", self.dossier_id, exc)  # may name HOME's files
             raise WorkspaceRefused(
@@ -286,6 +275,15 @@ class DossierKubeSpawner(KubeSpawner):
                 f"The numeric identity of dossier {self.dossier_id} is not in order: ask "
                 "the admin (the hub's log says what is wrong).",
             ) from None
+        if number is None:
+            raise WorkspaceRefused(
+                409,
+                self.dossier_id,
+                "identity",
+                f"Dossier {self.dossier_id} has not been applied for Kubernetes: its files "
+                "have no pod identity yet. Ask the admin to run `dossierhub apply`.",
+            )
+        return number
 
     def _configure(self, dossier: Dossier, number: int) -> None:
         cluster = self.cluster
@@ -299,7 +297,7 @@ class DossierKubeSpawner(KubeSpawner):
             python=self.workspace_python,
             sandboxed=True,  # the pod is its own sandbox: the same variables as bubblewrap's
         )
-        storage = pod_storage(self.home, dossier.id, cluster.home_claim)
+        storage = pod_storage(self.home, dossier.id, cluster.home_claim, cluster.tmp_size)
         self.volumes = storage.volumes
         self.volume_mounts = storage.mounts
         self.uid = self.gid = number
@@ -309,7 +307,14 @@ class DossierKubeSpawner(KubeSpawner):
         self.mem_limit = resources.mem_limit
         self.mem_guarantee = resources.mem_guarantee
         self.cpu_limit = resources.cpu_limit
-        self.extra_labels = workspace_labels(dossier.id)
+        # added to the labels z2jh's config gives workspace pods (singleuser.extraLabels), not
+        # in their place: its hub policy admits only pods labelled HUB_ACCESS_LABEL
+        configured: dict[str, str] = dict(self.extra_labels)  # type: ignore[has-type]  # a trait
+        self.extra_labels = {
+            **configured,
+            **workspace_labels(dossier.id),
+            HUB_ACCESS_LABEL: "true",
+        }
         self.working_dir = str(folder)
         self.notebook_dir = str(folder)
         self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]

@@ -43,6 +43,7 @@ from dossierhub.workspaces.startchecks import (
     WorkspaceRefused,
     dossier_of,
     start_decision,
+    start_failed,
     startable_dossier,
 )
 from dossierhub.workspaces.workspacechores import write_start_here
@@ -101,17 +102,8 @@ class DossierSpawner(LocalProcessSpawner):
         except web.HTTPError:
             raise
         except Exception as exc:
-            # JupyterHub would print the exception on the start page, and it may name a
-            # folder under HOME: the log keeps it, the person gets where to look
-            self.log.exception("workspace %s did not start", self.dossier_id)
-            raise WorkspaceRefused(
-                500,
-                self.dossier_id,
-                "failed",
-                f"The workspace of dossier {self.dossier_id} did not start ("
-                f"{type(exc).__name__}); the reason is in logs/{self.dossier_id}/"
-                "workspace.log and the hub's log.",
-            ) from None
+            where = f"logs/{self.dossier_id}/workspace.log and the hub's log"
+            raise start_failed(self.log, self.dossier_id, exc, where) from None
 
     # What the start page shows while the workspace starts (progress below): the steps of
     # this start, a new tuple per start (a class-level list would be every spawner's)

@@ -9,6 +9,7 @@ there); each records its decision as `workspace.start` through `start_decision`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tornado import web
@@ -97,3 +98,19 @@ def startable_dossier(home: Home, dossier_id: str) -> Dossier:
             f"Dossier {dossier_id} has no data yet: ask the admin to run `dossierhub apply`.",
         )
     return dossier
+
+
+def start_failed(
+    log: logging.Logger, dossier_id: str, exc: Exception, where: str
+) -> WorkspaceRefused:
+    """An unexpected failure of a start, as the sentence a person sees. JupyterHub would print
+    the exception on the start page, and it may name a folder under HOME or the API server:
+    the hub's log keeps it whole, the person is told where to look (`where`, in words)."""
+    log.error("workspace %s did not start", dossier_id, exc_info=exc)
+    return WorkspaceRefused(
+        500,
+        dossier_id,
+        "failed",
+        f"The workspace of dossier {dossier_id} did not start ({type(exc).__name__}); "
+        f"the reason is in {where}.",
+    )
