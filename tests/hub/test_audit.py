@@ -1,4 +1,5 @@
-"""The audit log is hash-chained; `audit verify` names the first bad record on any tampering."""
+"""The audit log is hash-chained; `audit verify` names the first bad record on any tampering,
+in the file under HOME and in the PostgreSQL table alike (tests/auditstores.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from pathlib import Path
 
 import pytest
 
+from auditstores import STORES, log_of, move_to_table
+
 from helpers import run_cli, run_cli_process
 
 
 @pytest.fixture
-def logged_home(home: Path) -> Path:
-    """A HOME whose log holds its genesis, init, a refused validation, two applies, init."""
+def store() -> str:
+    """The store a test's log is kept in; tests parametrized over STORES run on both."""
+    return "file"
+
+
+@pytest.fixture
+def logged_home(home: Path, store: str, request: pytest.FixtureRequest) -> Path:
+    """A HOME whose log holds its genesis, init, a refused validation, two applies, init
+    (moved to a table of its own by `audit migrate` after the first two, for postgresql)."""
+    if store == "postgresql":
+        move_to_table(home, request.getfixturevalue("postgres"))
     (home / "dossiers" / "broken.yaml").write_text("id: [\n")
     assert run_cli(home, "validate").exit_code == 1
     (home / "dossiers" / "broken.yaml").unlink()
@@ -28,11 +40,11 @@ def logged_home(home: Path) -> Path:
 
 
 def lines(home: Path) -> list[str]:
-    return (home / "audit" / "audit.jsonl").read_text().splitlines()
+    return log_of(home).lines()
 
 
 def write(home: Path, new: list[str]) -> None:
-    (home / "audit" / "audit.jsonl").write_text("".join(line + "\n" for line in new))
+    log_of(home).write(new)
 
 
 def test_records_say_who_did_what(logged_home: Path) -> None:
@@ -72,6 +84,7 @@ def test_records_say_through_which_channel_and_os_user(
     assert records[-1]["actor"] == "alice"  # what `actor` means is unchanged
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_untouched_log_verifies(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 0
@@ -131,9 +144,10 @@ def truncate(home: Path) -> int:
 
 
 def forge_head(home: Path) -> int:
-    head = json.loads((home / "audit" / "head.json").read_text())
+    log = log_of(home)
+    head = log.head()
     head["seq"] -= 1
-    (home / "audit" / "head.json").write_text(json.dumps(head))
+    log.write_head(head)
     return len(lines(home)) - 1
 
 
@@ -144,6 +158,7 @@ def garbage_line(home: Path) -> int:
     return 4
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -178,6 +193,7 @@ def test_interrupted_append_is_not_tampering(logged_home: Path) -> None:
     assert f"{len(lines(logged_home))} records, chain intact" in result.stdout
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_appended_forgery_is_caught(logged_home: Path) -> None:
     old = lines(logged_home)
     forged = json.loads(old[-1])

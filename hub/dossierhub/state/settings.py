@@ -210,6 +210,19 @@ class AuditSettings(Strict):
     # auto: syslog when `syslog.address` is host:port or a socket that exists; none: no witness
     witness: Literal["auto", "syslog", "none"] = "auto"
     syslog: SyslogSettings = Field(default_factory=SyslogSettings)
+    # where the log lives: audit/audit.jsonl under HOME, or a table in the hub's PostgreSQL
+    # database (hub.db_url), shared by every pod; `dossierhub audit migrate` moves a file log
+    store: Literal["file", "postgresql"] = "file"
+    # a file holding only the audit keys (`dossierhub audit key`): who appends with it never
+    # needs secrets/master.key (the hub and service in their pods); default: the master key
+    key_file: str | None = None
+
+    @field_validator("key_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("give the file's full path, starting with /")
+        return value
 
 
 class Settings(Strict):
@@ -226,6 +239,17 @@ class Settings(Strict):
             raise ValueError(
                 "hub.spawner kubernetes needs kubernetes.image: the workspace image, such as "
                 "registry.example.org/dossierhub-workspace:1.0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _audit_table_needs_postgresql(self) -> Settings:
+        if self.audit.store == "postgresql" and not (self.hub.db_url or "").startswith(
+            "postgresql"
+        ):
+            raise ValueError(
+                "audit.store postgresql keeps the log in the hub's PostgreSQL database: set "
+                "hub.db_url to postgresql://<user>@<host>/<db>, or use audit.store file"
             )
         return self
 
