@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import pwd
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,3 +237,37 @@ def test_records_from_before_channels_still_verify(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 0, result.stderr
     assert json.loads(lines(logged_home)[-1])["channel"] == "cli"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a process as a uid with no account")
+def test_a_process_whose_uid_has_no_account_still_says_who_it_is() -> None:
+    """In a pod the uid often has no entry in the image's /etc/passwd and no USER or LOGNAME
+    in its environment (the hub's, the service's, apply's): a record must still be written,
+    naming the uid, rather than the append failing on the lookup."""
+    from e2e_hub import reachable_python
+
+    uid = 4_242_424
+    assert not any(entry.pw_uid == uid for entry in pwd.getpwall())
+    code = (
+        "from dossierhub.state.audit import current_actor, current_os_user\n"
+        "print(current_actor(), current_os_user(), sep='|')"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("USER", "LOGNAME", "LNAME", "USERNAME", "SUDO_USER")
+    }
+    done = subprocess.run(
+        [reachable_python(), "-c", code],
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"uid {uid}|uid {uid}"

@@ -69,8 +69,12 @@ def set_channel(name: str) -> None:
 
 
 def current_actor() -> str:
-    """The person behind a command: the sudo caller if any, else the login user."""
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+    """The person behind a command: the sudo caller if any, else the login user; in a pod
+    whose uid has no account in its image (the hub's, the service's, apply's), "uid N"."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):  # getpass asks pwd when no login variable is set
+        return f"uid {os.geteuid()}"
 
 
 def current_os_user() -> str:
