@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -35,8 +36,12 @@ LEAD, OTHER_LEAD, ANALYST, VIEWER, STRANGER = (
 
 
 def free_ports(count: int = 4) -> int:
-    """A base port with `count` free ports in a row on 127.0.0.1."""
-    for base in range(18000, 19000, 10):
+    """A base port with `count` free ports in a row on 127.0.0.1, tried in a random order:
+    two test sessions on one machine (helpers, a CI clone) asking at once would otherwise
+    both get the first free one and race for it until serve binds."""
+    bases = list(range(18000, 19000, 10))
+    random.shuffle(bases)
+    for base in bases:
         if all(_free(port) for port in range(base, base + count)):
             return base
     raise RuntimeError("no free ports")

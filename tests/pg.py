@@ -82,9 +82,10 @@ def postgres_server() -> Iterator[Postgres]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(bindir: Path) -> Iterator[Postgres]:
-    """A cluster up for the `with` block (also used by bench/bench_hub_db.py); its folder,
-    data and server go at the end whatever happened."""
+def throwaway_postgres(bindir: Path, fsync: bool = False) -> Iterator[Postgres]:
+    """A cluster up for the `with` block (also used by the benches); its folder, data and
+    server go at the end whatever happened. `fsync`: commits wait for the disk, as a
+    production server's do (bench/bench_audit_store.py, against the file log's fsync)."""
     root = Path(tempfile.mkdtemp(prefix="dossierhub-pg-", dir="/tmp"))
     run_as: list[str] = []
     if os.geteuid() == 0:
@@ -106,7 +107,8 @@ def throwaway_postgres(bindir: Path) -> Iterator[Postgres]:
             shutil.chown(pwfile, "postgres")
         auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
         server_binary("initdb", "-U", "postgres", "--pwfile", str(pwfile), *auth, "--no-sync")
-        options = f"-F -k {root} -p {port} -c listen_addresses=127.0.0.1"
+        no_fsync = "" if fsync else "-F "
+        options = f"{no_fsync}-k {root} -p {port} -c listen_addresses=127.0.0.1"
         server_binary("pg_ctl", "-o", options, "-w", "-l", str(root / "server.log"), "start")
         try:
             server = Postgres(

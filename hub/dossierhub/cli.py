@@ -15,7 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from dossierhub import __version__
-from dossierhub.state.audit import AuditLog, GenesisRefused, set_channel
+from dossierhub.state.audit import AuditLog, GenesisRefused, Verification, set_channel
+from dossierhub.state.auditstore import AuditStoreError
 from dossierhub.state.home import Home
 from dossierhub.state.init import InitResult, init_home
 from dossierhub.state.problems import Problem, RefusedError
@@ -39,7 +40,20 @@ class Failed(click.ClickException):
             err.print(f"[bold red]error:[/] {escape(self.message)}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command: an audit log that cannot be opened (its table unreachable, or an invalid
+    settings.yaml that asks for the table) is one sentence, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except AuditStoreError as exc:
+            raise Failed(str(exc)) from None
+        except RefusedError as exc:  # the commands that expect one report it themselves
+            raise Failed(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     "home_dir",
@@ -442,7 +456,11 @@ def verify(home: Home, syslog_file: Path | None) -> None:
     """Check the chain, head, genesis, release heads (and a syslog file); exit 1 naming the
     first bad record and which of them disagrees."""
     log = AuditLog(home)
-    result = log.verify(syslog_file)
+    _print_verification(log, log.verify(syslog_file))
+
+
+def _print_verification(log: AuditLog, result: Verification) -> None:
+    """`audit verify`'s output, the same for the file and the table."""
     if not result.ok:
         if result.first_bad is None:
             raise Failed(result.message)
@@ -450,6 +468,61 @@ def verify(home: Home, syslog_file: Path | None) -> None:
     out.print(f"audit log ok: {result.message}")
     for line in [*result.notes, *log.witness_report()]:
         out.print(f"  {escape(line)}")
+
+
+@audit.command()
+@click.pass_obj
+def migrate(home: Home) -> None:
+    """Move the file log (audit/audit.jsonl) into the table in the hub's PostgreSQL database
+    (hub.db_url) and verify it there; then set audit.store: postgresql. Safe to run again."""
+    from dossierhub.state.auditmigrate import MigrationRefused, migrate_to_table
+
+    try:
+        done = migrate_to_table(home)
+    except MigrationRefused as exc:
+        raise Failed(str(exc)) from None
+    source = home.relative(home.audit_log_file)
+    if done.moved:
+        out.print(f"moved {done.moved} records from {source} to {done.table.describe()}")
+    else:
+        out.print(f"{done.table.describe()} already holds every record of {source}: none moved")
+    _print_verification(AuditLog(home, store=done.table), done.verification)
+    if AuditLog(home).store.kind != "postgresql":
+        out.print(
+            f"next: set audit.store: postgresql in settings.yaml; {source} stays as it was, "
+            "and nothing appends to it from then on"
+        )
+
+
+@audit.command()
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the keys (a new file, mode 0600; never overwritten).",
+)
+@click.pass_obj
+def key(home: Home, out_file: Path) -> None:
+    """Write the audit keys, derived from the master key, for processes that append without
+    it (settings.yaml: audit.key_file; on Kubernetes a Secret of the hub and the service)."""
+    from dossierhub.state.audit import write_key_file
+    from dossierhub.state.masterkey import MasterKeyError
+
+    try:
+        write_key_file(home, out_file)
+    except MasterKeyError as exc:
+        raise Failed(f"{exc} Nothing was written.") from None
+    except FileExistsError:
+        raise Failed(f"{out_file} exists; it is never overwritten. Nothing was written.") from None
+    except OSError as exc:
+        raise Failed(
+            f"{out_file} cannot be written ({exc.strerror}). Nothing was written."
+        ) from None
+    out.print(
+        f"audit keys written to {out_file} (0600): set audit.key_file to its path where it is "
+        "mounted; it gives no pseudonym key and not the master key"
+    )
 
 
 @audit.command()

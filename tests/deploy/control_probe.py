@@ -58,6 +58,8 @@ def _hub_config(home: Home) -> object:
     c.JupyterHub.services = [
         {"name": "dossierhub", "api_token": "z2jh-token", "url": "http://dossierhub:8003"}
     ]
+    # z2jh names the hub's Service here (http://hub:8081); localhost resolves in the sandbox
+    c.JupyterHub.hub_connect_url = "http://localhost:8081"
     z2jh_hub_config(c, str(home.root))
     return c
 

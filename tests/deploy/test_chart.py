@@ -60,6 +60,16 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield spec["template"]["spec"]
 
 
+# the one Role: z2jh's hub makes and deletes the workspaces' policies (templates/hub-rbac.yaml)
+HUB_RULES = [
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create", "update", "delete"],
+    }
+]
+
+
 def is_apply(obj: dict[str, Any]) -> bool:
     labels = obj["metadata"].get("labels", {})
     return obj["kind"] == "CronJob" and labels.get("app.kubernetes.io/component") == "apply"
@@ -70,8 +80,12 @@ def privilege_problems(obj: dict[str, Any]) -> list[str]:
     apply's pod may run as root with APPLY_CAPABILITIES, and with nothing else."""
     name = f"{obj['kind']}/{obj['metadata']['name']}"
     found = []
-    if obj["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or (
+        obj["kind"] == "Role" and obj["rules"] != HUB_RULES
+    ):
         found.append(f"{name}: grants Kubernetes API rights; the service and apply need none")
+    if obj["kind"] == "RoleBinding" and any(s["name"] == "dossierhub" for s in obj["subjects"]):
+        found.append(f"{name}: grants the service and apply Kubernetes API rights")
     allowed = APPLY_CAPABILITIES if is_apply(obj) else ()
     for pod in pod_specs(obj):
         context = pod.get("securityContext", {})
@@ -127,6 +141,8 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "Deployment",
         "NetworkPolicy",
         "NetworkPolicy",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]

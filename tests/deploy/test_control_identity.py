@@ -9,9 +9,10 @@ audit log); the service reads a dossier's catalog and queues a run (its folder a
 A workspace's number does none of it. The rule (isolation/unixusers.py control_owner): what
 root holds on one machine is the control identity's (kubernetes.control_uid) on pods.
 
-The audit log's records are appended today with the master key (state/audit.py); the hub gets
-the key here as a Secret's file it can read (root's, 0444), until the derived audit key of
-issue 15 lets it append without the master key (docs/operating-on-kubernetes.md, "Not yet").
+The hub authenticates its audit records with keys derived from the master key, or with the
+audit keys alone (`audit.key_file`), whose Secret the values do not mount yet; the hub gets the
+master key here as a Secret's file it can read (root's, 0444) instead
+(docs/operating-on-kubernetes.md, "Not yet").
 The service's sandbox gets the key unreadable to it, as its empty folder over HOME/secrets is:
 queuing a run needs no key."""
 

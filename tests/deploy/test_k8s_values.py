@@ -78,9 +78,10 @@ def test_no_chart_default_fights_the_per_dossier_spawner() -> None:
     assert (user["uid"], user["fsGid"], user["storage"]["type"]) == (None, None, "none")
     # the NET_ADMIN init container breaks the restricted Pod Security Standard
     assert user["cloudMetadata"]["blockWithIptables"] is False
-    # policies add up: the chart's must allow no egress at all (ours allows the hub and DNS)
-    assert user["networkPolicy"]["egress"] == []
-    assert not any(user["networkPolicy"]["egressAllowRules"].values())
+    # policies add up, and the chart's singleuser policy always lets a pod out to the
+    # proxy's public port: it is off, the spawner's per-dossier policy is the whole wall
+    # (tests/hub/test_kubespawner_attacks.py shows what a workspace reaches)
+    assert user["networkPolicy"] == {"enabled": False}
     assert user["image"] == {
         "name": "registry.example.org:5000/ws",
         "tag": "2.0@sha256:" + "a" * 64,
@@ -168,11 +169,12 @@ def z2jh_config(values: dict[str, Any]) -> Config:
     """A Config as z2jh's own jupyterhub_config.py leaves it before the extraConfig snippets
     (facts from the chart's files/hub/jupyterhub_config.py: the hub listens on :8081 and is
     reached at the `hub` Service, the proxy's API at `proxy-api`, its token comes from the
-    environment, the cookie secret and each service's api token from the chart's Secret)."""
+    environment, the cookie secret and each service's api token from the chart's Secret).
+    The hub's Service name resolves inside the hub's pod; here `localhost` stands in for it."""
     c = Config()
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     c.JupyterHub.hub_bind_url = "http://:8081"
-    c.JupyterHub.hub_connect_url = "http://hub:8081"
+    c.JupyterHub.hub_connect_url = "http://localhost:8081"
     c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
     c.ConfigurableHTTPProxy.should_start = False
     c.JupyterHub.cookie_secret = bytes.fromhex("ab" * 32)
@@ -208,8 +210,10 @@ def test_the_hub_config_it_loads_configures_a_kubernetes_hub(tmp_path: Path) -> 
     # z2jh keeps where the hub listens, the proxy it talks to, its token and cookie secret
     assert (c.JupyterHub.hub_bind_url, c.JupyterHub.hub_connect_url) == (
         "http://:8081",
-        "http://hub:8081",
+        "http://localhost:8081",
     )
+    # workspaces reach the hub by its Service's address: their policy allows no DNS
+    assert c.DossierKubeSpawner.hub_connect_url in ("http://127.0.0.1:8081", "http://[::1]:8081")
     assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
     assert "auth_token" not in c.ConfigurableHTTPProxy  # from z2jh's environment variable
     assert "cookie_secret_file" not in c.JupyterHub and "pid_file" not in c.JupyterHub
@@ -243,6 +247,17 @@ def test_the_hub_config_refuses_values_that_registered_no_service(tmp_path: Path
     values["hub"]["services"] = {}
     with pytest.raises(HubConfigError, match="dossierhub k8s values"):
         run_extra_config(values, z2jh_config(values))
+
+
+def test_the_hub_config_refuses_a_hub_service_that_does_not_resolve(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home)
+    home.settings_file.write_text(yaml.safe_dump(SETTINGS["sqlite + local passwords"]))
+    values = z2jh_values(load_settings(home), home.root)
+    c = z2jh_config(values)
+    c.JupyterHub.hub_connect_url = "http://hub.invalid:8081"  # RFC 2606: never resolves
+    with pytest.raises(HubConfigError, match=r"'hub\.invalid' .* does not resolve"):
+        run_extra_config(values, c)
 
 
 @pytest.mark.parametrize(

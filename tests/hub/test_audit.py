@@ -1,4 +1,5 @@
-"""The audit log is hash-chained; `audit verify` names the first bad record on any tampering."""
+"""The audit log is hash-chained; `audit verify` names the first bad record on any tampering,
+in the file under HOME and in the PostgreSQL table alike (tests/auditstores.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,29 @@ import hmac
 import json
 import os
 import pwd
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from auditstores import STORES, log_of, move_to_table
+
 from helpers import run_cli, run_cli_process
 
 
 @pytest.fixture
-def logged_home(home: Path) -> Path:
-    """A HOME whose log holds its genesis, init, a refused validation, two applies, init."""
+def store() -> str:
+    """The store a test's log is kept in; tests parametrized over STORES run on both."""
+    return "file"
+
+
+@pytest.fixture
+def logged_home(home: Path, store: str, request: pytest.FixtureRequest) -> Path:
+    """A HOME whose log holds its genesis, init, a refused validation, two applies, init
+    (moved to a table of its own by `audit migrate` after the first two, for postgresql)."""
+    if store == "postgresql":
+        move_to_table(home, request.getfixturevalue("postgres"))
     (home / "dossiers" / "broken.yaml").write_text("id: [\n")
     assert run_cli(home, "validate").exit_code == 1
     (home / "dossiers" / "broken.yaml").unlink()
@@ -28,11 +41,11 @@ def logged_home(home: Path) -> Path:
 
 
 def lines(home: Path) -> list[str]:
-    return (home / "audit" / "audit.jsonl").read_text().splitlines()
+    return log_of(home).lines()
 
 
 def write(home: Path, new: list[str]) -> None:
-    (home / "audit" / "audit.jsonl").write_text("".join(line + "\n" for line in new))
+    log_of(home).write(new)
 
 
 def test_records_say_who_did_what(logged_home: Path) -> None:
@@ -72,6 +85,7 @@ def test_records_say_through_which_channel_and_os_user(
     assert records[-1]["actor"] == "alice"  # what `actor` means is unchanged
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_untouched_log_verifies(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 0
@@ -131,9 +145,10 @@ def truncate(home: Path) -> int:
 
 
 def forge_head(home: Path) -> int:
-    head = json.loads((home / "audit" / "head.json").read_text())
+    log = log_of(home)
+    head = log.head()
     head["seq"] -= 1
-    (home / "audit" / "head.json").write_text(json.dumps(head))
+    log.write_head(head)
     return len(lines(home)) - 1
 
 
@@ -144,6 +159,7 @@ def garbage_line(home: Path) -> int:
     return 4
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -178,6 +194,7 @@ def test_interrupted_append_is_not_tampering(logged_home: Path) -> None:
     assert f"{len(lines(logged_home))} records, chain intact" in result.stdout
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_appended_forgery_is_caught(logged_home: Path) -> None:
     old = lines(logged_home)
     forged = json.loads(old[-1])
@@ -220,3 +237,37 @@ def test_records_from_before_channels_still_verify(logged_home: Path) -> None:
     result = run_cli(logged_home, "audit", "verify")
     assert result.exit_code == 0, result.stderr
     assert json.loads(lines(logged_home)[-1])["channel"] == "cli"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a process as a uid with no account")
+def test_a_process_whose_uid_has_no_account_still_says_who_it_is() -> None:
+    """In a pod the uid often has no entry in the image's /etc/passwd and no USER or LOGNAME
+    in its environment (the hub's, the service's, apply's): a record must still be written,
+    naming the uid, rather than the append failing on the lookup."""
+    from e2e_hub import reachable_python
+
+    uid = 4_242_424
+    assert not any(entry.pw_uid == uid for entry in pwd.getpwall())
+    code = (
+        "from dossierhub.state.audit import current_actor, current_os_user\n"
+        "print(current_actor(), current_os_user(), sep='|')"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("USER", "LOGNAME", "LNAME", "USERNAME", "SUDO_USER")
+    }
+    done = subprocess.run(
+        [reachable_python(), "-c", code],
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"uid {uid}|uid {uid}"

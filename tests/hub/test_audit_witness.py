@@ -17,11 +17,22 @@ from pathlib import Path
 
 import pytest
 
+from auditstores import (
+    RECORDS,
+    RUN,
+    STATE,
+    TableLog,
+    log_of,
+    move_to_table,
+    plant_succeeded_run,
+    release,
+)
+
 from helpers import run_cli, run_cli_process
 
 
 def log_lines(home: Path) -> list[str]:
-    return (home / "audit" / "audit.jsonl").read_text().splitlines()
+    return log_of(home).lines()  # the file, or the table (tests/auditstores.py)
 
 
 def records(home: Path) -> list[dict]:
@@ -90,12 +101,34 @@ def empty_log_and_delete_head(home: Path) -> None:
     (home / "audit" / "head.json").unlink()
 
 
+def drop_the_tables(home: Path) -> None:
+    table = log_of(home)
+    assert isinstance(table, TableLog)
+    table.sql(f"DROP TABLE {RECORDS}, {STATE}")
+
+
+def delete_every_row(home: Path) -> None:
+    table = log_of(home)
+    assert isinstance(table, TableLog)
+    table.sql(f"DELETE FROM {RECORDS}")
+    table.sql(f"DELETE FROM {STATE}")
+
+
 @pytest.mark.parametrize(
-    "wipe", [delete_audit_folder, delete_log_and_head, empty_log_and_delete_head]
+    ("store", "wipe"),
+    [
+        ("file", delete_audit_folder),
+        ("file", delete_log_and_head),
+        ("file", empty_log_and_delete_head),
+        ("postgresql", drop_the_tables),
+        ("postgresql", delete_every_row),
+    ],
 )
 def test_a_wiped_log_fails_verify_and_stays_failed(
-    home: Path, wipe: Callable[[Path], None]
+    home: Path, store: str, wipe: Callable[[Path], None], request: pytest.FixtureRequest
 ) -> None:
+    if store == "postgresql":
+        move_to_table(home, request.getfixturevalue("postgres"))
     assert run_cli(home, "apply").exit_code == 0
     wipe(home)
     code, _, err = verify(home)
@@ -184,36 +217,14 @@ def test_a_genesis_needs_the_master_key(home: Path) -> None:
 # ---------------------------------------------------------------- releases carry the head
 
 
-RUN = "20260101T000000-abcdef"
-
-
 @pytest.fixture
 def applied(applied_home: Path, tmp_path: Path) -> Path:
     """A fresh copy of an applied HOME, with a succeeded run of a.jansen's (as `report run`
     leaves it: tests/e2e/test_audit_rollback.py releases a real one)."""
     root = tmp_path / "home"
     shutil.copytree(applied_home, root, symlinks=True)
-    folder = root / "reports" / "armoede" / RUN
-    folder.mkdir(parents=True)
-    (folder / "report.ipynb").write_text('{"cells": []}')
-    provenance = {
-        "run_id": RUN,
-        "dossier": "armoede",
-        "template": "district_profile",
-        "user": "a.jansen",
-        "status": "succeeded",
-        "outputs": {"report.ipynb": hashlib.sha256(b'{"cells": []}').hexdigest()},
-        "checks_passed": True,
-    }
-    (folder / "provenance.json").write_text(json.dumps(provenance))
-    (folder / "checks.json").write_text("[]")
+    plant_succeeded_run(root)
     return root
-
-
-def release(home: Path) -> dict:
-    result = run_cli(home, "report", "release", "armoede", RUN, "--user", "e.mulder")
-    assert result.exit_code == 0, result.stderr
-    return json.loads((home / "reports" / "armoede" / RUN / "release.json").read_text())
 
 
 def test_a_release_carries_the_head_it_was_released_under(applied: Path) -> None:

@@ -1,4 +1,6 @@
-"""Tamper-evident audit log: HOME/audit/audit.jsonl, one JSON record per line, hash-chained.
+"""Tamper-evident audit log: HOME/audit/audit.jsonl, one JSON record per line, hash-chained
+(or the same lines in a PostgreSQL table: `open_store` decides, auditstore.py and
+audittable.py keep them).
 
 Each record carries `prev`, the SHA-256 of the previous record's line, and `mac`, an HMAC of
 the record under a key derived from the master key. The head (sequence number and hash of the
@@ -37,16 +39,18 @@ import pwd
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from dossierhub import __version__
 from dossierhub.state import witness
-from dossierhub.state.atomic import write_json
+from dossierhub.state.auditstore import FileStore
 from dossierhub.state.home import Home
 from dossierhub.state.masterkey import MasterKeyError, read_master_key
 from dossierhub.state.problems import RefusedError
+from dossierhub.state.yamlfile import load_yaml
+
+if TYPE_CHECKING:
+    from dossierhub.state.audittable import TableStore
 
 GENESIS = "0" * 64  # the `prev` of record 1
 GENESIS_ACTION = "audit.genesis"
@@ -65,8 +69,12 @@ def set_channel(name: str) -> None:
 
 
 def current_actor() -> str:
-    """The person behind a command: the sudo caller if any, else the login user."""
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+    """The person behind a command: the sudo caller if any, else the login user; in a pod
+    whose uid has no account in its image (the hub's, the service's, apply's), "uid N"."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):  # getpass asks pwd when no login variable is set
+        return f"uid {os.geteuid()}"
 
 
 def current_os_user() -> str:
@@ -104,28 +112,109 @@ class _Keys:
     installation: str  # names this installation in syslog; reveals nothing of the key
 
 
+KEY_FILE_FORMAT = "dossierhub audit keys 1"
+
+
+class AuditKeyError(Exception):
+    """An audit key file is missing or malformed; its text never appears in the message."""
+
+
+def derive_keys(master: bytes) -> _Keys:
+    """The audit keys, derived one-way from the master key: holding them gives no pseudonym
+    key and cannot give back the master key."""
+
+    def derive(label: bytes) -> bytes:
+        return hmac.new(master, label, hashlib.sha256).digest()
+
+    return _Keys(
+        record=derive(b"dossierhub audit head"),
+        witness=derive(b"dossierhub audit witness"),
+        installation=derive(b"dossierhub installation id").hex()[:16],
+    )
+
+
+def write_key_file(home: Home, out: Path) -> None:
+    """Write the audit keys (and nothing else of the master key) to `out`, mode 0600, for a
+    process that appends without the master key (`audit.key_file`; a Kubernetes Secret).
+    Never overwrites a file."""
+    keys = derive_keys(read_master_key(home))
+    body = {
+        "format": KEY_FILE_FORMAT,
+        "installation": keys.installation,
+        "record": keys.record.hex(),
+        "witness": keys.witness.hex(),
+    }
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(body, sort_keys=True) + "\n")
+    except OSError:
+        out.unlink(missing_ok=True)  # no half-written key file left behind
+        raise
+
+
+def read_key_file(path: Path) -> _Keys:
+    where = f"the audit key file {path} (settings.yaml: audit.key_file)"
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditKeyError(f"{where} does not exist; `dossierhub audit key` writes it") from None
+    except PermissionError:
+        raise AuditKeyError(f"{where} cannot be read by this user") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AuditKeyError(f"{where} is not an audit key file ({type(exc).__name__})") from None
+    malformed = AuditKeyError(f"{where} is not an audit key file `dossierhub audit key` wrote")
+    if not isinstance(body, dict) or body.get("format") != KEY_FILE_FORMAT:
+        raise malformed
+    try:
+        record, witness_key = bytes.fromhex(body["record"]), bytes.fromhex(body["witness"])
+    except (KeyError, TypeError, ValueError):
+        raise malformed from None
+    installation = body.get("installation")
+    if len(record) != 32 or len(witness_key) != 32 or not isinstance(installation, str):
+        raise malformed
+    return _Keys(record=record, witness=witness_key, installation=installation)
+
+
+def _key_file(home: Home) -> Path | None:
+    """`audit.key_file` from settings.yaml (None when unset or settings.yaml is invalid)."""
+    try:
+        name = witness.cached_settings(home).audit.key_file
+    except RefusedError:
+        return None
+    return Path(name) if name is not None else None
+
+
 class AuditLog:
-    def __init__(self, home: Home):
+    """The installation's audit log, in the store settings.yaml names (`open_store`: the file
+    under HOME by default, the hub's PostgreSQL with `audit.store: postgresql`)."""
+
+    def __init__(self, home: Home, store: FileStore | TableStore | None = None):
         self.home = home
-        self.path = home.audit_log_file
-        self.head_path = home.audit_head_file
-        self.witness_path = home.audit_witness_file
-        self._lock = FileLock(str(home.audit_lock_file))
+        self.store = store if store is not None else open_store(home)
 
     def _keys(self) -> _Keys | None:
+        """The audit keys: from `audit.key_file` when settings.yaml names one (the master key
+        is then never read), else derived from the master key; None when unavailable."""
+        key_file = _key_file(self.home)
+        if key_file is not None:
+            try:
+                return read_key_file(key_file)
+            except AuditKeyError as exc:
+                _log.warning("%s", exc)
+                return None
         try:
-            master = read_master_key(self.home)
+            return derive_keys(read_master_key(self.home))
         except MasterKeyError:
             return None
 
-        def derive(label: bytes) -> bytes:
-            return hmac.new(master, label, hashlib.sha256).digest()
+    def _initialised(self) -> bool:
+        """This HOME was initialised: it has its master key, or its keys come from a key file."""
+        return self.home.master_key_file.exists() or _key_file(self.home) is not None
 
-        return _Keys(
-            record=derive(b"dossierhub audit head"),
-            witness=derive(b"dossierhub audit witness"),
-            installation=derive(b"dossierhub installation id").hex()[:16],
-        )
+    def _key_source(self) -> str:
+        found = _key_file(self.home)
+        return str(found) if found is not None else self.home.relative(self.home.master_key_file)
 
     def _mac_key(self) -> bytes | None:
         keys = self._keys()
@@ -154,11 +243,10 @@ class AuditLog:
         keys = self._keys()
         if keys is None:
             raise GenesisRefused(
-                f"{self.home.relative(self.home.master_key_file)} is missing or unreadable: "
+                f"{self._key_source()} is missing or unreadable: "
                 "a genesis record must be authenticated with it"
             )
-        self.home.audit_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:  # one genesis, even with two admins at it (the lock is re-entrant)
+        with self.store.exclusive():  # one genesis, even with two admins at it (re-entrant)
             records = self.read()
             found = _genesis_of(records)
             if found is not None:
@@ -191,8 +279,7 @@ class AuditLog:
         """The head as it stands, for a copy kept outside audit/ (a release's release.json):
         {"seq", "hash", "mac"}. The MAC is under the witness key, not head.json's, so the copy
         cannot be put in place of head.json (mac None without the master key)."""
-        self.home.audit_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        with self.store.exclusive():
             seq, digest = self._adopt_interrupted(*self._read_head())
         keys = self._keys()
         mac = _witness_mac(keys, seq, digest) if keys else None
@@ -201,31 +288,26 @@ class AuditLog:
     def _append(
         self, action: str, actor: str | None, details: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        """Write one record and move the head; serialized across processes by a file lock."""
-        self.home.audit_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        """Write one record and move the head; serialized across processes by the store (a
+        file lock, or the head row's lock in PostgreSQL). What does not depend on the head is
+        gathered before taking the lock, which every other writer waits on."""
+        key = self._mac_key()
+        who = {"actor": actor or current_actor(), "channel": _channel, "os_user": current_os_user()}
+        with self.store.exclusive():
             seq, prev = self._read_head()
             seq, prev = self._adopt_interrupted(seq, prev)
             record: dict[str, Any] = {
                 "seq": seq + 1,
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                "actor": actor or current_actor(),
-                "channel": _channel,
-                "os_user": current_os_user(),
+                **who,
                 "action": action,
                 "details": details,
                 "prev": prev,
             }
-            key = self._mac_key()
             if key is not None:
                 record["mac"] = _record_mac(key, record)
             line = _line(record)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._write_head(record["seq"], _digest(line))
+            self.store.write(line, self._head_object(record["seq"], _digest(line), key))
         return record, _digest(line)
 
     def _witness(self, record: dict[str, Any], digest: str) -> None:
@@ -262,22 +344,24 @@ class AuditLog:
 
     def _note_witness(self, seq: int, target: str, error: str | None) -> None:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self._lock:
-            state = self.witness_state()
+
+        def change(state: dict[str, Any]) -> dict[str, Any]:
             if error is None:
                 state["sent"] = {"seq": seq, "at": now, "to": target}
             else:
                 failed = state.get("failed")
                 count = int(failed.get("count", 0)) + 1 if isinstance(failed, dict) else 1
                 state["failed"] = {"count": count, "seq": seq, "at": now, "error": error}
-            write_json(self.witness_path, state)
+            return state
+
+        self.store.update_witness(change)
 
     def witness_state(self) -> dict[str, Any]:
         """What the witness last did here: {"sent": {seq, at, to}, "failed": {count, seq, at,
         error}} (either may be missing). Only a report: anyone who writes HOME can change it."""
         try:
-            state = json.loads(self.witness_path.read_text("utf-8"))
-        except (OSError, ValueError):
+            state = json.loads(self.store.witness_text() or "{}")
+        except ValueError:
             return {}
         return state if isinstance(state, dict) else {}
 
@@ -299,7 +383,10 @@ class AuditLog:
         return lines
 
     def _adopt_interrupted(self, seq: int, prev: str) -> tuple[int, str]:
-        """Continue after an authenticated record whose head update was cut short."""
+        """Continue after an authenticated record whose head update was cut short (only a
+        file can be cut there: the table commits record and head together)."""
+        if self.store.atomic_append:
+            return seq, prev
         lines = self._lines()
         key = self._mac_key()
         if len(lines) == seq + 1 and key is not None:
@@ -323,24 +410,25 @@ class AuditLog:
         return records
 
     def _lines(self) -> list[str]:
-        return self.path.read_text("utf-8").splitlines() if self.path.exists() else []
+        return self.store.lines()
 
     def _read_head(self) -> tuple[int, str]:
-        if self.head_path.exists():
-            head = json.loads(self.head_path.read_text(encoding="utf-8"))
+        found = self.store.head_text()
+        if found is not None:
+            head = json.loads(found)
             return int(head["seq"]), str(head["hash"])
-        if self.path.exists() and self.path.stat().st_size:
+        lines = self._lines()
+        if lines:
             # A log without a head (the head was lost): continue from the last line as written.
-            lines = self.path.read_text(encoding="utf-8").splitlines()
             return len(lines), _digest(lines[-1])
         return 0, GENESIS
 
-    def _write_head(self, seq: int, digest: str) -> None:
+    def _head_object(self, seq: int, digest: str, key: bytes | None) -> dict[str, Any]:
+        """The head as head.json (or the head row) holds it, with its MAC when there is a key."""
         head: dict[str, Any] = {"seq": seq, "hash": digest}
-        key = self._mac_key()
         if key is not None:
             head["mac"] = self._head_mac(key, seq, digest)
-        write_json(self.head_path, head)
+        return head
 
     def verify(self, syslog_file: Path | None = None) -> Verification:
         """Walk the chain and check it against head.json, the genesis, every release's head
@@ -374,12 +462,14 @@ class AuditLog:
                 record = json.loads(line)
                 seq, claimed = int(record["seq"]), record["prev"]
             except (ValueError, KeyError, TypeError):
-                return _broken(number, f"record {number} (line {number}) is not a valid record")
+                place = f"{self.store.unit} {number}"
+                return _broken(number, f"record {number} ({place}) is not a valid record")
             records.append(record)
             if seq != number:
                 return _broken(
                     number,
-                    f"record {number} (line {number}) has sequence number {seq}: records were "
+                    f"record {number} ({self.store.unit} {number}) has sequence number {seq}: "
+                    "records were "
                     "deleted, inserted or reordered here",
                 )
             if claimed != prev:
@@ -394,18 +484,18 @@ class AuditLog:
         return self._check_head(len(lines), prev, key)
 
     def _check_head(self, count: int, last: str, key: bytes | None) -> Verification:
-        if not self.head_path.exists():
+        name, found = self.store.head_name, self.store.head_text()
+        if found is None:
             if count == 0:
                 return Verification(True, 0, "the audit log is empty")
-            return _broken(count, "the head file audit/head.json is missing", "head")
+            return _broken(count, f"{name} is missing", "head")
         try:
-            head = json.loads(self.head_path.read_text("utf-8"))
+            head = json.loads(found)
             seq, digest = int(head.get("seq", -1)), str(head.get("hash", ""))
         except (ValueError, AttributeError, TypeError):
-            return _broken(count or 1, "the head file audit/head.json is not valid", "head")
+            return _broken(count or 1, f"{name} is not valid", "head")
         if key is not None and not _same(str(head.get("mac")), self._head_mac(key, seq, digest)):
-            altered = "the head file audit/head.json was altered"
-            return _broken(min(seq, count) or 1, altered, "head")
+            return _broken(min(seq, count) or 1, f"{name} was altered", "head")
         if count < seq:
             return _broken(
                 count + 1,
@@ -413,7 +503,7 @@ class AuditLog:
                 f"{count + 1} to {seq} were cut off",
                 "head",
             )
-        if count == seq + 1 and key is not None:
+        if count == seq + 1 and key is not None and not self.store.atomic_append:
             # the last append was interrupted after its (authenticated) record was written
             return Verification(
                 True,
@@ -421,13 +511,23 @@ class AuditLog:
                 f"{count} records, chain intact (the last "
                 "append was interrupted before updating the head)",
             )
+        if count > seq and self.store.atomic_append:
+            # the table commits each record with its head: a record past it was added, or
+            # the head put back, outside dossierhub
+            return _broken(
+                seq + 1,
+                f"records {seq + 1} to {count} lie past {name}: they were added, or the head "
+                "was put back, outside dossierhub",
+                "head",
+            )
         if count > seq:
             return _broken(
                 seq + 1, f"records {seq + 1} to {count} were added outside dossierhub", "head"
             )
         if digest != last:
             return _broken(count, f"record {count} (the last one) was changed", "head")
-        note = "" if key is not None else " (head not authenticated: master key unavailable)"
+        unavailable = "master key" if _key_file(self.home) is None else "audit key file"
+        note = "" if key is not None else f" (head not authenticated: {unavailable} unavailable)"
         return Verification(True, count, f"{count} records, chain intact{note}")
 
     def _check_genesis(
@@ -435,12 +535,11 @@ class AuditLog:
     ) -> Verification | None:
         """A HOME that was initialised has a log, and the log has its genesis."""
         if not records:
-            if self.home.master_key_file.exists():
+            if self._initialised():
                 return _broken(
                     1,
                     "the audit log is missing or empty, yet this HOME was initialised "
-                    f"({self.home.relative(self.home.master_key_file)} exists): the log was "
-                    "deleted",
+                    f"({self._key_source()} exists): the log was deleted",
                     "genesis",
                 )
             return _broken(
@@ -514,6 +613,34 @@ class AuditLog:
             older = f"; {without} released before releases carried one" if without else ""
             notes.append(f"releases: {checked} carry a head, each in the log{older}")
         return None
+
+
+def open_store(home: Home) -> FileStore | TableStore:
+    """The store settings.yaml names (`audit.store`, default file).
+
+    An invalid settings.yaml leaves appends on the file log (a broken witness setting must not
+    stop one, docs/audit.md), unless it asks for the table: then its error is raised, since
+    writing to the file would split the log in two."""
+    try:
+        settings = witness.cached_settings(home)
+    except RefusedError:
+        if _asks_for_table(home):
+            raise
+        return FileStore(home)
+    if settings.audit.store == "postgresql":
+        from dossierhub.state.audittable import table_store  # SQLAlchemy: only when asked
+
+        return table_store(home)
+    return FileStore(home)
+
+
+def _asks_for_table(home: Home) -> bool:
+    try:
+        raw = load_yaml(home.settings_file, "settings.yaml").data
+    except Exception:  # not even YAML: it asks for nothing
+        return False
+    audit = raw.get("audit") if isinstance(raw, dict) else None
+    return isinstance(audit, dict) and audit.get("store") == "postgresql"
 
 
 def _line(record: dict[str, Any]) -> str:

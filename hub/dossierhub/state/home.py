@@ -130,7 +130,8 @@ class Home:
 
     @property
     def audit_dir(self) -> Path:
-        """The audit log, its head and its witness state (root only) (owner: state/audit.py)."""
+        """The file audit log, its head and its witness state (root only) (owner:
+        state/auditstore.py)."""
         return self.root / "audit"
 
     @property
@@ -213,18 +214,18 @@ class Home:
 
     @property
     def audit_log_file(self) -> Path:
-        """The hash-chained audit log, one JSON record per line (owner: state/audit.py)."""
+        """The hash-chained audit log, one JSON record per line (owner: state/auditstore.py)."""
         return self.audit_dir / "audit.jsonl"
 
     @property
     def audit_head_file(self) -> Path:
-        """The authenticated head of the audit chain (owner: state/audit.py)."""
+        """The authenticated head of the audit chain (owner: state/auditstore.py)."""
         return self.audit_dir / "head.json"
 
     @property
     def audit_witness_file(self) -> Path:
-        """What the syslog witness last did, sent or failed (owner: state/audit.py
-        witness_state)."""
+        """What the syslog witness last did, sent or failed (owner: state/auditstore.py
+        FileStore, read by AuditLog.witness_state)."""
         return self.audit_dir / "witness.json"
 
     @property
@@ -254,7 +255,7 @@ class Home:
 
     @property
     def audit_lock_file(self) -> Path:
-        """One append to the audit log at a time (owner: state/audit.py)."""
+        """One append to the file audit log at a time (owner: state/auditstore.py)."""
         return self.audit_dir / ".lock"
 
     def run_slot_file(self, dossier_id: str, slot: int) -> Path:

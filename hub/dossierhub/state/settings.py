@@ -126,6 +126,8 @@ class KubernetesSettings(Strict):
     home_claim: str = Field(default="dossierhub-home", pattern=_DNS_LABEL)
     # what JupyterLab and the kernels' Python use beside DuckDB's memory limit
     memory_overhead: str = Field(default="1Gi", pattern=r"^\d+(Mi|Gi)$")
+    # a workspace pod's /tmp (an emptyDir): past it the kubelet evicts the pod
+    tmp_size: str = Field(default="1Gi", pattern=r"^\d+(Mi|Gi)$")
     hub_labels: dict[str, str] = Field(
         default_factory=lambda: {"app": "jupyterhub", "component": "hub"}
     )
@@ -212,6 +214,19 @@ class AuditSettings(Strict):
     # auto: syslog when `syslog.address` is host:port or a socket that exists; none: no witness
     witness: Literal["auto", "syslog", "none"] = "auto"
     syslog: SyslogSettings = Field(default_factory=SyslogSettings)
+    # where the log lives: audit/audit.jsonl under HOME, or a table in the hub's PostgreSQL
+    # database (hub.db_url), shared by every pod; `dossierhub audit migrate` moves a file log
+    store: Literal["file", "postgresql"] = "file"
+    # a file holding only the audit keys (`dossierhub audit key`): who appends with it never
+    # needs secrets/master.key (the hub and service in their pods); default: the master key
+    key_file: str | None = None
+
+    @field_validator("key_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("give the file's full path, starting with /")
+        return value
 
 
 class Settings(Strict):
@@ -228,6 +243,17 @@ class Settings(Strict):
             raise ValueError(
                 "hub.spawner kubernetes needs kubernetes.image: the workspace image, such as "
                 "registry.example.org/dossierhub-workspace:1.0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _audit_table_needs_postgresql(self) -> Settings:
+        if self.audit.store == "postgresql" and not (self.hub.db_url or "").startswith(
+            "postgresql"
+        ):
+            raise ValueError(
+                "audit.store postgresql keeps the log in the hub's PostgreSQL database: set "
+                "hub.db_url to postgresql://<user>@<host>/<db>, or use audit.store file"
             )
         return self
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dossierhub.state.home import Home
-    from dossierhub.state.settings import AuditSettings, SyslogSettings
+    from dossierhub.state.settings import AuditSettings, Settings, SyslogSettings
 
 TAG = "dossierhub-audit"
 
@@ -63,10 +63,16 @@ def configured_target(home: Home) -> tuple[SyslogTarget | None, str]:
 
 
 # settings.yaml as last parsed, by file identity: the hub appends often and YAML is slow
-_parsed: dict[Path, tuple[tuple[int, int, int] | None, AuditSettings]] = {}
+_parsed: dict[Path, tuple[tuple[int, int, int] | None, Settings]] = {}
 
 
 def _audit_settings(home: Home) -> AuditSettings:
+    return cached_settings(home).audit
+
+
+def cached_settings(home: Home) -> Settings:
+    """settings.yaml, parsed again only when the file changed (raises RefusedError when it is
+    not valid)."""
     from dossierhub.state.settings import (
         load_settings,  # settings pulls in policy and DuckDB: only when needed
     )
@@ -80,9 +86,9 @@ def _audit_settings(home: Home) -> AuditSettings:
     cached = _parsed.get(path)
     if cached is not None and cached[0] == identity:
         return cached[1]
-    audit = load_settings(home).audit
-    _parsed[path] = (identity, audit)
-    return audit
+    settings = load_settings(home)
+    _parsed[path] = (identity, settings)
+    return settings
 
 
 def send(target: SyslogTarget, message: dict[str, Any]) -> str | None:

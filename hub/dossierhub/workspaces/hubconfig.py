@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from traitlets.config import Config
 
 from dossierhub.isolation.environment import workspace_python
+from dossierhub.state import database
 from dossierhub.state.audit import set_channel
 from dossierhub.state.decisions import hub_request_logger
 from dossierhub.state.directory import WORKSPACE_PREFIX, DossierEntry, read_directory
@@ -170,25 +171,12 @@ def db_url(settings: Settings, home: Path, password: str = "") -> str:
 
 
 def read_db_password(settings: Settings) -> str:
-    """The database password from `hub.db_password_file` ("" without one). The error names
-    the file and what is wrong with it, never a line of it."""
-    name = settings.hub.db_password_file
-    if name is None:
-        return ""
-    where = f"settings.yaml: hub.db_password_file {name}"
-    if settings.hub.db_url is None or settings.hub.db_url.startswith("sqlite"):
-        raise HubConfigError(f"{where}: a SQLite database takes no password; remove the key")
+    """The database password from `hub.db_password_file` ("" without one), by the one rule
+    in state/database.py; its error as a HubConfigError for serve and `k8s values`."""
     try:
-        password = Path(name).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise HubConfigError(f"{where} does not exist") from None
-    except PermissionError:
-        raise HubConfigError(f"{where} cannot be read by this user") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HubConfigError(f"{where} cannot be read ({type(exc).__name__})") from None
-    if not password:
-        raise HubConfigError(f"{where} is empty")
-    return password
+        return database.read_db_password(settings)
+    except database.DatabaseSettingsError as exc:
+        raise HubConfigError(str(exc)) from None
 
 
 def no_confirm_clients(dossiers: tuple[DossierEntry, ...]) -> set[str]:

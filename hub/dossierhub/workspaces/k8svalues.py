@@ -23,8 +23,10 @@ What the values change from z2jh's defaults, and why:
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from traitlets.config import Config
@@ -216,9 +218,10 @@ def _singleuser(image: dict[str, str]) -> dict[str, Any]:
         # its init container needs NET_ADMIN, which the restricted Pod Security Standard
         # forbids; the per-dossier egress policy keeps the metadata server out instead
         "cloudMetadata": {"blockWithIptables": False},
-        # policies add up: the chart's own allows no egress, so only the per-dossier
-        # policy's (the hub and DNS) remains
-        "networkPolicy": {"enabled": True, "egress": [], "egressAllowRules": dict(_NO_EGRESS)},
+        # off: policies add up, and the chart's own always lets its pods out to the proxy's
+        # public port and autohttps, whatever its egress values say. The spawner's per-dossier
+        # policy, made before the pod, is every workspace's whole wall (kubespawner.py)
+        "networkPolicy": {"enabled": False},
     }
 
 
@@ -272,7 +275,28 @@ def z2jh_hub_config(c: Config, home_dir: str) -> None:
     for entry in ours.JupyterHub.services:
         if entry["name"] == SERVICE:
             entry["url"] = service["url"]
+    ours.DossierKubeSpawner.hub_connect_url = hub_address_url(c.JupyterHub.hub_connect_url)
     c.merge(ours)
+
+
+def hub_address_url(connect_url: object) -> str:
+    """z2jh's hub_connect_url (the hub's Service by name) with the name replaced by the
+    Service's cluster address, looked up once as the hub starts. Workspaces get this one:
+    their network policy allows no DNS, which would carry data out in the names a kernel
+    asks for. The address lasts as long as the Service (a reinstall of the chart makes a
+    new one; running workspaces then need a restart)."""
+    url = urlsplit(connect_url if isinstance(connect_url, str) else "")
+    if not url.hostname:
+        raise HubConfigError(f"z2jh's hub_connect_url {connect_url!r} names no host")
+    try:
+        address = str(socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError as exc:
+        raise HubConfigError(
+            f"the hub's Service {url.hostname!r} (z2jh's hub_connect_url) does not resolve: {exc}"
+        ) from None
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{url.port}" if url.port else host
+    return str(urlunsplit((url.scheme, netloc, url.path, "", "")))
 
 
 class _Dumper(yaml.SafeDumper):

@@ -20,8 +20,9 @@ against the Kubernetes schemas offline (tests/hub/test_kubespawner.py):
 KubeSpawner has no hook that runs before the pod is created, and a policy made after it
 (`after_pod_created_hook`) would leave the workspace a moment without walls. So `start`
 creates (or replaces) the dossier's policy first, then the pod; `stop` deletes it once the
-pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up:
-Zero to JupyterHub's own singleuser policy must allow no egress of its own (its values).
+pod is gone. One policy per dossier: a dossier has one workspace. NetworkPolicies add up,
+and Zero to JupyterHub's own singleuser policy keeps fixed rules no value turns off (the
+proxy's public port, autohttps): the values turn it off, so this policy is the whole wall.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ DOSSIER_LABEL = "dossierhub.io/dossier"
 ROLE_LABEL = "dossierhub.io/role"
 HOME_VOLUME = "dossierhub-home"
 TMP_VOLUME = "tmp"
+# the label z2jh's hub NetworkPolicy admits to the hub's API (jupyterhub-singleuser needs it)
+HUB_ACCESS_LABEL = "hub.jupyter.org/network-access-hub"
 
 
 def workspace_labels(dossier_id: str) -> dict[str, str]:
@@ -69,14 +72,15 @@ class PodStorage:
     mounts: list[dict[str, Any]]
 
 
-def pod_storage(home: Home, dossier_id: str, claim: str) -> PodStorage:
+def pod_storage(home: Home, dossier_id: str, claim: str, tmp_size: str | None = None) -> PodStorage:
     """HOME's volume claim `claim` (its root is HOME), mounted as the dossier's two folders
-    only, plus a private /tmp (the root filesystem is read-only)."""
+    only, plus a private /tmp (the root filesystem is read-only) of at most `tmp_size`, so
+    one pod cannot fill the node's disk (the kubelet evicts a pod past it)."""
     extracts = home.extract_dir(dossier_id)
     workspace = home.workspace_dir(dossier_id)
     volumes: list[dict[str, Any]] = [
         {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
-        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": tmp_size} if tmp_size else {}},
     ]
     mounts: list[dict[str, Any]] = [
         {
@@ -155,9 +159,11 @@ def pod_resources(environment: DossierEnvironment, overhead: str) -> PodResource
 def network_policy(
     settings: KubernetesSettings, dossier_id: str, server_port: int
 ) -> dict[str, Any]:
-    """The workspace's network: out to the hub's API and DNS only (no internet, no other
-    workspace, no dossierhub service: a workspace needs none), in from the proxy and the
-    hub only, on its server's port."""
+    """The workspace's network: out to the hub's API only (no internet, no other workspace,
+    no dossierhub service: a workspace needs none), in from the proxy and the hub only, on
+    its server's port. No DNS either: the cluster's resolver forwards any name outside, so
+    a kernel could spell data into the names it asks; the pod reaches the hub by its
+    Service's address (`hub_connect_url`, set by k8svalues.z2jh_hub_config)."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -182,19 +188,6 @@ def network_policy(
                 {
                     "to": [{"podSelector": {"matchLabels": dict(settings.hub_labels)}}],
                     "ports": [{"protocol": "TCP", "port": settings.hub_port}],
-                },
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {
-                                    "kubernetes.io/metadata.name": settings.dns_namespace
-                                }
-                            },
-                            "podSelector": {"matchLabels": dict(settings.dns_labels)},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
                 },
             ],
         },
@@ -304,7 +297,7 @@ class DossierKubeSpawner(KubeSpawner):
             python=self.workspace_python,
             sandboxed=True,  # the pod is its own sandbox: the same variables as bubblewrap's
         )
-        storage = pod_storage(self.home, dossier.id, cluster.home_claim)
+        storage = pod_storage(self.home, dossier.id, cluster.home_claim, cluster.tmp_size)
         self.volumes = storage.volumes
         self.volume_mounts = storage.mounts
         self.uid = self.gid = number
@@ -314,7 +307,14 @@ class DossierKubeSpawner(KubeSpawner):
         self.mem_limit = resources.mem_limit
         self.mem_guarantee = resources.mem_guarantee
         self.cpu_limit = resources.cpu_limit
-        self.extra_labels = workspace_labels(dossier.id)
+        # added to the labels z2jh's config gives workspace pods (singleuser.extraLabels), not
+        # in their place: its hub policy admits only pods labelled HUB_ACCESS_LABEL
+        configured: dict[str, str] = dict(self.extra_labels)  # type: ignore[has-type]  # a trait
+        self.extra_labels = {
+            **configured,
+            **workspace_labels(dossier.id),
+            HUB_ACCESS_LABEL: "true",
+        }
         self.working_dir = str(folder)
         self.notebook_dir = str(folder)
         self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from dossierhub.isolation import sandbox
-from dossierhub.isolation.unixusers import identities, isolation_enabled
+from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.unixusers import Identity, identities, isolation_enabled, on_pods
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
 from dossierhub.state.settings import load_settings
@@ -42,6 +43,17 @@ def write_start_here(home: Home, dossier: Dossier) -> str | None:
     return run_chore(home, dossier.id, "start-here", json.dumps(start_here_spec(dossier)))
 
 
+def workspace_identity(home: Home, dossier_id: str) -> Identity | None:
+    """Who owns workspaces/<id> and so does its chores (unixusers.dossier_owner decides the
+    owner): its Unix user, or on pods its pod number, which is no user of this machine.
+    None when it has none yet: then nothing of the workspace's was written there."""
+    if on_pods(home):
+        number = pod_ids(home).get(dossier_id)
+        return None if number is None else Identity(f"pod {number}", number, number, (number,))
+    ids = identities(home, dossier_id)
+    return ids.workspace if ids is not None else None
+
+
 def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str | None:
     """Run a chores.py chore in workspaces/<id> as the workspace's identity: in its sandbox
     (no network) when the machine has one. None when there is no workspace folder."""
@@ -52,13 +64,13 @@ def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str |
     python = settings.workspaces.python or sys.executable
     command = [python, "-I", "-m", "dossierhub.workspaces.chores", chore, str(folder)]
     as_identity: dict = {}
-    ids = identities(home, dossier_id) if isolation_enabled() else None
-    if isolation_enabled() and ids is None:
+    identity = workspace_identity(home, dossier_id) if isolation_enabled() else None
+    if isolation_enabled() and identity is None:
         return None  # no workspace identity: nobody of this installation wrote there
-    if ids is not None and sandbox.unavailable(settings) is None:
+    if identity is not None and sandbox.unavailable(settings) is None:
         command = [
             *sandbox.prefix(
-                ids.workspace,
+                identity,
                 ro=sandbox.environment_paths(python),
                 rw=[folder],
                 chdir=folder,
@@ -67,11 +79,11 @@ def run_chore(home: Home, dossier_id: str, chore: str, stdin: str = "") -> str |
             ),
             *command,
         ]
-    elif ids is not None:
+    elif identity is not None:
         as_identity = {
-            "user": ids.workspace.uid,
-            "group": ids.workspace.gid,
-            "extra_groups": list(ids.workspace.groups),
+            "user": identity.uid,
+            "group": identity.gid,
+            "extra_groups": list(identity.groups),
         }
     try:
         result = subprocess.run(

@@ -1,0 +1,98 @@
+"""Where the audit log's records and head are kept: a file under HOME, or a table in the hub's
+PostgreSQL database. state/audit.py builds, chains, authenticates and verifies the records
+the same way for both; a store only keeps lines and the head, and serializes appends.
+
+- `FileStore` (the single-machine default): HOME/audit/audit.jsonl and head.json under a file
+  lock. An append writes the record, then the head, so it can be cut between the two.
+- `TableStore` (`audit.store: postgresql`; state/audittable.py): every record's line, byte
+  for byte as the file holds it, in `dossierhub_audit_records` (seq, line), and head.json's
+  object in the `head` row of `dossierhub_audit_state`. An append is one transaction that
+  first locks the head row (SELECT ... FOR UPDATE): the database serializes appends from any
+  process on any machine, the lock goes with the transaction (a writer that dies releases
+  it), and the record and the head are committed together, so an append is never half done.
+  `seq` is the primary key: should two writers ever get past the lock, the second insert
+  fails instead of forking the chain.
+
+`dossierhub.state.audit.open_store` is the one place that decides which store a HOME uses,
+from settings.yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from filelock import FileLock
+
+from dossierhub.state.atomic import write_json
+from dossierhub.state.home import Home
+
+
+class AuditStoreError(Exception):
+    """The audit table cannot be used (the database is down, a password file is missing).
+    The message names the database as user@host:port/db, never the password."""
+
+
+class FileStore:
+    """HOME/audit/audit.jsonl, head.json and witness.json, under a file lock."""
+
+    kind = "file"
+    unit = "line"  # how verify names a record's place
+    head_name = "the head file audit/head.json"
+    # record and head are written one after the other: a killed append leaves one
+    # authenticated record past the head, which verify accepts and the next append adopts
+    atomic_append = False
+
+    def __init__(self, home: Home):
+        self.home = home
+        self._lock = FileLock(str(home.audit_lock_file))  # re-entrant within a process
+
+    def describe(self) -> str:
+        return self.home.relative(self.home.audit_log_file)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One append (or read-then-append) at a time, across this machine's processes."""
+        self.home.audit_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            yield
+
+    def lines(self) -> list[str]:
+        path = self.home.audit_log_file
+        return path.read_text("utf-8").splitlines() if path.exists() else []
+
+    def head_text(self) -> str | None:
+        path = self.home.audit_head_file
+        return path.read_text("utf-8") if path.exists() else None
+
+    def write(self, line: str, head: dict[str, Any]) -> None:
+        """Inside exclusive(): the record (synced), then the head."""
+        import os
+
+        fd = os.open(self.home.audit_log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        write_json(self.home.audit_head_file, head)
+
+    def witness_text(self) -> str | None:
+        try:
+            return self.home.audit_witness_file.read_text("utf-8")
+        except OSError:
+            return None
+
+    def update_witness(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        with self.exclusive():
+            write_json(self.home.audit_witness_file, change(object_of(self.witness_text())))
+
+
+def object_of(found: str | None) -> dict[str, Any]:
+    """A stored JSON object ({} when missing or not one)."""
+    try:
+        state = json.loads(found) if found else {}
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
