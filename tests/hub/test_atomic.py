@@ -66,3 +66,21 @@ def test_root_s_file_takes_the_owner_of_a_folder_that_is_not_root_s(tmp_path: Pa
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10000, 10000, 0o600)
     write_json(tmp_path / "root.json", {})
     assert (os.stat(tmp_path / "root.json").st_uid, os.stat(tmp_path).st_uid) == (0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's files take their folder's owner")
+def test_an_audit_log_root_starts_in_the_control_identity_s_folder_is_its(tmp_path: Path) -> None:
+    """The log is appended to in place, not replaced: root creating it there (a HOME
+    without a genesis record) leaves it the folder's owner's too, as its head."""
+    from dossierhub.state.audit import AuditLog
+    from dossierhub.state.home import Home
+    from dossierhub.state.init import init_home
+
+    home = Home(tmp_path / "home")
+    init_home(home)
+    home.audit_log_file.unlink(missing_ok=True)
+    home.audit_head_file.unlink(missing_ok=True)
+    os.chown(home.audit_dir, 10000, 10000)
+    AuditLog(home).append("apply", actor="admin")
+    for path in (home.audit_log_file, home.audit_head_file):
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (10000, 10000), path

@@ -33,7 +33,7 @@ def write_atomic(
     fd = os.open(tmp, flags, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            _take_folder_owner(handle.fileno(), path.parent)
+            take_folder_owner(handle.fileno(), path.parent)
             if mode is not None:
                 os.fchmod(handle.fileno(), mode)  # the umask may have narrowed it
             handle.write(raw)
@@ -46,9 +46,10 @@ def write_atomic(
         raise
 
 
-def _take_folder_owner(fd: int, folder: Path) -> None:
+def take_folder_owner(fd: int, folder: Path) -> None:
     """Root's new file (by its descriptor: the name could be swapped) gets the owner and
-    group of its folder when that is not root's."""
+    group of its folder when that is not root's (also for a file appended to in place, such
+    as the audit log: state/auditstore.py)."""
     if os.geteuid() != 0:
         return
     info = os.stat(folder)

@@ -26,7 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from dossierhub.state.atomic import write_json
+from dossierhub.state.atomic import take_folder_owner, write_json
 from dossierhub.state.home import Home
 
 
@@ -72,6 +72,7 @@ class FileStore:
         import os
 
         fd = os.open(self.home.audit_log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        take_folder_owner(fd, self.home.audit_dir)  # on pods, never root's (atomic.py)
         with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
