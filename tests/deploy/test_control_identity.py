@@ -123,16 +123,18 @@ def cluster(demo_data: Path) -> Iterator[Cluster]:
     """The demo HOME applied by the CronJob's pod, with the values' hub image set."""
     apply = apply_pod(chart_cronjob())
     root = pod_home(demo_data, (apply.uid, apply.gid))
-    settings = read_yaml(root / "settings.yaml")
-    settings["kubernetes"]["hub_image"] = "registry.example.org/dossierhub-hub:1.0"
-    write_yaml(root / "settings.yaml", settings)
-    work = root.parent / "pod"
-    work.mkdir()
-    applied = run_apply_pod(apply, root, work)
-    assert applied.returncode == 0, applied.stderr[-3000:]
-    home = Home(root)
-    yield Cluster(home, work, apply, hub_pod(home, apply), service_pod(apply))
-    shutil.rmtree(root.parent)
+    try:
+        settings = read_yaml(root / "settings.yaml")
+        settings["kubernetes"]["hub_image"] = "registry.example.org/dossierhub-hub:1.0"
+        write_yaml(root / "settings.yaml", settings)
+        work = root.parent / "pod"
+        work.mkdir()
+        applied = run_apply_pod(apply, root, work)
+        assert applied.returncode == 0, applied.stderr[-3000:]
+        home = Home(root)
+        yield Cluster(home, work, apply, hub_pod(home, apply), service_pod(apply))
+    finally:
+        shutil.rmtree(root.parent)
 
 
 def test_the_hub_and_the_service_are_the_one_control_identity(cluster: Cluster) -> None:
