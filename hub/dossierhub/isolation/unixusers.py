@@ -36,7 +36,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from dossierhub.isolation.podids import pod_id
+from dossierhub.isolation.podids import pod_id, report_pod_id
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -311,6 +311,8 @@ def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -
     secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None)
     if owner is not None and on_pods(home):
         _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
+    if load_settings(home).reports.backend == "kubernetes":
+        report_pod_id(home, dossier_id)  # its report runs' Jobs run as it (reports/jobs.py)
 
 
 def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
@@ -331,6 +333,15 @@ def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | N
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     return _own_folder(folder, owner.workspace, 0o700)
+
+
+def own_report_scratch(folder: Path, number: int, parent: bool) -> Path:
+    """A report Job's scratch folders, on HOME's shared volume: scratch/<id> (`parent`)
+    root's and passable by the report number's group only, as for `<prefix>r-<id>`; a run's
+    folder in it the report number's own (reports/jobs.py)."""
+    return _own_folder(
+        folder, (0, number) if parent else (number, number), 0o710 if parent else 0o700
+    )
 
 
 def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:

@@ -43,6 +43,8 @@ def execute(
     slot, so the queue bounds kernels too. Marks the record running, then (kernel gone)
     executed. Returns the kernel's scratch folder and the verdict."""
     home, dossier_id = pending.home, pending.dossier_id
+    if load_settings(home).reports.backend == "kubernetes":
+        return _execute_as_job(pending, limit)
     generation = pending.extracts.generation if pending.extracts else None
     ready = pool.take(dossier_id, generation) if pool is not None else None
     scratch = ready.scratch if ready is not None else new_scratch(home, dossier_id)
@@ -60,6 +62,30 @@ def execute(
                 ready, pending.template, pending.values, limit, pending.run
             )
             pending.record = pending.record.kernel_done()  # the slot is free again
+    except Exception as exc:  # whatever broke, the run ends with a truthful status
+        return scratch, "failed", f"{type(exc).__name__}: {exc}"[:500]
+    return scratch, status, error
+
+
+def _execute_as_job(pending: PendingRun, limit: float) -> tuple[Path, RunStatus, str | None]:
+    """The same, the notebook executed by a Kubernetes Job (jobs.py) in the slot."""
+    from dossierhub.reports.jobs import JobRefused, job_numbers, job_scratch, run_job
+
+    home, dossier_id = pending.home, pending.dossier_id
+    try:
+        scratch = job_scratch(home, dossier_id, job_numbers(home, dossier_id))
+    except (JobRefused, OSError) as exc:
+        return home.scratch_parent(dossier_id) / "none", "failed", str(exc)[:500]
+    threading.Thread(target=_import_renderer, daemon=True).start()
+    try:
+        with run_slot(home, dossier_id):
+            pending.record = pending.record.start()
+            write_record(pending.run, pending.record)
+            pending.started = True
+            status, error = run_job(
+                home, dossier_id, pending.run, pending.template.path, pending.values, scratch, limit
+            )
+            pending.record = pending.record.kernel_done()
     except Exception as exc:  # whatever broke, the run ends with a truthful status
         return scratch, "failed", f"{type(exc).__name__}: {exc}"[:500]
     return scratch, status, error
