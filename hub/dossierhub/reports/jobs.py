@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import secrets
@@ -63,6 +64,8 @@ from dossierhub.reports.records import RunStatus
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import Dossier, read_dossier
 from dossierhub.state.settings import Settings, load_settings
+
+log = logging.getLogger("dossierhub.reports.jobs")
 
 RUN_LABEL = "dossierhub.io/run"
 JOB_NAME_LABEL = "job-name"  # what the Job controller labels a Job's pods with
@@ -338,10 +341,14 @@ async def _run(
             await batch.create_namespaced_job(namespace, manifest)
         except ApiException as exc:
             return "failed", f"Kubernetes refused the run's Job ({exc.status}: {exc.reason})"
+        log.info("report Job %s/%s created", namespace, name)
         try:
-            return await _watch(batch, core, namespace, name, limit, scratch)
+            verdict = await _watch(batch, core, namespace, name, limit, scratch)
+            log.info("report Job %s/%s: %s", namespace, name, verdict[0])
+            return verdict
         finally:
             await _delete(batch, core, namespace, name)
+            log.info("report Job %s/%s deleted, its pod gone", namespace, name)
 
 
 async def _api(settings: Settings) -> Any:
