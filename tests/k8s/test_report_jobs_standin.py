@@ -223,11 +223,12 @@ def test_a_deleted_pod_fails_the_run_saying_so(runs: Runs) -> None:
 
 
 WALLS = """
-import os, pathlib
+import errno, os, pathlib
 run_dir = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"])
 home = run_dir.parents[2]
 extracts = pathlib.Path(os.environ["DOSSIER_CATALOG"]).parent
 print("uid", os.getuid(), os.getgid(), sorted(os.getgroups()))
+print("read-only", bool(os.statvfs(extracts).f_flag & os.ST_RDONLY))
 print("residents", db.sql("SELECT count(*) FROM residents").fetchall()[0][0])
 for name, attempt in (
     ("workspace", lambda: os.listdir(home / "workspaces" / os.environ["DOSSIER_ID"])),
@@ -240,7 +241,7 @@ for name, attempt in (
         attempt()
         print(name, "allowed")
     except OSError as exc:
-        print(name, "refused", type(exc).__name__)
+        print(name, "refused", errno.errorcode[exc.errno])
 """
 
 
@@ -253,7 +254,12 @@ def test_the_job_reads_its_extracts_and_nothing_else_of_home(job_home: Home, run
     assert (int(uid), int(gid)) == (report, report)
     assert str(workspace) in groups  # reads the extracts through their group
     assert int(seen["residents"]) > 0
-    for attempt in ("workspace", "other", "secrets", "change", "plant"):
-        assert seen[attempt].startswith("refused"), (attempt, seen[attempt])
+    # not in the pod at all (not merely closed by file modes, which also hold), and the
+    # extracts mounted read-only
+    for attempt in ("workspace", "other", "secrets"):
+        assert seen[attempt] == "refused ENOENT", (attempt, seen[attempt])
+    assert seen["read-only"] == "True"
+    for attempt in ("change", "plant"):  # the file modes answer first, the mount holds too
+        assert seen[attempt] in ("refused EACCES", "refused EROFS"), (attempt, seen[attempt])
     assert not (job_home.extract_dir(DOSSIER) / "planted.parquet").exists()
     assert os.listdir(job_home.workspace_dir(DOSSIER)) is not None  # it exists, outside the pod
