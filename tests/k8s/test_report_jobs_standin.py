@@ -35,7 +35,7 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.settings import KubernetesSettings
 
-from e2e_hub import LEAD, reachable_python
+from e2e_hub import LEAD, reachable_python, release_identities
 from e2e_runs import template
 from helpers import run_cli
 
@@ -109,7 +109,10 @@ def job_home(
         # the client read $KUBECONFIG when it was imported, before this fixture
         patch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s.kubeconfig))
         patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield home
+        try:
+            yield home
+        finally:
+            release_identities(home)  # the local run's `<prefix>r-armoede` and `<prefix>-armoede`
 
 
 @dataclass
@@ -263,3 +266,21 @@ def test_the_job_reads_its_extracts_and_nothing_else_of_home(job_home: Home, run
         assert seen[attempt] in ("refused EACCES", "refused EROFS"), (attempt, seen[attempt])
     assert not (job_home.extract_dir(DOSSIER) / "planted.parquet").exists()
     assert os.listdir(job_home.workspace_dir(DOSSIER)) is not None  # it exists, outside the pod
+
+
+def test_the_local_backend_still_reads_extracts_owned_by_the_pod_number(
+    job_home: Home, runs: Runs
+) -> None:
+    """`reports.backend: local` on a HOME applied for pods: the local report kernel reads
+    the extracts through the pod number, an extra group no Unix group names (it ran without
+    it before, and every run failed with `NameError: db`)."""
+    settings = yaml.safe_load(job_home.settings_file.read_text())
+    settings["reports"]["backend"] = "local"
+    job_home.settings_file.write_text(yaml.safe_dump(settings))
+    try:
+        outcome = run_report(job_home, DOSSIER, "fine", LEAD, {})
+    finally:
+        settings["reports"]["backend"] = "kubernetes"
+        job_home.settings_file.write_text(yaml.safe_dump(settings))
+    assert outcome.status == "succeeded", outcome.error
+    assert "people_per_district" in (outcome.folder / "report.html").read_text()

@@ -363,7 +363,14 @@ def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
     secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid)
     ensure_workspace_dir(home, dossier_id, ids)
     ensure_scratch_parent(home, dossier_id, ids)
-    if owner.extracts_gid in ids.report.groups:
+    return with_extracts_group(home, dossier_id, ids)
+
+
+def with_extracts_group(home: Home, dossier_id: str, ids: DossierIdentities) -> DossierIdentities:
+    """The identities with the report identity also in the extracts' group: on pods that is
+    the pod's number, which no Unix group names, so it is added here for every kernel."""
+    owner = dossier_owner(home, dossier_id, ids)
+    if owner is None or owner.extracts_gid in ids.report.groups:
         return ids
     report = ids.report
     groups = (*report.groups, owner.extracts_gid)
