@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "k8s"))
 
 from standin import StandIn
 
-from e2e_hub import LEAD, reachable_python
+from e2e_hub import LEAD, reachable_python, release_identities
 from helpers import SMALL, run_cli
 
 DOSSIER, TEMPLATE = "armoede", "district_profile"
@@ -112,6 +112,7 @@ def main() -> int:
                 finally:
                     pool.close()
     finally:
+        release_identities(Home(workdir / "home"))  # the local runs' Unix users
         shutil.rmtree(workdir, ignore_errors=True)
     load = os.getloadavg()[0]
     print(f"{TEMPLATE} on {DOSSIER}, {args.repeat} runs each, load average {load:.1f}:")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ def execute_job(folder: Path) -> int:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    # the container's command is PID 1 of its pod, which the kernel gives no default action
+    # for SIGTERM: without a handler a deleted run's pod would live out its grace period
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     result: dict[str, Any] = {"status": "succeeded", "error": None}
     try:
         parameters = json.loads((folder / PARAMETERS).read_text(encoding="utf-8"))
