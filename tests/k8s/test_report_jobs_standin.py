@@ -172,6 +172,17 @@ def notebook_outputs(outcome: RunOutcome) -> str:
     )
 
 
+def processes_of(home: Home, uid: int) -> list[int]:
+    """This HOME's processes running as `uid` (pod numbers start at the same value in every
+    HOME, so another test session's pods on the machine may run as it too)."""
+    mine = []
+    for pid in running_processes_of(uid):
+        with contextlib.suppress(OSError):
+            if str(home.root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                mine.append(pid)
+    return mine
+
+
 def no_jobs_left(k8s: StandIn) -> bool:
     listed = httpx.get(f"{k8s.api_url}/apis/batch/v1/jobs", timeout=10).json()["items"]
     return not listed and not any(key[1].startswith("report-") for key in k8s.kubelet.pods)
@@ -196,7 +207,7 @@ def test_a_run_succeeds_as_a_job_of_the_report_number_and_its_report_renders(
     assert events[-1]["details"]["status"] == "succeeded"
     assert not k8s.jobs.refused and not k8s.kubelet.refused  # validated strictly, both
     wait_until(lambda: no_jobs_left(k8s), what="the Job and its pod deleted after collection")
-    assert not running_processes_of(report)
+    assert not processes_of(job_home, report)
     assert not list(job_home.scratch_parent(DOSSIER).iterdir())  # its scratch removed
 
 
@@ -215,7 +226,7 @@ def test_the_time_limit_ends_the_job_and_the_run_fails_for_it(job_home: Home, ru
     assert outcome.status == "failed"
     assert outcome.error == f"time limit of {LIMIT} s exceeded"
     assert "started" in notebook_outputs(outcome)  # the partial notebook
-    assert not running_processes_of(report_pod_ids(job_home)[DOSSIER])
+    assert not processes_of(job_home, report_pod_ids(job_home)[DOSSIER])
 
 
 def test_a_deleted_pod_fails_the_run_saying_so(runs: Runs) -> None:

@@ -248,9 +248,18 @@ def job_verdict(
 # --- the service's side: make the scratch folder and the Job, wait for it, collect ---
 
 
-def job_scratch(home: Home, dossier_id: str, numbers: JobNumbers) -> Path:
-    """A fresh folder for the run under scratch/<id>/ on HOME's volume, root's until
-    `hand_over` gives it to the report number."""
+@dataclass(frozen=True)
+class PreparedJob:
+    """A run's numbers and its fresh scratch folder, before the Job exists."""
+
+    numbers: JobNumbers
+    scratch: Path
+
+
+def prepare_job(home: Home, dossier_id: str) -> PreparedJob:
+    """The dossier's numbers (JobRefused without them) and a fresh folder for the run under
+    scratch/<id>/ on HOME's volume, root's until `hand_over` gives it to the report number."""
+    numbers = job_numbers(home, dossier_id)
     parent = home.scratch_parent(dossier_id)
     if isolation_enabled():
         own_report_scratch(parent, numbers.report, parent=True)
@@ -258,7 +267,7 @@ def job_scratch(home: Home, dossier_id: str, numbers: JobNumbers) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     scratch = parent / secrets.token_hex(4)
     scratch.mkdir(mode=0o700)
-    return scratch
+    return PreparedJob(numbers, scratch)
 
 
 def hand_over(scratch: Path, template: Path, values: dict[str, Any], number: int) -> None:
@@ -273,20 +282,17 @@ def hand_over(scratch: Path, template: Path, values: dict[str, Any], number: int
 
 def run_job(
     home: Home, dossier_id: str, run: RunFolder, template: Path, values: dict[str, Any],
-    scratch: Path, limit: float,
+    job: PreparedJob, limit: float,
 ) -> tuple[RunStatus, str | None]:  # fmt: skip
     """One run as a Job, start to verdict: make it, wait, delete it and its pod, then copy
     the notebook into the run folder. Never raises for a failed run: the status says why."""
     settings = load_settings(home)
-    try:
-        numbers = job_numbers(home, dossier_id)
-    except JobRefused as exc:
-        return "failed", str(exc)
-    hand_over(scratch, template, values, numbers.report)
+    scratch = job.scratch
+    hand_over(scratch, template, values, job.numbers.report)
     manifest = job_manifest(
-        home, settings, read_dossier(home, dossier_id), run.run_id, scratch, numbers, limit
+        home, settings, read_dossier(home, dossier_id), run.run_id, scratch, job.numbers, limit
     )
-    status, error = asyncio.run(_run(settings, manifest, limit))
+    status, error = asyncio.run(_run(settings, manifest, scratch, limit))
     try:
         take_notebook(scratch, run)
     except (UnsafeFile, OSError) as exc:
@@ -328,13 +334,12 @@ def _cell_error(scratch: Path) -> str | None:
 
 
 async def _run(
-    settings: Settings, manifest: dict[str, Any], limit: float
+    settings: Settings, manifest: dict[str, Any], scratch: Path, limit: float
 ) -> tuple[RunStatus, str | None]:
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    scratch = Path(manifest["spec"]["template"]["spec"]["containers"][0]["args"][0])
     async with await _api(settings) as api:
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         try:
