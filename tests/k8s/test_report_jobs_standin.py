@@ -41,7 +41,7 @@ from helpers import run_cli
 
 DOSSIER = "armoede"
 NAMESPACE = "default"
-TEMPLATES = ("fine", "crash", "slow", "wait", "walls")
+TEMPLATES = ("fine", "crash", "slow", "wait", "walls", "planted")
 LIMIT = 30  # slow's time limit: long enough for its first cell on a loaded machine
 WAITING = "waiting for its pod to be deleted"
 
@@ -101,6 +101,7 @@ def job_home(
     )
     template(folder / "wait.ipynb", f"print('{WAITING}')", "import time\ntime.sleep(120)")
     template(folder / "walls.ipynb", WALLS)
+    template(folder / "planted.ipynb", PLANTED)
     result = run_cli(root, "apply")
     assert result.exit_code == 0, result.stderr
     k8s.kubelet.claims[KubernetesSettings().home_claim] = root
@@ -234,6 +235,24 @@ def test_a_deleted_pod_fails_the_run_saying_so(runs: Runs) -> None:
     assert outcome.status == "failed"
     assert outcome.error == f"the run's pod {runs.deleted} was deleted before the run ended"
     assert WAITING in notebook_outputs(outcome)  # the partial notebook
+
+
+# the run's last act: its notebook, which root copies, made a link to the master key's path
+PLANTED = """
+import os, pathlib
+run_dir = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"])
+(run_dir / "output.ipynb").unlink()
+(run_dir / "output.ipynb").symlink_to(run_dir.parents[2] / "secrets" / "master.key")
+"""
+
+
+def test_a_link_planted_as_the_notebook_is_not_followed(job_home: Home, runs: Runs) -> None:
+    outcome = runs.outcomes["planted"]
+    assert outcome.status == "failed"
+    key = job_home.master_key_file.read_bytes().strip()
+    for path in [*outcome.folder.rglob("*"), job_home.audit_dir / "audit.jsonl"]:
+        if path.is_file():
+            assert key not in path.read_bytes(), f"the master key leaked into {path}"
 
 
 WALLS = """

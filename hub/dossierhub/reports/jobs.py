@@ -294,24 +294,26 @@ def run_job(
     )
     status, error = asyncio.run(_run(settings, manifest, scratch, limit))
     try:
-        take_notebook(scratch, run)
+        if not take_notebook(scratch, run) and status == "succeeded":
+            status, error = "failed", "the run's pod wrote no notebook"
     except (UnsafeFile, OSError) as exc:
         if status == "succeeded":
             status, error = "failed", f"the run's notebook cannot be collected: {exc}"[:500]
     return status, error
 
 
-def take_notebook(scratch: Path, run: RunFolder) -> None:
+def take_notebook(scratch: Path, run: RunFolder) -> bool:
     """The executed notebook from the scratch folder (the report number's) into the run
-    folder (root's): a plain file, no link followed. None written: nothing to take."""
+    folder (root's): a plain file, no link followed. False: none was written."""
     with opened_dir(scratch) as folder:
         try:
             data = read_regular(folder, OUTPUT, NOTEBOOK_BYTES)
         except UnsafeFile:
             if not _exists(folder, OUTPUT):
-                return  # the pod never got to write it (image missing, deleted early)
+                return False  # the pod never got to write it (image missing, deleted early)
             raise
     run.notebook.write_bytes(data)
+    return True
 
 
 def _exists(folder: int, name: str) -> bool:
