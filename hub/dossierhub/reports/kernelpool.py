@@ -37,6 +37,7 @@ from dossierhub.isolation.unixusers import (
     isolation_enabled,
     preexec_as,
     prepare_dossier,
+    with_extracts_group,
 )
 from dossierhub.state.home import Home
 from dossierhub.state.logs import open_log
@@ -105,6 +106,8 @@ def start_kernel(
     ids = identities(home, dossier_id) if isolation_enabled() else None  # new_scratch made them
     if isolation_enabled() and ids is None:
         raise IdentityClash(f"dossier {dossier_id} has no report identity of this installation")
+    if ids is not None:  # on pods the extracts' group is the pod's number, not a Unix group
+        ids = with_extracts_group(home, dossier_id, ids)
     identity: Identity | None = ids.report if ids else None
     km = DossierKernelManager(kernel_name="dossier", identity=identity, workspace_python=python)
     km.connection_file = str(scratch / "kernel.json")
