@@ -74,6 +74,8 @@ def test_a_run_s_job_validates_strictly_and_keeps_its_walls(home: Path, dossier_
     assert not any(str(root.workspace_dir(dossier_id)) in path for path in mounts)
     claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert [c["persistentVolumeClaim"]["claimName"] for c in claims] == ["dossierhub-home"]
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == mounts["/tmp"]["name"]]
+    assert tmp["emptyDir"] == {"sizeLimit": "1Gi"}  # kubernetes.tmp_size: a run fills no node
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DOSSIERHUB_RUN_DIR"] == str(scratch) and env["DOSSIER_ID"] == dossier_id
     assert job["metadata"]["namespace"] == "dossiers"

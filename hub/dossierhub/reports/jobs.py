@@ -135,7 +135,10 @@ def job_manifest(
         home, dossier, settings, kind="report", folder=scratch, python=python, sandboxed=True
     )
     storage = home_storage(
-        home, kube.home_claim, [(home.extract_dir(dossier.id), True), (scratch, False)]
+        home,
+        kube.home_claim,
+        [(home.extract_dir(dossier.id), True), (scratch, False)],
+        kube.tmp_size,
     )
     pod_context, container_context = pod_security(numbers.report, (numbers.extracts_gid,))
     resources = pod_resources(environment, kube.memory_overhead)
