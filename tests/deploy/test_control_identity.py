@@ -161,6 +161,7 @@ def test_apply_leaves_home_s_control_files_and_the_extracts_to_the_control_ident
         (home.dossiers_dir, 0o700),
         (home.manifest_file("armoede"), None),
         (home.locks_dir, 0o700),
+        (home.scratch_dir, 0o711),  # the service makes scratch/<id> for report Jobs
     ):
         info = os.lstat(path)
         assert (info.st_uid, info.st_gid) == (control, control), path
@@ -178,7 +179,7 @@ def test_apply_leaves_home_s_control_files_and_the_extracts_to_the_control_ident
     # HOME and its frame folders stay root's, passed (0711) but never written by the others
     for private in (home.master_key_file.parent, home.raw_dir):
         assert os.lstat(private).st_uid == 0, private
-    for frame in (home.root, home.extracts_dir, home.workspaces_dir, home.scratch_dir):
+    for frame in (home.root, home.extracts_dir, home.workspaces_dir):
         info = os.lstat(frame)
         assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o711), frame
 

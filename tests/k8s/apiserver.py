@@ -25,6 +25,7 @@ RESOURCES = {
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True),
     "v1/namespaces": ("Namespace", False),
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True),
+    "batch/v1/jobs": ("Job", True),  # report runs (jobcontroller.py runs them)
 }
 
 

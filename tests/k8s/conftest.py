@@ -31,3 +31,4 @@ def _standin(workdir: Path) -> Iterator[StandIn]:
         yield standin
     # a kubelet bug (not a refused pod) fails the test rather than hiding in the log
     assert not standin.kubelet.errors, f"the stand-in kubelet failed: {standin.kubelet.errors}"
+    assert not standin.jobs.errors, f"the stand-in Job controller failed: {standin.jobs.errors}"

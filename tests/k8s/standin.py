@@ -5,6 +5,9 @@ No real API server runs on a test machine, so the Kubernetes tests run against t
 - `apiserver.py`, kmock's in-memory Kubernetes emulator, in a process of its own on 127.0.0.1
   (a free port): it stores, lists, watches, patches and deletes objects, without validation,
   admission, defaulting or label selection;
+- `jobcontroller.py`, a thread that does what Kubernetes' Job controller does for a Job of one
+  pod without retries: it creates the pod from the Job's template (the kubelet then runs it),
+  keeps the Job's status and conditions, and enforces activeDeadlineSeconds;
 - `kubelet.py`, a thread that validates each new pod strictly and runs it as a local sandboxed
   process under the pod's numeric uid/gid, with its volumes bind-mounted (read-only ones truly
   read-only), listening on a pod IP from the loopback network; deleting the pod stops it.
@@ -19,6 +22,7 @@ volumes and look at the pods.
         k8s.kubelet.claims["data"] = path # a persistentVolumeClaim "data" mounts this folder
         k8s.kubelet.pods                  # (namespace, name) -> RunningPod (ip, uid, process)
         k8s.kubelet.refused               # (namespace, name) -> why the pod was marked Failed
+        k8s.jobs.refused                  # (namespace, name) -> why the Job was marked Failed
         k8s.get_pod("default", "jupyter-alice")   # the pod as the API server has it, or None
 
 The pod network must lie in 127.0.0.0/8 (every address of it is local on Linux); 127.0.0.1 is
@@ -43,6 +47,7 @@ from typing import Any
 
 import httpx
 import yaml
+from jobcontroller import JobController
 from kubelet import Kubelet
 
 log = logging.getLogger("standin")
@@ -67,6 +72,7 @@ class StandIn:
         self.kubeconfig = workdir / "kubeconfig.yaml"
         self._server: subprocess.Popen[str] | None = None
         self.kubelet = Kubelet(self.api_url, pod_network, workdir)
+        self.jobs = JobController(self.api_url)  # Jobs' pods, status, deadline (jobcontroller.py)
 
     def __enter__(self) -> StandIn:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +95,7 @@ class StandIn:
             )
         self._write_kubeconfig()
         self.kubelet.start()
+        self.jobs.start()
         log.info("stand-in: API server %s up in %.2f s", self.api_url, time.monotonic() - started)
         return self
 
@@ -98,6 +105,7 @@ class StandIn:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self.jobs.stop()
         self.kubelet.stop()
         if self._server is not None:
             self._server.terminate()

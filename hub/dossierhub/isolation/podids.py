@@ -11,6 +11,11 @@ neither can be where a dossier's number lives; HOME, on the shared volume every 
 can. Numbers start at FIRST_ID, above the ranges Linux distributions give accounts (and
 Zero to JupyterHub's default 1000), so a workspace never shares an owner with a node's user.
 
+A report run on Kubernetes (reports.backend: kubernetes, reports/jobs.py) runs as a second
+number of the dossier's, never its workspace's, as a local report kernel runs as
+`<prefix>r-<id>` rather than `<prefix>-<id>`: `report_pod_id`, kept in the same file under the
+key `<id>/report` (no dossier id holds a slash) and drawn from the same never-reused count.
+
 Concurrency-safe: two applies or hub starts at once hand out different numbers (a file lock
 around read, add, atomic write).
 """
@@ -53,25 +58,47 @@ def _read(home: Home) -> dict[str, int]:
     return ids
 
 
+REPORT_KEY = "{}/report"
+
+
 def pod_ids(home: Home) -> dict[str, int]:
-    """Every dossier's number handed out so far (read only)."""
-    return _read(home)
+    """Every dossier's workspace number handed out so far (read only)."""
+    return {key: number for key, number in _read(home).items() if "/" not in key}
+
+
+def report_pod_ids(home: Home) -> dict[str, int]:
+    """Every dossier's report number handed out so far (read only)."""
+    suffix = REPORT_KEY.format("")
+    return {
+        key.removesuffix(suffix): number
+        for key, number in _read(home).items()
+        if key.endswith(suffix)
+    }
 
 
 def pod_id(home: Home, dossier_id: str) -> int:
     """The dossier's uid (and gid): its number if it has one, else the next never used."""
-    known = _read(home).get(dossier_id)
+    return _hand_out(home, dossier_id)
+
+
+def report_pod_id(home: Home, dossier_id: str) -> int:
+    """The uid (and gid) of the dossier's report runs as Jobs: never its workspace's."""
+    return _hand_out(home, REPORT_KEY.format(dossier_id))
+
+
+def _hand_out(home: Home, key: str) -> int:
+    known = _read(home).get(key)
     if known is not None:
         return known  # the common case takes no lock
     home.pod_ids_lock_file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(home.pod_ids_lock_file):
         ids = _read(home)  # again, under the lock: another may have added it meanwhile
-        if dossier_id in ids:
-            return ids[dossier_id]
+        if key in ids:
+            return ids[key]
         number = max(ids.values(), default=FIRST_ID - 1) + 1
         if number > LAST_ID:
             raise PodIdsError(f"{home.relative(home.pod_ids_file)}: no numbers left")
-        ids[dossier_id] = number
+        ids[key] = number
         home.pod_ids_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_json(home.pod_ids_file, ids, indent=1, mode=0o600)
         return number

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from dossierhub.isolation.podids import pod_id
+from dossierhub.isolation.podids import pod_id, report_pod_id
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -293,13 +293,14 @@ def control_owner(home: Home) -> tuple[int, int]:
 def hand_over(home: Home, owner: tuple[int, int]) -> None:
     """Give what root holds of HOME's control parts to `owner` (a group of root's becomes
     the owner's; another group, such as a run's workspace group, stays). Not handed over:
-    HOME and its folders extracts/, workspaces/ and scratch/ themselves (`0711`: passed, not
-    written, by the hub and the service), the master key's folder and raw/ (apply's alone),
+    HOME and its folders extracts/ and workspaces/ themselves (`0711`: passed, not written,
+    by the hub and the service), the master key's folder and raw/ (apply's alone),
     DuckDB's spill folder (raw-derived), a dossier's extracts (`secure_extracts` gives
     those), and workspaces/<id> and scratch/<id> (a dossier's own). Follows no link and skips
     a file with more than one link: whoever can write in these folders could otherwise have
     root give away a file elsewhere on HOME."""
-    for single in (home.catalog_file, home.settings_file):
+    # scratch/ itself: the service makes a report run's scratch/<id> in it (reports/jobs.py)
+    for single in (home.catalog_file, home.settings_file, home.scratch_dir):
         _hand_over_entry(None, str(single), owner)
     trees = (home.dossiers_dir, home.templates_dir, home.reports_dir, home.logs_dir)
     for tree in (*trees, home.audit_dir, home.hub_dir, home.locks_dir):
@@ -371,6 +372,8 @@ def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -
     secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None, control)
     if owner is not None and on_pods(home):
         _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
+    if load_settings(home).reports.backend == "kubernetes":
+        report_pod_id(home, dossier_id)  # its report runs' Jobs run as it (reports/jobs.py)
 
 
 def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
@@ -393,6 +396,15 @@ def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | N
     return _own_folder(folder, owner.workspace, 0o700)
 
 
+def own_report_scratch(folder: Path, number: int, parent: bool) -> Path:
+    """A report Job's scratch folders, on HOME's shared volume: scratch/<id> (`parent`)
+    root's and passable by the report number's group only, as for `<prefix>r-<id>`; a run's
+    folder in it the report number's own (reports/jobs.py)."""
+    return _own_folder(
+        folder, (0, number) if parent else (number, number), 0o710 if parent else 0o700
+    )
+
+
 def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:
     """scratch/<id>: entered by the report identity only (root-owned, its group may pass)."""
     folder = home.scratch_parent(dossier_id)
@@ -412,7 +424,14 @@ def prepare_dossier(home: Home, dossier_id: str) -> DossierIdentities:
     secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid, control_owner(home)[0])
     ensure_workspace_dir(home, dossier_id, ids)
     ensure_scratch_parent(home, dossier_id, ids)
-    if owner.extracts_gid in ids.report.groups:
+    return with_extracts_group(home, dossier_id, ids)
+
+
+def with_extracts_group(home: Home, dossier_id: str, ids: DossierIdentities) -> DossierIdentities:
+    """The identities with the report identity also in the extracts' group: on pods that is
+    the pod's number, which no Unix group names, so it is added here for every kernel."""
+    owner = dossier_owner(home, dossier_id, ids)
+    if owner is None or owner.extracts_gid in ids.report.groups:
         return ids
     report = ids.report
     groups = (*report.groups, owner.extracts_gid)

@@ -14,7 +14,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,33 @@ def execute(
 ) -> tuple[Path, RunStatus, str | None]:
     """Wait for a slot in the dossier's queue, then run the notebook on a kernel taken from
     `pool` (started ahead of time for this dossier and extracts) or started now, inside the
-    slot, so the queue bounds kernels too. Marks the record running, then (kernel gone)
-    executed. Returns the kernel's scratch folder and the verdict."""
+    slot, so the queue bounds kernels too; with `reports.backend: kubernetes`, as a Job
+    (jobs.py) in the slot. Marks the record running, then (kernel gone) executed. Returns
+    the kernel's scratch folder and the verdict."""
     home, dossier_id = pending.home, pending.dossier_id
-    generation = pending.extracts.generation if pending.extracts else None
-    ready = pool.take(dossier_id, generation) if pool is not None else None
-    scratch = ready.scratch if ready is not None else new_scratch(home, dossier_id)
+    work: Callable[[], tuple[RunStatus, str | None]]
+    if load_settings(home).reports.backend == "kubernetes":
+        from dossierhub.reports.jobs import JobRefused, prepare_job, run_job
+
+        try:
+            job = prepare_job(home, dossier_id)
+        except (JobRefused, OSError) as exc:
+            return home.scratch_parent(dossier_id) / "none", "failed", str(exc)[:500]
+        scratch = job.scratch
+        template, values = pending.template.path, pending.values
+        work = partial(run_job, home, dossier_id, pending.run, template, values, job, limit)
+    else:
+        generation = pending.extracts.generation if pending.extracts else None
+        ready = pool.take(dossier_id, generation) if pool is not None else None
+        scratch = ready.scratch if ready is not None else new_scratch(home, dossier_id)
+
+        def work() -> tuple[RunStatus, str | None]:
+            kernel = ready
+            if kernel is None:
+                manager = start_kernel(home, dossier_id, scratch, warm=False)
+                kernel = ReadyKernel(dossier_id, manager, scratch, generation)
+            return run_notebook(kernel, pending.template, pending.values, limit, pending.run)
+
     # papermill, polars and nbconvert take two seconds to import: do it while the kernel starts
     threading.Thread(target=_import_renderer, daemon=True).start()
     try:
@@ -53,12 +75,7 @@ def execute(
             pending.record = pending.record.start()
             write_record(pending.run, pending.record)
             pending.started = True
-            if ready is None:
-                manager = start_kernel(home, dossier_id, scratch, warm=False)
-                ready = ReadyKernel(dossier_id, manager, scratch, generation)
-            status, error = run_notebook(
-                ready, pending.template, pending.values, limit, pending.run
-            )
+            status, error = work()
             pending.record = pending.record.kernel_done()  # the slot is free again
     except Exception as exc:  # whatever broke, the run ends with a truthful status
         return scratch, "failed", f"{type(exc).__name__}: {exc}"[:500]

@@ -37,11 +37,17 @@ from dossierhub.isolation.unixusers import (
     isolation_enabled,
     preexec_as,
     prepare_dossier,
+    with_extracts_group,
 )
 from dossierhub.state.home import Home
 from dossierhub.state.logs import open_log
 from dossierhub.state.models import read_dossier
 from dossierhub.state.settings import load_settings
+
+
+class UnisolatedKernel(RuntimeError):
+    """A report kernel would run without the dossier's report identity where that is never
+    allowed (on Kubernetes, in the service's non-root pod)."""
 
 
 class DossierKernelManager(KernelManager):
@@ -101,10 +107,20 @@ def start_kernel(
     home: Home, dossier_id: str, scratch: Path, timeout: float = 60, warm: bool = True
 ) -> DossierKernelManager:
     settings = load_settings(home)
+    if settings.hub.spawner == "kubernetes" and not isolation_enabled():
+        # the service's pod (deploy/chart): not root, so a kernel here would run as the
+        # service, with its hub token and every dossier's files in reach
+        raise UnisolatedKernel(
+            f"report kernels of dossier {dossier_id} cannot run in this process: it is not "
+            "root, so it cannot give them the dossier's report identity. On Kubernetes report "
+            "runs are Jobs: set reports.backend: kubernetes in settings.yaml"
+        )
     python = workspace_python(settings)
     ids = identities(home, dossier_id) if isolation_enabled() else None  # new_scratch made them
     if isolation_enabled() and ids is None:
         raise IdentityClash(f"dossier {dossier_id} has no report identity of this installation")
+    if ids is not None:  # on pods the extracts' group is the pod's number, not a Unix group
+        ids = with_extracts_group(home, dossier_id, ids)
     identity: Identity | None = ids.report if ids else None
     km = DossierKernelManager(kernel_name="dossier", identity=identity, workspace_python=python)
     km.connection_file = str(scratch / "kernel.json")

@@ -120,6 +120,8 @@ class KubernetesSettings(Strict):
     api_url: str | None = Field(default=None, pattern=r"^https?://")
     namespace: str = Field(default="dossierhub", pattern=_DNS_LABEL)
     image: str | None = Field(default=None, min_length=1)  # required with hub.spawner kubernetes
+    # the image report runs' Jobs run (deploy/images, target runner); default: `image`
+    runner_image: str | None = Field(default=None, min_length=1)
     # the hub's own image (deploy/images): `dossierhub k8s values` needs it
     hub_image: str | None = Field(default=None, min_length=1)
     # the read-write-many volume claim holding HOME: a pod mounts only its dossier's folders
@@ -156,6 +158,9 @@ class ReportSettings(Strict):
     # kernels the dossierhub service starts ahead of time for a dossier after its first run
     # from the pages or the API (each used once, by that dossier only); 0 turns it off
     prestart_kernels: int = Field(default=1, ge=0, le=8)
+    # where a run's notebook executes: a kernel on this machine, or a Kubernetes Job per run
+    # (reports/jobs.py; the kernels started ahead of time are then off)
+    backend: Literal["local", "kubernetes"] = "local"
 
 
 class IsolationSettings(Strict):
@@ -243,6 +248,13 @@ class Settings(Strict):
             raise ValueError(
                 "hub.spawner kubernetes needs kubernetes.image: the workspace image, such as "
                 "registry.example.org/dossierhub-workspace:1.0"
+            )
+        kube = self.kubernetes
+        if self.reports.backend == "kubernetes" and (kube.runner_image or kube.image) is None:
+            raise ValueError(
+                "reports.backend kubernetes needs kubernetes.runner_image (or kubernetes.image): "
+                "the image report runs execute in, such as "
+                "registry.example.org/dossierhub-runner:1.0"
             )
         return self
 

@@ -112,7 +112,9 @@ async def _serve(
     home: Home, port: int, hub_api_url: str, ip: str = "127.0.0.1", token: str | None = None
 ) -> None:
     settings = load_settings(home)
-    runner = Runner(home, settings.reports.prestart_kernels)
+    # a run as a Kubernetes Job starts its kernel in its own pod: no kernels ahead of time
+    on_jobs = settings.reports.backend == "kubernetes"
+    runner = Runner(home, 0 if on_jobs else settings.reports.prestart_kernels)
     app = make_app(home, make_hub_auth(home, hub_api_url, token), runner)
     server = app.listen(port, address=ip, xheaders=True)
     stop = asyncio.Event()

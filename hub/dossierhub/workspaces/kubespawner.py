@@ -27,8 +27,6 @@ proxy's public port, autohttps): the values turn it off, so this policy is the w
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,15 @@ from traitlets import Dict, Integer, Unicode
 
 from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
 from dossierhub.isolation.podids import PodIdsError, pod_ids
+from dossierhub.isolation.podspec import (  # noqa: F401 - pod_security, size_bytes: named here too
+    DOSSIER_LABEL,
+    ROLE_LABEL,
+    PodStorage,
+    home_storage,
+    pod_resources,
+    pod_security,
+    size_bytes,
+)
 from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
@@ -53,10 +60,6 @@ from dossierhub.workspaces.startchecks import (
     startable_dossier,
 )
 
-DOSSIER_LABEL = "dossierhub.io/dossier"
-ROLE_LABEL = "dossierhub.io/role"
-HOME_VOLUME = "dossierhub-home"
-TMP_VOLUME = "tmp"
 # the label z2jh's hub NetworkPolicy admits to the hub's API (jupyterhub-singleuser needs it)
 HUB_ACCESS_LABEL = "hub.jupyter.org/network-access-hub"
 
@@ -66,93 +69,15 @@ def workspace_labels(dossier_id: str) -> dict[str, str]:
     return {DOSSIER_LABEL: dossier_id, ROLE_LABEL: "workspace"}
 
 
-@dataclass(frozen=True)
-class PodStorage:
-    volumes: list[dict[str, Any]]
-    mounts: list[dict[str, Any]]
-
-
 def pod_storage(home: Home, dossier_id: str, claim: str, tmp_size: str | None = None) -> PodStorage:
     """HOME's volume claim `claim` (its root is HOME), mounted as the dossier's two folders
-    only, plus a private /tmp (the root filesystem is read-only) of at most `tmp_size`, so
-    one pod cannot fill the node's disk (the kubelet evicts a pod past it)."""
-    extracts = home.extract_dir(dossier_id)
-    workspace = home.workspace_dir(dossier_id)
-    volumes: list[dict[str, Any]] = [
-        {"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
-        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": tmp_size} if tmp_size else {}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {
-            "name": HOME_VOLUME,
-            "mountPath": str(extracts),
-            "subPath": home.relative(extracts),
-            "readOnly": True,
-        },
-        {
-            "name": HOME_VOLUME,
-            "mountPath": str(workspace),
-            "subPath": home.relative(workspace),
-            "readOnly": False,
-        },
-        # the pod's own /tmp, emptied with it
-        {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108
-    ]
-    return PodStorage(volumes, mounts)
-
-
-def pod_security(number: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod, container) security contexts: the restricted Pod Security Standard, running as
-    the dossier's uid and gid `number`."""
-    pod = {
-        "runAsNonRoot": True,
-        "runAsUser": number,
-        "runAsGroup": number,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    container = {
-        "runAsNonRoot": True,
-        "runAsUser": number,
-        "runAsGroup": number,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    return pod, container
-
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB|Mi|Gi)$")
-_UNITS = {
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "Mi": 2**20, "Gi": 2**30,
-}  # fmt: skip
-
-
-def size_bytes(size: str) -> int:
-    """A DuckDB size (2GB, 1.5GiB) or a Kubernetes one (512Mi, 1Gi) in bytes."""
-    match = _SIZE.match(size.strip())
-    if match is None:
-        raise ValueError(f"'{size}' is not a size such as 2GB, 1.5GiB or 512Mi")
-    return int(float(match[1]) * _UNITS[match[2]])
-
-
-@dataclass(frozen=True)
-class PodResources:
-    mem_limit: int  # bytes
-    mem_guarantee: int
-    cpu_limit: float
-
-
-def pod_resources(environment: DossierEnvironment, overhead: str) -> PodResources:
-    """DuckDB's memory is guaranteed; the limit adds the overhead of JupyterLab and the
-    kernels' Python; DuckDB's threads are the pod's CPUs."""
-    duckdb = size_bytes(environment.limits.memory)
-    return PodResources(
-        mem_limit=duckdb + size_bytes(overhead),
-        mem_guarantee=duckdb,
-        cpu_limit=float(environment.limits.threads),
+    only: its extracts folder read-only, its workspace folder read-write (podspec.py), and
+    a /tmp of at most `tmp_size`."""
+    return home_storage(
+        home,
+        claim,
+        [(home.extract_dir(dossier_id), True), (home.workspace_dir(dossier_id), False)],
+        tmp_size,
     )
 
 

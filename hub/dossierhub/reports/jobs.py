@@ -1,0 +1,459 @@
+"""Report runs as Kubernetes Jobs (`reports.backend: kubernetes`): one Job per run.
+
+The service (or `report run`) decides, queues and records a run as with local kernels
+(requests.py, execute.py); only the notebook's execution moves into a pod:
+
+- **inputs**: the service writes the template and the checked parameters into a fresh scratch
+  folder of the run, scratch/<id>/<token>/ on HOME's shared volume, then gives the folder to
+  the dossier's report number; the pod runs `dossierhub report execute-job FOLDER`
+  (jobrunner.py): papermill on a Dossier kernel in the same pod, writing the notebook, its
+  verdict and what publish() writes into that folder;
+- **identity** (`job_manifest`, pure): the dossier's report number (isolation/podids.py,
+  handed out by apply, never the workspace's), reading the extracts through their group as a
+  local report kernel does; the extracts folder read-only and the run's scratch folder
+  read-write (subPaths of HOME's claim, isolation/podspec.py, as a workspace's pod), no
+  workspace folder, nothing else of HOME; the restricted Pod Security Standard, no
+  service-account token, memory and CPU as the workspace's;
+- **time and retries**: `activeDeadlineSeconds` is the template's time limit, `backoffLimit`
+  0 (a failed run is not run twice), `ttlSecondsAfterFinished` a fallback: the service
+  deletes the Job (and so its pod) once it has a verdict;
+- **status** (`job_verdict`, pure): from the Job's conditions and its pod, never from a file
+  the pod wrote: succeeded (Complete), or failed with why: the cell error (the runner's
+  result.json names it; it can only explain a failure, never turn one into success), the
+  time limit (DeadlineExceeded), out of memory (OOMKilled), the pod deleted, the image
+  missing (ErrImagePull, ImagePullBackOff: a Job never fails by itself on those);
+- **collection**: once the pod is gone, the notebook is copied from the scratch folder
+  through descriptors that follow no link (isolation/safefs.py), and execute_run collects
+  the published tables the same way, checks, draws and records as ever.
+
+The warm kernel pool is off with this backend: a kernel started ahead of time would be a
+pod waiting per dossier (docs/operating-on-kubernetes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dossierhub.isolation.environment import dossier_environment, workspace_python
+from dossierhub.isolation.podids import PodIdsError, report_pod_ids
+from dossierhub.isolation.podspec import (
+    DOSSIER_LABEL,
+    ROLE_LABEL,
+    home_storage,
+    pod_resources,
+    pod_security,
+)
+from dossierhub.isolation.safefs import UnsafeFile, opened_dir, read_regular, write_new
+from dossierhub.isolation.unixusers import (
+    dossier_owner,
+    identities,
+    isolation_enabled,
+    own_report_scratch,
+)
+from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
+from dossierhub.reports.records import RunStatus
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.models import Dossier, read_dossier
+from dossierhub.state.settings import Settings, load_settings
+
+log = logging.getLogger("dossierhub.reports.jobs")
+
+RUN_LABEL = "dossierhub.io/run"
+JOB_NAME_LABEL = "job-name"  # what the Job controller labels a Job's pods with
+TTL_SECONDS = 300  # the cluster's own clean-up, should the service not delete the Job
+NOTEBOOK_BYTES = 64 * 1024 * 1024
+RESULT_BYTES = 64 * 1024
+POLL_SECONDS = 0.25
+# how long past its time limit a Job may go without a verdict (a pod never scheduled, an
+# API server that does not answer) before the service gives up on it
+SILENCE_SECONDS = 120
+GONE_SECONDS = 60  # how long the service waits for the pod to end after deleting the Job
+IMAGE_MISSING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+CANNOT_START = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+class JobRefused(Exception):
+    """A run that cannot be made a Job (the dossier is not applied for it); says why."""
+
+
+def job_name(dossier_id: str, run_id: str) -> str:
+    """report-<id>-<run id>: at most 7 + 24 + 1 + 22 = 54 characters, a DNS label."""
+    return f"report-{dossier_id}-{run_id.lower()}"
+
+
+def job_labels(dossier_id: str, run_id: str) -> dict[str, str]:
+    return {DOSSIER_LABEL: dossier_id, ROLE_LABEL: "report", RUN_LABEL: run_id.lower()}
+
+
+@dataclass(frozen=True)
+class JobNumbers:
+    """Who a dossier's Job runs as: its report number, and the group of its extracts."""
+
+    report: int
+    extracts_gid: int
+
+
+def job_numbers(home: Home, dossier_id: str) -> JobNumbers:
+    """The numbers apply handed out; JobRefused when there are none (never handed out here:
+    the extracts must already carry the group the Job reads them through)."""
+    try:
+        number = report_pod_ids(home).get(dossier_id)
+    except (PodIdsError, OSError) as exc:
+        raise JobRefused(f"dossier {dossier_id}: {exc}") from None
+    ids = identities(home, dossier_id) if isolation_enabled() else None
+    owner = dossier_owner(home, dossier_id, ids) if number is not None else None
+    if number is None or owner is None:
+        raise JobRefused(
+            f"dossier {dossier_id} has not been applied for report runs on Kubernetes: its "
+            "files have no report identity yet; ask the admin to run `dossierhub apply`"
+        )
+    return JobNumbers(number, owner.extracts_gid)
+
+
+def job_manifest(
+    home: Home,
+    settings: Settings,
+    dossier: Dossier,
+    run_id: str,
+    scratch: Path,
+    numbers: JobNumbers,
+    limit: float,
+) -> dict[str, Any]:
+    """The Job of one run (see the module docstring); contacts nothing, reads no file."""
+    kube = settings.kubernetes
+    python = workspace_python(settings)
+    environment = dossier_environment(
+        home, dossier, settings, kind="report", folder=scratch, python=python, sandboxed=True
+    )
+    storage = home_storage(
+        home,
+        kube.home_claim,
+        [(home.extract_dir(dossier.id), True), (scratch, False)],
+        kube.tmp_size,
+    )
+    pod_context, container_context = pod_security(numbers.report, (numbers.extracts_gid,))
+    resources = pod_resources(environment, kube.memory_overhead)
+    labels = job_labels(dossier.id, run_id)
+    container = {
+        "name": "report",
+        "image": kube.runner_image or kube.image,
+        "command": [str(Path(python).parent / "dossierhub"), "report", "execute-job"],
+        "args": [str(scratch)],
+        "workingDir": str(scratch),
+        "env": [{"name": k, "value": v} for k, v in sorted(environment.env.items())],
+        "securityContext": container_context,
+        "volumeMounts": storage.mounts,
+        "resources": {
+            "limits": {"memory": str(resources.mem_limit), "cpu": str(resources.cpu_limit)},
+            "requests": {"memory": str(resources.mem_guarantee)},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(dossier.id, run_id),
+            "namespace": kube.namespace,
+            "labels": labels,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, math.ceil(limit)),
+            "ttlSecondsAfterFinished": TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_context,
+                    "volumes": storage.volumes,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def _true(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in conditions if c.get("status") == "True"}
+
+
+def pod_trouble(pod: dict[str, Any]) -> str | None:
+    """Why the run's pod cannot go on, or None: its image missing, its container not made,
+    the pod refused. (A Job waits for ever on those; its deadline would name the wrong cause.)"""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason, message = waiting.get("reason"), waiting.get("message") or ""
+        if reason in IMAGE_MISSING:
+            image = container.get("image") or "the runner image"
+            return f"the runner image {image} cannot be pulled ({reason}: {message})"[:500]
+        if reason in CANNOT_START:
+            return f"the run's container cannot start ({reason}: {message})"[:500]
+    return None
+
+
+def pod_failure(pod: dict[str, Any]) -> str | None:
+    """What ended the run's pod, from its container's state (None: nothing told)."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        ended = (container.get("state") or {}).get("terminated") or {}
+        if ended.get("reason") == "OOMKilled":
+            return "out of memory: the run's pod was killed at its memory limit (OOMKilled)"
+        if ended.get("exitCode"):
+            return f"the run's process ended with exit code {ended['exitCode']}"
+    if status.get("phase") == "Failed" and status.get("reason"):
+        return f"the run's pod failed ({status['reason']}: {status.get('message', '')})"[:500]
+    return None
+
+
+def job_verdict(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    *,
+    limit: float,
+    deleted: str | None = None,
+    cell_error: str | None = None,
+) -> tuple[RunStatus, str | None] | None:
+    """The run's status from its Job and pods, or None while it runs. `deleted`: the name of
+    a pod of the Job deleted before the Job ended; `cell_error`: what the runner's
+    result.json says, used only to explain a failure."""
+    conditions = _true((job.get("status") or {}).get("conditions") or [])
+    if "Complete" in conditions:
+        return "succeeded", None
+    ended = conditions.get("Failed") or conditions.get("FailureTarget")
+    if ended is None:
+        stuck = next((why for why in map(pod_trouble, pods) if why), None)
+        return ("failed", stuck) if stuck else None
+    if ended.get("reason") == "DeadlineExceeded":
+        return "failed", f"time limit of {limit:.0f} s exceeded"
+    if deleted is not None:
+        return "failed", f"the run's pod {deleted} was deleted before the run ended"
+    for pod in pods:  # out of memory says more than the cell that was running then
+        if (why := pod_failure(pod)) and ("OOMKilled" in why or not cell_error):
+            return "failed", why
+    if cell_error:
+        return "failed", cell_error
+    reason = ended.get("reason") or "Failed"
+    return "failed", f"the run's Job failed ({reason}: {ended.get('message', '')})"[:500]
+
+
+# --- the service's side: make the scratch folder and the Job, wait for it, collect ---
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A run's numbers and its fresh scratch folder, before the Job exists."""
+
+    numbers: JobNumbers
+    scratch: Path
+
+
+def prepare_job(home: Home, dossier_id: str) -> PreparedJob:
+    """The dossier's numbers (JobRefused without them) and a fresh folder for the run under
+    scratch/<id>/ on HOME's volume, root's until `hand_over` gives it to the report number."""
+    numbers = job_numbers(home, dossier_id)
+    parent = home.scratch_parent(dossier_id)
+    if isolation_enabled():
+        own_report_scratch(parent, numbers.report, parent=True)
+    else:
+        parent.mkdir(parents=True, exist_ok=True)
+    scratch = parent / secrets.token_hex(4)
+    scratch.mkdir(mode=0o700)
+    return PreparedJob(numbers, scratch)
+
+
+def hand_over(scratch: Path, template: Path, values: dict[str, Any], number: int) -> None:
+    """The run's inputs into its scratch folder (root's files the pod reads, 0644), then the
+    folder to the report number."""
+    with opened_dir(scratch) as folder:
+        write_new(folder, TEMPLATE, template.read_bytes(), 0o644)
+        write_new(folder, PARAMETERS, json.dumps(values).encode(), 0o644)
+    if isolation_enabled():
+        own_report_scratch(scratch, number, parent=False)
+
+
+def run_job(
+    home: Home, dossier_id: str, run: RunFolder, template: Path, values: dict[str, Any],
+    job: PreparedJob, limit: float,
+) -> tuple[RunStatus, str | None]:  # fmt: skip
+    """One run as a Job, start to verdict: make it, wait, delete it and its pod, then copy
+    the notebook into the run folder. Never raises for a failed run: the status says why."""
+    settings = load_settings(home)
+    scratch = job.scratch
+    hand_over(scratch, template, values, job.numbers.report)
+    manifest = job_manifest(
+        home, settings, read_dossier(home, dossier_id), run.run_id, scratch, job.numbers, limit
+    )
+    status, error = asyncio.run(_run(settings, manifest, scratch, limit))
+    try:
+        if not take_notebook(scratch, run) and status == "succeeded":
+            status, error = "failed", "the run's pod wrote no notebook"
+    except (UnsafeFile, OSError) as exc:
+        if status == "succeeded":
+            status, error = "failed", f"the run's notebook cannot be collected: {exc}"[:500]
+    return status, error
+
+
+def take_notebook(scratch: Path, run: RunFolder) -> bool:
+    """The executed notebook from the scratch folder (the report number's) into the run
+    folder (root's): a plain file, no link followed. False: none was written."""
+    with opened_dir(scratch) as folder:
+        try:
+            data = read_regular(folder, OUTPUT, NOTEBOOK_BYTES)
+        except UnsafeFile:
+            if not _exists(folder, OUTPUT):
+                return False  # the pod never got to write it (image missing, deleted early)
+            raise
+    run.notebook.write_bytes(data)
+    return True
+
+
+def _exists(folder: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _cell_error(scratch: Path) -> str | None:
+    """The runner's reason for a failure (result.json), read without following a link."""
+    try:
+        with opened_dir(scratch) as folder:
+            result = json.loads(read_regular(folder, RESULT, RESULT_BYTES))
+        error = result.get("error") if isinstance(result, dict) else None
+        return str(error)[:500] if error else None
+    except (UnsafeFile, OSError, ValueError):
+        return None
+
+
+async def _run(
+    settings: Settings, manifest: dict[str, Any], scratch: Path, limit: float
+) -> tuple[RunStatus, str | None]:
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    async with await _api(settings) as api:
+        batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+        try:
+            # typed as V1Job; a dict (the manifest validated in tests/hub) is sent as it is
+            await batch.create_namespaced_job(namespace, manifest)  # type: ignore[arg-type]  # dict
+        except ApiException as exc:
+            return "failed", f"Kubernetes refused the run's Job ({exc.status}: {exc.reason})"
+        log.info("report Job %s/%s created", namespace, name)
+        try:
+            verdict = await _watch(batch, core, namespace, name, limit, scratch)
+            log.info("report Job %s/%s: %s", namespace, name, verdict[0])
+            return verdict
+        finally:
+            await _delete(batch, core, namespace, name)
+            log.info("report Job %s/%s deleted, its pod gone", namespace, name)
+
+
+async def _api(settings: Settings) -> Any:
+    """A client of the cluster this runs in, else of $KUBECONFIG; `kubernetes.api_url`
+    overrides the address (as for the hub's spawner)."""
+    from kubernetes_asyncio import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            await config.load_kube_config(client_configuration=configuration)
+        except config.ConfigException:
+            if settings.kubernetes.api_url is None:
+                raise
+    if settings.kubernetes.api_url:
+        configuration.host = settings.kubernetes.api_url
+    return client.ApiClient(configuration)
+
+
+async def _pods(core: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Job's pods (selected here again: not every API server filters by label)."""
+    listed = await core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
+    pods = [core.api_client.sanitize_for_serialization(p) for p in listed.items]
+    return [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
+
+
+async def _watch(
+    batch: Any, core: Any, namespace: str, name: str, limit: float, scratch: Path
+) -> tuple[RunStatus, str | None]:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    give_up = time.monotonic() + limit + SILENCE_SECONDS
+    seen: set[str] = set()
+    deleted: str | None = None
+    while time.monotonic() < give_up:
+        try:
+            job = batch.api_client.sanitize_for_serialization(
+                await batch.read_namespaced_job(name, namespace)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "failed", f"the run's Job {name} was deleted before the run ended"
+            raise
+        pods = await _pods(core, namespace, name)
+        current = {p["metadata"]["name"]: p for p in pods}
+        for pod_name, pod in current.items():
+            if pod["metadata"].get("deletionTimestamp") and deleted is None:
+                deleted = pod_name
+        gone = seen - set(current)
+        deleted = deleted or next(iter(sorted(gone)), None)
+        seen |= set(current)
+        failed = any(
+            c.get("type") in ("Failed", "FailureTarget") and c.get("status") == "True"
+            for c in (job.get("status") or {}).get("conditions") or []
+        )
+        verdict = job_verdict(
+            job,
+            pods,
+            limit=limit,
+            deleted=deleted,
+            cell_error=_cell_error(scratch) if failed else None,
+        )
+        if verdict is not None:
+            return verdict
+        await asyncio.sleep(POLL_SECONDS)
+    return "failed", f"no verdict from Kubernetes on the run's Job {name} in time"
+
+
+async def _delete(batch: Any, core: Any, namespace: str, name: str) -> None:
+    """Delete the Job and its pod, and wait until the pod is gone: nothing may still write
+    the scratch folder while it is collected."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        await batch.delete_namespaced_job(
+            name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + GONE_SECONDS
+    while time.monotonic() < deadline:
+        pods = await _pods(core, namespace, name)
+        if not pods:
+            return
+        for pod in pods:  # what Background propagation does on a cluster, done here too
+            if not pod["metadata"].get("deletionTimestamp"):
+                try:
+                    await core.delete_namespaced_pod(pod["metadata"]["name"], namespace)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+        await asyncio.sleep(POLL_SECONDS)
+    raise TimeoutError(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")

@@ -1,0 +1,317 @@
+"""Report runs as Kubernetes Jobs, end to end on the stand-in (standin.py): `report run`'s own
+code (run_report) with `reports.backend: kubernetes` makes one Job per run; the stand-in's Job
+controller makes its pod and the kubelet runs it for real, as the dossier's report number,
+with the extracts folder read-only and the run's scratch folder from HOME's volume. A run
+succeeds and its report is drawn; a cell error, the time limit and a deleted pod each end
+failed with the reason and the partial notebook; from inside a run's notebook the workspace
+folder, another dossier's extracts and HOME's secrets are out of reach and the extracts
+cannot be changed.
+
+One stand-in and one applied HOME for the module; each run is independent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+import yaml
+from kubelet import running_processes_of, wait_until
+from kubernetes_asyncio.config import kube_config
+from standin import StandIn
+
+from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.reports.runs import RunOutcome, run_report
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home, RunFolder
+from dossierhub.state.settings import KubernetesSettings
+
+from e2e_hub import LEAD, reachable_python, release_identities
+from e2e_runs import template
+from helpers import run_cli
+
+DOSSIER = "armoede"
+NAMESPACE = "default"
+TEMPLATES = ("fine", "crash", "slow", "wait", "walls", "planted")
+LIMIT = 30  # slow's time limit: long enough for its first cell on a loaded machine
+WAITING = "waiting for its pod to be deleted"
+
+
+@pytest.fixture(scope="module")
+def job_home(
+    k8s_standin_module: StandIn, demo_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Home]:
+    """The demo HOME applied with hub.spawner and reports.backend kubernetes (so apply hands
+    out both numbers), bound as the stand-in's home claim; $KUBECONFIG names the stand-in."""
+    k8s = k8s_standin_module
+    root = tmp_path_factory.mktemp("jobs") / "home"
+    shutil.copytree(demo_data, root, symlinks=True)
+    python = reachable_python()
+    environment = str(Path(python).parents[1])
+    if environment not in k8s.kubelet.image:
+        k8s.kubelet.image.append(environment)
+    settings = yaml.safe_load((root / "settings.yaml").read_text()) or {}
+    settings.update(
+        hub={"spawner": "kubernetes"},
+        reports={"backend": "kubernetes", "parallel_per_dossier": len(TEMPLATES)},
+        workspaces={"python": python},
+        isolation={"prefix": os.environ.get("DOSSIERHUB_TEST_PREFIX", "dht")[:5] + "j"},
+        kubernetes={
+            "api_url": k8s.api_url,
+            "namespace": NAMESPACE,
+            "image": "standin/dossierhub-workspace:test",
+            "runner_image": "standin/dossierhub-runner:test",
+        },
+    )
+    (root / "settings.yaml").write_text(yaml.safe_dump(settings))
+    home = Home(root)
+    manifest = yaml.safe_load(home.manifest_file(DOSSIER).read_text())
+    manifest["templates"] = [*manifest["templates"], *TEMPLATES]
+    home.manifest_file(DOSSIER).write_text(yaml.safe_dump(manifest))
+    folder = home.templates_dir
+    folder.mkdir(exist_ok=True)
+    template(
+        folder / "fine.ipynb",
+        "import polars as pl\n"
+        "counts = db.sql('SELECT district, count(*) AS people FROM residents "
+        "GROUP BY district').pl()\n"
+        "publish(counts, 'people_per_district', counts=['people'])\n"
+        "print('rows', counts.height)",
+    )
+    template(
+        folder / "crash.ipynb",
+        "x = 1",
+        "raise RuntimeError('the data looks wrong')",
+        "print('never')",
+    )
+    template(
+        folder / "slow.ipynb",
+        "print('started')",
+        "import time\ntime.sleep(120)",
+        meta={"parameters": [], "timeout_seconds": LIMIT},
+    )
+    template(folder / "wait.ipynb", f"print('{WAITING}')", "import time\ntime.sleep(120)")
+    template(folder / "walls.ipynb", WALLS)
+    template(folder / "planted.ipynb", PLANTED)
+    result = run_cli(root, "apply")
+    assert result.exit_code == 0, result.stderr
+    k8s.kubelet.claims[KubernetesSettings().home_claim] = root
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBECONFIG", str(k8s.kubeconfig))
+        # the client read $KUBECONFIG when it was imported, before this fixture
+        patch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(k8s.kubeconfig))
+        patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        try:
+            yield home
+        finally:
+            release_identities(home)  # the local run's `<prefix>r-armoede` and `<prefix>-armoede`
+
+
+@dataclass
+class Runs:
+    outcomes: dict[str, RunOutcome]
+    deleted: str  # the pod the test deleted
+
+
+@pytest.fixture(scope="module")
+def runs(job_home: Home, k8s_standin_module: StandIn) -> Runs:
+    """Every template run at once, each as its own Job (in seconds, not minutes), the pod of
+    `wait` deleted once its first cell has run."""
+    outcomes: dict[str, RunOutcome] = {}
+
+    def run(name: str) -> None:
+        outcomes[name] = run_report(job_home, DOSSIER, name, LEAD, {})
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in TEMPLATES]
+    for thread in threads:
+        thread.start()
+    try:
+        deleted = delete_waiting_pod(job_home, k8s_standin_module)
+    finally:
+        for thread in threads:
+            thread.join(timeout=300)
+    assert set(outcomes) == set(TEMPLATES)
+    return Runs(outcomes, deleted)
+
+
+def delete_waiting_pod(home: Home, k8s: StandIn) -> str:
+    """Delete the pod whose run printed WAITING (papermill saved it after the first cell)."""
+
+    def waiting() -> Path | None:
+        parent = home.scratch_parent(DOSSIER)
+        for scratch in parent.iterdir() if parent.exists() else []:
+            with contextlib.suppress(OSError, ValueError):  # not yet written, or half
+                book = json.loads((scratch / "output.ipynb").read_text())
+                if WAITING in json.dumps([c.get("outputs") for c in book["cells"]]):
+                    return scratch
+        return None
+
+    wait_until(lambda: waiting() is not None, timeout=120, what="the waiting run's first cell")
+    scratch = str(waiting())
+    pods = httpx.get(f"{k8s.api_url}/api/v1/namespaces/{NAMESPACE}/pods", timeout=10).json()
+    (pod,) = [p for p in pods["items"] if p["spec"]["containers"][0]["args"] == [scratch]]
+    k8s.delete_pod(NAMESPACE, pod["metadata"]["name"])
+    return str(pod["metadata"]["name"])
+
+
+def notebook_outputs(outcome: RunOutcome) -> str:
+    book = nbformat.read(RunFolder(outcome.folder).notebook, as_version=4)
+    return "".join(
+        output.get("text", "")
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+def processes_of(home: Home, uid: int) -> list[int]:
+    """This HOME's processes running as `uid` (pod numbers start at the same value in every
+    HOME, so another test session's pods on the machine may run as it too)."""
+    mine = []
+    for pid in running_processes_of(uid):
+        with contextlib.suppress(OSError):
+            if str(home.root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                mine.append(pid)
+    return mine
+
+
+def no_jobs_left(k8s: StandIn) -> bool:
+    listed = httpx.get(f"{k8s.api_url}/apis/batch/v1/jobs", timeout=10).json()["items"]
+    return not listed and not any(key[1].startswith("report-") for key in k8s.kubelet.pods)
+
+
+def test_a_run_succeeds_as_a_job_of_the_report_number_and_its_report_renders(
+    job_home: Home, k8s_standin_module: StandIn, runs: Runs
+) -> None:
+    k8s = k8s_standin_module
+    report = report_pod_ids(job_home)[DOSSIER]  # handed out by apply
+    assert report != pod_ids(job_home)[DOSSIER]
+    outcome = runs.outcomes["fine"]
+    assert outcome.status == "succeeded", outcome.error
+    assert "rows" in notebook_outputs(outcome)
+    assert (outcome.folder / "published").is_dir()
+    html = (outcome.folder / "report.html").read_text()
+    assert "people_per_district" in html
+    record = json.loads(RunFolder(outcome.folder).record.read_text())
+    assert record["status"] == "succeeded"
+    events = [e for e in AuditLog(job_home).read() if e["details"].get("run") == outcome.run_id]
+    assert [e["action"] for e in events] == ["report.run", "report.finished"]
+    assert events[-1]["details"]["status"] == "succeeded"
+    assert not k8s.jobs.refused and not k8s.kubelet.refused  # validated strictly, both
+    wait_until(lambda: no_jobs_left(k8s), what="the Job and its pod deleted after collection")
+    assert not processes_of(job_home, report)
+    assert not list(job_home.scratch_parent(DOSSIER).iterdir())  # its scratch removed
+
+
+def test_a_cell_error_fails_the_run_with_the_error_and_the_partial_notebook(runs: Runs) -> None:
+    outcome = runs.outcomes["crash"]
+    assert outcome.status == "failed"
+    assert outcome.error == "RuntimeError: the data looks wrong"
+    book = nbformat.read(RunFolder(outcome.folder).notebook, as_version=4)
+    errors = [o for c in book.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors and errors[0]["evalue"] == "the data looks wrong"
+    assert "never" not in notebook_outputs(outcome)
+
+
+def test_the_time_limit_ends_the_job_and_the_run_fails_for_it(job_home: Home, runs: Runs) -> None:
+    outcome = runs.outcomes["slow"]
+    assert outcome.status == "failed"
+    assert outcome.error == f"time limit of {LIMIT} s exceeded"
+    assert "started" in notebook_outputs(outcome)  # the partial notebook
+    assert not processes_of(job_home, report_pod_ids(job_home)[DOSSIER])
+
+
+def test_a_deleted_pod_fails_the_run_saying_so(runs: Runs) -> None:
+    outcome = runs.outcomes["wait"]
+    assert outcome.status == "failed"
+    assert outcome.error == f"the run's pod {runs.deleted} was deleted before the run ended"
+    assert WAITING in notebook_outputs(outcome)  # the partial notebook
+
+
+# the run's last act: its notebook, which root copies, made a link to the master key's path
+PLANTED = """
+import os, pathlib
+run_dir = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"])
+(run_dir / "output.ipynb").unlink()
+(run_dir / "output.ipynb").symlink_to(run_dir.parents[2] / "secrets" / "master.key")
+"""
+
+
+def test_a_link_planted_as_the_notebook_is_not_followed(job_home: Home, runs: Runs) -> None:
+    outcome = runs.outcomes["planted"]
+    assert outcome.status == "failed"
+    key = job_home.master_key_file.read_bytes().strip()
+    for path in [*outcome.folder.rglob("*"), job_home.audit_dir / "audit.jsonl"]:
+        if path.is_file():
+            leaked = key in path.read_bytes()  # a bool: the key never reaches the test's output
+            assert not leaked, f"the master key leaked into {path}"
+
+
+WALLS = """
+import errno, os, pathlib
+run_dir = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"])
+home = run_dir.parents[2]
+extracts = pathlib.Path(os.environ["DOSSIER_CATALOG"]).parent
+print("uid", os.getuid(), os.getgid(), sorted(os.getgroups()))
+print("read-only", bool(os.statvfs(extracts).f_flag & os.ST_RDONLY))
+print("residents", db.sql("SELECT count(*) FROM residents").fetchall()[0][0])
+for name, attempt in (
+    ("workspace", lambda: os.listdir(home / "workspaces" / os.environ["DOSSIER_ID"])),
+    ("other", lambda: os.listdir(home / "extracts" / "mobiliteit")),
+    ("secrets", lambda: os.listdir(home / "secrets")),
+    ("change", lambda: open(next(extracts.rglob("*.parquet")), "r+b")),
+    ("plant", lambda: (extracts / "planted.parquet").write_bytes(b"x")),
+):
+    try:
+        attempt()
+        print(name, "allowed")
+    except OSError as exc:
+        print(name, "refused", errno.errorcode[exc.errno])
+"""
+
+
+def test_the_job_reads_its_extracts_and_nothing_else_of_home(job_home: Home, runs: Runs) -> None:
+    outcome = runs.outcomes["walls"]
+    assert outcome.status == "succeeded", outcome.error
+    seen = dict(line.split(" ", 1) for line in notebook_outputs(outcome).splitlines())
+    report, workspace = report_pod_ids(job_home)[DOSSIER], pod_ids(job_home)[DOSSIER]
+    uid, gid, groups = seen["uid"].split(" ", 2)
+    assert (int(uid), int(gid)) == (report, report)
+    assert str(workspace) in groups  # reads the extracts through their group
+    assert int(seen["residents"]) > 0
+    # not in the pod at all (not merely closed by file modes, which also hold), and the
+    # extracts mounted read-only
+    for attempt in ("workspace", "other", "secrets"):
+        assert seen[attempt] == "refused ENOENT", (attempt, seen[attempt])
+    assert seen["read-only"] == "True"
+    for attempt in ("change", "plant"):  # the file modes answer first, the mount holds too
+        assert seen[attempt] in ("refused EACCES", "refused EROFS"), (attempt, seen[attempt])
+    assert not (job_home.extract_dir(DOSSIER) / "planted.parquet").exists()
+    assert os.listdir(job_home.workspace_dir(DOSSIER)) is not None  # it exists, outside the pod
+
+
+def test_the_local_backend_still_reads_extracts_owned_by_the_pod_number(
+    job_home: Home, runs: Runs
+) -> None:
+    """`reports.backend: local` on a HOME applied for pods: the local report kernel reads
+    the extracts through the pod number, an extra group no Unix group names (it ran without
+    it before, and every run failed with `NameError: db`)."""
+    settings = yaml.safe_load(job_home.settings_file.read_text())
+    settings["reports"]["backend"] = "local"
+    job_home.settings_file.write_text(yaml.safe_dump(settings))
+    try:
+        outcome = run_report(job_home, DOSSIER, "fine", LEAD, {})
+    finally:
+        settings["reports"]["backend"] = "kubernetes"
+        job_home.settings_file.write_text(yaml.safe_dump(settings))
+    assert outcome.status == "succeeded", outcome.error
+    assert "people_per_district" in (outcome.folder / "report.html").read_text()
