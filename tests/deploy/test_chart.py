@@ -314,11 +314,15 @@ def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None
     """Installed side by side with their defaults, the two charts find each other: the
     Service where the hub was told the service is, HOME's claim at the hub's path, the token
     under the key z2jh keeps it, the hub's labels as the workspaces' policy names them."""
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
     settings = Settings.model_validate(
-        {"hub": {"spawner": "kubernetes"}, "kubernetes": {"image": "r/w:1", "hub_image": "r/h:1"}}
+        {
+            "hub": {"spawner": "kubernetes"},
+            "kubernetes": {"image": "r/w:1", "hub_image": "r/h:1"},
+            "audit": {"key_file": chart["audit"]["keyPath"]},
+        }
     )
     hub = z2jh_values(settings)["hub"]
-    chart = yaml.safe_load((CHART / "values.yaml").read_text())
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render()}
     service = objects["Service", "dossierhub"]
     port = service["spec"]["ports"][0]["port"]
@@ -333,6 +337,23 @@ def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None
     assert chart["proxy"]["labels"] == settings.kubernetes.proxy_labels
     assert chart["hub"]["port"] == settings.kubernetes.hub_port
     assert chart["dns"]["labels"] == settings.kubernetes.dns_labels
+    # the audit keys from one Secret at one path in both pods: the hub's and the service's
+    # records verify as one chain, and neither pod holds the master key
+    deployment = objects["Deployment", "dossierhub"]["spec"]["template"]["spec"]
+    (audit_mount,) = [
+        m for m in deployment["containers"][0]["volumeMounts"] if m["name"] == "audit-key"
+    ]
+    (audit_volume,) = [v for v in deployment["volumes"] if v["name"] == "audit-key"]
+    hub_mounts = {m["mountPath"]: m for m in hub["extraVolumeMounts"]}
+    hub_volumes = {v["name"]: v for v in hub["extraVolumes"]}
+    shared = hub_mounts[audit_mount["mountPath"]]
+    assert audit_mount["subPath"] == shared["subPath"] == "audit.keys"
+    assert (
+        audit_volume["secret"]["secretName"]
+        == hub_volumes[shared["name"]]["secret"]["secretName"]
+        == "dossierhub-audit-key"
+    )
+    assert audit_mount["readOnly"] is True
     # the service and the hub are the one control identity that holds HOME's control files
     control = settings.kubernetes.control_uid
     assert (chart["runAs"]["user"], chart["runAs"]["group"]) == (control, control)

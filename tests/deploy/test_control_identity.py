@@ -42,7 +42,7 @@ from test_apply_pod import (
 
 from dossierhub.isolation.podids import pod_ids
 from dossierhub.state.home import Home
-from dossierhub.state.settings import load_settings
+from dossierhub.state.settings import AuditSettings, load_settings
 from dossierhub.workspaces.k8svalues import z2jh_values
 
 from helpers import read_yaml, write_yaml
@@ -82,7 +82,11 @@ def pod_as(
 def hub_pod(home: Home, like: ApplyPod) -> ApplyPod:
     """z2jh's hub pod with the values of `dossierhub k8s values` (a key set to None is one
     helm drops from the chart's defaults: the fsGroup)."""
-    hub = z2jh_values(load_settings(home))["hub"]
+    # the hub's identity as the values give it (the audit keys' path matters not for that)
+    settings = load_settings(home).model_copy(
+        update={"audit": AuditSettings(key_file="/run/secrets/dossierhub-audit/audit.keys")}
+    )
+    hub = z2jh_values(settings)["hub"]
     pod, container = hub["podSecurityContext"], hub["containerSecurityContext"]
     return pod_as({**pod, **container}, pod.get("fsGroup"), like, key_mode=0o444)
 

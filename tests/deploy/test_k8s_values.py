@@ -18,13 +18,14 @@ from dossierhub.state.home import Home
 from dossierhub.state.init import init_home
 from dossierhub.state.settings import Settings, load_settings
 from dossierhub.workspaces.hubconfig import HubConfigError
-from dossierhub.workspaces.k8svalues import z2jh_values
+from dossierhub.workspaces.k8svalues import ValuesError, z2jh_values
 from dossierhub.workspaces.tokens import mint_tokens, token_file
 
 from helpers import run_cli
 
 WORKSPACE = "registry.example.org/dossierhub-workspace:1.4"
 HUB = "registry.example.org/dossierhub-hub:1.4"
+AUDIT_KEYS = "/run/secrets/dossierhub-audit/audit.keys"  # `dossierhub audit key --out`
 SETTINGS: dict[str, dict[str, Any]] = {
     "postgres + Entra ID": {
         "hub": {
@@ -40,6 +41,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
             },
         },
         "kubernetes": {"image": WORKSPACE, "hub_image": HUB},
+        "audit": {"key_file": AUDIT_KEYS},
     },
     "sqlite + local passwords": {
         "hub": {"spawner": "kubernetes"},
@@ -49,6 +51,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "hub_image": HUB,
             "home_claim": "city-home",
         },
+        "audit": {"key_file": AUDIT_KEYS},
     },
 }
 
@@ -111,6 +114,8 @@ def test_secret_files_come_from_secrets_mounted_where_settings_name_them() -> No
     for path, secret, key in [
         ("/run/secrets/db-password", "dossierhub-db", "password"),
         ("/run/secrets/oidc", "dossierhub-oauth", "client-secret"),
+        # the audit keys alone: the hub records its decisions without the master key
+        (AUDIT_KEYS, "dossierhub-audit-key", "audit.keys"),
     ]:
         assert mounts[path] == {"name": secret, "mountPath": path, "subPath": key, "readOnly": True}
         # root's, without a group (no fsGroup): read by the hub's uid through "other"
@@ -124,6 +129,15 @@ def test_secret_files_come_from_secrets_mounted_where_settings_name_them() -> No
     assert hub["containerSecurityContext"]["allowPrivilegeEscalation"] is False
     # Entra ID is on the internet: the hub may reach it
     assert hub["networkPolicy"]["egressAllowRules"]["nonPrivateIPs"] is True
+
+
+def test_values_without_the_audit_keys_are_refused() -> None:
+    """On a cluster the master key is apply's alone: a hub without the audit keys could
+    record no decision, so it would start no workspace."""
+    settings = copy.deepcopy(SETTINGS["sqlite + local passwords"])
+    del settings["audit"]
+    with pytest.raises(ValuesError, match=r"audit\.key_file is needed on Kubernetes"):
+        z2jh_values(Settings.model_validate(settings))
 
 
 def kubernetes_home(tmp_path: Path) -> tuple[Home, dict[str, str]]:

@@ -38,6 +38,7 @@ VALUES_SETTINGS = {
         "image": "registry.example.org/dossierhub-workspace:1.0",
         "hub_image": "registry.example.org/dossierhub-hub:1.0",
     },
+    "audit": {"key_file": "/run/secrets/dossierhub-audit/audit.keys"},
 }
 RELEASE = "jhub"  # z2jh's release name; its pods carry it as `release`
 NAMESPACE = "dossiers"

@@ -48,7 +48,10 @@ from dossierhub.workspaces.hubconfig import (
 # Secrets the operator creates (docs/operating-on-kubernetes.md); key -> what it holds
 DB_SECRET = "dossierhub-db"  # noqa: S105 - a name; key "password": the database password
 OAUTH_SECRET = "dossierhub-oauth"  # noqa: S105 - a name; key "client-secret"
-SECRET_KEYS = {DB_SECRET: "password", OAUTH_SECRET: "client-secret"}
+# key "audit.keys": the audit keys alone (`dossierhub audit key --out`), for the hub and the
+# service, which append audit records and never get the master key
+AUDIT_SECRET = "dossierhub-audit-key"  # noqa: S105 - a name
+SECRET_KEYS = {DB_SECRET: "password", OAUTH_SECRET: "client-secret", AUDIT_SECRET: "audit.keys"}
 # the dossierhub service Deployment's Service (deploy/chart), in the hub's namespace
 SERVICE_HOST = "dossierhub"
 HOME_VOLUME = "dossierhub-home"
@@ -89,6 +92,15 @@ def z2jh_values(settings: Settings, home: Path = HOME_MOUNT) -> dict[str, Any]:
         raise ValuesError(
             "settings.yaml: kubernetes.hub_image is needed: the hub's image, such as "
             "registry.example.org/dossierhub-hub:1.0 (deploy/images/Dockerfile, target hub)"
+        )
+    if settings.audit.key_file is None:
+        # the master key stays in apply's pod: without the audit keys the hub could record
+        # no decision, so it would start no workspace
+        raise ValuesError(
+            "settings.yaml: audit.key_file is needed on Kubernetes: the hub and the service "
+            "append audit records with the audit keys alone (`dossierhub audit key --out "
+            f"FILE`, stored as the Secret {AUDIT_SECRET}, key audit.keys); the master key "
+            "stays apply's"
         )
     try:
         hub_image = split_image(kube.hub_image, "kubernetes.hub_image")
@@ -177,6 +189,8 @@ def _secret_files(settings: Settings) -> list[tuple[str, str]]:
         files.append((DB_SECRET, settings.hub.db_password_file))
     if settings.hub.authenticator != "local" and settings.hub.oauth is not None:
         files.append((OAUTH_SECRET, settings.hub.oauth.client_secret_file))
+    if settings.audit.key_file is not None:
+        files.append((AUDIT_SECRET, settings.audit.key_file))
     return files
 
 
