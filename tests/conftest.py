@@ -24,6 +24,7 @@ from dossierhub.state.settings import KubernetesSettings
 from dossierhub.workspaces.hub_auth import set_password
 from dossierhub.workspaces.servestate import read_serve_state
 from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
+from test_types import MYPY_STARTED, start_mypy
 
 from e2e_hub import (
     ADMIN,
@@ -35,6 +36,26 @@ from e2e_hub import (
     release_identities,
 )
 from helpers import SMALL, run_cli
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """mypy's test (tests/test_types.py) selected: mypy starts now, beside the other tests,
+    and its test, moved to the end, reads its verdict."""
+    mypy = [i for i in items if i.name == "test_mypy_finds_no_error_in_hub_and_kernels"]
+    if not mypy or config.option.collectonly:
+        return
+    items.remove(mypy[0])
+    items.append(mypy[0])
+    config.stash[MYPY_STARTED] = start_mypy()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A session that ended before mypy's test (-x, ^C) leaves no mypy running."""
+    process = config.stash.get(MYPY_STARTED, None)
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.communicate()
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,7 @@ def reachable_python() -> str:
             "--frozen",
             "--no-dev",
             "--no-editable",
+            "--compile-bytecode",  # as install.sh: the dossier users cannot write __pycache__
             "--quiet",
             "--python",
             "/usr/bin/python3.11",

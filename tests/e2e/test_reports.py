@@ -501,71 +501,71 @@ def test_four_eyes_release(reports: Hub) -> None:
     assert ("report.release", run_id) in actions
 
 
+# twice a dossier's run slots (reports.parallel_per_dossier: 2, the default the test hub keeps)
+RUNS_PER_DOSSIER = 4
+
+
 def test_concurrent_runs_across_dossiers_lose_nothing(reports: Hub) -> None:
-    manifest = reports.manifest("mobiliteit")
-    manifest.update(id="jeugd", title="Youth 2027", templates=["data_quality"])
-    reports.write_manifest("jeugd", manifest)
-    assert reports.apply().returncode == 0
-    jobs = (
-        [("armoede", "a.jansen", "payments")] * 7
-        + [("mobiliteit", "f.smit", "counts")] * 7
-        + [("jeugd", "f.smit", "residents_per_area")] * 6
-    )
-    try:
-        processes = [
-            subprocess.Popen(
-                [
-                    DOSSIERHUB,
-                    "--home",
-                    str(reports.home.root),
-                    "report",
-                    "run",
-                    dossier,
-                    "data_quality",
-                    "--user",
-                    user,
-                    "-p",
-                    "view",
-                    view,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for dossier, user, view in jobs
-        ]
-        outputs = [p.communicate(timeout=600) for p in processes]
-        # every request got a run id and a terminal status: nothing refused, nothing lost
-        run_ids = [out.split()[0] for out, _ in outputs if out.strip()]
-        assert len(set(run_ids)) == 20, [err for _, err in outputs]
-        per_dossier: dict[str, list[tuple[str, str]]] = {}
-        statuses = []
-        failures: list[str] = []
-        for (dossier, _, _), run_id, process in zip(jobs, run_ids, processes, strict=True):
-            record = provenance(reports.home.reports_dir / dossier / run_id)
-            statuses.append(record["status"])
-            assert (process.returncode == 0) == (record["status"] == "succeeded")
-            assert record["status"] == "succeeded" or record["error"]  # a failure says why
-            if record.get("executed"):  # a run that failed before its kernel ran has none
-                per_dossier.setdefault(dossier, []).append((record["started"], record["executed"]))
-            else:
-                failures.append(record["error"])
-        assert set(statuses) <= {"succeeded", "failed"}
-        print("concurrent run failures:", failures)
-        assert statuses.count("succeeded") >= 18, (
-            statuses,
-            failures,
-        )  # a loaded machine may time out
-        for dossier, spans in per_dossier.items():  # the queue held parallelism to 2
-            events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
-            running = peak = 0
-            for _, step in events:
-                running += step
-                peak = max(peak, running)
-            assert peak <= 2, dossier
-    finally:
-        (reports.home.dossiers_dir / "jeugd.yaml").unlink()
-        assert reports.apply().returncode == 0
+    """Runs requested at once in two dossiers, each asked for twice as many runs as it has
+    slots: every request gets a run id and ends succeeded or failed (with a reason), and no
+    dossier ever runs more than its slots at once.
+
+    Eight runs prove this as well as the twenty this test once started in three dossiers (the
+    third added for the test): each dossier still has two runs queued behind its slots, and
+    the third dossier cost two hub restarts (its apply and its removal) and twelve more kernel
+    starts that asserted nothing more."""
+    jobs = [("armoede", "a.jansen", "payments")] * RUNS_PER_DOSSIER + [
+        ("mobiliteit", "f.smit", "counts")
+    ] * RUNS_PER_DOSSIER
+    processes = [
+        subprocess.Popen(
+            [
+                DOSSIERHUB,
+                "--home",
+                str(reports.home.root),
+                "report",
+                "run",
+                dossier,
+                "data_quality",
+                "--user",
+                user,
+                "-p",
+                "view",
+                view,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for dossier, user, view in jobs
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    # every request got a run id and a terminal status: nothing refused, nothing lost
+    run_ids = [out.split()[0] for out, _ in outputs if out.strip()]
+    assert len(set(run_ids)) == len(jobs), [err for _, err in outputs]
+    per_dossier: dict[str, list[tuple[str, str]]] = {}
+    statuses = []
+    failures: list[str] = []
+    for (dossier, _, _), run_id, process in zip(jobs, run_ids, processes, strict=True):
+        record = provenance(reports.home.reports_dir / dossier / run_id)
+        statuses.append(record["status"])
+        assert (process.returncode == 0) == (record["status"] == "succeeded")
+        assert record["status"] == "succeeded" or record["error"]  # a failure says why
+        if record.get("executed"):  # a run that failed before its kernel ran has none
+            per_dossier.setdefault(dossier, []).append((record["started"], record["executed"]))
+        else:
+            failures.append(record["error"])
+    assert set(statuses) <= {"succeeded", "failed"}
+    print("concurrent run failures:", failures)
+    # a loaded machine may time out one run (the twenty-run version allowed two)
+    assert statuses.count("succeeded") >= len(jobs) - 1, (statuses, failures)
+    for dossier, spans in per_dossier.items():  # the queue held parallelism to 2
+        events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])
+        running = peak = 0
+        for _, step in events:
+            running += step
+            peak = max(peak, running)
+        assert peak <= 2, dossier
 
 
 def test_kernels_started_ahead_of_time_run_once_as_the_report_identity(reports: Hub) -> None:

@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import pwd
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,18 +26,31 @@ def store() -> str:
     return "file"
 
 
-@pytest.fixture
-def logged_home(home: Path, store: str, request: pytest.FixtureRequest) -> Path:
-    """A HOME whose log holds its genesis, init, a refused validation, two applies, init
-    (moved to a table of its own by `audit migrate` after the first two, for postgresql)."""
-    if store == "postgresql":
-        move_to_table(home, request.getfixturevalue("postgres"))
+@pytest.fixture(scope="module")
+def logged_once(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HOME whose log holds its genesis, init, a refused validation, two applies, init:
+    written once per module, each test tampers with a copy of it (`logged_home`)."""
+    home = tmp_path_factory.mktemp("logged") / "home"
+    shutil.copytree(demo_data, home, symlinks=True)
     (home / "dossiers" / "broken.yaml").write_text("id: [\n")
     assert run_cli(home, "validate").exit_code == 1
     (home / "dossiers" / "broken.yaml").unlink()
     assert run_cli(home, "apply").exit_code == 0
     assert run_cli(home, "apply").exit_code == 0
     assert run_cli(home, "init").exit_code == 0
+    return home
+
+
+@pytest.fixture
+def logged_home(
+    logged_once: Path, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> Path:
+    """A fresh copy of `logged_once`, log, head and key included; for postgresql its log
+    moved to a table of its own by `audit migrate`."""
+    home = tmp_path / "home"
+    shutil.copytree(logged_once, home, symlinks=True)
+    if store == "postgresql":
+        move_to_table(home, request.getfixturevalue("postgres"))
     return home
 
 
