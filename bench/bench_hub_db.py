@@ -28,11 +28,17 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "k8s"))
@@ -43,7 +49,8 @@ from standin import StandIn
 from bench_workspaces import LEAD, Burst, burst, setup_dossierhub
 from dossierhub.state.home import Home
 from dossierhub.state.settings import KubernetesSettings
-from pg import postgres_bin, throwaway_postgres
+from dossierhub.workspaces.tokens import read_token
+from pg import Postgres, postgres_bin, throwaway_postgres
 
 from e2e_hub import DOSSIERHUB, reachable_python, release_identities
 
@@ -66,18 +73,88 @@ def on_standin(k8s: StandIn) -> tuple[dict, dict, dict[str, str]]:
     )
 
 
-def run_burst(label: str, count: int, database: dict, prefix: str, k8s: StandIn | None) -> Burst:
-    """One hub with `database` in its hub settings (pods on `k8s` when given), `count`
-    workspaces at once; its line printed."""
+@dataclass(frozen=True)
+class Listing:
+    """What one GET /hub/api/users costs, asked one after another: the wall time (median), the
+    CPU time of the hub and of its database server (a PostgreSQL backend; SQLite runs inside
+    the hub) and the hub's context switches, per request."""
+
+    wall_ms: float
+    hub_cpu_ms: float
+    database_cpu_ms: float
+    hub_switches: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of a process's main thread so far."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in status if "ctxt_switches:" in line)
+
+
+def listing_cost(url: str, home: Home, backends: list[int], requests: int = 200) -> Listing:
+    """`requests` GET /hub/api/users with the service's token, one at a time; the hub's and
+    the `backends`' CPU read from /proc around them."""
+    hub_pid = int(home.hub_pid_file.read_text())
+    headers = {"Authorization": f"token {read_token(home, 'service')}"}
+    walls: list[float] = []
+    with httpx.Client(headers=headers, timeout=30) as client:
+        client.get(f"{url}hub/api/users").raise_for_status()  # warm: the token's first lookup
+        hub_cpu, database_cpu = cpu_seconds(hub_pid), sum(map(cpu_seconds, backends))
+        switches = context_switches(hub_pid)
+        for _ in range(requests):
+            started = time.perf_counter()
+            client.get(f"{url}hub/api/users").raise_for_status()
+            walls.append(time.perf_counter() - started)
+        hub_cpu = cpu_seconds(hub_pid) - hub_cpu
+        database_cpu = sum(map(cpu_seconds, backends)) - database_cpu
+        switches = context_switches(hub_pid) - switches
+    per_request = 1000 / requests
+    measured = Listing(
+        statistics.median(walls) * 1000,
+        hub_cpu * per_request,
+        database_cpu * per_request,
+        switches / requests,
+    )
+    print(
+        f"{'api_users_listing':<22} GET /hub/api/users one at a time: {measured.wall_ms:.1f} ms "
+        f"(median), hub CPU {measured.hub_cpu_ms:.1f} ms, database server CPU "
+        f"{measured.database_cpu_ms:.1f} ms, hub context switches {measured.hub_switches:.1f}"
+        " per request",
+        flush=True,
+    )
+    return measured
+
+
+def run_hub(
+    label: str,
+    database: dict,
+    backends: Callable[[], list[int]],
+    k8s: StandIn | None,
+    args: argparse.Namespace,
+) -> tuple[Listing, Burst]:
+    """One hub with `database` in its hub settings (pods on `k8s` when given): first the cost
+    of a user listing on the idle hub (its database server's processes from `backends`),
+    then `args.workspaces` workspaces at once, each given `args.timeout` seconds; lines printed."""
     root = Path(tempfile.mkdtemp(prefix="dossierhub-bench-", dir="/tmp"))
     os.chmod(root, 0o711)
     hub, sections, env = on_standin(k8s) if k8s is not None else ({}, {}, {})
     # Unix users of its own, so a dossierhub on this machine (and other runs) keep theirs
-    sections = {**sections, "isolation": {"prefix": prefix}}
+    sections = {**sections, "isolation": {"prefix": args.prefix}}
     serve = None
     try:
         serve, url, home = setup_dossierhub(
-            root, count, {**hub, **database}, sections=sections, env=env
+            root,
+            args.workspaces,
+            {**hub, **database},
+            sections=sections,
+            env=env,
+            start_timeout=args.timeout,
         )
         if k8s is not None:  # HOME is the claim every workspace pod mounts its folders from
             k8s.kubelet.claims[KubernetesSettings().home_claim] = home.root
@@ -88,13 +165,20 @@ def run_burst(label: str, count: int, database: dict, prefix: str, k8s: StandIn 
             check=True,
         ).stdout.strip()
         print(f"{label}:", flush=True)
-        return burst(url, token, count)
+        listing = listing_cost(url, home, backends(), args.listings)
+        return listing, burst(url, token, args.workspaces, args.timeout)
     finally:
         if serve is not None:
             serve.send_signal(signal.SIGTERM)
             serve.wait(120)
         release_identities(Home(root / "home"))
         shutil.rmtree(root, ignore_errors=True)
+
+
+def backend_pids(postgres: Postgres) -> list[int]:
+    """The server processes serving the hub's connections (its database's role)."""
+    rows = postgres.sql(f"SELECT pid FROM pg_stat_activity WHERE usename = '{postgres.user}'")
+    return [int(pid) for pid in rows.split()]
 
 
 @contextlib.contextmanager
@@ -111,11 +195,25 @@ def standin_if(wanted: bool) -> Iterator[StandIn | None]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report_ratios(sqlite: Burst, postgresql: Burst) -> None:
+def report_ratios(sqlite: tuple[Listing, Burst], postgresql: tuple[Listing, Burst]) -> None:
+    """PostgreSQL's figures against SQLite's, as ratios."""
+    (sqlite_listing, sqlite_burst), (pg_listing, pg_burst) = sqlite, postgresql
+    pg_cpu = pg_listing.hub_cpu_ms + pg_listing.database_cpu_ms
+    print(
+        f"{'listing_vs_sqlite':<22} wall {pg_listing.wall_ms / sqlite_listing.wall_ms:.2f}, "
+        f"hub CPU {pg_listing.hub_cpu_ms / sqlite_listing.hub_cpu_ms:.2f}, hub + database "
+        f"CPU {pg_cpu / sqlite_listing.hub_cpu_ms:.2f}, hub context switches "
+        f"{pg_listing.hub_switches / sqlite_listing.hub_switches:.2f}",
+        flush=True,
+    )
+    report_burst_ratios(sqlite_burst, pg_burst)
+
+
+def report_burst_ratios(sqlite: Burst, postgresql: Burst) -> None:
     ready = postgresql.ready_seconds / sqlite.ready_seconds
     p95 = postgresql.api_p95_seconds / sqlite.api_p95_seconds
     print(
-        f"{'postgresql_vs_sqlite':<22} all ready {postgresql.ready_seconds:.1f} s vs "
+        f"{'burst_vs_sqlite':<22} all ready {postgresql.ready_seconds:.1f} s vs "
         f"{sqlite.ready_seconds:.1f} s (ratio {ready:.2f}), hub API p95 "
         f"{postgresql.api_p95_seconds * 1000:.0f} ms vs {sqlite.api_p95_seconds * 1000:.0f} ms "
         f"(ratio {p95:.2f})",
@@ -131,11 +229,19 @@ def load_average() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspaces", type=int, default=20)
-    parser.add_argument("--smoke", action="store_true", help="2 workspaces")
+    parser.add_argument("--listings", type=int, default=200, help="user listings measured")
+    parser.add_argument("--smoke", action="store_true", help="2 workspaces, 20 listings")
     parser.add_argument(
         "--spawner", choices=("local", "kubernetes"), default="local", help="where they run"
     )
     parser.add_argument("--prefix", default="dhb", help="Unix user prefix of the hubs")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=120,
+        help="seconds a workspace may take (the target stays 120; longer lets a loaded machine "
+        "still give both figures)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root: workspaces run as their own Unix users or pod numbers")
@@ -144,22 +250,23 @@ def main() -> int:
     if bindir is None:
         print("PostgreSQL's server is not installed (./install.sh --dev installs it)")
         return 1
-    count = 2 if args.smoke else args.workspaces
+    if args.smoke:
+        args.workspaces, args.listings = 2, 20
     print(f"{'load_average':<22} {load_average()} (1, 5, 15 min) at the start", flush=True)
     with standin_if(args.spawner == "kubernetes") as k8s:
-        sqlite = run_burst("SQLite (hub/jupyterhub.sqlite)", count, {}, args.prefix, k8s)
+        sqlite = run_hub("SQLite (hub/jupyterhub.sqlite)", {}, list, k8s, args)
         with throwaway_postgres(bindir) as postgres, tempfile.TemporaryDirectory() as secrets:
             password_file = Path(secrets) / "db-password"
             password_file.write_text(postgres.password)
             database = {"db_url": postgres.url, "db_password_file": str(password_file)}
             label = f"PostgreSQL ({postgres.url})"
-            postgresql = run_burst(label, count, database, args.prefix, k8s)
+            postgresql = run_hub(label, database, partial(backend_pids, postgres), k8s, args)
     report_ratios(sqlite, postgresql)
     print(f"{'load_average':<22} {load_average()} (1, 5, 15 min) at the end", flush=True)
     if args.smoke:
         print("smoke run: too small to judge the targets")
         return 0
-    ok = sqlite.ok and postgresql.ok
+    ok = sqlite[1].ok and postgresql[1].ok
     print("all targets met" if ok else "some targets missed")
     return 0 if ok else 1
 

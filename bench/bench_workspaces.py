@@ -140,9 +140,11 @@ def setup_dossierhub(
     *,
     sections: dict | None = None,
     env: dict[str, str] | None = None,
+    start_timeout: int = 120,
 ) -> tuple[subprocess.Popen, str, Home]:
     """`count` bench dossiers on a demo HOME, served; `hub` adds to settings.yaml's hub,
-    `sections` are settings sections of their own and `env` goes to serve's environment."""
+    `sections` are settings sections of their own and `env` goes to serve's environment; a
+    workspace start fails after `start_timeout` seconds."""
     home = Home(root / "home")
     subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
     write_demo(home, size=2000, seed=5, log=lambda text: None)
@@ -155,7 +157,10 @@ def setup_dossierhub(
         yaml.safe_dump(
             {
                 "hub": {"port": base, **(hub or {})},
-                "workspaces": {"python": reachable_python(), "start_timeout_seconds": 120},
+                "workspaces": {
+                    "python": reachable_python(),
+                    "start_timeout_seconds": start_timeout,
+                },
                 **(sections or {}),
             }
         )
@@ -392,9 +397,10 @@ class Burst:
         return not self.failures and self.ready_seconds <= 120 and self.api_p95_seconds < 2
 
 
-def burst(url: str, token: str, count: int) -> Burst:
+def burst(url: str, token: str, count: int, timeout: float = 120) -> Burst:
     """`count` bench workspaces started at once through the hub API, while one client asks
-    the hub API for the lead every 0.1 s; its line printed, every workspace stopped after."""
+    the hub API for the lead every 0.1 s; its line printed, every workspace stopped after.
+    A workspace not ready after `timeout` seconds is a failure (the target stays 120 s)."""
     headers = {"Authorization": f"token {token}"}
     latencies: list[float] = []
     done = threading.Event()
@@ -411,7 +417,7 @@ def burst(url: str, token: str, count: int) -> Burst:
 
     def start(server: str) -> None:
         try:
-            results[server] = wait_ready(url, server, token, timeout=120)
+            results[server] = wait_ready(url, server, token, timeout=timeout)
         except Exception as exc:  # a failure is a figure here, not a crash
             results[server] = str(exc)
 
