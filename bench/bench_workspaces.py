@@ -112,25 +112,28 @@ def bridge_rss(sandbox: int) -> int:
 
 
 def wait_ready(url: str, server: str, token: str, timeout: float = 120) -> float:
-    headers = {"Authorization": f"token {token}"}
-    started = time.perf_counter()
-    response = httpx.post(f"{url}hub/api/users/{server}/server", headers=headers, timeout=timeout)
-    if response.status_code not in (201, 202):
-        raise RuntimeError(f"{server}: {response.status_code} {response.text[:200]}")
-    deadline = started + timeout
-    while time.perf_counter() < deadline:
-        status = httpx.get(f"{url}user/{server}/api/status", headers=headers, timeout=10)
-        if status.status_code == 200:
-            return time.perf_counter() - started
-        time.sleep(0.05)
+    """Start `server` through the hub API and poll until it answers through the proxy; the
+    seconds that took. One client for all the polls: a new one each time builds a TLS context
+    (the CA bundle read and parsed under the GIL), which with 20 workspaces polling at once
+    starved the stand-in's kubelet thread in this same process."""
+    with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=10) as client:
+        started = time.perf_counter()
+        response = client.post(f"{url}hub/api/users/{server}/server", timeout=timeout)
+        if response.status_code not in (201, 202):
+            raise RuntimeError(f"{server}: {response.status_code} {response.text[:200]}")
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if client.get(f"{url}user/{server}/api/status").status_code == 200:
+                return time.perf_counter() - started
+            time.sleep(0.05)
     raise RuntimeError(f"{server} not ready within {timeout} s")
 
 
 def stop(url: str, server: str, token: str) -> None:
-    headers = {"Authorization": f"token {token}"}
-    httpx.delete(f"{url}hub/api/users/{server}/server", headers=headers, timeout=60)
-    while httpx.get(f"{url}hub/api/users/{server}", headers=headers).json().get("servers"):
-        time.sleep(0.1)
+    with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=60) as client:
+        client.delete(f"{url}hub/api/users/{server}/server")
+        while client.get(f"{url}hub/api/users/{server}").json().get("servers"):
+            time.sleep(0.1)
 
 
 def setup_dossierhub(
