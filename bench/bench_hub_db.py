@@ -20,23 +20,28 @@ run one after the other, so a change of load between them moves the ratios):
 
 - local spawner, 20 workspaces (the last session, load not recorded): all ready in 52.2 s vs
   55.4 s (0.94), hub API p95 2247 ms vs 2080 ms (1.08).
-- user listing, one at a time (`api_users_listing`), three runs with pods:
-  load 9-26: 151.8 vs 109.0 ms (1.39), hub CPU 33.9 vs 27.2 ms (1.25), hub + database
-  server CPU 1.44, hub context switches 25.5 vs 16.8 (1.52);
+- user listing, one at a time (`api_users_listing`), four runs with pods:
+  load 4 falling to 2: 40.7 vs 26.4 ms (1.54), hub CPU 22.5 vs 19.9 ms (1.13), hub + database
+  server CPU 1.30, hub context switches 18.8 vs 5.1 (3.71);
+  load 9-26: 151.8 vs 109.0 ms (1.39), hub CPU 33.9 vs 27.2 ms (1.25), hub + database 1.44,
+  context switches 25.5 vs 16.8 (1.52);
   load 11-14: 112.0 vs 85.9 ms (1.30), hub CPU 29.9 vs 25.4 ms (1.18), hub + database 1.36,
   context switches 20.4 vs 10.6 (1.92);
   load 15 falling to 4 during the PostgreSQL half: 27.8 vs 80.1 ms (0.35), CPU 0.77 and 0.88.
-  Side by side on the same load (two hubs, requests interleaved, 300 each; see
-  docs/reference.md for the cause): hub + database CPU 1.18 and 1.34.
-- pods on the stand-in, 20 at once, --timeout 240, fresh stand-in per hub (load 14.9 at the
-  start, 9.6 at the end, falling from about 15 to 4 during the PostgreSQL half): SQLite 11 of
-  20 ready (the slowest after 85.4 s), 9 never ready; PostgreSQL all 20 ready in 52.6 s;
-  hub API p95 155 ms (SQLite) vs 569 ms (PostgreSQL), ratio 3.68. The pods that never got
-  ready were lost between KubeSpawner and the stand-in (SQLite lost them too): under load the
-  stand-in's API server answered KubeSpawner's pod creation past its 3 s request timeout
-  ("Attempting to create pod ... with timeout 3", repeated) and the kubelet's list past 10 s;
-  earlier runs on one shared stand-in lost 11-19 of 20 on SQLite and all 20 on PostgreSQL
-  (the second hub). This machine could not give a fair 20-pod comparison in this session.
+  Side by side on the same load (two hubs, requests interleaved, 300 each; the cause is in
+  docs/reference.md): hub + database CPU 1.18 and 1.34.
+- pods on the stand-in, 20 at once, --timeout 240, a fresh stand-in per hub:
+  load 3.9 at the start, 2.1 at the end: SQLite all 20 ready in 43.1 s; PostgreSQL 19 ready,
+  the slowest after 46.2 s (1.09), one never ready. Hub API p95 526 ms (SQLite) vs 92 ms
+  (PostgreSQL): not comparable, the PostgreSQL half's probes ran on for 190 s more, waiting
+  for the lost pod on an idle hub.
+  load 15 falling to 4 during the PostgreSQL half: SQLite 11 of 20 ready (the slowest after
+  85.4 s), PostgreSQL all 20 in 52.6 s; p95 155 vs 569 ms.
+  The pods that never got ready were lost between KubeSpawner and the stand-in (SQLite lost
+  them too): under load the stand-in's API server answered KubeSpawner's pod creation past
+  its 3 s request timeout ("Attempting to create pod ... with timeout 3", repeated) and the
+  kubelet's list past 10 s; earlier runs on one shared stand-in lost 11-19 of 20 on SQLite
+  and all 20 on PostgreSQL (the second hub).
 """
 
 from __future__ import annotations
