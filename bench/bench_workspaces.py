@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -111,31 +112,42 @@ def bridge_rss(sandbox: int) -> int:
 
 
 def wait_ready(url: str, server: str, token: str, timeout: float = 120) -> float:
-    headers = {"Authorization": f"token {token}"}
-    started = time.perf_counter()
-    response = httpx.post(f"{url}hub/api/users/{server}/server", headers=headers, timeout=timeout)
-    if response.status_code not in (201, 202):
-        raise RuntimeError(f"{server}: {response.status_code} {response.text[:200]}")
-    deadline = started + timeout
-    while time.perf_counter() < deadline:
-        status = httpx.get(f"{url}user/{server}/api/status", headers=headers, timeout=10)
-        if status.status_code == 200:
-            return time.perf_counter() - started
-        time.sleep(0.05)
+    """Start `server` through the hub API and poll until it answers through the proxy; the
+    seconds that took. One client for all the polls: a new one each time builds a TLS context
+    (the CA bundle read and parsed under the GIL), which with 20 workspaces polling at once
+    starved the stand-in's kubelet thread in this same process."""
+    with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=10) as client:
+        started = time.perf_counter()
+        response = client.post(f"{url}hub/api/users/{server}/server", timeout=timeout)
+        if response.status_code not in (201, 202):
+            raise RuntimeError(f"{server}: {response.status_code} {response.text[:200]}")
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if client.get(f"{url}user/{server}/api/status").status_code == 200:
+                return time.perf_counter() - started
+            time.sleep(0.05)
     raise RuntimeError(f"{server} not ready within {timeout} s")
 
 
 def stop(url: str, server: str, token: str) -> None:
-    headers = {"Authorization": f"token {token}"}
-    httpx.delete(f"{url}hub/api/users/{server}/server", headers=headers, timeout=60)
-    while httpx.get(f"{url}hub/api/users/{server}", headers=headers).json().get("servers"):
-        time.sleep(0.1)
+    with httpx.Client(headers={"Authorization": f"token {token}"}, timeout=60) as client:
+        client.delete(f"{url}hub/api/users/{server}/server")
+        while client.get(f"{url}hub/api/users/{server}").json().get("servers"):
+            time.sleep(0.1)
 
 
 def setup_dossierhub(
-    root: Path, count: int, hub: dict | None = None
+    root: Path,
+    count: int,
+    hub: dict | None = None,
+    *,
+    sections: dict | None = None,
+    env: dict[str, str] | None = None,
+    start_timeout: int = 120,
 ) -> tuple[subprocess.Popen, str, Home]:
-    """`count` bench dossiers on a demo HOME, served; `hub` adds to settings.yaml's hub."""
+    """`count` bench dossiers on a demo HOME, served; `hub` adds to settings.yaml's hub,
+    `sections` are settings sections of their own and `env` goes to serve's environment; a
+    workspace start fails after `start_timeout` seconds."""
     home = Home(root / "home")
     subprocess.run([DOSSIERHUB, "--home", str(home.root), "init"], check=True, capture_output=True)
     write_demo(home, size=2000, seed=5, log=lambda text: None)
@@ -148,7 +160,11 @@ def setup_dossierhub(
         yaml.safe_dump(
             {
                 "hub": {"port": base, **(hub or {})},
-                "workspaces": {"python": reachable_python(), "start_timeout_seconds": 120},
+                "workspaces": {
+                    "python": reachable_python(),
+                    "start_timeout_seconds": start_timeout,
+                },
+                **(sections or {}),
             }
         )
     )
@@ -157,6 +173,7 @@ def setup_dossierhub(
         [DOSSIERHUB, "--home", str(home.root), "serve"],
         stdout=(root / "serve.log").open("w"),
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     while read_serve_state(home) is None:
         if serve.poll() is not None:
@@ -351,7 +368,7 @@ def main() -> int:
             flush=True,
         )
 
-        ok &= burst(url, token, count)
+        ok &= burst(url, token, count).ok
     finally:
         if serve is not None:
             serve.send_signal(signal.SIGTERM)
@@ -369,7 +386,27 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def burst(url: str, token: str, count: int) -> bool:
+@dataclass(frozen=True)
+class Burst:
+    """What one burst measured: every workspace ready (or failed) after `ready_seconds`, the
+    slowest of those that got ready after `slowest_ready_seconds` (its own start to ready;
+    the figure to compare when some failed), the hub API's p95 while they started, the
+    workspaces that failed (with why)."""
+
+    ready_seconds: float
+    slowest_ready_seconds: float
+    api_p95_seconds: float
+    failures: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.ready_seconds <= 120 and self.api_p95_seconds < 2
+
+
+def burst(url: str, token: str, count: int, timeout: float = 120) -> Burst:
+    """`count` bench workspaces started at once through the hub API, while one client asks
+    the hub API for the lead every 0.1 s; its line printed, every workspace stopped after.
+    A workspace not ready after `timeout` seconds is a failure (the target stays 120 s)."""
     headers = {"Authorization": f"token {token}"}
     latencies: list[float] = []
     done = threading.Event()
@@ -386,7 +423,7 @@ def burst(url: str, token: str, count: int) -> bool:
 
     def start(server: str) -> None:
         try:
-            results[server] = wait_ready(url, server, token, timeout=120)
+            results[server] = wait_ready(url, server, token, timeout=timeout)
         except Exception as exc:  # a failure is a figure here, not a crash
             results[server] = str(exc)
 
@@ -402,20 +439,22 @@ def burst(url: str, token: str, count: int) -> bool:
     elapsed = time.perf_counter() - began
     done.set()
     prober.join()
-    failures = [s for s, r in results.items() if isinstance(r, str)]
+    failures = {s: r for s, r in results.items() if isinstance(r, str)}
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else latencies[0]
-    ok = not failures and elapsed <= 120 and p95 < 2
+    slowest = max((r for r in results.values() if isinstance(r, float)), default=float("nan"))
+    measured = Burst(elapsed, slowest, p95, failures)
     print(
         f"{'burst_start':<22} {count} workspaces ready in {elapsed:6.1f} s (limit 120), "
-        f"{len(failures)} failures, hub API p95 {p95 * 1000:6.0f} ms (limit 2000)"
-        f"{' ok' if ok else ' OVER TARGET'}",
+        f"{len(failures)} failures (slowest ready {slowest:.1f} s), "
+        f"hub API p95 {p95 * 1000:6.0f} ms (limit 2000)"
+        f"{' ok' if measured.ok else ' OVER TARGET'}",
         flush=True,
     )
-    for server in failures:
-        print(f"  {server}: {results[server]}")
+    for server, why in failures.items():
+        print(f"  {server}: {why}")
     for server in servers:
         stop(url, server, token)
-    return ok
+    return measured
 
 
 if __name__ == "__main__":
