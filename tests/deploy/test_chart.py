@@ -141,6 +141,7 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "Deployment",
         "NetworkPolicy",
         "NetworkPolicy",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
@@ -359,3 +360,26 @@ def test_the_chart_s_defaults_meet_the_z2jh_values_of_default_settings() -> None
     assert (chart["runAs"]["user"], chart["runAs"]["group"]) == (control, control)
     for context in (hub["podSecurityContext"], hub["containerSecurityContext"]):
         assert (context["runAsUser"], context["runAsGroup"]) == (control, control)
+
+
+def test_report_runs_reach_nothing_and_nobody_reaches_them() -> None:
+    """A report Job's pod (reports.jobs.job_manifest) holds the dossier's extracts and runs
+    a template's code: it must not send them anywhere (the internet, DNS, the cloud's
+    metadata address, the database, the hub) but through the airlock, as a local report
+    kernel runs without a network at all. A policy that selects the pod with both types and
+    no rule is Kubernetes' "deny all"."""
+    from dossierhub.reports.jobs import job_labels
+
+    labels = job_labels("armoede", "20260101T000000-abcdef")
+    policies = [o for o in render() if o["kind"] == "NetworkPolicy"]
+    selecting = [
+        p["spec"]
+        for p in policies
+        if all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())
+    ]
+    assert len(selecting) == 1, "exactly one policy decides for a report run's pod"
+    (spec,) = selecting
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [] and spec["egress"] == []
+    # it selects report runs only: the service and apply keep their own walls
+    assert spec["podSelector"]["matchLabels"] == {"dossierhub.io/role": "report"}
