@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import stat
@@ -266,7 +267,7 @@ def applied(demo_data: Path) -> Iterator[Applied]:
 
 
 # what the process in the sandbox is, as the kernel says (CHOWN is bit 0, DAC_OVERRIDE bit 1,
-# FOWNER bit 3)
+# FOWNER bit 3, SETGID bit 6, SETUID bit 7)
 PROBE = r"""grep -E '^(Uid|Gid|Groups|CapEff|CapBnd|NoNewPrivs):' /proc/self/status \
  | tr -s '\t ' ' '
 touch /probe 2>/dev/null && echo root-writable || echo root-read-only
@@ -278,8 +279,8 @@ head -c 64 /srv/dossierhub/secrets/master.key >/dev/null && echo key-read"""
     [
         (
             chart_cronjob,
-            "Uid: 0 0 0 0|Gid: 0 0 0 0|Groups: 0|CapEff: 000000000000000b|"
-            "CapBnd: 000000000000000b|NoNewPrivs: 1|root-read-only|key-read",
+            "Uid: 0 0 0 0|Gid: 0 0 0 0|Groups: 0|CapEff: 00000000000000cb|"
+            "CapBnd: 00000000000000cb|NoNewPrivs: 1|root-read-only|key-read",
         ),
         (
             former_cronjob,
@@ -311,7 +312,7 @@ def test_the_chart_runs_apply_as_root_with_chown_dac_override_and_fowner_only(
 ) -> None:
     pod = applied.pod
     assert (pod.uid, pod.gid, pod.groups) == (0, 0, [0])
-    assert sorted(pod.capabilities) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+    assert sorted(pod.capabilities) == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
     assert pod.no_new_privs and pod.read_only_root
     # the key: root's, read by its owner alone; no other uid on the node could
     assert (pod.key_mode, pod.key_group) == (0o400, 0)
@@ -420,5 +421,59 @@ def test_chown_and_fowner_are_needed(demo_data: Path) -> None:
             result = run_apply_pod(pod, root, work, "armoede")
             assert result.returncode != 0, dropped
             assert f"Operation not permitted: '/srv/dossierhub/{refused}'" in result.stderr
+    finally:
+        shutil.rmtree(root.parent)
+
+
+def test_an_expired_dossier_s_outputs_are_cleared_in_the_pod_and_apply_goes_on(
+    demo_data: Path,
+) -> None:
+    """An expired dossier keeps its notebooks' code, not their outputs (they hold its data):
+    apply clears them as the dossier's number, in the folder only that number may enter,
+    which on a pod needs SETUID and SETGID. Without them that chore failed and stopped apply
+    for every dossier after it (the second red team's finding)."""
+    chart = apply_pod(chart_cronjob())
+    root = pod_home(demo_data, (chart.uid, chart.gid))
+    try:
+        home, work = Home(root), root.parent / "pod"
+        work.mkdir()
+        first = run_apply_pod(chart, root, work)
+        assert first.returncode == 0, first.stderr[-3000:]
+        number = pod_ids(home)["armoede"]
+        notebook = home.workspace_dir("armoede") / "analysis.ipynb"
+        cell = {
+            "cell_type": "code",
+            "id": "rows",
+            "metadata": {},
+            "source": "db.sql('SELECT * FROM residents LIMIT 3')",
+            "execution_count": 1,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": "SECRET-ROW"}],
+        }
+        notebook.write_text(
+            json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]})
+        )
+        os.chown(notebook, number, number)  # as the pod wrote it
+        os.chmod(notebook, 0o600)
+        manifest = read_yaml(home.manifest_file("armoede"))
+        manifest["expires"] = "2025-01-01"
+        write_yaml(home.manifest_file("armoede"), manifest)
+        os.chown(home.manifest_file("armoede"), chart.uid, chart.gid)
+
+        without = dataclasses.replace(
+            chart, capabilities=[c for c in chart.capabilities if c not in ("SETUID", "SETGID")]
+        )
+        refused = run_apply_pod(without, root, work)
+        assert refused.returncode != 0 and "Operation not permitted" in refused.stderr
+        assert "SECRET-ROW" in notebook.read_text()
+
+        done = run_apply_pod(chart, root, work)
+        assert done.returncode == 0, done.stderr[-3000:]
+        kept = json.loads(notebook.read_text())
+        assert "SECRET-ROW" not in notebook.read_text()
+        assert "".join(kept["cells"][0]["source"]) == cell["source"]  # the code stays
+        assert kept["cells"][0]["outputs"] == []
+        assert os.lstat(notebook).st_uid == number  # written by the number, not by root
+        # the dossiers after it were applied too: mobiliteit's extracts still have their group
+        assert os.lstat(home.extract_dir("mobiliteit")).st_gid == pod_ids(home)["mobiliteit"]
     finally:
         shutil.rmtree(root.parent)

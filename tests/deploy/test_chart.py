@@ -2,8 +2,9 @@
 every object valid for Kubernetes 1.33 (strict: no unknown field), and no pod that could
 step out of the restricted Pod Security Standard, reach the node, talk to the Kubernetes API or
 hold the master key outside the apply CronJob. apply is the one exception to "restricted": it
-runs as root with exactly CHOWN, DAC_OVERRIDE and FOWNER (what giving files to the pod numbers
-and to the control identity needs; test_apply_pod.py runs it so), which the baseline standard
+runs as root with exactly CHOWN, DAC_OVERRIDE, FOWNER, SETGID and SETUID (what giving files to
+the pod numbers and to the control identity, and an expired dossier's chores as its number,
+need; test_apply_pod.py runs it so), which the baseline standard
 allows; nothing else of it is loosened, and no pod sets an fsGroup on the shared HOME.
 
 checkov is not used: pinning it here downgrades packaging (26 -> 23.2, a runtime dependency),
@@ -27,7 +28,7 @@ from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
 
 K8S_VERSION = "1.33"
 # the capabilities apply needs as root (_helpers.tpl says why), and no more
-APPLY_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+APPLY_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 # the baseline Pod Security Standard lets a container add these and no others
 BASELINE_CAPABILITIES = {
     "AUDIT_WRITE",

@@ -39,7 +39,10 @@ dossier's files to that dossier's pod number (isolation/unixusers.py secure_doss
 HOME's control files and the extracts to the control identity, runAs here, the hub's and the
 service's (control_owner): chown needs CAP_CHOWN, the mode of a file it has given away
 CAP_FOWNER, and reading and writing the control files it gave away (settings.yaml 0600,
-hub/ and audit/ 0700, the extracts' folders 0750, all the control uid's) CAP_DAC_OVERRIDE.
+hub/ and audit/ 0700, the extracts' folders 0750, all the control uid's) CAP_DAC_OVERRIDE,
+and doing an expired dossier's chores in its workspace folder as its pod number (clearing its
+notebooks' outputs, workspaces/workspacechores.py; no bubblewrap in the image)
+CAP_SETUID and CAP_SETGID: the chore's process drops them all with root.
 Kubernetes hands an added capability to uid 0 only (none reaches a non-root user's effective
 set: no ambient capabilities), and dossierhub secures files only when it runs as uid 0, so
 apply runs as root with every other capability dropped, no privilege escalation, the
@@ -59,7 +62,7 @@ privileged: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
-  add: ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+  add: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
