@@ -196,3 +196,60 @@ def test_report_kernels_read_the_pod_s_extracts_through_its_number(pod_home: Hom
         assert read.stdout.strip() == "read", read.stderr
     finally:
         release_identities(pod_home)
+
+
+def test_a_folder_swapped_for_a_link_while_apply_secures_the_extracts_leads_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On pods the control identity owns extracts/<id>, so it can rename a folder there and
+    put a link to HOME in its place while apply, as root with CHOWN and FOWNER, walks the
+    extracts (the second red team's attack; here it wins the race at once: the swap happens
+    at apply's first chown). HOME's raw/ and its files must stay root's, untouched."""
+    from dossierhub.isolation import unixusers
+
+    control, number = 10_000, 200_321
+    home = tmp_path / "home"
+    raw = home / "raw"
+    raw.mkdir(parents=True, mode=0o700)
+    (raw / "persons.csv").write_text("bsn,name\n123,A\n")
+    os.chmod(raw / "persons.csv", 0o600)
+    extracts = home / "extracts" / "armoede"
+    (extracts / "a" / "raw").mkdir(parents=True)  # planted by the control identity
+    (extracts / "b" / "raw").mkdir(parents=True)
+    (extracts / "b" / "raw" / "persons.csv").write_text("decoy")
+    (extracts / "catalog.duckdb").write_text("extract")
+    for path in [extracts, *extracts.rglob("*")]:
+        os.chown(path, control, control)
+
+    swapped: list[str] = []
+
+    def swap() -> None:
+        if not swapped:
+            for name in ("a", "b"):
+                (extracts / name).rename(extracts / f"{name}-away")
+                (extracts / name).symlink_to(home)
+            swapped.append("done")
+
+    real_chown, real_fchown = os.chown, os.fchown
+
+    def chown(*args: object, **kwargs: object) -> None:
+        swap()
+        real_chown(*args, **kwargs)  # type: ignore[arg-type]
+
+    def fchown(*args: object) -> None:
+        swap()
+        real_fchown(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chown", chown)
+    monkeypatch.setattr(os, "fchown", fchown)
+    unixusers.secure_extracts(extracts, number, control)
+    monkeypatch.undo()
+
+    assert swapped
+    for path, mode in ((raw, 0o700), (raw / "persons.csv", 0o600)):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, mode), path
+    # what really is the dossier's was secured: its extract, and the folders moved away
+    info = os.lstat(extracts / "catalog.duckdb")
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, number, 0o640)
+    assert os.lstat(extracts / "a-away" / "raw").st_gid == number

@@ -29,6 +29,7 @@ group or an fsGroup for it. Off pods the control identity is root and nothing ch
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -43,6 +44,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from dossierhub.isolation.podids import pod_id, report_pod_id
+from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -351,16 +353,53 @@ def dossier_owner(
 def secure_extracts(folder: Path, gid: int | None, owner: int = 0) -> None:
     """Extracts readable by the dossier's group only; never writable by it. Their owner is
     the control identity (root on one machine), which reads them to know a dossier's
-    catalog. (extracts/<id> is written by root only, so walking it follows nothing a
-    dossier planted.)"""
-    if not folder.exists():
+    catalog. On pods that identity may write in extracts/<id>, so the walk goes through
+    folder descriptors (safefs.py's rule): a folder swapped for a link while root walks
+    leads nowhere, no link is followed, and a file with more than one link (one could lead
+    elsewhere on HOME) or of another kind is left alone."""
+    try:
+        top = os.open(folder, DIR_FLAGS)
+    except FileNotFoundError:
         return
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
+    try:
+        _secure_extract(top, folder, gid, owner, is_dir=True)
+        _secure_extract_tree(top, folder, gid, owner)
+    finally:
+        os.close(top)
+
+
+def _secure_extract_tree(dir_fd: int, where: Path, gid: int | None, owner: int) -> None:
+    for name in os.listdir(dir_fd):
+        try:
+            info = os.lstat(name, dir_fd=dir_fd)
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                continue  # a link (the swap's ..data among them), a FIFO, a socket
+            fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # became a link since the lstat: not followed
+                continue
+            raise
+        try:
+            opened = os.fstat(fd)
+            if stat.S_ISDIR(opened.st_mode):
+                _secure_extract(fd, where / name, gid, owner, is_dir=True)
+                _secure_extract_tree(fd, where / name, gid, owner)
+            elif stat.S_ISREG(opened.st_mode) and opened.st_nlink == 1:
+                _secure_extract(fd, where / name, gid, owner, is_dir=False)
+        finally:
+            os.close(fd)
+
+
+def _secure_extract(fd: int, where: Path, gid: int | None, owner: int, *, is_dir: bool) -> None:
+    """One entry, by its descriptor; an error names the entry (`where`, by its name)."""
+    try:
         if gid is not None:
-            os.chown(path, owner, gid, follow_symlinks=False)
-        os.chmod(path, 0o750 if path.is_dir() else 0o640)
+            os.fchown(fd, owner, gid)
+        os.fchmod(fd, 0o750 if is_dir else 0o640)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(where)) from None
 
 
 def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -> None:
