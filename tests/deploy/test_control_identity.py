@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,11 @@ from test_apply_pod import (
     run_in_pod,
 )
 
-from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.reports.jobrunner import PARAMETERS, TEMPLATE
+from dossierhub.reports.jobs import job_manifest, job_numbers
 from dossierhub.state.home import Home
+from dossierhub.state.models import read_dossier
 from dossierhub.state.settings import AuditSettings, load_settings
 from dossierhub.workspaces.k8svalues import z2jh_values
 
@@ -53,6 +57,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROBE = REPO / "tests" / "deploy" / "control_probe.py"
+JOB_PROBE = REPO / "tests" / "deploy" / "job_probe.py"
 HUB_STEPS = ("settings", "manifest", "numbers", "catalog_seen", "hub_config", "workspace_start")
 SERVICE_STEPS = ("catalog_read", "run_folder")
 
@@ -130,6 +135,7 @@ def cluster(demo_data: Path) -> Iterator[Cluster]:
     try:
         settings = read_yaml(root / "settings.yaml")
         settings["kubernetes"]["hub_image"] = "registry.example.org/dossierhub-hub:1.0"
+        settings["reports"] = {**(settings.get("reports") or {}), "backend": "kubernetes"}
         write_yaml(root / "settings.yaml", settings)
         work = root.parent / "pod"
         work.mkdir()
@@ -252,3 +258,120 @@ def test_apply_s_next_run_rewrites_what_it_handed_over_and_needs_dac_override(
     for path in (cluster.home.audit_head_file, cluster.home.directory_file):
         assert os.lstat(path).st_uid == control, path
     assert probe(cluster.hub, cluster.home, cluster.work, ("numbers",))["numbers"].startswith("ok")
+
+
+# --- report runs as Jobs from the service's pod (reports/jobs.py prepare_job, hand_over) ---
+
+RUNNER_WORK = (
+    "list",
+    "read_template",
+    "read_parameters",
+    "write_notebook",
+    "write_result",
+    "publish",
+)
+AGAINST_INPUTS = (
+    "replace_template",
+    "rewrite_parameters",
+    "remove_parameters",
+    "rename_template",
+    "open_folder_to_all",
+    "swap_published",
+)
+
+
+def job_identity(home: Home, dossier_id: str, scratch: Path) -> tuple[int, int, list[int]]:
+    """(uid, gid, extra groups) of a run's Job as job_manifest renders it: no capability."""
+    numbers = job_numbers(home, dossier_id)
+    dossier = read_dossier(home, dossier_id)
+    manifest = job_manifest(
+        home, load_settings(home), dossier, "20260101T000000-abcdef", scratch, numbers, 60
+    )
+    spec = manifest["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    context = {**spec["securityContext"], **container["securityContext"]}
+    return context["runAsUser"], context["runAsGroup"], context.get("supplementalGroups", [])
+
+
+def as_job(identity: tuple[int, int, list[int]], scratch: Path) -> dict[str, str]:
+    """job_probe.py as that identity. It reaches the folder by HOME's path, whose parents any
+    uid may pass: more than a Job's pod, which mounts the folder alone (subPath), so what it
+    is refused here it is refused there."""
+    uid, gid, groups = identity
+    python = str(environment() / "bin" / "python")
+    result = subprocess.run(
+        [python, "-I", str(JOB_PROBE), str(scratch)],
+        user=uid,
+        group=gid,
+        extra_groups=groups,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_service_hands_a_run_to_its_job_and_takes_it_all_back_without_root(
+    cluster: Cluster,
+) -> None:
+    """As the chart's service (the control identity, no capability): a run's scratch folder
+    with its inputs, which the Job's number writes in but cannot take the inputs from;
+    another dossier's number and the workspace's reach nothing of it; the service collects
+    the notebook and the tables and leaves nothing behind."""
+    home, control = cluster.home, cluster.service.uid
+    prepared = probe(cluster.service, home, cluster.work, ("job_prepare",))["job_prepare"]
+    assert prepared.startswith("ok: "), prepared
+    scratch_name, run_name = prepared.removeprefix("ok: ").split()
+    scratch = home.root / scratch_name
+    report = report_pod_ids(home)["armoede"]
+    for path, mode in (
+        (scratch.parent, 0o2711),
+        (scratch, 0o1770),
+        (scratch / "published", 0o1770),
+    ):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, report, mode)
+    for name in (TEMPLATE, PARAMETERS):
+        info = os.lstat(scratch / name)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (control, 0o644), name
+    inputs = {name: (scratch / name).read_bytes() for name in (TEMPLATE, PARAMETERS)}
+
+    job = as_job(job_identity(home, "armoede", scratch), scratch)
+    assert {name: job[name] for name in RUNNER_WORK} == dict.fromkeys(RUNNER_WORK, "ok")
+    for name in AGAINST_INPUTS:
+        assert job[name].startswith("PermissionError"), (name, job[name])
+    assert {name: (scratch / name).read_bytes() for name in inputs} == inputs
+
+    workspace = pod_ids(home)["armoede"]
+    for stranger in (job_identity(home, "mobiliteit", scratch), (workspace, workspace, [])):
+        seen = as_job(stranger, scratch)
+        assert all(outcome.startswith("PermissionError") for outcome in seen.values()), seen
+
+    collected = probe(
+        cluster.service, home, cluster.work, (f"job_collect={scratch_name},{run_name}",)
+    )
+    assert collected["job_collect"] == (
+        "ok: notebook True, published ['published/counts.meta.json', "
+        "'published/counts.parquet'], left False"
+    )
+    assert not scratch.exists()
+    assert (home.root / run_name / "report.ipynb").read_text() == '{"cells": []}'
+
+
+def test_the_service_refuses_a_scratch_folder_apply_did_not_prepare(cluster: Cluster) -> None:
+    """Without the setgid bit apply gives scratch/<id>, the service's folder would not be the
+    Job's group: the run is refused with the fix, and no folder is left half-made."""
+    parent = cluster.home.scratch_parent("armoede")
+    before = sorted(parent.iterdir())
+    os.chmod(parent, 0o711)
+    try:
+        seen = probe(cluster.service, cluster.home, cluster.work, ("job_prepare",))["job_prepare"]
+    finally:
+        os.chmod(parent, 0o2711)
+    assert seen.startswith("JobRefused: dossier armoede: "), seen
+    assert "run `dossierhub apply` with reports.backend: kubernetes" in seen
+    assert sorted(parent.iterdir()) == before
