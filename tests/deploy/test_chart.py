@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from helm import CHART, REPO, render
+from helm import CHART, HELM, REPO, render
 
 from dossierhub.state.settings import Settings
 from dossierhub.workspaces.k8svalues import HOME_MOUNT, z2jh_values
@@ -71,29 +72,67 @@ HUB_RULES = [
 ]
 
 
+# report runs as Jobs (templates/service-rbac.yaml, with reports.backend kubernetes): the
+# service creates a run's Job, follows it and its pod, and deletes both; nothing else
+REPORT_JOB_RULES = [
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+]
+REPORT_JOBS_ROLE = "dossierhub-report-jobs"
+SERVICE_ACCOUNT = "dossierhub-service"  # the service's own; apply's is "dossierhub"
+REPORT_JOBS_VALUES = [
+    "--set",
+    "reports.backend=kubernetes",
+    "--set",
+    "reports.apiServer.cidrs={192.0.2.10/32,192.0.2.11/32}",
+]
+
+
 def is_apply(obj: dict[str, Any]) -> bool:
     labels = obj["metadata"].get("labels", {})
     return obj["kind"] == "CronJob" and labels.get("app.kubernetes.io/component") == "apply"
 
 
-def privilege_problems(obj: dict[str, Any]) -> list[str]:
-    """What in one object breaks the restricted standard or our own rules; [] when nothing.
-    apply's pod may run as root with APPLY_CAPABILITIES, and with nothing else."""
+def rbac_problems(obj: dict[str, Any], report_jobs: bool) -> list[str]:
+    """Kubernetes API rights: z2jh's hub its network policies; with `report_jobs` the
+    service's own account REPORT_JOB_RULES; apply and everything else none."""
     name = f"{obj['kind']}/{obj['metadata']['name']}"
-    found = []
-    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or (
-        obj["kind"] == "Role" and obj["rules"] != HUB_RULES
-    ):
-        found.append(f"{name}: grants Kubernetes API rights; the service and apply need none")
-    if obj["kind"] == "RoleBinding" and any(s["name"] == "dossierhub" for s in obj["subjects"]):
-        found.append(f"{name}: grants the service and apply Kubernetes API rights")
+    jobs_role = report_jobs and obj["metadata"]["name"] == REPORT_JOBS_ROLE
+    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        return [f"{name}: grants Kubernetes API rights cluster-wide"]
+    if obj["kind"] == "Role" and obj["rules"] != (REPORT_JOB_RULES if jobs_role else HUB_RULES):
+        return [f"{name}: grants Kubernetes API rights beyond its one purpose"]
+    if obj["kind"] != "RoleBinding":
+        return []
+    subjects = {subject["name"] for subject in obj["subjects"]}
+    if "dossierhub" in subjects:
+        return [f"{name}: grants apply Kubernetes API rights"]
+    if (SERVICE_ACCOUNT in subjects) != jobs_role or (jobs_role and subjects != {SERVICE_ACCOUNT}):
+        return [f"{name}: grants the service Kubernetes API rights beyond report Jobs"]
+    if obj["roleRef"]["name"] != obj["metadata"]["name"]:
+        return [f"{name}: binds another Role than its own"]
+    return []
+
+
+def privilege_problems(obj: dict[str, Any], report_jobs: bool = False) -> list[str]:
+    """What in one object breaks the restricted standard or our own rules; [] when nothing.
+    apply's pod may run as root with APPLY_CAPABILITIES, and with nothing else. With
+    `report_jobs` (reports.backend kubernetes) the service's pod, and no other, mounts its own
+    account's token, which may make report Jobs (REPORT_JOB_RULES) and nothing more."""
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    found = rbac_problems(obj, report_jobs)
     allowed = APPLY_CAPABILITIES if is_apply(obj) else ()
     for pod in pod_specs(obj):
         context = pod.get("securityContext", {})
         for flag in ("hostNetwork", "hostPID", "hostIPC"):
             if pod.get(flag):
                 found.append(f"{name}: {flag}")
-        if pod.get("automountServiceAccountToken") is not False:
+        service = obj["kind"] == "Deployment" and pod.get("serviceAccountName") == SERVICE_ACCOUNT
+        if pod.get("automountServiceAccountToken") is not False and not (report_jobs and service):
             found.append(f"{name}: mounts a service-account token")
         root = context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0
         if root and not is_apply(obj):
@@ -146,7 +185,8 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "Role",
         "RoleBinding",
         "Service",
-        "ServiceAccount",
+        "ServiceAccount",  # apply's
+        "ServiceAccount",  # the service's
     ]
     for obj in rendered:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -384,3 +424,158 @@ def test_report_runs_reach_nothing_and_nobody_reaches_them() -> None:
     assert spec["ingress"] == [] and spec["egress"] == []
     # it selects report runs only: the service and apply keep their own walls
     assert spec["podSelector"]["matchLabels"] == {"dossierhub.io/role": "report"}
+
+
+# --- report runs as Jobs: the service's account, its Role, its token, its way to the API ---
+
+
+@pytest.fixture(scope="module")
+def jobs_rendered() -> list[dict[str, Any]]:
+    return render(*REPORT_JOBS_VALUES)
+
+
+def test_report_jobs_give_the_service_exactly_its_rights_and_nothing_more(
+    jobs_rendered: list[dict[str, Any]],
+) -> None:
+    """With reports.backend kubernetes: every object still valid and within the rules; one
+    Role more, in this namespace, with exactly the verbs the service's Jobs need; bound to the
+    service's own account alone; its token in the service's pod alone; the service may reach
+    the API server's addresses and nothing new besides."""
+    for obj in jobs_rendered:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    problems = [p for obj in jobs_rendered for p in privilege_problems(obj, report_jobs=True)]
+    assert not problems, "\n".join(problems)
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in jobs_rendered}
+    assert not [kind for kind, _ in objects if kind.startswith("Cluster")]
+    rights = {
+        (group, resource): sorted(rule["verbs"])
+        for rule in objects["Role", REPORT_JOBS_ROLE]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rights == {
+        ("batch", "jobs"): ["create", "delete", "get", "list", "watch"],
+        ("", "pods"): ["delete", "get", "list", "watch"],
+    }
+    binding = objects["RoleBinding", REPORT_JOBS_ROLE]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": "dossiers"}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": REPORT_JOBS_ROLE,
+    }
+    # the account mounts its token nowhere by itself; the service's pod asks for it, apply not
+    assert objects["ServiceAccount", SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
+    tokens = [
+        (obj["kind"], pod.get("serviceAccountName"))
+        for obj in jobs_rendered
+        for pod in pod_specs(obj)
+        if pod.get("automountServiceAccountToken") is not False
+    ]
+    assert tokens == [("Deployment", SERVICE_ACCOUNT)]
+    cronjob = next(pod for o in jobs_rendered if is_apply(o) for pod in pod_specs(o))
+    assert cronjob["serviceAccountName"] == "dossierhub"
+    egress = objects["NetworkPolicy", "dossierhub"]["spec"]["egress"]
+    assert all(rule.get("to") for rule in egress)
+    (api,) = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+    assert api == {
+        "to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}, {"ipBlock": {"cidr": "192.0.2.11/32"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+    }
+    # nothing else changes: the same objects as without Jobs, plus the Role and its binding
+    assert sorted(objects) == sorted(
+        [
+            *((o["kind"], o["metadata"]["name"]) for o in render()),
+            ("Role", REPORT_JOBS_ROLE),
+            ("RoleBinding", REPORT_JOBS_ROLE),
+        ]
+    )
+
+
+def test_without_report_jobs_the_service_has_no_right_no_token_and_no_way_to_the_api(
+    rendered: list[dict[str, Any]],
+) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in rendered}
+    assert ("Role", REPORT_JOBS_ROLE) not in objects
+    assert ("RoleBinding", REPORT_JOBS_ROLE) not in objects
+    service = objects["Deployment", "dossierhub"]["spec"]["template"]["spec"]
+    assert service["automountServiceAccountToken"] is False
+    egress = objects["NetworkPolicy", "dossierhub"]["spec"]["egress"]
+    assert not [peer for rule in egress for peer in rule["to"] if "ipBlock" in peer]
+
+
+def test_the_service_s_rights_are_exactly_as_wide_as_they_say(
+    jobs_rendered: list[dict[str, Any]],
+) -> None:
+    """Fed the rendered objects with one thing widened, the checks name it."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in jobs_rendered}
+    role = objects["Role", REPORT_JOBS_ROLE]
+    binding = objects["RoleBinding", REPORT_JOBS_ROLE]
+    cronjob = next(o for o in jobs_rendered if is_apply(o))
+    changes: list[tuple[str, dict[str, Any], Any]] = [
+        ("beyond its one purpose", role, lambda o: o["rules"][1]["verbs"].append("create")),
+        ("beyond its one purpose", role, lambda o: o["rules"][0]["verbs"].append("patch")),
+        ("beyond its one purpose", role, lambda o: o["rules"][1]["resources"].append("pods/exec")),
+        (
+            "beyond its one purpose",
+            role,
+            lambda o: o["rules"].append(
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+            ),
+        ),
+        ("cluster-wide", role, lambda o: o.update(kind="ClusterRole")),
+        (
+            "grants apply",
+            binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": "dossierhub", "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "beyond report Jobs",
+            binding,
+            lambda o: o["subjects"].__setitem__(
+                0, {"kind": "ServiceAccount", "name": "default", "namespace": "dossiers"}
+            ),
+        ),
+        ("another Role", binding, lambda o: o["roleRef"].update(name="admin")),
+        (
+            "mounts a service-account token",
+            cronjob,
+            lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"].update(
+                automountServiceAccountToken=True
+            ),
+        ),
+    ]
+    for original in (role, binding, cronjob):
+        assert privilege_problems(original, report_jobs=True) == []
+    for words, original, change in changes:
+        changed = copy.deepcopy(original)
+        change(changed)
+        found = privilege_problems(changed, report_jobs=True)
+        assert any(words in problem for problem in found), (words, found)
+    # and without report Jobs, the same Role, binding and token are refused
+    deployment = objects["Deployment", "dossierhub"]
+    for obj in (role, binding, deployment):
+        assert privilege_problems(obj), obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (["--set", "reports.backend=kubernetes"], "needs reports.apiServer.cidrs"),
+        (["--set", "reports.backend=k8s"], 'reports.backend is "k8s": it must be local or'),
+    ],
+)
+def test_the_chart_refuses_report_jobs_it_cannot_serve(values: list[str], words: str) -> None:
+    result = subprocess.run(
+        [HELM, "template", "dossierhub", str(CHART), "--namespace", "dossiers", *values],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0 and words in result.stderr, result.stderr
