@@ -130,8 +130,7 @@ def job_prepare(home: Home) -> str:
 def job_collect(home: Home, folders: str) -> str:
     """What the service does once the Job's pod is gone: the notebook and the published
     tables into the run folder (through safefs), then the scratch folder removed (runs.py)."""
-    import shutil
-
+    from dossierhub.isolation.unixusers import remove_scratch
     from dossierhub.reports.collect import collect_published
     from dossierhub.reports.jobs import take_notebook
     from dossierhub.state.home import RunFolder
@@ -140,8 +139,9 @@ def job_collect(home: Home, folders: str) -> str:
     scratch, run = home.root / scratch_name, RunFolder(home.root / run_name)
     notebook = take_notebook(scratch, run)
     published = collect_published(scratch, run)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return f"ok: notebook {notebook}, published {published}, left {scratch.exists()}"
+    remove_scratch(scratch)
+    left = sorted(path.name for path in scratch.parent.iterdir())
+    return f"ok: notebook {notebook}, published {published}, left {left}"
 
 
 STEPS: dict[str, Callable[..., str]] = {

@@ -4,7 +4,8 @@
 exception's class and message. The attempts are what the runner does (jobrunner.py: read the
 inputs, write the notebook, the result by rename, publish()'s tables) and what a hostile
 template would try against the inputs the service wrote (replace, rewrite, remove, rename
-them, or open the folder to everyone)."""
+them, or open the folder to everyone) or against their removal (a folder closed to the
+service)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def attempts(folder: Path) -> dict[str, Callable[[], object]]:
         (published / "counts.parquet").write_bytes(b"PAR1")
         (published / "counts.meta.json").write_text("{}")
 
+    def hide_a_folder() -> None:  # closed to the service: it cannot empty it
+        hidden = folder / "hidden"
+        hidden.mkdir(mode=0o700)
+        (hidden / "rows.csv").write_text("kept from the service")
+
     return {
         "list": lambda: sorted(os.listdir(folder)),
         "read_template": lambda: (folder / TEMPLATE).read_bytes(),
@@ -41,6 +47,7 @@ def attempts(folder: Path) -> dict[str, Callable[[], object]]:
         "write_notebook": lambda: (folder / "output.ipynb").write_text('{"cells": []}'),
         "write_result": write_result,
         "publish": publish,
+        "hide_a_folder": hide_a_folder,
         "replace_template": replace_template,
         "rewrite_parameters": lambda: (folder / PARAMETERS).write_text('{"view": "incomes"}'),
         "remove_parameters": lambda: (folder / PARAMETERS).unlink(),

@@ -42,6 +42,7 @@ from test_apply_pod import (
 )
 
 from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.isolation.unixusers import own_report_scratch
 from dossierhub.reports.jobrunner import PARAMETERS, TEMPLATE
 from dossierhub.reports.jobs import job_manifest, job_numbers
 from dossierhub.state.home import Home
@@ -269,6 +270,7 @@ RUNNER_WORK = (
     "write_notebook",
     "write_result",
     "publish",
+    "hide_a_folder",  # a template's own: allowed, but closed to the service
 )
 AGAINST_INPUTS = (
     "replace_template",
@@ -354,12 +356,20 @@ def test_the_service_hands_a_run_to_its_job_and_takes_it_all_back_without_root(
     collected = probe(
         cluster.service, home, cluster.work, (f"job_collect={scratch_name},{run_name}",)
     )
+    # all but the closed folder is gone; what is left is set aside for apply
+    left_over = f".left-{scratch.name}"
     assert collected["job_collect"] == (
         "ok: notebook True, published ['published/counts.meta.json', "
-        "'published/counts.parquet'], left False"
+        f"'published/counts.parquet'], left ['{left_over}']"
     )
     assert not scratch.exists()
+    assert [p.name for p in (scratch.parent / left_over).iterdir()] == ["hidden"]
     assert (home.root / run_name / "report.ipynb").read_text() == '{"cells": []}'
+    # which apply (root) removes at its next run, the folder kept as it was
+    own_report_scratch(home, "armoede", report)
+    assert list(scratch.parent.iterdir()) == []
+    info = os.lstat(scratch.parent)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, report, 0o2711)
 
 
 def test_the_service_refuses_a_scratch_folder_apply_did_not_prepare(cluster: Cluster) -> None:

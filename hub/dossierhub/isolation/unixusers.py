@@ -456,7 +456,8 @@ def own_report_scratch(home: Home, dossier_id: str, number: int) -> None:
     folder the Job's number may write through its group (`new_report_scratch`). `0711`
     otherwise: passed by the kubelet that mounts a run folder, listed by nobody else. Opened
     by descriptor: the control identity writes in scratch/, and a link planted as
-    scratch/<id> is refused, never followed (UnsafeFile)."""
+    scratch/<id> is refused, never followed (UnsafeFile). What the service could not remove
+    of its runs (`remove_scratch`) is removed here."""
     with opened_dir(home.scratch_dir) as top:
         with contextlib.suppress(FileExistsError):
             os.mkdir(dossier_id, 0o700, dir_fd=top)
@@ -467,12 +468,37 @@ def own_report_scratch(home: Home, dossier_id: str, number: int) -> None:
             os.fchown(folder, control_owner(home)[0], os.getegid())
             os.fchmod(folder, REPORT_SCRATCH_MODE)
             os.fchown(folder, -1, number)
+            _remove_left_over(folder)
             if stat.S_IMODE(os.fstat(folder).st_mode) != REPORT_SCRATCH_MODE:
                 raise ScratchRefused(
                     f"{home.scratch_parent(dossier_id)} did not keep mode "
                     f"{REPORT_SCRATCH_MODE:04o}: HOME's volume drops the setgid bit, which "
                     "report Jobs need"
                 )
+
+
+LEFT_OVER = ".left-"
+"""The prefix a run folder the service could not empty is renamed to, for apply to remove."""
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Remove a run's scratch folder once the run has ended (its kernel or pod gone):
+    descriptor by descriptor, following no link. Root removes all of it. The service on a
+    cluster (the control identity) removes all a Job wrote in the folders it owns, but not
+    the inside of a folder the Job made and closed: it renames what is left to
+    `.left-<name>`, which apply (root) removes (`own_report_scratch`)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not os.path.lexists(scratch):
+        return
+    with contextlib.suppress(OSError):
+        os.rename(scratch, scratch.parent / f"{LEFT_OVER}{scratch.name}")
+
+
+def _remove_left_over(folder: int) -> None:
+    """Run as root: what the service could not remove of its runs in scratch/<id>."""
+    for name in os.listdir(folder):
+        if name.startswith(LEFT_OVER):
+            shutil.rmtree(name, dir_fd=folder)  # on descriptors: follows no link
 
 
 def new_report_scratch(
