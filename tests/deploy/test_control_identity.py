@@ -42,6 +42,7 @@ from test_apply_pod import (
 )
 
 from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.isolation.safefs import UnsafeFile
 from dossierhub.isolation.unixusers import own_report_scratch
 from dossierhub.reports.jobrunner import PARAMETERS, TEMPLATE
 from dossierhub.reports.jobs import job_manifest, job_numbers
@@ -385,3 +386,41 @@ def test_the_service_refuses_a_scratch_folder_apply_did_not_prepare(cluster: Clu
     assert seen.startswith("JobRefused: dossier armoede: "), seen
     assert "run `dossierhub apply` with reports.backend: kubernetes" in seen
     assert sorted(parent.iterdir()) == before
+
+
+def test_apply_follows_no_link_the_control_identity_plants_in_scratch(cluster: Cluster) -> None:
+    """The control identity writes in scratch/ and scratch/<id>. A link it plants as a
+    left-over run, or as a dossier's scratch folder, must neither lead apply (root) to
+    remove or open up what it points at, nor stop it."""
+    home, control = cluster.home, cluster.service.uid
+    report = report_pod_ids(home)
+    target = home.raw_dir  # apply's alone: 0700, root's
+    before = os.lstat(target)
+    parent = home.scratch_parent("armoede")
+    for planted in (".left-link", ".left-file"):
+        command = ("ln", "-s", str(target)) if planted == ".left-link" else ("touch",)
+        made = as_number(control, *command, str(parent / planted))
+        assert made.returncode == 0, made.stderr
+    own_report_scratch(home, "armoede", report["armoede"])  # what apply does per dossier
+    assert sorted(p.name for p in parent.iterdir()) == [".left-file", ".left-link"]
+    assert any(target.iterdir())  # nothing removed through the link
+
+    other = home.scratch_parent("mobiliteit")
+    moved = as_number(control, "mv", str(other), str(home.scratch_dir / "moved"))
+    assert moved.returncode == 0, moved.stderr
+    linked = as_number(control, "ln", "-s", str(target), str(other))
+    assert linked.returncode == 0, linked.stderr
+    try:
+        with pytest.raises(UnsafeFile):
+            own_report_scratch(home, "mobiliteit", report["mobiliteit"])
+        after = os.lstat(target)
+        assert (after.st_uid, after.st_gid, after.st_mode) == (
+            before.st_uid,
+            before.st_gid,
+            before.st_mode,
+        )
+    finally:
+        other.unlink()
+        (home.scratch_dir / "moved").rename(other)
+        for planted in (".left-link", ".left-file"):
+            (parent / planted).unlink()

@@ -462,12 +462,16 @@ def own_report_scratch(home: Home, dossier_id: str, number: int) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(dossier_id, 0o700, dir_fd=top)
         with opened_dir(Path(dossier_id), dir_fd=top) as folder:
-            # the setgid bit first, while the group is root's own: the kernel drops it from
-            # a chmod by one outside the folder's group without CAP_FSETID, which apply's
-            # pod lacks; a later chown of a folder keeps it
-            os.fchown(folder, control_owner(home)[0], os.getegid())
-            os.fchmod(folder, REPORT_SCRATCH_MODE)
-            os.fchown(folder, -1, number)
+            info = os.fstat(folder)
+            wanted = (control_owner(home)[0], number, REPORT_SCRATCH_MODE)
+            if (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) != wanted:
+                # the setgid bit first, while the group is root's own: the kernel drops it
+                # from a chmod by one outside the folder's group without CAP_FSETID, which
+                # apply's pod lacks; a later chown of a folder keeps it. (Only when it is
+                # not yet so: a run folder made meanwhile would take root's group.)
+                os.fchown(folder, wanted[0], os.getegid())
+                os.fchmod(folder, REPORT_SCRATCH_MODE)
+                os.fchown(folder, -1, number)
             _remove_left_over(folder)
             if stat.S_IMODE(os.fstat(folder).st_mode) != REPORT_SCRATCH_MODE:
                 raise ScratchRefused(
@@ -495,10 +499,13 @@ def remove_scratch(scratch: Path) -> None:
 
 
 def _remove_left_over(folder: int) -> None:
-    """Run as root: what the service could not remove of its runs in scratch/<id>."""
+    """Run as root: what the service could not remove of its runs in scratch/<id>. Folders
+    only, on descriptors (rmtree follows no link and refuses one swapped in meanwhile): the
+    control identity writes here, and whatever it plants must neither steer nor stop apply."""
     for name in os.listdir(folder):
-        if name.startswith(LEFT_OVER):
-            shutil.rmtree(name, dir_fd=folder)  # on descriptors: follows no link
+        with contextlib.suppress(FileNotFoundError):
+            if name.startswith(LEFT_OVER) and stat.S_ISDIR(os.lstat(name, dir_fd=folder).st_mode):
+                shutil.rmtree(name, dir_fd=folder, ignore_errors=True)
 
 
 def new_report_scratch(
