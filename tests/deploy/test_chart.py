@@ -6,6 +6,10 @@ runs as root with exactly CHOWN, DAC_OVERRIDE, FOWNER, SETGID and SETUID (what g
 the pod numbers and to the control identity, and an expired dossier's chores as its number,
 need; test_apply_pod.py runs it so), which the baseline standard
 allows; nothing else of it is loosened, and no pod sets an fsGroup on the shared HOME.
+With reports.backend kubernetes the service alone talks to the API: its own account, a Role
+for Jobs and their pods with exactly the verbs it uses, its token in its pod only, and an
+admission policy (its CEL evaluated here with cel-python) that admits only Jobs shaped as a
+report run's.
 
 checkov is not used: pinning it here downgrades packaging (26 -> 23.2, a runtime dependency),
 pytest and python-dateutil, and it needs 9 s to start; the checks below are the privilege
@@ -17,6 +21,7 @@ import copy
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -83,6 +88,7 @@ REPORT_JOB_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
 ]
 REPORT_JOBS_ROLE = "dossierhub-report-jobs"
+ADMISSION_POLICY = "dossierhub-report-jobs.dossiers"  # cluster-wide names: the namespace in it
 SERVICE_ACCOUNT = "dossierhub-service"  # the service's own; apply's is "dossierhub"
 REPORT_JOBS_VALUES = [
     "--set",
@@ -490,6 +496,8 @@ def test_report_jobs_give_the_service_exactly_its_rights_and_nothing_more(
             *((o["kind"], o["metadata"]["name"]) for o in render()),
             ("Role", REPORT_JOBS_ROLE),
             ("RoleBinding", REPORT_JOBS_ROLE),
+            ("ValidatingAdmissionPolicy", ADMISSION_POLICY),
+            ("ValidatingAdmissionPolicyBinding", ADMISSION_POLICY),
         ]
     )
 
@@ -579,3 +587,167 @@ def test_the_chart_refuses_report_jobs_it_cannot_serve(values: list[str], words:
         env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode != 0 and words in result.stderr, result.stderr
+
+
+# --- which Jobs the API server admits from the service (templates/service-admission.yaml) ---
+
+SERVICE_USER = f"system:serviceaccount:dossiers:{SERVICE_ACCOUNT}"
+
+
+def admission_refusals(policy: dict[str, Any], job: dict[str, Any], username: str) -> list[str]:
+    """The messages of the policy's validations a Job fails, its CEL evaluated as the API
+    server does (cel-python): [] when it is admitted or the policy does not apply to the
+    user. An expression that does not evaluate to true (an error included) refuses, as
+    `failurePolicy: Fail` does."""
+    import celpy
+    from celpy import celtypes
+
+    environment = celpy.Environment()
+
+    def value(expression: str, activation: dict[str, Any]) -> Any:
+        return environment.program(environment.compile(expression)).evaluate(activation)
+
+    spec = policy["spec"]
+    base = {
+        "object": celpy.json_to_cel(job),
+        "request": celpy.json_to_cel({"userInfo": {"username": username}}),
+    }
+    matched = [value(c["expression"], base) for c in spec["matchConditions"]]
+    if any(result != celtypes.BoolType(True) for result in matched):
+        return []
+    variables: dict[Any, Any] = {}
+    for variable in spec["variables"]:
+        activation = {**base, "variables": celtypes.MapType(variables)}
+        variables[celtypes.StringType(variable["name"])] = value(variable["expression"], activation)
+    activation = {**base, "variables": celtypes.MapType(variables)}
+    return [
+        check["message"]
+        for check in spec["validations"]
+        if value(check["expression"], activation) != celtypes.BoolType(True)
+    ]
+
+
+def report_job(home: Path) -> dict[str, Any]:
+    """A run's Job exactly as the service makes it (reports/jobs.py job_manifest)."""
+    from dossierhub.isolation.podids import pod_id, report_pod_id
+    from dossierhub.reports.jobs import JobNumbers, job_manifest
+    from dossierhub.state.home import Home
+    from dossierhub.state.models import read_dossier
+
+    root = Home(home)
+    settings = Settings.model_validate(
+        {
+            "hub": {"spawner": "kubernetes"},
+            "reports": {"backend": "kubernetes"},
+            "kubernetes": {"image": "r/runner:1", "namespace": "dossiers"},
+        }
+    )
+    numbers = JobNumbers(report_pod_id(root, "armoede"), pod_id(root, "armoede"))
+    scratch = root.scratch_parent("armoede") / "0a1b2c3d4e5f6a7b"
+    dossier = read_dossier(root, "armoede")
+    return job_manifest(root, settings, dossier, "20261201T201500-a1b2c3", scratch, numbers, 60)
+
+
+def _pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def _mounts(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return _pod(job)["containers"][0]["volumeMounts"]
+
+
+# what a taken-over service would make instead, each with the words of the refusal
+FORGED_JOBS: dict[str, tuple[str, Any]] = {
+    "as root with apply's capabilities": (
+        "not root",
+        lambda j: (
+            _pod(j)["securityContext"].update(runAsUser=0, runAsNonRoot=False),
+            _pod(j)["containers"][0]["securityContext"].pop("runAsUser"),
+        ),
+    ),
+    "adding a capability": (
+        "keeps no capability",
+        lambda j: _pod(j)["containers"][0]["securityContext"]["capabilities"].update(
+            add=["DAC_OVERRIDE"]
+        ),
+    ),
+    "with root's group": (
+        "not root's group",
+        lambda j: _pod(j)["securityContext"].update(supplementalGroups=[0]),
+    ),
+    "with an fsGroup over HOME": (
+        "no fsGroup",
+        lambda j: _pod(j)["securityContext"].update(fsGroup=200000),
+    ),
+    "mounting the master key's Secret": (
+        "no Secret, ConfigMap or other volume",
+        lambda j: _pod(j)["volumes"].append(
+            {"name": "key", "secret": {"secretName": "dossierhub-master-key"}}
+        ),
+    ),
+    "mounting another claim": (
+        "no Secret, ConfigMap or other volume",
+        lambda j: _pod(j)["volumes"].append(
+            {"name": "other", "persistentVolumeClaim": {"claimName": "raw-sources"}}
+        ),
+    ),
+    "mounting all of HOME": ("only a run's scratch folder", lambda j: _mounts(j)[0].pop("subPath")),
+    "mounting a workspace": (
+        "only a run's scratch folder",
+        lambda j: _mounts(j)[0].update(subPath="workspaces/armoede"),
+    ),
+    "mounting all of scratch": (
+        "only a run's scratch folder",
+        lambda j: _mounts(j)[1].update(subPath="scratch"),
+    ),
+    "writing the extracts": ("read-only", lambda j: _mounts(j)[0].update(readOnly=False)),
+    "with a token": (
+        "no service-account token",
+        lambda j: _pod(j).update(automountServiceAccountToken=True),
+    ),
+    "as another account": (
+        "no service-account token",
+        lambda j: _pod(j).update(serviceAccountName="hub"),
+    ),
+    "out of the deny-all policy": (
+        "labelled dossierhub.io/role: report",
+        lambda j: j["spec"]["template"]["metadata"]["labels"].pop("dossierhub.io/role"),
+    ),
+    "with a Secret in its environment": (
+        "from a Secret or ConfigMap",
+        lambda j: _pod(j)["containers"][0]["env"].append(
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "k"}}}
+        ),
+    ),
+    "with an init container": (
+        "one container keeps no capability",
+        lambda j: _pod(j).update(initContainers=[dict(_pod(j)["containers"][0], name="init")]),
+    ),
+}
+
+
+def test_the_api_server_admits_from_the_service_only_jobs_shaped_as_report_runs(
+    jobs_rendered: list[dict[str, Any]], home: Path
+) -> None:
+    """The service's Role lets it create any Job; the admission policy admits only a report
+    run's. A Job as job_manifest makes it passes; each forged one is refused, naming why; a
+    Job from any other account is not this policy's to judge (RBAC refuses it first)."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in jobs_rendered}
+    policy = objects["ValidatingAdmissionPolicy", ADMISSION_POLICY]
+    binding = objects["ValidatingAdmissionPolicyBinding", ADMISSION_POLICY]
+    assert binding["spec"] == {
+        "policyName": ADMISSION_POLICY,
+        "validationActions": ["Deny"],
+        "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dossiers"}}
+        },
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    job = report_job(home)
+    assert admission_refusals(policy, job, SERVICE_USER) == []
+    for attack, (words, change) in FORGED_JOBS.items():
+        forged = copy.deepcopy(job)
+        change(forged)
+        refusals = admission_refusals(policy, forged, SERVICE_USER)
+        assert any(words in refusal for refusal in refusals), (attack, refusals)
+        assert admission_refusals(policy, forged, "system:serviceaccount:dossiers:hub") == []
