@@ -9,6 +9,13 @@ audit log); the service reads a dossier's catalog and queues a run (its folder a
 A workspace's number does none of it. The rule (isolation/unixusers.py control_owner): what
 root holds on one machine is the control identity's (kubernetes.control_uid) on pods.
 
+Report runs as Jobs (reports.backend: kubernetes, which this HOME sets): the service, with no
+capability, makes a run's scratch folder and inputs (reports/jobs.py prepare_job, hand_over);
+the Job's number, with the securityContext job_manifest renders, writes what the runner
+writes there and cannot replace the inputs (job_probe.py); another dossier's number and the
+workspace's reach nothing of it; the service collects and removes it, and apply (root)
+removes what a Job closed to it. Before, the service could not hand the folder over at all.
+
 The hub authenticates its audit records with keys derived from the master key, or with the
 audit keys alone (`audit.key_file`), whose Secret the values do not mount yet; the hub gets the
 master key here as a Secret's file it can read (root's, 0444) instead
