@@ -89,6 +89,11 @@ class JobRefused(Exception):
     """A run that cannot be made a Job (the dossier is not applied for it); says why."""
 
 
+class PodNotGone(TimeoutError):
+    """The run's pod had not ended GONE_SECONDS after its Job was deleted (a node that does
+    not answer): it may still be writing its scratch folder."""
+
+
 def job_name(dossier_id: str, run_id: str) -> str:
     """report-<id>-<run id>: at most 7 + 24 + 1 + 22 = 54 characters, a DNS label."""
     return f"report-{dossier_id}-{run_id.lower()}"
@@ -303,7 +308,16 @@ def run_job(
     manifest = job_manifest(
         home, settings, read_dossier(home, dossier_id), run.run_id, scratch, job.numbers, limit
     )
-    status, error = asyncio.run(_run(settings, manifest, scratch, limit))
+    try:
+        status, error = asyncio.run(_run(settings, manifest, scratch, limit))
+    except PodNotGone as exc:
+        # it may still be writing: none of its notebook is taken (the run keeps the notebook
+        # of record without outputs), and the record says what execute_run copies after this
+        # (a failed run's tables, never checked nor released)
+        return "failed", (
+            f"{exc} after its deletion: none of its notebook was taken, and the tables it "
+            "published, if any, were copied while it may still have been running"
+        )
     return collected(scratch, run, status, error)
 
 
@@ -480,4 +494,4 @@ async def _delete(batch: Any, core: Any, namespace: str, name: str) -> None:
                     if exc.status != 404:
                         raise
         await asyncio.sleep(POLL_SECONDS)
-    raise TimeoutError(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")
+    raise PodNotGone(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")
