@@ -372,6 +372,6 @@ def test_the_verdict_after_collection(
     nbformat.write(theirs, pod)
     if pod_writes == "nothing":
         pod.unlink()
-    assert collected(pod.parent, run, status, error) == expected  # type: ignore[arg-type]
+    assert collected(pod.parent, run, status, error) == expected  # type: ignore[arg-type]  # a str
     outputs = [c.get("outputs") for c in nbformat.read(run.notebook, as_version=4).cells]
     assert any(outputs) == (pod_writes == "honest")  # outputs only when taken

@@ -28,7 +28,7 @@ import nbformat
 
 # what papermill's cell status holds (papermill.engines.NotebookExecutionManager); nothing else
 # of a cell's metadata is taken from the pod
-STATUS_FIELDS = {
+STATUS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "status": str,
     "start_time": str,
     "end_time": str,
@@ -125,10 +125,13 @@ def _status(found: Any) -> dict[str, Any]:
     status = {}
     for key, kind in STATUS_FIELDS.items():
         value = found.get(key)
-        if value is None or (isinstance(value, kind) and not _bool_as_number(value, kind)):
+        if value is None or _of_type(value, kind):
             status[key] = value[:STATUS_CHARS] if isinstance(value, str) else value
     return status
 
 
-def _bool_as_number(value: Any, kind: Any) -> bool:
-    return isinstance(value, bool) and kind is not bool
+def _of_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, but a bool is no number (it is an int to isinstance)."""
+    if isinstance(value, bool) and kind is not bool:
+        return False
+    return isinstance(value, kind)
