@@ -26,6 +26,8 @@ from typing import Any
 
 import nbformat
 
+from dossierhub.state.atomic import write_atomic
+
 # what papermill's cell status holds (papermill.engines.NotebookExecutionManager); nothing else
 # of a cell's metadata is taken from the pod
 STATUS_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -77,10 +79,7 @@ def fill_outputs(notebook: Path, pod_notebook: bytes) -> None:
         nbformat.validate(record)
     except nbformat.ValidationError:
         raise NotebookRefused("the run's notebook holds outputs that are not outputs") from None
-    partial = notebook.with_name(f".{notebook.name}.partial")
-    with partial.open("x", encoding="utf-8") as out:
-        nbformat.write(record, out)
-    partial.replace(notebook)
+    write_atomic(notebook, nbformat.writes(record))  # the record stays whole if this fails
 
 
 def _error_marker(cell: Any) -> bool:
