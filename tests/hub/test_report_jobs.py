@@ -21,7 +21,7 @@ import pytest
 
 from dossierhub.isolation.podids import pod_id, pod_ids, report_pod_id, report_pod_ids
 from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs, record_notebook
-from dossierhub.reports.jobs import JobNumbers, collected, job_manifest, job_verdict
+from dossierhub.reports.jobs import JobNumbers, collect_notebook, job_manifest, job_verdict
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.settings import Settings
@@ -372,6 +372,6 @@ def test_the_verdict_after_collection(
     nbformat.write(theirs, pod)
     if pod_writes == "nothing":
         pod.unlink()
-    assert collected(pod.parent, run, status, error) == expected  # type: ignore[arg-type]  # a str
+    assert collect_notebook(pod.parent, run, status, error) == expected  # type: ignore[arg-type]  # a str
     outputs = [c.get("outputs") for c in nbformat.read(run.notebook, as_version=4).cells]
     assert any(outputs) == (pod_writes == "honest")  # outputs only when taken

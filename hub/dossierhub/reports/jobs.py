@@ -318,16 +318,16 @@ def run_job(
             f"{exc} after its deletion: none of its notebook was taken, and the tables it "
             "published, if any, were copied while it may still have been running"
         )
-    return collected(scratch, run, status, error)
+    return collect_notebook(scratch, run, status, error)
 
 
-def collected(
+def collect_notebook(
     scratch: Path, run: RunFolder, status: RunStatus, error: str | None
 ) -> tuple[RunStatus, str | None]:
-    """The verdict once the pod's outputs are taken (take_notebook). A succeeded run whose
-    notebook cannot be taken fails for it; a failed run keeps its reason, and a notebook
-    refused adds why. Either way the run keeps the notebook of record, with the outputs only
-    when they were taken."""
+    """The verdict once the Job and its pod are gone and the pod's outputs are taken into
+    the notebook of record (take_notebook). A succeeded run whose notebook cannot be taken
+    fails for it; a failed run keeps its reason, and a notebook refused adds why. Either way
+    the run keeps the notebook of record, with the outputs only when they were taken."""
     try:
         if take_notebook(scratch, run):
             return status, error
