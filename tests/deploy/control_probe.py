@@ -118,12 +118,15 @@ def run_folder(home: Home) -> str:
 def job_prepare(home: Home) -> str:
     """A run queued and made ready for its Job as the service does (reports/jobs.py):
     the scratch folder with the template and parameters in it, opened to the Job."""
+    from dossierhub.reports.jobnotebook import record_notebook
     from dossierhub.reports.jobs import hand_over, prepare_job
     from dossierhub.reports.requests import start_run
 
     pending = start_run(home, DOSSIER, "data_quality", "b.devries", {"view": "residents"})
     job = prepare_job(home, DOSSIER)
-    hand_over(job.scratch, pending.template.path, pending.values, job.numbers.report)
+    # as run_job: the service's notebook of record, parameterised, is the Job's one input
+    record_notebook(pending.template.path, pending.values, pending.run.notebook)
+    hand_over(job.scratch, pending.run.notebook, {}, job.numbers.report)
     return f"ok: {job.scratch.relative_to(home.root)} {pending.run.path.relative_to(home.root)}"
 
 

@@ -44,7 +44,10 @@ def attempts(folder: Path) -> dict[str, Callable[[], object]]:
         "list": lambda: sorted(os.listdir(folder)),
         "read_template": lambda: (folder / TEMPLATE).read_bytes(),
         "read_parameters": lambda: json.loads((folder / PARAMETERS).read_text()),
-        "write_notebook": lambda: (folder / "output.ipynb").write_text('{"cells": []}'),
+        # papermill's output: the input's cells (executed, here as they came)
+        "write_notebook": lambda: (folder / "output.ipynb").write_bytes(
+            (folder / TEMPLATE).read_bytes()
+        ),
         "write_result": write_result,
         "publish": publish,
         "hide_a_folder": hide_a_folder,
