@@ -13,21 +13,33 @@ next expects it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
-from kubelet import running_processes_of, wait_until
+from kubelet import RunningPod, running_processes_of, wait_until
 from standin import StandIn
 
 from dossierhub.isolation.podids import pod_ids
-from dossierhub.state.home import Home
+from dossierhub.reports.jobs import RUN_LABEL, job_name
+from dossierhub.reports.records import read_record, write_record
+from dossierhub.reports.requests import start_run
+from dossierhub.reports.resume import JOB_GONE, NOT_STARTED, take_up_runs
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home, RunFolder
 from dossierhub.workspaces.kubespawner import policy_name
 from dossierhub.workspaces.provision import request_hub_restart
 from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import LEAD, STRANGER, VIEWER, Hub
+from e2e_runs import template
 from kernelclient import execute
 
 DOSSIER, OTHER = "armoede", "mobiliteit"
@@ -255,3 +267,180 @@ def test_stop_deletes_the_pod_and_its_network_policy(
     wait_until(
         lambda: policy(k8s, policy_name(DOSSIER)) == 404, timeout=30, what="the policy deleted"
     )
+
+
+# --- the service's report runs as Jobs across hub and service restarts (issue 15, point 4) ---
+
+HOLD = """
+import os, pathlib, time
+go = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"]) / "go"
+deadline = time.monotonic() + 120
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("went", go.exists())
+"""
+FINE = """
+counts = db.sql('SELECT district, count(*) AS people FROM residents GROUP BY district').pl()
+publish(counts, 'people_per_district', counts=['people'])
+"""
+
+
+@dataclass
+class HeldRun:
+    """A run the lead started through the service's REST API, its Job's kernel holding at
+    its second cell until the test writes `go` into its scratch folder."""
+
+    run_id: str
+    job_uid: str
+    scratch: Path
+    pod: RunningPod
+
+
+def jobs_of_run(k8s: StandIn, run_id: str) -> list[dict]:
+    listed = httpx.get(f"{k8s.api_url}/apis/batch/v1/namespaces/default/jobs", timeout=10)
+    return [
+        job
+        for job in listed.json()["items"]
+        if job["metadata"]["labels"].get(RUN_LABEL) == run_id.lower()
+    ]
+
+
+def processes(*parts: bytes) -> list[int]:
+    """The processes whose command line holds every one of `parts`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            line = cmdline.read_bytes()
+            if all(part in line for part in parts):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def service_pid(hub: Hub) -> int:
+    (pid,) = processes(b"dossierhub.web", str(hub.home.root).encode())
+    return pid
+
+
+def run_detail(hub: Hub, run_id: str) -> dict:
+    with hub.service_api(LEAD) as api:
+        answer = api.get(f"dossiers/{DOSSIER}/runs/{run_id}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.fixture(scope="module")
+def held_run(hub_on_standin: Hub, k8s_standin_module: StandIn) -> HeldRun:
+    hub, k8s = hub_on_standin, k8s_standin_module
+    # templates are read from the manifest at each request (requests.prepare_run)
+    template(hub.home.templates_dir / "hold.ipynb", "print('holding')", HOLD, FINE)
+    manifest = hub.manifest(DOSSIER)
+    hub.write_manifest(DOSSIER, {**manifest, "templates": [*manifest["templates"], "hold"]})
+    with hub.service_api(LEAD) as api:
+        answer = api.post(f"dossiers/{DOSSIER}/runs", json={"template": "hold"})
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["run_id"]
+    wait_until(lambda: len(jobs_of_run(k8s, run_id)) == 1, timeout=60, what="the run's Job")
+    (job,) = jobs_of_run(k8s, run_id)
+    scratch = Path(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+
+    def holding() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            book = json.loads((scratch / "output.ipynb").read_text())
+            return "holding" in json.dumps([c.get("outputs") for c in book["cells"]])
+        return False
+
+    wait_until(holding, timeout=120, what="the run's kernel at its first cell, in its pod")
+    (pod,) = [p for key, p in k8s.kubelet.pods.items() if key[1].startswith(job_name(DOSSIER, ""))]
+    return HeldRun(run_id, job["metadata"]["uid"], scratch, pod)
+
+
+def test_a_service_run_goes_on_across_a_hub_restart(
+    hub_on_standin: Hub, k8s_standin_module: StandIn, held_run: HeldRun
+) -> None:
+    """The hub killed and started again (a rolled hub Deployment): the service's run, its
+    Job and its pod are untouched, and the lead reads it through the new hub's login."""
+    hub, k8s = hub_on_standin, k8s_standin_module
+    before = read_serve_state(hub.home)
+    assert before is not None
+    (jupyterhub,) = processes(b"jupyterhub", str(hub.home.hub_config_file).encode())
+    os.kill(jupyterhub, signal.SIGTERM)
+    wait_until(
+        lambda: (now := read_serve_state(hub.home)) is not None and now.started > before.started,
+        timeout=60,
+        what="the hub started again",
+    )
+    assert run_detail(hub, held_run.run_id)["status"] == "running"
+    (job,) = jobs_of_run(k8s, held_run.run_id)
+    assert job["metadata"]["uid"] == held_run.job_uid  # the same Job, its pod still running
+    assert held_run.pod.process.poll() is None
+
+
+def test_a_service_restart_takes_the_run_up_and_it_ends_recorded(
+    hub_on_standin: Hub, k8s_standin_module: StandIn, held_run: HeldRun
+) -> None:
+    """The service stopped as a rolled or evicted pod is (SIGTERM) while the Job runs: it
+    leaves the Job running and records nothing; the service started again takes the run up,
+    and the run ends succeeded, collected, checked, drawn and audited once."""
+    hub, k8s = hub_on_standin, k8s_standin_module
+    old = service_pid(hub)
+    os.kill(old, signal.SIGTERM)
+    wait_until(lambda: not Path(f"/proc/{old}").exists(), timeout=20, what="the service gone")
+    (job,) = jobs_of_run(k8s, held_run.run_id)
+    assert job["metadata"]["uid"] == held_run.job_uid  # handed over, not deleted
+    assert held_run.pod.process.poll() is None
+    wait_until(lambda: len(processes(b"dossierhub.web", str(hub.home.root).encode())) == 1,
+               timeout=30, what="serve starting the service again")  # fmt: skip
+    new = service_pid(hub)
+    wait_until(lambda: run_detail_or_none(hub, held_run.run_id) is not None, timeout=60,
+               what="the new service answering")  # fmt: skip
+    run = hub.home.run_folder(DOSSIER, held_run.run_id)
+    assert json.loads(run.record.read_text())["runner_pid"] == new  # taken up, before any read
+    (held_run.scratch / "go").write_text("")
+    wait_until(lambda: not run_detail(hub, held_run.run_id)["in_progress"], timeout=120,
+               what="the run's end")  # fmt: skip
+    detail = run_detail(hub, held_run.run_id)
+    assert detail["status"] == "succeeded", detail.get("error")
+    assert "went True" in RunFolder(run.path).notebook.read_text()
+    assert "people_per_district" in run.report_html.read_text()
+    events = [e for e in AuditLog(hub.home).read() if e["details"].get("run") == held_run.run_id]
+    assert [e["action"] for e in events if e["action"].startswith("report.")] == [
+        "report.run",
+        "report.finished",
+    ]
+    wait_until(lambda: not jobs_of_run(k8s, held_run.run_id), what="the Job deleted")
+    assert held_run.pod.process.poll() is not None
+    assert not held_run.scratch.exists()
+
+
+def run_detail_or_none(hub: Hub, run_id: str) -> dict | None:
+    with contextlib.suppress(httpx.HTTPError, AssertionError):
+        return run_detail(hub, run_id)
+    return None
+
+
+def left_in_progress(hub: Hub, status: str) -> RunFolder:
+    """A run as a service that was killed leaves it: recorded `status`, its runner gone."""
+    pending = start_run(hub.home, DOSSIER, "hold", LEAD, {})
+    with subprocess.Popen(["true"]) as ended:  # its number is free once it has ended
+        ended.wait()
+    record = pending.record.start() if status == "running" else pending.record
+    write_record(pending.run, record.model_copy(update={"runner_pid": ended.pid}))
+    return pending.run
+
+
+def test_runs_the_next_service_cannot_take_up_end_failed_saying_why(hub_on_standin: Hub) -> None:
+    """A run whose Job is gone, and one that never got a slot, are recorded failed with why
+    (audited once), not left `running` for ever nor passed off as the process's death."""
+    hub = hub_on_standin
+    without_job = left_in_progress(hub, "running")
+    queued = left_in_progress(hub, "queued")
+    assert take_up_runs(hub.home) == []
+    for run, why in ((without_job, JOB_GONE), (queued, NOT_STARTED)):
+        record = read_record(run)
+        assert (record.status, record.error) == ("failed", why)
+        finished = [
+            e
+            for e in AuditLog(hub.home).read()
+            if e["action"] == "report.finished" and e["details"].get("run") == run.run_id
+        ]
+        assert [e["details"]["error"] for e in finished] == [why]
