@@ -157,3 +157,29 @@ def test_a_cell_error_never_turns_a_failed_job_into_success() -> None:
     assert job_verdict(job(), [RUNNING], limit=60, cell_error=None) is None
     verdict = job_verdict(job(FAILED), [EXITED], limit=60, cell_error="")
     assert verdict is not None and verdict[0] == "failed"
+
+
+def test_a_starting_service_takes_up_a_run_whose_runner_is_gone_or_bears_its_own_number() -> None:
+    """Who takes a run up after a service restart: its runner's process is gone, or has the
+    number of the service now starting (in a restarted pod the service is pid 1 again, as its
+    predecessor was: alive by number, yet not the run's process). A live other process keeps
+    its run (a `report run` in progress)."""
+    import os
+    import subprocess
+
+    from dossierhub.reports.records import queued_record
+    from dossierhub.reports.recovery import runner_gone
+
+    with subprocess.Popen(["true"]) as ended:
+        ended.wait()
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            for pid, gone in ((ended.pid, True), (os.getpid(), True), (other.pid, False)):
+                record = queued_record(
+                    "20260101T000000-abcdef", "armoede", "fine", "a.jansen",
+                    template_origin="installation", template_sha256="0" * 64, parameters={},
+                    extracts={}, extracts_generation=None, runner_pid=pid,
+                )  # fmt: skip
+                assert runner_gone(record.start()) is gone, pid
+        finally:
+            other.kill()

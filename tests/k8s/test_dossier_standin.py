@@ -5,7 +5,9 @@ browser would, reads its extracts as the dossier's pod number, cannot change the
 cannot reach another dossier's; a viewer and a stranger are refused; the token the pod holds
 opens nothing but its own activity, and no secret of the installation is in the pod (the red
 team's attacks); a hub restart finds the running pod again; stop deletes the pod and its
-network policy.
+network policy. A report run the service started as a Job (reports.backend kubernetes) goes
+on through the hub's restart and through the service's own: the next service takes it up
+and records it (reports/resume.py); what it cannot take up ends failed, saying why.
 
 The tests share one hub and run in order (module scope): each leaves the workspace as the
 next expects it.
@@ -161,8 +163,10 @@ print("wrote", pathlib.Path.cwd())
 
 
 def test_the_kernel_reads_its_extracts_and_nothing_else_of_home(
-    hub_on_standin: Hub, lead: str
+    hub_on_standin: Hub, lead: str, held_run: HeldRun
 ) -> None:
+    # held_run: a report run the service started, its pod starting while this and the next
+    # tests run (the restarts below keep it going)
     hub = hub_on_standin
     number = pod_ids(hub.home)[DOSSIER]
     seen = dict(line.split(" ", 1) for line in run(hub, lead, KERNEL).splitlines())
@@ -237,10 +241,14 @@ def test_no_secret_of_the_installation_is_in_the_pod(hub_on_standin: Hub, lead: 
 
 
 def test_a_hub_restart_finds_the_running_pod_again(
-    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str
+    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str, held_run: HeldRun
 ) -> None:
+    """The hub stopped and started again (as a rolled hub Deployment is): the workspace's pod
+    is found again, and the service's report run, its Job and its pod go on untouched; the
+    lead reads the run through the new hub's login."""
     hub, k8s = hub_on_standin, k8s_standin_module
     running = k8s.kubelet.pods[POD]
+    report_pod = holding(k8s, held_run)
     state = read_serve_state(hub.home)
     assert state is not None
     started = time.monotonic()
@@ -249,6 +257,10 @@ def test_a_hub_restart_finds_the_running_pod_again(
     wait_until(lambda: status(hub, lead) == 200, timeout=30, what="the workspace after restart")
     assert k8s.kubelet.pods[POD] is running and running.process.poll() is None
     assert run(hub, lead, "print(db.sql('SELECT 1').fetchall()[0][0])").strip() == "1"
+    assert run_detail(hub, held_run.run_id)["status"] == "running"
+    (job,) = jobs_of_run(k8s, held_run.run_id)
+    assert job["metadata"]["uid"] == held_run.job_uid  # the same Job, its pod still running
+    assert report_pod.process.poll() is None
 
 
 def test_stop_deletes_the_pod_and_its_network_policy(
@@ -274,8 +286,7 @@ def test_stop_deletes_the_pod_and_its_network_policy(
 HOLD = """
 import os, pathlib, time
 go = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"]) / "go"
-deadline = time.monotonic() + 120
-while not go.exists() and time.monotonic() < deadline:
+while not go.exists():  # until the test lets it go, or the template's time limit ends it
     time.sleep(0.1)
 print("went", go.exists())
 """
@@ -293,7 +304,6 @@ class HeldRun:
     run_id: str
     job_uid: str
     scratch: Path
-    pod: RunningPod
 
 
 def jobs_of_run(k8s: StandIn, run_id: str) -> list[dict]:
@@ -330,6 +340,7 @@ def run_detail(hub: Hub, run_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def held_run(hub_on_standin: Hub, k8s_standin_module: StandIn) -> HeldRun:
+    """Started through the REST API as a lead starts it; returns once its Job exists."""
     hub, k8s = hub_on_standin, k8s_standin_module
     # templates are read from the manifest at each request (requests.prepare_run)
     template(hub.home.templates_dir / "hold.ipynb", "print('holding')", HOLD, FINE)
@@ -342,37 +353,22 @@ def held_run(hub_on_standin: Hub, k8s_standin_module: StandIn) -> HeldRun:
     wait_until(lambda: len(jobs_of_run(k8s, run_id)) == 1, timeout=60, what="the run's Job")
     (job,) = jobs_of_run(k8s, run_id)
     scratch = Path(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+    return HeldRun(run_id, job["metadata"]["uid"], scratch)
 
-    def holding() -> bool:
+
+def holding(k8s: StandIn, held: HeldRun) -> RunningPod:
+    """The held run's pod, once its kernel has run the first cell."""
+
+    def first_cell_ran() -> bool:
         with contextlib.suppress(OSError, ValueError):
-            book = json.loads((scratch / "output.ipynb").read_text())
+            book = json.loads((held.scratch / "output.ipynb").read_text())
             return "holding" in json.dumps([c.get("outputs") for c in book["cells"]])
         return False
 
-    wait_until(holding, timeout=120, what="the run's kernel at its first cell, in its pod")
-    (pod,) = [p for key, p in k8s.kubelet.pods.items() if key[1].startswith(job_name(DOSSIER, ""))]
-    return HeldRun(run_id, job["metadata"]["uid"], scratch, pod)
-
-
-def test_a_service_run_goes_on_across_a_hub_restart(
-    hub_on_standin: Hub, k8s_standin_module: StandIn, held_run: HeldRun
-) -> None:
-    """The hub killed and started again (a rolled hub Deployment): the service's run, its
-    Job and its pod are untouched, and the lead reads it through the new hub's login."""
-    hub, k8s = hub_on_standin, k8s_standin_module
-    before = read_serve_state(hub.home)
-    assert before is not None
-    (jupyterhub,) = processes(b"jupyterhub", str(hub.home.hub_config_file).encode())
-    os.kill(jupyterhub, signal.SIGTERM)
-    wait_until(
-        lambda: (now := read_serve_state(hub.home)) is not None and now.started > before.started,
-        timeout=60,
-        what="the hub started again",
-    )
-    assert run_detail(hub, held_run.run_id)["status"] == "running"
-    (job,) = jobs_of_run(k8s, held_run.run_id)
-    assert job["metadata"]["uid"] == held_run.job_uid  # the same Job, its pod still running
-    assert held_run.pod.process.poll() is None
+    wait_until(first_cell_ran, timeout=120, what="the run's kernel at its first cell, in its pod")
+    prefix = job_name(DOSSIER, held.run_id)
+    (pod,) = [p for key, p in k8s.kubelet.pods.items() if key[1].startswith(prefix)]
+    return pod
 
 
 def test_a_service_restart_takes_the_run_up_and_it_ends_recorded(
@@ -382,12 +378,13 @@ def test_a_service_restart_takes_the_run_up_and_it_ends_recorded(
     leaves the Job running and records nothing; the service started again takes the run up,
     and the run ends succeeded, collected, checked, drawn and audited once."""
     hub, k8s = hub_on_standin, k8s_standin_module
+    pod = holding(k8s, held_run)
     old = service_pid(hub)
     os.kill(old, signal.SIGTERM)
     wait_until(lambda: not Path(f"/proc/{old}").exists(), timeout=20, what="the service gone")
     (job,) = jobs_of_run(k8s, held_run.run_id)
     assert job["metadata"]["uid"] == held_run.job_uid  # handed over, not deleted
-    assert held_run.pod.process.poll() is None
+    assert pod.process.poll() is None
     wait_until(lambda: len(processes(b"dossierhub.web", str(hub.home.root).encode())) == 1,
                timeout=30, what="serve starting the service again")  # fmt: skip
     new = service_pid(hub)
@@ -408,7 +405,7 @@ def test_a_service_restart_takes_the_run_up_and_it_ends_recorded(
         "report.finished",
     ]
     wait_until(lambda: not jobs_of_run(k8s, held_run.run_id), what="the Job deleted")
-    assert held_run.pod.process.poll() is not None
+    assert pod.process.poll() is not None
     assert not held_run.scratch.exists()
 
 

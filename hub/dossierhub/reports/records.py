@@ -132,12 +132,7 @@ class RunRecord(BaseModel):
 
     def abandon(self, pid: int) -> RunRecord:
         """queued or running -> failed: the process `pid` running it ended before it did."""
-        return self._move(
-            "failed",
-            finished=now(),
-            error=f"the process running it (pid {pid}) ended before the run finished",
-            checks_passed=False,
-        )
+        return self.lost(f"the process running it (pid {pid}) ended before the run finished")
 
     def lost(self, why: str) -> RunRecord:
         """queued or running -> failed: the run cannot be followed to its end, for `why`."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from dossier_kernel.provenance import ExtractProvenance, ProvenanceError, read_provenance
 from dossierhub.data.extracts import current_provenance
 from dossierhub.data.generations import kept_generation
-from dossierhub.reports.jobs import FoundJob, JobRefused, find_job, resume_job
+from dossierhub.reports.jobs import FoundJob, find_job, resume_job
 from dossierhub.reports.records import RunRecord, read_record, write_record
 from dossierhub.reports.recovery import runner_gone, settle
 from dossierhub.reports.requests import PendingRun
@@ -67,7 +67,8 @@ def take_up_runs(home: Home) -> list[TakenUp]:
     for run in _runs_in_progress(home):
         try:
             found = _take_up(home, run)
-        except (JobRefused, OSError, ReportRefused) as exc:
+        except Exception as exc:  # the API server down, RBAC missing: the service starts all
+            # the same; the run stays as it is for the next start (or a reader settles it)
             log.error("run %s of dossier %s not taken up: %s", run.run_id, _dossier(run), exc)
             continue
         if found is not None:
