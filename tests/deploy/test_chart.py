@@ -384,29 +384,3 @@ def test_report_runs_reach_nothing_and_nobody_reaches_them() -> None:
     assert spec["ingress"] == [] and spec["egress"] == []
     # it selects report runs only: the service and apply keep their own walls
     assert spec["podSelector"]["matchLabels"] == {"dossierhub.io/role": "report"}
-
-
-def test_the_service_reaches_the_kubernetes_api_only_where_the_values_name_it() -> None:
-    """Report runs as Jobs need the service to call the Kubernetes API server, which is no
-    pod a selector can name: an egress rule to the addresses the values give, on their port,
-    and none without them (the service then reaches the hub's API and DNS only)."""
-
-    def egress(*args: str) -> list[dict[str, Any]]:
-        (policy,) = [
-            o for o in render(*args)
-            if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "dossierhub"
-        ]  # fmt: skip
-        kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
-        return list(policy["spec"]["egress"])
-
-    default = egress()
-    assert not [peer for rule in default for peer in rule["to"] if "ipBlock" in peer]
-    named = egress("--set", "kubernetesApi.cidrs={10.0.0.1/32,10.0.0.2/32}",
-                   "--set", "kubernetesApi.port=6443")  # fmt: skip
-    assert named[: len(default)] == default  # nothing else widened
-    assert named[len(default) :] == [
-        {
-            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "10.0.0.2/32"}}],
-            "ports": [{"port": 6443, "protocol": "TCP"}],
-        }
-    ]
