@@ -302,8 +302,8 @@ class HeldRun:
     its second cell until the test writes `go` into its scratch folder."""
 
     run_id: str
-    job_uid: str
-    scratch: Path
+    job_uid: str = ""  # its Job's, once `holding` found it
+    scratch: Path = Path()
 
 
 def jobs_of_run(k8s: StandIn, run_id: str) -> list[dict]:
@@ -339,9 +339,10 @@ def run_detail(hub: Hub, run_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def held_run(hub_on_standin: Hub, k8s_standin_module: StandIn) -> HeldRun:
-    """Started through the REST API as a lead starts it; returns once its Job exists."""
-    hub, k8s = hub_on_standin, k8s_standin_module
+def held_run(hub_on_standin: Hub) -> HeldRun:
+    """Started through the REST API as a lead starts it; its Job and pod come while other
+    tests run (`holding` waits for them)."""
+    hub = hub_on_standin
     # templates are read from the manifest at each request (requests.prepare_run)
     template(hub.home.templates_dir / "hold.ipynb", "print('holding')", HOLD, FINE)
     manifest = hub.manifest(DOSSIER)
@@ -349,15 +350,17 @@ def held_run(hub_on_standin: Hub, k8s_standin_module: StandIn) -> HeldRun:
     with hub.service_api(LEAD) as api:
         answer = api.post(f"dossiers/{DOSSIER}/runs", json={"template": "hold"})
     assert answer.status_code == 202, answer.text
-    run_id = answer.json()["run_id"]
-    wait_until(lambda: len(jobs_of_run(k8s, run_id)) == 1, timeout=60, what="the run's Job")
-    (job,) = jobs_of_run(k8s, run_id)
-    scratch = Path(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
-    return HeldRun(run_id, job["metadata"]["uid"], scratch)
+    return HeldRun(answer.json()["run_id"])
 
 
 def holding(k8s: StandIn, held: HeldRun) -> RunningPod:
-    """The held run's pod, once its kernel has run the first cell."""
+    """The held run's pod, once its kernel has run the first cell; notes its Job."""
+    wait_until(lambda: len(jobs_of_run(k8s, held.run_id)) == 1, timeout=120, what="its Job")
+    (job,) = jobs_of_run(k8s, held.run_id)
+    if not held.job_uid:  # the first look; later ones must find the same Job
+        held.job_uid = job["metadata"]["uid"]
+        held.scratch = Path(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+    assert job["metadata"]["uid"] == held.job_uid
 
     def first_cell_ran() -> bool:
         with contextlib.suppress(OSError, ValueError):
