@@ -75,6 +75,8 @@ class Runner:
 
     @contextlib.contextmanager
     def _following(self, pending: PendingRun) -> Iterator[None]:
+        """A run this service follows, listed for its progress until it ends here or is
+        handed over to the next service (its Job left running)."""
         try:
             yield
         except HandedOver:  # the service stops; the next one takes the run's Job up
