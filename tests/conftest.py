@@ -121,8 +121,9 @@ def hub_on_standin(k8s_standin_module: Any) -> Iterator[Hub]:  # tests/k8s/stand
 
 @contextlib.contextmanager
 def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
-    """`serving` with hub.spawner kubernetes on the stand-in `k8s`: its API server and
-    kubeconfig, HOME as its home volume claim, the workspace Python in its image."""
+    """`serving` with hub.spawner and reports.backend kubernetes on the stand-in `k8s`: its
+    API server and kubeconfig, HOME as its home volume claim, the workspace Python in its
+    image."""
     python_env = str(Path(reachable_python()).parents[1])
     if python_env not in k8s.kubelet.image:
         k8s.kubelet.image.append(python_env)
@@ -134,7 +135,8 @@ def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
     with serving(
         {"spawner": "kubernetes"},
         prefix,
-        sections={"kubernetes": kubernetes},
+        # report runs as Jobs too, as the service runs them on a cluster
+        sections={"kubernetes": kubernetes, "reports": {"backend": "kubernetes"}},
         env={"KUBECONFIG": str(k8s.kubeconfig)},
     ) as running:
         k8s.kubelet.claims[KubernetesSettings().home_claim] = running.home.root

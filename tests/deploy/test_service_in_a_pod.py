@@ -62,9 +62,28 @@ def answering(port: int, timeout: float = 20) -> bool:
     return False
 
 
-def chart_arguments() -> list[str]:
+def chart_container() -> dict:
     deployment = next(o for o in render() if o["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+def chart_arguments() -> list[str]:
+    return list(chart_container()["command"])
+
+
+def test_the_chart_gives_the_token_from_z2jh_s_secret_and_in_no_argument() -> None:
+    """The token reaches the service's environment from z2jh's Secret by reference: the
+    rendered objects hold no value of it, and no argument carries one."""
+    container = chart_container()
+    (token,) = [e for e in container["env"] if e["name"] == "JUPYTERHUB_API_TOKEN"]
+    assert "value" not in token
+    assert token["valueFrom"] == {
+        "secretKeyRef": {"name": "hub", "key": "hub.services.dossierhub.apiToken"}
+    }
+    assert not container.get("args")
+    assert not any(
+        "token" in part.lower() for part in chart_arguments() if part != "--token-from-env"
+    )
 
 
 def test_in_a_pod_the_service_takes_z2jh_s_token_and_every_address(tmp_path: Path) -> None:
@@ -101,11 +120,16 @@ def test_in_a_pod_the_service_takes_z2jh_s_token_and_every_address(tmp_path: Pat
         assert any("client_secret=z2jh-tok" in body for body in HubAPIWitness.seen), (
             HubAPIWitness.seen
         )
+        # nowhere but in the process's environment: not its command line, HOME or its log
+        assert b"z2jh-tok" not in Path(f"/proc/{service.pid}/cmdline").read_bytes()
     finally:
         service.terminate()
-        service.communicate(timeout=10)
+        _, log = service.communicate(timeout=10)
         hub.shutdown()
         hub.server_close()
+    assert "dossierhub pages on" in log and "z2jh-tok" not in log
+    written = [p for p in home.root.rglob("*") if p.is_file() and b"z2jh-tok" in p.read_bytes()]
+    assert not written, written
 
 
 def test_without_the_token_it_says_so_and_starts_nothing(tmp_path: Path) -> None:

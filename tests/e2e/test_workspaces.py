@@ -14,10 +14,12 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
+from test_service_api import wait_for_run
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -26,6 +28,7 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import PASSWORD, Hub
+from e2e_runs import template
 from kernelclient import execute
 
 ARMOEDE = "dossier-armoede"
@@ -286,17 +289,57 @@ def test_new_dossier_without_dropping_running_workspaces(hub: Hub, lead: str) ->
     api.close()
 
 
-def test_hub_restart_keeps_workspaces_reachable(hub: Hub, lead: str) -> None:
+# a report run whose kernel holds until the test lets it go (a file in its scratch folder)
+HOLD = """
+import os, pathlib, time
+run_dir = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"])
+(run_dir / "holding").write_text("")
+while not (run_dir / "go").exists():  # until the test lets it go, or the time limit
+    time.sleep(0.1)
+print("went", (run_dir / "go").exists())
+"""
+
+
+@contextlib.contextmanager
+def held_run(hub: Hub) -> Iterator[tuple[str, Path]]:
+    """A run the lead started through the service, its kernel holding: (run id, scratch)."""
+    template(hub.home.templates_dir / "hold.ipynb", HOLD)
+    manifest_file = hub.home.dossiers_dir / "armoede.yaml"
+    original = manifest_file.read_text()
+    manifest = hub.manifest("armoede")  # templates are read from it at each request
+    hub.write_manifest("armoede", {**manifest, "templates": [*manifest["templates"], "hold"]})
+    try:
+        with hub.service_api("a.jansen") as api:
+            answer = api.post("dossiers/armoede/runs", json={"template": "hold"})
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 60
+        while not (held := list(hub.home.scratch_parent("armoede").glob("*/holding"))):
+            assert time.monotonic() < deadline, "the run's kernel never got to its cell"
+            time.sleep(0.1)
+        yield answer.json()["run_id"], held[0].parent
+    finally:
+        manifest_file.write_text(original)
+        (hub.home.templates_dir / "hold.ipynb").unlink()
+
+
+def test_hub_restart_keeps_workspaces_and_report_runs_going(hub: Hub, lead: str) -> None:
     pid_before = running_pid(hub, ARMOEDE, lead)
     state = read_serve_state(hub.home)
     assert state is not None
-    os.kill(state.serve_pid, signal.SIGHUP)
-    deadline = time.monotonic() + 60
-    while (current := read_serve_state(hub.home)) is None or current.started == state.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert status(hub, ARMOEDE, lead) == 200
-    assert running_pid(hub, ARMOEDE, lead) == pid_before
+    with held_run(hub) as (run_id, scratch):
+        os.kill(state.serve_pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while (current := read_serve_state(hub.home)) is None or current.started == state.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert status(hub, ARMOEDE, lead) == 200
+        assert running_pid(hub, ARMOEDE, lead) == pid_before
+        (scratch / "go").write_text("")  # the run's kernel lived through the restart
+        with hub.service_api("a.jansen") as api:
+            detail = wait_for_run(api, "armoede", run_id)
+    assert detail["provenance"]["status"] == "succeeded", detail["provenance"]["error"]
+    notebook = hub.home.run_folder("armoede", run_id).notebook.read_text()
+    assert "went True" in notebook
 
 
 def running_pid(hub: Hub, server: str, token: str) -> int:

@@ -13,6 +13,7 @@ comes from (z2jh 4.x, jupyterhub/templates/*/netpol.yaml, rendered with the valu
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,6 +290,80 @@ def test_the_model_answers_as_a_cni_would() -> None:
     labelled = Pod("labelled", {"hub.jupyter.org/network-access-hub": "true"})
     assert reachable(Z2JH_POLICIES, labelled, HUB, 8081)
     assert not reachable(Z2JH_POLICIES, labelled, HUB, 8000)
+
+
+# ------------------------------------------------ the dossierhub service's own walls (issue 15)
+
+
+def chart_objects() -> list[dict[str, Any]]:
+    """deploy/chart as `helm template` renders it (tests/deploy/helm.py, loaded by its path:
+    tests/deploy is not on this module's import path)."""
+    spec = importlib.util.spec_from_file_location(
+        "deploy_helm", Path(__file__).parents[1] / "deploy" / "helm.py"
+    )
+    assert spec is not None and spec.loader is not None
+    helm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helm)
+    return list(helm.render())
+
+
+def _pod_of(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj["spec"]
+    return dict(
+        spec["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else spec["template"]
+    )
+
+
+@pytest.fixture(scope="module")
+def with_chart(cluster: Any) -> tuple[dict[str, Pod], list[dict[str, Any]]]:
+    """The cluster above with deploy/chart's pods and policies as rendered: the service, apply
+    and a report run's Job (its labels from reports.jobs.job_labels)."""
+    from dossierhub.reports.jobs import job_labels
+
+    pods, policies = cluster
+    rendered = chart_objects()
+    mine = {**pods}
+    for obj in rendered:
+        if obj["kind"] in ("Deployment", "CronJob"):
+            template = _pod_of(obj)
+            (container,) = template["spec"]["containers"]
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+            mine[component] = Pod(component, template["metadata"]["labels"], ports)
+    mine["report"] = Pod("report run", job_labels("armoede", "20260101T000000-abcdef"))
+    mine["other"] = Pod("another pod of the namespace", {"app": "something-else"})
+    # a pod allowed to the hub's API (as every workspace is) is not thereby let into the service
+    mine["hub-client"] = Pod("a hub API client", {"hub.jupyter.org/network-access-hub": "true"})
+    chart_policies = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    return mine, policies + chart_policies
+
+
+def test_the_hub_and_the_proxy_reach_the_service_and_nothing_else_does(with_chart: Any) -> None:
+    """The service answers people (through the proxy) and the hub (which checks its registered
+    services); every other pod, a workspace, a report run, apply, any pod of the namespace,
+    and one labelled for the hub's API, is kept out of it on every port."""
+    pods, policies = with_chart
+    service = pods["service"]
+    port = service.ports["http"]
+    assert (service.labels["hub.jupyter.org/network-access-hub"]) == "true"
+    assert reachable(policies, PROXY, service, port), "people cannot reach the service"
+    assert reachable(policies, HUB, service, port), "the hub cannot reach its service"
+    for name in ("armoede", "mobiliteit", "report", "apply", "other", "hub-client"):
+        for to in (port, 22, 8888):
+            assert not reachable(policies, pods[name], service, to), (name, to)
+
+
+def test_the_service_reaches_the_hub_s_api_and_no_pod_besides(with_chart: Any) -> None:
+    """Out, the service reaches the hub's API (z2jh's hub policy admits its label), DNS (in
+    kube-system, outside this model) and nothing else: not the proxy's API (its routes), not a
+    workspace, not a report run's pod."""
+    pods, policies = with_chart
+    service = pods["service"]
+    assert reachable(policies, service, HUB, 8081)
+    assert not reachable(policies, service, PROXY, 8001)
+    for name in ("armoede", "mobiliteit", "report", "apply", "other"):
+        for to in (8888, 8003, 80):
+            assert not reachable(policies, service, pods[name], to), (name, to)
 
 
 # ------------------------------------------------ what root does in a pod's folder afterwards

@@ -375,3 +375,29 @@ def test_the_verdict_after_collection(
     assert collect_notebook(pod.parent, run, status, error) == expected  # type: ignore[arg-type]  # a str
     outputs = [c.get("outputs") for c in nbformat.read(run.notebook, as_version=4).cells]
     assert any(outputs) == (pod_writes == "honest")  # outputs only when taken
+
+
+def test_a_starting_service_takes_up_a_run_whose_runner_is_gone_or_bears_its_own_number() -> None:
+    """Who takes a run up after a service restart: its runner's process is gone, or has the
+    number of the service now starting (in a restarted pod the service is pid 1 again, as its
+    predecessor was: alive by number, yet not the run's process). A live other process keeps
+    its run (a `report run` in progress)."""
+    import os
+    import subprocess
+
+    from dossierhub.reports.records import queued_record
+    from dossierhub.reports.recovery import runner_gone
+
+    with subprocess.Popen(["true"]) as ended:
+        ended.wait()
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            for pid, gone in ((ended.pid, True), (os.getpid(), True), (other.pid, False)):
+                record = queued_record(
+                    "20260101T000000-abcdef", "armoede", "fine", "a.jansen",
+                    template_origin="installation", template_sha256="0" * 64, parameters={},
+                    extracts={}, extracts_generation=None, runner_pid=pid,
+                )  # fmt: skip
+                assert runner_gone(record.start()) is gone, pid
+        finally:
+            other.kill()

@@ -5,7 +5,9 @@ browser would, reads its extracts as the dossier's pod number, cannot change the
 cannot reach another dossier's; a viewer and a stranger are refused; the token the pod holds
 opens nothing but its own activity, and no secret of the installation is in the pod (the red
 team's attacks); a hub restart finds the running pod again; stop deletes the pod and its
-network policy.
+network policy. A report run the service started as a Job (reports.backend kubernetes) goes
+on through the hub's restart and through the service's own: the next service takes it up
+and records it (reports/resume.py); what it cannot take up ends failed, saying why.
 
 The tests share one hub and run in order (module scope): each leaves the workspace as the
 next expects it.
@@ -13,21 +15,33 @@ next expects it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
-from kubelet import running_processes_of, wait_until
+from kubelet import RunningPod, running_processes_of, wait_until
 from standin import StandIn
 
 from dossierhub.isolation.podids import pod_ids
-from dossierhub.state.home import Home
+from dossierhub.reports.jobs import RUN_LABEL, job_name
+from dossierhub.reports.records import read_record, write_record
+from dossierhub.reports.requests import start_run
+from dossierhub.reports.resume import JOB_GONE, NOT_STARTED, take_up_runs
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.home import Home, RunFolder
 from dossierhub.workspaces.kubespawner import policy_name
 from dossierhub.workspaces.provision import request_hub_restart
 from dossierhub.workspaces.servestate import read_serve_state
 
 from e2e_hub import LEAD, STRANGER, VIEWER, Hub
+from e2e_runs import template
 from kernelclient import execute
 
 DOSSIER, OTHER = "armoede", "mobiliteit"
@@ -149,8 +163,10 @@ print("wrote", pathlib.Path.cwd())
 
 
 def test_the_kernel_reads_its_extracts_and_nothing_else_of_home(
-    hub_on_standin: Hub, lead: str
+    hub_on_standin: Hub, lead: str, held_run: HeldRun
 ) -> None:
+    # held_run: a report run the service started, its pod starting while this and the next
+    # tests run (the restarts below keep it going)
     hub = hub_on_standin
     number = pod_ids(hub.home)[DOSSIER]
     seen = dict(line.split(" ", 1) for line in run(hub, lead, KERNEL).splitlines())
@@ -225,10 +241,14 @@ def test_no_secret_of_the_installation_is_in_the_pod(hub_on_standin: Hub, lead: 
 
 
 def test_a_hub_restart_finds_the_running_pod_again(
-    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str
+    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str, held_run: HeldRun
 ) -> None:
+    """The hub stopped and started again (as a rolled hub Deployment is): the workspace's pod
+    is found again, and the service's report run, its Job and its pod go on untouched; the
+    lead reads the run through the new hub's login."""
     hub, k8s = hub_on_standin, k8s_standin_module
     running = k8s.kubelet.pods[POD]
+    report_pod = holding(k8s, held_run)
     state = read_serve_state(hub.home)
     assert state is not None
     started = time.monotonic()
@@ -237,6 +257,10 @@ def test_a_hub_restart_finds_the_running_pod_again(
     wait_until(lambda: status(hub, lead) == 200, timeout=30, what="the workspace after restart")
     assert k8s.kubelet.pods[POD] is running and running.process.poll() is None
     assert run(hub, lead, "print(db.sql('SELECT 1').fetchall()[0][0])").strip() == "1"
+    assert run_detail(hub, held_run.run_id)["status"] == "running"
+    (job,) = jobs_of_run(k8s, held_run.run_id)
+    assert job["metadata"]["uid"] == held_run.job_uid  # the same Job, its pod still running
+    assert report_pod.process.poll() is None
 
 
 def test_stop_deletes_the_pod_and_its_network_policy(
@@ -255,3 +279,168 @@ def test_stop_deletes_the_pod_and_its_network_policy(
     wait_until(
         lambda: policy(k8s, policy_name(DOSSIER)) == 404, timeout=30, what="the policy deleted"
     )
+
+
+# --- the service's report runs as Jobs across hub and service restarts (issue 15, point 4) ---
+
+HOLD = """
+import os, pathlib, time
+go = pathlib.Path(os.environ["DOSSIERHUB_RUN_DIR"]) / "go"
+while not go.exists():  # until the test lets it go, or the template's time limit ends it
+    time.sleep(0.1)
+print("went", go.exists())
+"""
+FINE = """
+counts = db.sql('SELECT district, count(*) AS people FROM residents GROUP BY district').pl()
+publish(counts, 'people_per_district', counts=['people'])
+"""
+
+
+@dataclass
+class HeldRun:
+    """A run the lead started through the service's REST API, its Job's kernel holding at
+    its second cell until the test writes `go` into its scratch folder."""
+
+    run_id: str
+    job_uid: str = ""  # its Job's, once `holding` found it
+    scratch: Path = Path()
+
+
+def jobs_of_run(k8s: StandIn, run_id: str) -> list[dict]:
+    listed = httpx.get(f"{k8s.api_url}/apis/batch/v1/namespaces/default/jobs", timeout=10)
+    return [
+        job
+        for job in listed.json()["items"]
+        if job["metadata"]["labels"].get(RUN_LABEL) == run_id.lower()
+    ]
+
+
+def processes(*parts: bytes) -> list[int]:
+    """The processes whose command line holds every one of `parts`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            line = cmdline.read_bytes()
+            if all(part in line for part in parts):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def service_pid(hub: Hub) -> int:
+    (pid,) = processes(b"dossierhub.web", str(hub.home.root).encode())
+    return pid
+
+
+def run_detail(hub: Hub, run_id: str) -> dict:
+    with hub.service_api(LEAD) as api:
+        answer = api.get(f"dossiers/{DOSSIER}/runs/{run_id}")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.fixture(scope="module")
+def held_run(hub_on_standin: Hub) -> HeldRun:
+    """Started through the REST API as a lead starts it; its Job and pod come while other
+    tests run (`holding` waits for them)."""
+    hub = hub_on_standin
+    # templates are read from the manifest at each request (requests.prepare_run)
+    template(hub.home.templates_dir / "hold.ipynb", "print('holding')", HOLD, FINE)
+    manifest = hub.manifest(DOSSIER)
+    hub.write_manifest(DOSSIER, {**manifest, "templates": [*manifest["templates"], "hold"]})
+    with hub.service_api(LEAD) as api:
+        answer = api.post(f"dossiers/{DOSSIER}/runs", json={"template": "hold"})
+    assert answer.status_code == 202, answer.text
+    return HeldRun(answer.json()["run_id"])
+
+
+def holding(k8s: StandIn, held: HeldRun) -> RunningPod:
+    """The held run's pod, once its kernel has run the first cell; notes its Job."""
+    wait_until(lambda: len(jobs_of_run(k8s, held.run_id)) == 1, timeout=120, what="its Job")
+    (job,) = jobs_of_run(k8s, held.run_id)
+    if not held.job_uid:  # the first look; later ones must find the same Job
+        held.job_uid = job["metadata"]["uid"]
+        held.scratch = Path(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+    assert job["metadata"]["uid"] == held.job_uid
+
+    def first_cell_ran() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            book = json.loads((held.scratch / "output.ipynb").read_text())
+            return "holding" in json.dumps([c.get("outputs") for c in book["cells"]])
+        return False
+
+    wait_until(first_cell_ran, timeout=120, what="the run's kernel at its first cell, in its pod")
+    prefix = job_name(DOSSIER, held.run_id)
+    (pod,) = [p for key, p in k8s.kubelet.pods.items() if key[1].startswith(prefix)]
+    return pod
+
+
+def test_a_service_restart_takes_the_run_up_and_it_ends_recorded(
+    hub_on_standin: Hub, k8s_standin_module: StandIn, held_run: HeldRun
+) -> None:
+    """The service stopped as a rolled or evicted pod is (SIGTERM) while the Job runs: it
+    leaves the Job running and records nothing; the service started again takes the run up,
+    and the run ends succeeded, collected, checked, drawn and audited once."""
+    hub, k8s = hub_on_standin, k8s_standin_module
+    pod = holding(k8s, held_run)
+    old = service_pid(hub)
+    os.kill(old, signal.SIGTERM)
+    wait_until(lambda: not Path(f"/proc/{old}").exists(), timeout=20, what="the service gone")
+    (job,) = jobs_of_run(k8s, held_run.run_id)
+    assert job["metadata"]["uid"] == held_run.job_uid  # handed over, not deleted
+    assert pod.process.poll() is None
+    wait_until(lambda: len(processes(b"dossierhub.web", str(hub.home.root).encode())) == 1,
+               timeout=30, what="serve starting the service again")  # fmt: skip
+    new = service_pid(hub)
+    wait_until(lambda: run_detail_or_none(hub, held_run.run_id) is not None, timeout=60,
+               what="the new service answering")  # fmt: skip
+    run = hub.home.run_folder(DOSSIER, held_run.run_id)
+    assert json.loads(run.record.read_text())["runner_pid"] == new  # taken up, before any read
+    (held_run.scratch / "go").write_text("")
+    wait_until(lambda: not run_detail(hub, held_run.run_id)["in_progress"], timeout=120,
+               what="the run's end")  # fmt: skip
+    detail = run_detail(hub, held_run.run_id)
+    assert detail["status"] == "succeeded", detail.get("error")
+    assert "went True" in RunFolder(run.path).notebook.read_text()
+    assert "people_per_district" in run.report_html.read_text()
+    events = [e for e in AuditLog(hub.home).read() if e["details"].get("run") == held_run.run_id]
+    assert [e["action"] for e in events if e["action"].startswith("report.")] == [
+        "report.run",
+        "report.finished",
+    ]
+    wait_until(lambda: not jobs_of_run(k8s, held_run.run_id), what="the Job deleted")
+    assert pod.process.poll() is not None
+    assert not held_run.scratch.exists()
+
+
+def run_detail_or_none(hub: Hub, run_id: str) -> dict | None:
+    with contextlib.suppress(httpx.HTTPError, AssertionError):
+        return run_detail(hub, run_id)
+    return None
+
+
+def left_in_progress(hub: Hub, status: str) -> RunFolder:
+    """A run as a service that was killed leaves it: recorded `status`, its runner gone."""
+    pending = start_run(hub.home, DOSSIER, "hold", LEAD, {})
+    with subprocess.Popen(["true"]) as ended:  # its number is free once it has ended
+        ended.wait()
+    record = pending.record.start() if status == "running" else pending.record
+    write_record(pending.run, record.model_copy(update={"runner_pid": ended.pid}))
+    return pending.run
+
+
+def test_runs_the_next_service_cannot_take_up_end_failed_saying_why(hub_on_standin: Hub) -> None:
+    """A run whose Job is gone, and one that never got a slot, are recorded failed with why
+    (audited once), not left `running` for ever nor passed off as the process's death."""
+    hub = hub_on_standin
+    without_job = left_in_progress(hub, "running")
+    queued = left_in_progress(hub, "queued")
+    assert take_up_runs(hub.home) == []
+    for run, why in ((without_job, JOB_GONE), (queued, NOT_STARTED)):
+        record = read_record(run)
+        assert (record.status, record.error) == ("failed", why)
+        finished = [
+            e
+            for e in AuditLog(hub.home).read()
+            if e["action"] == "report.finished" and e["details"].get("run") == run.run_id
+        ]
+        assert [e["details"]["error"] for e in finished] == [why]

@@ -33,6 +33,11 @@ The service (or `report run`) decides, queues and records a run as with local ke
 
 The warm kernel pool is off with this backend: a kernel started ahead of time would be a
 pod waiting per dossier (docs/operating-on-kubernetes.md).
+
+A Job outlives the service that made it: a service told to stop (`stop_watching`, its pod
+rolled or evicted) leaves its Jobs running and records nothing (HandedOver), and the next
+service takes each of them up from its run label (`find_job`, `resume_job`: the same wait,
+verdict, deletion and collection; reports/resume.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +105,21 @@ class JobRefused(Exception):
 class PodNotGone(TimeoutError):
     """The run's pod had not ended GONE_SECONDS after its Job was deleted (a node that does
     not answer): it may still be writing its scratch folder."""
+
+
+class HandedOver(BaseException):
+    """The service stops while a run's Job goes on in the cluster: the Job is left running
+    for the next service to take up, and nothing is recorded. A BaseException, as SystemExit:
+    no layer that settles a broken run as failed (execute, execute_run) may catch it."""
+
+
+_STOPPING = threading.Event()
+
+
+def stop_watching() -> None:
+    """The service is stopping: every Job it waits for is handed over (HandedOver) at its
+    next poll, undeleted; the next service takes it up (reports/resume.py)."""
+    _STOPPING.set()
 
 
 def job_name(dossier_id: str, run_id: str) -> str:
@@ -318,14 +339,18 @@ def run_job(
     try:
         status, error = asyncio.run(_run(settings, manifest, scratch, limit))
     except PodNotGone as exc:
-        # it may still be writing: none of its notebook is taken (the run keeps the notebook
-        # of record without outputs), and the record says what execute_run copies after this
-        # (a failed run's tables, never checked nor released)
-        return "failed", (
-            f"{exc} after its deletion: none of its notebook was taken, and the tables it "
-            "published, if any, were copied while it may still have been running"
-        )
+        return not_gone(exc)
     return collect_notebook(scratch, run, status, error)
+
+
+def not_gone(exc: PodNotGone) -> tuple[RunStatus, str]:
+    """A pod that may still be writing: none of its notebook is taken (the run keeps the
+    notebook of record without outputs), and the record says what execute_run copies after
+    this (a failed run's tables, never checked nor released)."""
+    return "failed", (
+        f"{exc} after its deletion: none of its notebook was taken, and the tables it "
+        "published, if any, were copied while it may still have been running"
+    )
 
 
 def collect_notebook(
@@ -346,6 +371,47 @@ def collect_notebook(
     except (UnsafeFile, OSError) as exc:
         why = f"the run's notebook cannot be collected: {exc}"
     return ("failed", why[:500]) if status == "succeeded" else (status, error)
+
+
+@dataclass(frozen=True)
+class FoundJob:
+    """A run's Job as the cluster has it: its name, its time limit and its scratch folder."""
+
+    name: str
+    limit: float
+    scratch: Path
+
+
+def find_job(home: Home, dossier_id: str, run_id: str) -> FoundJob | None:
+    """The Job of a run, found by its labels (job_labels), or None when the cluster has none.
+    Its scratch folder is taken from the Job only when it is one of this dossier's (the
+    folder is deleted after collection: a Job's word alone never names what to delete)."""
+    settings = load_settings(home)
+    jobs = asyncio.run(_labelled_jobs(settings, job_labels(dossier_id, run_id)))
+    for job in jobs:
+        spec = job["spec"]
+        args = spec["template"]["spec"]["containers"][0].get("args") or []
+        scratch = Path(args[0]) if len(args) == 1 else None
+        if scratch is None or scratch.parent != home.scratch_parent(dossier_id):
+            raise JobRefused(
+                f"the Job {job['metadata']['name']} of run {run_id} does not name a scratch "
+                f"folder of dossier {dossier_id}; it is left as it is"
+            )
+        return FoundJob(job["metadata"]["name"], spec["activeDeadlineSeconds"], scratch)
+    return None
+
+
+def resume_job(home: Home, run: RunFolder, job: FoundJob) -> tuple[RunStatus, str | None]:
+    """A run whose Job another service made (and was stopped before its verdict), to its
+    verdict and collection as run_job would: wait, delete the Job and its pod, copy the
+    notebook. The Job's own deadline still holds; the wait allows it again from now."""
+    settings = load_settings(home)
+    namespace = settings.kubernetes.namespace
+    try:
+        status, error = asyncio.run(_follow(settings, namespace, job.name, job.scratch, job.limit))
+    except PodNotGone as exc:
+        return not_gone(exc)
+    return collect_notebook(job.scratch, run, status, error)
 
 
 def take_notebook(scratch: Path, run: RunFolder) -> bool:
@@ -398,13 +464,58 @@ async def _run(
         except ApiException as exc:
             return "failed", f"Kubernetes refused the run's Job ({exc.status}: {exc.reason})"
         log.info("report Job %s/%s created", namespace, name)
-        try:
-            verdict = await _watch(batch, core, namespace, name, limit, scratch)
-            log.info("report Job %s/%s: %s", namespace, name, verdict[0])
-            return verdict
-        finally:
-            await _delete(batch, core, namespace, name)
-            log.info("report Job %s/%s deleted, its pod gone", namespace, name)
+        return await _conclude(batch, core, namespace, name, limit, scratch)
+
+
+async def _follow(
+    settings: Settings, namespace: str, name: str, scratch: Path, limit: float
+) -> tuple[RunStatus, str | None]:
+    """_run for a Job that exists already (resume_job)."""
+    from kubernetes_asyncio import client
+
+    async with await _api(settings) as api:
+        batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+        log.info("report Job %s/%s taken up", namespace, name)
+        return await _conclude(batch, core, namespace, name, limit, scratch)
+
+
+async def _conclude(
+    batch: Any, core: Any, namespace: str, name: str, limit: float, scratch: Path
+) -> tuple[RunStatus, str | None]:
+    """Wait for the Job's verdict, then delete it and wait its pod out; handed over (the
+    service stops), the Job is left running for the next service."""
+    try:
+        verdict = await _watch(batch, core, namespace, name, limit, scratch)
+    except BaseException as exc:
+        if isinstance(exc, HandedOver) or _STOPPING.is_set():
+            # a stopping process's calls fail too (its executors shut down): not the run's
+            log.info("report Job %s/%s left running for the next service", namespace, name)
+            raise HandedOver(name) from None
+        await _delete(batch, core, namespace, name)
+        raise
+    log.info("report Job %s/%s: %s", namespace, name, verdict[0])
+    await _delete(batch, core, namespace, name)
+    log.info("report Job %s/%s deleted, its pod gone", namespace, name)
+    return verdict
+
+
+async def _labelled_jobs(settings: Settings, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The namespace's Jobs with every one of `labels` (selected here again, as _pods)."""
+    from kubernetes_asyncio import client
+
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    async with await _api(settings) as api:
+        batch = client.BatchV1Api(api)
+        listed = await batch.list_namespaced_job(
+            settings.kubernetes.namespace, label_selector=selector
+        )
+        jobs = [api.sanitize_for_serialization(job) for job in listed.items]
+    return [
+        job
+        for job in jobs
+        if labels.items() <= (job["metadata"].get("labels") or {}).items()
+        and not job["metadata"].get("deletionTimestamp")
+    ]
 
 
 async def _api(settings: Settings) -> Any:
@@ -442,6 +553,8 @@ async def _watch(
     seen: set[str] = set()
     deleted: str | None = None
     while time.monotonic() < give_up:
+        if _STOPPING.is_set():
+            raise HandedOver(name)
         try:
             job = batch.api_client.sanitize_for_serialization(
                 await batch.read_namespaced_job(name, namespace)

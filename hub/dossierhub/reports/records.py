@@ -132,12 +132,21 @@ class RunRecord(BaseModel):
 
     def abandon(self, pid: int) -> RunRecord:
         """queued or running -> failed: the process `pid` running it ended before it did."""
-        return self._move(
-            "failed",
-            finished=now(),
-            error=f"the process running it (pid {pid}) ended before the run finished",
-            checks_passed=False,
-        )
+        return self.lost(f"the process running it (pid {pid}) ended before the run finished")
+
+    def lost(self, why: str) -> RunRecord:
+        """queued or running -> failed: the run cannot be followed to its end, for `why`."""
+        return self._move("failed", finished=now(), error=why, checks_passed=False)
+
+    def taken_up(self, pid: int) -> RunRecord:
+        """Still running, now followed by the process `pid` (a service that took it up after
+        the one that started it stopped: reports/resume.py)."""
+        if self.status != "running":
+            raise ImpossibleTransition(
+                f"run {self.run_id} of dossier {self.dossier} is {self.status}, not running: "
+                "there is nothing to take up"
+            )
+        return self.model_copy(update={"runner_pid": pid})
 
     def _move(self, status: RunStatus, **changes: Any) -> RunRecord:
         if status not in NEXT[self.status]:

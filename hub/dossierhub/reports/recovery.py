@@ -1,6 +1,10 @@
 """Crash recovery: a run whose process is gone without finishing it (killed, or the machine
 restarted) is recorded as failed when it is next read, so no status stays `running` forever.
-There is no daemon to do it: every reader of a run record goes through current_record."""
+There is no daemon to do it: every reader of a run record goes through current_record.
+
+A run executed as a Kubernetes Job goes on without its process; the service takes it up as
+it starts, before it answers any reader (reports/resume.py), and settles here only what it
+cannot take up."""
 
 from __future__ import annotations
 
@@ -21,16 +25,31 @@ def current_record(home: Home, run: RunFolder) -> RunRecord:
         return record
     failed = record.abandon(pid)
     with contextlib.suppress(OSError):  # only the hub side may write; readers just see it
-        write_record(run, failed)
-        AuditLog(home).append(
-            "report.finished",
-            actor=failed.user,
-            dossier=failed.dossier,
-            run=failed.run_id,
-            status="failed",
-            error=failed.error,
-        )
+        settle(home, run, failed)
     return failed
+
+
+def settle(home: Home, run: RunFolder, failed: RunRecord) -> None:
+    """Write a run's failed record and audit it as report.finished (as execute_run would
+    have): for a run whose process died (current_record) or that cannot be taken up again
+    after a service restart (resume.py)."""
+    write_record(run, failed)
+    AuditLog(home).append(
+        "report.finished",
+        actor=failed.user,
+        dossier=failed.dossier,
+        run=failed.run_id,
+        status="failed",
+        error=failed.error,
+    )
+
+
+def runner_gone(record: RunRecord) -> bool:
+    """The process that runs an in-progress run is gone, or its number is this process's
+    own (a service that has just started follows no run yet: in a restarted pod it has the
+    number its predecessor had, usually 1)."""
+    pid = record.runner_pid
+    return not pid or pid == os.getpid() or not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

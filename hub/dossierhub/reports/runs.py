@@ -78,9 +78,17 @@ def execute_run(
 ) -> RunOutcome:
     """A queued run, to its end: execute (in a slot of the dossier's queue), collect, check,
     draw, record, lock down, audit. Whatever breaks, the run ends with a truthful status."""
-    run = pending.run
     limit = timeout or pending.template.timeout_seconds
     scratch, status, error = execute(pending, pool, limit)
+    return finish_run(pending, scratch, status, error)
+
+
+def finish_run(
+    pending: PendingRun, scratch: Path, status: RunStatus, error: str | None
+) -> RunOutcome:
+    """A run whose kernel (or Job) has ended, to its end: collect, check, draw, record, lock
+    down, audit (execute_run's, and a run taken up after a service restart: resume.py)."""
+    run = pending.run
     try:
         outputs = [run.notebook.name] if run.notebook.exists() else []
         outputs += collect_published(scratch, run)

@@ -115,6 +115,9 @@ async def _serve(
     # a run as a Kubernetes Job starts its kernel in its own pod: no kernels ahead of time
     on_jobs = settings.reports.backend == "kubernetes"
     runner = Runner(home, 0 if on_jobs else settings.reports.prestart_kernels)
+    if on_jobs:  # before the first request: runs whose Jobs outlived the last service
+        taken = await asyncio.get_running_loop().run_in_executor(None, runner.take_up)
+        logging.getLogger("dossierhub.web").info("report runs taken up: %d", taken)
     app = make_app(home, make_hub_auth(home, hub_api_url, token), runner)
     server = app.listen(port, address=ip, xheaders=True)
     stop = asyncio.Event()

@@ -4,20 +4,28 @@ with kernels started ahead of time for the dossiers that run reports.
 The service owns the KernelPool: after a dossier's run it starts `reports.prestart_kernels`
 kernels for that dossier's next runs (each used once, never shared between dossiers). A pooled
 kernel started over extracts that apply has since rebuilt is stopped, never used.
+
+With `reports.backend: kubernetes` a run's Job outlives the service: a stopping service hands
+its Jobs over (`close`), and the next one takes them up as it starts (`take_up`,
+reports/resume.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dossier_kernel.provenance import ProvenanceError
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.execute import progress
+from dossierhub.reports.jobs import HandedOver, stop_watching
 from dossierhub.reports.kernelpool import KernelPool
 from dossierhub.reports.requests import PendingRun
+from dossierhub.reports.resume import TakenUp, finish_taken_up, take_up_runs
 from dossierhub.reports.runs import execute_run
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
@@ -38,20 +46,46 @@ class Runner:
             self._running[(pending.dossier_id, pending.run_id)] = pending
         self.executor.submit(self._execute, pending)
 
+    def take_up(self) -> int:
+        """The runs a stopped service left with their Jobs running, followed to their end in
+        worker threads (the others settled: resume.take_up_runs). Before the first request:
+        until then no reader settles a taken-up run as abandoned. Returns how many."""
+        taken = take_up_runs(self.home)
+        for one in taken:
+            with self._lock:
+                self._running[(one.pending.dossier_id, one.pending.run_id)] = one.pending
+            self.executor.submit(self._finish_taken_up, one)
+        return len(taken)
+
     def _execute(self, pending: PendingRun) -> None:
-        try:
+        with self._following(pending):
             outcome = execute_run(pending, pool=self.pool)
             log.info("run %s/%s %s", pending.dossier_id, pending.run_id, outcome.status)
-        except Exception:  # execute_run records failures itself; this is a last resort
-            log.exception("run %s/%s could not be recorded", pending.dossier_id, pending.run_id)
-        finally:
-            with self._lock:
-                self._running.pop((pending.dossier_id, pending.run_id), None)
         if self.pool is not None:
             try:
                 self.pool.fill(pending.dossier_id)
             except Exception:  # a kernel that will not start only costs the next run speed
                 log.exception("could not start a kernel ahead of time for %s", pending.dossier_id)
+
+    def _finish_taken_up(self, taken: TakenUp) -> None:
+        pending = taken.pending
+        with self._following(pending):
+            outcome = finish_taken_up(taken)
+            log.info("run %s/%s (taken up) %s", pending.dossier_id, pending.run_id, outcome.status)
+
+    @contextlib.contextmanager
+    def _following(self, pending: PendingRun) -> Iterator[None]:
+        """A run this service follows, listed for its progress until it ends here or is
+        handed over to the next service (its Job left running)."""
+        try:
+            yield
+        except HandedOver:  # the service stops; the next one takes the run's Job up
+            log.info("run %s/%s left to the next service", pending.dossier_id, pending.run_id)
+        except Exception:  # execute_run records failures itself; this is a last resort
+            log.exception("run %s/%s could not be recorded", pending.dossier_id, pending.run_id)
+        finally:
+            with self._lock:
+                self._running.pop((pending.dossier_id, pending.run_id), None)
 
     def progress(self, dossier_id: str, run_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -80,6 +114,9 @@ class Runner:
         self.pool.prune(current)
 
     def close(self) -> None:
+        """The service stops: runs executed here (local kernels) run to their end, runs
+        executed as Jobs are left running for the next service (jobs.stop_watching)."""
+        stop_watching()
         if self.pool is not None:
             self.pool.close()
         self.executor.shutdown(wait=False, cancel_futures=False)
