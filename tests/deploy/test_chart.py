@@ -71,30 +71,63 @@ HUB_RULES = [
 ]
 
 
+# apply's Role: get and patch z2jh's hub Deployment, that one (templates/apply-rbac.yaml)
+APPLY_RULES = [
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": ["hub"],
+        "verbs": ["get", "patch"],
+    }
+]
+APPLY_ACCOUNT = "dossierhub-apply"
+
+
 def is_apply(obj: dict[str, Any]) -> bool:
     labels = obj["metadata"].get("labels", {})
     return obj["kind"] == "CronJob" and labels.get("app.kubernetes.io/component") == "apply"
+
+
+def rbac_problems(obj: dict[str, Any]) -> list[str]:
+    """Two Roles only: the hub's network policies and apply's hub rollout, each bound to its
+    one account; no cluster-wide right; the service's account bound to nothing."""
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        return [f"{name}: grants cluster-wide Kubernetes API rights"]
+    if obj["kind"] == "Role" and obj["rules"] not in (HUB_RULES, APPLY_RULES):
+        return [
+            f"{name}: grants Kubernetes API rights beyond the hub's policies and apply's rollout"
+        ]
+    if obj["kind"] != "RoleBinding":
+        return []
+    subjects = {s["name"] for s in obj["subjects"]}
+    if "dossierhub" in subjects:
+        return [f"{name}: grants the service Kubernetes API rights"]
+    is_apply_binding = obj["roleRef"]["name"] == "dossierhub-apply-hub-rollout"
+    if APPLY_ACCOUNT in subjects and not is_apply_binding:
+        return [f"{name}: grants apply's account more than the hub's rollout"]
+    if is_apply_binding and subjects != {APPLY_ACCOUNT}:
+        return [f"{name}: binds the hub's rollout to {sorted(subjects - {APPLY_ACCOUNT})}"]
+    return []
 
 
 def privilege_problems(obj: dict[str, Any]) -> list[str]:
     """What in one object breaks the restricted standard or our own rules; [] when nothing.
     apply's pod may run as root with APPLY_CAPABILITIES, and with nothing else."""
     name = f"{obj['kind']}/{obj['metadata']['name']}"
-    found = []
-    if obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or (
-        obj["kind"] == "Role" and obj["rules"] != HUB_RULES
-    ):
-        found.append(f"{name}: grants Kubernetes API rights; the service and apply need none")
-    if obj["kind"] == "RoleBinding" and any(s["name"] == "dossierhub" for s in obj["subjects"]):
-        found.append(f"{name}: grants the service and apply Kubernetes API rights")
+    found = rbac_problems(obj)
     allowed = APPLY_CAPABILITIES if is_apply(obj) else ()
     for pod in pod_specs(obj):
         context = pod.get("securityContext", {})
         for flag in ("hostNetwork", "hostPID", "hostIPC"):
             if pod.get(flag):
                 found.append(f"{name}: {flag}")
-        if pod.get("automountServiceAccountToken") is not False:
+        # apply's pod alone mounts its account's token (its one right: the hub's rollout)
+        token = pod.get("automountServiceAccountToken") is not False
+        if token and not (is_apply(obj) and pod.get("serviceAccountName") == APPLY_ACCOUNT):
             found.append(f"{name}: mounts a service-account token")
+        if is_apply(obj) != (pod.get("serviceAccountName") == APPLY_ACCOUNT):
+            found.append(f"{name}: runs as apply's account, or apply not as it")
         root = context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0
         if root and not is_apply(obj):
             found.append(f"{name}: may run as root")
@@ -144,8 +177,11 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "NetworkPolicy",
         "NetworkPolicy",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "Service",
+        "ServiceAccount",
         "ServiceAccount",
     ]
     for obj in rendered:
@@ -384,3 +420,109 @@ def test_report_runs_reach_nothing_and_nobody_reaches_them() -> None:
     assert spec["ingress"] == [] and spec["egress"] == []
     # it selects report runs only: the service and apply keep their own walls
     assert spec["podSelector"]["matchLabels"] == {"dossierhub.io/role": "report"}
+
+
+def test_apply_alone_may_get_and_patch_the_hub_s_deployment_and_nothing_else(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """apply rolls z2jh's hub for new roles (workspaces/hubrollout.py): its own account, its
+    token mounted in its pod only, bound to one Role with get and patch on the Deployment
+    `hub`; the service's pod still gets no token and its account no role."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in rendered:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind["Role"]}
+    assert roles["dossierhub-apply-hub-rollout"] == APPLY_RULES
+    bindings = {
+        b["roleRef"]["name"]: [s["name"] for s in b["subjects"]] for b in by_kind["RoleBinding"]
+    }
+    assert bindings["dossierhub-apply-hub-rollout"] == [APPLY_ACCOUNT]
+    assert all(
+        APPLY_ACCOUNT not in subjects or role.endswith("hub-rollout")
+        for role, subjects in bindings.items()
+    )
+    accounts = {a["metadata"]["name"]: a for a in by_kind["ServiceAccount"]}
+    assert set(accounts) == {"dossierhub", APPLY_ACCOUNT}
+    assert all(a["automountServiceAccountToken"] is False for a in accounts.values())
+    (apply_pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    assert apply_pod["serviceAccountName"] == APPLY_ACCOUNT
+    assert apply_pod["automountServiceAccountToken"] is True
+    others = [p for o in rendered if not is_apply(o) for p in pod_specs(o)]
+    assert others and all(p["automountServiceAccountToken"] is False for p in others)
+    assert all(p["serviceAccountName"] == "dossierhub" for p in others)
+
+
+def test_the_rbac_checks_catch_a_wider_role_or_another_account() -> None:
+    objects = render()
+    role = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "dossierhub-apply-hub-rollout" and o["kind"] == "Role"
+    )
+    binding = next(
+        o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "dossierhub-apply-hub-rollout"
+    )
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    changes: list[tuple[str, dict[str, Any], Any]] = [
+        ("beyond the hub's policies", role, lambda o: o["rules"][0]["verbs"].append("list")),
+        ("beyond the hub's policies", role, lambda o: o["rules"][0].pop("resourceNames")),
+        ("beyond the hub's policies", role, lambda o: o["rules"][0]["resources"].append("pods")),
+        (
+            "grants the service",
+            binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": "dossierhub", "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "binds the hub's rollout",
+            binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": "hub", "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "runs as apply's account",
+            deployment,
+            lambda o: o["spec"]["template"]["spec"].update(serviceAccountName=APPLY_ACCOUNT),
+        ),
+        (
+            "mounts a service-account token",
+            deployment,
+            lambda o: o["spec"]["template"]["spec"].update(automountServiceAccountToken=True),
+        ),
+    ]
+    assert privilege_problems(role) == privilege_problems(binding) == []
+    for words, original, change in changes:
+        changed = copy.deepcopy(original)
+        change(changed)
+        assert any(words in problem for problem in privilege_problems(changed)), words
+
+
+def test_apply_reads_the_raw_sources_read_only_and_the_hub_token_as_one_root_file(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    (container,) = pod["containers"]
+    home = next(v for v in pod["volumes"] if v["name"] == "home")
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    raw = mounts[f"{home_path(rendered)}/raw"]
+    assert (raw["name"], raw["subPath"], raw["readOnly"]) == ("home", "raw", True)
+    assert "persistentVolumeClaim" in home
+    env = {e["name"]: e["value"] for e in container["env"]}
+    token = mounts[env["DOSSIERHUB_HUB_TOKEN_FILE"]]
+    secret = next(v["secret"] for v in pod["volumes"] if v["name"] == token["name"])
+    assert secret["items"] == [{"key": "hub.services.dossierhub.apiToken", "path": "token"}]
+    assert (secret["secretName"], secret["defaultMode"], token["readOnly"]) == ("hub", 0o400, True)
+    assert env["DOSSIERHUB_HUB_DEPLOYMENT"] == "hub"
+    assert env["DOSSIERHUB_HUB_API_URL"].endswith("/hub/api")
+    # the master key stays mounted here, from its Secret, read-only
+    key = mounts[f"{home_path(rendered)}/secrets/master.key"]
+    assert key["readOnly"] is True
+
+
+def home_path(rendered: list[dict[str, Any]]) -> str:
+    (pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    return str(pod["containers"][0]["command"][2])
