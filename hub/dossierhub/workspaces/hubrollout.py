@@ -109,12 +109,8 @@ async def _roll(settings: Settings, cluster: InCluster, wanted: str) -> bool:
             patch = {
                 "spec": {"template": {"metadata": {"annotations": {ROLES_ANNOTATION: wanted}}}}
             }
-            patched = _plain(
-                apps,
-                await apps.patch_namespaced_deployment(
-                    name, namespace, patch, _content_type="application/merge-patch+json"
-                ),
-            )
+            # a dict is sent as a strategic merge patch: for one annotation, a plain merge
+            patched = _plain(apps, await apps.patch_namespaced_deployment(name, namespace, patch))
         except ApiException as exc:
             raise HubUnavailable(
                 f"{where}: Kubernetes answered {exc.status} {exc.reason}"
