@@ -45,8 +45,18 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
         if raw_request.method not in ("GET", "HEAD"):
             # every write, for tests that count what a client asked (apiserver.log)
+            # and as whom (the stand-in checks no token; a test may check who sent one)
             agent = raw_request.headers.get("User-Agent", "")
-            print("WRITE", raw_request.method, raw_request.path, agent, file=sys.stderr, flush=True)
+            who = raw_request.headers.get("Authorization", "")
+            print(
+                "WRITE",
+                raw_request.method,
+                raw_request.path,
+                agent,
+                who,
+                file=sys.stderr,
+                flush=True,
+            )
         if raw_request.query.get("watch") == "True":
             query = {**raw_request.query, "watch": "true"}
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_query(query))

@@ -1,9 +1,11 @@
 """apply as its pod runs it in a cluster (workspaces/hubrollout.py): z2jh's hub Deployment is an
 object on the Kubernetes stand-in (standin.py), rolled out by a small test controller; the hub
 whose members apply syncs is the e2e hub (a real JupyterHub and its REST API, tests/conftest.py
-`hub`). apply runs as a process with what deploy/chart gives its pod: the cluster's address
-(here the stand-in's kubeconfig), the hub Deployment's name, the hub's API address and the
-dossierhub service's token as a root-only file.
+`hub`). apply runs as a process with what Kubernetes and deploy/chart give its pod: the API
+server's address in KUBERNETES_SERVICE_HOST/PORT, its account's token and the cluster's CA at
+/var/run/secrets/kubernetes.io/serviceaccount (in a mount namespace of apply's own; the
+stand-in is reached through a TLS front with a certificate of that CA), the hub Deployment's
+name, the hub's API address and the dossierhub service's token as a root-only file.
 
 The API server logs every write it receives (apiserver.py), so the tests count the PATCH
 requests apply made: exactly one when the roles changed, none when they did not. The tests
@@ -12,7 +14,10 @@ run in order: each leaves the Deployment and armoede's team as the next expects.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -37,6 +42,8 @@ from e2e_hub import DOSSIERHUB, Hub
 NAMESPACE = "dossierhub"  # settings.yaml kubernetes.namespace's default: the e2e HOME sets none
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 CONTROLLER = "standin-deployment-controller"  # its User-Agent: its own writes are not apply's
+POD_TOKEN = "apply-pod-service-account-token"
+ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 NEWCOMER = "t.nieuwkomer"
 VIEWERS = "dossier-armoede-viewers"
 
@@ -72,6 +79,53 @@ class RolloutController(threading.Thread):
                     headers={"Content-Type": "application/merge-patch+json"},
                 )
                 self.rollouts += 1
+
+
+class TLSFront(threading.Thread):
+    """The API server as a pod meets it: HTTPS with the cluster CA's certificate for
+    127.0.0.1, each connection forwarded to the stand-in's plain port."""
+
+    def __init__(self, folder: Path, backend_port: int) -> None:
+        super().__init__(daemon=True)
+        self.ca = folder / "ca.crt"
+        key = folder / "tls.key"
+        command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        command += ["-keyout", str(key), "-out", str(self.ca), "-subj", "/CN=standin-apiserver"]
+        command += ["-addext", "subjectAltName=IP:127.0.0.1"]
+        subprocess.run(command, check=True, capture_output=True)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(self.ca, key)
+        self.backend = backend_port
+        self.started = threading.Event()
+        self.port = 0
+
+    def run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._forward, "127.0.0.1", 0, ssl=self.context)
+        self.port = server.sockets[0].getsockname()[1]
+        self.started.set()
+        await server.serve_forever()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            back_reader, back_writer = await asyncio.open_connection("127.0.0.1", self.backend)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, back_writer), _pipe(back_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
 
 
 def rolled(generation: int) -> dict[str, int]:
@@ -127,15 +181,27 @@ def cluster(k8s_standin_module: StandIn, hub: Hub) -> Iterator[RolloutController
 def pod_env(
     k8s_standin_module: StandIn, hub: Hub, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    """apply's pod's environment (deploy/chart/templates/cronjob.yaml), on the stand-in."""
-    token = tmp_path_factory.mktemp("hub-token") / "token"
+    """apply's pod's environment: Kubernetes' (the API server's Service address) and
+    deploy/chart's (templates/cronjob.yaml), on the stand-in; its account's folder in
+    `APPLY_POD_ACCOUNT` for apply_in_pod to mount."""
+    folder = tmp_path_factory.mktemp("apply-pod")
+    token = folder / "hub-token"
     token.write_text(read_token(hub.home, "service"))
     os.chmod(token, 0o400)
+    account = folder / "serviceaccount"
+    account.mkdir()
+    front = TLSFront(account, k8s_standin_module.port)
+    front.start()
+    assert front.started.wait(10)
+    (account / "token").write_text(POD_TOKEN)
     state = read_serve_state(hub.home)
     assert state is not None
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     return {
-        **os.environ,
-        "KUBECONFIG": str(k8s_standin_module.kubeconfig),
+        **env,
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(front.port),
+        "APPLY_POD_ACCOUNT": str(account),
         "DOSSIERHUB_HUB_DEPLOYMENT": "hub",
         "DOSSIERHUB_HUB_API_URL": state.hub_api,
         "DOSSIERHUB_HUB_TOKEN_FILE": str(token),
@@ -144,8 +210,15 @@ def pod_env(
 
 
 def apply_in_pod(hub: Hub, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """apply with its account's token and CA where the kubelet mounts them, in a mount
+    namespace of its own (a tmpfs over /run, which /var/run is, for it alone)."""
+    apply = shlex.join([DOSSIERHUB, "--home", str(hub.home.root), "apply", "armoede"])
+    mount = (
+        "mount -t tmpfs tmpfs /run && "
+        f"mkdir -p {ACCOUNT} && cp $APPLY_POD_ACCOUNT/token $APPLY_POD_ACCOUNT/ca.crt {ACCOUNT}"
+    )
     return subprocess.run(
-        [DOSSIERHUB, "--home", str(hub.home.root), "apply", "armoede"],
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{mount} && exec {apply}"],
         capture_output=True,
         text=True,
         env=env,
@@ -188,7 +261,9 @@ def test_new_roles_roll_the_hub_with_one_patch_then_members_are_synced(
     result = apply_in_pod(hub, pod_env)
     assert result.returncode == 0, result.stderr[-3000:]
     wanted = ",".join(sorted(e.id for e in read_directory(hub.home)))
-    assert [p.split()[2] for p in patches_by_apply(k8s)] == [f"{DEPLOYMENT}/hub"]
+    (patch,) = patches_by_apply(k8s)
+    assert patch.split()[2] == f"{DEPLOYMENT}/hub"
+    assert f"Bearer {POD_TOKEN}" in patch  # as the pod's own account
     assert annotation(k8s) == wanted and cluster.rollouts == 1
     assert NEWCOMER in armoede_viewers(hub)
     (record,) = [r for r in AuditLog(hub.home).read() if r["action"] == "apply"][-1:]
