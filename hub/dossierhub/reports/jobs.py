@@ -4,8 +4,10 @@ The service (or `report run`) decides, queues and records a run as with local ke
 (requests.py, execute.py); only the notebook's execution moves into a pod:
 
 - **inputs**: the service writes the template and the checked parameters into a fresh scratch
-  folder of the run, scratch/<id>/<token>/ on HOME's shared volume, then gives the folder to
-  the dossier's report number; the pod runs `dossierhub report execute-job FOLDER`
+  folder of the run, scratch/<id>/<token>/ on HOME's shared volume, its own and of the
+  report number's group (inherited from scratch/<id>, which apply made setgid: the service
+  needs neither root nor a capability), then opens it to that group, sticky, so the pod can
+  write beside the inputs but not replace them; the pod runs `dossierhub report execute-job FOLDER`
   (jobrunner.py): papermill on a Dossier kernel in the same pod, writing the notebook, its
   verdict and what publish() writes into that folder;
 - **identity** (`job_manifest`, pure): the dossier's report number (isolation/podids.py,
@@ -37,12 +39,12 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossier_kernel.published import PUBLISHED_DIR
 from dossierhub.isolation.environment import dossier_environment, workspace_python
 from dossierhub.isolation.podids import PodIdsError, report_pod_ids
 from dossierhub.isolation.podspec import (
@@ -54,10 +56,12 @@ from dossierhub.isolation.podspec import (
 )
 from dossierhub.isolation.safefs import UnsafeFile, opened_dir, read_regular, write_new
 from dossierhub.isolation.unixusers import (
+    ScratchRefused,
     dossier_owner,
     identities,
     isolation_enabled,
-    own_report_scratch,
+    new_report_scratch,
+    open_report_scratch,
 )
 from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
 from dossierhub.reports.records import RunStatus
@@ -77,6 +81,9 @@ POLL_SECONDS = 0.25
 # API server that does not answer) before the service gives up on it
 SILENCE_SECONDS = 120
 GONE_SECONDS = 60  # how long the service waits for the pod to end after deleting the Job
+# made by the service with the run folder: publish() writes there, and what the pod makes in
+# a folder of the service's the service can remove (isolation/unixusers.py)
+JOB_SUBFOLDERS = (PUBLISHED_DIR,)
 IMAGE_MISSING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CANNOT_START = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
@@ -260,27 +267,27 @@ class PreparedJob:
 
 
 def prepare_job(home: Home, dossier_id: str) -> PreparedJob:
-    """The dossier's numbers (JobRefused without them) and a fresh folder for the run under
-    scratch/<id>/ on HOME's volume, root's until `hand_over` gives it to the report number."""
+    """The dossier's numbers and a fresh folder for the run under scratch/<id>/ on HOME's
+    volume (JobRefused without either): the service's own, of the report number's group, closed
+    (`0700`) until `hand_over` opens it to the Job. The service need not be root for it, nor
+    hold any capability: the group comes from scratch/<id>, which apply prepared
+    (isolation/unixusers.py `new_report_scratch`)."""
     numbers = job_numbers(home, dossier_id)
-    parent = home.scratch_parent(dossier_id)
-    if isolation_enabled():
-        own_report_scratch(parent, numbers.report, parent=True)
-    else:
-        parent.mkdir(parents=True, exist_ok=True)
-    scratch = parent / secrets.token_hex(4)
-    scratch.mkdir(mode=0o700)
+    try:
+        scratch = new_report_scratch(home, dossier_id, numbers.report, JOB_SUBFOLDERS)
+    except (ScratchRefused, UnsafeFile) as exc:
+        raise JobRefused(f"dossier {dossier_id}: {exc}") from None
     return PreparedJob(numbers, scratch)
 
 
 def hand_over(scratch: Path, template: Path, values: dict[str, Any], number: int) -> None:
-    """The run's inputs into its scratch folder (root's files the pod reads, 0644), then the
-    folder to the report number."""
+    """The run's inputs into its scratch folder (the service's files the pod reads, 0644),
+    then the folder opened to the report number's group: sticky, so the pod writes its
+    notebook beside the inputs but cannot replace them."""
     with opened_dir(scratch) as folder:
         write_new(folder, TEMPLATE, template.read_bytes(), 0o644)
         write_new(folder, PARAMETERS, json.dumps(values).encode(), 0o644)
-    if isolation_enabled():
-        own_report_scratch(scratch, number, parent=False)
+    open_report_scratch(scratch, number, JOB_SUBFOLDERS)
 
 
 def run_job(
