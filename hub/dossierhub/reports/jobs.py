@@ -3,13 +3,14 @@
 The service (or `report run`) decides, queues and records a run as with local kernels
 (requests.py, execute.py); only the notebook's execution moves into a pod:
 
-- **inputs**: the service writes the template and the checked parameters into a fresh scratch
-  folder of the run, scratch/<id>/<token>/ on HOME's shared volume, its own and of the
-  report number's group (inherited from scratch/<id>, which apply made setgid: the service
-  needs neither root nor a capability), then opens it to that group, sticky, so the pod can
-  write beside the inputs but not replace them; the pod runs `dossierhub report execute-job FOLDER`
-  (jobrunner.py): papermill on a Dossier kernel in the same pod, writing the notebook, its
-  verdict and what publish() writes into that folder;
+- **inputs**: the service builds the run's notebook of record itself, from its copy of the
+  template and the checked parameters (jobnotebook.record_notebook, into the run folder), and
+  writes it into a fresh scratch folder of the run, scratch/<id>/<token>/ on HOME's shared
+  volume, its own and of the report number's group (inherited from scratch/<id>, which apply
+  made setgid: the service needs neither root nor a capability), then opens it to that group,
+  sticky, so the pod can write beside its input but not replace it; the pod runs `dossierhub
+  report execute-job FOLDER` (jobrunner.py): papermill on a Dossier kernel in the same pod,
+  writing the notebook, its verdict and what publish() writes into that folder;
 - **identity** (`job_manifest`, pure): the dossier's report number (isolation/podids.py,
   handed out by apply, never the workspace's), reading the extracts through their group as a
   local report kernel does; the extracts folder read-only and the run's scratch folder
@@ -24,9 +25,11 @@ The service (or `report run`) decides, queues and records a run as with local ke
   result.json names it; it can only explain a failure, never turn one into success), the
   time limit (DeadlineExceeded), out of memory (OOMKilled), the pod deleted, the image
   missing (ErrImagePull, ImagePullBackOff: a Job never fails by itself on those);
-- **collection**: once the pod is gone, the notebook is copied from the scratch folder
-  through descriptors that follow no link (isolation/safefs.py), and execute_run collects
-  the published tables the same way, checks, draws and records as ever.
+- **collection**: once the pod is gone, the pod's notebook is read from the scratch folder
+  through descriptors that follow no link (isolation/safefs.py) and only its outputs are
+  taken into the notebook of record, cell by cell (jobnotebook.fill_outputs: the kernel
+  shares the pod's number with papermill and could have rewritten the rest); execute_run
+  collects the published tables the same way, checks, draws and records as ever.
 
 The warm kernel pool is off with this backend: a kernel started ahead of time would be a
 pod waiting per dossier (docs/operating-on-kubernetes.md).
@@ -63,6 +66,7 @@ from dossierhub.isolation.unixusers import (
     new_report_scratch,
     open_report_scratch,
 )
+from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs, record_notebook
 from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
 from dossierhub.reports.records import RunStatus
 from dossierhub.state.home import Home, RunFolder
@@ -90,6 +94,11 @@ CANNOT_START = {"CreateContainerConfigError", "CreateContainerError", "RunContai
 
 class JobRefused(Exception):
     """A run that cannot be made a Job (the dossier is not applied for it); says why."""
+
+
+class PodNotGone(TimeoutError):
+    """The run's pod had not ended GONE_SECONDS after its Job was deleted (a node that does
+    not answer): it may still be writing its scratch folder."""
 
 
 def job_name(dossier_id: str, run_id: str) -> str:
@@ -294,27 +303,56 @@ def run_job(
     home: Home, dossier_id: str, run: RunFolder, template: Path, values: dict[str, Any],
     job: PreparedJob, limit: float,
 ) -> tuple[RunStatus, str | None]:  # fmt: skip
-    """One run as a Job, start to verdict: make it, wait, delete it and its pod, then copy
-    the notebook into the run folder. Never raises for a failed run: the status says why."""
+    """One run as a Job, start to verdict: the notebook of record into the run folder (the
+    service's own, jobnotebook.py), make the Job to run it, wait, delete it and its pod, then
+    take the pod's outputs into the notebook of record. Never raises for a failed run: the
+    status says why."""
     settings = load_settings(home)
     scratch = job.scratch
-    hand_over(scratch, template, values, job.numbers.report)
+    record_notebook(template, values, run.notebook)
+    # the pod runs the notebook of record as it is: the parameters are in it already
+    hand_over(scratch, run.notebook, {}, job.numbers.report)
     manifest = job_manifest(
         home, settings, read_dossier(home, dossier_id), run.run_id, scratch, job.numbers, limit
     )
-    status, error = asyncio.run(_run(settings, manifest, scratch, limit))
     try:
-        if not take_notebook(scratch, run) and status == "succeeded":
-            status, error = "failed", "the run's pod wrote no notebook"
+        status, error = asyncio.run(_run(settings, manifest, scratch, limit))
+    except PodNotGone as exc:
+        # it may still be writing: none of its notebook is taken (the run keeps the notebook
+        # of record without outputs), and the record says what execute_run copies after this
+        # (a failed run's tables, never checked nor released)
+        return "failed", (
+            f"{exc} after its deletion: none of its notebook was taken, and the tables it "
+            "published, if any, were copied while it may still have been running"
+        )
+    return collect_notebook(scratch, run, status, error)
+
+
+def collect_notebook(
+    scratch: Path, run: RunFolder, status: RunStatus, error: str | None
+) -> tuple[RunStatus, str | None]:
+    """The verdict once the Job and its pod are gone and the pod's outputs are taken into
+    the notebook of record (take_notebook). A succeeded run whose notebook cannot be taken
+    fails for it; a failed run keeps its reason, and a notebook refused adds why. Either way
+    the run keeps the notebook of record, with the outputs only when they were taken."""
+    try:
+        if take_notebook(scratch, run):
+            return status, error
+        why = "the run's pod wrote no notebook"
+    except NotebookRefused as exc:
+        why = str(exc)
+        if status != "succeeded":
+            return status, f"{error}; {why}"[:500]
     except (UnsafeFile, OSError) as exc:
-        if status == "succeeded":
-            status, error = "failed", f"the run's notebook cannot be collected: {exc}"[:500]
-    return status, error
+        why = f"the run's notebook cannot be collected: {exc}"
+    return ("failed", why[:500]) if status == "succeeded" else (status, error)
 
 
 def take_notebook(scratch: Path, run: RunFolder) -> bool:
-    """The executed notebook from the scratch folder (the report number's) into the run
-    folder (root's): a plain file, no link followed. False: none was written."""
+    """The outputs of the executed notebook in the scratch folder (the report number's) into
+    the notebook of record in the run folder (root's, jobnotebook.fill_outputs): read as a
+    plain file, no link followed. False: none was written. NotebookRefused: not the record's
+    cells."""
     with opened_dir(scratch) as folder:
         try:
             data = read_regular(folder, OUTPUT, NOTEBOOK_BYTES)
@@ -322,7 +360,7 @@ def take_notebook(scratch: Path, run: RunFolder) -> bool:
             if not _exists(folder, OUTPUT):
                 return False  # the pod never got to write it (image missing, deleted early)
             raise
-    run.notebook.write_bytes(data)
+    fill_outputs(run.notebook, data)
     return True
 
 
@@ -463,4 +501,4 @@ async def _delete(batch: Any, core: Any, namespace: str, name: str) -> None:
                     if exc.status != 404:
                         raise
         await asyncio.sleep(POLL_SECONDS)
-    raise TimeoutError(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")
+    raise PodNotGone(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")
