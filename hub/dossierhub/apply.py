@@ -19,17 +19,23 @@ from dossierhub.isolation.unixusers import (
     clash,
     identities,
     isolation_enabled,
+    raw_problem,
     secure_dossier,
     secure_home,
 )
+from dossierhub.state.applylock import apply_lock
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, write_directory
 from dossierhub.state.home import Home
 from dossierhub.state.masterkey import read_master_key
 from dossierhub.state.problems import Problem, RefusedError
-from dossierhub.workspaces.hubapi import HubAPI
+from dossierhub.state.settings import load_settings
+from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
+from dossierhub.workspaces.hubrollout import InCluster, roll_hub, wait_for_api
 from dossierhub.workspaces.provision import expire_workspace, request_hub_restart, sync_hub
 from dossierhub.workspaces.servestate import read_serve_state
+
+WAITING = "waiting for another apply to finish (it holds apply's lock in the hub's database) ..."
 
 
 @dataclass
@@ -37,6 +43,8 @@ class ApplyReport:
     results: list[DossierResult] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     hub_changes: list[str] = field(default_factory=list)
+    # the hub could not be told (extracts are built and recorded; apply exits 1 with this)
+    hub_error: str | None = None
 
     @property
     def failed(self) -> list[DossierResult]:
@@ -51,7 +59,20 @@ def apply(
     force: bool = False,
     today: dt.date | None = None,
 ) -> ApplyReport:
-    """Refuses (RefusedError, audited, nothing changed) on any invalid input."""
+    """Refuses (RefusedError, audited, nothing changed) on any invalid input. One apply at
+    a time per installation on PostgreSQL (state/applylock.py); a second one waits."""
+    with apply_lock(load_settings(home), lambda: progress.message(WAITING)):
+        return _apply(home, ids, progress, force=force, today=today)
+
+
+def _apply(
+    home: Home,
+    ids: list[str],
+    progress: Progress,
+    *,
+    force: bool,
+    today: dt.date | None,
+) -> ApplyReport:
     audit = AuditLog(home)
     inst = load_installation(home, today=today, sample_values=False)
     problems = list(inst.problems.errors)
@@ -66,6 +87,16 @@ def apply(
         )
         for i in unknown
     ]
+    if isolation_enabled() and (why := raw_problem(home)):
+        problems.append(
+            Problem(
+                "raw/",
+                "",
+                why + ".",
+                "make it root's and 0700 once, from a pod or machine that mounts it "
+                "read-write (chown 0:0 raw; chmod 0700 raw).",
+            )
+        )
     if problems:
         audit.append("apply.refused", dossiers=ids or "all", problems=[str(p) for p in problems])
         raise RefusedError(problems)
@@ -76,7 +107,10 @@ def apply(
         report.results.append(_apply_one(inst, dossier_id, master_key, progress, force, today))
     _secure(inst, report.results)
     entries = write_directory(home, list(inst.dossiers.values()))
-    report.hub_changes = _update_hub(home, entries)
+    try:
+        report.hub_changes = _update_hub(home, entries)
+    except HubUnavailable as exc:
+        report.hub_error = str(exc)
     if not ids:
         for leftover in existing_extract_ids(home):
             if leftover not in inst.dossiers:
@@ -91,6 +125,7 @@ def apply(
         dossiers=[_audit_entry(r) for r in report.results],
         forced=force,
         hub=report.hub_changes,
+        **({"hub_error": report.hub_error} if report.hub_error else {}),
     )
     return report
 
@@ -123,7 +158,12 @@ def _secure(inst: Installation, results: list[DossierResult]) -> None:
 
 
 def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:
-    """With the hub running: membership at once; new or removed dossiers restart the hub."""
+    """With the hub running: membership at once; new or removed dossiers restart the hub.
+    In apply's pod (the environment names z2jh's hub Deployment) by rolling that Deployment,
+    on one machine through serve."""
+    cluster = InCluster.from_environment()
+    if cluster is not None:
+        return _update_hub_in_cluster(home, cluster, entries)
     state = read_serve_state(home)
     if state is None:
         return []  # serve brings the hub in line when it starts
@@ -134,6 +174,23 @@ def _update_hub(home: Home, entries: list[DossierEntry]) -> list[str]:
     api = HubAPI.for_home(home)
     try:
         return sync_hub(home, api, entries).changes
+    finally:
+        api.close()
+
+
+def _update_hub_in_cluster(
+    home: Home, cluster: InCluster, entries: list[DossierEntry]
+) -> list[str]:
+    wanted = {e.id for e in entries}
+    changes = []
+    if roll_hub(load_settings(home), cluster, wanted):
+        changes.append(
+            f"hub restarted for the roles of {', '.join(sorted(wanted)) or 'no dossier'}"
+        )
+    api = cluster.api()
+    try:
+        wait_for_api(api, cluster.rollout_seconds)
+        return changes + sync_hub(home, api, entries).changes
     finally:
         api.close()
 

@@ -133,6 +133,7 @@ def apply_command(home: Home, ids: tuple[str, ...], force: bool) -> None:
 def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport:
     from dossierhub.apply import apply
     from dossierhub.data.sources import SourceUnavailable
+    from dossierhub.state.applylock import ApplyLockError
     from dossierhub.state.masterkey import MasterKeyError
 
     try:
@@ -141,14 +142,18 @@ def run_apply(home: Home, ids: list[str], *, force: bool = False) -> ApplyReport
     except RefusedError as exc:
         _print_problems(exc.problems)
         raise Failed(f"{len(exc.problems)} error(s); nothing was applied.") from None
-    except (MasterKeyError, SourceUnavailable) as exc:
+    except (MasterKeyError, SourceUnavailable, ApplyLockError) as exc:
         AuditLog(home).append("apply.failed", dossiers=ids or "all", error=str(exc))
         raise Failed(f"{exc}; the previous extracts are unchanged.") from None
     _print_problems(report.warnings)
     _print_summary(report)
     for result in report.failed:
         err.print(f"[bold red]error:[/] {result.dossier_id}: apply failed: {result.note}")
-    if report.failed:
+    if report.hub_error:
+        # the extracts are built and recorded; the hub keeps its roles and members until
+        # the next apply reaches it
+        err.print(f"[bold red]error:[/] the hub was not told: {escape(report.hub_error)}")
+    if report.failed or report.hub_error:
         raise Failed("")
     return report
 

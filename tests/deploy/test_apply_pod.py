@@ -85,6 +85,8 @@ class ApplyPod:
     key_path: str
     key_mode: int
     key_group: int
+    # folders of HOME's claim mounted again read-only: (subPath, mountPath)
+    read_only_home: tuple[tuple[str, str], ...] = ()
 
 
 def apply_pod(cronjob: dict[str, Any]) -> ApplyPod:
@@ -94,8 +96,11 @@ def apply_pod(cronjob: dict[str, Any]) -> ApplyPod:
     capabilities = context.get("capabilities", {})
     assert capabilities.get("drop") == ["ALL"], "the sandbox models a container that drops ALL"
     volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"] if "subPath" not in m}
+    mounts.update({m["name"]: m for m in container["volumeMounts"] if m["name"] != "home"})
     home = mounts["home"]
+    again = [m for m in container["volumeMounts"] if m["name"] == "home" and "subPath" in m]
+    assert all(m.get("readOnly") is True for m in again), "HOME again, but not read-only"
     assert "persistentVolumeClaim" in volumes["home"] and not home.get("readOnly")
     key = mounts["master-key"]
     assert key.get("readOnly") is True and "secret" in volumes["master-key"]
@@ -117,6 +122,7 @@ def apply_pod(cronjob: dict[str, Any]) -> ApplyPod:
         key_mode=volumes["master-key"]["secret"].get("defaultMode", 0o644),
         # a Secret volume's files are root's; fsGroup, where set, becomes their group
         key_group=fs_group if fs_group is not None else 0,
+        read_only_home=tuple((m["subPath"], m["mountPath"]) for m in again),
     )
 
 
@@ -157,6 +163,9 @@ def sandbox(pod: ApplyPod, home: Path, key: Path, accounts: Path) -> list[str]:
     for folder in sorted({REPO, environment()}, key=lambda path: len(path.parts)):
         args += [*passable_dirs(folder), "--ro-bind", str(folder), str(folder)]
     args += [*passable_dirs(Path(pod.home_path)), "--bind", str(home), pod.home_path]
+    for sub_path, mount_path in pod.read_only_home:
+        (home / sub_path).mkdir(exist_ok=True)  # the kubelet makes a missing subPath
+        args += ["--ro-bind", str(home / sub_path), mount_path]
     args += ["--ro-bind", str(key), pod.key_path]
     if pod.read_only_root:
         args += ["--remount-ro", "/"]
@@ -231,6 +240,8 @@ def pod_home(demo_data: Path, owner: tuple[int, int]) -> Path:
     for path in [root, *root.rglob("*")]:
         os.chown(path, *owner, follow_symlinks=False)
     os.chmod(root, 0o755)  # as `dossierhub init` makes it (the copy kept pytest's 0700)
+    # the operator's once: apply's pod mounts raw/ read-only and cannot close it itself
+    os.chmod(root / "raw", 0o700)
     return root
 
 
@@ -343,6 +354,43 @@ def test_apply_in_the_chart_s_pod_gives_each_dossier_s_files_to_its_number(
         )
     # the master key stayed off the shared volume: only the empty mount point is there
     assert home.master_key_file.stat().st_size == 0
+
+
+def test_apply_reads_the_raw_sources_and_cannot_change_them(applied: Applied) -> None:
+    """raw/ is mounted read-only in apply's pod: apply builds from it, and even root with
+    apply's capabilities can neither write, remove nor chmod there."""
+    assert applied.result.returncode == 0, applied.result.stderr[-3000:]
+    raw = f"{applied.pod.home_path}/raw"
+    sources = sorted(p.name for p in applied.home.raw_dir.iterdir())
+    assert sources, "the demo keeps its sources in raw/"
+    attempts = (
+        f"touch {raw}/planted; rm -f {raw}/{sources[0]}; chmod 0777 {raw}; ls -A {raw} | wc -l"
+    )
+    result = run_in_pod(applied.pod, applied.home.root, applied.work, ["sh", "-c", attempts])
+    assert result.stderr.count("Read-only file system") == 3, result.stderr
+    assert result.stdout.strip() == str(len(sources))
+    assert sorted(p.name for p in applied.home.raw_dir.iterdir()) == sources
+
+
+def test_a_raw_folder_others_may_read_is_refused_before_anything_is_built(
+    demo_data: Path,
+) -> None:
+    """apply's pod cannot close raw/ (read-only there), and the hub's and the service's pods
+    mount all of HOME: apply refuses, names the folder and the fix, and builds nothing."""
+    pod = apply_pod(chart_cronjob())
+    root = pod_home(demo_data, (pod.uid, pod.gid))
+    try:
+        os.chmod(root / "raw", 0o755)
+        work = root.parent / "pod"
+        work.mkdir()
+        result = run_apply_pod(pod, root, work)
+        assert result.returncode == 1
+        assert "raw/: is mounted read-only here and is uid 0's with mode 0755" in result.stderr
+        assert "chmod 0700 raw" in result.stderr
+        assert not Home(root).extract_dir("armoede").exists()
+        assert stat.S_IMODE((root / "raw").stat().st_mode) == 0o755
+    finally:
+        shutil.rmtree(root.parent)
 
 
 def test_the_pod_s_number_reads_its_extracts_and_writes_its_folder_another_does_not(

@@ -91,6 +91,17 @@ REPORT_JOB_RULES = [
 REPORT_JOBS_ROLE = "dossierhub-report-jobs"
 ADMISSION_POLICY = "dossierhub-report-jobs.dossiers"  # cluster-wide names: the namespace in it
 SERVICE_ACCOUNT = "dossierhub-service"  # the service's own; apply's is "dossierhub"
+# apply's Role: get and patch z2jh's hub Deployment, that one (templates/apply-rbac.yaml)
+APPLY_RULES = [
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": ["hub"],
+        "verbs": ["get", "patch"],
+    }
+]
+APPLY_ROLE = "dossierhub-apply-hub-rollout"
+APPLY_ACCOUNT = "dossierhub"
 REPORT_JOBS_VALUES = [
     "--set",
     "reports.backend=kubernetes",
@@ -106,18 +117,23 @@ def is_apply(obj: dict[str, Any]) -> bool:
 
 def rbac_problems(obj: dict[str, Any], report_jobs: bool) -> list[str]:
     """Kubernetes API rights: z2jh's hub its network policies; with `report_jobs` the
-    service's own account REPORT_JOB_RULES; apply and everything else none."""
+    service's own account REPORT_JOB_RULES; apply's account APPLY_RULES (the hub's rollout);
+    everything else none."""
     name = f"{obj['kind']}/{obj['metadata']['name']}"
     jobs_role = report_jobs and obj["metadata"]["name"] == REPORT_JOBS_ROLE
+    apply_role = obj["metadata"]["name"] == APPLY_ROLE
+    wanted = REPORT_JOB_RULES if jobs_role else APPLY_RULES if apply_role else HUB_RULES
     if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
         return [f"{name}: grants Kubernetes API rights cluster-wide"]
-    if obj["kind"] == "Role" and obj["rules"] != (REPORT_JOB_RULES if jobs_role else HUB_RULES):
+    if obj["kind"] == "Role" and obj["rules"] != wanted:
         return [f"{name}: grants Kubernetes API rights beyond its one purpose"]
     if obj["kind"] != "RoleBinding":
         return []
     subjects = {subject["name"] for subject in obj["subjects"]}
-    if "dossierhub" in subjects:
-        return [f"{name}: grants apply Kubernetes API rights"]
+    if apply_role and subjects != {APPLY_ACCOUNT}:
+        return [f"{name}: binds the hub's rollout to {sorted(subjects - {APPLY_ACCOUNT})}"]
+    if APPLY_ACCOUNT in subjects and not apply_role:
+        return [f"{name}: grants apply Kubernetes API rights beyond the hub's rollout"]
     if (SERVICE_ACCOUNT in subjects) != jobs_role or (jobs_role and subjects != {SERVICE_ACCOUNT}):
         return [f"{name}: grants the service Kubernetes API rights beyond report Jobs"]
     if obj["roleRef"]["name"] != obj["metadata"]["name"]:
@@ -139,8 +155,13 @@ def privilege_problems(obj: dict[str, Any], report_jobs: bool = False) -> list[s
             if pod.get(flag):
                 found.append(f"{name}: {flag}")
         service = obj["kind"] == "Deployment" and pod.get("serviceAccountName") == SERVICE_ACCOUNT
-        if pod.get("automountServiceAccountToken") is not False and not (report_jobs and service):
+        # apply's pod mounts its account's token (its one right: the hub's rollout)
+        apply_pod = is_apply(obj) and pod.get("serviceAccountName") == APPLY_ACCOUNT
+        token = pod.get("automountServiceAccountToken") is not False
+        if token and not (report_jobs and service) and not apply_pod:
             found.append(f"{name}: mounts a service-account token")
+        if is_apply(obj) != (pod.get("serviceAccountName") == APPLY_ACCOUNT):
+            found.append(f"{name}: runs as apply's account, or apply not as it")
         root = context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0
         if root and not is_apply(obj):
             found.append(f"{name}: may run as root")
@@ -189,7 +210,9 @@ def test_every_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) ->
         "NetworkPolicy",
         "NetworkPolicy",
         "NetworkPolicy",
-        "Role",
+        "Role",  # the hub's network policies
+        "Role",  # apply's rollout of the hub
+        "RoleBinding",
         "RoleBinding",
         "Service",
         "ServiceAccount",  # apply's
@@ -473,7 +496,8 @@ def test_report_jobs_give_the_service_exactly_its_rights_and_nothing_more(
         "kind": "Role",
         "name": REPORT_JOBS_ROLE,
     }
-    # the account mounts its token nowhere by itself; the service's pod asks for it, apply not
+    # the account mounts its token nowhere by itself; the service's pod asks for it, and
+    # apply's for its own account's (the hub's rollout, apply-rbac.yaml)
     assert objects["ServiceAccount", SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
     tokens = [
         (obj["kind"], pod.get("serviceAccountName"))
@@ -481,7 +505,7 @@ def test_report_jobs_give_the_service_exactly_its_rights_and_nothing_more(
         for pod in pod_specs(obj)
         if pod.get("automountServiceAccountToken") is not False
     ]
-    assert tokens == [("Deployment", SERVICE_ACCOUNT)]
+    assert sorted(tokens) == [("CronJob", APPLY_ACCOUNT), ("Deployment", SERVICE_ACCOUNT)]
     cronjob = next(pod for o in jobs_rendered if is_apply(o) for pod in pod_specs(o))
     assert cronjob["serviceAccountName"] == "dossierhub"
     egress = objects["NetworkPolicy", "dossierhub"]["spec"]["egress"]
@@ -554,7 +578,7 @@ def test_the_service_s_rights_are_exactly_as_wide_as_they_say(
             "mounts a service-account token",
             cronjob,
             lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"].update(
-                automountServiceAccountToken=True
+                serviceAccountName=SERVICE_ACCOUNT
             ),
         ),
     ]
@@ -760,3 +784,130 @@ def test_the_api_server_admits_from_the_service_only_jobs_shaped_as_report_runs(
         assert any(words in refusal for refusal in refusals), (attack, refusals)
     # another account's Jobs are not this policy's (z2jh's hub has no right to make any)
     assert admission_refusals(policy, forged, "system:serviceaccount:dossiers:hub") == []
+
+
+def test_apply_alone_may_get_and_patch_the_hub_s_deployment_and_nothing_else(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """apply rolls z2jh's hub for new roles (workspaces/hubrollout.py): its own account, its
+    token mounted in its pod only, bound to one Role with get and patch on the Deployment
+    `hub`; the service's pod still gets no token and its account no role."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in rendered:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind["Role"]}
+    assert roles[APPLY_ROLE] == APPLY_RULES
+    bindings = {
+        b["roleRef"]["name"]: [s["name"] for s in b["subjects"]] for b in by_kind["RoleBinding"]
+    }
+    assert bindings[APPLY_ROLE] == [APPLY_ACCOUNT]
+    assert all(
+        APPLY_ACCOUNT not in subjects or role == APPLY_ROLE for role, subjects in bindings.items()
+    )
+    accounts = {a["metadata"]["name"]: a for a in by_kind["ServiceAccount"]}
+    assert set(accounts) == {APPLY_ACCOUNT, SERVICE_ACCOUNT}
+    assert all(a["automountServiceAccountToken"] is False for a in accounts.values())
+    (apply_pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    assert apply_pod["serviceAccountName"] == APPLY_ACCOUNT
+    assert apply_pod["automountServiceAccountToken"] is True
+    others = [p for o in rendered if not is_apply(o) for p in pod_specs(o)]
+    assert others and all(p["serviceAccountName"] == SERVICE_ACCOUNT for p in others)
+    # the service's pod mounts none without report Jobs (test_report_jobs_... for those)
+    assert all(p["automountServiceAccountToken"] is False for p in others)
+
+
+def test_the_rbac_checks_catch_a_wider_role_or_another_account() -> None:
+    objects = render()
+    role = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "dossierhub-apply-hub-rollout" and o["kind"] == "Role"
+    )
+    binding = next(
+        o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "dossierhub-apply-hub-rollout"
+    )
+    hub_binding = next(
+        o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == "dossierhub-hub-network-policies"
+    )
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    cronjob = next(o for o in objects if is_apply(o))
+    changes: list[tuple[str, dict[str, Any], Any]] = [
+        ("beyond its one purpose", role, lambda o: o["rules"][0]["verbs"].append("list")),
+        ("beyond its one purpose", role, lambda o: o["rules"][0].pop("resourceNames")),
+        ("beyond its one purpose", role, lambda o: o["rules"][0]["resources"].append("pods")),
+        (
+            "binds the hub's rollout",
+            binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "grants apply Kubernetes API rights beyond the hub's rollout",
+            hub_binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": APPLY_ACCOUNT, "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "runs as apply's account, or apply not as it",
+            cronjob,
+            lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"].update(
+                serviceAccountName=SERVICE_ACCOUNT
+            ),
+        ),
+        (
+            "binds the hub's rollout",
+            binding,
+            lambda o: o["subjects"].append(
+                {"kind": "ServiceAccount", "name": "hub", "namespace": "dossiers"}
+            ),
+        ),
+        (
+            "runs as apply's account",
+            deployment,
+            lambda o: o["spec"]["template"]["spec"].update(serviceAccountName=APPLY_ACCOUNT),
+        ),
+        (
+            "mounts a service-account token",
+            deployment,
+            lambda o: o["spec"]["template"]["spec"].update(automountServiceAccountToken=True),
+        ),
+    ]
+    assert privilege_problems(role) == privilege_problems(binding) == []
+    assert privilege_problems(hub_binding) == privilege_problems(cronjob) == []
+    for words, original, change in changes:
+        changed = copy.deepcopy(original)
+        change(changed)
+        assert any(words in problem for problem in privilege_problems(changed)), words
+
+
+def test_apply_reads_the_raw_sources_read_only_and_the_hub_token_as_one_root_file(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    (container,) = pod["containers"]
+    home = next(v for v in pod["volumes"] if v["name"] == "home")
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    raw = mounts[f"{home_path(rendered)}/raw"]
+    assert (raw["name"], raw["subPath"], raw["readOnly"]) == ("home", "raw", True)
+    assert "persistentVolumeClaim" in home
+    env = {e["name"]: e["value"] for e in container["env"]}
+    token = mounts[env["DOSSIERHUB_HUB_TOKEN_FILE"]]
+    secret = next(v["secret"] for v in pod["volumes"] if v["name"] == token["name"])
+    assert secret["items"] == [{"key": "hub.services.dossierhub.apiToken", "path": "token"}]
+    assert (secret["secretName"], secret["defaultMode"], token["readOnly"]) == ("hub", 0o400, True)
+    assert env["DOSSIERHUB_HUB_DEPLOYMENT"] == "hub"
+    assert env["DOSSIERHUB_HUB_API_URL"].endswith("/hub/api")
+    # the master key stays mounted here, from its Secret, read-only
+    key = mounts[f"{home_path(rendered)}/secrets/master.key"]
+    assert key["readOnly"] is True
+
+
+def home_path(rendered: list[dict[str, Any]]) -> str:
+    (pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
+    return str(pod["containers"][0]["command"][2])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from helm import CHART, render
-from test_chart import HUB_RULES, privilege_problems
+from test_chart import APPLY_RULES, HUB_RULES, privilege_problems
 
 VALUES = {"default": [], "city example": ["-f", str(CHART / "examples" / "city.yaml")]}
 
@@ -28,8 +28,16 @@ def test_z2jh_s_hub_may_manage_network_policies_and_nothing_more(
     """The spawner creates, replaces and deletes each dossier's policy (z2jh's own Role for
     the hub has no network policies: every start would be refused). Only that, only for the
     hub's account, only in the release's namespace."""
-    roles = [o for o in rendered if o["kind"] in ("Role", "ClusterRole")]
-    bindings = [o for o in rendered if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    # apply's Role (get and patch the hub's Deployment) is test_chart.py's
+    roles = [
+        o for o in rendered if o["kind"] in ("Role", "ClusterRole") and o["rules"] != APPLY_RULES
+    ]
+    bindings = [
+        o
+        for o in rendered
+        if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and o["roleRef"]["name"] != "dossierhub-apply-hub-rollout"
+    ]
     assert [r["kind"] for r in roles] == ["Role"] and roles[0]["rules"] == HUB_RULES
     (binding,) = bindings
     assert binding["kind"] == "RoleBinding"

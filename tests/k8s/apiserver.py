@@ -26,6 +26,7 @@ RESOURCES = {
     "v1/namespaces": ("Namespace", False),
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True),
     "batch/v1/jobs": ("Job", True),  # report runs (jobcontroller.py runs them)
+    "apps/v1/deployments": ("Deployment", True),  # z2jh's hub, which apply rolls for new roles
 }
 
 
@@ -42,6 +43,20 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
+        if raw_request.method not in ("GET", "HEAD"):
+            # every write, for tests that count what a client asked (apiserver.log)
+            # and as whom (the stand-in checks no token; a test may check who sent one)
+            agent = raw_request.headers.get("User-Agent", "")
+            who = raw_request.headers.get("Authorization", "")
+            print(
+                "WRITE",
+                raw_request.method,
+                raw_request.path,
+                agent,
+                who,
+                file=sys.stderr,
+                flush=True,
+            )
         if raw_request.query.get("watch") == "True":
             query = {**raw_request.query, "watch": "true"}
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_query(query))
@@ -53,6 +68,10 @@ class Emulator(kmock.KubernetesEmulator):
         if request.action in WRITES and isinstance(request.data, dict):
             metadata = request.data.setdefault("metadata", {})
             metadata["resourceVersion"] = str(next(VERSIONS))
+            # a changed spec is a new generation, which a controller's status then observes
+            # (a Deployment's rollout is read so)
+            if "spec" in request.data:
+                metadata["generation"] = self._generation(request) + 1
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             metadata.setdefault("namespace", request.namespace or "default")
             metadata.setdefault("uid", str(uuid.uuid4()))
@@ -62,6 +81,15 @@ class Emulator(kmock.KubernetesEmulator):
             if request.data.get("kind") == "Pod":
                 request.data.setdefault("status", {"phase": "Pending"})
         return await super()._handle(request)
+
+    def _generation(self, request: kmock.Request) -> int:
+        """The stored object's generation (0 before it exists)."""
+        if request.action == kmock.action.CREATE:
+            return 0
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return 0
+        return int(self._objects[key].get("metadata", {}).get("generation") or 0)
 
 
 async def serve(port: int) -> None:

@@ -269,11 +269,30 @@ def secure_home(home: Home) -> None:
     for private in (home.catalog_file, home.settings_file):
         if private.exists():
             os.chmod(private, 0o600)
-    if home.raw_dir.exists():
+    # in apply's pod raw/ is mounted read-only (chmod fails there even as a no-op);
+    # raw_problem refused the apply before anything was built if its mode was not this
+    if home.raw_dir.exists() and stat.S_IMODE(home.raw_dir.stat().st_mode) != 0o700:
         os.chmod(home.raw_dir, 0o700)
     owner = control_owner(home)
     if owner != ROOT:
         hand_over(home, owner)
+
+
+def raw_problem(home: Home) -> str | None:
+    """Why raw/ is not root's alone where apply cannot make it so: apply's pod mounts it
+    read-only (deploy/chart), and the hub's and the service's pods mount the whole of HOME,
+    so a raw/ left readable by others would give them the raw sources. None when it is
+    root's 0700, or writable (then secure_home makes it so)."""
+    raw = home.raw_dir
+    if not raw.is_dir() or not os.statvfs(raw).f_flag & os.ST_RDONLY:
+        return None
+    info = raw.stat()
+    if info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o700:
+        return None
+    return (
+        f"is mounted read-only here and is uid {info.st_uid}'s with mode "
+        f"{stat.S_IMODE(info.st_mode):04o}: pods that mount HOME could read the raw sources"
+    )
 
 
 def on_pods(home: Home) -> bool:
