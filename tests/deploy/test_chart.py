@@ -106,7 +106,7 @@ REPORT_JOBS_VALUES = [
     "--set",
     "reports.backend=kubernetes",
     "--set",
-    "reports.apiServer.cidrs={192.0.2.10/32,192.0.2.11/32}",
+    "kubernetesApi.cidrs={192.0.2.10/32,192.0.2.11/32}",
 ]
 
 
@@ -536,7 +536,9 @@ def test_without_report_jobs_the_service_has_no_right_no_token_and_no_way_to_the
     service = objects["Deployment", "dossierhub"]["spec"]["template"]["spec"]
     assert service["automountServiceAccountToken"] is False
     egress = objects["NetworkPolicy", "dossierhub"]["spec"]["egress"]
-    assert not [peer for rule in egress for peer in rule["to"] if "ipBlock" in peer]
+    by_address = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+    # PostgreSQL's port alone (the audit table), when the values give its addresses
+    assert all(rule["ports"] == [{"port": 5432, "protocol": "TCP"}] for rule in by_address)
 
 
 def test_the_service_s_rights_are_exactly_as_wide_as_they_say(
@@ -598,7 +600,7 @@ def test_the_service_s_rights_are_exactly_as_wide_as_they_say(
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        (["--set", "reports.backend=kubernetes"], "needs reports.apiServer.cidrs"),
+        (["--set", "reports.backend=kubernetes"], "needs kubernetesApi.cidrs"),
         (["--set", "reports.backend=k8s"], 'reports.backend is "k8s": it must be local or'),
     ],
 )
@@ -911,3 +913,30 @@ def test_apply_reads_the_raw_sources_read_only_and_the_hub_token_as_one_root_fil
 def home_path(rendered: list[dict[str, Any]]) -> str:
     (pod,) = [p for o in rendered if is_apply(o) for p in pod_specs(o)]
     return str(pod["containers"][0]["command"][2])
+
+
+def test_the_service_and_apply_reach_postgresql_and_the_api_server_at_the_given_addresses() -> None:
+    """With the audit log in PostgreSQL the service appends to it as apply does: on a CNI
+    that enforces policies, a service without a way to the database could record nothing,
+    and so run nothing. One value gives both pods the same addresses, and no more."""
+    objects = {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in render("-f", str(CHART / "examples" / "city.yaml"), *REPORT_JOBS_VALUES[:2])
+    }
+    database = {
+        "to": [{"ipBlock": {"cidr": "10.20.4.0/24"}}],
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+    }
+    api = {
+        "to": [{"ipBlock": {"cidr": "10.0.0.12/32"}}, {"ipBlock": {"cidr": "10.0.0.13/32"}}],
+        "ports": [{"port": 6443, "protocol": "TCP"}],
+    }
+    for name in ("dossierhub", "dossierhub-apply"):
+        egress = objects["NetworkPolicy", name]["spec"]["egress"]
+        by_address = [rule for rule in egress if any("ipBlock" in p for p in rule["to"])]
+        assert by_address == [api, database], name
+    # without the addresses, no rule to anywhere by address (and no "allow all")
+    for obj in render():
+        if obj["kind"] == "NetworkPolicy":
+            assert all(rule.get("to") for rule in obj["spec"].get("egress", []))
+            assert not [p for r in obj["spec"].get("egress", []) for p in r["to"] if "ipBlock" in p]

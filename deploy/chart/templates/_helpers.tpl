@@ -75,3 +75,20 @@ seccompProfile:
 - name: tmp
   emptyDir: {}
 {{- end }}
+
+{{/* An egress rule to addresses outside the pods the policies select by label (the API
+server, PostgreSQL: values.yaml `kubernetesApi`, `database`); nothing when it has none. */}}
+{{- define "dossierhub.addressEgress" -}}
+{{- if .cidrs }}
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . | quote }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
