@@ -127,7 +127,10 @@ def apply_pod(cronjob: dict[str, Any]) -> ApplyPod:
 
 
 def chart_cronjob() -> dict[str, Any]:
-    return next(o for o in render() if o["kind"] == "CronJob")
+    """The one CronJob, in apply's own namespace (test_chart_namespaces.py says why)."""
+    (cronjob,) = [o for o in render() if o["kind"] == "CronJob"]
+    assert cronjob["metadata"]["namespace"] == "dossiers-apply"
+    return cronjob
 
 
 def former_cronjob() -> dict[str, Any]:

@@ -295,3 +295,37 @@ def test_a_missing_or_untagged_image_is_refused(
     assert result.exit_code == 1
     assert sentence in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "namespace"),
+    [({}, "dossierhub-apply"), ({"apply_namespace": "city-apply", "hub_port": 9081}, "city-apply")],
+)
+def test_the_hub_s_policy_lets_apply_in_from_its_own_namespace(
+    kubernetes: dict[str, Any], namespace: str
+) -> None:
+    """apply and the master key live in a namespace of their own (deploy/chart
+    apply.namespace); z2jh's hub policy admits labelled pods of its own namespace only, so
+    the values add one rule: apply's pods, from apply's namespace, to the hub's port."""
+    settings = copy.deepcopy(SETTINGS["sqlite + local passwords"])
+    settings["kubernetes"] |= kubernetes
+    values = z2jh_values(Settings.model_validate(settings))
+    check_against_chart(values)
+    assert values["hub"]["networkPolicy"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "podSelector": {
+                        "matchLabels": {
+                            "app.kubernetes.io/name": "dossierhub",
+                            "app.kubernetes.io/component": "apply",
+                        }
+                    },
+                }
+            ],
+            "ports": [{"port": kubernetes.get("hub_port", 8081), "protocol": "TCP"}],
+        }
+    ]

@@ -45,6 +45,7 @@ NETWORK_POLICY = _closed(
     "enabled ingress egress egressAllowRules interNamespaceAccessLabels allowedIngressPorts",
     enabled=BOOL,
     egress={"type": "array"},
+    ingress={"type": "array"},
     egressAllowRules=EGRESS_RULES,
 )
 

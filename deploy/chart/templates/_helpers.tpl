@@ -92,3 +92,19 @@ server, PostgreSQL: values.yaml `kubernetesApi`, `database`); nothing when it ha
     {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* apply's namespace (values.yaml apply.namespace): never the release's own, whose z2jh hub
+may read Secrets and create pods there (docs/operating-on-kubernetes.md, "Namespaces and Pod
+Security"). */}}
+{{- define "dossierhub.applyNamespace" -}}
+{{- $namespace := .Values.apply.namespace | default (printf "%s-apply" .Release.Namespace) }}
+{{- if eq $namespace .Release.Namespace }}
+{{- fail (printf "apply.namespace is %q, the release's own namespace: apply and the master key need one of their own, where z2jh's hub can read no Secret and start no pod" $namespace) }}
+{{- end }}
+{{- $namespace }}
+{{- end }}
+
+{{/* The hub's API as apply's pod reaches it, from another namespace. */}}
+{{- define "dossierhub.applyHubApiUrl" -}}
+{{- .Values.apply.hubApiUrl | default (printf "http://hub.%s.svc:%v/hub/api" .Release.Namespace .Values.hub.port) }}
+{{- end }}

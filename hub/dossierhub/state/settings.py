@@ -119,6 +119,10 @@ class KubernetesSettings(Strict):
     # the API server; default: the cluster the hub runs in, else $KUBECONFIG
     api_url: str | None = Field(default=None, pattern=r"^https?://")
     namespace: str = Field(default="dossierhub", pattern=_DNS_LABEL)
+    # apply's own namespace (deploy/chart apply.namespace), where it and the master key live
+    # apart from the hub, which may read Secrets in its own; the hub's network policy admits
+    # apply's pods from there. Default: `namespace` with "-apply", as the chart's
+    apply_namespace: str | None = Field(default=None, pattern=_DNS_LABEL)
     image: str | None = Field(default=None, min_length=1)  # required with hub.spawner kubernetes
     # the image report runs' Jobs run (deploy/images, target runner); default: `image`
     runner_image: str | None = Field(default=None, min_length=1)
@@ -151,6 +155,23 @@ class KubernetesSettings(Strict):
             # an empty selector matches every pod: the policy would let a workspace reach all
             raise ValueError("give at least one label, such as component: hub")
         return value
+
+    @property
+    def apply_namespace_name(self) -> str:
+        """apply's namespace: `apply_namespace`, or `namespace` with "-apply"."""
+        return self.apply_namespace or f"{self.namespace}-apply"
+
+    @model_validator(mode="after")
+    def _apply_apart(self) -> KubernetesSettings:
+        name = self.apply_namespace_name
+        if name == self.namespace:
+            raise ValueError(
+                f"apply_namespace is {name!r}, the hub's own namespace: apply and the master "
+                "key need one of their own, where the hub can read no Secret"
+            )
+        if len(name) > 63:
+            raise ValueError(f"apply_namespace {name!r} is longer than 63 characters: name one")
+        return self
 
 
 class ReportSettings(Strict):

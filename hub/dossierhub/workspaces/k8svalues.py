@@ -16,6 +16,8 @@ What the values change from z2jh's defaults, and why:
   owns HOME's control files, and without the chart's fsGroup 1000, which a volume driver
   could apply to the whole of HOME (docs/operating-on-kubernetes.md, "Who reads and writes
   what on HOME");
+- the hub's network policy admits apply's pods from apply's own namespace
+  (`kubernetes.apply_namespace`), which holds the master key apart from the hub;
 - a workspace's uid/gid, storage and network policy are per dossier (kubespawner.py): the
   chart's own uid 1000/fsGid 100, user volume, internet egress and cloud-metadata init
   container (it needs NET_ADMIN) are turned off.
@@ -55,6 +57,8 @@ SECRET_KEYS = {DB_SECRET: "password", OAUTH_SECRET: "client-secret", AUDIT_SECRE
 # the dossierhub service Deployment's Service (deploy/chart), in the hub's namespace
 SERVICE_HOST = "dossierhub"
 HOME_VOLUME = "dossierhub-home"
+# the labels deploy/chart gives apply's pods (templates/cronjob.yaml)
+APPLY_LABELS = {"app.kubernetes.io/name": "dossierhub", "app.kubernetes.io/component": "apply"}
 # where HOME's claim is mounted in the hub's, the service's and the workspaces' pods (the
 # spawner mounts a dossier's folders at the same paths as the hub sees them)
 HOME_MOUNT = Path("/srv/dossierhub")
@@ -161,9 +165,31 @@ def _hub(settings: Settings, home: Path, image: dict[str, str]) -> dict[str, Any
                 f"z2jh_hub_config(c, {str(home)!r})\n"
             )
         },
-        "networkPolicy": {"enabled": True, "egressAllowRules": _hub_egress(settings)},
+        "networkPolicy": {
+            "enabled": True,
+            "egressAllowRules": _hub_egress(settings),
+            "ingress": [_apply_ingress(settings)],
+        },
     }
     return hub
+
+
+def _apply_ingress(settings: Settings) -> dict[str, Any]:
+    """z2jh's hub policy admits labelled pods of its own namespace only; apply runs in a
+    namespace of its own (deploy/chart apply.namespace), so its pods, and no other pod there,
+    are let in to the hub's API port, where apply syncs the dossiers' members."""
+    kube = settings.kubernetes
+    return {
+        "from": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": kube.apply_namespace_name}
+                },
+                "podSelector": {"matchLabels": APPLY_LABELS},
+            }
+        ],
+        "ports": [{"port": kube.hub_port, "protocol": "TCP"}],
+    }
 
 
 def _hub_security(control_uid: int) -> dict[str, Any]:
