@@ -13,6 +13,7 @@ values`) lets apply's pods, and only them, in from there.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from helm import CHART, HELM, render
-from test_chart import K8S_VERSION, pod_specs
+from test_chart import K8S_VERSION, cel_program, pod_specs
 
 from dossierhub.state.settings import Settings
+from dossierhub.workspaces.hubrollout import ROLES_ANNOTATION
 from dossierhub.workspaces.k8svalues import z2jh_values
 
 HUB_NAMESPACE = "dossiers"  # helm.render's --namespace: the release's, z2jh's, the workspaces'
@@ -317,3 +319,166 @@ def test_settings_refuse_apply_in_the_hub_s_namespace() -> None:
             {"kubernetes": {"namespace": "dossiers", "apply_namespace": "dossiers"}}
         )
     assert Settings.model_validate({}).kubernetes.apply_namespace_name == "dossierhub-apply"
+
+
+# --- which changes to the hub's Deployment the API server admits from apply
+# (templates/apply-admission.yaml) ---
+
+APPLY_USER = "system:serviceaccount:dossiers-apply:dossierhub"
+
+
+def update_refusals(
+    policy: dict[str, Any], new: dict[str, Any], old: dict[str, Any], user: str
+) -> list[str]:
+    """The messages of the policy's validations an update fails, its CEL evaluated as the API
+    server does (cel-python) with `object` and `oldObject`: [] when admitted or not the
+    policy's to judge. An expression that is not true (an error included) refuses, as
+    `failurePolicy: Fail` does."""
+    import celpy
+    from celpy import celtypes
+
+    spec = policy["spec"]
+    base = {
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel({"userInfo": {"username": user}}),
+    }
+    for condition in spec["matchConditions"]:
+        if cel_program(condition["expression"]).evaluate(base) != celtypes.BoolType(True):
+            return []
+    variables: dict[Any, Any] = {}
+    for variable in spec["variables"]:
+        activation = {**base, "variables": celtypes.MapType(variables)}
+        name = celtypes.StringType(variable["name"])
+        variables[name] = cel_program(variable["expression"]).evaluate(activation)
+    activation = {**base, "variables": celtypes.MapType(variables)}
+    refused = []
+    for check in spec["validations"]:
+        try:
+            result = cel_program(check["expression"]).evaluate(activation)
+        except celpy.CELEvalError:  # refuses, as failurePolicy: Fail
+            result = None
+        if result != celtypes.BoolType(True):
+            refused.append(check["message"])
+    return refused
+
+
+def z2jh_hub(roles: str) -> dict[str, Any]:
+    """z2jh's hub Deployment, in the shape its chart gives it (jupyterhub/templates/hub/
+    deployment.yaml: the config checksum annotation, its account, the `hub` Secret mounted)."""
+    labels = {"app": "jupyterhub", "component": "hub", "release": "hub"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hub", "namespace": HUB_NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, "hub.jupyter.org/network-access-proxy-api": "true"},
+                    "annotations": {"checksum/config-map": "ab12", ROLES_ANNOTATION: roles},
+                },
+                "spec": {
+                    "serviceAccountName": "hub",
+                    "containers": [
+                        {
+                            "name": "hub",
+                            "image": "registry.example.org/dossierhub-hub:1.4",
+                            "args": [
+                                "jupyterhub",
+                                "--config",
+                                "/usr/local/etc/jupyterhub/jupyterhub_config.py",
+                            ],
+                            "volumeMounts": [
+                                {"name": "secret", "mountPath": "/usr/local/etc/jupyterhub/secret/"}
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "secret", "secret": {"secretName": "hub"}}],
+                },
+            },
+        },
+    }
+
+
+def _hub_pod(d: dict[str, Any]) -> dict[str, Any]:
+    return d["spec"]["template"]["spec"]
+
+
+# what a taken-over apply would patch instead, each with the words of the refusal
+FORGED_ROLLOUTS: dict[str, tuple[str, Any]] = {
+    "another image": (
+        "no part of the hub's pod",
+        lambda d: _hub_pod(d)["containers"][0].update(image="evil:1"),
+    ),
+    "another command": (
+        "no part of the hub's pod",
+        lambda d: _hub_pod(d)["containers"][0].update(
+            args=["sh", "-c", "cat /srv/dossierhub/raw/*"]
+        ),
+    ),
+    "another Secret mounted": (
+        "no part of the hub's pod",
+        lambda d: _hub_pod(d)["volumes"].append(
+            {"name": "k", "secret": {"secretName": "dossierhub-db"}}
+        ),
+    ),
+    "another account": (
+        "no part of the hub's pod",
+        lambda d: _hub_pod(d).update(serviceAccountName="default"),
+    ),
+    "no replicas": ("replicas, selector or strategy", lambda d: d["spec"].update(replicas=0)),
+    "a rolling strategy": (
+        "replicas, selector or strategy",
+        lambda d: d["spec"].update(strategy={"type": "RollingUpdate"}),
+    ),
+    "another annotation": (
+        "only dossierhub.io/roles",
+        lambda d: d["spec"]["template"]["metadata"]["annotations"].update(
+            {"checksum/config-map": "ff"}
+        ),
+    ),
+    "an annotation removed": (
+        "only dossierhub.io/roles",
+        lambda d: d["spec"]["template"]["metadata"]["annotations"].pop("checksum/config-map"),
+    ),
+    "a label out of its network policy": (
+        "only dossierhub.io/roles",
+        lambda d: d["spec"]["template"]["metadata"]["labels"].update(component="proxy"),
+    ),
+}
+
+
+def test_apply_may_change_of_the_hub_s_deployment_its_roles_annotation_alone() -> None:
+    """apply's Role lets it patch the hub's Deployment whole; the admission policy admits
+    only the patch hubrollout.py makes (the roles annotation of the pod template). Each
+    forged change is refused, naming why; another account's update is not its to judge."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render()}
+    name = f"dossierhub-hub-rollout.{HUB_NAMESPACE}"
+    policy = objects["ValidatingAdmissionPolicy", name]
+    binding = objects["ValidatingAdmissionPolicyBinding", name]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["deployments"]
+    assert binding["spec"] == {
+        "policyName": name,
+        "validationActions": ["Deny"],
+        "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": HUB_NAMESPACE}}
+        },
+    }
+    old = z2jh_hub("armoede")
+    rolled = copy.deepcopy(old)  # the merge patch hubrollout.py sends, applied
+    rolled["spec"]["template"]["metadata"]["annotations"][ROLES_ANNOTATION] = "armoede,jeugd"
+    assert update_refusals(policy, rolled, old, APPLY_USER) == []
+    first = copy.deepcopy(old)  # a hub whose template had no roles annotation yet
+    del first["spec"]["template"]["metadata"]["annotations"][ROLES_ANNOTATION]
+    assert update_refusals(policy, rolled, first, APPLY_USER) == []
+    for attack, (words, change) in FORGED_ROLLOUTS.items():
+        forged = copy.deepcopy(rolled)
+        change(forged)
+        refusals = update_refusals(policy, forged, old, APPLY_USER)
+        assert any(words in refusal for refusal in refusals), (attack, refusals)
+    # the operator's `helm upgrade` of z2jh is not apply's
+    assert update_refusals(policy, forged, old, "system:admin") == []
