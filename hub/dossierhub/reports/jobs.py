@@ -537,11 +537,28 @@ async def _api(settings: Settings) -> Any:
     return client.ApiClient(configuration)
 
 
-async def _pods(core: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    """The Job's pods (selected here again: not every API server filters by label)."""
+async def _pods(
+    core: Any, namespace: str, name: str, job_uid: str | None = None
+) -> list[dict[str, Any]]:
+    """The Job's pods (selected here again: not every API server filters by label). With
+    `job_uid`, only those the Job itself made (its controller reference): a label anyone who
+    may create pods in the namespace can set, so a pod labelled so by another could otherwise
+    feed the run's verdict."""
     listed = await core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
     pods = [core.api_client.sanitize_for_serialization(p) for p in listed.items]
-    return [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
+    return [
+        p
+        for p in pods
+        if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name
+        and (job_uid is None or _made_by(p, job_uid))
+    ]
+
+
+def _made_by(pod: dict[str, Any], job_uid: str) -> bool:
+    return any(
+        ref.get("kind") == "Job" and ref.get("uid") == job_uid and ref.get("controller")
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )
 
 
 async def _watch(
@@ -563,7 +580,7 @@ async def _watch(
             if exc.status == 404:
                 return "failed", f"the run's Job {name} was deleted before the run ended"
             raise
-        pods = await _pods(core, namespace, name)
+        pods = await _pods(core, namespace, name, job["metadata"].get("uid"))
         current = {p["metadata"]["name"]: p for p in pods}
         for pod_name, pod in current.items():
             if pod["metadata"].get("deletionTimestamp") and deleted is None:
