@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ from dossierhub.isolation.unixusers import (
     new_report_scratch,
     open_report_scratch,
 )
-from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs, record_notebook
+from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs_apart, record_notebook
 from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
 from dossierhub.reports.records import RunStatus
 from dossierhub.state.home import Home, RunFolder
@@ -391,14 +392,26 @@ def find_job(home: Home, dossier_id: str, run_id: str) -> FoundJob | None:
     for job in jobs:
         spec = job["spec"]
         args = spec["template"]["spec"]["containers"][0].get("args") or []
-        scratch = Path(args[0]) if len(args) == 1 else None
-        if scratch is None or scratch.parent != home.scratch_parent(dossier_id):
+        scratch = _run_folder(home, dossier_id, args)
+        if scratch is None:
             raise JobRefused(
                 f"the Job {job['metadata']['name']} of run {run_id} does not name a scratch "
                 f"folder of dossier {dossier_id}; it is left as it is"
             )
         return FoundJob(job["metadata"]["name"], spec["activeDeadlineSeconds"], scratch)
     return None
+
+
+def _run_folder(home: Home, dossier_id: str, args: list[Any]) -> Path | None:
+    """The run folder a Job's one argument names, when it is exactly one the service makes
+    (new_report_scratch: scratch/<id>/<16 hex>), else None: no `..`, no other folder."""
+    if len(args) != 1 or not isinstance(args[0], str):
+        return None
+    folder = Path(args[0])
+    wanted = home.scratch_parent(dossier_id) / folder.name
+    if args[0] != str(wanted) or not re.fullmatch(r"[0-9a-f]{16}", folder.name):
+        return None
+    return wanted
 
 
 def resume_job(home: Home, run: RunFolder, job: FoundJob) -> tuple[RunStatus, str | None]:
@@ -426,7 +439,7 @@ def take_notebook(scratch: Path, run: RunFolder) -> bool:
             if not _exists(folder, OUTPUT):
                 return False  # the pod never got to write it (image missing, deleted early)
             raise
-    fill_outputs(run.notebook, data)
+    fill_outputs_apart(run.notebook, data)
     return True
 
 
@@ -445,7 +458,7 @@ def _cell_error(scratch: Path) -> str | None:
             result = json.loads(read_regular(folder, RESULT, RESULT_BYTES))
         error = result.get("error") if isinstance(result, dict) else None
         return str(error)[:500] if error else None
-    except (UnsafeFile, OSError, ValueError):
+    except Exception:  # whatever the pod wrote (nested past the parser's depth, too): no reason
         return None
 
 
