@@ -75,13 +75,23 @@ def home(demo_data: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def applied_home(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A HOME with the demo dossiers applied, shared by the read-only tests of a module."""
-    root = tmp_path_factory.mktemp("applied") / "home"
+@pytest.fixture(scope="session")
+def applied_demo_data(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`demo_data` applied once per session; `applied_home` hands each module a copy (apply
+    is seconds of CPU, the copy milliseconds: the HOME holds no absolute path and, off
+    Kubernetes and without a hub, only root's files, so a copy is the same HOME)."""
+    root = tmp_path_factory.mktemp("applied-demo") / "home"
     shutil.copytree(demo_data, root, symlinks=True)
     result = run_cli(root, "apply")
     assert result.exit_code == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def applied_home(applied_demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HOME with the demo dossiers applied, shared by the read-only tests of a module."""
+    root = tmp_path_factory.mktemp("applied") / "home"
+    shutil.copytree(applied_demo_data, root, symlinks=True)
     return root
 
 
