@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pwd
@@ -58,11 +59,14 @@ def _free(port: int) -> bool:
     return True
 
 
+@functools.cache
 def reachable_python() -> str:
     """An environment the dossier identities can execute.
 
     CI clones into a folder dossier users may not reach; then the locked environment is
-    installed (not editable) under /opt, where they can.
+    installed (not editable) under /opt, where they can. Once per session: the answer does not
+    change, and each call probed as `nobody` (a Python start importing JupyterHub) and, on
+    CI, built the project's wheel and ran `npm ci` again.
     """
     probe = [
         "runuser",
