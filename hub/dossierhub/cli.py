@@ -343,8 +343,8 @@ def report_run(
 @report.command(name="execute-job")
 @click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report_execute_job(folder: Path) -> None:
-    """Inside a report run's Kubernetes Job: execute FOLDER's template.ipynb with its
-    parameters.json into output.ipynb (reports/jobrunner.py); exit 1 when a cell failed."""
+    """Inside a report run's Kubernetes Job: execute FOLDER's template.ipynb (parameterised
+    by the service) into output.ipynb (reports/jobrunner.py); exit 1 when a cell failed."""
     from dossierhub.reports.jobrunner import execute_job
 
     sys.exit(execute_job(folder))

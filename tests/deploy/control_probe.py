@@ -115,7 +115,36 @@ def run_folder(home: Home) -> str:
     return f"ok: {pending.run.record.exists()}"
 
 
-STEPS: dict[str, Callable[[Home], str]] = {
+def job_prepare(home: Home) -> str:
+    """A run queued and made ready for its Job as the service does (reports/jobs.py):
+    the scratch folder with the template and parameters in it, opened to the Job."""
+    from dossierhub.reports.jobs import hand_over, prepare_job
+    from dossierhub.reports.requests import start_run
+
+    pending = start_run(home, DOSSIER, "data_quality", "b.devries", {"view": "residents"})
+    job = prepare_job(home, DOSSIER)
+    hand_over(job.scratch, pending.template.path, pending.values, job.numbers.report)
+    return f"ok: {job.scratch.relative_to(home.root)} {pending.run.path.relative_to(home.root)}"
+
+
+def job_collect(home: Home, folders: str) -> str:
+    """What the service does once the Job's pod is gone: the notebook and the published
+    tables into the run folder (through safefs), then the scratch folder removed (runs.py)."""
+    from dossierhub.isolation.unixusers import remove_scratch
+    from dossierhub.reports.collect import collect_published
+    from dossierhub.reports.jobs import take_notebook
+    from dossierhub.state.home import RunFolder
+
+    scratch_name, run_name = folders.split(",")
+    scratch, run = home.root / scratch_name, RunFolder(home.root / run_name)
+    notebook = take_notebook(scratch, run)
+    published = collect_published(scratch, run)
+    remove_scratch(scratch)
+    left = sorted(path.name for path in scratch.parent.iterdir())
+    return f"ok: notebook {notebook}, published {published}, left {left}"
+
+
+STEPS: dict[str, Callable[..., str]] = {
     step.__name__: step
     for step in (
         settings,
@@ -126,6 +155,8 @@ STEPS: dict[str, Callable[[Home], str]] = {
         hub_config,
         workspace_start,
         run_folder,
+        job_prepare,
+        job_collect,
     )
 }
 
@@ -134,11 +165,12 @@ def main() -> None:
     home = Home(Path(sys.argv[1]))
     seen: dict[str, str] = {}
     for step in sys.argv[2:]:
+        name, _, argument = step.partition("=")  # a step's one argument, if it takes one
         try:
-            seen[step] = STEPS[step](home)
+            seen[name] = STEPS[name](home, *([argument] if argument else []))
         except Exception as exc:  # each step's outcome is the result
             last = traceback.extract_tb(exc.__traceback__)[-1]
-            seen[step] = f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})"
+            seen[name] = f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})"
     print(json.dumps(seen))
 
 

@@ -9,6 +9,13 @@ audit log); the service reads a dossier's catalog and queues a run (its folder a
 A workspace's number does none of it. The rule (isolation/unixusers.py control_owner): what
 root holds on one machine is the control identity's (kubernetes.control_uid) on pods.
 
+Report runs as Jobs (reports.backend: kubernetes, which this HOME sets): the service, with no
+capability, makes a run's scratch folder and inputs (reports/jobs.py prepare_job, hand_over);
+the Job's number, with the securityContext job_manifest renders, writes what the runner
+writes there and cannot replace the inputs (job_probe.py); another dossier's number and the
+workspace's reach nothing of it; the service collects and removes it, and apply (root)
+removes what a Job closed to it. Before, the service could not hand the folder over at all.
+
 The hub authenticates its audit records with keys derived from the master key, or with the
 audit keys alone (`audit.key_file`), whose Secret the values do not mount yet; the hub gets the
 master key here as a Secret's file it can read (root's, 0444) instead
@@ -23,6 +30,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +48,13 @@ from test_apply_pod import (
     run_in_pod,
 )
 
-from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.isolation.safefs import UnsafeFile
+from dossierhub.isolation.unixusers import own_report_scratch
+from dossierhub.reports.jobrunner import PARAMETERS, TEMPLATE
+from dossierhub.reports.jobs import job_manifest, job_numbers
 from dossierhub.state.home import Home
+from dossierhub.state.models import read_dossier
 from dossierhub.state.settings import AuditSettings, load_settings
 from dossierhub.workspaces.k8svalues import z2jh_values
 
@@ -53,6 +66,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROBE = REPO / "tests" / "deploy" / "control_probe.py"
+JOB_PROBE = REPO / "tests" / "deploy" / "job_probe.py"
 HUB_STEPS = ("settings", "manifest", "numbers", "catalog_seen", "hub_config", "workspace_start")
 SERVICE_STEPS = ("catalog_read", "run_folder")
 
@@ -130,6 +144,7 @@ def cluster(demo_data: Path) -> Iterator[Cluster]:
     try:
         settings = read_yaml(root / "settings.yaml")
         settings["kubernetes"]["hub_image"] = "registry.example.org/dossierhub-hub:1.0"
+        settings["reports"] = {**(settings.get("reports") or {}), "backend": "kubernetes"}
         write_yaml(root / "settings.yaml", settings)
         work = root.parent / "pod"
         work.mkdir()
@@ -252,3 +267,167 @@ def test_apply_s_next_run_rewrites_what_it_handed_over_and_needs_dac_override(
     for path in (cluster.home.audit_head_file, cluster.home.directory_file):
         assert os.lstat(path).st_uid == control, path
     assert probe(cluster.hub, cluster.home, cluster.work, ("numbers",))["numbers"].startswith("ok")
+
+
+# --- report runs as Jobs from the service's pod (reports/jobs.py prepare_job, hand_over) ---
+
+RUNNER_WORK = (
+    "list",
+    "read_template",
+    "read_parameters",
+    "write_notebook",
+    "write_result",
+    "publish",
+    "hide_a_folder",  # a template's own: allowed, but closed to the service
+)
+AGAINST_INPUTS = (
+    "replace_template",
+    "rewrite_parameters",
+    "remove_parameters",
+    "rename_template",
+    "open_folder_to_all",
+    "swap_published",
+)
+
+
+def job_identity(home: Home, dossier_id: str, scratch: Path) -> tuple[int, int, list[int]]:
+    """(uid, gid, extra groups) of a run's Job as job_manifest renders it: no capability."""
+    numbers = job_numbers(home, dossier_id)
+    dossier = read_dossier(home, dossier_id)
+    manifest = job_manifest(
+        home, load_settings(home), dossier, "20260101T000000-abcdef", scratch, numbers, 60
+    )
+    spec = manifest["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    context = {**spec["securityContext"], **container["securityContext"]}
+    return context["runAsUser"], context["runAsGroup"], context.get("supplementalGroups", [])
+
+
+def as_job(identity: tuple[int, int, list[int]], scratch: Path) -> dict[str, str]:
+    """job_probe.py as that identity. It reaches the folder by HOME's path, whose parents any
+    uid may pass: more than a Job's pod, which mounts the folder alone (subPath), so what it
+    is refused here it is refused there."""
+    uid, gid, groups = identity
+    python = str(environment() / "bin" / "python")
+    result = subprocess.run(
+        [python, "-I", str(JOB_PROBE), str(scratch)],
+        user=uid,
+        group=gid,
+        extra_groups=groups,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_service_hands_a_run_to_its_job_and_takes_it_all_back_without_root(
+    cluster: Cluster,
+) -> None:
+    """As the chart's service (the control identity, no capability): a run's scratch folder
+    with its inputs, which the Job's number writes in but cannot take the inputs from;
+    another dossier's number and the workspace's reach nothing of it; the service collects
+    the notebook and the tables and leaves nothing behind."""
+    home, control = cluster.home, cluster.service.uid
+    prepared = probe(cluster.service, home, cluster.work, ("job_prepare",))["job_prepare"]
+    assert prepared.startswith("ok: "), prepared
+    scratch_name, run_name = prepared.removeprefix("ok: ").split()
+    scratch = home.root / scratch_name
+    report = report_pod_ids(home)["armoede"]
+    for path, mode in (
+        (scratch.parent, 0o2711),
+        (scratch, 0o1770),
+        (scratch / "published", 0o1770),
+    ):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, report, mode)
+    for name in (TEMPLATE, PARAMETERS):
+        info = os.lstat(scratch / name)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (control, 0o644), name
+    inputs = {name: (scratch / name).read_bytes() for name in (TEMPLATE, PARAMETERS)}
+
+    job = as_job(job_identity(home, "armoede", scratch), scratch)
+    assert {name: job[name] for name in RUNNER_WORK} == dict.fromkeys(RUNNER_WORK, "ok")
+    for name in AGAINST_INPUTS:
+        assert job[name].startswith("PermissionError"), (name, job[name])
+    assert {name: (scratch / name).read_bytes() for name in inputs} == inputs
+
+    workspace = pod_ids(home)["armoede"]
+    for stranger in (job_identity(home, "mobiliteit", scratch), (workspace, workspace, [])):
+        seen = as_job(stranger, scratch)
+        assert all(outcome.startswith("PermissionError") for outcome in seen.values()), seen
+
+    collected = probe(
+        cluster.service, home, cluster.work, (f"job_collect={scratch_name},{run_name}",)
+    )
+    # all but the closed folder is gone; what is left is set aside for apply
+    left_over = f".left-{scratch.name}"
+    assert collected["job_collect"] == (
+        "ok: notebook True, published ['published/counts.meta.json', "
+        f"'published/counts.parquet'], left ['{left_over}']"
+    )
+    assert not scratch.exists()
+    assert [p.name for p in (scratch.parent / left_over).iterdir()] == ["hidden"]
+    assert (home.root / run_name / "report.ipynb").read_text() == '{"cells": []}'
+    # which apply (root) removes at its next run, the folder kept as it was
+    own_report_scratch(home, "armoede", report)
+    assert list(scratch.parent.iterdir()) == []
+    info = os.lstat(scratch.parent)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, report, 0o2711)
+
+
+def test_the_service_refuses_a_scratch_folder_apply_did_not_prepare(cluster: Cluster) -> None:
+    """Without the setgid bit apply gives scratch/<id>, the service's folder would not be the
+    Job's group: the run is refused with the fix, and no folder is left half-made."""
+    parent = cluster.home.scratch_parent("armoede")
+    before = sorted(parent.iterdir())
+    os.chmod(parent, 0o711)
+    try:
+        seen = probe(cluster.service, cluster.home, cluster.work, ("job_prepare",))["job_prepare"]
+    finally:
+        os.chmod(parent, 0o2711)
+    assert seen.startswith("JobRefused: dossier armoede: "), seen
+    assert "run `dossierhub apply` with reports.backend: kubernetes" in seen
+    assert sorted(parent.iterdir()) == before
+
+
+def test_apply_follows_no_link_the_control_identity_plants_in_scratch(cluster: Cluster) -> None:
+    """The control identity writes in scratch/ and scratch/<id>. A link it plants as a
+    left-over run, or as a dossier's scratch folder, must neither lead apply (root) to
+    remove or open up what it points at, nor stop it."""
+    home, control = cluster.home, cluster.service.uid
+    report = report_pod_ids(home)
+    target = home.raw_dir  # apply's alone: 0700, root's
+    before = os.lstat(target)
+    parent = home.scratch_parent("armoede")
+    for planted in (".left-link", ".left-file"):
+        command = ("ln", "-s", str(target)) if planted == ".left-link" else ("touch",)
+        made = as_number(control, *command, str(parent / planted))
+        assert made.returncode == 0, made.stderr
+    own_report_scratch(home, "armoede", report["armoede"])  # what apply does per dossier
+    assert sorted(p.name for p in parent.iterdir()) == [".left-file", ".left-link"]
+    assert any(target.iterdir())  # nothing removed through the link
+
+    other = home.scratch_parent("mobiliteit")
+    moved = as_number(control, "mv", str(other), str(home.scratch_dir / "moved"))
+    assert moved.returncode == 0, moved.stderr
+    linked = as_number(control, "ln", "-s", str(target), str(other))
+    assert linked.returncode == 0, linked.stderr
+    try:
+        with pytest.raises(UnsafeFile):
+            own_report_scratch(home, "mobiliteit", report["mobiliteit"])
+        after = os.lstat(target)
+        assert (after.st_uid, after.st_gid, after.st_mode) == (
+            before.st_uid,
+            before.st_gid,
+            before.st_mode,
+        )
+    finally:
+        other.unlink()
+        (home.scratch_dir / "moved").rename(other)
+        for planted in (".left-link", ".left-file"):
+            (parent / planted).unlink()

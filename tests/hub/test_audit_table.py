@@ -278,5 +278,26 @@ def test_an_append_survives_its_pooled_connection_being_cut(
     assert verify_output(table_home).startswith("audit log ok: 4 records, chain intact")
 
 
+def test_a_read_survives_its_pooled_connection_being_cut(
+    table_home: Path, postgres: Postgres
+) -> None:
+    """The service reads the log for its pages for days: after PostgreSQL restarted under it,
+    the first page still shows the trail (the read is made once more on a new connection)."""
+    from dossierhub.state.audit import AuditLog
+    from dossierhub.state.home import Home
+
+    log = AuditLog(Home(table_home))
+    log.append("test.read-before")
+    before = [r["action"] for r in log.read()]
+    database = yaml_settings(table_home)["hub"]["db_url"].rsplit("/", 1)[1]
+    cut = postgres.sql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    assert int(cut) >= 1
+    assert [r["action"] for r in log.read()] == before
+    assert before[-1] == "test.read-before"
+
+
 def yaml_settings(home: Path) -> dict:
     return yaml.safe_load((home / "settings.yaml").read_text())

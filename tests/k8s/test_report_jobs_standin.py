@@ -5,13 +5,15 @@ with the extracts folder read-only and the run's scratch folder from HOME's volu
 succeeds and its report is drawn; a cell error, the time limit and a deleted pod each end
 failed with the reason and the partial notebook; from inside a run's notebook the workspace
 folder, another dossier's extracts and HOME's secrets are out of reach and the extracts
-cannot be changed.
+cannot be changed; a kernel that rewrites the notebook in its pod after papermill's last save
+changes nothing of the recorded notebook but its outputs, and adding a cell fails the run.
 
 One stand-in and one applied HOME for the module; each run is independent.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -30,6 +32,8 @@ from kubernetes_asyncio.config import kube_config
 from standin import StandIn
 
 from dossierhub.isolation.podids import pod_ids, report_pod_ids
+from dossierhub.reports import jobs
+from dossierhub.reports.render import review_page
 from dossierhub.reports.runs import RunOutcome, run_report
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.home import Home, RunFolder
@@ -41,7 +45,7 @@ from helpers import run_cli
 
 DOSSIER = "armoede"
 NAMESPACE = "default"
-TEMPLATES = ("fine", "crash", "slow", "wait", "walls", "planted")
+TEMPLATES = ("fine", "crash", "slow", "wait", "walls", "planted", "forged", "forged_extra")
 LIMIT = 30  # slow's time limit: long enough for its first cell on a loaded machine
 WAITING = "waiting for its pod to be deleted"
 
@@ -102,6 +106,8 @@ def job_home(
     template(folder / "wait.ipynb", f"print('{WAITING}')", "import time\ntime.sleep(120)")
     template(folder / "walls.ipynb", WALLS)
     template(folder / "planted.ipynb", PLANTED)
+    forging_template(folder / "forged.ipynb", extra=False)
+    forging_template(folder / "forged_extra.ipynb", extra=True)
     result = run_cli(root, "apply")
     assert result.exit_code == 0, result.stderr
     k8s.kubelet.claims[KubernetesSettings().home_claim] = root
@@ -315,3 +321,131 @@ def test_the_local_backend_still_reads_extracts_owned_by_the_pod_number(
         job_home.settings_file.write_text(yaml.safe_dump(settings))
     assert outcome.status == "succeeded", outcome.error
     assert "people_per_district" in (outcome.folder / "report.html").read_text()
+
+
+# The kernel's last act: a helper of the pod's number, in a session of its own (papermill's
+# kernel shutdown does not reach it), takes a lease on the runner's verdict file. The runner
+# opens that file for writing only after papermill's last save of the notebook, and the lease
+# holds it there while the helper rewrites the notebook: the service collects the forgery on
+# every run, not by luck. The markdown becomes an approval, the code that ran is shown as
+# other code, an output and a notebook field are added and (forged_extra) a cell.
+FORGER = '''
+import subprocess, sys
+HELPER = r"""
+import codecs, fcntl, json, os, signal, time
+from pathlib import Path
+folder = Path(os.environ["DOSSIERHUB_RUN_DIR"])
+verdict = folder / ".result.json.partial"
+verdict.touch()
+signal.signal(signal.SIGIO, signal.SIG_IGN)  # the lease's break is polled for instead
+held = os.open(verdict, os.O_RDONLY)
+fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+print("ready", flush=True)
+while fcntl.fcntl(held, fcntl.F_GETLEASE) == fcntl.F_RDLCK:
+    time.sleep(0.01)
+book = json.loads((folder / "output.ipynb").read_text())
+for cell in book["cells"]:
+    if cell["cell_type"] == "markdown":
+        cell["source"] = APPROVAL
+    elif "the real work" in "".join(cell["source"]):
+        cell["source"] = SHOWN_CODE
+last = book["cells"][-1]
+last["outputs"].append({"output_type": "stream", "name": "stdout", "text": OUTPUT})
+book["metadata"]["dossierhub"] = {FIELD: APPROVAL}
+if EXTRA:
+    book["cells"].append(
+        {"cell_type": "markdown", "id": "approval", "metadata": {}, "source": APPROVAL}
+    )
+(folder / ".forged").write_text(json.dumps(book))
+os.replace(folder / ".forged", folder / "output.ipynb")
+fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+"""
+helper = subprocess.Popen(
+    [sys.executable, "-c", HELPER], stdout=subprocess.PIPE, text=True, start_new_session=True
+)
+print(helper.stdout.readline().strip())
+'''
+FORGED_MARKDOWN = "# Draft numbers\nNot reviewed by anyone yet."
+# what the helper writes, in its source only as rot13: the template's own code is recorded
+FORGERIES = {
+    "APPROVAL": "Approved by the privacy officer",
+    "SHOWN_CODE": "print('nothing to see')",
+    "OUTPUT": "FORGED OUTPUT",
+    "FIELD": "approved_by",
+}
+
+
+def forging_template(path: Path, *, extra: bool) -> None:
+    """A parameterised template (its default injected) whose kernel rewrites its notebook."""
+    code = FORGER.replace("EXTRA", str(extra))
+    for name, text in FORGERIES.items():
+        code = code.replace(name, f"codecs.decode({codecs.encode(text, 'rot13')!r}, 'rot13')")
+    template(path, "print('the real work for', who)", code, params="who = 'nobody'")
+    book = nbformat.read(path, as_version=4)
+    book.cells.insert(1, nbformat.v4.new_markdown_cell(FORGED_MARKDOWN))
+    nbformat.write(book, path)
+
+
+def test_a_kernel_rewriting_its_notebook_changes_nothing_recorded_but_outputs(
+    job_home: Home, runs: Runs
+) -> None:
+    outcome = runs.outcomes["forged"]
+    assert outcome.status == "succeeded", outcome.error
+    run = RunFolder(outcome.folder)
+    outputs = notebook_outputs(outcome)
+    assert FORGERIES["OUTPUT"] in outputs  # the rewritten notebook is the one the service read
+    assert "the real work for nobody" in outputs  # the default, injected by the service, ran
+    book = nbformat.read(run.notebook, as_version=4)
+    own = nbformat.read(job_home.templates_dir / "forged.ipynb", as_version=4)
+    injected = [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert [c.source for c in injected] == ['# Parameters\nwho = "nobody"\n']
+    assert [c.source for c in book.cells if c not in injected] == [c.source for c in own.cells]
+    recorded = run.notebook.read_text()
+    for forgery in ("APPROVAL", "SHOWN_CODE", "FIELD"):
+        assert FORGERIES[forgery] not in recorded, forgery
+    viewer = (outcome.folder / "report.html").read_text()
+    assert "Not reviewed by anyone yet." in viewer  # the template's markdown, as it was
+    assert FORGERIES["APPROVAL"] not in viewer and FORGERIES["OUTPUT"] not in viewer
+    review = review_page(job_home, DOSSIER, outcome.run_id)  # what the releasing lead reads
+    assert review is not None
+    lead_reads = review.read_text()
+    assert "the real work" in lead_reads and "nothing to see" not in lead_reads
+    assert FORGERIES["APPROVAL"] not in lead_reads
+
+
+def test_a_kernel_adding_a_cell_to_its_notebook_fails_the_run(runs: Runs) -> None:
+    outcome = runs.outcomes["forged_extra"]
+    assert outcome.status == "failed"
+    assert outcome.error == (
+        "the run's notebook does not match its template: it has 6 cells, the template 5"
+    )
+    recorded = RunFolder(outcome.folder).notebook.read_text()  # the service's, no outputs
+    assert "Not reviewed by anyone yet." in recorded and "the real work" in recorded
+    assert FORGERIES["APPROVAL"] not in recorded and FORGERIES["OUTPUT"] not in recorded
+    assert not (outcome.folder / "report.html").exists()
+
+
+def test_a_pod_not_gone_in_time_fails_the_run_saying_what_was_collected(
+    job_home: Home, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod that has not ended GONE_SECONDS after its Job's deletion (here: not waited for at
+    all) may still be writing its scratch folder: the run fails saying what was collected, and
+    keeps the notebook of record without outputs. (A runner that is not in the image makes
+    the pod fail at once: no kernel to wait for.)"""
+    monkeypatch.setattr(jobs, "GONE_SECONDS", 0)
+    settings = yaml.safe_load(job_home.settings_file.read_text())
+    python = settings["workspaces"]["python"]
+    settings["workspaces"]["python"] = "/not/in/the/image/bin/python"
+    job_home.settings_file.write_text(yaml.safe_dump(settings))
+    try:
+        outcome = run_report(job_home, DOSSIER, "fine", LEAD, {})
+    finally:
+        settings["workspaces"]["python"] = python
+        job_home.settings_file.write_text(yaml.safe_dump(settings))
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert outcome.error.endswith(
+        " did not end in 0 s after its deletion: none of its notebook was taken, and the "
+        "tables it published, if any, were copied while it may still have been running"
+    )
+    assert RunFolder(outcome.folder).notebook.exists() and not notebook_outputs(outcome)

@@ -29,10 +29,12 @@ group or an fsGroup for it. Off pods the control identity is root and nothing ch
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -44,7 +46,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from dossierhub.isolation.podids import pod_id, report_pod_id
-from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS
+from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS, opened_dir
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -412,7 +414,8 @@ def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -
     if owner is not None and on_pods(home):
         _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
     if load_settings(home).reports.backend == "kubernetes":
-        report_pod_id(home, dossier_id)  # its report runs' Jobs run as it (reports/jobs.py)
+        # its report runs' Jobs run as it (reports/jobs.py), in folders scratch/<id> groups
+        own_report_scratch(home, dossier_id, report_pod_id(home, dossier_id))
 
 
 def _own_folder(folder: Path, owner: tuple[int, int], mode: int) -> Path:
@@ -435,13 +438,148 @@ def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | N
     return _own_folder(folder, owner.workspace, 0o700)
 
 
-def own_report_scratch(folder: Path, number: int, parent: bool) -> Path:
-    """A report Job's scratch folders, on HOME's shared volume: scratch/<id> (`parent`)
-    root's and passable by the report number's group only, as for `<prefix>r-<id>`; a run's
-    folder in it the report number's own (reports/jobs.py)."""
-    return _own_folder(
-        folder, (0, number) if parent else (number, number), 0o710 if parent else 0o700
+REPORT_SCRATCH_MODE = 0o2711
+"""scratch/<id> for report Jobs: the control identity's, group the report number, setgid."""
+RUN_SCRATCH_MODE = 0o1770
+"""A Job's run folder (and its published/) once handed over: sticky, the group's to write."""
+
+
+class ScratchRefused(Exception):
+    """A report Job's scratch folder cannot be made as the walls need it; says why and the fix."""
+
+
+def own_report_scratch(home: Home, dossier_id: str, number: int) -> None:
+    """Run as root (apply; the service when it is root): scratch/<id> as the dossier's report
+    Jobs need it. Its owner is the control identity, which makes the run folders in it; its
+    group is the report number, with the setgid bit, so that every folder made in it takes
+    that group: the service, which is not root on a cluster and cannot chown, gets a run
+    folder the Job's number may write through its group (`new_report_scratch`). `0711`
+    otherwise: passed by the kubelet that mounts a run folder, listed by nobody else. Opened
+    by descriptor: the control identity writes in scratch/, and a link planted as
+    scratch/<id> is refused, never followed (UnsafeFile). What the service could not remove
+    of its runs (`remove_scratch`) is removed here."""
+    with opened_dir(home.scratch_dir) as top:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(dossier_id, 0o700, dir_fd=top)
+        with opened_dir(Path(dossier_id), dir_fd=top) as folder:
+            info = os.fstat(folder)
+            wanted = (control_owner(home)[0], number, REPORT_SCRATCH_MODE)
+            if (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) != wanted:
+                # the setgid bit first, while the group is root's own: the kernel drops it
+                # from a chmod by one outside the folder's group without CAP_FSETID, which
+                # apply's pod lacks; a later chown of a folder keeps it. (Only when it is
+                # not yet so: a run folder made meanwhile would take root's group.)
+                os.fchown(folder, wanted[0], os.getegid())
+                os.fchmod(folder, REPORT_SCRATCH_MODE)
+                os.fchown(folder, -1, number)
+            _remove_left_over(folder)
+            if stat.S_IMODE(os.fstat(folder).st_mode) != REPORT_SCRATCH_MODE:
+                raise ScratchRefused(
+                    f"{home.scratch_parent(dossier_id)} did not keep mode "
+                    f"{REPORT_SCRATCH_MODE:04o}: HOME's volume drops the setgid bit, which "
+                    "report Jobs need"
+                )
+
+
+LEFT_OVER = ".left-"
+"""The prefix a run folder the service could not empty is renamed to, for apply to remove."""
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Remove a run's scratch folder once the run has ended (its kernel or pod gone):
+    descriptor by descriptor, following no link. Root removes all of it. The service on a
+    cluster (the control identity) removes all a Job wrote in the folders it owns, but not
+    the inside of a folder the Job made and closed: it renames what is left to
+    `.left-<name>`, which apply (root) removes (`own_report_scratch`)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not os.path.lexists(scratch):
+        return
+    with contextlib.suppress(OSError):
+        os.rename(scratch, scratch.parent / f"{LEFT_OVER}{scratch.name}")
+
+
+def _remove_left_over(folder: int) -> None:
+    """Run as root: what the service could not remove of its runs in scratch/<id>. Folders
+    only, on descriptors (rmtree follows no link and refuses one swapped in meanwhile): the
+    control identity writes here, and whatever it plants must neither steer nor stop apply."""
+    for name in os.listdir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            if name.startswith(LEFT_OVER) and stat.S_ISDIR(os.lstat(name, dir_fd=folder).st_mode):
+                shutil.rmtree(name, dir_fd=folder, ignore_errors=True)
+
+
+def new_report_scratch(
+    home: Home, dossier_id: str, number: int, subfolders: tuple[str, ...]
+) -> Path:
+    """A fresh run folder for a report Job in scratch/<id>/, with `subfolders` in it, made
+    by the service as whoever it runs as: root, or on a cluster the control identity with no
+    capability. Each is the service's own, `0700` until `open_report_scratch`, and of the
+    report number's group, inherited from scratch/<id>'s setgid bit (no chown). ScratchRefused
+    when scratch/<id> is not as apply leaves it, or the volume did not pass the group on."""
+    parent = home.scratch_parent(dossier_id)
+    if isolation_enabled():
+        own_report_scratch(home, dossier_id, number)  # a HOME applied before this layout
+    with opened_dir(parent) as folder:
+        _check_report_scratch(folder, parent, number)
+        name = secrets.token_hex(8)
+        os.mkdir(name, 0o700, dir_fd=folder)
+        try:
+            with opened_dir(Path(name), dir_fd=folder) as run:
+                for sub in subfolders:
+                    os.mkdir(sub, 0o700, dir_fd=run)
+                    with opened_dir(Path(sub), dir_fd=run) as inner:
+                        _check_group(inner, parent / name / sub, number)
+                _check_group(run, parent / name, number)
+        except ScratchRefused:
+            shutil.rmtree(name, dir_fd=folder)  # bad input leaves nothing half-done
+            raise
+    return parent / name
+
+
+def _check_report_scratch(folder: int, where: Path, number: int) -> None:
+    info = os.fstat(folder)
+    expected = (os.geteuid(), number, REPORT_SCRATCH_MODE)
+    if isolation_enabled() or (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == expected:
+        return
+    raise ScratchRefused(
+        f"{where} is not ready for the dossier's report Jobs (owner {info.st_uid}, group "
+        f"{info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o}; they need owner {expected[0]}, "
+        f"the service, group {number}, the report number, mode {REPORT_SCRATCH_MODE:04o}): "
+        "run `dossierhub apply` with reports.backend: kubernetes"
     )
+
+
+def _check_group(folder: int, where: Path, number: int) -> None:
+    """The run folder's group is the report number: root gives it, the control identity must
+    have inherited it. A volume that ignores the setgid bit leaves it the service's: refused,
+    since the Job could not write it."""
+    if isolation_enabled():
+        os.fchown(folder, -1, number)
+    gid = os.fstat(folder).st_gid
+    if gid != number:
+        raise ScratchRefused(
+            f"{where} took group {gid}, not the report number {number}: HOME's volume does "
+            "not pass a folder's group on through the setgid bit, which report Jobs need"
+        )
+
+
+def open_report_scratch(scratch: Path, number: int, subfolders: tuple[str, ...]) -> None:
+    """Hand a run folder to its Job once the service has written the inputs: it and its
+    `subfolders` sticky and writable by the report number's group (`RUN_SCRATCH_MODE`). The
+    Job's number adds files but cannot remove, rename or rewrite the service's (the inputs:
+    they are not its own, and the sticky bit keeps their names); the service, owner of every
+    folder, removes all the Job's files afterwards."""
+    with opened_dir(scratch) as run:
+        for sub in subfolders:
+            with opened_dir(Path(sub), dir_fd=run) as inner:
+                _open_run_folder(inner, scratch / sub, number)
+        _open_run_folder(run, scratch, number)
+
+
+def _open_run_folder(folder: int, where: Path, number: int) -> None:
+    if os.fstat(folder).st_gid != number:
+        raise ScratchRefused(f"{where} is not of the report number {number}'s group")
+    os.fchmod(folder, RUN_SCRATCH_MODE)
 
 
 def ensure_scratch_parent(home: Home, dossier_id: str, ids: DossierIdentities | None) -> Path:

@@ -3,11 +3,14 @@
 The service (or `report run`) decides, queues and records a run as with local kernels
 (requests.py, execute.py); only the notebook's execution moves into a pod:
 
-- **inputs**: the service writes the template and the checked parameters into a fresh scratch
-  folder of the run, scratch/<id>/<token>/ on HOME's shared volume, then gives the folder to
-  the dossier's report number; the pod runs `dossierhub report execute-job FOLDER`
-  (jobrunner.py): papermill on a Dossier kernel in the same pod, writing the notebook, its
-  verdict and what publish() writes into that folder;
+- **inputs**: the service builds the run's notebook of record itself, from its copy of the
+  template and the checked parameters (jobnotebook.record_notebook, into the run folder), and
+  writes it into a fresh scratch folder of the run, scratch/<id>/<token>/ on HOME's shared
+  volume, its own and of the report number's group (inherited from scratch/<id>, which apply
+  made setgid: the service needs neither root nor a capability), then opens it to that group,
+  sticky, so the pod can write beside its input but not replace it; the pod runs `dossierhub
+  report execute-job FOLDER` (jobrunner.py): papermill on a Dossier kernel in the same pod,
+  writing the notebook, its verdict and what publish() writes into that folder;
 - **identity** (`job_manifest`, pure): the dossier's report number (isolation/podids.py,
   handed out by apply, never the workspace's), reading the extracts through their group as a
   local report kernel does; the extracts folder read-only and the run's scratch folder
@@ -22,9 +25,11 @@ The service (or `report run`) decides, queues and records a run as with local ke
   result.json names it; it can only explain a failure, never turn one into success), the
   time limit (DeadlineExceeded), out of memory (OOMKilled), the pod deleted, the image
   missing (ErrImagePull, ImagePullBackOff: a Job never fails by itself on those);
-- **collection**: once the pod is gone, the notebook is copied from the scratch folder
-  through descriptors that follow no link (isolation/safefs.py), and execute_run collects
-  the published tables the same way, checks, draws and records as ever.
+- **collection**: once the pod is gone, the pod's notebook is read from the scratch folder
+  through descriptors that follow no link (isolation/safefs.py) and only its outputs are
+  taken into the notebook of record, cell by cell (jobnotebook.fill_outputs: the kernel
+  shares the pod's number with papermill and could have rewritten the rest); execute_run
+  collects the published tables the same way, checks, draws and records as ever.
 
 The warm kernel pool is off with this backend: a kernel started ahead of time would be a
 pod waiting per dossier (docs/operating-on-kubernetes.md).
@@ -37,12 +42,12 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossier_kernel.published import PUBLISHED_DIR
 from dossierhub.isolation.environment import dossier_environment, workspace_python
 from dossierhub.isolation.podids import PodIdsError, report_pod_ids
 from dossierhub.isolation.podspec import (
@@ -54,11 +59,14 @@ from dossierhub.isolation.podspec import (
 )
 from dossierhub.isolation.safefs import UnsafeFile, opened_dir, read_regular, write_new
 from dossierhub.isolation.unixusers import (
+    ScratchRefused,
     dossier_owner,
     identities,
     isolation_enabled,
-    own_report_scratch,
+    new_report_scratch,
+    open_report_scratch,
 )
+from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs, record_notebook
 from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
 from dossierhub.reports.records import RunStatus
 from dossierhub.state.home import Home, RunFolder
@@ -77,12 +85,20 @@ POLL_SECONDS = 0.25
 # API server that does not answer) before the service gives up on it
 SILENCE_SECONDS = 120
 GONE_SECONDS = 60  # how long the service waits for the pod to end after deleting the Job
+# made by the service with the run folder: publish() writes there, and what the pod makes in
+# a folder of the service's the service can remove (isolation/unixusers.py)
+JOB_SUBFOLDERS = (PUBLISHED_DIR,)
 IMAGE_MISSING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 CANNOT_START = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
 
 class JobRefused(Exception):
     """A run that cannot be made a Job (the dossier is not applied for it); says why."""
+
+
+class PodNotGone(TimeoutError):
+    """The run's pod had not ended GONE_SECONDS after its Job was deleted (a node that does
+    not answer): it may still be writing its scratch folder."""
 
 
 def job_name(dossier_id: str, run_id: str) -> str:
@@ -260,54 +276,83 @@ class PreparedJob:
 
 
 def prepare_job(home: Home, dossier_id: str) -> PreparedJob:
-    """The dossier's numbers (JobRefused without them) and a fresh folder for the run under
-    scratch/<id>/ on HOME's volume, root's until `hand_over` gives it to the report number."""
+    """The dossier's numbers and a fresh folder for the run under scratch/<id>/ on HOME's
+    volume (JobRefused without either): the service's own, of the report number's group, closed
+    (`0700`) until `hand_over` opens it to the Job. The service need not be root for it, nor
+    hold any capability: the group comes from scratch/<id>, which apply prepared
+    (isolation/unixusers.py `new_report_scratch`)."""
     numbers = job_numbers(home, dossier_id)
-    parent = home.scratch_parent(dossier_id)
-    if isolation_enabled():
-        own_report_scratch(parent, numbers.report, parent=True)
-    else:
-        parent.mkdir(parents=True, exist_ok=True)
-    scratch = parent / secrets.token_hex(4)
-    scratch.mkdir(mode=0o700)
+    try:
+        scratch = new_report_scratch(home, dossier_id, numbers.report, JOB_SUBFOLDERS)
+    except (ScratchRefused, UnsafeFile) as exc:
+        raise JobRefused(f"dossier {dossier_id}: {exc}") from None
     return PreparedJob(numbers, scratch)
 
 
 def hand_over(scratch: Path, template: Path, values: dict[str, Any], number: int) -> None:
-    """The run's inputs into its scratch folder (root's files the pod reads, 0644), then the
-    folder to the report number."""
+    """The run's inputs into its scratch folder (the service's files the pod reads, 0644),
+    then the folder opened to the report number's group: sticky, so the pod writes its
+    notebook beside the inputs but cannot replace them."""
     with opened_dir(scratch) as folder:
         write_new(folder, TEMPLATE, template.read_bytes(), 0o644)
         write_new(folder, PARAMETERS, json.dumps(values).encode(), 0o644)
-    if isolation_enabled():
-        own_report_scratch(scratch, number, parent=False)
+    open_report_scratch(scratch, number, JOB_SUBFOLDERS)
 
 
 def run_job(
     home: Home, dossier_id: str, run: RunFolder, template: Path, values: dict[str, Any],
     job: PreparedJob, limit: float,
 ) -> tuple[RunStatus, str | None]:  # fmt: skip
-    """One run as a Job, start to verdict: make it, wait, delete it and its pod, then copy
-    the notebook into the run folder. Never raises for a failed run: the status says why."""
+    """One run as a Job, start to verdict: the notebook of record into the run folder (the
+    service's own, jobnotebook.py), make the Job to run it, wait, delete it and its pod, then
+    take the pod's outputs into the notebook of record. Never raises for a failed run: the
+    status says why."""
     settings = load_settings(home)
     scratch = job.scratch
-    hand_over(scratch, template, values, job.numbers.report)
+    record_notebook(template, values, run.notebook)
+    # the pod runs the notebook of record as it is: the parameters are in it already
+    hand_over(scratch, run.notebook, {}, job.numbers.report)
     manifest = job_manifest(
         home, settings, read_dossier(home, dossier_id), run.run_id, scratch, job.numbers, limit
     )
-    status, error = asyncio.run(_run(settings, manifest, scratch, limit))
     try:
-        if not take_notebook(scratch, run) and status == "succeeded":
-            status, error = "failed", "the run's pod wrote no notebook"
+        status, error = asyncio.run(_run(settings, manifest, scratch, limit))
+    except PodNotGone as exc:
+        # it may still be writing: none of its notebook is taken (the run keeps the notebook
+        # of record without outputs), and the record says what execute_run copies after this
+        # (a failed run's tables, never checked nor released)
+        return "failed", (
+            f"{exc} after its deletion: none of its notebook was taken, and the tables it "
+            "published, if any, were copied while it may still have been running"
+        )
+    return collect_notebook(scratch, run, status, error)
+
+
+def collect_notebook(
+    scratch: Path, run: RunFolder, status: RunStatus, error: str | None
+) -> tuple[RunStatus, str | None]:
+    """The verdict once the Job and its pod are gone and the pod's outputs are taken into
+    the notebook of record (take_notebook). A succeeded run whose notebook cannot be taken
+    fails for it; a failed run keeps its reason, and a notebook refused adds why. Either way
+    the run keeps the notebook of record, with the outputs only when they were taken."""
+    try:
+        if take_notebook(scratch, run):
+            return status, error
+        why = "the run's pod wrote no notebook"
+    except NotebookRefused as exc:
+        why = str(exc)
+        if status != "succeeded":
+            return status, f"{error}; {why}"[:500]
     except (UnsafeFile, OSError) as exc:
-        if status == "succeeded":
-            status, error = "failed", f"the run's notebook cannot be collected: {exc}"[:500]
-    return status, error
+        why = f"the run's notebook cannot be collected: {exc}"
+    return ("failed", why[:500]) if status == "succeeded" else (status, error)
 
 
 def take_notebook(scratch: Path, run: RunFolder) -> bool:
-    """The executed notebook from the scratch folder (the report number's) into the run
-    folder (root's): a plain file, no link followed. False: none was written."""
+    """The outputs of the executed notebook in the scratch folder (the report number's) into
+    the notebook of record in the run folder (root's, jobnotebook.fill_outputs): read as a
+    plain file, no link followed. False: none was written. NotebookRefused: not the record's
+    cells."""
     with opened_dir(scratch) as folder:
         try:
             data = read_regular(folder, OUTPUT, NOTEBOOK_BYTES)
@@ -315,7 +360,7 @@ def take_notebook(scratch: Path, run: RunFolder) -> bool:
             if not _exists(folder, OUTPUT):
                 return False  # the pod never got to write it (image missing, deleted early)
             raise
-    run.notebook.write_bytes(data)
+    fill_outputs(run.notebook, data)
     return True
 
 
@@ -456,4 +501,4 @@ async def _delete(batch: Any, core: Any, namespace: str, name: str) -> None:
                     if exc.status != 404:
                         raise
         await asyncio.sleep(POLL_SECONDS)
-    raise TimeoutError(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")
+    raise PodNotGone(f"the run's pod of Job {name} did not end in {GONE_SECONDS} s")

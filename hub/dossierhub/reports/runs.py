@@ -13,11 +13,11 @@ read-only.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossierhub.isolation.unixusers import remove_scratch
 from dossierhub.reports.checks import run_checks
 from dossierhub.reports.collect import collect_published, file_hashes, lock_down
 from dossierhub.reports.differencing import differencing_checks
@@ -89,7 +89,7 @@ def execute_run(
     except Exception as exc:
         status, error, outputs, checks = "failed", f"{type(exc).__name__}: {exc}"[:500], [], []
     _record_end(pending, status, error, checks)
-    shutil.rmtree(scratch, ignore_errors=True)  # fd-based: follows no link the kernel made
+    remove_scratch(scratch)  # fd-based: follows no link the kernel made
     AuditLog(pending.home).append(
         "report.finished",
         actor=pending.user,

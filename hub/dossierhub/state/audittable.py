@@ -8,7 +8,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.errors import UndefinedTable
 from sqlalchemy import Connection, text
@@ -18,6 +18,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from dossierhub.state import database, witness
 from dossierhub.state.auditstore import AuditStoreError, object_of
 from dossierhub.state.home import Home
+
+_T = TypeVar("_T")
 
 RECORDS = "dossierhub_audit_records"
 STATE = "dossierhub_audit_state"  # rows: head (head.json's object), witness (witness.json's)
@@ -74,11 +76,13 @@ class TableStore:
                 return
 
     def lines(self) -> list[str]:
-        with self._connection() as conn:
+        def read(conn: Connection) -> list[str]:
             if not self._exists(conn):
                 return []
             rows = conn.execute(text(f"SELECT line FROM {RECORDS} ORDER BY seq"))
             return [line for (line,) in rows]
+
+        return self._read(read)
 
     def head_text(self) -> str | None:
         if getattr(self._local, "conn", None) is not None:
@@ -134,7 +138,7 @@ class TableStore:
         self._local.head = value
 
     def _value(self, name: str) -> str | None:
-        with self._connection() as conn:
+        def read(conn: Connection) -> str | None:
             if not self._exists(conn):
                 return None
             found = conn.execute(
@@ -142,15 +146,25 @@ class TableStore:
             )
             return found.scalar()
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """exclusive()'s transaction when inside one (its locks, its view), else a new one."""
+        return self._read(read)
+
+    def _read(self, query: Callable[[Connection], _T]) -> _T:
+        """`query` in exclusive()'s transaction when inside one (its locks, its view), else on
+        a pooled connection; one a database restart broke is noticed by the first statement
+        and the read is made once more on a new one, as an append is (a long-running service
+        reads the log for its pages after PostgreSQL restarted under it)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            yield conn
-            return
-        with self._errors(), database.engine(self.url).connect() as fresh:
-            yield fresh
+            return query(conn)
+        with self._errors():
+            for attempt in (1, 2):
+                try:
+                    with database.engine(self.url).connect() as fresh:
+                        return query(fresh)
+                except DBAPIError as exc:
+                    if attempt == 2 or not exc.connection_invalidated:
+                        raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _exists(self, conn: Connection) -> bool:
         """Both tables are there (a read before the first append, or after a DROP, finds an
