@@ -4,6 +4,7 @@ real hub (dossierhub serve with its proxy on 127.0.0.1) for the e2e and security
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,10 +19,11 @@ import pytest
 import yaml
 
 from dossierhub.demo import write_demo
+from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
 from dossierhub.state.settings import KubernetesSettings
-from dossierhub.workspaces.hub_auth import set_password
+from dossierhub.workspaces.hub_auth import read_passwords, set_password
 from dossierhub.workspaces.servestate import read_serve_state
 from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
 from test_types import MYPY_STARTED, start_mypy
@@ -75,13 +77,23 @@ def home(demo_data: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def applied_home(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A HOME with the demo dossiers applied, shared by the read-only tests of a module."""
-    root = tmp_path_factory.mktemp("applied") / "home"
+@pytest.fixture(scope="session")
+def applied_demo_data(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`demo_data` applied once per session; `applied_home` hands each module a copy (apply
+    is seconds of CPU, the copy milliseconds: the HOME holds no absolute path and, off
+    Kubernetes and without a hub, only root's files, so a copy is the same HOME)."""
+    root = tmp_path_factory.mktemp("applied-demo") / "home"
     shutil.copytree(demo_data, root, symlinks=True)
     result = run_cli(root, "apply")
     assert result.exit_code == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def applied_home(applied_demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HOME with the demo dossiers applied, shared by the read-only tests of a module."""
+    root = tmp_path_factory.mktemp("applied") / "home"
+    shutil.copytree(applied_demo_data, root, symlinks=True)
     return root
 
 
@@ -182,11 +194,8 @@ def serving(
         [DOSSIERHUB, "--home", str(home.root), "apply"], capture_output=True, text=True, check=False
     )
     assert applied.returncode == 0, applied.stderr
-    for person in {p for e in read_directory(home) for p in (*e.workers, *e.viewers)} | {
-        "s.vreemd",
-        ADMIN,
-    }:
-        set_password(home.passwords_file, person, PASSWORD)
+    people = {p for e in read_directory(home) for p in (*e.workers, *e.viewers)}
+    set_everyones_password(home, sorted(people | {"s.vreemd", ADMIN}))
     log = root / "serve.log"
     with log.open("w") as handle:
         serve = subprocess.Popen(
@@ -215,6 +224,16 @@ def serving(
         yield running
     finally:
         stop_serving(running, root)
+
+
+def set_everyones_password(home: Home, people: list[str]) -> None:
+    """PASSWORD for each of `people`: `set_password` for the first, its stored hash copied to
+    the others (one scrypt hash takes about a third of a second; a hub has some fifteen
+    people, who all have the same password here anyway)."""
+    set_password(home.passwords_file, people[0], PASSWORD)
+    stored = read_passwords(home.passwords_file)[people[0]]
+    table = {person: stored for person in people}
+    write_atomic(home.passwords_file, json.dumps(table, indent=1, sort_keys=True), mode=0o600)
 
 
 def stop_serving(running: Hub, root: Path) -> None:

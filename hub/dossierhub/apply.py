@@ -206,10 +206,15 @@ def _apply_one(
     dossier = inst.dossiers[dossier_id]
     if dossier.is_expired(today):
         # the hub sync that follows stops a workspace still running (it asks the hub)
-        removed = expire_workspace(inst.home, None, dossier_id, progress)
-        note = f"expired on {dossier.expires.isoformat()}: " + (
-            "extracts removed" if removed else "no extracts to remove"
-        )
+        expired = f"expired on {dossier.expires.isoformat()}"
+        try:
+            removed = expire_workspace(inst.home, None, dossier_id, progress)
+        except OSError as exc:
+            # the extracts are removed first; what failed (a chore in the workspace folder,
+            # whatever the team left there) is this dossier's alone: apply goes on
+            reason = (str(exc).splitlines() or [exc.__class__.__name__])[0]
+            return DossierResult(dossier_id, "failed", note=f"{expired}: {reason}")
+        note = f"{expired}: " + ("extracts removed" if removed else "no extracts to remove")
         return DossierResult(dossier_id, "removed" if removed else "expired", note=note)
     try:
         return build_dossier(

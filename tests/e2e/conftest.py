@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from e2e_hub import Hub
-from e2e_pages import person  # noqa: F401 - the fixture, for every browser test
+from e2e_pages import person, signed_in  # noqa: F401 - the fixtures, for every browser test
 
 
 @pytest.fixture(scope="session")

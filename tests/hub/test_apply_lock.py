@@ -23,6 +23,7 @@ from dossierhub.state.home import Home
 from pg import Postgres
 
 from e2e_hub import DOSSIERHUB
+from helpers import run_cli
 
 # pg_locks shows a bigint advisory key as two 32-bit halves
 CLASSID, OBJID = (APPLY_LOCK_KEY >> 32) & 0xFFFFFFFF, APPLY_LOCK_KEY & 0xFFFFFFFF
@@ -121,3 +122,27 @@ def test_an_apply_killed_holding_the_lock_leaves_it_free(pg_home: Path, postgres
         taken = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": APPLY_LOCK_KEY})
         assert taken.scalar() is True
     engine.dispose()
+
+
+def test_an_apply_waits_for_a_lock_never_let_go_only_so_long(
+    pg_home: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: any session with the hub's database login can take apply's lock and keep
+    it; every apply after would wait for ever (and the CronJob starts none while one runs).
+    An apply waits a bounded time, then stops saying why and how to find the holder, having
+    built nothing."""
+    from dossierhub.state import applylock
+
+    monkeypatch.setattr(applylock, "WAIT_SECONDS", 1.0)
+    engine = engine_of(pg_home, postgres)
+    with engine.connect() as held:
+        held.execute(text("SELECT pg_advisory_lock(:key)"), {"key": APPLY_LOCK_KEY})
+        held.commit()
+        result = run_cli(pg_home, "apply", "armoede")
+    engine.dispose()
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert "another apply has held apply's lock in the hub's database" in said
+    assert "for over 1 s; nothing was built" in said and str(APPLY_LOCK_KEY) in said
+    assert postgres.password not in said
+    assert not Home(pg_home).extract_dir("armoede").exists()

@@ -39,6 +39,7 @@ from dossierhub.state.audit import AuditLog, set_channel
 from dossierhub.state.home import Home
 home, go, n, each = Home(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 set_channel("service")
+(go.parent / f"ready-{n}").touch()
 while not go.exists():
     time.sleep(0.005)
 for i in range(each):
@@ -67,7 +68,13 @@ def test_eight_processes_append_a_thousand_records_each_into_one_chain(
         )
         for n in range(WRITERS)
     ]
-    time.sleep(1.5)  # every interpreter up and waiting: then all start at once
+    # every interpreter up and waiting (its imports done), then all start at once: no fixed
+    # pause, which was too long on an idle machine and too short on a loaded one
+    deadline = time.monotonic() + 120
+    while not all((go.parent / f"ready-{n}").exists() for n in range(WRITERS)):
+        assert all(w.poll() is None for w in writers), "a writer ended before it started"
+        assert time.monotonic() < deadline, "the writers were not up within 120 s"
+        time.sleep(0.01)
     started = time.monotonic()
     go.touch()
     for writer in writers:

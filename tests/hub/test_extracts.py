@@ -272,6 +272,37 @@ def test_expired_dossier_extracts_are_removed_reports_kept(home: Path) -> None:
     assert (home / "extracts" / "armoede" / "catalog.duckdb").exists()
 
 
+def test_an_expired_dossier_whose_chore_fails_stops_no_other_dossier(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chore that clears an expired dossier's notebook outputs runs in the team's own
+    folder, where anything may have been left (it can run past its 600 s, or fail). What it
+    does to apply is this dossier's failure alone: its extracts are still removed, every
+    other dossier is built, and the apply is recorded."""
+    from dossierhub.workspaces import workspacechores
+
+    def timed_out(home: object, dossier_id: str, chore: str, *rest: object) -> str:
+        raise OSError(f"the {chore} chore in workspace {dossier_id} took over 600 s")
+
+    assert run_cli(home, "apply").exit_code == 0
+    manifest = read_yaml(home / "dossiers/mobiliteit.yaml")
+    manifest["expires"] = "2020-01-01"
+    write_yaml(home / "dossiers/mobiliteit.yaml", manifest)
+    monkeypatch.setattr(workspacechores, "run_chore", timed_out)
+    result = run_cli(home, "apply", "--force")
+    assert result.exit_code == 1
+    assert (
+        "mobiliteit: apply failed: expired on 2020-01-01: the clear-outputs chore in "
+        "workspace mobiliteit took over 600 s"
+    ) in " ".join(result.stderr.split())
+    assert not (home / "extracts" / "mobiliteit").exists()
+    assert (home / "extracts" / "armoede" / "catalog.duckdb").exists()
+    last = json.loads((home / "audit" / "audit.jsonl").read_text().splitlines()[-1])
+    assert last["action"] == "apply"
+    statuses = {d["id"]: d["status"] for d in last["details"]["dossiers"]}
+    assert statuses["mobiliteit"] == "failed" and statuses["armoede"] == "built"
+
+
 def test_removed_manifest_deprovisions_the_dossier(home: Path) -> None:
     assert run_cli(home, "apply").exit_code == 0
     (home / "dossiers" / "mobiliteit.yaml").unlink()

@@ -385,6 +385,32 @@ NOTEBOOK = {
 }
 
 
+def test_what_a_pod_plants_does_not_stop_the_expiry_chore(pod_home: Home) -> None:  # noqa: F811
+    """Red team: before its dossier expires, a kernel plants a folder named like a checkpoint
+    notebook (unlink: IsADirectoryError) and a code cell without outputs (AttributeError).
+    The chore, which apply runs for the expired dossier on every apply, failed on either,
+    and apply died with it for every dossier after. Now each costs only itself: the team's
+    real notebook is still cleared and the planted folder is gone."""
+    number = pod_ids(pod_home)["armoede"]
+    folder = pod_home.workspace_dir("armoede")
+    odd = {
+        "cells": [{"cell_type": "code", "id": "a", "metadata": {}, "source": ""}],
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+    }  # fmt: skip
+    planted = as_pod(
+        number,
+        f"import os, json; os.makedirs({str(folder / '.ipynb_checkpoints' / 'a.ipynb' / 'd')!r}); "
+        f"open({str(folder / 'odd.ipynb')!r}, 'w').write({json.dumps(odd)!r}); "
+        f"open({str(folder / 'real.ipynb')!r}, 'w').write({json.dumps(NOTEBOOK)!r})",
+    )
+    assert planted.returncode == 0, planted.stderr
+    assert clear_outputs(pod_home, "armoede") == 1
+    assert json.loads((folder / "real.ipynb").read_text())["cells"][0]["outputs"] == []
+    assert not (folder / ".ipynb_checkpoints" / "a.ipynb").exists()
+    for name in ("odd.ipynb", "real.ipynb"):  # the module's next test counts notebooks
+        (folder / name).unlink()
+
+
 def test_expiry_clears_the_outputs_a_pod_left_in_its_notebooks(pod_home: Home) -> None:  # noqa: F811
     """An expired dossier keeps its notebooks' code and text only (chores.clear_outputs, what
     expire_workspace runs as root). On pods the folder belongs to the pod's number, which

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +82,35 @@ def _why(exc: OSError, name: os.PathLike[str] | str, dir_fd: int | None) -> str:
         if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
             return "a symbolic link"
     return exc.strerror or type(exc).__name__
+
+
+REMOVE_SECONDS = 300  # a tree of millions of files is left for a later try, not waited out
+
+
+def remove_tree(name: str, *, dir_fd: int | None = None, timeout: float = REMOVE_SECONDS) -> bool:
+    """Remove the folder `name` (relative to `dir_fd` when given) and everything in it, as far
+    as this process may; True when it is gone. No link is followed (a link is removed, never
+    what it names), at any depth: GNU rm's own walk (fts: iterative, by descriptor), not
+    shutil.rmtree, which on Python 3.11 recurses one frame per level and dies with a
+    RecursionError (which ignore_errors does not swallow) on a chain of folders a kernel makes
+    in a second. `dir_fd` is handed to rm as itself (/proc/self/fd/N), so no name above
+    `name` is looked up again. Never raises: what is left stays, for a later try."""
+    target = f"/proc/self/fd/{dir_fd}/{name}" if dir_fd is not None else os.fspath(name)
+    rm = shutil.which("rm") or "/bin/rm"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [rm, "-rf", "--one-file-system", "--", target],
+            pass_fds=(dir_fd,) if dir_fd is not None else (),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    return False

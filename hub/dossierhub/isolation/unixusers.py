@@ -46,7 +46,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from dossierhub.isolation.podids import pod_id, report_pod_id
-from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS, opened_dir
+from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS, opened_dir, remove_tree
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -510,8 +510,7 @@ def remove_scratch(scratch: Path) -> None:
     cluster (the control identity) removes all a Job wrote in the folders it owns, but not
     the inside of a folder the Job made and closed: it renames what is left to
     `.left-<name>`, which apply (root) removes (`own_report_scratch`)."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    if not os.path.lexists(scratch):
+    if remove_tree(os.fspath(scratch)):
         return
     with contextlib.suppress(OSError):
         os.rename(scratch, scratch.parent / f"{LEFT_OVER}{scratch.name}")
@@ -519,12 +518,12 @@ def remove_scratch(scratch: Path) -> None:
 
 def _remove_left_over(folder: int) -> None:
     """Run as root: what the service could not remove of its runs in scratch/<id>. Folders
-    only, on descriptors (rmtree follows no link and refuses one swapped in meanwhile): the
+    only, on descriptors (remove_tree follows no link, at any depth): the
     control identity writes here, and whatever it plants must neither steer nor stop apply."""
     for name in os.listdir(folder):
         with contextlib.suppress(FileNotFoundError):
             if name.startswith(LEFT_OVER) and stat.S_ISDIR(os.lstat(name, dir_fd=folder).st_mode):
-                shutil.rmtree(name, dir_fd=folder, ignore_errors=True)
+                remove_tree(name, dir_fd=folder)  # any depth; what stays, stays for next time
 
 
 def new_report_scratch(

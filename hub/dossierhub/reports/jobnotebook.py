@@ -68,6 +68,8 @@ def fill_outputs(notebook: Path, pod_notebook: bytes) -> None:
     try:
         theirs = nbformat.reads(pod_notebook.decode("utf-8"), as_version=4)
         cells = [c for c in theirs.cells if not _error_marker(c)]
+    except MemoryError:
+        raise  # too big to read: fill_outputs_apart says so
     except Exception as exc:  # any decoding or format error: the pod wrote something else
         raise NotebookRefused(
             f"the run's notebook is not a notebook ({type(exc).__name__})"
@@ -134,3 +136,62 @@ def _of_type(value: Any, kind: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool) and kind is not bool:
         return False
     return isinstance(value, kind)
+
+
+# --- taken apart: the pod's notebook is parsed in a child process with a memory limit ---
+
+CHILD_MEMORY = 1 << 30  # address space of the child: the service's pod has 2Gi in all
+CHILD_SECONDS = 300
+REFUSED, TOO_BIG = 2, 3  # the child's exit codes besides 0
+
+
+def fill_outputs_apart(notebook: Path, pod_notebook: bytes) -> None:
+    """fill_outputs in a child process whose memory is limited (CHILD_MEMORY) and time too:
+    a notebook of a few MB can hold millions of tiny JSON values (an output of `[{}, {}, ...]`,
+    a kernel's `display(JSON(...))`), which take nbformat gigabytes to read and write back. In
+    the service's own process that would get it OOM-killed, and with it every run it was
+    collecting; the child just fails, and the run is refused for it."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-m", "dossierhub.reports.jobnotebook", str(notebook)],
+            input=pod_notebook,
+            capture_output=True,
+            timeout=CHILD_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise NotebookRefused(
+            f"the run's notebook could not be read in {CHILD_SECONDS} s; none of it was taken"
+        ) from None
+    said = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode == REFUSED:
+        raise NotebookRefused(said)
+    if done.returncode != 0:
+        raise NotebookRefused(
+            f"the run's notebook takes more than {CHILD_MEMORY >> 20} MiB of memory to read "
+            "(millions of values in its outputs); none of it was taken"
+        )
+
+
+def _child(argv: list[str]) -> int:
+    import resource
+    import sys
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    try:
+        fill_outputs(Path(argv[0]), sys.stdin.buffer.read())
+    except NotebookRefused as exc:
+        print(exc)
+        return REFUSED
+    except (MemoryError, RecursionError):
+        return TOO_BIG
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_child(sys.argv[1:]))

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ from dossierhub.isolation.unixusers import (
     new_report_scratch,
     open_report_scratch,
 )
-from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs, record_notebook
+from dossierhub.reports.jobnotebook import NotebookRefused, fill_outputs_apart, record_notebook
 from dossierhub.reports.jobrunner import OUTPUT, PARAMETERS, RESULT, TEMPLATE
 from dossierhub.reports.records import RunStatus
 from dossierhub.state.home import Home, RunFolder
@@ -391,14 +392,26 @@ def find_job(home: Home, dossier_id: str, run_id: str) -> FoundJob | None:
     for job in jobs:
         spec = job["spec"]
         args = spec["template"]["spec"]["containers"][0].get("args") or []
-        scratch = Path(args[0]) if len(args) == 1 else None
-        if scratch is None or scratch.parent != home.scratch_parent(dossier_id):
+        scratch = _run_folder(home, dossier_id, args)
+        if scratch is None:
             raise JobRefused(
                 f"the Job {job['metadata']['name']} of run {run_id} does not name a scratch "
                 f"folder of dossier {dossier_id}; it is left as it is"
             )
         return FoundJob(job["metadata"]["name"], spec["activeDeadlineSeconds"], scratch)
     return None
+
+
+def _run_folder(home: Home, dossier_id: str, args: list[Any]) -> Path | None:
+    """The run folder a Job's one argument names, when it is exactly one the service makes
+    (new_report_scratch: scratch/<id>/<16 hex>), else None: no `..`, no other folder."""
+    if len(args) != 1 or not isinstance(args[0], str):
+        return None
+    folder = Path(args[0])
+    wanted = home.scratch_parent(dossier_id) / folder.name
+    if args[0] != str(wanted) or not re.fullmatch(r"[0-9a-f]{16}", folder.name):
+        return None
+    return wanted
 
 
 def resume_job(home: Home, run: RunFolder, job: FoundJob) -> tuple[RunStatus, str | None]:
@@ -426,7 +439,7 @@ def take_notebook(scratch: Path, run: RunFolder) -> bool:
             if not _exists(folder, OUTPUT):
                 return False  # the pod never got to write it (image missing, deleted early)
             raise
-    fill_outputs(run.notebook, data)
+    fill_outputs_apart(run.notebook, data)
     return True
 
 
@@ -445,7 +458,7 @@ def _cell_error(scratch: Path) -> str | None:
             result = json.loads(read_regular(folder, RESULT, RESULT_BYTES))
         error = result.get("error") if isinstance(result, dict) else None
         return str(error)[:500] if error else None
-    except (UnsafeFile, OSError, ValueError):
+    except Exception:  # whatever the pod wrote (nested past the parser's depth, too): no reason
         return None
 
 
@@ -537,11 +550,28 @@ async def _api(settings: Settings) -> Any:
     return client.ApiClient(configuration)
 
 
-async def _pods(core: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    """The Job's pods (selected here again: not every API server filters by label)."""
+async def _pods(
+    core: Any, namespace: str, name: str, job_uid: str | None = None
+) -> list[dict[str, Any]]:
+    """The Job's pods (selected here again: not every API server filters by label). With
+    `job_uid`, only those the Job itself made (its controller reference): a label anyone who
+    may create pods in the namespace can set, so a pod labelled so by another could otherwise
+    feed the run's verdict."""
     listed = await core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}")
     pods = [core.api_client.sanitize_for_serialization(p) for p in listed.items]
-    return [p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name]
+    return [
+        p
+        for p in pods
+        if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name
+        and (job_uid is None or _made_by(p, job_uid))
+    ]
+
+
+def _made_by(pod: dict[str, Any], job_uid: str) -> bool:
+    return any(
+        ref.get("kind") == "Job" and ref.get("uid") == job_uid and ref.get("controller")
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )
 
 
 async def _watch(
@@ -563,7 +593,7 @@ async def _watch(
             if exc.status == 404:
                 return "failed", f"the run's Job {name} was deleted before the run ended"
             raise
-        pods = await _pods(core, namespace, name)
+        pods = await _pods(core, namespace, name, job["metadata"].get("uid"))
         current = {p["metadata"]["name"]: p for p in pods}
         for pod_name, pod in current.items():
             if pod["metadata"].get("deletionTimestamp") and deleted is None:

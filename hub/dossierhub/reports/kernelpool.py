@@ -28,7 +28,7 @@ from traitlets import Any, DottedObjectName, List, Unicode
 
 from dossierhub.isolation import sandbox
 from dossierhub.isolation.environment import dossier_environment, workspace_python
-from dossierhub.isolation.safefs import UnsafeFile, opened_dir
+from dossierhub.isolation.safefs import UnsafeFile, opened_dir, remove_tree
 from dossierhub.isolation.unixusers import (
     Identity,
     IdentityClash,
@@ -269,7 +269,7 @@ class KernelPool:
 
 def _discard(kernel: ReadyKernel) -> None:
     stop_kernel(kernel.manager)
-    shutil.rmtree(kernel.scratch, ignore_errors=True)
+    remove_tree(os.fspath(kernel.scratch))  # the kernel's own: any depth, no link followed
 
 
 def _generation(home: Home, dossier_id: str) -> str | None:

@@ -80,7 +80,10 @@ def finish_taken_up(taken: TakenUp) -> RunOutcome:
     """A taken-up run to its end: its Job's verdict, the Job deleted, the notebook collected,
     then checks, drawing, record and audit as for any run."""
     pending = taken.pending
-    status, error = resume_job(pending.home, pending.run, taken.job)
+    try:
+        status, error = resume_job(pending.home, pending.run, taken.job)
+    except Exception as exc:  # never left `running` under a live service (HandedOver passes)
+        status, error = "failed", f"the run could not be taken up: {exc}"[:500]
     pending.record = pending.record.kernel_done()
     return finish_run(pending, taken.job.scratch, status, error)
 

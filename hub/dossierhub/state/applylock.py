@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Engine, create_engine, exc, text
 from sqlalchemy.pool import NullPool
 
@@ -30,6 +31,9 @@ from dossierhub.state.settings import Settings
 APPLY_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"dossierhub apply").digest()[:8], "big", signed=True
 )
+
+
+WAIT_SECONDS = 3600.0  # longer than any apply; a holder past it is stuck, not busy
 
 
 class ApplyLockError(Exception):
@@ -65,7 +69,21 @@ def _locked(engine: Engine, on_wait: Callable[[], None], where: str) -> Iterator
             got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": APPLY_LOCK_KEY})
             if not got.scalar():
                 on_wait()
+                # bounded: a session that never lets go (an apply hung on a dead share, or
+                # anyone else with the hub's database login) must not stop every later
+                # apply for good (the CronJob starts none while one runs)
+                conn.execute(text(f"SET lock_timeout = {int(WAIT_SECONDS * 1000)}"))
                 conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": APPLY_LOCK_KEY})
+                conn.execute(text("SET lock_timeout = 0"))
+        except exc.DBAPIError as error:
+            if isinstance(error.orig, LockNotAvailable):
+                raise ApplyLockError(
+                    f"another apply has held apply's lock in the hub's database {where} for "
+                    f"over {WAIT_SECONDS:.0f} s; nothing was built. If no apply is running, "
+                    f"the session holding it shows in pg_locks as advisory lock key "
+                    f"{APPLY_LOCK_KEY}: end it with pg_terminate_backend"
+                ) from None
+            raise ApplyLockError(_failed(where, error)) from None
         except exc.SQLAlchemyError as error:
             raise ApplyLockError(_failed(where, error)) from None
         try:

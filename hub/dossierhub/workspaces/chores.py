@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dossierhub.isolation.safefs import remove_tree
 from dossierhub.state.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -36,24 +37,38 @@ def clear_outputs(folder: Path) -> int:
 
     cleared = 0
     for path in sorted(folder.rglob("*.ipynb")):
-        if ".ipynb_checkpoints" in path.parts:
-            path.unlink()  # a name, whatever it is: unlink follows nothing
-            continue
+        # whatever the team left in its folder (a folder named a.ipynb, a cell without
+        # outputs, a file that is not JSON) costs that one notebook, never the chore: apply
+        # runs it for an expired dossier, and must go on to every other dossier
         try:
-            notebook = _read_notebook(path)
-        except (OSError, ValueError):
-            continue  # not a plain file (a FIFO would block), or not a notebook
-        changed = False
-        for cell in notebook.cells:
-            if cell.cell_type == "code" and (cell.outputs or cell.execution_count):
-                cell.outputs, cell.execution_count, changed = [], None, True
-        if changed:
-            mode = path.stat().st_mode & 0o777
-            text = nbformat.writes(notebook)
-            # never a torn notebook, even for a reader right now
-            write_atomic(path, text if text.endswith("\n") else text + "\n", mode=mode)
-            cleared += 1
+            cleared += _clear_one(path, nbformat)
+        except Exception as exc:  # any planted oddity: the rest are still cleared
+            print(f"{path.name}: not cleared ({type(exc).__name__})", file=sys.stderr)
     return cleared
+
+
+def _clear_one(path: Path, nbformat: Any) -> int:
+    if ".ipynb_checkpoints" in path.parts:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            remove_tree(os.fspath(path))  # as this identity: it follows no link, any depth
+        else:
+            path.unlink()  # a name, whatever it is: unlink follows nothing
+        return 0
+    try:
+        notebook = _read_notebook(path)
+    except (OSError, ValueError):
+        return 0  # not a plain file (a FIFO would block), or not a notebook
+    changed = False
+    for cell in notebook.get("cells") or []:
+        if cell.get("cell_type") == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            cell["outputs"], cell["execution_count"], changed = [], None, True
+    if not changed:
+        return 0
+    mode = path.stat().st_mode & 0o777
+    text = nbformat.writes(notebook)
+    # never a torn notebook, even for a reader right now
+    write_atomic(path, text if text.endswith("\n") else text + "\n", mode=mode)
+    return 1
 
 
 def _read_notebook(path: Path, limit: int | None = None) -> NotebookNode:

@@ -57,17 +57,12 @@ def _sync(home: Home, api: HubAPI, entries: list[DossierEntry], report: SyncRepo
     for entry in entries:
         removed = _set_members(api, groups, entry.group, entry.workers, report, entry.id)
         _set_members(api, groups, entry.viewer_group, entry.viewers, report, entry.id)
-        if entry.expired():
-            if api.server_running(entry.hub_user):
-                expire_workspace(home, api, entry.id)
-                report.note(f"stopped the workspace of expired dossier {entry.id}", entry.id)
-        elif removed and api.server_running(entry.hub_user):
-            restart_workspace(home, api, entry, removed)
-            report.note(
-                f"restarted the workspace of {entry.id} to close the connections of "
-                f"{', '.join(removed)}",
-                entry.id,
-            )
+        try:
+            _stop_or_restart(home, api, entry, removed, report)
+        except OSError as exc:
+            # a chore in the workspace folder failed (whatever the team left there): noted
+            # in this dossier's trail; the other dossiers' members are still brought in line
+            report.note(f"workspace of {entry.id}: {exc}", entry.id)
     wanted = {e.hub_user for e in entries}
     for name in sorted(users):
         if name.startswith(WORKSPACE_PREFIX) and name not in wanted:
@@ -79,6 +74,23 @@ def _sync(home: Home, api: HubAPI, entries: list[DossierEntry], report: SyncRepo
             report.note(
                 f"deprovisioned hub user and groups of {name}", name.removeprefix(WORKSPACE_PREFIX)
             )
+
+
+def _stop_or_restart(
+    home: Home, api: HubAPI, entry: DossierEntry, removed: list[str], report: SyncReport
+) -> None:
+    """An expired dossier's workspace stopped; one that lost members restarted."""
+    if entry.expired():
+        if api.server_running(entry.hub_user):
+            expire_workspace(home, api, entry.id)
+            report.note(f"stopped the workspace of expired dossier {entry.id}", entry.id)
+    elif removed and api.server_running(entry.hub_user):
+        restart_workspace(home, api, entry, removed)
+        report.note(
+            f"restarted the workspace of {entry.id} to close the connections of "
+            f"{', '.join(removed)}",
+            entry.id,
+        )
 
 
 def _dossiers_of(entries: list[DossierEntry], name: str) -> list[str]:
@@ -132,7 +144,7 @@ def expire_workspace(
     if api is not None:
         api.stop_server(WORKSPACE_PREFIX + dossier_id)
     removed = remove_extracts(home, dossier_id, progress or Progress())
-    clear_outputs(home, dossier_id)
+    clear_outputs(home, dossier_id)  # OSError: the caller records it for this dossier
     return removed
 
 
