@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,10 @@ def reachable_python() -> str:
     return str(target / "venv" / "bin" / "python")
 
 
+# one in-process CLI call at a time: tests mint tokens from several threads at once
+_IN_PROCESS = threading.Lock()
+
+
 @dataclass
 class Hub:
     home: Home
@@ -125,9 +130,10 @@ class Hub:
     def token(self, user: str) -> str:
         """A new hub token for `user` from `dossierhub token`, run in this process: the same
         command and audit record, without a Python start per token (tests mint some forty)."""
-        result = run_cli(self.home.root, "token", user)
+        with _IN_PROCESS:  # click's runner swaps sys.stdout for the whole process
+            result = run_cli(self.home.root, "token", user)
         assert result.exit_code == 0, result.stderr
-        return result.stdout.strip()
+        return result.stdout.strip().splitlines()[-1]
 
     @property
     def service(self) -> str:

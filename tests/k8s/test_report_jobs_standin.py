@@ -137,6 +137,11 @@ def runs(job_home: Home, k8s_standin_module: StandIn) -> Runs:
     def run(name: str) -> None:
         outcomes[name] = run_report(job_home, DOSSIER, name, LEAD, {})
 
+    # a service closed earlier in this process (its Jobs handed over) stops no other run
+    # here: its stop is its own threads' (it once stopped every later run in the process)
+    from dossierhub.web.runner import Runner
+
+    Runner(job_home, 0).close()
     threads = [threading.Thread(target=run, args=(name,)) for name in TEMPLATES]
     for thread in threads:
         thread.start()

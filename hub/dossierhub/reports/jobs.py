@@ -34,7 +34,7 @@ The service (or `report run`) decides, queues and records a run as with local ke
 The warm kernel pool is off with this backend: a kernel started ahead of time would be a
 pod waiting per dossier (docs/operating-on-kubernetes.md).
 
-A Job outlives the service that made it: a service told to stop (`stop_watching`, its pod
+A Job outlives the service that made it: a service told to stop (`handed_over_when`, its pod
 rolled or evicted) leaves its Jobs running and records nothing (HandedOver), and the next
 service takes each of them up from its run label (`find_job`, `resume_job`: the same wait,
 verdict, deletion and collection; reports/resume.py).
@@ -43,6 +43,7 @@ verdict, deletion and collection; reports/resume.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +51,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +116,27 @@ class HandedOver(BaseException):
     no layer that settles a broken run as failed (execute, execute_run) may catch it."""
 
 
-_STOPPING = threading.Event()
+_following = threading.local()
 
 
-def stop_watching() -> None:
-    """The service is stopping: every Job it waits for is handed over (HandedOver) at its
-    next poll, undeleted; the next service takes it up (reports/resume.py)."""
-    _STOPPING.set()
+@contextlib.contextmanager
+def handed_over_when(stopping: threading.Event) -> Iterator[None]:
+    """Runs followed in this thread are handed over (HandedOver) once `stopping` is set: the
+    service that owns the thread stops (web/runner.py), and every Job it waits for is left
+    undeleted at its next poll for the next service (reports/resume.py). Per thread, not
+    per process: `report run`, or a process that closed one service and goes on (the tests),
+    follows its runs to their end."""
+    before = getattr(_following, "stopping", None)
+    _following.stopping = stopping
+    try:
+        yield
+    finally:
+        _following.stopping = before
+
+
+def _stopping() -> bool:
+    event = getattr(_following, "stopping", None)
+    return event is not None and event.is_set()
 
 
 def job_name(dossier_id: str, run_id: str) -> str:
@@ -500,7 +516,7 @@ async def _conclude(
     try:
         verdict = await _watch(batch, core, namespace, name, limit, scratch)
     except BaseException as exc:
-        if isinstance(exc, HandedOver) or _STOPPING.is_set():
+        if isinstance(exc, HandedOver) or _stopping():
             # a stopping process's calls fail too (its executors shut down): not the run's
             log.info("report Job %s/%s left running for the next service", namespace, name)
             raise HandedOver(name) from None
@@ -583,7 +599,7 @@ async def _watch(
     seen: set[str] = set()
     deleted: str | None = None
     while time.monotonic() < give_up:
-        if _STOPPING.is_set():
+        if _stopping():
             raise HandedOver(name)
         try:
             job = batch.api_client.sanitize_for_serialization(

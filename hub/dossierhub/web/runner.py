@@ -22,7 +22,7 @@ from typing import Any
 from dossier_kernel.provenance import ProvenanceError
 from dossierhub.data.extracts import current_provenance
 from dossierhub.reports.execute import progress
-from dossierhub.reports.jobs import HandedOver, stop_watching
+from dossierhub.reports.jobs import HandedOver, handed_over_when
 from dossierhub.reports.kernelpool import KernelPool
 from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.resume import TakenUp, finish_taken_up, take_up_runs
@@ -40,6 +40,7 @@ class Runner:
         self.pool = KernelPool(home, per_dossier=prestart) if prestart > 0 else None
         self._running: dict[tuple[str, str], PendingRun] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set by close(): Jobs followed here handed over
 
     def submit(self, pending: PendingRun) -> None:
         with self._lock:
@@ -78,7 +79,8 @@ class Runner:
         """A run this service follows, listed for its progress until it ends here or is
         handed over to the next service (its Job left running)."""
         try:
-            yield
+            with handed_over_when(self._stopping):
+                yield
         except HandedOver:  # the service stops; the next one takes the run's Job up
             log.info("run %s/%s left to the next service", pending.dossier_id, pending.run_id)
         except Exception:  # execute_run records failures itself; this is a last resort
@@ -115,8 +117,8 @@ class Runner:
 
     def close(self) -> None:
         """The service stops: runs executed here (local kernels) run to their end, runs
-        executed as Jobs are left running for the next service (jobs.stop_watching)."""
-        stop_watching()
+        executed as Jobs are left running for the next service (jobs.handed_over_when)."""
+        self._stopping.set()
         if self.pool is not None:
             self.pool.close()
         self.executor.shutdown(wait=False, cancel_futures=False)
