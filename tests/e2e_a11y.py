@@ -6,6 +6,7 @@ read from node_modules and evaluated in the page (no <script> tag, so no page's 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -94,11 +95,20 @@ class Findings:
 def contrast(element: Locator) -> float:
     """The WCAG contrast ratio of an element's text on its own (opaque) background, as the
     browser computed them; a translucent text colour is laid over that background first."""
-    text, ground = element.evaluate(
-        "e => { const s = getComputedStyle(e); return [s.color, s.backgroundColor]; }"
-    )
-    back = [float(v) for v in re.findall(r"[\d.]+", ground)[:3]]
-    fore = [float(v) for v in re.findall(r"[\d.]+", text)]
+    # a panel that re-renders (its data refreshed after a theme change) can swap the node
+    # between locating and reading it: a detached node's computed colours are empty, so
+    # read again, up to a few seconds, until both are colours
+    for _ in range(50):
+        text, ground = element.evaluate(
+            "e => { const s = getComputedStyle(e); return [s.color, s.backgroundColor]; }"
+        )
+        back = [float(v) for v in re.findall(r"[\d.]+", ground)[:3]]
+        fore = [float(v) for v in re.findall(r"[\d.]+", text)]
+        if len(back) == 3 and len(fore) >= 3:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no colours computed for {element}: {text!r} on {ground!r}")
     alpha = fore[3] if len(fore) > 3 else 1.0
     laid = [alpha * f + (1 - alpha) * b for f, b in zip(fore[:3], back, strict=True)]
     light, dark = sorted((luminance(laid), luminance(back)), reverse=True)
