@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from dossier_kernel.published import PUBLISHED_DIR
+from dossierhub.isolation.cluster import cluster_client
 from dossierhub.isolation.environment import dossier_environment, workspace_python
 from dossierhub.isolation.podids import PodIdsError, report_pod_ids
 from dossierhub.isolation.podspec import (
@@ -485,7 +486,7 @@ async def _run(
     from kubernetes_asyncio.client.exceptions import ApiException
 
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    async with await _api(settings) as api:
+    async with await cluster_client(settings) as api:
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         try:
             # typed as V1Job; a dict (the manifest validated in tests/hub) is sent as it is
@@ -502,7 +503,7 @@ async def _follow(
     """_run for a Job that exists already (resume_job)."""
     from kubernetes_asyncio import client
 
-    async with await _api(settings) as api:
+    async with await cluster_client(settings) as api:
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         log.info("report Job %s/%s taken up", namespace, name)
         return await _conclude(batch, core, namespace, name, limit, scratch)
@@ -533,7 +534,7 @@ async def _labelled_jobs(settings: Settings, labels: dict[str, str]) -> list[dic
     from kubernetes_asyncio import client
 
     selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-    async with await _api(settings) as api:
+    async with await cluster_client(settings) as api:
         batch = client.BatchV1Api(api)
         listed = await batch.list_namespaced_job(
             settings.kubernetes.namespace, label_selector=selector
@@ -545,25 +546,6 @@ async def _labelled_jobs(settings: Settings, labels: dict[str, str]) -> list[dic
         if labels.items() <= (job["metadata"].get("labels") or {}).items()
         and not job["metadata"].get("deletionTimestamp")
     ]
-
-
-async def _api(settings: Settings) -> Any:
-    """A client of the cluster this runs in, else of $KUBECONFIG; `kubernetes.api_url`
-    overrides the address (as for the hub's spawner)."""
-    from kubernetes_asyncio import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            await config.load_kube_config(client_configuration=configuration)
-        except config.ConfigException:
-            if settings.kubernetes.api_url is None:
-                raise
-    if settings.kubernetes.api_url:
-        configuration.host = settings.kubernetes.api_url
-    return client.ApiClient(configuration)
 
 
 async def _pods(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dossierhub.isolation.cluster import cluster_client
 from dossierhub.state.settings import Settings
 from dossierhub.workspaces.hubapi import HubAPI, HubUnavailable
 
@@ -100,7 +101,7 @@ async def _roll(settings: Settings, cluster: InCluster, wanted: str) -> bool:
 
     namespace, name = settings.kubernetes.namespace, cluster.deployment
     where = f"the hub's Deployment {namespace}/{name}"
-    async with await _api(settings) as api:
+    async with await cluster_client(settings) as api:
         apps = client.AppsV1Api(api)
         try:
             current = _plain(apps, await apps.read_namespaced_deployment(name, namespace))
@@ -169,25 +170,6 @@ def _annotation(deployment: dict[str, Any]) -> str | None:
 def _plain(apps: Any, model: Any) -> dict[str, Any]:
     result: dict[str, Any] = apps.api_client.sanitize_for_serialization(model)
     return result
-
-
-async def _api(settings: Settings) -> Any:
-    """A client of the cluster this runs in (the pod's own account, which apply's pod
-    mounts), else of $KUBECONFIG; `kubernetes.api_url` overrides the address."""
-    from kubernetes_asyncio import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            await config.load_kube_config(client_configuration=configuration)
-        except config.ConfigException:
-            if settings.kubernetes.api_url is None:
-                raise
-    if settings.kubernetes.api_url:
-        configuration.host = settings.kubernetes.api_url
-    return client.ApiClient(configuration)
 
 
 def wait_for_api(api: HubAPI, seconds: float) -> None:
