@@ -243,6 +243,7 @@ def test_openapi_documents_every_api_route(hub: Hub) -> None:
             continue
         path = re.sub(r"dossiers/\([^)]*\)", "dossiers/{dossier}", path)
         path = re.sub(r"tables/\([^)]*\)\\\.csv", "tables/{table}.csv", path)
+        path = re.sub(r"people/\([^)]*\)", "people/{person}", path)
         served.add(re.sub(r"runs/\([^)]*\)", "runs/{run}", path))
     assert served == documented
     assert "RunRequest" in document["components"]["schemas"]
