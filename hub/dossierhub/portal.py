@@ -11,9 +11,7 @@ the decision in the audit log; these functions decide and record nothing themsel
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -33,13 +31,7 @@ from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, read_directory
-from dossierhub.state.executions import (
-    EXPORT_COLUMNS,
-    Execution,
-    executions_from,
-    export_rows,
-    latest_by_cell,
-)
+from dossierhub.state.executions import Execution, executions_from, export_text, latest_by_cell
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import Problem, ReportRefused
@@ -999,25 +991,14 @@ def person_activity(home: Home, person: Person, name: str, fmt: str) -> Activity
 
 
 def activity_export(home: Home, name: str, fmt: str) -> ActivityExport:
-    """Exactly `name`'s executions, oldest first, in the columns of state.executions'
-    EXPORT_COLUMNS (the command line, run by HOME's owner, comes here directly)."""
+    """Exactly `name`'s executions, oldest first, as state.executions writes an export (CSV
+    safe to open in a spreadsheet, or JSON). The command line, run by HOME's owner, comes
+    here directly."""
     if fmt not in EXPORT_FORMATS:
         _malformed("format", f"'{_shown(fmt)}' is not one of {', '.join(EXPORT_FORMATS)}")
     if not name.strip():
         _malformed("person", "a person's name is needed")
     executions = executions_from(AuditLog(home).read(), person=name)
-    rows = export_rows(executions)
-    if fmt == "json":
-        data = json.dumps({"person": name, "executions": rows}, indent=1).encode("utf-8")
-    else:
-        data = _csv(rows)
+    data = export_text(executions, "json" if fmt == "json" else "csv").encode("utf-8")
     dossiers = sorted({x.dossier for x in executions})
     return ActivityExport(name, fmt, data, len(executions), dossiers)
-
-
-def _csv(rows: list[dict[str, Any]]) -> bytes:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(EXPORT_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8")
