@@ -8,17 +8,22 @@ Screenshots in test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 from playwright.sync_api import Page, expect
 
+from e2e_a11y import Findings
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, VIEWER, Hub
 from e2e_pages import shot
+from executionrecords import append_batch, execute
 
 ZONE = "America/New_York"  # not the installation's zone (Europe/Amsterdam): the browser's own
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -82,7 +87,7 @@ def test_the_trail_reads_as_sentences_filters_and_opens_the_run(
 
     lead.select_option("#filter-person", ANALYST)
     lead.select_option("#filter-action", "report.run")
-    lead.get_by_role("button", name="Show").click()
+    lead.get_by_role("button", name="Show", exact=True).click()
     lead.wait_for_url("**/audit?*")
     assert parse_qs(urlsplit(lead.url).query) == {"person": [ANALYST], "action": ["report.run"]}
     records = lead.locator("li.record")
@@ -162,3 +167,85 @@ def test_the_admin_page_shows_local_times(hub: Hub, person: Callable[..., Page])
         re.compile(r"^\d{1,2} \w{3} \d{4}$")
     )
     shot(admin, "audit-07-admin-new-york")
+
+
+def test_executions_on_the_audit_page_my_activity_and_the_admins_export(
+    hub: Hub, person: Callable[..., Page]
+) -> None:
+    """Who ran what as people see it: the lead reads the audit page's Executions section
+    (counts, rows newest first, the batch's one sentence) and narrows it to one person; the
+    analyst finds their own on My activity from the bar; the admin downloads one person's
+    export (what a viewer sees: tests/hub/test_execution_views.py; the Admin page's axe
+    check: test_a11y). Batches appended as the service appends them, in a
+    notebook of this test's own."""
+    notebook = f"browser-{uuid.uuid4().hex[:8]}.ipynb"
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+    second = dt.timedelta(seconds=1)
+    append_batch(
+        hub.home,
+        "armoede",
+        [
+            execute(ANALYST, t0, "import polars as pl", path=notebook, cell_id="b1"),
+            execute(ANALYST, t0 + second, "households.head()", path=notebook, outcome="error"),
+            execute(LEAD, t0 + 2 * second, "x = 1", path=notebook, cell_id="b1"),
+        ],
+    )
+    axe = Findings()
+    audit = f"{hub.service}dossiers/armoede/audit"
+    lead = person(LEAD, timezone_id=ZONE)
+    lead.goto(f"{audit}?notebook={notebook}#executions")
+    section = lead.locator("#executions")
+    expect(section.locator(f"#executions-people tr[data-person='{ANALYST}'] .count")).to_have_text(
+        "2"
+    )
+    expect(section.locator(f"tr[data-notebook='{notebook}'] .count")).to_have_text("3")
+    rows = section.locator("tr.execution")
+    expect(rows).to_have_count(3)
+    assert rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)") == [
+        LEAD,
+        ANALYST,
+        ANALYST,
+    ]
+    expect(rows.nth(1).locator(".first-line")).to_have_text("households.head()")
+    expect(rows.nth(1).locator(".outcome")).to_have_text("error")
+    batch = lead.locator(f"li.record[data-action='workspace.executions']:has-text('{notebook}')")
+    expect(batch.locator(".sentence")).to_have_text(
+        f"{ANALYST} ran 2 cells in {notebook}; {LEAD} ran 1 cell in {notebook}."
+    )
+    assert "households.head()" not in batch.inner_text()  # never the events on the trail
+    assert assert_times_local(lead) >= 3
+    axe.check(lead, "audit trail with executions (lead)")
+    shot(lead, "executions-01-audit-page")
+
+    lead.select_option("#filter-ran-by", ANALYST)
+    lead.get_by_role("button", name="Show executions").click()
+    lead.wait_for_url("**ran_by=*")
+    expect(rows).to_have_count(2)
+    assert set(rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
+    shot(lead, "executions-02-one-person")
+
+    analyst = person(ANALYST, timezone_id=ZONE)
+    analyst.locator("#nav-activity").click()
+    analyst.wait_for_url("**/activity")
+    expect(analyst.locator("#nav-activity")).to_have_attribute("aria-current", "page")
+    mine = analyst.locator(f"tr.execution[data-path='{notebook}']")
+    expect(mine).to_have_count(2)
+    assert set(mine.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
+    assert assert_times_local(analyst) >= 2
+    axe.check(analyst, "my activity (analyst)")
+    shot(analyst, "executions-03-my-activity")
+
+    admin = person(ADMIN)
+    admin.goto(f"{hub.service}admin")
+    admin.fill("#export-person", ANALYST)
+    admin.select_option("#export-format", "json")
+    with admin.expect_download() as download:
+        admin.click("#export-submit")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported and {r["person"] for r in exported} == {ANALYST}
+    assert [r["first_line"] for r in exported if r["path"] == notebook] == [
+        "import polars as pl",
+        "households.head()",
+    ]
+    shot(admin, "executions-04-admin-export")
+    axe.assert_clean()
