@@ -328,7 +328,9 @@ class AuditPage(Page):
         action = self.get_query_argument("action", "").strip()
         ran = {f: self.get_query_argument(n, "").strip() for f, n in EXECUTION_FIELDS.items()}
         ran["limit"] = PAGE_ROWS
-        asked = {n: ran[f] for f, n in EXECUTION_FIELDS.items() if ran[f] and f != "limit"}
+        asked: dict[str, Any] = {
+            n: ran[f] for f, n in EXECUTION_FIELDS.items() if ran[f] and f != "limit"
+        }
         errors: dict[str, str] = {}
         try:
             found = await self.decided(
@@ -394,7 +396,9 @@ class ActivityPage(Page):
     async def get(self) -> None:
         ran = {f: self.get_query_argument(n, "").strip() for f, n in ACTIVITY_FIELDS.items()}
         ran.update(person="", limit=PAGE_ROWS)
-        asked = {n: ran[f] for f, n in ACTIVITY_FIELDS.items() if ran[f] and f != "limit"}
+        asked: dict[str, Any] = {
+            n: ran[f] for f, n in ACTIVITY_FIELDS.items() if ran[f] and f != "limit"
+        }
         error = None
         try:
             found = await self.decided(
