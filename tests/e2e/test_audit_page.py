@@ -8,12 +8,10 @@ Screenshots in test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -169,14 +167,14 @@ def test_the_admin_page_shows_local_times(hub: Hub, person: Callable[..., Page])
     shot(admin, "audit-07-admin-new-york")
 
 
-def test_executions_on_the_audit_page_my_activity_and_the_admins_export(
+def test_executions_on_the_audit_page_and_my_activity(
     hub: Hub, person: Callable[..., Page]
 ) -> None:
     """Who ran what as people see it: the lead reads the audit page's Executions section
     (counts, rows newest first, the batch's one sentence) and narrows it to one person; the
-    analyst finds their own on My activity from the bar; the admin downloads one person's
-    export (what a viewer sees: tests/hub/test_execution_views.py; the Admin page's axe
-    check: test_a11y). Batches appended as the service appends them, in a
+    analyst finds their own on My activity from the bar (what a viewer sees:
+    tests/hub/test_execution_views.py; the Admin page's export form: test_service_api and,
+    for axe, test_a11y). Batches appended as the service appends them, in a
     notebook of this test's own."""
     notebook = f"browser-{uuid.uuid4().hex[:8]}.ipynb"
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
@@ -222,7 +220,6 @@ def test_executions_on_the_audit_page_my_activity_and_the_admins_export(
     lead.wait_for_url("**ran_by=*")
     expect(rows).to_have_count(2)
     assert set(rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
-    shot(lead, "executions-02-one-person")
 
     analyst = person(ANALYST, timezone_id=ZONE)
     analyst.locator("#nav-activity").click()
@@ -235,17 +232,4 @@ def test_executions_on_the_audit_page_my_activity_and_the_admins_export(
     axe.check(analyst, "my activity (analyst)")
     shot(analyst, "executions-03-my-activity")
 
-    admin = person(ADMIN)
-    admin.goto(f"{hub.service}admin")
-    admin.fill("#export-person", ANALYST)
-    admin.select_option("#export-format", "json")
-    with admin.expect_download() as download:
-        admin.click("#export-submit")
-    exported = json.loads(Path(download.value.path()).read_text())
-    assert exported and {r["person"] for r in exported} == {ANALYST}
-    assert [r["first_line"] for r in exported if r["path"] == notebook] == [
-        "import polars as pl",
-        "households.head()",
-    ]
-    shot(admin, "executions-04-admin-export")
     axe.assert_clean()

@@ -359,6 +359,16 @@ def test_executions_per_role_with_filters_and_the_admins_export(
         "1/0",
     ]
     assert client(LEAD).get(f"admin/people/{ANALYST}/executions").status_code == 403
+    # the Admin page's form asks the page route: the same file, the same rule
+    form = f"{hub.service}admin/export"
+    page = httpx.get(
+        form, params={"person": ANALYST, "format": "csv"}, headers=client(ADMIN).headers
+    )
+    assert page.status_code == 200, page.text
+    assert page.headers["content-disposition"] == f'attachment; filename="executions-{ANALYST}.csv"'
+    assert page.text == client(ADMIN).get(f"admin/people/{ANALYST}/executions?format=csv").text
+    refused = httpx.get(form, params={"person": ANALYST}, headers=client(LEAD).headers)
+    assert refused.status_code == 403 and "only admins export" in refused.text
     assert client(ADMIN).get(f"admin/people/{ANALYST}/executions?format=xlsx").status_code == 400
 
     recorded = [(r["action"], r["actor"]) for r in AuditLog(hub.home).read()[mark:]]
