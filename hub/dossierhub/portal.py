@@ -800,7 +800,7 @@ class ExecutionFilter:
     limit: int = EXECUTIONS_LIMIT
 
     def asked(self) -> dict[str, Any]:
-        """What was asked, for the decision's record and the page's form."""
+        """The filter as the answer repeats it (times in ISO 8601, with their zone)."""
         return {
             "person": self.person,
             "path": self.path,

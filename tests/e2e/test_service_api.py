@@ -371,6 +371,15 @@ def test_executions_per_role_with_filters_and_the_admins_export(
     assert refused.status_code == 403 and "only admins export" in refused.text
     assert client(ADMIN).get(f"admin/people/{ANALYST}/executions?format=xlsx").status_code == 400
 
+    # the audit page's own filter: a bad date is said at its form, the page still whole
+    page = httpx.get(
+        f"{hub.service}dossiers/armoede/audit",
+        params={"from": "yesterday"},
+        headers=client(LEAD).headers,
+    )
+    assert page.status_code == 400 and 'id="executions-error"' in page.text
+    assert "from: &#39;yesterday&#39; is not a date" in page.text and 'id="chain"' in page.text
+
     recorded = [(r["action"], r["actor"]) for r in AuditLog(hub.home).read()[mark:]]
     for decision in (
         ("executions.show", LEAD),
@@ -380,5 +389,6 @@ def test_executions_per_role_with_filters_and_the_admins_export(
         ("executions.mine", ANALYST),
         ("executions.export", ADMIN),
         ("executions.export.refused", LEAD),
+        ("audit.show.refused", LEAD),
     ):
         assert decision in recorded, decision
