@@ -380,6 +380,15 @@ def test_executions_per_role_with_filters_and_the_admins_export(
     assert page.status_code == 400 and 'id="executions-error"' in page.text
     assert "from: &#39;yesterday&#39; is not a date" in page.text and 'id="chain"' in page.text
 
+    seen = httpx.get(  # a viewer's audit page: their own executions, no one else's, no list
+        f"{hub.service}dossiers/armoede/audit",
+        params={"notebook": notebook},
+        headers=client(VIEWER).headers,
+    )
+    assert seen.status_code == 200 and "Your own code" in seen.text
+    assert 'id="filter-ran-by"' not in seen.text and 'id="no-executions"' in seen.text
+    assert secret not in seen.text and "import polars" not in seen.text
+
     recorded = [(r["action"], r["actor"]) for r in AuditLog(hub.home).read()[mark:]]
     for decision in (
         ("executions.show", LEAD),
