@@ -171,8 +171,8 @@ def test_executions_on_the_audit_page_and_my_activity(
     hub: Hub, person: Callable[..., Page]
 ) -> None:
     """Who ran what as people see it: the lead reads the audit page's Executions section
-    (counts, rows newest first, the batch's one sentence) and narrows it to one person; the
-    analyst finds their own on My activity from the bar (what a viewer sees:
+    (counts, rows newest first, the batch's one sentence), narrows it to one person, and
+    finds their own, and only theirs, on My activity from the bar (what a viewer sees:
     tests/hub/test_execution_views.py; the Admin page's export form: test_service_api and,
     for axe, test_a11y). Batches appended as the service appends them, in a
     notebook of this test's own."""
@@ -221,15 +221,14 @@ def test_executions_on_the_audit_page_and_my_activity(
     expect(rows).to_have_count(2)
     assert set(rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
 
-    analyst = person(ANALYST, timezone_id=ZONE)
-    analyst.locator("#nav-activity").click()
-    analyst.wait_for_url("**/activity")
-    expect(analyst.locator("#nav-activity")).to_have_attribute("aria-current", "page")
-    mine = analyst.locator(f"tr.execution[data-path='{notebook}']")
-    expect(mine).to_have_count(2)
-    assert set(mine.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
-    assert assert_times_local(analyst) >= 2
-    axe.check(analyst, "my activity (analyst)")
-    shot(analyst, "executions-03-my-activity")
-
+    lead.locator("#nav-activity").click()  # their own, not the analyst's of that notebook
+    lead.wait_for_url("**/activity")
+    expect(lead.locator("#nav-activity")).to_have_attribute("aria-current", "page")
+    mine = lead.locator(f"tr.execution[data-path='{notebook}']")
+    expect(mine).to_have_count(1)
+    expect(mine.locator(".first-line")).to_have_text("x = 1")
+    expect(lead.locator(f"tr.execution[data-person='{ANALYST}']")).to_have_count(0)
+    assert assert_times_local(lead) >= 1
+    axe.check(lead, "my activity (lead)")
+    shot(lead, "executions-02-my-activity")
     axe.assert_clean()
