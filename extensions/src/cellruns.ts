@@ -21,8 +21,8 @@ import { whenShort } from './when';
 type Cell = Notebook['widgets'][number];
 
 /** The relay hands batches to the service every ~2 s and the service takes them in every ~1 s:
- * ask a little after a run ends, and once more for a batch that left late. */
-export const REFRESH_AFTER_MS = [3000, 8000];
+ * ask when most runs' records are in, and once more for the rest. */
+export const REFRESH_AFTER_MS = [2000, 6000];
 const EDIT_SETTLE_MS = 300;
 
 const OUTCOME_WORDS: Record<string, string> = {
