@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from websockets.sync.client import connect
 
-from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import write_batch
 
 from e2e_a11y import Findings, contrast
 from e2e_hub import PASSWORD, Hub
@@ -32,9 +32,8 @@ QUERY = "%%sql\nSELECT *\nFROM residents\nLIMIT 100"  # what the panel's Query i
 
 
 def record_run(hub: Hub, person: str, cell_id: str, code: str, *, at: dt.datetime) -> None:
-    """One execution of a cell of the lab notebook, recorded as the relay hands it over and the
-    service chains it (/work/prompts/i16_contract.md): one `workspace.executions` record whose
-    events are the batch's."""
+    """One execution of a cell of the lab notebook, handed over as the workspace's bridge hands
+    it over: a spooled batch, which the service takes into the audit log within a second."""
     event = {
         "event": "execute",
         "at": at.isoformat(timespec="microseconds"),
@@ -49,15 +48,7 @@ def record_run(hub: Hub, person: str, cell_id: str, code: str, *, at: dt.datetim
         "first_line": next(line for line in code.splitlines() if line.strip())[:120],
         "outcome": "ok",
     }
-    AuditLog(hub.home).append(
-        "workspace.executions",
-        actor="netbridge",
-        dossier="armoede",
-        batch=f"panel-test-{uuid.uuid4().hex[:8]}-{1:08d}",
-        count=1,
-        people=[person],
-        events=[event],
-    )
+    write_batch(hub.home, "armoede", f"panel-test-{uuid.uuid4().hex[:8]}-{1:08d}", [event])
 
 
 @pytest.fixture
