@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import re
 import uuid
@@ -182,7 +183,10 @@ def run_by_a_collaborator(hub: Hub, lab: Page, cell_id: str) -> None:
     at this minute in the browser's zone, with no reload. It is legible (axe, contrast), and
     only the cells that were run have one."""
     run_as_a_collaborator(hub, "b.devries", cell_id, QUERY)
-    record_run(hub, "b.devries", cell_id, QUERY, at=dt.datetime.now(dt.UTC))
+    if importlib.util.find_spec("dossierhub.workspaces.execwatch") is None:
+        # no relay in this checkout yet (issue 16 is built in parts): hand the record over as
+        # it would; with the relay, the record is its own, from b.devries's connection
+        record_run(hub, "b.devries", cell_id, QUERY, at=dt.datetime.now(dt.UTC))
     marker = lab.locator(f".dh-cell-run[data-cell-id='{cell_id}']")
     expect(marker).to_have_attribute("data-person", "b.devries", timeout=20_000)
     moment = marker.locator('time[data-when="moment"]')
