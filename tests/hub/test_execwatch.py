@@ -29,10 +29,22 @@ SERVER = "dossier-armoede"
 
 
 def message(msg_type: str, content: dict, *, username: str = "b.devries", **extra) -> dict:
-    header = {"msg_id": uuid.uuid4().hex, "username": username, "session": "s",
-              "msg_type": msg_type, "version": "5.3", "date": "2026-12-02T01:00:00Z"}
-    return {"header": header, "parent_header": extra.pop("parent", {}),
-            "metadata": extra.pop("metadata", {}), "content": content, "buffers": [], **extra}
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "username": username,
+        "session": "s",
+        "msg_type": msg_type,
+        "version": "5.3",
+        "date": "2026-12-02T01:00:00Z",
+    }
+    return {
+        "header": header,
+        "parent_header": extra.pop("parent", {}),
+        "metadata": extra.pop("metadata", {}),
+        "content": content,
+        "buffers": [],
+        **extra,
+    }
 
 
 def v1(msg: dict, channel: str) -> bytes:
@@ -63,8 +75,11 @@ def socket(subprotocol: str | None = V1, *, full: bool = False) -> KernelSocket:
 
 
 def execute(code: str, **extra) -> dict:
-    return message("execute_request", {"code": code, "silent": False,
-                                       "user_expressions": extra.pop("expressions", {})}, **extra)
+    return message(
+        "execute_request",
+        {"code": code, "silent": False, "user_expressions": extra.pop("expressions", {})},
+        **extra,
+    )
 
 
 def test_v1_execute_is_recorded_with_the_connection_person_not_the_header():
@@ -92,19 +107,28 @@ def test_frames_split_anywhere_give_the_message_once():
 def test_legacy_text_and_binary_and_control_and_full_code():
     watched = socket(None, full=True)
     text = watched.from_client(masked(legacy_text(execute("a = 1"), "control"), text=True))
-    with_buffers = {**execute("b = 2", expressions={"n": "len(a)"}), "channel": "shell",
-                    "buffers": [b"\x00\x01binary"]}
+    with_buffers = {
+        **execute("b = 2", expressions={"n": "len(a)"}),
+        "channel": "shell",
+        "buffers": [b"\x00\x01binary"],
+    }
     binary = watched.from_client(masked(serialize_binary_message(with_buffers)))
-    assert [(e["channel"], e["code"]) for e in text + binary] == [("control", "a = 1"),
-                                                                 ("shell", "b = 2")]
+    assert [(e["channel"], e["code"]) for e in text + binary] == [
+        ("control", "a = 1"),
+        ("shell", "b = 2"),
+    ]
     # user_expressions are code too: they change the hash
     plain = hashlib.sha256(b"b = 2").hexdigest()
     assert binary[0]["code_sha256"] != plain
 
 
 def test_debug_evaluate_is_recorded_as_debug():
-    request = {"type": "request", "seq": 3, "command": "evaluate",
-               "arguments": {"expression": "secret = open('/etc/x').read()"}}
+    request = {
+        "type": "request",
+        "seq": 3,
+        "command": "evaluate",
+        "arguments": {"expression": "secret = open('/etc/x').read()"},
+    }
     events = socket().from_client(masked(v1(message("debug_request", request), "control")))
     assert events[0]["kind"] == "debug"
     assert events[0]["first_line"] == "evaluate secret = open('/etc/x').read()"
@@ -112,8 +136,12 @@ def test_debug_evaluate_is_recorded_as_debug():
 
 def test_other_allowed_messages_pass_unrecorded():
     watched = socket()
-    for msg_type, channel in (("kernel_info_request", "shell"), ("comm_msg", "shell"),
-                              ("interrupt_request", "control"), ("input_reply", "stdin")):
+    for msg_type, channel in (
+        ("kernel_info_request", "shell"),
+        ("comm_msg", "shell"),
+        ("interrupt_request", "control"),
+        ("input_reply", "stdin"),
+    ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
 
 
@@ -146,8 +174,10 @@ def test_too_large_a_message_is_refused():
 
 def test_relay_reads_what_jupyter_server_reads():
     msg = execute("z = 3", metadata={"cellId": "c"})
-    for payload, v1_ in ((v1(msg, "control"), True), (serialize_binary_message(
-            {**msg, "channel": "shell", "buffers": [b"buf"]}), False)):
+    for payload, v1_ in (
+        (v1(msg, "control"), True),
+        (serialize_binary_message({**msg, "channel": "shell", "buffers": [b"buf"]}), False),
+    ):
         read = execwatch.read_message(False, payload, v1=v1_, whole=True)
         if v1_:
             channel, parts = deserialize_msg_from_ws_v1(payload)
@@ -163,8 +193,7 @@ def test_execute_reply_gives_the_outcome():
         watched = socket(subprotocol)
         reply = message("execute_reply", {"status": "error"}, parent={"msg_id": "m1"})
         busy = message("status", {"execution_state": "busy"}, parent={"msg_id": "m1"})
-        encode = (lambda m: v1(m, "shell")) if subprotocol else (
-            lambda m: legacy_text(m, "shell"))
+        encode = (lambda m: v1(m, "shell")) if subprotocol else (lambda m: legacy_text(m, "shell"))
         data = unmasked(encode(busy), text=not subprotocol)
         data += unmasked(encode(reply), text=not subprotocol)
         assert watched.from_server(data) == [("m1", "error")]
@@ -182,8 +211,12 @@ def read(data: bytes) -> list[h11.Request]:
     return list(Exchange().client_events(data))
 
 
-UPGRADE = (("Upgrade", "websocket"), ("Connection", "Upgrade"),
-           ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"))
+UPGRADE = (
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+)
 CHANNELS = f"/user/{SERVER}/api/kernels/{KERNEL}/channels"
 
 
@@ -193,10 +226,11 @@ CHANNELS = f"/user/{SERVER}/api/kernels/{KERNEL}/channels"
         ((("Content-Length", "3"), ("Transfer-Encoding", "chunked")), "/api"),
         ((("Authorization", "token a"), ("Authorization", "token b")), CHANNELS),
         ((), CHANNELS + "?token=a&token=b"),
-        ((("Cookie", f"jupyterhub-user-{SERVER}=a"), ("Cookie", f"jupyterhub-user-{SERVER}=b")),
-         CHANNELS),
-        ((("Cookie", f"jupyterhub-user-{SERVER}=a; __Host-jupyterhub-user-{SERVER}=b"),),
-         CHANNELS),
+        (
+            (("Cookie", f"jupyterhub-user-{SERVER}=a"), ("Cookie", f"jupyterhub-user-{SERVER}=b")),
+            CHANNELS,
+        ),
+        ((("Cookie", f"jupyterhub-user-{SERVER}=a; __Host-jupyterhub-user-{SERVER}=b"),), CHANNELS),
     ],
 )
 def test_requests_two_parsers_could_read_differently_are_refused(headers, target):
@@ -207,9 +241,13 @@ def test_requests_two_parsers_could_read_differently_are_refused(headers, target
 
 def test_credentials_in_jupyterhubs_order_cookie_decoded():
     cookie = create_signed_value("secret", f"jupyterhub-user-{SERVER}", "cookie-token").decode()
-    (head,) = read(request(CHANNELS + "?session_id=1&token=url-token",
-                           ("Authorization", "Bearer header-token"),
-                           ("Cookie", f"other=1; jupyterhub-user-{SERVER}={cookie}")))
+    (head,) = read(
+        request(
+            CHANNELS + "?session_id=1&token=url-token",
+            ("Authorization", "Bearer header-token"),
+            ("Cookie", f"other=1; jupyterhub-user-{SERVER}={cookie}"),
+        )
+    )
     execwatch.check_request(head, SERVER)
     assert execwatch.credentials(head, SERVER) == ["url-token", "header-token", "cookie-token"]
     assert execwatch.kernel_of(head.target) == KERNEL
@@ -229,9 +267,11 @@ def test_keep_alive_upgrade_after_a_request_and_frames_after_the_101():
     assert exchange.server_bytes(answer) == b""
     assert [r.target for r in exchange.client_events(b"")] == [CHANNELS.encode()]
     frame = unmasked(v1(message("status", {}), "iopub"))
-    switch = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-              b"Sec-WebSocket-Protocol: " + V1.encode() + b"\r\n\r\n")
+    switch = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: " + V1.encode() + b"\r\n\r\n"
+    )
     assert exchange.server_bytes(switch + frame) == frame
     assert exchange.switched and exchange.subprotocol == V1
 
@@ -240,19 +280,23 @@ def test_a_101_with_an_extension_is_refused():
     exchange = Exchange()
     list(exchange.client_events(request(CHANNELS, *UPGRADE)))
     with pytest.raises(Refused):
-        exchange.server_bytes(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                              b"Connection: Upgrade\r\n"
-                              b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+        exchange.server_bytes(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
 
 
 def test_sessions_answers_chunked_and_gzipped_give_paths():
     exchange = Exchange()
     list(exchange.client_events(request("/user/x/api/sessions")))
-    body = gzip.compress(json.dumps([{"id": "s", "path": "work/poverty.ipynb",
-                                      "kernel": {"id": KERNEL}}]).encode())
+    body = gzip.compress(
+        json.dumps([{"id": "s", "path": "work/poverty.ipynb", "kernel": {"id": KERNEL}}]).encode()
+    )
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:])) + b"0\r\n\r\n"
-    exchange.server_bytes(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
-                          b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    exchange.server_bytes(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    )
     assert exchange.sessions == [(KERNEL, "work/poverty.ipynb")]
 
 
@@ -283,6 +327,10 @@ def test_recorder_batches_in_order_keeps_what_cannot_be_written_and_fails_closed
     recorder.flush()
     assert [batch for batch, _ in written] == ["r1-00000001", "r1-00000002", "r1-00000003"]
     assert written[0][1][0]["outcome"] == "ok"
-    assert written[2][1][0] == {**written[2][1][0], "event": "outcome", "msg_id": "m2",
-                                "outcome": "aborted"}
+    assert written[2][1][0] == {
+        **written[2][1][0],
+        "event": "outcome",
+        "msg_id": "m2",
+        "outcome": "aborted",
+    }
     assert recorder.record([{**event, "msg_id": "m4"}])  # room again

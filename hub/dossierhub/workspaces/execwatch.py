@@ -47,6 +47,7 @@ V1 = "v1.kernel.websocket.jupyter.org"
 MAX_MESSAGE = 10 * 1024 * 1024
 MAX_SESSIONS_BODY = 4 * 1024 * 1024  # an /api/sessions answer read for kernel -> path
 FIRST_LINE = 120
+CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
 
 # What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
 # handlers of ipkernel.py; input_reply is the only message read on stdin): nothing else is
@@ -90,6 +91,12 @@ class Refused(Exception):
         self.status = status
 
 
+def claim(value: Any) -> str | None:
+    """A client's or the workspace's string as recorded: cut to CLAIM characters (one way for
+    every side, so an execute_reply's parent msg_id still finds its request)."""
+    return value[:CLAIM] if isinstance(value, str) else None
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -110,7 +117,7 @@ def kernel_of(target: bytes) -> str | None:
     routes on the raw path, before `?`)."""
     path = urlsplit(target.decode("latin-1")).path
     found = _KERNEL_CHANNELS.fullmatch(path)
-    return found.group(1) if found else None
+    return claim(found.group(1)) if found else None
 
 
 def is_sessions(target: bytes) -> bool:
@@ -307,7 +314,7 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
         kernel = model.get("kernel") if isinstance(model, dict) else None
         path = model.get("path") if isinstance(model, dict) else None
         if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
-            found.append((kernel["id"], path))
+            found.append((kernel["id"][:CLAIM], path[:CLAIM]))
     return found
 
 
@@ -470,8 +477,8 @@ def execute_event(
         "kernel": kernel,
         "channel": message.channel,
         "kind": kind,
-        "msg_id": str(message.header.get("msg_id")),
-        "cell_id": cell if isinstance(cell, str) else None,
+        "msg_id": claim(message.header.get("msg_id")) or "",
+        "cell_id": claim(cell),
         "path": path,
         "code_sha256": _sha256(hashed),
         "first_line": first[:FIRST_LINE],
@@ -536,5 +543,5 @@ class KernelSocket:
             if message.msg_type == "execute_reply":
                 status = message.content.get("status")
                 outcome = status if status in ("ok", "error", "aborted") else "error"
-                outcomes.append((str(message.parent.get("msg_id")), outcome))
+                outcomes.append((claim(message.parent.get("msg_id")) or "", outcome))
         return outcomes

@@ -52,6 +52,7 @@ HUB_IDLE_SECONDS = 300
 FLUSH_SECONDS = 2.0
 FLUSH_EVENTS = 200
 MAX_WAITING = 10_000  # unspooled events; past this, new executions are refused
+REFUSALS_PER_MINUTE = 60
 FULL = "execution records cannot be stored; ask the admin"
 
 
@@ -294,11 +295,23 @@ class Watch:
         self.code_full = args.code == "full"
         self.recorder, self.people = recorder, people
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.minute, self.refusals, self.dropped = 0, 0, 0
 
     def refused(self, person: str | None, kernel: str | None, reason: str) -> None:
+        """Record a refusal; at most REFUSALS_PER_MINUTE (anyone who reaches the proxy can
+        be refused: a flood of them must not flood the audit log)."""
+        minute = int(time.monotonic() // 60)
+        if minute != self.minute:
+            if self.dropped:
+                print(f"netbridge: {self.dropped} refusals not recorded", file=sys.stderr)
+            self.minute, self.refusals, self.dropped = minute, 0, 0
+        self.refusals += 1
+        if self.refusals > REFUSALS_PER_MINUTE:
+            self.dropped += 1
+            return
         at = datetime.now(UTC).isoformat(timespec="microseconds")
         event = {"event": "refused", "at": at, "person": person, "kernel": kernel}
-        self.recorder.record([{**event, "reason": reason}])
+        self.recorder.record([{**event, "reason": reason[:300]}])
 
     def learn_paths(self, sessions: list[tuple[str, str]]) -> None:
         for kernel, path in sessions:
@@ -339,7 +352,8 @@ class _Watched(_Joined):
         self.watch = watch
         self.exchange = execwatch.Exchange()
         self.changed = threading.Condition(self.lock)
-        self.upgrade: tuple[str, str] | None = None  # kernel, person of a pending upgrade
+        # kernel, person of the upgrade asked for last
+        self.upgrade: tuple[str, str | None] | None = None
         self.socket: Any = None  # execwatch.KernelSocket once a kernel websocket is open
         self.raw = False  # another websocket (collaboration): pumped as it comes
         self.ended = False
@@ -433,7 +447,7 @@ class _Watched(_Joined):
                 person = self.watch.person_of(tokens) if tokens else None
             except (OSError, ValueError) as exc:
                 raise self.x.Refused(f"the hub could not say who this is ({exc})", 403) from None
-            self.upgrade = (kernel, person or "")
+            self.upgrade = (kernel, person)
             if person is None:
                 raise self.x.Refused("a kernel opens only with a person's own credential", 403)
 
@@ -477,6 +491,7 @@ class _Watched(_Joined):
             self.raw = True
             return
         kernel, person = self.upgrade
+        assert person is not None  # refused before it reached the server
         self.socket = self.x.KernelSocket(
             kernel, person, self.exchange.subprotocol, code_full=self.watch.code_full
         )
