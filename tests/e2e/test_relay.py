@@ -91,8 +91,8 @@ def run(socket: ClientConnection, code: str, *, claimed: str, channel: str = "sh
         socket.send(serialize_msg_to_ws_v1(message, channel, lambda p: json.dumps(p).encode()))
     else:
         socket.send(json.dumps({**message, "channel": channel, "buffers": []}))
-    out, status = [], None
-    while status is None:
+    out, status, idle = [], None, False
+    while status is None or not idle:  # the reply (shell) may come before the output (iopub)
         received = socket.recv(timeout=60)
         if v1:
             _, parts = deserialize_msg_from_ws_v1(received)
@@ -109,6 +109,7 @@ def run(socket: ClientConnection, code: str, *, claimed: str, channel: str = "sh
             out.append(got["content"]["text"])
         if got["header"]["msg_type"] == "execute_reply":
             status = got["content"]["status"]
+        idle = idle or got["content"].get("execution_state") == "idle"
     return msg_id, "".join(out), status
 
 

@@ -79,6 +79,8 @@ ALLOWED = {
 RECORDED = {"execute_request": "execute", "debug_request": "debug"}
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
+# a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
+_WAITING = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]  # documented, not in __all__
 _AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(.+)", re.IGNORECASE)  # auth.py auth_header_pat
 
 
@@ -233,13 +235,8 @@ class Exchange:
 
     @property
     def paused(self) -> bool:
-        return self.inbound.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL) and bool(
-            self.unread()
-        )
-
-    def client_leftover(self) -> bytes:
-        """After the 101: what the client sent past its upgrade request (websocket frames)."""
-        return self.inbound.trailing_data[0]
+        """h11's PAUSED: the client sent more while its request waits for the answer."""
+        return self.inbound.their_state in _WAITING and bool(self.unread())
 
     def server_bytes(self, data: bytes) -> bytes:
         """Feed the server's bytes; return what follows a 101 (websocket frames), if any."""
@@ -339,9 +336,9 @@ class Frames:
         for frame in self.protocol.events_received():
             assert isinstance(frame, Frame)
             if frame.opcode is TEXT or frame.opcode is BINARY:
-                self.opcode, self.parts = frame.opcode, [frame.data]
+                self.opcode, self.parts = frame.opcode, [bytes(frame.data)]
             elif frame.opcode is CONT:
-                self.parts.append(frame.data)
+                self.parts.append(bytes(frame.data))
             elif frame.opcode is CLOSE:
                 self.closed = True
                 continue
@@ -424,10 +421,12 @@ def read_message(text: bool, payload: bytes, *, v1: bool, whole: bool) -> Messag
             message.content = _dict(_kernel_json(parts[3]))
         return message
     data = _dict(json.loads(payload.decode("utf-8"))) if text else _legacy_binary(payload)
-    channel = data.get("channel")
-    message = Message("shell" if channel is None else channel, _dict(data.get("header")))
-    if not isinstance(message.channel, str):
+    named = data.get("channel")
+    if named is None:
+        named = "shell"  # as the server assumes
+    if not isinstance(named, str):
         raise ValueError("bad channel")
+    message = Message(named, _dict(data.get("header")))
     if whole:
         message.parent = _dict(data.get("parent_header") or {})
         message.metadata = _dict(data.get("metadata") or {})

@@ -43,7 +43,7 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 CLONE_NEWNET = 0x40000000
 INBOUND_LIMIT = 256  # browsers' connections through the proxy (websockets stay open)
@@ -154,7 +154,7 @@ class Recorder:
     in memory before its frame goes on; what cannot be spooled waits, and past MAX_WAITING
     waiting events `record` says no (the bridge then refuses the execution)."""
 
-    def __init__(self, write: Callable[[str, list[dict[str, Any]]], None], relay_id: str):
+    def __init__(self, write: Callable[[str, list[dict[str, Any]]], object], relay_id: str):
         self.write, self.relay_id = write, relay_id
         self.lock = threading.Lock()
         self.spooling = threading.Lock()  # one writer at a time keeps batches in order
@@ -383,7 +383,7 @@ class _Watched(_Joined):
             if self.socket is not None:
                 self.watch.recorder.flush()
 
-    def _refuse(self, reason: str, status: int = 403) -> None:
+    def _refuse(self, reason: str, status: int = 403) -> NoReturn:
         kernel = self.upgrade[0] if self.upgrade else None
         person = self.upgrade[1] if self.upgrade else None
         if self.socket is not None:
