@@ -169,6 +169,47 @@ def test_executions_are_recorded_under_the_person_of_the_connection(
     assert all(events[m]["kernel"] == kernel and events[m]["outcome"] == "ok" for m in events)
 
 
+def test_a_debugger_request_is_recorded_as_debug(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """ipykernel passes DAP commands it does not handle (evaluate, setVariable) to debugpy:
+    code too. Recorded whether or not the debugger answers."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "username": "nobody",
+        "session": uuid.uuid4().hex,
+        "msg_type": "debug_request",
+        "version": "5.3",
+        "date": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    request = {
+        "type": "request",
+        "seq": 1,
+        "command": "evaluate",
+        "arguments": {"expression": "x + 1", "context": "repl"},
+    }
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": request,
+                    "channel": "control",
+                    "buffers": [],
+                }
+            )
+        )
+    deadline = time.monotonic() + 10
+    while not (found := [e for e in events_of(hub, kernel) if e.get("msg_id") == msg_id]):
+        assert time.monotonic() < deadline, "the debug request was not recorded"
+        time.sleep(0.1)
+    assert (found[0]["person"], found[0]["kind"]) == ("b.devries", "debug")
+    assert (found[0]["channel"], found[0]["first_line"]) == ("control", "evaluate x + 1")
+
+
 def test_the_workspace_token_from_a_kernel_opens_no_kernel_channel(
     hub: Hub, tokens: dict[str, str], kernel: str
 ) -> None:
