@@ -143,6 +143,9 @@ def test_other_allowed_messages_pass_unrecorded():
         ("input_reply", "stdin"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
+    # JupyterLab asks the debugger's state at every kernel status change: no code runs
+    info = message("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
+    assert watched.from_client(masked(v1(info, "control"))) == []
 
 
 @pytest.mark.parametrize(

@@ -488,6 +488,13 @@ def execute_event(
     return event
 
 
+def _state_only(message: Message) -> bool:
+    """A debugger's `debugInfo`: ipykernel answers it from its own state (debugger.py), no
+    code runs. JupyterLab sends one at every kernel status change: recording them would bury
+    the executions."""
+    return message.msg_type == "debug_request" and message.content.get("command") == "debugInfo"
+
+
 class KernelSocket:
     """One kernel channels websocket, both ways: `from_client` returns the execute events of
     the messages a chunk completes (raising `Refused` on anything not allowed or not
@@ -515,7 +522,7 @@ class KernelSocket:
                     f"a {message.msg_type[:40]!r} message on channel "
                     f"{message.channel[:20]!r} is not passed to kernels"
                 )
-            if message.msg_type in RECORDED:
+            if message.msg_type in RECORDED and not _state_only(message):
                 try:
                     events.append(
                         execute_event(

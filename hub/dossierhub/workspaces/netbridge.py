@@ -309,6 +309,11 @@ class Watch:
         if self.refusals > REFUSALS_PER_MINUTE:
             self.dropped += 1
             return
+        print(
+            f"netbridge: refused ({person or 'nobody'}, kernel {kernel}): {reason[:300]}",
+            file=sys.stderr,
+            flush=True,
+        )
         at = datetime.now(UTC).isoformat(timespec="microseconds")
         event = {"event": "refused", "at": at, "person": person, "kernel": kernel}
         self.recorder.record([{**event, "reason": reason[:300]}])
