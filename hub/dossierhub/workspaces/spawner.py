@@ -217,19 +217,26 @@ class DossierSpawner(LocalProcessSpawner):
 
     def _start_bridge(self, started_at: str) -> None:
         """The sandbox's only ways in and out (netbridge.py): its own process, in its own
-        session, so that it outlives a hub restart as the workspace does, and ends with it."""
+        session, so that it outlives a hub restart as the workspace does, and ends with it.
+        It records who runs what in the workspace's kernels (site packages: its readers)."""
         log = open_log(self.home, self.dossier_id, "workspace")
+        code = load_settings(self.home).audit.executions_code
         try:
             subprocess.Popen(
                 [
                     sys.executable,
                     "-I",  # no import path from anywhere a dossier can write
-                    "-S",  # standard library only: 3 MiB less than with the site packages
-                    netbridge.__file__,
+                    "-m",
+                    netbridge.__name__,
                     f"--pid={self.pid}",
                     f"--started={started_at}",
                     f"--port={self.port}",
                     f"--hub={urlparse(self.hub.api_url).port}",
+                    f"--home={self.home.root}",
+                    f"--dossier={self.dossier_id}",
+                    f"--hub-api={self.hub.api_url}",
+                    f"--code={code}",
+                    f"--auth-cache-seconds={self.auth_cache_seconds}",
                 ],
                 cwd="/",
                 stdin=subprocess.DEVNULL,
