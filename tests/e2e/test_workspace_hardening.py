@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+
+from dossierhub.isolation.unixusers import workspace_name
 
 from e2e_hub import Hub
 from kernelclient import execute
@@ -50,10 +53,15 @@ def memory():  # open for writing (what rewriting needs), then read where its da
         assert len(mem.read(16)) == 16
 
 def trace():
-    if libc.ptrace(ctypes.c_long(16), ctypes.c_int(server), None, None) != 0:  # ATTACH
-        raise OSError(ctypes.get_errno(), "ptrace")
-    os.waitpid(server, 0)
-    libc.ptrace(ctypes.c_long(17), ctypes.c_int(server), None, None)  # DETACH
+    # PTRACE_SEIZE: the same permission check as PTRACE_ATTACH, without stopping the server;
+    # in a child that ends at once, which detaches it again (where it was allowed)
+    child = os.fork()
+    if child == 0:
+        seized = libc.ptrace(ctypes.c_long(0x4206), ctypes.c_int(server), None, None)
+        os._exit(0 if seized == 0 else ctypes.get_errno())
+    refused = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    if refused:
+        raise OSError(refused, "ptrace")
 
 attempt("environ", environ)
 attempt("memory", memory)
@@ -61,30 +69,32 @@ attempt("ptrace", trace)
 print(json.dumps(outcome))
 """
 
-# Files a team member can write into the workspace folder (from a kernel, as here, or any
-# other way), each of which Jupyter's defaults would load at the next server or kernel start.
+# Files a team member can write into the workspace folder, each of which Jupyter's defaults
+# would load at the next server or kernel start.
 PLANTED_STARTUP = ".ipython/profile_default/startup/00-planted.py"
 PLANTED_KERNELSPEC = ".local/share/jupyter/kernels/dossier/kernel.json"
 PLANTED_LABEXTENSION = ".local/share/jupyter/labextensions/dossierhub-planted/package.json"
 PLANTED_SERVER_CONFIG = ".jupyter/jupyter_server_config.py"
 STARTUP_MARK = "planted-startup-ran"
 
-PLANT = f"""
-import json, pathlib
-home = pathlib.Path.home()
-def plant(where, text):
-    (home / where).parent.mkdir(parents=True, exist_ok=True)
-    (home / where).write_text(text)
-plant({PLANTED_STARTUP!r}, "import pathlib; (pathlib.Path.home() / {STARTUP_MARK!r}).touch()")
-plant({PLANTED_KERNELSPEC!r}, json.dumps({{
-    "argv": ["python", "-c", "print('planted')", "{{connection_file}}"],
-    "display_name": "Planted", "language": "python"}}))
-plant({PLANTED_LABEXTENSION!r}, json.dumps({{
-    "name": "dossierhub-planted", "version": "0.0.1",
-    "jupyterlab": {{"_build": {{"load": "static/remoteEntry.js", "extension": "./extension"}}}}}}))
-plant({PLANTED_SERVER_CONFIG!r}, "c.ServerApp.terminals_enabled = True\\n")
-print("planted")
-"""
+PLANTED = {
+    PLANTED_STARTUP: f"import pathlib; (pathlib.Path.home() / {STARTUP_MARK!r}).touch()\n",
+    PLANTED_KERNELSPEC: json.dumps(
+        {
+            "argv": ["python", "-c", "print('planted')", "{connection_file}"],
+            "display_name": "Planted",
+            "language": "python",
+        }
+    ),
+    PLANTED_LABEXTENSION: json.dumps(
+        {
+            "name": "dossierhub-planted",
+            "version": "0.0.1",
+            "jupyterlab": {"_build": {"load": "static/remoteEntry.js", "extension": "./ext"}},
+        }
+    ),
+    PLANTED_SERVER_CONFIG: "c.ServerApp.terminals_enabled = True\n",
+}
 
 LOOK_AROUND = f"""
 import importlib.util, json, os, pathlib
@@ -108,13 +118,20 @@ def lead(hub: Hub) -> str:
 
 
 @pytest.fixture
-def planted(hub: Hub, lead: str) -> Iterator[None]:
-    """The files planted by the team, gone again afterwards (with the old defaults they
-    would run in every later kernel of the session's workspace)."""
-    run = execute(hub.url, ARMOEDE, lead, PLANT)
-    assert run.error is None and run.stdout.strip() == "planted", run
-    yield
+def planted(hub: Hub) -> Iterator[None]:
+    """The files planted in the workspace folder as the workspace's own (as any member can,
+    from a kernel or the editor), gone again afterwards: with Jupyter's defaults they would
+    run in every later kernel of the session's workspace."""
     folder = hub.home.workspace_dir("armoede")
+    owner = workspace_name(hub.home, "armoede")
+    for where, text in PLANTED.items():
+        for made in reversed(Path(where).parents[:-1]):
+            if not (folder / made).exists():
+                (folder / made).mkdir()
+                shutil.chown(folder / made, owner, owner)
+        (folder / where).write_text(text)
+        shutil.chown(folder / where, owner, owner)
+    yield
     for where in (PLANTED_STARTUP, PLANTED_SERVER_CONFIG, STARTUP_MARK):
         (folder / where).unlink(missing_ok=True)
     for where in (PLANTED_KERNELSPEC, PLANTED_LABEXTENSION):
@@ -125,15 +142,22 @@ def test_a_kernel_cannot_read_trace_or_rewrite_its_server(hub: Hub, lead: str) -
     run = execute(hub.url, ARMOEDE, lead, ATTACK_THE_SERVER)
     assert run.error is None, run.error
     outcome = json.loads(run.stdout)
-    assert "dossier_lab.undumpable" in outcome["server"], outcome  # the parent is the server
     assert outcome["environ"] == "EACCES", outcome
     assert outcome["memory"] == "EACCES", outcome
     assert outcome["ptrace"] == "EPERM", outcome
+    assert "dossier_lab.undumpable" in outcome["server"], outcome  # the parent is the server
     assert outcome["kernel_dumpable"] == 1, outcome  # its kernels start as before
 
 
 def test_start_up_files_the_team_plants_have_no_effect(hub: Hub, lead: str, planted: None) -> None:
     base, headers = f"{hub.url}user/{ARMOEDE}", {"Authorization": f"token {lead}"}
+    # the server lists neither the planted kernelspec (with Jupyter's defaults it replaced the
+    # Dossier kernel: its own command ran at every kernel start) nor the planted extension
+    specs = httpx.get(f"{base}/api/kernelspecs", headers=headers, timeout=30).json()
+    assert specs["kernelspecs"]["dossier"]["spec"]["display_name"] == "Dossier"
+    lab = httpx.get(f"{base}/lab", headers=headers, timeout=30)
+    assert lab.status_code == 200
+    assert "dossierhub-planted" not in lab.text
     run = execute(hub.url, ARMOEDE, lead, LOOK_AROUND)  # a new kernel after the planting
     assert run.error is None, run.error
     seen = json.loads(run.stdout)
@@ -144,12 +168,6 @@ def test_start_up_files_the_team_plants_have_no_effect(hub: Hub, lead: str, plan
     for path in (*seen["config_paths"], *seen["data_paths"]):
         assert not path.startswith(home), path
     assert seen["nbmodel"] is False  # no REST route that executes code is installed
-    # the server lists neither the planted kernelspec nor the planted JupyterLab extension
-    specs = httpx.get(f"{base}/api/kernelspecs", headers=headers, timeout=30).json()
-    assert specs["kernelspecs"]["dossier"]["spec"]["display_name"] == "Dossier"
-    lab = httpx.get(f"{base}/lab", headers=headers, timeout=30)
-    assert lab.status_code == 200
-    assert "dossierhub-planted" not in lab.text
 
 
 def test_no_terminals_language_servers_or_rest_execution(hub: Hub, lead: str) -> None:
