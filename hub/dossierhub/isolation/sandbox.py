@@ -172,8 +172,8 @@ def prefix(
     for bound in rw:
         args += ["--bind", str(Path(bound).resolve()), str(bound)]
     # root's, in the sandbox's own root: the identity below can read them and write nothing
-    for folder in empty:
-        args += ["--perms", "0755", "--dir", str(folder)]
+    for made in empty:
+        args += ["--perms", "0755", "--dir", str(made)]
     args += ["--chdir", str(chdir)]
     # setpriv needs these two to change identity; it leaves the process none at all
     args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]

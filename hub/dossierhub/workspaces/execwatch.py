@@ -221,7 +221,7 @@ class Exchange:
                     yield event
                 if isinstance(event, h11.ConnectionClosed):
                     return
-                self.outbound.send(event)  # type: ignore[arg-type]
+                self.outbound.send(event)  # type: ignore[arg-type]  # h11 types send() for the own role's events; a peer's pass through
                 if isinstance(event, h11.EndOfMessage):
                     self._next_cycle()
         except h11.ProtocolError as exc:
@@ -249,7 +249,7 @@ class Exchange:
                 if isinstance(event, h11.ConnectionClosed):
                     return b""
                 self._answer(event)
-                self.inbound.send(event)  # type: ignore[arg-type]
+                self.inbound.send(event)  # type: ignore[arg-type]  # h11 types send() for the own role's events; a peer's pass through
                 if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                     self.switched = True
                     return self.outbound.trailing_data[0]
