@@ -316,10 +316,16 @@ def executions_from(
     outcomes: dict[tuple[str, str, str], str] = {}
     found: list[tuple[str, str, dict[str, Any]]] = []
     for where, batch, event in _events(records):
+        if dossier is not None and where != dossier:
+            continue  # the cheap tests first: a year's log holds many dossiers' events
         if event.get("event") == "outcome":
             key = (where, str(event.get("kernel")), str(event.get("msg_id")))
             outcomes[key] = str(event.get("outcome"))
-        elif event.get("event") == "execute":
+        elif (
+            event.get("event") == "execute"
+            and (person is None or event.get("person") == person)
+            and (path is None or event.get("path") == path)
+        ):
             found.append((where, batch, event))
     rows = []
     for where, batch, event in found:
