@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import time
 import uuid
@@ -20,7 +21,7 @@ from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from dossierhub.state.audit import AuditLog
@@ -228,3 +229,64 @@ def test_the_workspace_token_from_a_kernel_opens_no_kernel_channel(
         time.sleep(0.1)
     assert refusals[-1]["person"] is None
     assert "person's own credential" in refusals[-1]["reason"]
+
+
+def test_a_debug_request_spelled_with_escapes_is_recorded_whole(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """JSON lets a message type be spelled `debug\\u005frequest`: the kernel reads
+    debug_request all the same. The bridge recorded it under the right person, but with its
+    content unread: an `evaluate` of any expression left the first line "None" and the hash
+    of `{}` (red team, issue 16)."""
+    msg_id = uuid.uuid4().hex
+    request = {
+        "type": "request",
+        "seq": 1,
+        "command": "evaluate",
+        "arguments": {"expression": "hidden_from_the_record()", "context": "repl"},
+    }
+    message = json.dumps(
+        {
+            "header": {
+                "msg_id": msg_id,
+                "username": "nobody",
+                "session": uuid.uuid4().hex,
+                "msg_type": "debug_request",
+                "version": "5.3",
+                "date": dt.datetime.now(dt.UTC).isoformat(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": request,
+            "channel": "control",
+            "buffers": [],
+        }
+    ).replace("debug_request", "debug\\u005frequest")
+    assert b"debug_request" not in message.encode()
+    with channels(hub, kernel, tokens["a.jansen"]) as socket:
+        socket.send(message)
+    deadline = time.monotonic() + 10
+    while not (found := [e for e in events_of(hub, kernel) if e.get("msg_id") == msg_id]):
+        assert time.monotonic() < deadline, "the debug request was not recorded"
+        time.sleep(0.1)
+    assert (found[0]["person"], found[0]["kind"]) == ("a.jansen", "debug")
+    assert found[0]["first_line"] == "evaluate hidden_from_the_record()"
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert found[0]["code_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_a_message_nested_too_deep_ends_its_connection(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """JSON nested past Python's recursion limit raised a RecursionError in the bridge's
+    reader, which ended the reading thread but not the connection: it stayed open, nothing
+    of it read or passed on, its slot never freed (256 such sockets and the team's workspace
+    took no connection at all). Now it is refused like any unreadable message."""
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.send("[" * 5000 + "]" * 5000)
+        deadline = time.monotonic() + 10
+        with pytest.raises(ConnectionClosed) as closed:
+            while time.monotonic() < deadline:
+                socket.recv(timeout=deadline - time.monotonic())  # the kernel's broadcasts
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "could not be read" in closed.value.rcvd.reason

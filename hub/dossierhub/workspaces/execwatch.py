@@ -495,6 +495,12 @@ def _state_only(message: Message) -> bool:
     return message.msg_type == "debug_request" and message.content.get("command") == "debugInfo"
 
 
+# What reading a message can raise. RecursionError: JSON nested deeper than Python's
+# recursion limit (a client's `[[[…`, or a kernel's output in v1, which the server passes as
+# sent) is no ValueError; uncaught, it ended the bridge's thread and left the connection hung.
+_UNREADABLE = (ValueError, UnicodeDecodeError, struct.error, IndexError, RecursionError)
+
+
 class KernelSocket:
     """One kernel channels websocket, both ways: `from_client` returns the execute events of
     the messages a chunk completes (raising `Refused` on anything not allowed or not
@@ -514,7 +520,11 @@ class KernelSocket:
             whole = b"execute_request" in payload or b"debug_request" in payload
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+                if not whole and message.msg_type in RECORDED:
+                    # the type spelled with JSON escapes ("debug\u005frequest") passes the
+                    # byte test: its content would go unread and unrecorded
+                    message = read_message(text, payload, v1=self.v1, whole=True)
+            except _UNREADABLE as exc:
                 raise Refused(f"a kernel message could not be read ({exc})") from None
             allowed = ALLOWED.get(message.channel)
             if allowed is None or message.msg_type not in allowed:
@@ -533,7 +543,7 @@ class KernelSocket:
                             code_full=self.code_full,
                         )
                     )
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # user_expressions too deep
                     raise Refused(f"a kernel message could not be read ({exc})") from None
         return events
 
@@ -544,7 +554,7 @@ class KernelSocket:
                 continue
             try:
                 message = read_message(text, payload, v1=self.v1, whole=True)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError):
+            except _UNREADABLE:
                 continue  # an answer the relay cannot read costs an outcome, nothing else
             if message.msg_type == "execute_reply":
                 status = message.content.get("status")
