@@ -460,8 +460,14 @@ def execute_event(
         if not isinstance(code, str):
             raise ValueError("execute_request without code")
         expressions = content.get("user_expressions") or {}
-        hashed = code + (canonical(expressions) if expressions else "")
         first = _first_line(code)
+        if expressions:
+            # evaluated after the code and answered in the reply: `pass` with
+            # {"x": "open(...).read()"} read a file under the first line "pass" (red team).
+            # The line names them; `code` (full) is the text hashed, so the hash checks out
+            first = f"{first} + user_expressions {canonical(expressions)}"
+            code += canonical(expressions)
+        hashed = code
     else:
         hashed = canonical(content)
         arguments = content.get("arguments") if isinstance(content.get("arguments"), dict) else {}
