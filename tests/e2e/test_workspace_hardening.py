@@ -245,3 +245,57 @@ def test_modules_beside_a_notebook_run_only_when_imported(
     assert "site-packages" in seen["duckdb"], seen  # the installed library, not the folder's
     assert seen["helper"] == 42  # the team's own module beside the notebook still imports
     assert seen["last"] == str(beside_a_notebook)
+
+
+TAKE_THE_TOKEN = """
+const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
+fetch(config.baseUrl + 'api/contents/taken.txt', {method: 'PUT', headers: {
+  'Authorization': 'token ' + config.token, 'Content-Type': 'application/json'},
+  body: JSON.stringify({type: 'file', format: 'text', content: config.token})});
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="red team, issue 16 (open, high): any member makes a notebook trusted for everyone "
+    "(POST api/contents/<path>/trust, or `trusted` in a cell's shared metadata, which "
+    "JupyterLab reads under real-time collaboration); its JavaScript output then runs in the "
+    "next member's browser and takes the token in their page config (measured in Chromium: "
+    "b.devries's token, access:servers!server=dossier-armoede/, written to a file a.jansen "
+    "reads), with which the bridge records a.jansen's executions as b.devries's. Closing the "
+    "trust route on the server is not enough while a collaborator can set a cell's `trusted`",
+)
+def test_a_member_cannot_make_a_notebook_trusted_for_the_others(hub: Hub, lead: str) -> None:
+    contents = f"{hub.url}user/{ARMOEDE}/api/contents/trusted-by-one.ipynb"
+    notebook = {
+        "cells": [
+            {
+                "id": "js",
+                "cell_type": "code",
+                "source": "1",
+                "metadata": {},
+                "execution_count": 1,
+                "outputs": [
+                    {
+                        "output_type": "display_data",
+                        "metadata": {},
+                        "data": {"application/javascript": TAKE_THE_TOKEN, "text/plain": "1"},
+                    }
+                ],
+            }
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    author = {"Authorization": f"token {lead}"}
+    body = {"type": "notebook", "format": "json", "content": notebook}
+    assert httpx.put(contents, json=body, headers=author, timeout=30).status_code == 201
+    try:
+        httpx.post(f"{contents}/trust", headers=author, timeout=30)
+        other = {"Authorization": f"token {hub.token('b.devries')}"}
+        opened = httpx.get(contents, headers=other, timeout=30).json()
+        assert opened["content"]["cells"][0]["metadata"].get("trusted") is not True
+    finally:
+        httpx.delete(contents, headers=author, timeout=30)
