@@ -326,3 +326,63 @@ def test_slow_requests_without_a_login_do_not_lock_the_team_out(
             assert time.monotonic() < deadline, "the workspace did not come back"
             time.sleep(0.2)
     assert answered.status_code == 200
+
+
+def stdin_reply(value: str) -> str:
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "username": "nobody",
+        "session": uuid.uuid4().hex,
+        "msg_type": "input_reply",
+        "version": "5.3",
+        "date": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    reply = {"header": header, "parent_header": {}, "metadata": {}, "content": {"value": value}}
+    return json.dumps({**reply, "channel": "stdin", "buffers": []})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="red team, issue 16 (open, medium): the kernel takes an input_reply from any "
+    "connection, not only the one it asked, and the bridge records none: another member's "
+    "socket answers a.jansen's input(), and under pdb (breakpoint(), %debug, %pdb) an answer "
+    "is code, run inside a.jansen's recorded execution with nothing recorded of its sender. "
+    "Recording it needs a kind and channel the spool's schema does not have yet",
+)
+def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    asked = "answer = input('?')\nprint('answered:', answer)"
+    by_other = len([e for e in events_of(hub, kernel) if e.get("person") == "b.devries"])
+    with (
+        channels(hub, kernel, tokens["a.jansen"]) as asker,
+        channels(hub, kernel, tokens["b.devries"]) as other,
+    ):
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "username": "a.jansen",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        content = {"code": asked, "silent": False, "store_history": False}
+        content |= {"user_expressions": {}, "allow_stdin": True, "stop_on_error": True}
+        request = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+        asker.send(json.dumps({**request, "channel": "shell", "buffers": []}))
+        while json.loads(asker.recv(timeout=30))["msg_type"] != "input_request":
+            pass
+        other.send(stdin_reply("typed on b.devries's socket"))
+        answered = ""
+        while "answered:" not in answered:
+            got = json.loads(asker.recv(timeout=30))
+            if got["msg_type"] == "stream" and got["parent_header"].get("msg_id") == msg_id:
+                answered = got["content"]["text"]
+        assert "typed on b.devries's socket" in answered  # the kernel took the other's answer
+        marker, _, _ = run(other, "pass", claimed="b.devries")  # recorded after the answer
+    seen = executions(hub, kernel, {marker})
+    assert marker in seen
+    now_by_other = [e for e in events_of(hub, kernel) if e.get("person") == "b.devries"]
+    assert len(now_by_other) - by_other > 1, "b.devries's answer to input() was not recorded"
