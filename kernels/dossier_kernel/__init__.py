@@ -119,9 +119,12 @@ def _notebook_folder_last() -> None:
     the folder first (Python's `-m` default, IPython's before site-packages), a file the team
     writes there (`dossier_kernel.py`, `jedi.py`) would run at kernel start or at the first
     completion, code no person sent and so no execution record (issue 16). Last, it can no
-    longer stand in for an installed module."""
+    longer stand in for an installed module. Report kernels run `-I` (kernelpool.py): their
+    run folder stays off the path, as before."""
     import sys
 
+    if sys.flags.isolated:
+        return
     folder = os.getcwd()
     if folder not in sys.path:
         sys.path.append(folder)
