@@ -115,11 +115,12 @@ def test_legacy_text_and_binary_and_control_and_full_code():
     binary = watched.from_client(masked(serialize_binary_message(with_buffers)))
     assert [(e["channel"], e["code"]) for e in text + binary] == [
         ("control", "a = 1"),
-        ("shell", "b = 2"),
+        ("shell", 'b = 2{"n":"len(a)"}'),
     ]
-    # user_expressions are code too: they change the hash
-    plain = hashlib.sha256(b"b = 2").hexdigest()
-    assert binary[0]["code_sha256"] != plain
+    # user_expressions are code too (evaluated, answered in the reply): in the hash, the kept
+    # code and the first line, so "pass" cannot stand for what they run
+    assert binary[0]["code_sha256"] == hashlib.sha256(binary[0]["code"].encode()).hexdigest()
+    assert binary[0]["first_line"] == 'b = 2 + user_expressions {"n":"len(a)"}'
 
 
 def test_debug_evaluate_is_recorded_as_debug():

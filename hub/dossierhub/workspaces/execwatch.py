@@ -460,8 +460,14 @@ def execute_event(
         if not isinstance(code, str):
             raise ValueError("execute_request without code")
         expressions = content.get("user_expressions") or {}
-        hashed = code + (canonical(expressions) if expressions else "")
         first = _first_line(code)
+        if expressions:
+            # evaluated after the code and answered in the reply: `pass` with
+            # {"x": "open(...).read()"} read a file under the first line "pass" (red team).
+            # The line names them; `code` (full) is the text hashed, so the hash checks out
+            first = f"{first} + user_expressions {canonical(expressions)}"
+            code += canonical(expressions)
+        hashed = code
     else:
         hashed = canonical(content)
         arguments = content.get("arguments") if isinstance(content.get("arguments"), dict) else {}
@@ -495,6 +501,12 @@ def _state_only(message: Message) -> bool:
     return message.msg_type == "debug_request" and message.content.get("command") == "debugInfo"
 
 
+# What reading a message can raise. RecursionError: JSON nested deeper than Python's
+# recursion limit (a client's `[[[…`, or a kernel's output in v1, which the server passes as
+# sent) is no ValueError; uncaught, it ended the bridge's thread and left the connection hung.
+_UNREADABLE = (ValueError, UnicodeDecodeError, struct.error, IndexError, RecursionError)
+
+
 class KernelSocket:
     """One kernel channels websocket, both ways: `from_client` returns the execute events of
     the messages a chunk completes (raising `Refused` on anything not allowed or not
@@ -514,7 +526,11 @@ class KernelSocket:
             whole = b"execute_request" in payload or b"debug_request" in payload
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+                if not whole and message.msg_type in RECORDED:
+                    # the type spelled with JSON escapes ("debug\u005frequest") passes the
+                    # byte test: its content would go unread and unrecorded
+                    message = read_message(text, payload, v1=self.v1, whole=True)
+            except _UNREADABLE as exc:
                 raise Refused(f"a kernel message could not be read ({exc})") from None
             allowed = ALLOWED.get(message.channel)
             if allowed is None or message.msg_type not in allowed:
@@ -533,7 +549,7 @@ class KernelSocket:
                             code_full=self.code_full,
                         )
                     )
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # user_expressions too deep
                     raise Refused(f"a kernel message could not be read ({exc})") from None
         return events
 
@@ -544,7 +560,7 @@ class KernelSocket:
                 continue
             try:
                 message = read_message(text, payload, v1=self.v1, whole=True)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError):
+            except _UNREADABLE:
                 continue  # an answer the relay cannot read costs an outcome, nothing else
             if message.msg_type == "execute_reply":
                 status = message.content.get("status")
