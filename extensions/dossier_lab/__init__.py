@@ -7,6 +7,10 @@
   downloads, so /files/ (raw file download) and /nbconvert/ (export download) answer 403 with
   the reason. What remains is the accepted insider risk of a team member: copy and paste, the
   screen, and the contents API the editor itself needs.
+- No member's content runs script in another member's JupyterLab: every page carries the
+  Content-Security-Policy of csp.py (no inline script, no event-handler attribute, whatever
+  a notebook's or a cell's trust says), and POST api/contents/<path>/trust answers 403: in a
+  shared workspace one member cannot vouch for a notebook on the others' behalf.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ from tornado import web
 
 from dossier_kernel.provenance import ProvenanceError
 
+from .csp import lab_template, workspace_policy
 from .info import NoDossier, dossier_info
 
 BLOCKED = "Downloads are closed in a dossier workspace: results leave through a released report."
+NOT_TRUSTED = (
+    "Notebooks are not trusted in a dossier workspace: it is shared, and one member cannot "
+    "vouch for a notebook on the others' behalf. Run its cells to see their outputs in full."
+)
 
 
 class NoDownloadHandler(JupyterHandler):
@@ -36,6 +45,19 @@ class NoDownloadHandler(JupyterHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish({"status": status_code, "message": BLOCKED})
+
+
+class NoTrustHandler(JupyterHandler):
+    """Answers the notebook trust route with 403 and the reason (jupyter_server's own
+    handler would sign the notebook for every member who opens it)."""
+
+    def post(self, *args: Any, **kwargs: Any) -> None:
+        self.log.warning("refused trust %s", self.request.path)
+        raise web.HTTPError(403, NOT_TRUSTED)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish({"status": status_code, "message": NOT_TRUSTED})
 
 
 class DossierInfoHandler(APIHandler):
@@ -71,6 +93,12 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (f"{base}/dossier/info", DossierInfoHandler),
             (f"{base}/files/.*", NoDownloadHandler),
             (f"{base}/nbconvert/.*", NoDownloadHandler),
+            (f"{base}/api/contents/.*/trust", NoTrustHandler),
         ],
     )
     serverapp.log.info("dossier_lab: downloads closed (/files/, /nbconvert/)")
+    # set, not defaulted: JupyterHub's singleuser extension only defaults its own
+    # (frame-ancestors), whichever of the two loads first
+    headers = serverapp.web_app.settings.setdefault("headers", {})
+    headers["Content-Security-Policy"] = workspace_policy(base + "/", lab_template())
+    serverapp.log.info("dossier_lab: trust route closed; script only from the server's files")
