@@ -255,17 +255,6 @@ fetch(config.baseUrl + 'api/contents/taken.txt', {method: 'PUT', headers: {
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="red team, issue 16 (open, high): any member makes a notebook trusted for everyone "
-    "(POST api/contents/<path>/trust, or `trusted` in a cell's shared metadata, which "
-    "JupyterLab reads under real-time collaboration); its JavaScript output then runs in the "
-    "next member's browser and takes the token in their page config (measured in Chromium: "
-    "b.devries's token, access:servers!server=dossier-armoede/, written to a file a.jansen "
-    "reads), with which the bridge records a.jansen's executions as b.devries's. Closing the "
-    "trust route on the server is not enough while a collaborator can set a cell's `trusted`",
-)
 def test_a_member_cannot_make_a_notebook_trusted_for_the_others(hub: Hub, lead: str) -> None:
     contents = f"{hub.url}user/{ARMOEDE}/api/contents/trusted-by-one.ipynb"
     notebook = {
@@ -293,7 +282,9 @@ def test_a_member_cannot_make_a_notebook_trusted_for_the_others(hub: Hub, lead: 
     body = {"type": "notebook", "format": "json", "content": notebook}
     assert httpx.put(contents, json=body, headers=author, timeout=30).status_code == 201
     try:
-        httpx.post(f"{contents}/trust", headers=author, timeout=30)
+        # refused (dossier_lab): one member cannot vouch for a notebook for the others; that a
+        # cell's shared `trusted` runs no script either is test_member_content.py's
+        assert httpx.post(f"{contents}/trust", headers=author, timeout=30).status_code == 403
         other = {"Authorization": f"token {hub.token('b.devries')}"}
         opened = httpx.get(contents, headers=other, timeout=30).json()
         assert opened["content"]["cells"][0]["metadata"].get("trusted") is not True

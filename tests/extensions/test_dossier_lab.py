@@ -12,6 +12,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from dossier_kernel.expiry import WARNING_DAYS
+from dossier_lab.csp import inline_script_hashes, lab_template
 from dossierhub import portal
 from dossierhub.data.extracts import current_provenance
 from dossierhub.portal import Person
@@ -117,3 +118,27 @@ async def test_downloads_are_closed(jp_fetch, route: tuple[str, ...]) -> None:
         await jp_fetch(*route)
     assert raised.value.code == 403
     assert "released report" in raised.value.response.body.decode()
+
+
+async def test_every_answer_forbids_inline_script(jp_fetch) -> None:
+    response = await jp_fetch("api", "status")
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["Content-Security-Policy"].split(";")
+    )
+    scripts = policy["script-src"].split()
+    assert "'unsafe-inline'" not in scripts and "'self'" in scripts
+    # the one inline script of JupyterLab's own page (it hides ?token=) is allowed by its hash
+    assert inline_script_hashes(lab_template()) and all(
+        digest in scripts for digest in inline_script_hashes(lab_template())
+    )
+    assert policy["object-src"] == "'none'" and policy["base-uri"] == "'self'"
+
+
+async def test_a_member_cannot_vouch_for_a_notebook(jp_fetch, jp_root_dir: Path) -> None:
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (jp_root_dir / "shared.ipynb").write_text(json.dumps(notebook))
+    with pytest.raises(HTTPClientError) as raised:
+        await jp_fetch("api", "contents", "shared.ipynb", "trust", method="POST", body=b"")
+    assert raised.value.code == 403
+    assert "vouch" in raised.value.response.body.decode()
