@@ -13,9 +13,16 @@ own files (JupyterLab's bundles and installed extensions, root's), no inline `<s
 event-handler attribute, no `javascript:` URL, no plugin object, no `<base>` that would move
 where JupyterLab loads its chunks from, no form posted elsewhere. The one inline script
 JupyterLab's own page carries (it takes `?token=` out of the address bar) is allowed by its
-hash, read from the template the server renders. `'unsafe-eval'` stays: JupyterLab's
-settings validation (ajv) compiles schemas with `new Function`; only script already running
-can call it. Violations are reported to the server's own CSP report route (its log).
+hash, read from the template the server renders. Violations are reported to the server's
+own CSP report route (its log).
+
+Two sources only script already running can use stay allowed: `'unsafe-eval'` (JupyterLab's
+settings validation, ajv, compiles schemas with `new Function`) and `blob:` (anywidget, the
+front end of itables' sortable table that `%%sql` shows, imports its module from a blob it
+makes; without it the table is "Click to show javascript error", measured). The latter is the
+one way left for a member's code into a colleague's page: anywidget runs whatever module a
+kernel's widget names, so a widget a member's code made runs its module in every member's
+page that shows it (docs/security.md, open).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def inline_script_hashes(template: Path) -> list[str]:
 
 def workspace_policy(base_url: str, template: Path) -> str:
     """The policy every page and answer of the workspace server carries."""
-    scripts = " ".join(["'self'", "'unsafe-eval'", *inline_script_hashes(template)])
+    scripts = " ".join(["'self'", "'unsafe-eval'", "blob:", *inline_script_hashes(template)])
     return "; ".join(
         [
             f"script-src {scripts} 'report-sample'",
