@@ -7,6 +7,8 @@
   downloads, so /files/ (raw file download) and /nbconvert/ (export download) answer 403 with
   the reason. What remains is the accepted insider risk of a team member: copy and paste, the
   screen, and the contents API the editor itself needs.
+- Kernel websockets send each message at once (nodelay.py): Nagle's algorithm made every
+  execution wait ~40 ms for the browser's delayed acknowledgement.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tornado import web
 from dossier_kernel.provenance import ProvenanceError
 
 from .info import NoDossier, dossier_info
+from .nodelay import use_nodelay
 
 BLOCKED = "Downloads are closed in a dossier workspace: results leave through a released report."
 
@@ -74,3 +77,5 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ],
     )
     serverapp.log.info("dossier_lab: downloads closed (/files/, /nbconvert/)")
+    if use_nodelay(serverapp.web_app.settings):
+        serverapp.log.info("dossier_lab: kernel websockets without Nagle's delay")
