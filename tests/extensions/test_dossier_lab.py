@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.httpclient import HTTPClientError
 
 from dossier_kernel.expiry import WARNING_DAYS
+from dossier_lab.nodelay import NoDelayConnection, use_nodelay
 from dossierhub import portal
 from dossierhub.data.extracts import current_provenance
 from dossierhub.portal import Person
@@ -171,3 +173,17 @@ async def test_an_execution_does_not_wait_for_a_delayed_acknowledgement(
         ws.close()
         await jp_fetch("api", "kernels", kernel, method="DELETE")
     assert statistics.median(times) < 0.030, sorted(times)
+
+
+def test_a_connection_class_of_the_configuration_is_left_alone() -> None:
+    """An operator who configured a kernel websocket class of their own keeps it."""
+
+    class Theirs(ZMQChannelsWebsocketConnection):
+        pass
+
+    settings: dict[str, Any] = {"kernel_websocket_connection_class": Theirs}
+    assert not use_nodelay(settings)
+    assert settings["kernel_websocket_connection_class"] is Theirs
+    stock: dict[str, Any] = {"kernel_websocket_connection_class": ZMQChannelsWebsocketConnection}
+    assert use_nodelay(stock)
+    assert stock["kernel_websocket_connection_class"] is NoDelayConnection
