@@ -229,6 +229,16 @@ class Home:
         return self.audit_dir / "witness.json"
 
     @property
+    def execution_spool_root(self) -> Path:
+        """Executions a workspace's bridge saw, waiting for the service to take them into the
+        audit log, one folder per dossier (root only; owner: state/executions.py)."""
+        return self.audit_dir / "spool"
+
+    def execution_spool_dir(self, dossier_id: str) -> Path:
+        """One dossier's waiting batches of executions (owner: state/executions.py)."""
+        return self.execution_spool_root / dossier_id
+
+    @property
     def locks_dir(self) -> Path:
         """Lock files only, never data: who may change what at a time (owner: state/init.py)."""
         return self.root / "extracts" / ".locks"

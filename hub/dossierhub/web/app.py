@@ -24,7 +24,8 @@ from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
-from dossierhub.state.audit import set_channel
+from dossierhub.state.audit import AuditLog, set_channel
+from dossierhub.state.executions import Ingester
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 from dossierhub.web import api, auditwords, dates, pages
@@ -125,11 +126,32 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     prune = asyncio.create_task(_prune_every(runner, 60))
+    ingest = asyncio.create_task(_ingest_every(home, INGEST_SECONDS))
     logging.getLogger("dossierhub.web").info("dossierhub pages on %s:%s%s", ip, port, PREFIX)
     await stop.wait()
     prune.cancel()
+    ingest.cancel()
     server.stop()
     await asyncio.get_running_loop().run_in_executor(None, runner.close)
+
+
+INGEST_SECONDS = 1.0
+
+
+async def _ingest_every(home: Home, seconds: float) -> None:
+    """Take the workspaces' bridges' batches of executions into the audit log
+    (state/executions.py). A failure (the database away) leaves the batches spooled for the
+    next round: nothing recorded is lost."""
+    ingester: Ingester | None = None
+    while True:
+        try:
+            if ingester is None:
+                ingester = await asyncio.to_thread(Ingester, AuditLog(home))
+            await asyncio.to_thread(ingester.ingest, home)
+        except Exception:
+            logging.getLogger("dossierhub.web").exception("executions not taken in yet")
+            ingester = None  # read the log again: a batch may have been appended
+        await asyncio.sleep(seconds)
 
 
 async def _prune_every(runner: Runner, seconds: float) -> None:
