@@ -103,7 +103,7 @@ def bridge_rss(sandbox: int) -> int:
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            bridge = any(arg.endswith(b"netbridge.py") for arg in cmdline)
+            bridge = any(arg.endswith((b"netbridge.py", b".netbridge")) for arg in cmdline)
             if bridge and f"--pid={first[0]}".encode() in cmdline:
                 total += tree_rss(int(entry.name))
         except (OSError, IndexError):

@@ -4,6 +4,7 @@ import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/no
 import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
+import { CellRuns } from './cellruns';
 import { DossierService, IParameter, IRun, ITemplate, ServiceError } from './service';
 import { when } from './when';
 
@@ -100,6 +101,7 @@ export class DossierPanel extends Widget {
       return;
     }
     this.service = new DossierService(info.service_url, info.id);
+    new CellRuns(this.tracker, this.service); // lives as long as the panel: the whole session
     this.node.replaceChildren(this.header(info), this.views(info), this.reportsSection());
     void this.loadReports();
   }

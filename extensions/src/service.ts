@@ -65,6 +65,17 @@ export interface IRunDetail extends IRunState {
   progress: { cells_done: number; cells_total: number } | null;
 }
 
+/** The last recorded execution of one cell (contract: executions/latest, issue 16). The
+ * person is the one whose login opened the kernel connection, as the relay recorded it. */
+export interface ICellRun {
+  person: string;
+  at: string;
+  /** sha256 of the code as the kernel received it (hex, lower case) */
+  code_sha256: string;
+  first_line: string;
+  outcome: 'ok' | 'error' | 'aborted' | null;
+}
+
 export class ServiceError extends Error {
   constructor(
     message: string,
@@ -100,6 +111,15 @@ export class DossierService {
 
   run(runId: string): Promise<IRunDetail> {
     return this.call<IRunDetail>(`dossiers/${this.dossier}/runs/${runId}`);
+  }
+
+  /** Who last ran each cell of the notebook at `path`, by JupyterLab's cell id. */
+  async latestRuns(path: string): Promise<Record<string, ICellRun>> {
+    const query = new URLSearchParams({ path }).toString();
+    const answer = await this.call<{ cells: Record<string, ICellRun> }>(
+      `dossiers/${this.dossier}/executions/latest?${query}`
+    );
+    return answer.cells ?? {};
   }
 
   start(template: string, parameters: Record<string, string>): Promise<{ run_id: string }> {

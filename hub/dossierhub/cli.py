@@ -4,6 +4,7 @@ failed, 2 malformed command line; reasons on stderr, results on stdout."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -574,6 +575,81 @@ def genesis(home: Home) -> None:
             "[yellow]warning:[/] the log was empty: if this HOME was in use before, its log was "
             "deleted; releases and syslog still hold the heads it had (docs/audit.md)"
         )
+
+
+@audit.command(name="export")
+@click.option("--person", "name", required=True, help="Whose executions (their hub name).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="The file's format.",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (new, mode 0600; never overwritten) instead of stdout.",
+)
+@click.pass_obj
+def audit_export(home: Home, name: str, fmt: str, out_file: Path | None) -> None:
+    """Exactly one person's code executions in every dossier's workspace, oldest first (an
+    access request); recorded as executions.export."""
+    from dossierhub.portal import activity_export, export_facts
+    from dossierhub.state.audit import current_actor
+    from dossierhub.state.decisions import decide
+    from dossierhub.state.problems import ReportRefused
+
+    target = _new_file(out_file) if out_file is not None else None  # before anything leaves
+    try:
+        export = decide(
+            home,
+            "executions.export",
+            current_actor(),
+            None,
+            lambda: activity_export(home, name, fmt),
+            export_facts,
+            person=name,
+            format=fmt,
+        )
+    except ReportRefused as exc:
+        if out_file is not None:
+            out_file.unlink(missing_ok=True)
+        raise Failed(f"{exc}. Nothing was written.") from None
+    if target is None or out_file is None:
+        sys.stdout.buffer.write(export.data)
+        sys.stdout.buffer.flush()
+        return
+    _write_whole(target, out_file, export.data)
+    err.print(
+        f"{export.count} execution(s) of {escape(name)} in "
+        f"{len(export.dossiers)} dossier(s) written to {escape(str(out_file))} (0600)"
+    )
+
+
+def _new_file(path: Path) -> int:
+    """A new file of the owner alone (it will hold a person's activity); never an existing
+    one. Made before the export is decided, so a refused file leaves no export record."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Failed(f"{path} exists; it is never overwritten. Nothing was written.") from None
+    except OSError as exc:
+        raise Failed(f"{path} cannot be written ({exc.strerror}). Nothing was written.") from None
+
+
+def _write_whole(fd: int, path: Path, data: bytes) -> None:
+    """All of it or no file: a disk that fills up midway leaves nothing half-done."""
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise Failed(
+            f"{path} could not be written whole ({exc.strerror}); it was removed."
+        ) from None
 
 
 @main.group()

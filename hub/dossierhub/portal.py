@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from dossier_kernel.expiry import expiry
 from dossier_kernel.provenance import ExtractProvenance, ProvenanceError
@@ -29,6 +31,13 @@ from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, read_directory
+from dossierhub.state.executions import (
+    Execution,
+    executions_from,
+    export_text,
+    latest_by_cell,
+    refusals_from,
+)
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import Problem, ReportRefused
@@ -36,10 +45,13 @@ from dossierhub.state.roles import (
     Denied,
     is_told_why_not_released,
     may_be_released,
+    may_export_activity,
     may_open_workspace,
     may_prepare_runs,
     may_read_run,
     may_run,
+    may_see_executions,
+    may_see_own_executions,
     may_see_unchecked,
 )
 from dossierhub.state.settings import load_settings
@@ -423,6 +435,8 @@ def audit_trail(
     log = AuditLog(home)
     verification = log.verify()
     rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
+    if may_see_executions(person.name, role, dossier_id) is not None:  # who ran what: the team's
+        rows = [r for r in rows if r["action"] != EXECUTIONS_ACTION]
     runs = {r.record.run_id: r for r in list_runs(home, dossier_id)}
     readable = {i for i, r in runs.items() if _readable(person, role, dossier_id, r)}
     if may_see_unchecked(person.name, role, dossier_id) is not None:
@@ -535,6 +549,8 @@ def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
         ]
         details["dossiers"] = mine
         details.pop("hub", None)
+    if record.get("action") == EXECUTIONS_ACTION:  # a batch in numbers, never its events
+        details = _batch_summary(record)
     return {
         "seq": record.get("seq"),
         "time": record.get("time"),
@@ -542,6 +558,25 @@ def _trail_row(record: dict[str, Any], dossier_id: str) -> dict[str, Any]:
         "channel": record.get("channel"),  # the pages and API (service), cli or the hub
         "action": record.get("action"),
         "details": details,
+    }
+
+
+EXECUTIONS_ACTION = "workspace.executions"  # one batch of a workspace's executions
+
+
+def _batch_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the trail keeps of a batch: who ran how many cells in which notebook (the events
+    themselves, first lines of code among them, are the Executions section's, for those who
+    may see them)."""
+    details = record.get("details") or {}
+    ran = Counter((x.person, x.path) for x in executions_from([record]))
+    return {
+        "dossier": details.get("dossier"),
+        "batch": details.get("batch"),
+        "count": details.get("count"),
+        "people": details.get("people"),
+        "ran": [{"person": p, "path": path, "count": n} for (p, path), n in ran.most_common()],
+        "refused": len(refusals_from([record])),
     }
 
 
@@ -735,3 +770,242 @@ def _run_counts(home: Home, entry: DossierEntry | None) -> dict[str, int] | None
         "failed": sum(not r.record.in_progress and not r.record.succeeded for r in runs),
         "pending_release": sum(_releasable(r) for r in runs),
     }
+
+
+# ---------------------------------------------------------------- executions (who ran what)
+#
+# The rows come from the audit log's workspace.executions records through
+# state.executions (one reader for the API, the pages, the export and the panel); these
+# functions decide who sees which rows and shape them. docs/audit.md, "Executions".
+
+EXECUTIONS_LIMIT = 500  # rows of one answer unless `limit` says otherwise
+EXECUTIONS_MAX = 10_000
+ROW_KEYS = (
+    "at",
+    "person",
+    "dossier",
+    "kernel",
+    "path",
+    "cell_id",
+    "kind",
+    "channel",
+    "first_line",
+    "code_sha256",
+    "outcome",
+)
+EXPORT_FORMATS = ("csv", "json")
+
+
+@dataclass(frozen=True)
+class ExecutionFilter:
+    """What a request narrows the executions to; `since` and `until` aware, `until` included."""
+
+    person: str | None = None
+    path: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    limit: int = EXECUTIONS_LIMIT
+
+    def asked(self) -> dict[str, Any]:
+        """The filter as the answer repeats it (times in ISO 8601, with their zone)."""
+        return {
+            "person": self.person,
+            "path": self.path,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "limit": self.limit,
+        }
+
+
+# the query parameter each field comes from (the API's); the pages name them their own way
+API_NAMES = {name: name for name in ("person", "path", "since", "until", "limit")}
+
+
+def execution_filter(
+    home: Home, values: dict[str, str], names: dict[str, str] | None = None
+) -> ExecutionFilter:
+    """The filter of a request's text values (`names`: field -> the parameter it came in as),
+    or ReportRefused (malformed: 400) naming the parameter. A date alone means its whole day
+    in the installation's time zone (settings.yaml hub.time_zone), as does a time without a
+    zone."""
+    names = names or API_NAMES
+    raw = {field: (values.get(field) or "").strip() for field in API_NAMES}
+    zone = load_settings(home).hub.time_zone
+    since = _moment(raw["since"], names["since"], zone, end_of_day=False)
+    until = _moment(raw["until"], names["until"], zone, end_of_day=True)
+    if since and until and until < since:
+        _malformed(names["until"], f"'{_shown(raw['until'])}' is before {names['since']}")
+    return ExecutionFilter(
+        person=_text(raw["person"], names["person"], 100),
+        path=_text(raw["path"], names["path"], 1000),
+        since=since,
+        until=until,
+        limit=_limit(raw["limit"], names["limit"]),
+    )
+
+
+def _malformed(name: str, what: str) -> NoReturn:
+    raise ReportRefused(f"{name}: {what}", reason="malformed", fields={name: what})
+
+
+def _text(value: str, name: str, longest: int) -> str | None:
+    if len(value) > longest:
+        _malformed(name, f"longer than {longest} characters")
+    return value or None
+
+
+def _limit(value: str, name: str) -> int:
+    if not value:
+        return EXECUTIONS_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= EXECUTIONS_MAX:
+        _malformed(name, f"'{_shown(value)}' is not a whole number from 1 to {EXECUTIONS_MAX}")
+    return int(value)
+
+
+def _moment(value: str, name: str, zone: str, *, end_of_day: bool) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:  # a day: all of it
+            day = dt.date.fromisoformat(value)
+            start = dt.datetime.combine(day, dt.time(), ZoneInfo(zone))
+            return start + dt.timedelta(days=1, microseconds=-1) if end_of_day else start
+        found = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _malformed(name, f"'{_shown(value)}' is not a date (YYYY-MM-DD) or time (…THH:MM)")
+    return found if found.tzinfo else found.replace(tzinfo=ZoneInfo(zone))
+
+
+def _execution_row(execution: Execution) -> dict[str, Any]:
+    """One execution as the API and the pages show it (the code only where it was recorded)."""
+    row: dict[str, Any] = {key: getattr(execution, key) for key in ROW_KEYS}
+    row["at"] = execution.at.isoformat()
+    if execution.code is not None:
+        row["code"] = execution.code
+    return row
+
+
+def _within(executions: list[Execution], filt: ExecutionFilter) -> list[Execution]:
+    """Those of the filter's time, both ends included (a day given as `until` is all of it)."""
+    return [
+        x
+        for x in executions
+        if (filt.since is None or x.at >= filt.since) and (filt.until is None or x.at <= filt.until)
+    ]
+
+
+def _counted(executions: list[Execution], key: str) -> dict[str, int]:
+    """How many executions per person, notebook or dossier, most first (unknown notebooks,
+    which the workspace did not name, are not counted by notebook)."""
+    counts = Counter(value for x in executions if (value := getattr(x, key)) is not None)
+    return dict(counts.most_common())
+
+
+def _answer(executions: list[Execution], filt: ExecutionFilter) -> dict[str, Any]:
+    newest = list(reversed(executions))[: filt.limit]
+    return {
+        "executions": [_execution_row(x) for x in newest],
+        "total": len(executions),
+        "people": _counted(executions, "person"),
+        "notebooks": _counted(executions, "path"),
+        "filter": filt.asked(),
+    }
+
+
+def executions_for(
+    home: Home, dossier_id: str, person: Person, filt: ExecutionFilter
+) -> dict[str, Any]:
+    """The dossier's executions, newest first, with counts per person and per notebook:
+    everyone's for its leads and analysts, their own for anyone else with access to its
+    pages (roles.may_see_executions); `everyone` says which."""
+    _, role = member_entry(home, dossier_id, person)
+    everyone = may_see_executions(person.name, role, dossier_id) is None
+    if not everyone:
+        _refuse(may_see_own_executions(person.name, filt.person))
+    who = filt.person if everyone else person.name
+    records = AuditLog(home).read()
+    seen = executions_from(records, dossier=dossier_id, person=None if everyone else who)
+    found = _within(executions_from(records, dossier=dossier_id, person=who, path=filt.path), filt)
+    return {
+        **_answer(found, filt),
+        "dossier": dossier_id,
+        "everyone": everyone,
+        # what the filter form offers: every person and notebook of the dossier's executions
+        "choices": {
+            "people": sorted({x.person for x in seen}),
+            "notebooks": sorted({x.path for x in seen if x.path is not None}),
+        },
+    }
+
+
+def latest_executions(home: Home, dossier_id: str, person: Person, path: str) -> dict[str, Any]:
+    """Who last ran each cell of one notebook (the Dossier panel's markers): for those who
+    see everyone's executions, as the panel shows every collaborator's runs."""
+    _, role = member_entry(home, dossier_id, person)
+    _refuse(may_see_executions(person.name, role, dossier_id))
+    if not path:
+        _malformed("path", "the notebook's path is needed")
+    cells = latest_by_cell(executions_from(AuditLog(home).read(), dossier=dossier_id, path=path))
+    keys = ("person", "code_sha256", "first_line", "outcome")
+    return {
+        "path": path,
+        "cells": {
+            cell: {"at": x.at.isoformat(), **{k: getattr(x, k) for k in keys}}
+            for cell, x in cells.items()
+        },
+    }
+
+
+def my_executions(home: Home, person: Person, filt: ExecutionFilter) -> dict[str, Any]:
+    """The person's own executions across every dossier (also one they have left), newest
+    first, with counts per dossier and per notebook: the My activity page."""
+    _refuse(may_see_own_executions(person.name, filt.person))
+    records = AuditLog(home).read()
+    seen = executions_from(records, person=person.name)
+    found = _within(executions_from(records, person=person.name, path=filt.path), filt)
+    return {
+        **_answer(found, filt),
+        "dossiers": _counted(found, "dossier"),
+        "choices": {"notebooks": sorted({x.path for x in seen if x.path is not None})},
+    }
+
+
+@dataclass(frozen=True)
+class ActivityExport:
+    """One person's executions in every dossier, as a file: the answer to an access request."""
+
+    person: str
+    format: str
+    data: bytes
+    count: int
+    dossiers: list[str]
+
+    @property
+    def filename(self) -> str:
+        return f"executions-{self.person}.{self.format}"
+
+
+def export_facts(export: ActivityExport) -> dict[str, Any]:
+    """executions.export: how much of whose activity left, and from which dossiers (whose
+    trails then show it)."""
+    return {"count": export.count, "dossiers": export.dossiers}
+
+
+def person_activity(home: Home, person: Person, name: str, fmt: str) -> ActivityExport:
+    """The admin's export of one person's activity (the pages and the API)."""
+    _refuse(may_export_activity(person.name, person.admin))
+    return activity_export(home, name, fmt)
+
+
+def activity_export(home: Home, name: str, fmt: str) -> ActivityExport:
+    """Exactly `name`'s executions, oldest first, as state.executions writes an export (CSV
+    safe to open in a spreadsheet, or JSON). The command line, run by HOME's owner, comes
+    here directly."""
+    if fmt not in EXPORT_FORMATS:
+        _malformed("format", f"'{_shown(fmt)}' is not one of {', '.join(EXPORT_FORMATS)}")
+    if not name.strip():
+        _malformed("person", "a person's name is needed")
+    executions = executions_from(AuditLog(home).read(), person=name)
+    data = export_text(executions, "json" if fmt == "json" else "csv").encode("utf-8")
+    dossiers = sorted({x.dossier for x in executions})
+    return ActivityExport(name, fmt, data, len(executions), dossiers)

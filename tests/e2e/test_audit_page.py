@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -17,8 +18,10 @@ from zoneinfo import ZoneInfo
 import httpx
 from playwright.sync_api import Page, expect
 
+from e2e_a11y import Findings
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, VIEWER, Hub
 from e2e_pages import shot
+from executionrecords import append_batch, execute
 
 ZONE = "America/New_York"  # not the installation's zone (Europe/Amsterdam): the browser's own
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -82,7 +85,7 @@ def test_the_trail_reads_as_sentences_filters_and_opens_the_run(
 
     lead.select_option("#filter-person", ANALYST)
     lead.select_option("#filter-action", "report.run")
-    lead.get_by_role("button", name="Show").click()
+    lead.get_by_role("button", name="Show", exact=True).click()
     lead.wait_for_url("**/audit?*")
     assert parse_qs(urlsplit(lead.url).query) == {"person": [ANALYST], "action": ["report.run"]}
     records = lead.locator("li.record")
@@ -162,3 +165,70 @@ def test_the_admin_page_shows_local_times(hub: Hub, person: Callable[..., Page])
         re.compile(r"^\d{1,2} \w{3} \d{4}$")
     )
     shot(admin, "audit-07-admin-new-york")
+
+
+def test_executions_on_the_audit_page_and_my_activity(
+    hub: Hub, person: Callable[..., Page]
+) -> None:
+    """Who ran what as people see it: the lead reads the audit page's Executions section
+    (counts, rows newest first, the batch's one sentence), narrows it to one person, and
+    finds their own, and only theirs, on My activity from the bar (what a viewer sees:
+    tests/hub/test_execution_views.py; the Admin page's export form: test_service_api and,
+    for axe, test_a11y). Batches appended as the service appends them, in a
+    notebook of this test's own."""
+    notebook = f"browser-{uuid.uuid4().hex[:8]}.ipynb"
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+    second = dt.timedelta(seconds=1)
+    append_batch(
+        hub.home,
+        "armoede",
+        [
+            execute(ANALYST, t0, "import polars as pl", path=notebook, cell_id="b1"),
+            execute(ANALYST, t0 + second, "households.head()", path=notebook, outcome="error"),
+            execute(LEAD, t0 + 2 * second, "x = 1", path=notebook, cell_id="b1"),
+        ],
+    )
+    axe = Findings()
+    audit = f"{hub.service}dossiers/armoede/audit"
+    lead = person(LEAD, timezone_id=ZONE)
+    lead.goto(f"{audit}?notebook={notebook}#executions")
+    section = lead.locator("#executions")
+    expect(section.locator(f"#executions-people tr[data-person='{ANALYST}'] .count")).to_have_text(
+        "2"
+    )
+    expect(section.locator(f"tr[data-notebook='{notebook}'] .count")).to_have_text("3")
+    rows = section.locator("tr.execution")
+    expect(rows).to_have_count(3)
+    assert rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)") == [
+        LEAD,
+        ANALYST,
+        ANALYST,
+    ]
+    expect(rows.nth(1).locator(".first-line")).to_have_text("households.head()")
+    expect(rows.nth(1).locator(".outcome")).to_have_text("error")
+    batch = lead.locator(f"li.record[data-action='workspace.executions']:has-text('{notebook}')")
+    expect(batch.locator(".sentence")).to_have_text(
+        f"{ANALYST} ran 2 cells in {notebook}; {LEAD} ran 1 cell in {notebook}."
+    )
+    assert "households.head()" not in batch.inner_text()  # never the events on the trail
+    assert assert_times_local(lead) >= 3
+    axe.check(lead, "audit trail with executions (lead)")
+    shot(lead, "executions-01-audit-page")
+
+    lead.select_option("#filter-ran-by", ANALYST)
+    lead.get_by_role("button", name="Show executions").click()
+    lead.wait_for_url("**ran_by=*")
+    expect(rows).to_have_count(2)
+    assert set(rows.evaluate_all("(rows) => rows.map(r => r.dataset.person)")) == {ANALYST}
+
+    lead.locator("#nav-activity").click()  # their own, not the analyst's of that notebook
+    lead.wait_for_url("**/activity")
+    expect(lead.locator("#nav-activity")).to_have_attribute("aria-current", "page")
+    mine = lead.locator(f"tr.execution[data-path='{notebook}']")
+    expect(mine).to_have_count(1)
+    expect(mine.locator(".first-line")).to_have_text("x = 1")
+    expect(lead.locator(f"tr.execution[data-person='{ANALYST}']")).to_have_count(0)
+    assert assert_times_local(lead) >= 1
+    axe.check(lead, "my activity (lead)")
+    shot(lead, "executions-02-my-activity")
+    axe.assert_clean()

@@ -248,6 +248,8 @@ def test_the_bar_folds_on_a_narrow_screen_and_opens_by_keyboard(
     page.keyboard.press("Tab")
     assert page.evaluate(focused) == "nav-dossiers"
     page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "nav-activity"
+    page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     page.wait_for_url(f"{hub.service}admin")
     expect(page.locator("h1")).to_have_text("All dossiers")

@@ -3,8 +3,12 @@ status codes per role, bad input answered 400/422 with a message, and the OpenAP
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import re
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -13,9 +17,11 @@ import pytest
 from dossier_kernel.provenance import PROVENANCE_FILE
 from dossierhub.data.extracts import current_provenance
 from dossierhub.data.generations import DATA_LINK
+from dossierhub.state.audit import AuditLog
 from dossierhub.web.api import routes
 
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
+from executionrecords import append_batch, execute
 
 
 def wait_for_run(api: httpx.Client, dossier: str, run_id: str, timeout: float = 180) -> dict:
@@ -243,6 +249,7 @@ def test_openapi_documents_every_api_route(hub: Hub) -> None:
             continue
         path = re.sub(r"dossiers/\([^)]*\)", "dossiers/{dossier}", path)
         path = re.sub(r"tables/\([^)]*\)\\\.csv", "tables/{table}.csv", path)
+        path = re.sub(r"people/\([^)]*\)", "people/{person}", path)
         served.add(re.sub(r"runs/\([^)]*\)", "runs/{run}", path))
     assert served == documented
     assert "RunRequest" in document["components"]["schemas"]
@@ -289,3 +296,108 @@ def test_a_damaged_checks_or_outputs_file_answers_409_naming_it(
         finally:
             path.write_bytes(good)
     assert lead.get(f"dossiers/armoede/runs/{run_id}").status_code == 200
+
+
+def test_executions_per_role_with_filters_and_the_admins_export(
+    hub: Hub, client: Callable[[str], httpx.Client]
+) -> None:
+    """Batches appended as the service appends them, in a notebook of this test's own (the
+    session's other executions stay out of its counts): the team sees everyone's, a viewer
+    their own only, a member of another dossier nothing; a bad filter is a 400 naming it;
+    the export holds exactly one person's rows; each answer is recorded."""
+    notebook = f"views-{uuid.uuid4().hex[:8]}.ipynb"
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    secret = "incomes.filter(pl.col('amount') < 227440)"
+    append_batch(
+        hub.home,
+        "armoede",
+        [
+            execute(ANALYST, t0, "import polars as pl", path=notebook, cell_id="v1"),
+            execute(LEAD, t0 + dt.timedelta(seconds=1), secret, path=notebook, cell_id="v1"),
+            execute(ANALYST, t0 + dt.timedelta(seconds=2), "1/0", path=notebook, cell_id="v2"),
+        ],
+    )
+    append_batch(hub.home, "mobiliteit", [execute("h.deboer", t0, "trips", path=notebook)])
+    mark = len(AuditLog(hub.home).read())
+    asked = {"path": notebook}
+
+    team = client(LEAD).get("dossiers/armoede/executions", params=asked)
+    assert team.status_code == 200, team.text
+    assert [r["person"] for r in team.json()["executions"]] == [ANALYST, LEAD, ANALYST]
+    assert team.json()["people"] == {ANALYST: 2, LEAD: 1}
+    assert team.json()["notebooks"] == {notebook: 3}
+    viewer = client(VIEWER).get("dossiers/armoede/executions", params=asked)
+    assert viewer.status_code == 200 and viewer.json()["executions"] == []
+    assert secret not in viewer.text
+    for who, params in (
+        (VIEWER, {**asked, "person": ANALYST}),
+        ("h.deboer", asked),  # mobiliteit's analyst
+        (STRANGER, asked),
+    ):
+        refused = client(who).get("dossiers/armoede/executions", params=params)
+        assert refused.status_code == 403, refused.text
+        assert secret not in refused.text
+    for name, value in (("since", "yesterday"), ("limit", "0")):
+        bad = client(LEAD).get("dossiers/armoede/executions", params={name: value})
+        assert bad.status_code == 400 and set(bad.json()["fields"]) == {name}, bad.text
+
+    latest = client(ANALYST).get("dossiers/armoede/executions/latest", params=asked)
+    assert {c: v["person"] for c, v in latest.json()["cells"].items()} == {
+        "v1": LEAD,
+        "v2": ANALYST,
+    }
+    assert client(VIEWER).get("dossiers/armoede/executions/latest", params=asked).status_code == 403
+    mine = client(ANALYST).get("me/executions", params=asked).json()
+    assert mine["dossiers"] == {"armoede": 2} and mine["people"] == {ANALYST: 2}
+
+    export = client(ADMIN).get(f"admin/people/{ANALYST}/executions", params={"format": "csv"})
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert rows and {r["person"] for r in rows} == {ANALYST}
+    assert [r["first_line"] for r in rows if r["path"] == notebook] == [
+        "import polars as pl",
+        "1/0",
+    ]
+    assert client(LEAD).get(f"admin/people/{ANALYST}/executions").status_code == 403
+    # the Admin page's form asks the page route: the same file, the same rule
+    form = f"{hub.service}admin/export"
+    page = httpx.get(
+        form, params={"person": ANALYST, "format": "csv"}, headers=client(ADMIN).headers
+    )
+    assert page.status_code == 200, page.text
+    assert page.headers["content-disposition"] == f'attachment; filename="executions-{ANALYST}.csv"'
+    assert page.text == client(ADMIN).get(f"admin/people/{ANALYST}/executions?format=csv").text
+    refused = httpx.get(form, params={"person": ANALYST}, headers=client(LEAD).headers)
+    assert refused.status_code == 403 and "only admins export" in refused.text
+    assert client(ADMIN).get(f"admin/people/{ANALYST}/executions?format=xlsx").status_code == 400
+
+    # the audit page's own filter: a bad date is said at its form, the page still whole
+    page = httpx.get(
+        f"{hub.service}dossiers/armoede/audit",
+        params={"from": "yesterday"},
+        headers=client(LEAD).headers,
+    )
+    assert page.status_code == 400 and 'id="executions-error"' in page.text
+    assert "from: &#39;yesterday&#39; is not a date" in page.text and 'id="chain"' in page.text
+
+    seen = httpx.get(  # a viewer's audit page: their own executions, no one else's, no list
+        f"{hub.service}dossiers/armoede/audit",
+        params={"notebook": notebook},
+        headers=client(VIEWER).headers,
+    )
+    assert seen.status_code == 200 and "Your own code" in seen.text
+    assert 'id="filter-ran-by"' not in seen.text and 'id="no-executions"' in seen.text
+    assert secret not in seen.text and "import polars" not in seen.text
+
+    recorded = [(r["action"], r["actor"]) for r in AuditLog(hub.home).read()[mark:]]
+    for decision in (
+        ("executions.show", LEAD),
+        ("executions.show.refused", VIEWER),
+        ("executions.show.refused", "h.deboer"),
+        ("executions.latest.refused", VIEWER),
+        ("executions.mine", ANALYST),
+        ("executions.export", ADMIN),
+        ("executions.export.refused", LEAD),
+        ("audit.show.refused", LEAD),
+    ):
+        assert decision in recorded, decision

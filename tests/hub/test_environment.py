@@ -57,9 +57,21 @@ def test_a_workspace_gets_its_dossier_its_limits_and_its_folders() -> None:
         "PATH": "/opt/env/bin:/usr/local/bin:/usr/bin:/bin",
         "SHELL": "/bin/bash",
         "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+        # nothing Jupyter or IPython reads comes from the folder the team writes
+        "JUPYTER_CONFIG_DIR": "/run/dossierhub/jupyter-config",
+        "JUPYTER_DATA_DIR": "/run/dossierhub/jupyter-data",
+        "IPYTHONDIR": "/run/dossierhub/ipython",
+        # what JupyterLab writes stays in the folder, where it always was
+        "JUPYTERLAB_SETTINGS_DIR": f"{WORKDIR}/.jupyter/lab/user-settings",
+        "JUPYTERLAB_WORKSPACES_DIR": f"{WORKDIR}/.jupyter/lab/workspaces",
     }
     assert made.read_only == (Path("/srv/dossierhub/extracts/armoede"),)
     assert made.writable == (WORKDIR,)
+    # made empty and root's in the sandbox; IPython's is not made (it then takes a new one)
+    assert made.empty == (
+        Path("/run/dossierhub/jupyter-config"),
+        Path("/run/dossierhub/jupyter-data"),
+    )
     assert made.workdir == WORKDIR
     assert made.hostname == "dossier-armoede"
 
@@ -85,6 +97,7 @@ def test_a_report_kernel_gets_the_same_dossier_and_limits_as_its_workspace() -> 
     assert made.writable == (SCRATCH,) and made.workdir == SCRATCH
     assert made.hostname == "report-armoede"
     assert "JUPYTER_RUNTIME_DIR" not in made.env and "SHELL" not in made.env
+    assert "JUPYTER_CONFIG_DIR" not in made.env and made.empty == ()  # HOME is the run's own
 
 
 def test_without_limits_in_the_manifest_the_settings_decide() -> None:
@@ -97,5 +110,8 @@ def test_without_limits_in_the_manifest_the_settings_decide() -> None:
 
 def test_a_workspace_without_a_sandbox_keeps_the_machine_s_runtime_folder() -> None:
     """/tmp is private only inside the sandbox: outside it, the shared /tmp is no place
-    for a kernel's sockets, so Jupyter's own per-user default stays."""
-    assert "JUPYTER_RUNTIME_DIR" not in workspace(dossier(), sandboxed=False).env
+    for a kernel's sockets, so Jupyter's own per-user default stays (named, since the data
+    folder Jupyter derives it from is read-only now)."""
+    made = workspace(dossier(), sandboxed=False)
+    assert made.env["JUPYTER_RUNTIME_DIR"] == f"{WORKDIR}/.local/share/jupyter/runtime"
+    assert made.env["IPYTHONDIR"] == "/run/dossierhub/ipython"

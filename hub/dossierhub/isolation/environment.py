@@ -22,6 +22,23 @@ from dossierhub.state.settings import Settings
 
 Kind = Literal["workspace", "report"]
 
+# Where a workspace's Jupyter and IPython look for their configuration, their data
+# (kernelspecs, JupyterLab extensions) and the kernels' start-up files. Jupyter's defaults are
+# under HOME, the workspace folder the team writes: a file put there (~/.jupyter server config,
+# ~/.ipython/profile_default/startup, a kernelspec shadowing the Dossier kernel's, a JupyterLab
+# extension) would run in the server or in every kernel with no person's execution to record.
+# These folders are root's: the sandbox makes the Jupyter ones, empty (sandbox.prefix `empty`),
+# and where there is no sandbox no dossier identity can make them (/run is root's). IPython's
+# is never made: IPython wants its folder writable and gives each kernel a new empty one in
+# the private /tmp instead, and jupyter_core would try to "migrate" an existing one into the
+# read-only configuration folder, failing the server's start. What JupyterLab and the server
+# write (settings, layouts, file ids, notebook signatures: spawner.server_args) stays in the
+# workspace folder.
+NO_USER_FILES = Path("/run/dossierhub")
+JUPYTER_CONFIG_DIR = NO_USER_FILES / "jupyter-config"
+JUPYTER_DATA_DIR = NO_USER_FILES / "jupyter-data"
+IPYTHONDIR = NO_USER_FILES / "ipython"
+
 
 @dataclass(frozen=True)
 class KernelLimits:
@@ -50,6 +67,8 @@ class DossierEnvironment:
     writable: tuple[Path, ...]  # its own folder: the workspace, or the run's scratch
     workdir: Path
     hostname: str
+    # empty folders, not writable by the dossier, that the variables above name (workspaces)
+    empty: tuple[Path, ...] = ()
 
 
 def workspace_python(settings: Settings) -> str:
@@ -88,17 +107,23 @@ def dossier_environment(
     if kind == "workspace":
         env["PATH"] = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
         env["SHELL"] = "/bin/bash"
+        env.update(_no_user_files(folder))
         if sandboxed:
             # kernels talk over Unix sockets in the sandbox's private /tmp: on TCP, any local
             # process could subscribe to a kernel's output (IOPub needs no key)
             env["JUPYTER_RUNTIME_DIR"] = "/tmp/jupyter-runtime"  # noqa: S108
+        else:
+            # Jupyter's per-user default, named: the data folder it derives from is read-only
+            env["JUPYTER_RUNTIME_DIR"] = str(folder / ".local/share/jupyter/runtime")
         hostname = f"dossier-{dossier.id}"
+        empty: tuple[Path, ...] = (JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR)
     else:
         env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
         env["DOSSIERHUB_RUN_DIR"] = str(folder)
         env["MPLBACKEND"] = "Agg"  # no display: charts render to files
         env["LANG"] = "C.UTF-8"
         hostname = f"report-{dossier.id}"
+        empty = ()
     return DossierEnvironment(
         kind=kind,
         env=env,
@@ -107,4 +132,17 @@ def dossier_environment(
         writable=(folder,),
         workdir=folder,
         hostname=hostname,
+        empty=empty,
     )
+
+
+def _no_user_files(folder: Path) -> dict[str, str]:
+    """Jupyter and IPython read nothing from the workspace folder (NO_USER_FILES); what
+    JupyterLab writes, its settings and layouts, stays where Jupyter keeps it by default."""
+    return {
+        "JUPYTER_CONFIG_DIR": str(JUPYTER_CONFIG_DIR),
+        "JUPYTER_DATA_DIR": str(JUPYTER_DATA_DIR),
+        "IPYTHONDIR": str(IPYTHONDIR),
+        "JUPYTERLAB_SETTINGS_DIR": str(folder / ".jupyter/lab/user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(folder / ".jupyter/lab/workspaces"),
+    }

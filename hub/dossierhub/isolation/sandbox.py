@@ -135,11 +135,13 @@ def prefix(
     rw: Sequence[Path | str],
     chdir: Path,
     network: bool,
+    empty: Sequence[Path | str] = (),
     init: bool = False,
     die_with_parent: bool = False,
     hostname: str = "dossier",
 ) -> list[str]:
-    """The command that runs what follows it in a sandbox as `identity`."""
+    """The command that runs what follows it in a sandbox as `identity`; `empty`: folders
+    made empty and root's (read-only to it), such as environment.py's NO_USER_FILES."""
     bwrap, setpriv, tini = tool("bwrap"), tool("setpriv"), tool("tini")
     assert bwrap and setpriv and tini, "check unavailable() first"
     args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -169,6 +171,9 @@ def prefix(
         args += ["--ro-bind", str(Path(bound).resolve()), str(bound)]
     for bound in rw:
         args += ["--bind", str(Path(bound).resolve()), str(bound)]
+    # root's, in the sandbox's own root: the identity below can read them and write nothing
+    for made in empty:
+        args += ["--perms", "0755", "--dir", str(made)]
     args += ["--chdir", str(chdir)]
     # setpriv needs these two to change identity; it leaves the process none at all
     args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]

@@ -58,6 +58,10 @@ ACTIONS = {
         Action("dossier.show", record_allowed=False),  # the dossier page, its runs, templates
         Action("audit.show"),
         Action("admin.overview"),
+        Action("executions.show"),  # who ran what in a dossier's workspace (API)
+        Action("executions.latest", record_allowed=False),  # the panel, after every run
+        Action("executions.mine"),  # a person's own, across dossiers (My activity, API)
+        Action("executions.export"),  # one person's activity, for an access request
     )
 }
 

@@ -136,3 +136,26 @@ def may_be_released(
     if not succeeded:
         return Denied(f"run {run_id} {status}: only succeeded runs are released", "conflict")
     return None
+
+
+def may_see_executions(person: str, role: str | None, dossier_id: str) -> Denied | None:
+    """Everyone's executions in a dossier's workspace (who ran which code, its first line):
+    its leads and analysts. A first line of code can hold data, so the others with access to
+    the dossier's pages (viewers) see their own executions only (may_see_own_executions)."""
+    return _not_worker(person, role, dossier_id, "see who ran what in its workspace")
+
+
+def may_see_own_executions(person: str, asked_for: str | None) -> Denied | None:
+    """A person always sees their own executions, in every dossier, also one they have left;
+    another person's through the dossier's rule only (may_see_executions)."""
+    if asked_for is None or asked_for == person:
+        return None
+    return Denied(f"{person} may see their own executions only, not those of {asked_for}")
+
+
+def may_export_activity(person: str, admin: bool) -> Denied | None:
+    """One person's executions across every dossier, for an access request: the
+    installation's admins (settings.yaml hub.admins; on the command line, HOME's owner)."""
+    if admin:
+        return None
+    return Denied(f"{person} is not an admin: only admins export a person's activity")

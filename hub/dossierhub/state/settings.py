@@ -246,6 +246,9 @@ class AuditSettings(Strict):
     # a file holding only the audit keys (`dossierhub audit key`): who appends with it never
     # needs secrets/master.key (the hub and service in their pods); default: the master key
     key_file: str | None = None
+    # what a workspace's execution record keeps of the code a person ran (netbridge.py): its
+    # sha256 and first line, or the whole code (which may hold data: read it as such)
+    executions_code: Literal["hash", "full"] = "hash"
 
     @field_validator("key_file")
     @classmethod

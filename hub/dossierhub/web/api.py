@@ -15,9 +15,21 @@ from pydantic import BaseModel, ValidationError
 from tornado.web import HTTPError
 
 from dossierhub import portal
+from dossierhub.portal import Person
 from dossierhub.state import decisions
+from dossierhub.state.home import Home
 from dossierhub.state.problems import ReportRefused
-from dossierhub.web.base import ID, RUN, TABLE, DossierHandler, send_csv, send_report, status_of
+from dossierhub.web.base import (
+    ID,
+    PERSON,
+    RUN,
+    TABLE,
+    DossierHandler,
+    send_csv,
+    send_export,
+    send_report,
+    status_of,
+)
 from dossierhub.web.openapi import openapi_document
 from dossierhub.web.schemas import ReleaseRequest, RunRequest, Scalar
 
@@ -223,6 +235,66 @@ class Audit(ApiHandler):
         )
 
 
+class ExecutionsHandler(ApiHandler):
+    def filter_values(self) -> dict[str, str]:
+        """The filter's query parameters as typed (portal.execution_filter checks them inside
+        the decision, so a malformed one is a recorded refusal like any other)."""
+        return {name: self.get_query_argument(name, "") for name in portal.API_NAMES}
+
+    def asked(self) -> dict[str, str]:
+        return {k: v for k, v in self.filter_values().items() if v}
+
+
+class Executions(ExecutionsHandler):
+    async def get(self, dossier_id: str) -> None:
+        await self.answer(
+            "executions.show",
+            dossier_id,
+            dossier_executions,
+            dossier_id,
+            self.person,
+            self.filter_values(),
+            **self.asked(),
+        )
+
+
+class LatestExecutions(ApiHandler):
+    async def get(self, dossier_id: str) -> None:
+        path = self.get_query_argument("path", "")
+        await self.answer(
+            "executions.latest",
+            dossier_id,
+            portal.latest_executions,
+            dossier_id,
+            self.person,
+            path,
+            path=path,
+        )
+
+
+class MyExecutions(ExecutionsHandler):
+    async def get(self) -> None:
+        await self.answer(
+            "executions.mine",
+            None,
+            own_executions,
+            self.person,
+            self.filter_values(),
+            **self.asked(),
+        )
+
+
+class PersonExecutions(ApiHandler):
+    async def get(self, name: str) -> None:
+        fmt = self.get_query_argument("format", "json")
+        try:
+            export = await self.activity(name, fmt)
+        except ReportRefused as exc:
+            self.refused(exc)
+            return
+        send_export(self, export)
+
+
 class AdminDossiers(ApiHandler):
     async def get(self) -> None:
         await self.answer("admin.overview", None, portal.admin_overview, self.person)
@@ -233,6 +305,16 @@ class OpenAPI(DossierHandler):
 
     def get(self) -> None:
         self.finish(openapi_document(self.settings["prefix"]))
+
+
+def dossier_executions(
+    home: Home, dossier_id: str, person: Person, values: dict[str, str]
+) -> dict[str, Any]:
+    return portal.executions_for(home, dossier_id, person, portal.execution_filter(home, values))
+
+
+def own_executions(home: Home, person: Person, values: dict[str, str]) -> dict[str, Any]:
+    return portal.my_executions(home, person, portal.execution_filter(home, values))
 
 
 def parse_body(model: type[BaseModel], body: bytes | None) -> Any:
@@ -265,5 +347,9 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (rf"{api}dossiers/{ID}/runs/{RUN}/tables/{TABLE}\.csv", RunTable),
         (rf"{api}dossiers/{ID}/runs/{RUN}/release", Release),
         (rf"{api}dossiers/{ID}/audit", Audit),
+        (rf"{api}dossiers/{ID}/executions", Executions),
+        (rf"{api}dossiers/{ID}/executions/latest", LatestExecutions),
+        (rf"{api}me/executions", MyExecutions),
         (rf"{api}admin/dossiers", AdminDossiers),
+        (rf"{api}admin/people/{PERSON}/executions", PersonExecutions),
     ]

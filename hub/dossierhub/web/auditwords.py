@@ -163,6 +163,59 @@ def _problems(r: Record) -> Markup:
     return Markup(": {}").format(_count(len(problems), "problem")) if problems else Markup("")
 
 
+SHOWN_PEOPLE = 3  # a batch of more people names the busiest, then "and n others"
+
+
+def _in_notebooks(ran: list[dict[str, Any]]) -> Markup:
+    """`14 cells in poverty.ipynb and 2 in a.ipynb` (the batch summary's rows of one person)."""
+    parts = []
+    for i, row in enumerate(ran):
+        count = int(row.get("count") or 0)
+        what = _count(count, "cell") if i == 0 else str(count)
+        where = row.get("path")
+        parts.append(
+            Markup("{} in {}").format(what, where)
+            if where
+            else Markup("{} in a notebook the workspace did not name").format(what)
+        )
+    return Markup(" and ").join(parts)
+
+
+def _executions(r: Record) -> Markup:
+    """A batch of a workspace's executions (portal._batch_summary: never its events):
+    `b.devries ran 14 cells in poverty.ipynb; a.jansen ran 2 cells in a.ipynb`."""
+    ran = [row for row in r.get("ran") or [] if isinstance(row, dict)]
+    by_person: dict[str, list[dict[str, Any]]] = {}
+    for row in ran:
+        by_person.setdefault(str(row.get("person") or "someone"), []).append(row)
+    refused = int(r.get("refused") or 0)
+    turned_away = Markup("the workspace's bridge turned away {}").format(_count(refused, "request"))
+    if not by_person:
+        if refused:
+            return Markup("The workspace's bridge turned away {}").format(
+                _count(refused, "request")
+            )
+        return Markup("The workspace's recorder handed in a batch without new executions")
+    busiest = sorted(by_person, key=lambda p: -sum(int(x.get("count") or 0) for x in by_person[p]))
+    said = [
+        Markup("{} ran {}").format(person, _in_notebooks(by_person[person]))
+        for person in busiest[:SHOWN_PEOPLE]
+    ]
+    text = Markup("; ").join(said)
+    others = len(busiest) - SHOWN_PEOPLE
+    if others > 0:
+        text += Markup("; and {} other {}").format(others, "person" if others == 1 else "people")
+    return text + Markup("; ") + turned_away if refused else text
+
+
+def _exported(r: Record) -> Markup:
+    count = r.get("count")
+    how_many = Markup(" ({})").format(_count(count, "execution")) if count is not None else ""
+    return Markup("{} exported the activity of {}{} for an access request").format(
+        r.who, r.get("person") or "a person", how_many
+    )
+
+
 SENTENCES: dict[str, Callable[[Record], Markup]] = {
     "audit.genesis": _genesis,
     "init": lambda r: Markup("{} initialised this installation's HOME").format(r.who),
@@ -191,6 +244,13 @@ SENTENCES: dict[str, Callable[[Record], Markup]] = {
     "dossier.show": lambda r: Markup("{} looked at the dossier's page").format(r.who),
     "audit.show": lambda r: Markup("{} read this audit trail").format(r.who),
     "admin.overview": lambda r: Markup("{} looked at the admin overview").format(r.who),
+    "workspace.executions": _executions,
+    "executions.show": lambda r: Markup("{} looked at who ran what in the workspace").format(r.who),
+    "executions.latest": lambda r: Markup("{} looked at who last ran the cells of {}").format(
+        r.who, r.get("path") or "a notebook"
+    ),
+    "executions.mine": lambda r: Markup("{} looked at their own activity").format(r.who),
+    "executions.export": _exported,
 }
 
 # What a refused action was asked for, in words: "anna was refused <this>: <why>".
@@ -204,6 +264,14 @@ ASKED: dict[str, Callable[[Record], Markup]] = {
     "dossier.show": lambda r: Markup("the dossier's page"),
     "audit.show": lambda r: Markup("this audit trail"),
     "admin.overview": lambda r: Markup("the admin overview"),
+    "executions.show": lambda r: Markup("who ran what in the workspace"),
+    "executions.latest": lambda r: Markup("who last ran the cells of {}").format(
+        r.get("path") or "a notebook"
+    ),
+    "executions.mine": lambda r: Markup("their own activity"),
+    "executions.export": lambda r: Markup("an export of the activity of {}").format(
+        r.get("person") or "a person"
+    ),
 }
 
 

@@ -118,6 +118,21 @@ class DossierHandler(HubOAuthenticated, web.RequestHandler):
             table=name,
         )
 
+    async def activity(self, name: str, fmt: str) -> portal.ActivityExport:
+        """One person's executions as a file, for the admin: one executions.export decision
+        (the Admin page's form and the API answer the same)."""
+        return await self.decided(
+            "executions.export",
+            None,
+            portal.person_activity,
+            self.person,
+            name,
+            fmt,
+            facts=portal.export_facts,
+            person=name,
+            format=fmt,
+        )
+
     async def refuse(
         self, action: str, dossier_id: str | None, refused: ReportRefused, **asked: Any
     ) -> ReportRefused:
@@ -139,6 +154,7 @@ class OAuthCallback(HubOAuthCallbackHandler):
 ID = r"([a-z][a-z0-9-]{1,22}[a-z0-9])"
 RUN = r"([0-9A-Za-z-]{1,64})"
 TABLE = r"([a-z][a-z0-9_]{0,62})"
+PERSON = r"([a-z0-9][a-z0-9._-]{0,62})"  # a person, as models.Person spells them
 
 
 REPORT_CSP = (
@@ -161,3 +177,11 @@ def send_csv(handler: DossierHandler, filename: str, data: bytes) -> None:
     handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
     handler.set_header("X-Content-Type-Options", "nosniff")
     handler.finish(data)
+
+
+def send_export(handler: DossierHandler, export: portal.ActivityExport) -> None:
+    """A person's activity as a download (it holds first lines of code: never cached)."""
+    kind = "text/csv" if export.format == "csv" else "application/json"
+    handler.set_header("Content-Type", f"{kind}; charset=utf-8")
+    handler.set_header("Content-Disposition", f'attachment; filename="{export.filename}"')
+    handler.finish(export.data)

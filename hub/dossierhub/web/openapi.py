@@ -77,7 +77,54 @@ def _audit_op() -> dict[str, Any]:
     return operation
 
 
+def _query(name: str, text: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+
+
+EXECUTION_FILTERS = [
+    _query("person", "only this person's executions"),
+    _query("path", "only this notebook's (its path in the workspace)"),
+    _query(
+        "since",
+        "from this moment: `YYYY-MM-DD` (the whole day) or `YYYY-MM-DDTHH:MM[:SS][+zone]`; "
+        "without a zone in the installation's time zone",
+    ),
+    _query("until", "up to and including this moment, written as `since`"),
+    _query("limit", "at most this many rows, newest first (1 to 10000; default 500)"),
+]
+
+
+def _executions_op(summary: str, roles: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Executions recorded in the workspaces, by the audit log's workspace.executions
+    records; a filter that is not one answers 400 naming the parameter."""
+    operation = _op(summary, roles)
+    operation["parameters"] = filters
+    operation["responses"]["400"] = {
+        "description": "a filter that is not one; `fields` names the parameter",
+        "content": {"application/json": {"schema": ERROR}},
+    }
+    return operation
+
+
+def _export_op() -> dict[str, Any]:
+    operation = _executions_op(
+        "One person's executions in every dossier, oldest first, as a file (an access "
+        "request): the columns of the export, CSV or JSON",
+        "admins",
+        [_query("format", "the file's format (default json)", ["csv", "json"])],
+    )
+    operation["responses"]["200"] = {
+        "description": "the person's executions",
+        "content": {"text/csv": {}, "application/json": {"schema": ANY_OBJECT}},
+    }
+    return operation
+
+
 DOSSIER = _param("dossier", "dossier id, as in dossiers/<id>.yaml")
+PERSON = _param("person", "a person's hub name")
 RUN = _param("run", "run id, as `report list` prints it")
 TABLE = _param("table", "a table the run published (its `tables`)")
 MEMBERS = "any member of the dossier (lead, analyst, viewer)"
@@ -173,6 +220,33 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             )
         },
         "/dossiers/{dossier}/audit": {"get": _audit_op()},
+        "/dossiers/{dossier}/executions": {
+            "get": _executions_op(
+                "Code executions in the dossier's workspace, newest first: per row when, who, "
+                "kernel, notebook, cell, first line, code hash, outcome; `people` and "
+                "`notebooks`: counts of all that match; `everyone`: whether the caller sees "
+                "everyone's or their own",
+                f"{WORKERS} (everyone's); other members their own only",
+                EXECUTION_FILTERS,
+            )
+        },
+        "/dossiers/{dossier}/executions/latest": {
+            "get": _executions_op(
+                "Who last ran each cell of one notebook: `cells` by cell id, each with person, "
+                "time, code hash, first line and outcome",
+                WORKERS,
+                [{**_query("path", "the notebook's path in the workspace"), "required": True}],
+            )
+        },
+        "/me/executions": {
+            "get": _executions_op(
+                "The caller's own executions in every dossier, newest first; counts per "
+                "dossier and notebook",
+                "anyone",
+                EXECUTION_FILTERS[1:],
+            )
+        },
+        "/admin/people/{person}/executions": {"get": _export_op()},
         "/admin/dossiers": {
             "get": _op(
                 "All dossiers: members, expiry, last apply, workspace state and last "
@@ -182,7 +256,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         },
     }
     for path, item in paths.items():
-        parameters = [p for p in (DOSSIER, RUN, TABLE) if "{" + p["name"] + "}" in path]
+        parameters = [p for p in (DOSSIER, RUN, TABLE, PERSON) if "{" + p["name"] + "}" in path]
         if parameters:
             item["parameters"] = parameters
     return {
@@ -190,7 +264,8 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         "info": {
             "title": "dossierhub",
             "version": "1",
-            "description": "Dossiers, report runs, releases and audit trails. Every endpoint "
+            "description": "Dossiers, report runs, releases, audit trails and who ran what in "
+            "the workspaces. Every endpoint "
             "checks the caller's role in the dossier it names (default deny).",
         },
         "servers": [{"url": f"{prefix}api"}],

@@ -23,6 +23,7 @@ from dossierhub.web.base import (
     DossierHandler,
     OAuthCallback,
     send_csv,
+    send_export,
     send_report,
     status_of,
 )
@@ -304,43 +305,122 @@ class OpenWorkspace(Page):
         self.redirect(target)
 
 
+# the audit page's Executions form names its fields apart from the trail's `person`
+EXECUTION_FIELDS = {
+    "person": "ran_by",
+    "path": "notebook",
+    "since": "from",
+    "until": "to",
+    "limit": "limit",
+}
+PAGE_ROWS = "200"  # rows a page shows; the API gives more
+
+
 class AuditPage(Page):
-    """The trail in sentences, narrowed by ?person= and ?action= (a URL to share); a filter
-    the trail cannot answer comes back as the whole trail with the reason at the form."""
+    """The trail in sentences, narrowed by ?person= and ?action= (a URL to share), and the
+    Executions section, narrowed by ?ran_by=, ?notebook=, ?from=, ?to=; a filter the page
+    cannot answer comes back unfiltered with the reason at its form. One audit.show
+    decision, with what each filter asked."""
 
     @web.authenticated
     async def get(self, dossier_id: str) -> None:
         who = self.get_query_argument("person", "").strip()
         action = self.get_query_argument("action", "").strip()
-        error = None
+        ran = {f: self.get_query_argument(n, "").strip() for f, n in EXECUTION_FIELDS.items()}
+        ran["limit"] = PAGE_ROWS
+        asked: dict[str, Any] = {
+            n: ran[f] for f, n in EXECUTION_FIELDS.items() if ran[f] and f != "limit"
+        }
+        errors: dict[str, str] = {}
         try:
             found = await self.decided(
-                "audit.show", dossier_id, audit_page, dossier_id, self.person, who, action
+                "audit.show",
+                dossier_id,
+                audit_page,
+                dossier_id,
+                self.person,
+                who,
+                action,
+                ran,
+                **asked,
             )
         except ReportRefused as exc:
-            if exc.reason != "invalid":
+            if exc.reason not in ("invalid", "malformed"):
                 self.forbidden(exc)
                 return
-            error = exc  # recorded as refused already: the whole trail, unrecorded
-            found = await self.blocking(audit_page, self.home, dossier_id, self.person, "", "")
-        trail, dossier = found
+            # recorded as refused already: the page unfiltered, unrecorded
+            form = "executions" if set(exc.fields) & set(EXECUTION_FIELDS.values()) else "trail"
+            errors[form] = str(exc)
+            found = await self.blocking(
+                audit_page, self.home, dossier_id, self.person, "", "", {"limit": PAGE_ROWS}
+            )
+        trail, dossier, executions = found
         self.render_page(
             "dh_audit.html",
-            status_of(error) if error else 200,
+            400 if errors.get("executions") else 422 if errors else 200,
             trail=trail,
             d=dossier,
-            asked={"person": who, "action": action},
-            error=str(error) if error else None,
+            executions=executions,
+            asked={"person": who, "action": action} if not errors.get("trail") else {},
+            ran=asked if not errors.get("executions") else {},
+            error=errors.get("trail"),
+            executions_error=errors.get("executions"),
         )
 
 
 def audit_page(
-    home: Home, dossier_id: str, person: portal.Person, who: str = "", action: str = ""
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    home: Home,
+    dossier_id: str,
+    person: portal.Person,
+    who: str = "",
+    action: str = "",
+    ran: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The trail, the dossier and its executions (everyone's or the person's own)."""
+    filt = portal.execution_filter(home, ran or {}, EXECUTION_FIELDS)
     return (
         portal.audit_trail(home, dossier_id, person, who or None, action or None),
         portal.dossier_detail(home, dossier_id, person),
+        portal.executions_for(home, dossier_id, person, filt),
     )
+
+
+# My activity's filter: the person is always the one looking
+ACTIVITY_FIELDS = {**EXECUTION_FIELDS, "person": "person"}
+
+
+class ActivityPage(Page):
+    """My activity: the person's own executions in every dossier (executions.mine)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        ran = {f: self.get_query_argument(n, "").strip() for f, n in ACTIVITY_FIELDS.items()}
+        ran.update(person="", limit=PAGE_ROWS)
+        asked: dict[str, Any] = {
+            n: ran[f] for f, n in ACTIVITY_FIELDS.items() if ran[f] and f != "limit"
+        }
+        error = None
+        try:
+            found = await self.decided(
+                "executions.mine", None, activity_page, self.person, ran, **asked
+            )
+        except ReportRefused as exc:
+            if exc.reason not in ("invalid", "malformed"):
+                self.forbidden(exc)
+                return
+            error = str(exc)
+            found = await self.blocking(activity_page, self.home, self.person, {"limit": PAGE_ROWS})
+        self.render_page(
+            "dh_activity.html",
+            400 if error else 200,
+            mine=found,
+            ran=asked if not error else {},
+            error=error,
+        )
+
+
+def activity_page(home: Home, person: portal.Person, ran: dict[str, str]) -> dict[str, Any]:
+    return portal.my_executions(home, person, portal.execution_filter(home, ran, ACTIVITY_FIELDS))
 
 
 class AdminPage(Page):
@@ -351,7 +431,27 @@ class AdminPage(Page):
         except ReportRefused as exc:
             self.forbidden(exc)
             return
-        self.render_page("dh_admin.html", rows=rows)
+        self.render_page("dh_admin.html", rows=rows, people=everyone_in(rows))
+
+
+def everyone_in(rows: list[dict[str, Any]]) -> list[str]:
+    """The people the admin overview names, offered by the export's person field."""
+    return sorted({p for r in rows for people in (r.get("members") or {}).values() for p in people})
+
+
+class AdminExport(Page):
+    """The Admin page's export of one person's activity: the file, or the reason."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        name = self.get_query_argument("person", "").strip()
+        fmt = self.get_query_argument("format", "csv")
+        try:
+            export = await self.activity(name, fmt)
+        except ReportRefused as exc:
+            self.forbidden(exc)
+            return
+        send_export(self, export)
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:
@@ -367,5 +467,7 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (rf"{prefix}dossiers/{ID}/runs/{RUN}/tables/{TABLE}\.csv", TableDownload),
         (rf"{prefix}dossiers/{ID}/audit", AuditPage),
         (rf"{prefix}dossiers/{ID}/open", OpenWorkspace),
+        (rf"{prefix}activity", ActivityPage),
         (rf"{prefix}admin", AdminPage),
+        (rf"{prefix}admin/export", AdminExport),
     ]

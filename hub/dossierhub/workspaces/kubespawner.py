@@ -252,7 +252,8 @@ class DossierKubeSpawner(KubeSpawner):
         return env
 
     def get_args(self) -> list[str]:
-        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=True)]
+        folder = self.home.workspace_dir(self.dossier_id)
+        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=True, folder=folder)]
 
     async def _ensure_network_policy(self) -> None:
         """Create the dossier's policy, or replace one left by an earlier start."""

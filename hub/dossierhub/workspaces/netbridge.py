@@ -12,28 +12,48 @@ proxy's ports, nor send data anywhere. This bridge, started by the spawner outsi
 
 It ends when the sandbox's first process does (its PID and start time are checked).
 
-    python -I -S netbridge.py --pid PID --started T --port PORT --hub HUB   (stdlib only)
+With `--home` it is also the recorder of who ran what (issue 16): every inbound connection is
+read by execwatch.py as it passes (never a byte changed); a kernel channels websocket opens
+only with a person's own credential, checked with the hub, and each execute_request or
+debug_request is recorded in memory before the frame that completes it goes on, then spooled
+(`dossierhub.state.executions.write_batch`) every 2 s or 200 events, when a websocket closes
+and when the bridge ends. Without `--home` it is the plain pump (the bench compares the two).
+
+    python -I -m dossierhub.workspaces.netbridge --pid PID --started T --port PORT --hub HUB \
+        [--home HOME --dossier ID --hub-api URL --code hash|full]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import ctypes
+import json
 import os
 import queue
 import resource
+import signal
 import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 CLONE_NEWNET = 0x40000000
 INBOUND_LIMIT = 256  # browsers' connections through the proxy (websockets stay open)
 HUB_LIMIT = 32  # the server's calls to the hub's API
 HUB_IDLE_SECONDS = 300
+FLUSH_SECONDS = 2.0
+FLUSH_EVENTS = 200
+MAX_WAITING = 10_000  # unspooled events; past this, new executions are refused
+REFUSALS_PER_MINUTE = 60
+FULL = "execution records cannot be stored; ask the admin"
 
 
 def start_time(pid: int) -> str | None:
@@ -129,8 +149,377 @@ class _Joined:
             self.release()
 
 
+class Recorder:
+    """The execute events of one bridge, batched in memory and spooled in order. An event is
+    in memory before its frame goes on; what cannot be spooled waits, and past MAX_WAITING
+    waiting events `record` says no (the bridge then refuses the execution)."""
+
+    def __init__(self, write: Callable[[str, list[dict[str, Any]]], object], relay_id: str):
+        self.write, self.relay_id = write, relay_id
+        self.lock = threading.Lock()
+        self.spooling = threading.Lock()  # one writer at a time keeps batches in order
+        self.events: list[dict[str, Any]] = []
+        self.unwritten: list[tuple[str, list[dict[str, Any]]]] = []
+        self.waiting = 0
+        self.seq = 0
+        # (kernel, msg_id) -> its event while still in memory, None once spooled
+        self.replies: collections.OrderedDict[tuple[str, str], dict[str, Any] | None] = (
+            collections.OrderedDict()
+        )
+        self.due = threading.Event()
+        self.failing = False
+
+    def record(self, events: list[dict[str, Any]], *, always: bool = False) -> bool:
+        with self.lock:
+            if self.waiting + len(events) > MAX_WAITING and not always:
+                return False
+            for event in events:
+                self.events.append(event)
+                if event["event"] == "execute":
+                    self.replies[(event["kernel"], event["msg_id"])] = event
+                    while len(self.replies) > MAX_WAITING:
+                        self.replies.popitem(last=False)
+            self.waiting += len(events)
+            if len(self.events) >= FLUSH_EVENTS:
+                self.due.set()
+        return True
+
+    def outcome(self, kernel: str, msg_id: str, outcome: str) -> None:
+        with self.lock:
+            key = (kernel, msg_id)
+            if key not in self.replies:
+                return  # not an execution this bridge recorded
+            event = self.replies.pop(key)
+            if event is not None:
+                event["outcome"] = outcome
+                return
+        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        self.record(
+            [
+                {
+                    "event": "outcome",
+                    "at": at,
+                    "kernel": kernel,
+                    "msg_id": msg_id,
+                    "outcome": outcome,
+                }
+            ],
+            always=True,
+        )
+
+    def flush(self) -> None:
+        with self.spooling:
+            with self.lock:
+                if self.events:
+                    self.seq += 1
+                    batch = f"{self.relay_id}-{self.seq:08d}"
+                    self.unwritten.append((batch, self.events))
+                    self.events = []
+                    for key in self.replies:
+                        self.replies[key] = None
+                self.due.clear()
+            while self.unwritten:
+                batch, events = self.unwritten[0]
+                try:
+                    self.write(batch, events)
+                except Exception as exc:  # any failure: keep the batch, say so, retry later
+                    if not self.failing:
+                        print(
+                            f"netbridge: execution records cannot be spooled: {exc}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    self.failing = True
+                    return
+                with self.lock:
+                    self.unwritten.pop(0)
+                    self.waiting -= len(events)
+                if self.failing:
+                    print(
+                        "netbridge: execution records are spooled again",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self.failing = False
+
+    def run(self) -> None:
+        while True:
+            self.due.wait(FLUSH_SECONDS)
+            self.flush()
+
+
+class People:
+    """Who a token belongs to, asked of the hub as the workspace server asks it
+    (HubAuth.user_for_token: GET <hub api>/user), cached for the hub's auth cache time.
+    Only a person counts: a `kind: user` that is not a workspace account."""
+
+    def __init__(self, hub_api: str, cache_seconds: float, workspace_prefix: str):
+        if not hub_api.startswith(("http://", "https://")):
+            raise ValueError(f"--hub-api {hub_api!r} is not an http(s) URL")
+        self.url = hub_api.rstrip("/") + "/user"
+        self.cache_seconds, self.prefix = cache_seconds, workspace_prefix
+        self.cache: dict[str, tuple[float, str | None]] = {}
+        self.lock = threading.Lock()
+
+    def person(self, token: str) -> str | None:
+        with self.lock:
+            cached = self.cache.get(token)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        headers = {"Authorization": f"token {token}"}
+        request = urllib.request.Request(self.url, headers=headers)  # noqa: S310 (http(s), above)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                model = json.loads(answer.read(1024 * 1024))
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403, 404):
+                raise
+            model = None
+        name = model.get("name") if isinstance(model, dict) else None
+        kind = model.get("kind") if isinstance(model, dict) else None
+        found = name if kind == "user" and isinstance(name, str) else None
+        if found is not None and found.startswith(self.prefix):
+            found = None
+        with self.lock:
+            if len(self.cache) > 1000:
+                self.cache.clear()
+            self.cache[token] = (time.monotonic() + self.cache_seconds, found)
+        return found
+
+
+class Watch:
+    """What the recording bridge knows beyond one connection."""
+
+    def __init__(self, args: argparse.Namespace, recorder: Recorder, people: People):
+        self.server_user = f"dossier-{args.dossier}"
+        self.code_full = args.code == "full"
+        self.recorder, self.people = recorder, people
+        self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.minute, self.refusals, self.dropped = 0, 0, 0
+
+    def refused(self, person: str | None, kernel: str | None, reason: str) -> None:
+        """Record a refusal; at most REFUSALS_PER_MINUTE (anyone who reaches the proxy can
+        be refused: a flood of them must not flood the audit log)."""
+        minute = int(time.monotonic() // 60)
+        if minute != self.minute:
+            if self.dropped:
+                print(f"netbridge: {self.dropped} refusals not recorded", file=sys.stderr)
+            self.minute, self.refusals, self.dropped = minute, 0, 0
+        self.refusals += 1
+        if self.refusals > REFUSALS_PER_MINUTE:
+            self.dropped += 1
+            return
+        print(
+            f"netbridge: refused ({person or 'nobody'}, kernel {kernel}): {reason[:300]}",
+            file=sys.stderr,
+            flush=True,
+        )
+        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        event = {"event": "refused", "at": at, "person": person, "kernel": kernel}
+        self.recorder.record([{**event, "reason": reason[:300]}])
+
+    def learn_paths(self, sessions: list[tuple[str, str]]) -> None:
+        for kernel, path in sessions:
+            self.paths[kernel] = path
+            self.paths.move_to_end(kernel)
+        while len(self.paths) > 1000:
+            self.paths.popitem(last=False)
+
+    def person_of(self, tokens: list[str]) -> str | None:
+        """The one person every credential names, or None."""
+        people = {self.people.person(token) for token in tokens}
+        return people.pop() if len(people) == 1 else None
+
+
+def _forbidden(reason: str, status: int = 403) -> bytes:
+    body = (reason + "\n").encode()
+    head = f"HTTP/1.1 {status} {'Forbidden' if status == 403 else 'Bad Request'}\r\n"
+    return (
+        head.encode()
+        + b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+class _Watched(_Joined):
+    """An inbound connection pumped both ways and read as it passes (execwatch.py): bytes
+    from the client go on only once read; a kernel websocket's execute events are recorded
+    before the chunk that completes them goes on."""
+
+    def __init__(
+        self, a: socket.socket, b: socket.socket, release: Callable[[], None], watch: Watch
+    ):
+        super().__init__(a, b, release)
+        from dossierhub.workspaces import execwatch
+
+        self.x = execwatch
+        self.watch = watch
+        self.exchange = execwatch.Exchange()
+        self.changed = threading.Condition(self.lock)
+        # kernel, person of the upgrade asked for last
+        self.upgrade: tuple[str, str | None] | None = None
+        self.socket: Any = None  # execwatch.KernelSocket once a kernel websocket is open
+        self.raw = False  # another websocket (collaboration): pumped as it comes
+        self.ended = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, args=(self._from_client,), daemon=True).start()
+        threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
+
+    def _run(self, pump: Callable[[], None]) -> None:
+        with contextlib.suppress(OSError):
+            pump()
+        self._end()
+
+    def _end(self) -> None:
+        for end in (self.a, self.b):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        with self.lock:
+            self.ended = True
+            self.changed.notify_all()
+            self.running -= 1
+            last = self.running == 0
+        if last:
+            self.a.close()
+            self.b.close()
+            self.release()
+            if self.socket is not None:
+                self.watch.recorder.flush()
+
+    def _refuse(self, reason: str, status: int = 403) -> NoReturn:
+        kernel = self.upgrade[0] if self.upgrade else None
+        person = self.upgrade[1] if self.upgrade else None
+        if self.socket is not None:
+            kernel, person = self.socket.kernel, self.socket.person
+            self.a.sendall(self.x.close_frame(reason, masked=False))
+        else:
+            self.a.sendall(_forbidden(reason, status))
+        if status == 403 or self.socket is not None:
+            self.watch.refused(person, kernel, reason)
+        raise OSError(reason)  # ends both directions
+
+    def _from_client(self) -> None:
+        held = bytearray()  # the client's bytes h11 has not read yet
+        while data := self.a.recv(65536):
+            if self.socket is None and not self.raw:
+                held += data
+                data = self._requests(held, data)  # what follows a 101, if any
+                if not data:
+                    continue
+            if self.socket is not None:
+                self._client_frames(data)
+            else:
+                self.b.sendall(data)
+
+    def _requests(self, held: bytearray, data: bytes) -> bytes:
+        """Read the client's requests; send on what has been read. While the server has yet
+        to answer, the client's next bytes wait (a pipelined upgrade is read only once the
+        request before it is answered). Returns the bytes past a 101."""
+        while True:
+            with self.lock:
+                if self.exchange.switched:
+                    leftover = bytes(held)
+                    held.clear()
+                    return leftover
+                try:
+                    self._read_requests(data)
+                except self.x.Refused as exc:
+                    self._refuse(exc.reason, exc.status)
+                data = b""
+                ready = len(held) - self.exchange.unread()
+                chunk = bytes(held[:ready])
+                del held[:ready]
+                paused = self.exchange.paused and not self.ended
+            if chunk:
+                self.b.sendall(chunk)
+            if not paused:
+                return b""
+            with self.lock:
+                while self.exchange.paused and not self.ended and not self.exchange.switched:
+                    self.changed.wait()
+
+    def _read_requests(self, data: bytes) -> None:
+        for request in self.exchange.client_events(data):
+            self.x.check_request(request, self.watch.server_user)
+            self.upgrade = None
+            kernel = self.x.kernel_of(request.target)
+            if kernel is None:
+                continue
+            tokens = self.x.credentials(request, self.watch.server_user)
+            try:
+                person = self.watch.person_of(tokens) if tokens else None
+            except (OSError, ValueError) as exc:
+                raise self.x.Refused(f"the hub could not say who this is ({exc})", 403) from None
+            self.upgrade = (kernel, person)
+            if person is None:
+                raise self.x.Refused("a kernel opens only with a person's own credential", 403)
+
+    def _client_frames(self, data: bytes) -> None:
+        try:
+            events = self.socket.from_client(data)
+        except self.x.Refused as exc:
+            self._refuse(exc.reason)
+        if events:
+            for event in events:
+                event["path"] = event["path"] or self.watch.paths.get(event["kernel"])
+            if not self.watch.recorder.record(events):
+                print(f"netbridge: {FULL}", file=sys.stderr, flush=True)
+                self._refuse(FULL)
+        self.b.sendall(data)
+
+    def _from_server(self) -> None:
+        while data := self.b.recv(65536):
+            if self.socket is not None:
+                self._server_frames(data)
+            elif self.raw:
+                self.a.sendall(data)
+            else:
+                with self.lock:
+                    try:
+                        rest = self.exchange.server_bytes(data)
+                    except self.x.Refused:
+                        return
+                    if self.exchange.sessions:
+                        self.watch.learn_paths(self.exchange.sessions)
+                        self.exchange.sessions = []
+                    if self.exchange.switched:
+                        self._switch()
+                    self.changed.notify_all()
+                self.a.sendall(data)
+                if rest and self.socket is not None:
+                    self._outcomes(rest)
+
+    def _switch(self) -> None:
+        if self.upgrade is None:
+            self.raw = True
+            return
+        kernel, person = self.upgrade
+        assert person is not None  # refused before it reached the server
+        self.socket = self.x.KernelSocket(
+            kernel, person, self.exchange.subprotocol, code_full=self.watch.code_full
+        )
+
+    def _server_frames(self, data: bytes) -> None:
+        self._outcomes(data)
+        self.a.sendall(data)
+
+    def _outcomes(self, data: bytes) -> None:
+        try:
+            outcomes = self.socket.from_server(data)
+        except self.x.Refused:
+            raise OSError("the workspace's frames could not be read") from None
+        for msg_id, outcome in outcomes:
+            self.watch.recorder.outcome(self.socket.kernel, msg_id, outcome)
+
+
 def _serve(
-    server: socket.socket, connect: Callable[[], socket.socket], limit: int, idle: float | None
+    server: socket.socket,
+    connect: Callable[[], socket.socket],
+    limit: int,
+    idle: float | None,
+    join: Callable[[socket.socket, socket.socket, Callable[[], None]], _Joined] = _Joined,
 ) -> None:
     """Accept on `server`; join each connection to a new one made by `connect`. At most
     `limit` connections at once (a workspace cannot make root run threads or hold the hub's
@@ -154,20 +543,49 @@ def _serve(
         for end in (client, upstream):
             end.settimeout(idle)
         try:
-            _Joined(client, upstream, slots.release).start()
+            join(client, upstream, slots.release).start()
         except RuntimeError:  # no thread to be had: drop this one, keep serving
             client.close()
             upstream.close()
             slots.release()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _recording(args: argparse.Namespace) -> tuple[Recorder, Watch]:
+    """The recorder of this bridge (site packages: h11, websockets, tornado's cookie parser
+    and the spool's writer come from the installation)."""
+    from dossierhub.state.directory import WORKSPACE_PREFIX
+    from dossierhub.state.executions import write_batch
+    from dossierhub.state.home import Home
+
+    home = Home(Path(args.home))
+    relay_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}"
+    recorder = Recorder(
+        lambda batch, events: write_batch(home, args.dossier, batch, events), relay_id
+    )
+    people = People(args.hub_api, args.auth_cache_seconds, WORKSPACE_PREFIX)
+    return recorder, Watch(args, recorder, people)
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dossierhub.workspaces.netbridge")
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--started", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hub", type=int, required=True)
+    # the recorder (all of them, or none: the plain pump)
+    parser.add_argument("--home")
+    parser.add_argument("--dossier")
+    parser.add_argument("--hub-api")
+    parser.add_argument("--code", choices=("hash", "full"), default="hash")
+    parser.add_argument("--auth-cache-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
+    if args.home and not (args.dossier and args.hub_api):
+        parser.error("--home needs --dossier and --hub-api")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
     threading.stack_size(256 * 1024)
     # the namespace is held first, then its process checked: a PID reused in between is caught
@@ -181,13 +599,21 @@ def main(argv: list[str] | None = None) -> int:
     if inside.failed is not None:
         print(f"netbridge: {inside.failed}", file=sys.stderr)
         return 1
+    join: Callable[[socket.socket, socket.socket, Callable[[], None]], _Joined] = _Joined
+    recorder = None
+    if args.home:
+        recorder, watch = _recording(args)
+        threading.Thread(target=recorder.run, daemon=True).start()
+        join = lambda a, b, release: _Watched(a, b, release, watch)  # noqa: E731
+        # the spawner's stop and a machine's shutdown: what is in memory is spooled first
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     outside = _listener(args.port)  # this thread stays in the machine's namespace
     hub_inside = inside.call(lambda: _listener(args.hub))
     assert isinstance(hub_inside, socket.socket)
     to_server = _connector(args.port)
     threading.Thread(
         target=_serve,
-        args=(outside, lambda: inside.call(to_server), INBOUND_LIMIT, None),
+        args=(outside, lambda: inside.call(to_server), INBOUND_LIMIT, None, join),
         daemon=True,
     ).start()
     threading.Thread(
@@ -195,9 +621,16 @@ def main(argv: list[str] | None = None) -> int:
         args=(hub_inside, _connector(args.hub), HUB_LIMIT, HUB_IDLE_SECONDS),
         daemon=True,
     ).start()
-    print(f"netbridge: 127.0.0.1:{args.port} -> sandbox, sandbox -> hub :{args.hub}", flush=True)
-    while start_time(args.pid) == args.started:
-        time.sleep(0.5)
+    what = " (recording executions)" if recorder else ""
+    print(
+        f"netbridge: 127.0.0.1:{args.port} -> sandbox, sandbox -> hub :{args.hub}{what}", flush=True
+    )
+    try:
+        while start_time(args.pid) == args.started:
+            time.sleep(0.5)
+    finally:
+        if recorder is not None:
+            recorder.flush()
     return 0
 
 

@@ -49,9 +49,16 @@ from dossierhub.workspaces.startchecks import (
 from dossierhub.workspaces.workspacechores import write_start_here
 
 
-def server_args(auth_cache_seconds: int, *, ipc: bool) -> list[str]:
+def server_command(python: str) -> list[str]:
+    """The workspace server: jupyterhub-singleuser made undumpable in its own process
+    (dossier_lab/undumpable.py: its kernels cannot read, trace or rewrite it); `-I` so that
+    nothing a dossier can write is on its import path."""
+    return [python, "-I", "-m", "dossier_lab.undumpable"]
+
+
+def server_args(auth_cache_seconds: int, *, ipc: bool, folder: Path) -> list[str]:
     """What every workspace's jupyterhub-singleuser is started with, here and in a pod
-    (kubespawner.py)."""
+    (kubespawner.py); `folder` is the workspace folder."""
     return [
         "--ServerApp.default_url=/lab",
         "--MappingKernelManager.default_kernel_name=dossier",
@@ -59,6 +66,17 @@ def server_args(auth_cache_seconds: int, *, ipc: bool) -> list[str]:
         "--KernelSpecManager.allowed_kernelspecs=dossier",
         f"--HubOAuth.cache_max_age={auth_cache_seconds}",
         *(["--KernelManager.transport=ipc"] if ipc else []),
+        # No terminals: the relay records code a person sends a kernel, and keystrokes in a
+        # shell are no code to record; `!command` in a cell does the same, recorded. No
+        # language-server websockets either (none is installed: nothing is lost).
+        "--ServerApp.terminals_enabled=False",
+        "--ServerApp.jpserver_extensions=jupyter_lsp=False",
+        # what the server keeps, in the folder as before but not under Jupyter's data folder,
+        # which is read-only now (isolation/environment.py): the collaboration's file ids,
+        # the key and database of trusted notebooks
+        f"--BaseFileIdManager.db_path={folder / '.jupyter_fileid.db'}",
+        f"--NotebookNotary.secret_file={folder / '.jupyter_notebook_secret'}",
+        f"--NotebookNotary.db_file={folder / '.jupyter_nbsignatures.db'}",
     ]
 
 
@@ -153,7 +171,7 @@ class DossierSpawner(LocalProcessSpawner):
         )
         self.notebook_dir = str(workdir)
         settings = load_settings(self.home)
-        program = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+        program = server_command(self.workspace_python)
         self._sandboxed = ids is not None and sandbox.unavailable(settings) is None
         self._environment = dossier_environment(
             self.home,
@@ -171,6 +189,7 @@ class DossierSpawner(LocalProcessSpawner):
                     ids.workspace,
                     ro=[*sandbox.environment_paths(self.workspace_python), *made.read_only],
                     rw=made.writable,
+                    empty=made.empty,
                     chdir=made.workdir,
                     network=False,  # its own: netbridge.py joins the proxy and the hub's API
                     init=True,
@@ -217,19 +236,26 @@ class DossierSpawner(LocalProcessSpawner):
 
     def _start_bridge(self, started_at: str) -> None:
         """The sandbox's only ways in and out (netbridge.py): its own process, in its own
-        session, so that it outlives a hub restart as the workspace does, and ends with it."""
+        session, so that it outlives a hub restart as the workspace does, and ends with it.
+        It records who runs what in the workspace's kernels (site packages: its readers)."""
         log = open_log(self.home, self.dossier_id, "workspace")
+        code = load_settings(self.home).audit.executions_code
         try:
             subprocess.Popen(
                 [
                     sys.executable,
                     "-I",  # no import path from anywhere a dossier can write
-                    "-S",  # standard library only: 3 MiB less than with the site packages
-                    netbridge.__file__,
+                    "-m",
+                    netbridge.__name__,
                     f"--pid={self.pid}",
                     f"--started={started_at}",
                     f"--port={self.port}",
                     f"--hub={urlparse(self.hub.api_url).port}",
+                    f"--home={self.home.root}",
+                    f"--dossier={self.dossier_id}",
+                    f"--hub-api={self.hub.api_url}",
+                    f"--code={code}",
+                    f"--auth-cache-seconds={self.auth_cache_seconds}",
                 ],
                 cwd="/",
                 stdin=subprocess.DEVNULL,
@@ -319,7 +345,12 @@ class DossierSpawner(LocalProcessSpawner):
         return await super()._signal(sig)
 
     def get_args(self) -> list[str]:
-        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=self._sandboxed)]
+        args = server_args(
+            self.auth_cache_seconds,
+            ipc=self._sandboxed,
+            folder=self.home.workspace_dir(self.dossier_id),
+        )
+        return [*super().get_args(), *args]
 
     def make_preexec_fn(self, name: str) -> Callable[[], None] | None:
         """Become the dossier's identity and start in its workspace folder.

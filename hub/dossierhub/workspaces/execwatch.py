@@ -1,0 +1,553 @@
+"""What a person's connection to a workspace carries, read from its bytes (no sockets here).
+
+netbridge.py, the one way into a workspace sandbox, forwards every byte untouched and hands
+them to these readers first, so that an execution is recorded before the frame that completes
+it reaches the workspace (issue 16, notes: the design §3). The readers read exactly what the
+workspace server reads:
+
+- HTTP request heads of a keep-alive connection, with h11; a request two parsers could read
+  differently (Content-Length and Transfer-Encoding, two `token` parameters, two Authorization
+  headers, two workspace cookies) is refused;
+- the credential, in jupyterhub's order (services/auth.py `HubAuth.get_token`): `?token=`,
+  `Authorization: token|bearer`, the `[__Host-]jupyterhub-user-<server>` cookie (a tornado
+  signed value; the token inside is what the hub checks, the signature is not ours to check);
+- after the 101, the websocket frames of both directions with websockets' sans-I/O parser;
+- the Jupyter messages in them, as jupyter_server's kernel connection reads them
+  (services/kernels/connection/base.py, channels.py): v1 (`v1.kernel.websocket.jupyter.org`,
+  binary with offsets, the parts passed to the kernel as sent), legacy JSON text, legacy
+  binary with buffers; JSON with Python's json, as the server and the kernel do.
+
+Anything a reader cannot read is `Refused`: the bridge then closes the connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import json
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import h11
+from tornado.httputil import parse_cookie
+from websockets.frames import BINARY, CLOSE, CONT, TEXT, Close, Frame
+from websockets.protocol import Protocol, Side
+
+V1 = "v1.kernel.websocket.jupyter.org"
+# tornado's websocket_max_message_size default, which the workspace server keeps: a client
+# message larger than that never reaches a kernel
+MAX_MESSAGE = 10 * 1024 * 1024
+MAX_SESSIONS_BODY = 4 * 1024 * 1024  # an /api/sessions answer read for kernel -> path
+FIRST_LINE = 120
+CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
+
+# What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
+# handlers of ipkernel.py; input_reply is the only message read on stdin): nothing else is
+# passed on, so a new kind of message that might run code is refused until it is read here.
+_SHELL = {
+    "execute_request",
+    "complete_request",
+    "inspect_request",
+    "history_request",
+    "comm_info_request",
+    "kernel_info_request",
+    "connect_request",
+    "shutdown_request",
+    "is_complete_request",
+    "interrupt_request",
+}
+_CONTROL = _SHELL | {
+    "debug_request",
+    "usage_request",
+    "create_subshell_request",
+    "delete_subshell_request",
+    "list_subshell_request",
+}
+ALLOWED = {
+    "shell": frozenset(_SHELL | {"comm_open", "comm_msg", "comm_close"}),
+    "control": frozenset(_CONTROL),
+    "stdin": frozenset({"input_reply"}),
+}
+RECORDED = {"execute_request": "execute", "debug_request": "debug"}
+_KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
+_SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
+# a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
+_WAITING = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]  # documented, not in __all__
+_AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(.+)", re.IGNORECASE)  # auth.py auth_header_pat
+
+
+class Refused(Exception):
+    """What a reader would not pass on; `reason` is one sentence a person can read."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def claim(value: Any) -> str | None:
+    """A client's or the workspace's string as recorded: cut to CLAIM characters (one way for
+    every side, so an execute_reply's parent msg_id still finds its request)."""
+    return value[:CLAIM] if isinstance(value, str) else None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+
+def workspace_cookies(server_user: str) -> tuple[str, str]:
+    """The cookie names the workspace server reads its OAuth token from: jupyterhub's
+    `oauth_client_id` (user.py: `jupyterhub-user-<quoted name>`), with or without the
+    `__Host-` prefix (`cookie_host_prefix_enabled`)."""
+    name = f"jupyterhub-user-{quote(server_user)}"
+    return name, f"__Host-{name}"
+
+
+def kernel_of(target: bytes) -> str | None:
+    """The kernel id when `target` asks for a kernel's channels websocket (jupyter_server
+    routes on the raw path, before `?`)."""
+    path = urlsplit(target.decode("latin-1")).path
+    found = _KERNEL_CHANNELS.fullmatch(path)
+    return claim(found.group(1)) if found else None
+
+
+def is_sessions(target: bytes) -> bool:
+    return _SESSIONS.fullmatch(urlsplit(target.decode("latin-1")).path) is not None
+
+
+def _headers(request: h11.Request, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in request.headers if key == name]
+
+
+def check_request(request: h11.Request, server_user: str) -> None:
+    """Refuse a request head two HTTP parsers could read differently (h11 has refused the
+    rest: conflicting lengths, obs-folds, bad header names)."""
+    names = [key for key, _ in request.headers]
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise Refused("a request with both Content-Length and Transfer-Encoding is refused")
+    if names.count(b"authorization") > 1:
+        raise Refused("a request with two Authorization headers is refused")
+    query = urlsplit(request.target.decode("latin-1")).query
+    if len(parse_qs(query, keep_blank_values=True).get("token", [])) > 1:
+        raise Refused("a request with two token parameters is refused")
+    cookies = workspace_cookies(server_user)
+    seen = 0
+    for header in _headers(request, b"cookie"):
+        for chunk in header.split(";"):
+            key = chunk.split("=", 1)[0].strip() if "=" in chunk else ""
+            seen += key in cookies
+    if seen > 1:
+        raise Refused("a request with two workspace cookies is refused")
+
+
+def signed_value_payload(value: str) -> str | None:
+    """The payload of a tornado signed value (version 2, tornado/web.py
+    `create_signed_value`: `2|len:key|len:time|len:name|len:base64 value|signature`), not
+    verified: only the hub can say whether the token inside is anyone's."""
+    raw = value.encode("latin-1", "replace")
+    if not raw.startswith(b"2|"):
+        return None
+    rest = raw[2:]
+    fields = []
+    try:
+        for _ in range(4):
+            length, _, rest = rest.partition(b":")
+            size = int(length)
+            if rest[size : size + 1] != b"|":
+                return None
+            fields.append(rest[:size])
+            rest = rest[size + 1 :]
+        return base64.b64decode(fields[3], validate=True).decode("ascii")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def credentials(request: h11.Request, server_user: str) -> list[str]:
+    """Every token the request carries, in jupyterhub's order (`get_token`): which one the
+    server uses depends on `Sec-Fetch-Mode` and its settings, so the bridge asks the hub
+    about each and accepts the request only when they all name one person."""
+    found: list[str] = []
+    query = urlsplit(request.target.decode("latin-1")).query
+    found += [t.strip() for t in parse_qs(query, keep_blank_values=True).get("token", [])]
+    for header in _headers(request, b"authorization"):
+        matched = _AUTH_HEADER.match(header.strip())
+        if matched:
+            found.append(matched.group(1).strip())
+    for header in _headers(request, b"cookie"):
+        jar = parse_cookie(header)
+        for name in workspace_cookies(server_user):
+            if name in jar:
+                found.append(signed_value_payload(jar[name]) or "")
+    return list(dict.fromkeys(token for token in found if token))
+
+
+class Exchange:
+    """One inbound connection's HTTP, both ways, as h11 reads it: the client's requests
+    (`inbound`, h11 as the server) and the server's answers (`outbound`, h11 as the client),
+    each mirrored into the other so both keep the same request/response cycle."""
+
+    def __init__(self) -> None:
+        self.inbound = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.outbound = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.request: h11.Request | None = None
+        self.switched = False
+        self.subprotocol: str | None = None
+        self.sessions: list[tuple[str, str]] = []  # kernel id -> path, as the server answered
+        self._body: bytearray | None = None
+        self._gzip = False
+
+    def client_events(self, data: bytes) -> Iterator[h11.Request]:
+        """Feed the client's bytes; yield each request head (the caller checks it before
+        its bytes go on). Stops when h11 needs more or the cycle waits for the answer."""
+        try:
+            self.inbound.receive_data(data)
+            while True:
+                event = self.inbound.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    return
+                if isinstance(event, h11.Request):
+                    self.request = event
+                    yield event
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                self.outbound.send(event)  # type: ignore[arg-type]  # h11 types send() for the own role's events; a peer's pass through
+                if isinstance(event, h11.EndOfMessage):
+                    self._next_cycle()
+        except h11.ProtocolError as exc:
+            raise Refused(f"the request could not be read: {exc}") from None
+
+    def unread(self) -> int:
+        """How many of the client's bytes h11 has not read yet (held back by the bridge)."""
+        if self.switched:
+            return 0
+        return len(self.inbound.trailing_data[0])
+
+    @property
+    def paused(self) -> bool:
+        """h11's PAUSED: the client sent more while its request waits for the answer."""
+        return self.inbound.their_state in _WAITING and bool(self.unread())
+
+    def server_bytes(self, data: bytes) -> bytes:
+        """Feed the server's bytes; return what follows a 101 (websocket frames), if any."""
+        try:
+            self.outbound.receive_data(data)
+            while not self.switched:
+                event = self.outbound.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    return b""
+                if isinstance(event, h11.ConnectionClosed):
+                    return b""
+                self._answer(event)
+                self.inbound.send(event)  # type: ignore[arg-type]  # h11 types send() for the own role's events; a peer's pass through
+                if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                    self.switched = True
+                    return self.outbound.trailing_data[0]
+                if isinstance(event, h11.EndOfMessage):
+                    self._next_cycle()
+            return b""
+        except h11.ProtocolError as exc:
+            raise Refused(f"the workspace's answer could not be read: {exc}") from None
+
+    def _answer(self, event: Any) -> None:
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            for key, value in event.headers:
+                if key == b"sec-websocket-extensions":
+                    raise Refused("the workspace negotiated a websocket extension")
+                if key == b"sec-websocket-protocol":
+                    self.subprotocol = value.decode("latin-1").strip()
+            if self.subprotocol not in (None, V1):
+                raise Refused(f"the workspace chose an unknown protocol {self.subprotocol!r}")
+        elif isinstance(event, h11.Response):
+            request = self.request
+            watched = (
+                request is not None
+                and request.method in (b"GET", b"POST", b"PATCH")
+                and event.status_code in (200, 201)
+                and is_sessions(request.target)
+            )
+            self._body = bytearray() if watched else None
+            self._gzip = any(
+                key == b"content-encoding" and value.strip().lower() == b"gzip"
+                for key, value in event.headers
+            )
+        elif isinstance(event, h11.Data) and self._body is not None:
+            if len(self._body) + len(event.data) > MAX_SESSIONS_BODY:
+                self._body = None
+            else:
+                self._body += event.data
+        elif isinstance(event, h11.EndOfMessage) and self._body is not None:
+            self.sessions += sessions_of(bytes(self._body), gzipped=self._gzip)
+            self._body = None
+
+    def _next_cycle(self) -> None:
+        done = (h11.DONE, h11.DONE)
+        states = (self.inbound.our_state, self.inbound.their_state)
+        if states == done and (self.outbound.our_state, self.outbound.their_state) == done:
+            self.inbound.start_next_cycle()
+            self.outbound.start_next_cycle()
+
+
+def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
+    """(kernel id, notebook path) from an /api/sessions answer (one session or a list)."""
+    try:
+        if gzipped:
+            body = gzip.decompress(body)
+        models = json.loads(body)
+    except (OSError, EOFError, zlib.error, ValueError):
+        return []
+    found = []
+    for model in models if isinstance(models, list) else [models]:
+        kernel = model.get("kernel") if isinstance(model, dict) else None
+        path = model.get("path") if isinstance(model, dict) else None
+        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
+            found.append((kernel["id"][:CLAIM], path[:CLAIM]))
+    return found
+
+
+# --- websocket frames -------------------------------------------------------------------
+
+
+class Frames:
+    """One direction's websocket frames, read by websockets' sans-I/O parser, assembled into
+    messages (fragments joined; control frames read and passed over)."""
+
+    def __init__(self, side: Side, max_size: int | None):
+        self.protocol = Protocol(side, max_size=max_size)
+        self.parts: list[bytes] = []
+        self.opcode: Any = None
+        self.closed = False
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """(is text, payload) of each message `data` completes."""
+        self.protocol.receive_data(data)
+        self.protocol.data_to_send()  # pongs and close echoes: the real ends answer
+        messages = []
+        for frame in self.protocol.events_received():
+            assert isinstance(frame, Frame)
+            if frame.opcode is TEXT or frame.opcode is BINARY:
+                self.opcode, self.parts = frame.opcode, [bytes(frame.data)]
+            elif frame.opcode is CONT:
+                self.parts.append(bytes(frame.data))
+            elif frame.opcode is CLOSE:
+                self.closed = True
+                continue
+            else:
+                continue
+            if frame.fin:
+                messages.append((self.opcode is TEXT, b"".join(self.parts)))
+                self.parts = []
+        if self.protocol.parser_exc is not None:
+            raise Refused(f"the websocket frames could not be read: {self.protocol.parser_exc}")
+        return messages
+
+
+def close_frame(reason: str, *, masked: bool) -> bytes:
+    """A close frame (1011) with `reason`, to end a websocket the bridge will not carry on."""
+    return Frame(CLOSE, Close(1011, reason[:120]).serialize()).serialize(mask=masked)
+
+
+# --- Jupyter messages -------------------------------------------------------------------
+
+
+def _kernel_json(part: bytes) -> Any:
+    """A message part as the kernel reads it (jupyter_client session.json_unpacker)."""
+    return json.loads(part.decode("utf8", "replace"))
+
+
+def _v1_parts(payload: bytes) -> tuple[str, list[bytes]]:
+    """jupyter_server's deserialize_msg_from_ws_v1, with bounds the server lacks."""
+    count = int.from_bytes(payload[:8], "little")
+    if not 6 <= count <= len(payload) // 8:
+        raise ValueError("a v1 message needs a channel and four parts")
+    offsets = [int.from_bytes(payload[8 * (i + 1) : 8 * (i + 2)], "little") for i in range(count)]
+    channel = payload[offsets[0] : offsets[1]].decode("utf-8")
+    return channel, [payload[offsets[i] : offsets[i + 1]] for i in range(1, count - 1)]
+
+
+def _legacy_binary(payload: bytes) -> dict[str, Any]:
+    """jupyter_server's deserialize_binary_message (buffers left out)."""
+    count = struct.unpack("!i", payload[:4])[0]
+    if not 1 <= count <= len(payload) // 4:
+        raise ValueError("bad buffer count")
+    offsets = list(struct.unpack("!" + "I" * count, payload[4 : 4 * (count + 1)]))
+    end = offsets[1] if count > 1 else None
+    message = json.loads(payload[offsets[0] : end].decode("utf8"))
+    if not isinstance(message, dict):
+        raise ValueError("not an object")
+    return message
+
+
+@dataclass
+class Message:
+    channel: str
+    header: dict[str, Any]
+    parent: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def msg_type(self) -> str:
+        return str(self.header.get("msg_type"))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    return value
+
+
+def read_message(text: bool, payload: bytes, *, v1: bool, whole: bool) -> Message:
+    """One Jupyter message as the server passes it to the kernel. Only the header is read
+    unless `whole` (the metadata and content of a message that is recorded)."""
+    if v1:
+        if text:
+            raise ValueError("a v1 message is binary")
+        channel, parts = _v1_parts(payload)
+        message = Message(channel, _dict(_kernel_json(parts[0])))
+        if whole:
+            message.parent = _dict(_kernel_json(parts[1]))
+            message.metadata = _dict(_kernel_json(parts[2]))
+            message.content = _dict(_kernel_json(parts[3]))
+        return message
+    data = _dict(json.loads(payload.decode("utf-8"))) if text else _legacy_binary(payload)
+    named = data.get("channel")
+    if named is None:
+        named = "shell"  # as the server assumes
+    if not isinstance(named, str):
+        raise ValueError("bad channel")
+    message = Message(named, _dict(data.get("header")))
+    if whole:
+        message.parent = _dict(data.get("parent_header") or {})
+        message.metadata = _dict(data.get("metadata") or {})
+        message.content = _dict(data.get("content") or {})
+    return message
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:FIRST_LINE]
+    return ""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def execute_event(
+    message: Message, *, person: str, kernel: str, path: str | None, code_full: bool
+) -> dict[str, Any]:
+    """The contract's `execute` event for an execute_request or debug_request."""
+    kind = RECORDED[message.msg_type]
+    content = message.content
+    if kind == "execute":
+        code = content.get("code")
+        if not isinstance(code, str):
+            raise ValueError("execute_request without code")
+        expressions = content.get("user_expressions") or {}
+        hashed = code + (canonical(expressions) if expressions else "")
+        first = _first_line(code)
+    else:
+        hashed = canonical(content)
+        arguments = content.get("arguments") if isinstance(content.get("arguments"), dict) else {}
+        expression = arguments.get("expression") if arguments else None
+        first = f"{content.get('command')} {_first_line(str(expression or ''))}".strip()
+        code = hashed
+    cell = message.metadata.get("cellId")
+    event: dict[str, Any] = {
+        "event": "execute",
+        "at": now(),
+        "person": person,
+        "kernel": kernel,
+        "channel": message.channel,
+        "kind": kind,
+        "msg_id": claim(message.header.get("msg_id")) or "",
+        "cell_id": claim(cell),
+        "path": path,
+        "code_sha256": _sha256(hashed),
+        "first_line": first[:FIRST_LINE],
+    }
+    if code_full:
+        event["code"] = code
+    event["outcome"] = None
+    return event
+
+
+def _state_only(message: Message) -> bool:
+    """A debugger's `debugInfo`: ipykernel answers it from its own state (debugger.py), no
+    code runs. JupyterLab sends one at every kernel status change: recording them would bury
+    the executions."""
+    return message.msg_type == "debug_request" and message.content.get("command") == "debugInfo"
+
+
+class KernelSocket:
+    """One kernel channels websocket, both ways: `from_client` returns the execute events of
+    the messages a chunk completes (raising `Refused` on anything not allowed or not
+    readable); `from_server` returns (msg_id, outcome) of the execute_replies."""
+
+    def __init__(self, kernel: str, person: str, subprotocol: str | None, *, code_full: bool):
+        self.kernel, self.person, self.code_full = kernel, person, code_full
+        self.v1 = subprotocol == V1
+        self.client = Frames(Side.SERVER, MAX_MESSAGE)
+        self.server = Frames(Side.CLIENT, None)
+        self.path: str | None = None
+
+    def from_client(self, data: bytes) -> list[dict[str, Any]]:
+        events = []
+        for text, payload in self.client.feed(data):
+            # only what runs code is read whole: the rest costs one header parse
+            whole = b"execute_request" in payload or b"debug_request" in payload
+            try:
+                message = read_message(text, payload, v1=self.v1, whole=whole)
+            except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+                raise Refused(f"a kernel message could not be read ({exc})") from None
+            allowed = ALLOWED.get(message.channel)
+            if allowed is None or message.msg_type not in allowed:
+                raise Refused(
+                    f"a {message.msg_type[:40]!r} message on channel "
+                    f"{message.channel[:20]!r} is not passed to kernels"
+                )
+            if message.msg_type in RECORDED and not _state_only(message):
+                try:
+                    events.append(
+                        execute_event(
+                            message,
+                            person=self.person,
+                            kernel=self.kernel,
+                            path=self.path,
+                            code_full=self.code_full,
+                        )
+                    )
+                except ValueError as exc:
+                    raise Refused(f"a kernel message could not be read ({exc})") from None
+        return events
+
+    def from_server(self, data: bytes) -> list[tuple[str, str]]:
+        outcomes = []
+        for text, payload in self.server.feed(data):
+            if b"execute_reply" not in payload:
+                continue
+            try:
+                message = read_message(text, payload, v1=self.v1, whole=True)
+            except (ValueError, UnicodeDecodeError, struct.error, IndexError):
+                continue  # an answer the relay cannot read costs an outcome, nothing else
+            if message.msg_type == "execute_reply":
+                status = message.content.get("status")
+                outcome = status if status in ("ok", "error", "aborted") else "error"
+                outcomes.append((claim(message.parent.get("msg_id")) or "", outcome))
+        return outcomes

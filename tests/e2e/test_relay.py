@@ -1,0 +1,230 @@
+"""Who ran what, on the session hub's running armoede workspace (issue 16): the workspace's
+bridge records each execution under the person whose credential opened the websocket, never
+the name a message claims, on either channel and in either wire format, and keeps a
+workspace's own token off kernel channels. Read as root from the spool and the audit log
+(the service takes batches from the one into the other)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import ACTION
+
+from e2e_hub import Hub
+
+ARMOEDE = "dossier-armoede"
+V1 = "v1.kernel.websocket.jupyter.org"
+
+
+@pytest.fixture(scope="module")
+def tokens(hub: Hub) -> dict[str, str]:
+    made = {name: hub.token(name) for name in ("a.jansen", "b.devries")}
+    hub.ensure_running(ARMOEDE, made["a.jansen"])
+    return made
+
+
+@pytest.fixture(scope="module")
+def kernel(hub: Hub, tokens: dict[str, str]) -> Iterator[str]:
+    """One kernel of the running workspace, started by a.jansen, for every test here."""
+    base = f"{hub.url}user/{ARMOEDE}/api/kernels"
+    headers = {"Authorization": f"token {tokens['a.jansen']}"}
+    started = httpx.post(base, headers=headers, json={"name": "dossier"}, timeout=60)
+    assert started.status_code == 201, started.text
+    kernel_id = started.json()["id"]
+    yield kernel_id
+    httpx.delete(f"{base}/{kernel_id}", headers=headers, timeout=60)
+
+
+def channels(hub: Hub, kernel_id: str, token: str, *, v1: bool = False) -> ClientConnection:
+    url = f"{hub.url.replace('http://', 'ws://')}user/{ARMOEDE}/api/kernels/{kernel_id}/channels"
+    return connect(
+        url,
+        additional_headers={"Authorization": f"token {token}"},
+        subprotocols=[V1] if v1 else None,  # type: ignore[list-item]
+        open_timeout=30,
+    )
+
+
+def run(socket: ClientConnection, code: str, *, claimed: str, channel: str = "shell") -> tuple:
+    """Send an execute_request whose header names `claimed`; (msg_id, its stdout, status)."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "username": claimed,
+        "session": uuid.uuid4().hex,
+        "msg_type": "execute_request",
+        "version": "5.3",
+        "date": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    message = {
+        "header": header,
+        "parent_header": {},
+        "metadata": {"cellId": "cell-" + msg_id},
+        "content": content,
+    }
+    v1 = socket.subprotocol == V1
+    if v1:
+        socket.send(serialize_msg_to_ws_v1(message, channel, lambda p: json.dumps(p).encode()))
+    else:
+        socket.send(json.dumps({**message, "channel": channel, "buffers": []}))
+    out, status, idle = [], None, False
+    while status is None or not idle:  # the reply (shell) may come before the output (iopub)
+        received = socket.recv(timeout=60)
+        if v1:
+            _, parts = deserialize_msg_from_ws_v1(received)
+            got = {
+                "header": json.loads(parts[0]),
+                "parent_header": json.loads(parts[1]),
+                "content": json.loads(parts[3]),
+            }
+        else:
+            got = json.loads(received)
+        if got["parent_header"].get("msg_id") != msg_id:
+            continue
+        if got["header"]["msg_type"] == "stream":
+            out.append(got["content"]["text"])
+        if got["header"]["msg_type"] == "execute_reply":
+            status = got["content"]["status"]
+        idle = idle or got["content"].get("execution_state") == "idle"
+    return msg_id, "".join(out), status
+
+
+def events_of(hub: Hub, kernel_id: str) -> list[dict[str, Any]]:
+    """The events about a kernel, spooled or already in the audit log, oldest first."""
+    events: list[dict[str, Any]] = []
+    for record in AuditLog(hub.home).read():
+        if record.get("action") == ACTION:
+            events += record["details"]["events"]
+    for path in sorted(hub.home.execution_spool_dir("armoede").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):  # taken in by the service meanwhile
+            events += json.loads(path.read_text())["events"]
+    return [event for event in events if event.get("kernel") == kernel_id]
+
+
+def executions(hub: Hub, kernel_id: str, msg_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """msg_id -> its execute event, the outcome joined, once all of `msg_ids` have one."""
+    deadline = time.monotonic() + 10
+    while True:
+        found: dict[str, dict[str, Any]] = {}
+        for event in events_of(hub, kernel_id):
+            if event["event"] == "execute" and event["msg_id"] in msg_ids:
+                found[event["msg_id"]] = {
+                    "outcome": None,
+                    **found.get(event["msg_id"], {}),
+                    **{k: v for k, v in event.items() if k != "outcome"},
+                }
+                found[event["msg_id"]]["outcome"] = (
+                    event.get("outcome") or found[event["msg_id"]]["outcome"]
+                )
+            elif event["event"] == "outcome" and event["msg_id"] in found:
+                found[event["msg_id"]]["outcome"] = event["outcome"]
+        done = set(found) == msg_ids and all(e["outcome"] for e in found.values())
+        if done or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_executions_are_recorded_under_the_person_of_the_connection(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    with channels(hub, kernel, tokens["a.jansen"]) as legacy:
+        forged_legacy, _, status = run(legacy, "x = 1", claimed="b.devries")
+        assert status == "ok"
+        on_control, _, status = run(legacy, "y = 2", claimed="nobody", channel="control")
+        assert status == "ok"
+    with channels(hub, kernel, tokens["b.devries"], v1=True) as binary:
+        assert binary.subprotocol == V1
+        forged_v1, _, status = run(binary, "z = 3\nprint(z)", claimed="a.jansen")
+        assert status == "ok"
+    events = executions(hub, kernel, {forged_legacy, on_control, forged_v1})
+    people = {msg_id: events[msg_id]["person"] for msg_id in events}
+    assert people == {forged_legacy: "a.jansen", on_control: "a.jansen", forged_v1: "b.devries"}
+    assert events[on_control]["channel"] == "control"
+    assert events[forged_v1]["first_line"] == "z = 3"
+    assert events[forged_v1]["cell_id"] == f"cell-{forged_v1}"
+    assert all(events[m]["kernel"] == kernel and events[m]["outcome"] == "ok" for m in events)
+
+
+def test_a_debugger_request_is_recorded_as_debug(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """ipykernel passes DAP commands it does not handle (evaluate, setVariable) to debugpy:
+    code too. Recorded whether or not the debugger answers."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "username": "nobody",
+        "session": uuid.uuid4().hex,
+        "msg_type": "debug_request",
+        "version": "5.3",
+        "date": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    request = {
+        "type": "request",
+        "seq": 1,
+        "command": "evaluate",
+        "arguments": {"expression": "x + 1", "context": "repl"},
+    }
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": request,
+                    "channel": "control",
+                    "buffers": [],
+                }
+            )
+        )
+    deadline = time.monotonic() + 10
+    while not (found := [e for e in events_of(hub, kernel) if e.get("msg_id") == msg_id]):
+        assert time.monotonic() < deadline, "the debug request was not recorded"
+        time.sleep(0.1)
+    assert (found[0]["person"], found[0]["kind"]) == ("b.devries", "debug")
+    assert (found[0]["channel"], found[0]["first_line"]) == ("control", "evaluate x + 1")
+
+
+def test_the_workspace_token_from_a_kernel_opens_no_kernel_channel(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    with channels(hub, kernel, tokens["a.jansen"]) as socket:
+        code = "import os; print(os.environ['JUPYTERHUB_API_TOKEN'])"
+        _, out, status = run(socket, code, claimed="a.jansen")
+    assert status == "ok"
+    stolen = out.strip()
+    assert stolen and stolen != tokens["a.jansen"]
+    with pytest.raises(InvalidStatus) as refused:
+        channels(hub, kernel, stolen)
+    assert refused.value.response.status_code == 403
+    deadline = time.monotonic() + 10
+    while not (refusals := [e for e in events_of(hub, kernel) if e["event"] == "refused"]):
+        assert time.monotonic() < deadline, "no refusal recorded"
+        time.sleep(0.1)
+    assert refusals[-1]["person"] is None
+    assert "person's own credential" in refusals[-1]["reason"]

@@ -1,0 +1,339 @@
+"""The relay's readers (workspaces/execwatch.py) on real bytes: frames made by websockets' own
+serialisation, Jupyter messages by jupyter_server's own serialize functions, cookies by
+tornado's own signing; the recorder's batching (netbridge.Recorder). Milliseconds."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import uuid
+
+import h11
+import pytest
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_binary_message,
+    deserialize_msg_from_ws_v1,
+    serialize_binary_message,
+    serialize_msg_to_ws_v1,
+)
+from tornado.web import create_signed_value
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import BINARY, CONT, PING, TEXT, Frame
+
+from dossierhub.workspaces import execwatch, netbridge
+from dossierhub.workspaces.execwatch import V1, Exchange, KernelSocket, Refused
+
+KERNEL = "0b6a4f1e-7d0c-4c55-9f53-2a1d3c4b5e6f"
+SERVER = "dossier-armoede"
+
+
+def message(msg_type: str, content: dict, *, username: str = "b.devries", **extra) -> dict:
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "username": username,
+        "session": "s",
+        "msg_type": msg_type,
+        "version": "5.3",
+        "date": "2026-12-02T01:00:00Z",
+    }
+    return {
+        "header": header,
+        "parent_header": extra.pop("parent", {}),
+        "metadata": extra.pop("metadata", {}),
+        "content": content,
+        "buffers": [],
+        **extra,
+    }
+
+
+def v1(msg: dict, channel: str) -> bytes:
+    return serialize_msg_to_ws_v1(msg, channel, lambda part: json.dumps(part).encode())
+
+
+def legacy_text(msg: dict, channel: str) -> bytes:
+    return json.dumps({**msg, "channel": channel}).encode()
+
+
+def masked(payload: bytes, *, text: bool = False, pieces: int = 1) -> bytes:
+    """A browser's frames: masked, the message in `pieces` fragments."""
+    size = -(-len(payload) // pieces)
+    chunks = [payload[i : i + size] for i in range(0, len(payload), size)]
+    frames = []
+    for i, chunk in enumerate(chunks):
+        opcode = (TEXT if text else BINARY) if i == 0 else CONT
+        frames.append(Frame(opcode, chunk, fin=i == len(chunks) - 1).serialize(mask=True))
+    return b"".join(frames)
+
+
+def unmasked(payload: bytes, *, text: bool = False) -> bytes:
+    return Frame(TEXT if text else BINARY, payload).serialize(mask=False)
+
+
+def socket(subprotocol: str | None = V1, *, full: bool = False) -> KernelSocket:
+    return KernelSocket(KERNEL, "a.jansen", subprotocol, code_full=full)
+
+
+def execute(code: str, **extra) -> dict:
+    return message(
+        "execute_request",
+        {"code": code, "silent": False, "user_expressions": extra.pop("expressions", {})},
+        **extra,
+    )
+
+
+def test_v1_execute_is_recorded_with_the_connection_person_not_the_header():
+    msg = execute("\n\nx = 1  # first\ny = 2", metadata={"cellId": "cell-7"})
+    events = socket().from_client(masked(v1(msg, "shell"), pieces=3))
+    assert len(events) == 1
+    event = events[0]
+    assert event["person"] == "a.jansen"  # the header says b.devries
+    assert (event["kind"], event["channel"], event["kernel"]) == ("execute", "shell", KERNEL)
+    assert event["msg_id"] == msg["header"]["msg_id"]
+    assert event["cell_id"] == "cell-7"
+    assert event["first_line"] == "x = 1  # first"
+    assert event["code_sha256"] == hashlib.sha256(msg["content"]["code"].encode()).hexdigest()
+    assert "code" not in event and event["outcome"] is None
+
+
+def test_frames_split_anywhere_give_the_message_once():
+    watched = socket(None)
+    data = masked(legacy_text(execute("print(1)"), "shell"), text=True, pieces=2)
+    data = Frame(PING, b"hi").serialize(mask=True) + data
+    events = [e for i in range(len(data)) for e in watched.from_client(data[i : i + 1])]
+    assert [e["first_line"] for e in events] == ["print(1)"]
+
+
+def test_legacy_text_and_binary_and_control_and_full_code():
+    watched = socket(None, full=True)
+    text = watched.from_client(masked(legacy_text(execute("a = 1"), "control"), text=True))
+    with_buffers = {
+        **execute("b = 2", expressions={"n": "len(a)"}),
+        "channel": "shell",
+        "buffers": [b"\x00\x01binary"],
+    }
+    binary = watched.from_client(masked(serialize_binary_message(with_buffers)))
+    assert [(e["channel"], e["code"]) for e in text + binary] == [
+        ("control", "a = 1"),
+        ("shell", "b = 2"),
+    ]
+    # user_expressions are code too: they change the hash
+    plain = hashlib.sha256(b"b = 2").hexdigest()
+    assert binary[0]["code_sha256"] != plain
+
+
+def test_debug_evaluate_is_recorded_as_debug():
+    request = {
+        "type": "request",
+        "seq": 3,
+        "command": "evaluate",
+        "arguments": {"expression": "secret = open('/etc/x').read()"},
+    }
+    events = socket().from_client(masked(v1(message("debug_request", request), "control")))
+    assert events[0]["kind"] == "debug"
+    assert events[0]["first_line"] == "evaluate secret = open('/etc/x').read()"
+
+
+def test_other_allowed_messages_pass_unrecorded():
+    watched = socket()
+    for msg_type, channel in (
+        ("kernel_info_request", "shell"),
+        ("comm_msg", "shell"),
+        ("interrupt_request", "control"),
+        ("input_reply", "stdin"),
+    ):
+        assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
+    # JupyterLab asks the debugger's state at every kernel status change: no code runs
+    info = message("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
+    assert watched.from_client(masked(v1(info, "control"))) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        masked(v1(message("apply_request", {}), "shell")),  # not handled by ipykernel 7
+        masked(v1(message("debug_request", {}), "shell")),  # control only
+        masked(v1(execute("x"), "iopub")),
+        masked(b"\x07" + b"\x00" * 60),  # offsets that point nowhere
+        masked(legacy_text(execute("x"), "shell"), text=True),  # text on a v1 socket
+        unmasked(v1(execute("x"), "shell")),  # a client frame must be masked
+        # permessage-deflate was not negotiated: a compressed frame is refused
+        Frame(BINARY, v1(execute("x"), "shell")).serialize(
+            mask=True, extensions=[PerMessageDeflate(False, False, 15, 15)]
+        ),
+        masked(v1({**execute(1), "content": {"code": 1}}, "shell")),
+    ],
+)
+def test_what_cannot_be_read_or_is_not_allowed_is_refused(data):
+    with pytest.raises(Refused):
+        socket().from_client(data)
+
+
+def test_too_large_a_message_is_refused():
+    big = masked(v1(execute("x" * (execwatch.MAX_MESSAGE + 1)), "shell"))
+    with pytest.raises(Refused):
+        socket().from_client(big)
+
+
+def test_relay_reads_what_jupyter_server_reads():
+    msg = execute("z = 3", metadata={"cellId": "c"})
+    for payload, v1_ in (
+        (v1(msg, "control"), True),
+        (serialize_binary_message({**msg, "channel": "shell", "buffers": [b"buf"]}), False),
+    ):
+        read = execwatch.read_message(False, payload, v1=v1_, whole=True)
+        if v1_:
+            channel, parts = deserialize_msg_from_ws_v1(payload)
+            header = json.loads(parts[0])
+        else:
+            server = deserialize_binary_message(payload)
+            channel, header = server["channel"], server["header"]
+        assert (read.channel, read.header["msg_id"]) == (channel, header["msg_id"])
+
+
+def test_execute_reply_gives_the_outcome():
+    for subprotocol in (V1, None):
+        watched = socket(subprotocol)
+        reply = message("execute_reply", {"status": "error"}, parent={"msg_id": "m1"})
+        busy = message("status", {"execution_state": "busy"}, parent={"msg_id": "m1"})
+        encode = (lambda m: v1(m, "shell")) if subprotocol else (lambda m: legacy_text(m, "shell"))
+        data = unmasked(encode(busy), text=not subprotocol)
+        data += unmasked(encode(reply), text=not subprotocol)
+        assert watched.from_server(data) == [("m1", "error")]
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+def request(target: str, *headers: tuple[str, str], body: bytes = b"") -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: x", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read(data: bytes) -> list[h11.Request]:
+    return list(Exchange().client_events(data))
+
+
+UPGRADE = (
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+)
+CHANNELS = f"/user/{SERVER}/api/kernels/{KERNEL}/channels"
+
+
+@pytest.mark.parametrize(
+    "headers, target",
+    [
+        ((("Content-Length", "3"), ("Transfer-Encoding", "chunked")), "/api"),
+        ((("Authorization", "token a"), ("Authorization", "token b")), CHANNELS),
+        ((), CHANNELS + "?token=a&token=b"),
+        (
+            (("Cookie", f"jupyterhub-user-{SERVER}=a"), ("Cookie", f"jupyterhub-user-{SERVER}=b")),
+            CHANNELS,
+        ),
+        ((("Cookie", f"jupyterhub-user-{SERVER}=a; __Host-jupyterhub-user-{SERVER}=b"),), CHANNELS),
+    ],
+)
+def test_requests_two_parsers_could_read_differently_are_refused(headers, target):
+    (head,) = read(request(target, *headers))
+    with pytest.raises(Refused):
+        execwatch.check_request(head, SERVER)
+
+
+def test_credentials_in_jupyterhubs_order_cookie_decoded():
+    cookie = create_signed_value("secret", f"jupyterhub-user-{SERVER}", "cookie-token").decode()
+    (head,) = read(
+        request(
+            CHANNELS + "?session_id=1&token=url-token",
+            ("Authorization", "Bearer header-token"),
+            ("Cookie", f"other=1; jupyterhub-user-{SERVER}={cookie}"),
+        )
+    )
+    execwatch.check_request(head, SERVER)
+    assert execwatch.credentials(head, SERVER) == ["url-token", "header-token", "cookie-token"]
+    assert execwatch.kernel_of(head.target) == KERNEL
+    assert execwatch.kernel_of(b"/user/x/api/kernels/k1/channels/x") is None
+
+
+def test_keep_alive_upgrade_after_a_request_and_frames_after_the_101():
+    exchange = Exchange()
+    first = request("/user/x/api/status")
+    assert [r.target for r in exchange.client_events(first)] == [b"/user/x/api/status"]
+    assert exchange.unread() == 0
+    upgrade = request(CHANNELS, *UPGRADE)
+    # the upgrade waits until the first request is answered
+    assert list(exchange.client_events(upgrade)) == []
+    assert exchange.paused and exchange.unread() == len(upgrade)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    assert exchange.server_bytes(answer) == b""
+    assert [r.target for r in exchange.client_events(b"")] == [CHANNELS.encode()]
+    frame = unmasked(v1(message("status", {}), "iopub"))
+    switch = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: " + V1.encode() + b"\r\n\r\n"
+    )
+    assert exchange.server_bytes(switch + frame) == frame
+    assert exchange.switched and exchange.subprotocol == V1
+
+
+def test_a_101_with_an_extension_is_refused():
+    exchange = Exchange()
+    list(exchange.client_events(request(CHANNELS, *UPGRADE)))
+    with pytest.raises(Refused):
+        exchange.server_bytes(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+
+
+def test_sessions_answers_chunked_and_gzipped_give_paths():
+    exchange = Exchange()
+    list(exchange.client_events(request("/user/x/api/sessions")))
+    body = gzip.compress(
+        json.dumps([{"id": "s", "path": "work/poverty.ipynb", "kernel": {"id": KERNEL}}]).encode()
+    )
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:])) + b"0\r\n\r\n"
+    exchange.server_bytes(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    assert exchange.sessions == [(KERNEL, "work/poverty.ipynb")]
+
+
+# --- the recorder -----------------------------------------------------------------------
+
+
+def test_recorder_batches_in_order_keeps_what_cannot_be_written_and_fails_closed(monkeypatch):
+    written: list[tuple[str, list]] = []
+    broken = True
+
+    def write(batch: str, events: list) -> None:
+        if broken:
+            raise OSError("disk full")
+        written.append((batch, events))
+
+    recorder = netbridge.Recorder(write, "r1")
+    event = {"event": "execute", "kernel": "k", "msg_id": "m", "outcome": None}
+    assert recorder.record([dict(event)])
+    recorder.outcome("k", "m", "ok")  # still in memory: joined
+    recorder.flush()  # cannot be written: kept
+    recorder.outcome("k", "m", "error")  # already answered
+    monkeypatch.setattr(netbridge, "MAX_WAITING", 2)
+    assert recorder.record([{**event, "msg_id": "m2"}])
+    assert not recorder.record([{**event, "msg_id": "m3"}])  # full: refused
+    broken = False
+    recorder.flush()
+    recorder.outcome("k", "m2", "aborted")  # its event left: an outcome event
+    recorder.flush()
+    assert [batch for batch, _ in written] == ["r1-00000001", "r1-00000002", "r1-00000003"]
+    assert written[0][1][0]["outcome"] == "ok"
+    assert written[2][1][0] == {
+        **written[2][1][0],
+        "event": "outcome",
+        "msg_id": "m2",
+        "outcome": "aborted",
+    }
+    assert recorder.record([{**event, "msg_id": "m4"}])  # room again
