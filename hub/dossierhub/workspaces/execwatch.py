@@ -93,10 +93,18 @@ class Refused(Exception):
         self.status = status
 
 
+def recordable(text: str) -> str:
+    """`text` as the audit trail can hold it. JSON may escape a lone surrogate (`\\udc80`):
+    Python's reader takes it, the service's strict reader refuses the batch holding it, which
+    was set aside whole, so one such message hid every execution spooled with it. Each lone
+    surrogate becomes U+FFFD (a pair stays the one character it names)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def claim(value: Any) -> str | None:
     """A client's or the workspace's string as recorded: cut to CLAIM characters (one way for
     every side, so an execute_reply's parent msg_id still finds its request)."""
-    return value[:CLAIM] if isinstance(value, str) else None
+    return recordable(value[:CLAIM]) if isinstance(value, str) else None
 
 
 def now() -> str:
@@ -311,7 +319,7 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
         kernel = model.get("kernel") if isinstance(model, dict) else None
         path = model.get("path") if isinstance(model, dict) else None
         if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
-            found.append((kernel["id"][:CLAIM], path[:CLAIM]))
+            found.append((recordable(kernel["id"][:CLAIM]), recordable(path[:CLAIM])))
     return found
 
 
@@ -480,10 +488,10 @@ def execute_event(
         "cell_id": claim(cell),
         "path": path,
         "code_sha256": _sha256(hashed),
-        "first_line": first[:FIRST_LINE],
+        "first_line": recordable(first[:FIRST_LINE]),
     }
     if code_full:
-        event["code"] = code
+        event["code"] = recordable(code)
     event["outcome"] = None
     return event
 
