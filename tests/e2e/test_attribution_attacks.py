@@ -1,0 +1,146 @@
+"""Red team on who ran what (issue 16), around the relay: attacks an analyst of the armoede
+team performs for real on the session hub's running workspace, each failing on the code before
+its fix. A message the relay records must reach the audit trail whatever its strings hold, and
+no kernel may make the server trust a notebook (trusted outputs run script in a colleague's
+browser, with the colleague's token at hand)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from test_relay import ARMOEDE, channels, kernel, run, tokens  # noqa: F401 - fixtures
+
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import ACTION
+
+from e2e_hub import Hub
+
+
+def _in_trail(hub: Hub, msg_ids: set[str], seconds: float = 10) -> dict[str, dict]:
+    """msg_id -> its execute event once all of `msg_ids` are in the audit log (the service
+    takes a batch in about a second after the bridge spools it), or what is there by then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = {
+            event["msg_id"]: event
+            for record in AuditLog(hub.home).read()
+            if record.get("action") == ACTION
+            for event in record["details"]["events"]
+            if event.get("event") == "execute" and event.get("msg_id") in msg_ids
+        }
+        if set(found) == msg_ids or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_a_lone_surrogate_in_a_message_hides_no_execution(
+    hub: Hub,
+    tokens: dict[str, str],  # noqa: F811
+    kernel: str,  # noqa: F811
+) -> None:
+    """JSON's `\\udc80` is a lone surrogate to Python: the bridge spooled it, the service's
+    JSON reader refused the batch and set it aside, so every execution in the same batch (the
+    analyst's own next query, a colleague's runs of those seconds) never reached the trail."""
+    poisoned = uuid.uuid4().hex
+    header = {
+        "msg_id": poisoned,
+        "username": "a.jansen",
+        "session": uuid.uuid4().hex,
+        "msg_type": "execute_request",
+        "version": "5.3",
+        "date": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    content = {
+        "code": "hidden = 1",
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    message = {
+        "header": header,
+        "parent_header": {},
+        "metadata": {"cellId": "\udc80"},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
+    }
+    with channels(hub, kernel, tokens["a.jansen"]) as socket:
+        socket.send(json.dumps(message))  # ensure_ascii: the surrogate goes as \udc80
+        query, _, status = run(socket, "print(hidden)", claimed="a.jansen")
+    assert status == "ok"  # the poisoned request ran: `hidden` was defined
+    found = _in_trail(hub, {poisoned, query})
+    assert set(found) == {poisoned, query}, "an execution never reached the audit trail"
+    assert {event["person"] for event in found.values()} == {"a.jansen"}
+    spool = hub.home.execution_spool_dir("armoede")
+    assert not list(spool.glob("*.bad")), "a batch was set aside"
+
+
+FORGE_TRUST = r"""
+import os, nbformat
+from nbformat.sign import NotebookNotary
+home = os.environ["HOME"]
+nb = nbformat.v4.new_notebook()
+cell = nbformat.v4.new_code_cell("1")
+cell.outputs = [nbformat.v4.new_output(
+    "display_data", data={"application/javascript": "window.stolen = document.cookie"})]
+nb.cells = [cell]
+notary = NotebookNotary(secret_file=os.path.join(home, ".jupyter_notebook_secret"),
+                        db_file=os.path.join(home, ".jupyter_nbsignatures.db"))
+notary.sign(nb)
+nbformat.write(nb, os.path.join(home, "NAME"))
+print("signed")
+"""
+
+
+@pytest.fixture
+def forged(hub: Hub, tokens: dict[str, str]) -> Iterator[str]:  # noqa: F811
+    name = f"forged-{uuid.uuid4().hex[:8]}.ipynb"
+    yield name
+    httpx.delete(
+        f"{hub.url}user/{ARMOEDE}/api/contents/{name}",
+        headers={"Authorization": f"token {tokens['a.jansen']}"},
+        timeout=30,
+    )
+
+
+def test_a_kernel_cannot_make_the_server_trust_a_notebook(
+    hub: Hub,
+    tokens: dict[str, str],  # noqa: F811
+    kernel: str,  # noqa: F811
+    forged: str,
+) -> None:
+    """The notebook-signing key was a file in the team's folder: a kernel signed a notebook
+    whose output is script, and the server told a colleague's JupyterLab it is trusted, which
+    runs the script in the colleague's browser (their token is in the page: whatever it then
+    runs is recorded as the colleague)."""
+    with channels(hub, kernel, tokens["a.jansen"]) as socket:
+        _, out, status = run(socket, FORGE_TRUST.replace("NAME", forged), claimed="a.jansen")
+    assert (status, out.strip()) == ("ok", "signed")
+    opened = httpx.get(
+        f"{hub.url}user/{ARMOEDE}/api/contents/{forged}",
+        headers={"Authorization": f"token {tokens['b.devries']}"},
+        timeout=30,
+    )
+    assert opened.status_code == 200, opened.text
+    cell = opened.json()["content"]["cells"][0]
+    assert cell["outputs"][0]["data"]["application/javascript"]
+    assert cell["metadata"].get("trusted") is False, "the server trusts a kernel's signature"
+    # the server still signs what a person saves (its key is in its memory, not in a file)
+    saved = opened.json()["content"]
+    saved["cells"][0]["metadata"]["trusted"] = True
+    url = f"{hub.url}user/{ARMOEDE}/api/contents/{forged}"
+    headers = {"Authorization": f"token {tokens['a.jansen']}"}
+    put = httpx.put(url, headers=headers, json={"type": "notebook", "content": saved}, timeout=30)
+    assert put.status_code == 200, put.text
+    again = httpx.get(url, headers=headers, timeout=30).json()["content"]["cells"][0]
+    assert again["metadata"].get("trusted") is True
+    log = hub.home.dossier_log_file("armoede", "workspace").read_text(errors="replace")
+    assert "NotebookNotary.secret=" not in log
