@@ -144,3 +144,42 @@ def test_a_kernel_cannot_make_the_server_trust_a_notebook(
     assert again["metadata"].get("trusted") is True
     log = hub.home.dossier_log_file("armoede", "workspace").read_text(errors="replace")
     assert "NotebookNotary.secret=" not in log
+
+
+PLANT_SHORTCUT = r"""
+import json, os, pathlib
+settings = pathlib.Path(os.environ["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab/shortcuts-extension")
+settings.mkdir(parents=True, exist_ok=True)
+binding = {"command": "notebook:run-all-cells", "keys": ["Accel S"], "selector": ".jp-Notebook"}
+(settings / "shortcuts.jupyterlab-settings").write_text(json.dumps({"shortcuts": [binding]}))
+print(settings)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team B, medium: JupyterLab's user settings are one folder of the team "
+    "(JUPYTERLAB_SETTINGS_DIR in the workspace folder), so a kernel rebinds a colleague's "
+    "Ctrl+S to 'run all cells': the colleague's browser then runs code they did not choose, "
+    "recorded as them. Needs settings per person or out of the kernels' reach.",
+)
+def test_a_kernel_cannot_change_a_colleagues_jupyterlab_settings(
+    hub: Hub,
+    tokens: dict[str, str],  # noqa: F811
+    kernel: str,  # noqa: F811
+) -> None:
+    with channels(hub, kernel, tokens["a.jansen"]) as socket:
+        _, out, status = run(socket, PLANT_SHORTCUT, claimed="a.jansen")
+    assert status == "ok", out
+    try:
+        seen = httpx.get(
+            f"{hub.url}user/{ARMOEDE}/lab/api/settings/@jupyterlab/shortcuts-extension:shortcuts",
+            headers={"Authorization": f"token {tokens['b.devries']}"},
+            timeout=30,
+        )
+        assert seen.status_code == 200, seen.text
+        assert "notebook:run-all-cells" not in seen.json()["raw"]
+    finally:
+        planted = f"{out.strip()}/shortcuts.jupyterlab-settings"
+        with channels(hub, kernel, tokens["a.jansen"]) as socket:
+            run(socket, f"import os; os.remove({planted!r})", claimed="a.jansen")
