@@ -122,6 +122,31 @@ def test_legacy_text_and_binary_and_control_and_full_code():
     assert binary[0]["code_sha256"] != plain
 
 
+def test_lone_surrogates_are_recorded_as_the_services_reader_takes_them(tmp_path):
+    """JSON escapes a lone surrogate (`\\udc80`); Python reads it, the service's strict reader
+    refused the whole batch holding it (red team B): each becomes U+FFFD, in every string a
+    client or the workspace names, and the batch is taken in whole."""
+    from dossierhub.state.executions import _read_batch, write_batch
+    from dossierhub.state.home import Home
+
+    msg = execute("# \udc80 \U0001f600\nx = 1", metadata={"cellId": "c\udc80"})
+    msg["header"]["msg_id"] = "m\ud800"
+    events = socket(None, full=True).from_client(masked(legacy_text(msg, "shell"), text=True))
+    (event,) = events
+    assert (event["msg_id"], event["cell_id"]) == ("m\ufffd", "c\ufffd")
+    assert event["first_line"] == "# \ufffd \U0001f600"  # a pair stays its one character
+    assert event["code"] == "# \ufffd \U0001f600\nx = 1"
+    event["path"] = execwatch.sessions_of(
+        json.dumps({"kernel": {"id": KERNEL}, "path": "\udc80.ipynb"}).encode()
+    )[0][1]
+    assert event["path"] == "\ufffd.ipynb"
+    home = Home(tmp_path)
+    home.execution_spool_root.parent.mkdir()  # HOME/audit, as init makes it
+    spooled = write_batch(home, "armoede", "relay-00000001", events)
+    batch = _read_batch(spooled)
+    assert batch is not None and batch.events[0].cell_id == "c\ufffd"
+
+
 def test_debug_evaluate_is_recorded_as_debug():
     request = {
         "type": "request",
