@@ -9,10 +9,8 @@ none). It must be set in the server's own process: an exec resets it, so no wrap
 do it for the server; this module sets it, then runs the singleuser entry point in-process.
 Children the server starts (kernels) exec and so are dumpable again, as they were.
 
-The key that signs trusted notebooks is made here too, and kept only in this process's
-memory: as Jupyter's file in the team's folder, any kernel read it and signed a notebook whose
-output is script, which the server then told a colleague's JupyterLab was trusted, so it ran in
-the colleague's browser, where their token is (whatever it runs is recorded as them).
+It also adds the package's own server configuration (server_config/, root's like the
+package): no notebook is trusted in a shared workspace (notary.py).
 
 Run as `python -I -m dossier_lab.undumpable <server arguments>` (spawner.py): `-I` so that no
 PYTHONPATH or folder a dossier can write is on the server's import path.
@@ -22,11 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import secrets
 import sys
+from pathlib import Path
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 PR_GET_DUMPABLE = 3
+SERVER_CONFIG = Path(__file__).resolve().parent / "server_config"
 
 
 def make_undumpable() -> None:
@@ -40,17 +39,10 @@ def make_undumpable() -> None:
         raise OSError("prctl(PR_SET_DUMPABLE, 0) did not hold: the server is still dumpable")
 
 
-def signing_key_in_memory() -> list[str]:
-    """The server's arguments for a notebook-signing key only this process knows, new at
-    each start (so notebooks signed before a restart open untrusted until they are run or
-    saved again, as in Jupyter when its key changes). Added to sys.argv in-process: the
-    command line /proc shows every process is the one the server was started with."""
-    return [f"--NotebookNotary.secret={secrets.token_hex(64)}"]
-
-
 def main() -> None:
     make_undumpable()
-    sys.argv += signing_key_in_memory()
+    # first on Jupyter's configuration path, before the (read-only, empty) user folder
+    os.environ["JUPYTER_CONFIG_PATH"] = str(SERVER_CONFIG)
     # imported only now: nothing of the server exists before the flag is set
     from jupyterhub.singleuser import main as singleuser
 

@@ -1,8 +1,8 @@
 """Red team on who ran what (issue 16), around the relay: attacks an analyst of the armoede
 team performs for real on the session hub's running workspace, each failing on the code before
-its fix. A message the relay records must reach the audit trail whatever its strings hold, and
-no kernel may make the server trust a notebook (trusted outputs run script in a colleague's
-browser, with the colleague's token at hand)."""
+its fix (or marked xfail, strict, with the finding). A message the relay records must reach the
+audit trail whatever its strings hold, and nobody may make the server trust a notebook (trusted
+outputs run script in a colleague's browser, with the colleague's token at hand)."""
 
 from __future__ import annotations
 
@@ -111,39 +111,35 @@ def forged(hub: Hub, tokens: dict[str, str]) -> Iterator[str]:  # noqa: F811
     )
 
 
-def test_a_kernel_cannot_make_the_server_trust_a_notebook(
+def test_no_one_makes_the_server_trust_a_notebook(
     hub: Hub,
     tokens: dict[str, str],  # noqa: F811
     kernel: str,  # noqa: F811
     forged: str,
 ) -> None:
-    """The notebook-signing key was a file in the team's folder: a kernel signed a notebook
-    whose output is script, and the server told a colleague's JupyterLab it is trusted, which
-    runs the script in the colleague's browser (their token is in the page: whatever it then
-    runs is recorded as the colleague)."""
+    """A trusted notebook's script output runs in the browser of whoever opens it, where
+    their token is: whatever it then runs is recorded as them. A kernel signed one with the
+    key in the team's folder; a member had the server sign one by saving it with every code
+    cell marked trusted. Either way a colleague's JupyterLab was told it is trusted."""
     with channels(hub, kernel, tokens["a.jansen"]) as socket:
         _, out, status = run(socket, FORGE_TRUST.replace("NAME", forged), claimed="a.jansen")
     assert (status, out.strip()) == ("ok", "signed")
-    opened = httpx.get(
-        f"{hub.url}user/{ARMOEDE}/api/contents/{forged}",
-        headers={"Authorization": f"token {tokens['b.devries']}"},
-        timeout=30,
-    )
+    url = f"{hub.url}user/{ARMOEDE}/api/contents/{forged}"
+    as_colleague = {"Authorization": f"token {tokens['b.devries']}"}
+    opened = httpx.get(url, headers=as_colleague, timeout=30)
     assert opened.status_code == 200, opened.text
     cell = opened.json()["content"]["cells"][0]
     assert cell["outputs"][0]["data"]["application/javascript"]
     assert cell["metadata"].get("trusted") is False, "the server trusts a kernel's signature"
-    # the server still signs what a person saves (its key is in its memory, not in a file)
+    # a member saves it claiming trust (what JupyterLab sends for cells run in the session)
     saved = opened.json()["content"]
     saved["cells"][0]["metadata"]["trusted"] = True
-    url = f"{hub.url}user/{ARMOEDE}/api/contents/{forged}"
-    headers = {"Authorization": f"token {tokens['a.jansen']}"}
-    put = httpx.put(url, headers=headers, json={"type": "notebook", "content": saved}, timeout=30)
+    as_member = {"Authorization": f"token {tokens['a.jansen']}"}
+    put = httpx.put(url, headers=as_member, json={"type": "notebook", "content": saved}, timeout=30)
     assert put.status_code == 200, put.text
-    again = httpx.get(url, headers=headers, timeout=30).json()["content"]["cells"][0]
-    assert again["metadata"].get("trusted") is True
-    log = hub.home.dossier_log_file("armoede", "workspace").read_text(errors="replace")
-    assert "NotebookNotary.secret=" not in log
+    again = httpx.get(url, headers=as_colleague, timeout=30).json()["content"]["cells"][0]
+    assert again["outputs"][0]["data"]["application/javascript"]
+    assert again["metadata"].get("trusted") is False, "a member's save made it trusted"
 
 
 PLANT_SHORTCUT = r"""

@@ -73,8 +73,7 @@ def server_args(auth_cache_seconds: int, *, ipc: bool, folder: Path) -> list[str
         "--ServerApp.jpserver_extensions=jupyter_lsp=False",
         # what the server keeps, in the folder as before but not under Jupyter's data folder,
         # which is read-only now (isolation/environment.py): the collaboration's file ids,
-        # the database of trusted notebooks; their key where no server runs undumpable.py
-        # (pods, for now): a local workspace server keeps it in its memory only
+        # the key and database of trusted notebooks
         f"--BaseFileIdManager.db_path={folder / '.jupyter_fileid.db'}",
         f"--NotebookNotary.secret_file={folder / '.jupyter_notebook_secret'}",
         f"--NotebookNotary.db_file={folder / '.jupyter_nbsignatures.db'}",
