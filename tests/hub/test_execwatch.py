@@ -135,13 +135,20 @@ def test_debug_evaluate_is_recorded_as_debug():
     assert events[0]["first_line"] == "evaluate secret = open('/etc/x').read()"
 
 
+def test_an_answer_to_input_is_recorded_it_is_code_under_pdb():
+    answer = message("input_reply", {"value": "import os; os.remove('x')\nmore"})
+    events = socket().from_client(masked(v1(answer, "stdin")))
+    assert [(e["kind"], e["channel"], e["first_line"]) for e in events] == [
+        ("input", "stdin", "import os; os.remove('x')")
+    ]
+
+
 def test_other_allowed_messages_pass_unrecorded():
     watched = socket()
     for msg_type, channel in (
         ("kernel_info_request", "shell"),
         ("comm_msg", "shell"),
         ("interrupt_request", "control"),
-        ("input_reply", "stdin"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
     # JupyterLab asks the debugger's state at every kernel status change: no code runs

@@ -49,14 +49,15 @@ Outcome = Literal["ok", "error", "aborted"]
 
 
 class ExecuteEvent(Strict):
-    """Code a person sent to a kernel (execute_request, or a debugger request that runs code)."""
+    """Code a person sent to a kernel (execute_request, a debugger request that runs code, or
+    an answer to input(), which is code under pdb)."""
 
     event: Literal["execute"]
     at: dt.datetime
     person: Text
     kernel: Text
-    channel: Literal["shell", "control"]
-    kind: Literal["execute", "debug"]
+    channel: Literal["shell", "control", "stdin"]
+    kind: Literal["execute", "debug", "input"]  # input: an answer to input(), code under pdb
     msg_id: Text
     cell_id: Text | None = None  # the client's claim (JupyterLab's cell id)
     path: Text | None = None  # the workspace's claim (its sessions)

@@ -76,7 +76,9 @@ ALLOWED = {
     "control": frozenset(_CONTROL),
     "stdin": frozenset({"input_reply"}),
 }
-RECORDED = {"execute_request": "execute", "debug_request": "debug"}
+# input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
+# code; the kernel takes it from any connection, not only the asker's (red team): recorded
+RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
 # a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
@@ -468,6 +470,10 @@ def execute_event(
             first = f"{first} + user_expressions {canonical(expressions)}"
             code += canonical(expressions)
         hashed = code
+    elif kind == "input":
+        value = content.get("value")
+        code = hashed = value if isinstance(value, str) else canonical(value)
+        first = _first_line(code)
     else:
         hashed = canonical(content)
         arguments = content.get("arguments") if isinstance(content.get("arguments"), dict) else {}
@@ -523,7 +529,7 @@ class KernelSocket:
         events = []
         for text, payload in self.client.feed(data):
             # only what runs code is read whole: the rest costs one header parse
-            whole = b"execute_request" in payload or b"debug_request" in payload
+            whole = any(name.encode() in payload for name in RECORDED)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
                 if not whole and message.msg_type in RECORDED:
