@@ -10,7 +10,9 @@ import hashlib
 import itertools
 from typing import Any
 
+from dossierhub.state import executions
 from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import batch_of
 from dossierhub.state.home import Home
 
 _seq = itertools.count(1)
@@ -45,15 +47,7 @@ def execute(
 
 
 def append_batch(home: Home, dossier: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One batch's record, exactly as the service appends it."""
-    batch = f"test-relay-{next(_seq):08d}"
-    people = sorted({e["person"] for e in events if e.get("event") == "execute"})
-    return AuditLog(home).append(
-        "workspace.executions",
-        actor="netbridge",
-        dossier=dossier,
-        batch=batch,
-        count=sum(e.get("event") == "execute" for e in events),
-        people=people,
-        events=events,
-    )
+    """One batch's record, appended by the service's own function (no spool: a running
+    service would take a spooled batch in at the same time)."""
+    batch = batch_of(dossier, f"test-relay-{next(_seq):08d}", events)
+    return executions.append_batch(AuditLog(home), batch)

@@ -31,7 +31,13 @@ from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry, read_directory
-from dossierhub.state.executions import Execution, executions_from, export_text, latest_by_cell
+from dossierhub.state.executions import (
+    Execution,
+    executions_from,
+    export_text,
+    latest_by_cell,
+    refusals_from,
+)
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import Problem, ReportRefused
@@ -570,6 +576,7 @@ def _batch_summary(record: dict[str, Any]) -> dict[str, Any]:
         "count": details.get("count"),
         "people": details.get("people"),
         "ran": [{"person": p, "path": path, "count": n} for (p, path), n in ran.most_common()],
+        "refused": len(refusals_from([record])),
     }
 
 

@@ -61,7 +61,12 @@ def home(applied_home: Path) -> Home:
                 "kernel": late["kernel"],
                 "msg_id": late["msg_id"],
                 "outcome": "error",
-            }
+            },
+            {
+                "event": "refused",
+                "at": at(6).isoformat(),
+                "reason": "a kernel channel opened with the workspace's own token",
+            },
         ],
     )
     append_batch(
@@ -174,7 +179,7 @@ def test_the_trail_words_a_batch_and_never_shows_its_events(home: Home) -> None:
     assert words == [
         "b.devries ran 3 cells in poverty.ipynb; a.jansen ran 1 cell in a.ipynb; "
         "d.visser ran 1 cell in a notebook the workspace did not name.",
-        "The workspace's recorder handed in a batch without new executions.",
+        "The workspace's bridge turned away 1 request.",
     ]
     viewer = portal.audit_trail(home, "armoede", portal.Person(VIEWER))
     assert not [r for r in viewer["records"] if r["action"] == "workspace.executions"]

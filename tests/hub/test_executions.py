@@ -23,6 +23,7 @@ from dossierhub.state.executions import (
     executions_from,
     export_text,
     latest_by_cell,
+    refusals_from,
     spooled,
     write_batch,
 )
@@ -193,3 +194,22 @@ def test_the_export_holds_exactly_one_persons_rows_and_is_safe_in_a_spreadsheet(
     as_json = json.loads(export_text(mine, "json"))
     assert [row["cell_id"] for row in as_json] == ["c2", "c3"]
     assert as_json[0]["first_line"] == '=HYPERLINK("http://x")'  # JSON keeps it as it was
+
+
+def test_refusals_read_back_per_dossier() -> None:
+    refused = {
+        "event": "refused",
+        "at": T0.isoformat(),
+        "person": None,
+        "kernel": "k1",
+        "reason": "a kernel channel opened with the workspace's own token",
+    }
+    trail = records([execute("a.jansen", "c1", 0), refused]) + records(
+        [{**refused, "reason": "other"}], dossier="mobiliteit"
+    )
+    found = refusals_from(trail, dossier="armoede")
+    assert [(r.dossier, r.kernel, r.reason) for r in found] == [
+        ("armoede", "k1", "a kernel channel opened with the workspace's own token")
+    ]
+    assert len(refusals_from(trail)) == 2
+    assert [r.person for r in executions_from(trail)] == ["a.jansen"]  # not a refusal

@@ -115,11 +115,12 @@ def test_legacy_text_and_binary_and_control_and_full_code():
     binary = watched.from_client(masked(serialize_binary_message(with_buffers)))
     assert [(e["channel"], e["code"]) for e in text + binary] == [
         ("control", "a = 1"),
-        ("shell", "b = 2"),
+        ("shell", 'b = 2{"n":"len(a)"}'),
     ]
-    # user_expressions are code too: they change the hash
-    plain = hashlib.sha256(b"b = 2").hexdigest()
-    assert binary[0]["code_sha256"] != plain
+    # user_expressions are code too (evaluated, answered in the reply): in the hash, the kept
+    # code and the first line, so "pass" cannot stand for what they run
+    assert binary[0]["code_sha256"] == hashlib.sha256(binary[0]["code"].encode()).hexdigest()
+    assert binary[0]["first_line"] == 'b = 2 + user_expressions {"n":"len(a)"}'
 
 
 def test_lone_surrogates_are_recorded_as_the_services_reader_takes_them(tmp_path):
@@ -159,13 +160,20 @@ def test_debug_evaluate_is_recorded_as_debug():
     assert events[0]["first_line"] == "evaluate secret = open('/etc/x').read()"
 
 
+def test_an_answer_to_input_is_recorded_it_is_code_under_pdb():
+    answer = message("input_reply", {"value": "import os; os.remove('x')\nmore"})
+    events = socket().from_client(masked(v1(answer, "stdin")))
+    assert [(e["kind"], e["channel"], e["first_line"]) for e in events] == [
+        ("input", "stdin", "import os; os.remove('x')")
+    ]
+
+
 def test_other_allowed_messages_pass_unrecorded():
     watched = socket()
     for msg_type, channel in (
         ("kernel_info_request", "shell"),
         ("comm_msg", "shell"),
         ("interrupt_request", "control"),
-        ("input_reply", "stdin"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
     # JupyterLab asks the debugger's state at every kernel status change: no code runs

@@ -49,14 +49,15 @@ Outcome = Literal["ok", "error", "aborted"]
 
 
 class ExecuteEvent(Strict):
-    """Code a person sent to a kernel (execute_request, or a debugger request that runs code)."""
+    """Code a person sent to a kernel (execute_request, a debugger request that runs code, or
+    an answer to input(), which is code under pdb)."""
 
     event: Literal["execute"]
     at: dt.datetime
     person: Text
     kernel: Text
-    channel: Literal["shell", "control"]
-    kind: Literal["execute", "debug"]
+    channel: Literal["shell", "control", "stdin"]
+    kind: Literal["execute", "debug", "input"]  # input: an answer to input(), code under pdb
     msg_id: Text
     cell_id: Text | None = None  # the client's claim (JupyterLab's cell id)
     path: Text | None = None  # the workspace's claim (its sessions)
@@ -145,11 +146,8 @@ def write_batch(home: Home, dossier_id: str, batch_id: str, events: list[dict[st
     service never reads half a batch). The events are checked here, so a bridge learns at
     once of an event the service would refuse."""
     path = spool_file(home, dossier_id, batch_id)
+    batch_of(dossier_id, batch_id, events)
     document = {"format": FORMAT, "dossier": dossier_id, "batch": batch_id, "events": events}
-    try:
-        _BATCH.validate_python(document)
-    except ValidationError as exc:
-        raise SpoolError(f"batch {batch_id} of dossier {dossier_id}: {_first_error(exc)}") from None
     for folder in (path.parent.parent, path.parent):
         folder.mkdir(mode=0o700, exist_ok=True)
     write_atomic(path, json.dumps(document, separators=(",", ":")) + "\n", mode=0o600)
@@ -200,7 +198,7 @@ class Ingester:
                 os.replace(path, path.with_name(path.name + ".bad"))
                 continue
             if batch.batch not in self.seen:
-                self.log.append(ACTION, actor=ACTOR, **audit_details(batch))
+                append_batch(self.log, batch)
                 self.seen.add(batch.batch)
                 taken += 1
             path.unlink()
@@ -217,6 +215,20 @@ def _read_batch(path: Path) -> Batch | None:
         _log.error("execution batch %s names another dossier or batch, set aside", path)
         return None
     return batch
+
+
+def append_batch(log: Any, batch: Batch) -> dict[str, Any]:
+    """Append `batch` to the audit log `log` as its one `workspace.executions` record."""
+    return log.append(ACTION, actor=ACTOR, **audit_details(batch))
+
+
+def batch_of(dossier_id: str, batch_id: str, events: list[dict[str, Any]]) -> Batch:
+    """A batch as the bridge spools it (SpoolError naming the first problem)."""
+    document = {"format": FORMAT, "dossier": dossier_id, "batch": batch_id, "events": events}
+    try:
+        return _BATCH.validate_python(document)
+    except ValidationError as exc:
+        raise SpoolError(f"batch {batch_id} of dossier {dossier_id}: {_first_error(exc)}") from None
 
 
 def audit_details(batch: Batch) -> dict[str, Any]:
@@ -305,10 +317,16 @@ def executions_from(
     outcomes: dict[tuple[str, str, str], str] = {}
     found: list[tuple[str, str, dict[str, Any]]] = []
     for where, batch, event in _events(records):
+        if dossier is not None and where != dossier:
+            continue  # the cheap tests first: a year's log holds many dossiers' events
         if event.get("event") == "outcome":
             key = (where, str(event.get("kernel")), str(event.get("msg_id")))
             outcomes[key] = str(event.get("outcome"))
-        elif event.get("event") == "execute":
+        elif (
+            event.get("event") == "execute"
+            and (person is None or event.get("person") == person)
+            and (path is None or event.get("path") == path)
+        ):
             found.append((where, batch, event))
     rows = []
     for where, batch, event in found:
@@ -366,6 +384,44 @@ def _wanted(
         and (since is None or row.at >= since)
         and (until is None or row.at < until)
     )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A connection or message the bridge did not let through (a kernel channel opened with
+    the workspace's own token, a message it could not read), and why."""
+
+    at: dt.datetime
+    dossier: str
+    person: str | None
+    kernel: str | None
+    reason: str
+    batch: str
+
+
+def refusals_from(
+    records: Iterable[dict[str, Any]], *, dossier: str | None = None
+) -> list[Refusal]:
+    """The refusals in audit `records`, oldest first, of one dossier or all."""
+    found = []
+    for where, batch, event in _events(records):
+        at = _when(event.get("at"))
+        if event.get("event") != "refused" or at is None:
+            continue
+        if dossier is None or where == dossier:
+            person, kernel = event.get("person"), event.get("kernel")
+            found.append(
+                Refusal(
+                    at=at,
+                    dossier=where,
+                    person=str(person) if person is not None else None,
+                    kernel=str(kernel) if kernel is not None else None,
+                    reason=str(event.get("reason", "")),
+                    batch=batch,
+                )
+            )
+    found.sort(key=lambda refusal: refusal.at)
+    return found
 
 
 def latest_by_cell(executions: Iterable[Execution]) -> dict[str, Execution]:

@@ -188,7 +188,13 @@ def _executions(r: Record) -> Markup:
     by_person: dict[str, list[dict[str, Any]]] = {}
     for row in ran:
         by_person.setdefault(str(row.get("person") or "someone"), []).append(row)
+    refused = int(r.get("refused") or 0)
+    turned_away = Markup("the workspace's bridge turned away {}").format(_count(refused, "request"))
     if not by_person:
+        if refused:
+            return Markup("The workspace's bridge turned away {}").format(
+                _count(refused, "request")
+            )
         return Markup("The workspace's recorder handed in a batch without new executions")
     busiest = sorted(by_person, key=lambda p: -sum(int(x.get("count") or 0) for x in by_person[p]))
     said = [
@@ -199,7 +205,7 @@ def _executions(r: Record) -> Markup:
     others = len(busiest) - SHOWN_PEOPLE
     if others > 0:
         text += Markup("; and {} other {}").format(others, "person" if others == 1 else "people")
-    return text
+    return text + Markup("; ") + turned_away if refused else text
 
 
 def _exported(r: Record) -> Markup:

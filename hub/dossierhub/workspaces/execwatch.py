@@ -76,7 +76,9 @@ ALLOWED = {
     "control": frozenset(_CONTROL),
     "stdin": frozenset({"input_reply"}),
 }
-RECORDED = {"execute_request": "execute", "debug_request": "debug"}
+# input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
+# code; the kernel takes it from any connection, not only the asker's (red team): recorded
+RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
 # a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
@@ -468,7 +470,17 @@ def execute_event(
         if not isinstance(code, str):
             raise ValueError("execute_request without code")
         expressions = content.get("user_expressions") or {}
-        hashed = code + (canonical(expressions) if expressions else "")
+        first = _first_line(code)
+        if expressions:
+            # evaluated after the code and answered in the reply: `pass` with
+            # {"x": "open(...).read()"} read a file under the first line "pass" (red team).
+            # The line names them; `code` (full) is the text hashed, so the hash checks out
+            first = f"{first} + user_expressions {canonical(expressions)}"
+            code += canonical(expressions)
+        hashed = code
+    elif kind == "input":
+        value = content.get("value")
+        code = hashed = value if isinstance(value, str) else canonical(value)
         first = _first_line(code)
     else:
         hashed = canonical(content)
@@ -503,6 +515,12 @@ def _state_only(message: Message) -> bool:
     return message.msg_type == "debug_request" and message.content.get("command") == "debugInfo"
 
 
+# What reading a message can raise. RecursionError: JSON nested deeper than Python's
+# recursion limit (a client's `[[[…`, or a kernel's output in v1, which the server passes as
+# sent) is no ValueError; uncaught, it ended the bridge's thread and left the connection hung.
+_UNREADABLE = (ValueError, UnicodeDecodeError, struct.error, IndexError, RecursionError)
+
+
 class KernelSocket:
     """One kernel channels websocket, both ways: `from_client` returns the execute events of
     the messages a chunk completes (raising `Refused` on anything not allowed or not
@@ -519,10 +537,14 @@ class KernelSocket:
         events = []
         for text, payload in self.client.feed(data):
             # only what runs code is read whole: the rest costs one header parse
-            whole = b"execute_request" in payload or b"debug_request" in payload
+            whole = any(name.encode() in payload for name in RECORDED)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+                if not whole and message.msg_type in RECORDED:
+                    # the type spelled with JSON escapes ("debug\u005frequest") passes the
+                    # byte test: its content would go unread and unrecorded
+                    message = read_message(text, payload, v1=self.v1, whole=True)
+            except _UNREADABLE as exc:
                 raise Refused(f"a kernel message could not be read ({exc})") from None
             allowed = ALLOWED.get(message.channel)
             if allowed is None or message.msg_type not in allowed:
@@ -541,7 +563,7 @@ class KernelSocket:
                             code_full=self.code_full,
                         )
                     )
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # user_expressions too deep
                     raise Refused(f"a kernel message could not be read ({exc})") from None
         return events
 
@@ -552,7 +574,7 @@ class KernelSocket:
                 continue
             try:
                 message = read_message(text, payload, v1=self.v1, whole=True)
-            except (ValueError, UnicodeDecodeError, struct.error, IndexError):
+            except _UNREADABLE:
                 continue  # an answer the relay cannot read costs an outcome, nothing else
             if message.msg_type == "execute_reply":
                 status = message.content.get("status")
