@@ -370,3 +370,20 @@ def test_recorder_batches_in_order_keeps_what_cannot_be_written_and_fails_closed
         "outcome": "aborted",
     }
     assert recorder.record([{**event, "msg_id": "m4"}])  # room again
+
+
+def test_full_code_is_kept_up_to_a_cap_and_hashed_whole(tmp_path):
+    """audit.executions_code: full keeps at most FULL_CODE characters of one execution (a
+    batch of 10 MiB messages made one audit record of gigabytes); the hash is of all of it."""
+    code = "x = 1\n" + "#" * (execwatch.FULL_CODE * 2)
+    (event,) = socket(None, full=True).from_client(
+        masked(legacy_text(execute(code), "shell"), text=True)
+    )
+    assert len(event["code"]) == execwatch.FULL_CODE and event["code_length"] == len(code)
+    assert event["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    from dossierhub.state.executions import write_batch
+    from dossierhub.state.home import Home
+
+    home = Home(tmp_path)
+    home.execution_spool_root.parent.mkdir()
+    write_batch(home, "armoede", "relay-00000001", [event])  # the spool takes it as it is

@@ -47,6 +47,9 @@ V1 = "v1.kernel.websocket.jupyter.org"
 MAX_MESSAGE = 10 * 1024 * 1024
 MAX_SESSIONS_BODY = 4 * 1024 * 1024  # an /api/sessions answer read for kernel -> path
 FIRST_LINE = 120
+# with audit.executions_code: full, at most this much of one execution's code is kept (a
+# batch of 200 messages of 10 MiB made one 2 GB audit record: red team); the hash covers all
+FULL_CODE = 64 * 1024
 CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
 
 # What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
@@ -503,7 +506,10 @@ def execute_event(
         "first_line": recordable(first[:FIRST_LINE]),
     }
     if code_full:
-        event["code"] = recordable(code)
+        kept = recordable(code)
+        event["code"] = kept[:FULL_CODE]
+        if len(kept) > FULL_CODE:
+            event["code_length"] = len(kept)  # cut: the hash still covers all of it
     event["outcome"] = None
     return event
 
