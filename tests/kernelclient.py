@@ -25,14 +25,26 @@ def execute(
     code: str,
     kernel: str = "dossier",
     timeout: float = 60,
+    notebook: str | None = None,
 ) -> Execution:
+    """Run `code` in a new kernel; with `notebook`, the kernel of a session for that path
+    (as opening a notebook starts it: in the notebook's folder)."""
     base = f"{public_url.rstrip('/')}/user/{server}"
     headers = {"Authorization": f"token {token}"}
-    response = httpx.post(
-        f"{base}/api/kernels", headers=headers, json={"name": kernel}, timeout=timeout
-    )
-    response.raise_for_status()
-    kernel_id = response.json()["id"]
+    if notebook is None:
+        response = httpx.post(
+            f"{base}/api/kernels", headers=headers, json={"name": kernel}, timeout=timeout
+        )
+        response.raise_for_status()
+        kernel_id, ended = response.json()["id"], f"{base}/api/kernels/{response.json()['id']}"
+    else:
+        session = {"path": notebook, "type": "notebook", "kernel": {"name": kernel}}
+        response = httpx.post(
+            f"{base}/api/sessions", headers=headers, json=session, timeout=timeout
+        )
+        response.raise_for_status()
+        kernel_id = response.json()["kernel"]["id"]
+        ended = f"{base}/api/sessions/{response.json()['id']}"
     try:
         ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
         with connect(ws_url, additional_headers=headers, open_timeout=timeout) as socket:
@@ -65,7 +77,7 @@ def execute(
             )
             return _collect(socket, msg_id, timeout)
     finally:
-        httpx.delete(f"{base}/api/kernels/{kernel_id}", headers=headers, timeout=timeout)
+        httpx.delete(ended, headers=headers, timeout=timeout)
 
 
 def _collect(socket, msg_id: str, timeout: float) -> Execution:  # type: ignore[no-untyped-def]

@@ -110,3 +110,21 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
     from .magics import register
 
     register(ipython)
+    _notebook_folder_last()
+
+
+def _notebook_folder_last() -> None:
+    """Put the notebook's folder at the end of the import path, so a notebook still imports
+    the team's own modules beside it. The kernelspec starts the kernel with `python -P`: with
+    the folder first (Python's `-m` default, IPython's before site-packages), a file the team
+    writes there (`dossier_kernel.py`, `jedi.py`) would run at kernel start or at the first
+    completion, code no person sent and so no execution record (issue 16). Last, it can no
+    longer stand in for an installed module. Report kernels run `-I` (kernelpool.py): their
+    run folder stays off the path, as before."""
+    import sys
+
+    if sys.flags.isolated:
+        return
+    folder = os.getcwd()
+    if folder not in sys.path:
+        sys.path.append(folder)

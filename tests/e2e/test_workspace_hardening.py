@@ -191,3 +191,106 @@ def test_no_terminals_language_servers_or_rest_execution(hub: Hub, lead: str) ->
         assert executed.status_code == 404, executed.text
     finally:
         httpx.delete(f"{base}/api/kernels/{kernel.json()['id']}", headers=headers, timeout=30)
+
+
+# Modules a member can write beside a notebook (the editor's "New File" is no execution):
+# before, `python -m dossier_kernel` ran the folder's dossier_kernel.py at every kernel start
+# of a notebook there (another member's too), and IPython put the folder before site-packages,
+# so a duckdb.py there ran inside the next person's `db` query, recorded as theirs.
+TEAM_FOLDER = "shared-analysis"
+MODULE_MARK = "planted-module-ran"
+PLANTED_MODULE = (
+    "import os, pathlib, sys\n"
+    f"(pathlib.Path.home() / {MODULE_MARK!r}).write_text(__name__)\n"
+    # then the real module, so nobody notices (-P: the folder is not on the path again)
+    "os.execv(sys.executable, [sys.executable, '-P', '-m', 'dossier_kernel', *sys.argv[1:]])\n"
+)
+LOOK_AT_IMPORTS = """
+import json, sys, duckdb, teamhelper
+print(json.dumps({"duckdb": duckdb.__file__, "helper": teamhelper.ANSWER, "last": sys.path[-1]}))
+"""
+
+
+@pytest.fixture
+def beside_a_notebook(hub: Hub) -> Iterator[Path]:
+    """A folder of the workspace with a start-up and a library module planted by a member,
+    and a helper module of the team's own, as the workspace's files."""
+    folder = hub.home.workspace_dir("armoede")
+    owner = workspace_name(hub.home, "armoede")
+    team = folder / TEAM_FOLDER
+    team.mkdir()
+    for name, text in (
+        ("dossier_kernel.py", PLANTED_MODULE),
+        ("duckdb.py", PLANTED_MODULE),
+        ("teamhelper.py", "ANSWER = 42\n"),
+    ):
+        (team / name).write_text(text)
+    for made in (team, *team.iterdir()):
+        shutil.chown(made, owner, owner)
+    yield team
+    shutil.rmtree(team, ignore_errors=True)
+    (folder / MODULE_MARK).unlink(missing_ok=True)
+
+
+def test_modules_beside_a_notebook_run_only_when_imported(
+    hub: Hub, beside_a_notebook: Path
+) -> None:
+    other = hub.token("b.devries")  # another member opens a notebook in that folder
+    notebook = f"{TEAM_FOLDER}/analysis.ipynb"
+    run = execute(hub.url, ARMOEDE, other, LOOK_AT_IMPORTS, notebook=notebook)
+    mark = hub.home.workspace_dir("armoede") / MODULE_MARK
+    assert not mark.exists(), f"a planted module ran as {mark.read_text()!r}, unrecorded"
+    assert run.error is None, run.error
+    seen = json.loads(run.stdout)
+    assert "site-packages" in seen["duckdb"], seen  # the installed library, not the folder's
+    assert seen["helper"] == 42  # the team's own module beside the notebook still imports
+    assert seen["last"] == str(beside_a_notebook)
+
+
+TAKE_THE_TOKEN = """
+const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
+fetch(config.baseUrl + 'api/contents/taken.txt', {method: 'PUT', headers: {
+  'Authorization': 'token ' + config.token, 'Content-Type': 'application/json'},
+  body: JSON.stringify({type: 'file', format: 'text', content: config.token})});
+"""
+
+
+def test_a_member_cannot_make_a_notebook_trusted_for_the_others(hub: Hub, lead: str) -> None:
+    """Any member made a notebook trusted for everyone (POST api/contents/<path>/trust); its
+    JavaScript output then ran in the next member's browser and took the token in their page
+    config (red team A, measured in Chromium), with which the bridge recorded the taker's
+    executions as the colleague's. The server's signature store now keeps none
+    (dossier_lab.notary). The other way, `trusted` in a cell's shared metadata under real-time
+    collaboration, is open: test_attribution_attacks.py's xfail."""
+    contents = f"{hub.url}user/{ARMOEDE}/api/contents/trusted-by-one.ipynb"
+    notebook = {
+        "cells": [
+            {
+                "id": "js",
+                "cell_type": "code",
+                "source": "1",
+                "metadata": {},
+                "execution_count": 1,
+                "outputs": [
+                    {
+                        "output_type": "display_data",
+                        "metadata": {},
+                        "data": {"application/javascript": TAKE_THE_TOKEN, "text/plain": "1"},
+                    }
+                ],
+            }
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    author = {"Authorization": f"token {lead}"}
+    body = {"type": "notebook", "format": "json", "content": notebook}
+    assert httpx.put(contents, json=body, headers=author, timeout=30).status_code == 201
+    try:
+        httpx.post(f"{contents}/trust", headers=author, timeout=30)
+        other = {"Authorization": f"token {hub.token('b.devries')}"}
+        opened = httpx.get(contents, headers=other, timeout=30).json()
+        assert opened["content"]["cells"][0]["metadata"].get("trusted") is not True
+    finally:
+        httpx.delete(contents, headers=author, timeout=30)

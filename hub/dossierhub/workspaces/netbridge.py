@@ -368,9 +368,17 @@ class _Watched(_Joined):
         threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
 
     def _run(self, pump: Callable[[], None]) -> None:
-        with contextlib.suppress(OSError):
+        try:
             pump()
-        self._end()
+        except OSError:
+            pass
+        except Exception as exc:
+            # fail closed: whatever the reading raised ends this connection; a thread gone
+            # without `_end` left it open, half read, its slot never given back
+            # (INBOUND_LIMIT of them and no one gets in)
+            print(f"netbridge: a connection ended on {exc!r:.200}", file=sys.stderr, flush=True)
+        finally:
+            self._end()
 
     def _end(self) -> None:
         for end in (self.a, self.b):
