@@ -17,8 +17,6 @@ within `last_activity_interval` anyway). Needs root (the sandbox's network names
     .venv/bin/python bench/bench_attribution.py [--executions 1000] [--memory 10000] [--smoke]
     .venv/bin/python bench/bench_attribution.py --home HOME --url URL --proxy-api URL \
         --token TOKEN [--dossier armoede]   (on a hub serving already: the smoke test's)
-    --nodelay-arm adds a third arm, the plain pump with TCP_NODELAY on both its ends: what
-    Nagle's algorithm in a bridge costs (kernel_websockets without it: dossier_lab/nodelay.py).
 """
 
 from __future__ import annotations
@@ -65,7 +63,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def plain_pump(bridge: Bridge, nodelay: bool = False) -> Iterator[str]:
+def plain_pump(bridge: Bridge) -> Iterator[str]:
     """A plain pump into the workspace's sandbox for as long as the block runs; its URL."""
     port = free_port()
     process = subprocess.Popen(
@@ -74,7 +72,6 @@ def plain_pump(bridge: Bridge, nodelay: bool = False) -> Iterator[str]:
             "-I",
             str(Path(__file__).with_name("plainpump.py")),
             *(str(arg) for arg in (bridge.sandbox_pid, bridge.started, port, bridge.port)),
-            *(["--nodelay"] if nodelay else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -278,7 +275,6 @@ def measure_cost(
     kernel: Kernel,
     executions: int,
     rounds: int,
-    nodelay_arm: bool,
     check_records: bool,
 ) -> bool:
     """Recording bridge vs plain pump, interleaved (each round runs the arms in a rotated
@@ -291,8 +287,6 @@ def measure_cost(
     with contextlib.ExitStack() as stack:
         stack.callback(routes.close)
         arms = {"recording": recording, "plain": stack.enter_context(plain_pump(bridge))}
-        if nodelay_arm:
-            arms["plain_nodelay"] = stack.enter_context(plain_pump(bridge, nodelay=True))
         stack.callback(routes.point, target.route, recording)
         times: dict[str, list[float]] = {arm: [] for arm in arms}
         sent = dict.fromkeys(arms, 0)  # with each connection's first execution
@@ -315,13 +309,6 @@ def measure_cost(
         f"{ratio:.3f} (target <= {TARGET}){' ok' if ratio <= TARGET else ' OVER TARGET'}",
         flush=True,
     )
-    if nodelay_arm:
-        print(
-            f"{'bridge_nodelay':<18} plain pump with TCP_NODELAY "
-            f"{median['plain_nodelay'] * 1000:.2f} ms per execution  ratio to plain "
-            f"{median['plain_nodelay'] / median['plain']:.3f}",
-            flush=True,
-        )
     return ratio <= TARGET and records_ok
 
 
@@ -421,7 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="a hub token of a member who may run the workspace")
     parser.add_argument("--dossier", default="armoede")
     parser.add_argument("--proxy-api", help="that hub's proxy API URL")
-    parser.add_argument("--nodelay-arm", action="store_true", help="a plain pump with NODELAY")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root: the plain pump enters the workspace's network namespace")
@@ -439,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel.start()
         stack.callback(kernel.stop)
         # the smoke skips the records: their batch may wait 10 s for the bridge's interval
-        ok = measure_cost(target, kernel, executions, rounds, args.nodelay_arm, not args.smoke)
+        ok = measure_cost(target, kernel, executions, rounds, not args.smoke)
         measure_memory(target, kernel, memory_runs, warm)
     if args.smoke:
         print("smoke run: too small to judge the target")

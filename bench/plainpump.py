@@ -3,7 +3,7 @@
 of the machine to the server's port in the sandbox. netbridge itself uses one port number for
 both ends, so a second one cannot run beside the workspace's own bridge.
 
-    python -I bench/plainpump.py PID STARTED OUTSIDE INSIDE [--nodelay]
+    python -I bench/plainpump.py PID STARTED OUTSIDE INSIDE
 
 Standard library and netbridge only: it starts in half a second. Prints "ready" once it
 listens; runs until killed.
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 from dossierhub.workspaces import netbridge
 
 
-def pump(pid: int, started: str, outside: int, inside: int, nodelay: bool) -> int:
-    """Join 127.0.0.1:`outside` of the machine to 127.0.0.1:`inside` in the sandbox of `pid`.
-    `nodelay`: TCP_NODELAY on both ends (to measure what Nagle's algorithm costs a bridge)."""
+def pump(pid: int, started: str, outside: int, inside: int) -> int:
+    """Join 127.0.0.1:`outside` of the machine to 127.0.0.1:`inside` in the sandbox of `pid`
+    (TCP_NODELAY on both ends, as netbridge's own listener and connector set it)."""
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if netbridge.start_time(pid) != started:
         print("pump: the sandbox is gone", file=sys.stderr)
@@ -34,17 +33,8 @@ def pump(pid: int, started: str, outside: int, inside: int, nodelay: bool) -> in
         return 1
     listener = netbridge._listener(outside)
     to_server = netbridge._connector(inside)
-
-    def upstream() -> socket.socket:
-        made = to_server()
-        if nodelay:
-            made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return made
-
-    if nodelay:  # accepted connections inherit it from the listener (Linux)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     print("ready", flush=True)
-    netbridge._serve(listener, lambda: sandboxed.call(upstream), netbridge.INBOUND_LIMIT, None)
+    netbridge._serve(listener, lambda: sandboxed.call(to_server), netbridge.INBOUND_LIMIT, None)
     return 0
 
 
@@ -54,9 +44,8 @@ def main() -> int:
     parser.add_argument("started")
     parser.add_argument("outside", type=int)
     parser.add_argument("inside", type=int)
-    parser.add_argument("--nodelay", action="store_true")
     args = parser.parse_args()
-    return pump(args.pid, args.started, args.outside, args.inside, args.nodelay)
+    return pump(args.pid, args.started, args.outside, args.inside)
 
 
 if __name__ == "__main__":
