@@ -11,6 +11,8 @@
   Content-Security-Policy of csp.py (no inline script, no event-handler attribute, whatever
   a notebook's or a cell's trust says), and POST api/contents/<path>/trust answers 403: in a
   shared workspace one member cannot vouch for a notebook on the others' behalf.
+- Kernel websockets send each message at once (nodelay.py): Nagle's algorithm made every
+  execution wait ~40 ms for the browser's delayed acknowledgement.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dossier_kernel.provenance import ProvenanceError
 
 from .csp import lab_template, workspace_policy
 from .info import NoDossier, dossier_info
+from .nodelay import use_nodelay
 
 BLOCKED = "Downloads are closed in a dossier workspace: results leave through a released report."
 NOT_TRUSTED = (
@@ -102,3 +105,5 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     headers = serverapp.web_app.settings.setdefault("headers", {})
     headers["Content-Security-Policy"] = workspace_policy(base + "/", lab_template())
     serverapp.log.info("dossier_lab: trust route closed; script only from the server's files")
+    if use_nodelay(serverapp.web_app.settings):
+        serverapp.log.info("dossier_lab: kernel websockets without Nagle's delay")

@@ -9,6 +9,9 @@ none). It must be set in the server's own process: an exec resets it, so no wrap
 do it for the server; this module sets it, then runs the singleuser entry point in-process.
 Children the server starts (kernels) exec and so are dumpable again, as they were.
 
+It also adds the package's own server configuration (server_config/, root's like the
+package): no notebook is trusted in a shared workspace (notary.py).
+
 Run as `python -I -m dossier_lab.undumpable <server arguments>` (spawner.py): `-I` so that no
 PYTHONPATH or folder a dossier can write is on the server's import path.
 """
@@ -18,9 +21,11 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from pathlib import Path
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 PR_GET_DUMPABLE = 3
+SERVER_CONFIG = Path(__file__).resolve().parent / "server_config"
 
 
 def make_undumpable() -> None:
@@ -36,6 +41,8 @@ def make_undumpable() -> None:
 
 def main() -> None:
     make_undumpable()
+    # first on Jupyter's configuration path, before the (read-only, empty) user folder
+    os.environ["JUPYTER_CONFIG_PATH"] = str(SERVER_CONFIG)
     # imported only now: nothing of the server exists before the flag is set
     from jupyterhub.singleuser import main as singleuser
 

@@ -341,15 +341,6 @@ def stdin_reply(value: str) -> str:
     return json.dumps({**reply, "channel": "stdin", "buffers": []})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="red team, issue 16 (open, medium): the kernel takes an input_reply from any "
-    "connection, not only the one it asked, and the bridge records none: another member's "
-    "socket answers a.jansen's input(), and under pdb (breakpoint(), %debug, %pdb) an answer "
-    "is code, run inside a.jansen's recorded execution with nothing recorded of its sender. "
-    "Recording it needs a kind and channel the spool's schema does not have yet",
-)
 def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
     hub: Hub, tokens: dict[str, str], kernel: str
 ) -> None:
@@ -386,3 +377,5 @@ def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
     assert marker in seen
     now_by_other = [e for e in events_of(hub, kernel) if e.get("person") == "b.devries"]
     assert len(now_by_other) - by_other > 1, "b.devries's answer to input() was not recorded"
+    answer = next(e for e in now_by_other if e.get("kind") == "input")
+    assert (answer["channel"], answer["first_line"]) == ("stdin", "typed on b.devries's socket")

@@ -256,6 +256,13 @@ fetch(config.baseUrl + 'api/contents/taken.txt', {method: 'PUT', headers: {
 
 
 def test_a_member_cannot_make_a_notebook_trusted_for_the_others(hub: Hub, lead: str) -> None:
+    """Any member made a notebook trusted for everyone (POST api/contents/<path>/trust); its
+    JavaScript output then ran in the next member's browser and took the token in their page
+    config (red team A, measured in Chromium), with which the bridge recorded the taker's
+    executions as the colleague's. The server's signature store now keeps none
+    (dossier_lab.notary) and the route answers 403. The other way, `trusted` in a cell's
+    shared metadata under real-time collaboration, still marks a cell trusted, but a trusted
+    output runs no script (test_member_content.py, test_attribution_attacks.py)."""
     contents = f"{hub.url}user/{ARMOEDE}/api/contents/trusted-by-one.ipynb"
     notebook = {
         "cells": [

@@ -6,13 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import statistics
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.httpclient import HTTPClientError
 
 from dossier_kernel.expiry import WARNING_DAYS
 from dossier_lab.csp import inline_script_hashes, lab_template
+from dossier_lab.nodelay import NoDelayConnection, use_nodelay
 from dossierhub import portal
 from dossierhub.data.extracts import current_provenance
 from dossierhub.portal import Person
@@ -118,6 +124,70 @@ async def test_downloads_are_closed(jp_fetch, route: tuple[str, ...]) -> None:
         await jp_fetch(*route)
     assert raised.value.code == 403
     assert "released report" in raised.value.response.body.decode()
+
+
+def _execute_request(code: str) -> dict:
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": dt.datetime.now(dt.UTC).isoformat(),
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False},
+    }
+
+
+async def _run(ws: Any, code: str) -> float:
+    """Seconds from sending `code` to the kernel's idle status for it (all four messages)."""
+    request = _execute_request(code)
+    started = time.perf_counter()
+    await ws.write_message(json.dumps(request))
+    while True:
+        message = json.loads(await ws.read_message())
+        mine = message["parent_header"].get("msg_id") == request["header"]["msg_id"]
+        idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+        if mine and idle:
+            return time.perf_counter() - started
+
+
+async def test_an_execution_does_not_wait_for_a_delayed_acknowledgement(
+    jp_fetch, jp_ws_fetch
+) -> None:
+    """A `pass` answers with four small messages; with Nagle's algorithm on the kernel
+    websocket the server held the last three until the client's delayed ACK (Linux: 40 ms at
+    least), so every execution took 40 ms or more whatever the machine's speed."""
+    answer = await jp_fetch("api", "kernels", method="POST", body=json.dumps({}))
+    kernel = json.loads(answer.body)["id"]
+    ws = await jp_ws_fetch("api", "kernels", kernel, "channels")
+    try:
+        for _ in range(3):  # the connection's first segments are acknowledged at once
+            await _run(ws, "pass")
+        times = [await _run(ws, "pass") for _ in range(15)]
+    finally:
+        ws.close()
+        await jp_fetch("api", "kernels", kernel, method="DELETE")
+    assert statistics.median(times) < 0.030, sorted(times)
+
+
+def test_a_connection_class_of_the_configuration_is_left_alone() -> None:
+    """An operator who configured a kernel websocket class of their own keeps it."""
+
+    class Theirs(ZMQChannelsWebsocketConnection):
+        pass
+
+    settings: dict[str, Any] = {"kernel_websocket_connection_class": Theirs}
+    assert not use_nodelay(settings)
+    assert settings["kernel_websocket_connection_class"] is Theirs
+    stock: dict[str, Any] = {"kernel_websocket_connection_class": ZMQChannelsWebsocketConnection}
+    assert use_nodelay(stock)
+    assert stock["kernel_websocket_connection_class"] is NoDelayConnection
 
 
 async def test_every_answer_forbids_inline_script(jp_fetch) -> None:

@@ -213,3 +213,27 @@ def test_refusals_read_back_per_dossier() -> None:
     ]
     assert len(refusals_from(trail)) == 2
     assert [r.person for r in executions_from(trail)] == ["a.jansen"]  # not a refusal
+
+
+def test_a_batch_that_cannot_be_appended_holds_up_only_its_dossier(
+    initialised: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(initialised)
+    write_batch(initialised, "armoede", "r1-00000001", [execute("a.jansen", "c1", 0)])
+    write_batch(initialised, "armoede", "r1-00000002", [execute("a.jansen", "c1", 1)])
+    write_batch(initialised, "mobiliteit", "r2-00000001", [execute("h.deboer", "c1", 2)])
+    ingester = Ingester(log)
+    real = log.append
+
+    def failing_for_armoede(action: str, actor: str | None = None, **details: Any) -> Any:
+        if details.get("dossier") == "armoede":
+            raise OSError("the database is away")
+        return real(action, actor, **details)
+
+    monkeypatch.setattr(log, "append", failing_for_armoede)
+    assert ingester.ingest(initialised) == 1  # mobiliteit's went in
+    assert [p.name for p in spooled(initialised)] == ["r1-00000001.json", "r1-00000002.json"]
+    monkeypatch.setattr(log, "append", real)
+    assert ingester.ingest(initialised) == 2  # in order, once the log takes them again
+    batches = [r["details"]["batch"] for r in log.read() if r["action"] == ACTION]
+    assert batches == ["r2-00000001", "r1-00000001", "r1-00000002"]

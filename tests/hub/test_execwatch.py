@@ -123,6 +123,31 @@ def test_legacy_text_and_binary_and_control_and_full_code():
     assert binary[0]["first_line"] == 'b = 2 + user_expressions {"n":"len(a)"}'
 
 
+def test_lone_surrogates_are_recorded_as_the_services_reader_takes_them(tmp_path):
+    """JSON escapes a lone surrogate (`\\udc80`); Python reads it, the service's strict reader
+    refused the whole batch holding it (red team B): each becomes U+FFFD, in every string a
+    client or the workspace names, and the batch is taken in whole."""
+    from dossierhub.state.executions import _read_batch, write_batch
+    from dossierhub.state.home import Home
+
+    msg = execute("# \udc80 \U0001f600\nx = 1", metadata={"cellId": "c\udc80"})
+    msg["header"]["msg_id"] = "m\ud800"
+    events = socket(None, full=True).from_client(masked(legacy_text(msg, "shell"), text=True))
+    (event,) = events
+    assert (event["msg_id"], event["cell_id"]) == ("m\ufffd", "c\ufffd")
+    assert event["first_line"] == "# \ufffd \U0001f600"  # a pair stays its one character
+    assert event["code"] == "# \ufffd \U0001f600\nx = 1"
+    event["path"] = execwatch.sessions_of(
+        json.dumps({"kernel": {"id": KERNEL}, "path": "\udc80.ipynb"}).encode()
+    )[0][1]
+    assert event["path"] == "\ufffd.ipynb"
+    home = Home(tmp_path)
+    home.execution_spool_root.parent.mkdir()  # HOME/audit, as init makes it
+    spooled = write_batch(home, "armoede", "relay-00000001", events)
+    batch = _read_batch(spooled)
+    assert batch is not None and batch.events[0].cell_id == "c\ufffd"
+
+
 def test_debug_evaluate_is_recorded_as_debug():
     request = {
         "type": "request",
@@ -135,13 +160,20 @@ def test_debug_evaluate_is_recorded_as_debug():
     assert events[0]["first_line"] == "evaluate secret = open('/etc/x').read()"
 
 
+def test_an_answer_to_input_is_recorded_it_is_code_under_pdb():
+    answer = message("input_reply", {"value": "import os; os.remove('x')\nmore"})
+    events = socket().from_client(masked(v1(answer, "stdin")))
+    assert [(e["kind"], e["channel"], e["first_line"]) for e in events] == [
+        ("input", "stdin", "import os; os.remove('x')")
+    ]
+
+
 def test_other_allowed_messages_pass_unrecorded():
     watched = socket()
     for msg_type, channel in (
         ("kernel_info_request", "shell"),
         ("comm_msg", "shell"),
         ("interrupt_request", "control"),
-        ("input_reply", "stdin"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
     # JupyterLab asks the debugger's state at every kernel status change: no code runs
@@ -338,3 +370,20 @@ def test_recorder_batches_in_order_keeps_what_cannot_be_written_and_fails_closed
         "outcome": "aborted",
     }
     assert recorder.record([{**event, "msg_id": "m4"}])  # room again
+
+
+def test_full_code_is_kept_up_to_a_cap_and_hashed_whole(tmp_path):
+    """audit.executions_code: full keeps at most FULL_CODE characters of one execution (a
+    batch of 10 MiB messages made one audit record of gigabytes); the hash is of all of it."""
+    code = "x = 1\n" + "#" * (execwatch.FULL_CODE * 2)
+    (event,) = socket(None, full=True).from_client(
+        masked(legacy_text(execute(code), "shell"), text=True)
+    )
+    assert len(event["code"]) == execwatch.FULL_CODE and event["code_length"] == len(code)
+    assert event["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    from dossierhub.state.executions import write_batch
+    from dossierhub.state.home import Home
+
+    home = Home(tmp_path)
+    home.execution_spool_root.parent.mkdir()
+    write_batch(home, "armoede", "relay-00000001", [event])  # the spool takes it as it is

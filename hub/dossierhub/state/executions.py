@@ -49,20 +49,22 @@ Outcome = Literal["ok", "error", "aborted"]
 
 
 class ExecuteEvent(Strict):
-    """Code a person sent to a kernel (execute_request, or a debugger request that runs code)."""
+    """Code a person sent to a kernel (execute_request, a debugger request that runs code, or
+    an answer to input(), which is code under pdb)."""
 
     event: Literal["execute"]
     at: dt.datetime
     person: Text
     kernel: Text
-    channel: Literal["shell", "control"]
-    kind: Literal["execute", "debug"]
+    channel: Literal["shell", "control", "stdin"]
+    kind: Literal["execute", "debug", "input"]  # input: an answer to input(), code under pdb
     msg_id: Text
     cell_id: Text | None = None  # the client's claim (JupyterLab's cell id)
     path: Text | None = None  # the workspace's claim (its sessions)
     code_sha256: Hex
     first_line: Annotated[str, Field(max_length=FIRST_LINE_CHARS)]
-    code: str | None = None  # only with audit.executions_code: full
+    code: str | None = None  # only with audit.executions_code: full; at most 64 KiB of it
+    code_length: int | None = None  # the whole code's length when `code` was cut
     outcome: Outcome | None = None
 
 
@@ -191,13 +193,21 @@ class Ingester:
         """Take in every waiting batch; the number of batches appended. A batch that does not
         parse is set aside as <name>.bad (kept: nothing recorded is thrown away) and logged."""
         taken = 0
+        stuck: set[str] = set()  # a dossier whose batch could not be appended waits, in order
         for path in spooled(home):
+            if path.parent.name in stuck:
+                continue
             batch = _read_batch(path)
             if batch is None:
                 os.replace(path, path.with_name(path.name + ".bad"))
                 continue
             if batch.batch not in self.seen:
-                append_batch(self.log, batch)
+                try:
+                    append_batch(self.log, batch)
+                except Exception:  # one dossier's batch never holds up the others'
+                    _log.exception("execution batch %s not taken in yet", path)
+                    stuck.add(path.parent.name)
+                    continue
                 self.seen.add(batch.batch)
                 taken += 1
             path.unlink()

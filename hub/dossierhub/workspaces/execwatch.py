@@ -47,6 +47,9 @@ V1 = "v1.kernel.websocket.jupyter.org"
 MAX_MESSAGE = 10 * 1024 * 1024
 MAX_SESSIONS_BODY = 4 * 1024 * 1024  # an /api/sessions answer read for kernel -> path
 FIRST_LINE = 120
+# with audit.executions_code: full, at most this much of one execution's code is kept (a
+# batch of 200 messages of 10 MiB made one 2 GB audit record: red team); the hash covers all
+FULL_CODE = 64 * 1024
 CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
 
 # What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
@@ -76,7 +79,9 @@ ALLOWED = {
     "control": frozenset(_CONTROL),
     "stdin": frozenset({"input_reply"}),
 }
-RECORDED = {"execute_request": "execute", "debug_request": "debug"}
+# input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
+# code; the kernel takes it from any connection, not only the asker's (red team): recorded
+RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
 # a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
@@ -93,10 +98,18 @@ class Refused(Exception):
         self.status = status
 
 
+def recordable(text: str) -> str:
+    """`text` as the audit trail can hold it. JSON may escape a lone surrogate (`\\udc80`):
+    Python's reader takes it, the service's strict reader refuses the batch holding it, which
+    was set aside whole, so one such message hid every execution spooled with it. Each lone
+    surrogate becomes U+FFFD (a pair stays the one character it names)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def claim(value: Any) -> str | None:
     """A client's or the workspace's string as recorded: cut to CLAIM characters (one way for
     every side, so an execute_reply's parent msg_id still finds its request)."""
-    return value[:CLAIM] if isinstance(value, str) else None
+    return recordable(value[:CLAIM]) if isinstance(value, str) else None
 
 
 def now() -> str:
@@ -311,7 +324,7 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
         kernel = model.get("kernel") if isinstance(model, dict) else None
         path = model.get("path") if isinstance(model, dict) else None
         if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
-            found.append((kernel["id"][:CLAIM], path[:CLAIM]))
+            found.append((recordable(kernel["id"][:CLAIM]), recordable(path[:CLAIM])))
     return found
 
 
@@ -468,6 +481,10 @@ def execute_event(
             first = f"{first} + user_expressions {canonical(expressions)}"
             code += canonical(expressions)
         hashed = code
+    elif kind == "input":
+        value = content.get("value")
+        code = hashed = value if isinstance(value, str) else canonical(value)
+        first = _first_line(code)
     else:
         hashed = canonical(content)
         arguments = content.get("arguments") if isinstance(content.get("arguments"), dict) else {}
@@ -486,10 +503,13 @@ def execute_event(
         "cell_id": claim(cell),
         "path": path,
         "code_sha256": _sha256(hashed),
-        "first_line": first[:FIRST_LINE],
+        "first_line": recordable(first[:FIRST_LINE]),
     }
     if code_full:
-        event["code"] = code
+        kept = recordable(code)
+        event["code"] = kept[:FULL_CODE]
+        if len(kept) > FULL_CODE:
+            event["code_length"] = len(kept)  # cut: the hash still covers all of it
     event["outcome"] = None
     return event
 
@@ -523,7 +543,7 @@ class KernelSocket:
         events = []
         for text, payload in self.client.feed(data):
             # only what runs code is read whole: the rest costs one header parse
-            whole = b"execute_request" in payload or b"debug_request" in payload
+            whole = any(name.encode() in payload for name in RECORDED)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
                 if not whole and message.msg_type in RECORDED:
