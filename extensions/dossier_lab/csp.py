@@ -22,7 +22,7 @@ front end of itables' sortable table that `%%sql` shows, imports its module from
 makes; without it the table is "Click to show javascript error", measured). The latter is the
 one way left for a member's code into a colleague's page: anywidget runs whatever module a
 kernel's widget names, so a widget a member's code made runs its module in every member's
-page that shows it (docs/security.md, open).
+page that shows it (measured; docs/security.md, open).
 """
 
 from __future__ import annotations
