@@ -10,28 +10,16 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from jupyter_ydoc import YNotebook
-from playwright.sync_api import Page, expect
-from pycrdt import (
-    Doc,
-    YMessageType,
-    YSyncMessageType,
-    create_sync_message,
-    create_update_message,
-    handle_sync_message,
-)
 from test_relay import ARMOEDE, channels, kernel, run, tokens  # noqa: F401 - fixtures
-from websockets.sync.client import connect
 
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.executions import ACTION
 
 from e2e_hub import Hub
-from e2e_pages import shot
 
 
 def _in_trail(hub: Hub, msg_ids: set[str], seconds: float = 10) -> dict[str, dict]:
@@ -197,98 +185,3 @@ SCRIPT = (
     "document.body.setAttribute('data-token-seen', JSON.parse("
     "document.getElementById('jupyter-config-data').textContent).token ? 'yes' : 'no')"
 )
-
-
-def _mark_trusted_in_the_shared_notebook(hub: Hub, token: str, path: str) -> None:
-    """As a collaborator's JupyterLab does, over the collaboration websocket: the notebook's
-    one cell, now with a script output and `metadata.trusted` (no kernel, nothing saved)."""
-    headers = {"Authorization": f"token {token}"}
-    session = httpx.put(
-        f"{hub.url}user/{ARMOEDE}/api/collaboration/session/{path}",
-        json={"format": "json", "type": "notebook"},
-        headers=headers,
-        timeout=60,
-    ).json()
-    room = f"{hub.url.replace('http', 'ws', 1)}user/{ARMOEDE}/api/collaboration/room/"
-    room += f"json:notebook:{session['fileId']}?sessionId={session['sessionId']}"
-    doc = Doc()
-    with connect(room, additional_headers=headers, open_timeout=30) as socket:
-        socket.send(create_sync_message(doc))
-        while True:  # until the server's state (SYNC_STEP2) is in
-            received = socket.recv(timeout=30)
-            assert isinstance(received, bytes)
-            if received[0] == YMessageType.SYNC:
-                reply = handle_sync_message(received[1:], doc)
-                if reply is not None:
-                    socket.send(reply)
-                if received[1] == YSyncMessageType.SYNC_STEP2:
-                    break
-        updates: list[bytes] = []
-        subscription = doc.observe(lambda event: updates.append(event.update))
-        output = {"output_type": "display_data", "data": {"application/javascript": SCRIPT}}
-        YNotebook(doc).set_cell(
-            0,
-            {
-                "id": "c1",
-                "cell_type": "code",
-                "source": "1",
-                "metadata": {"trusted": True},
-                "outputs": [{**output, "metadata": {}}],
-                "execution_count": 1,
-            },
-        )
-        doc.unobserve(subscription)
-        for update in updates:
-            socket.send(create_update_message(update))
-        time.sleep(1)  # the room applies it; the server keeps the room after we leave
-
-
-def test_a_member_cannot_run_script_in_a_colleagues_jupyterlab(
-    hub: Hub,
-    tokens: dict[str, str],  # noqa: F811
-    person: Callable[..., Page],
-    forged: str,
-) -> None:
-    """Red team B, high: with real-time collaboration a cell's trust is the shared document's
-    metadata (JupyterLab 4's CellModel reads metadata.trusted), which any member sets with a
-    script output over the collaboration websocket; a colleague who opened the notebook ran
-    the script with their token in the page. The cell is still trusted in the colleague's
-    JupyterLab, but the workspace's pages evaluate no JavaScript output and run no inline
-    script (dossier_lab.csp; test_member_content.py for HTML and markdown)."""
-    notebook = {
-        "cells": [
-            {
-                "id": "c1",
-                "cell_type": "code",
-                "source": "1",
-                "metadata": {},
-                "outputs": [],
-                "execution_count": None,
-            }
-        ],
-        "metadata": {"kernelspec": {"name": "dossier", "display_name": "Dossier"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    saved = httpx.put(
-        f"{hub.url}user/{ARMOEDE}/api/contents/{forged}",
-        json={"type": "notebook", "format": "json", "content": notebook},
-        headers={"Authorization": f"token {tokens['a.jansen']}"},
-        timeout=60,
-    )
-    assert saved.status_code in (200, 201), saved.text
-    hub.reset_lab_layouts(ARMOEDE, tokens["a.jansen"])
-    _mark_trusted_in_the_shared_notebook(hub, tokens["a.jansen"], forged)
-    page = person("b.devries")
-    page.goto(f"{hub.url}user/{ARMOEDE}/lab/tree/{forged}")
-    page.wait_for_url(lambda url: "/lab" in url or "oauth2/authorize" in url, wait_until="commit")
-    if "oauth2/authorize" in page.url:
-        page.get_by_role("button", name="Authorize").click()
-    page.wait_for_url(f"{hub.url}user/{ARMOEDE}/lab**", timeout=60_000, wait_until="commit")
-    expect(page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt")).to_have_text(
-        "[1]:", timeout=90_000
-    )
-    # the output area follows the cell (trusted, the script has run by then)
-    page.locator(".jp-Notebook .jp-Cell .jp-OutputArea-child").wait_for(state="attached")
-    shot(page, "redteam-b-shared-trust")
-    assert page.evaluate("document.body.getAttribute('data-token-seen')") is None
