@@ -3,6 +3,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { DossierPanel } from './panel';
+import { settingsPlugin } from './settings';
 
 // a database (three stacked discs): the file browser's folder sits right above this tab
 const ICON = new LabIcon({
@@ -29,4 +30,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, settingsPlugin];
