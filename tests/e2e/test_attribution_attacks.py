@@ -258,13 +258,18 @@ ITEMS = """() => [...document.querySelectorAll('.lm-CommandPalette-item')].map(i
   item.querySelector('.lm-CommandPalette-itemShortcut').textContent])"""
 
 
+SHOWN = """label => [...document.querySelectorAll('.lm-CommandPalette-itemLabel')]
+  .some(shown => shown.textContent === label)"""
+
+
 def in_palette(page: Page, search: str, then: Callable[[], T]) -> T:
     """`then()` with the command palette open on `search`, opened by its own key binding.
     JupyterLab binds its keys once the settings are loaded, and while it restores its layout
     it moves the focus, which closes the palette: until the palette stays, it is opened again."""
     field = page.locator(".lm-CommandPalette-input")
     for _ in range(30):
-        page.keyboard.press("Control+Shift+C")
+        if not field.is_visible():  # the key closes an open palette
+            page.keyboard.press("Control+Shift+C")
         try:
             field.fill(search, timeout=1000)
             done = then()
@@ -279,11 +284,11 @@ def palette(page: Page, label: str, shot_as: str) -> list[tuple[str, str]]:
     """The palette's items labelled exactly `label`, with the key binding each shows."""
 
     def listed() -> list[tuple[str, str]]:
-        page.locator(".lm-CommandPalette-item").first.wait_for(timeout=1000)
+        page.wait_for_function(SHOWN, arg=label, timeout=2000)
         shot(page, shot_as)
         return [tuple(item) for item in page.evaluate(ITEMS) if item[0] == label]
 
-    shown = in_palette(page, label, listed)
+    shown = in_palette(page, label.rsplit(" ", 1)[0], listed)  # a word less finds it sooner
     page.keyboard.press("Escape")
     return shown
 
