@@ -314,6 +314,9 @@ def sorted_by_a_click(lab: Page, result: Locator) -> None:
     expect(rows.first.locator(f"td:nth-child({column})")).to_have_text(str(years[-1]))
     SHOTS.mkdir(parents=True, exist_ok=True)
     lab.screenshot(path=str(SHOTS / "13-sql-result-sorted.png"))
+    axe = Findings()  # its headers are buttons with names, its text readable
+    axe.check(lab, "%%sql result", scope=".dossier-sql-result")
+    axe.assert_clean()
     header.get_by_role("button").press("Enter")  # the keyboard sorts too
     expect(header).to_have_attribute("aria-sort", "descending")
     expect(rows.first.locator(f"td:nth-child({column})")).to_have_text(str(years[0]))
