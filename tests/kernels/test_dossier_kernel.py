@@ -280,6 +280,22 @@ def test_sql_result_is_a_sortable_table_of_the_first_rows(kernel: Kernel) -> Non
     json.dumps(odd, allow_nan=False)  # what the kernel sends is strict JSON
 
 
+def test_a_workspace_result_converts_to_its_html_table(kernel: Kernel) -> None:
+    """nbconvert (a notebook downloaded or converted outside JupyterLab) knows nothing of the
+    Dossier extension's table: it shows the static HTML of the same rows."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    bundle = _display(kernel, "%%sql\nSELECT * FROM residents ORDER BY birth_year")
+    cell = nbformat.v4.new_code_cell(
+        "%%sql\nSELECT * FROM residents ORDER BY birth_year",
+        outputs=[nbformat.v4.new_output("display_data", data=bundle)],
+    )
+    page, _ = HTMLExporter().from_notebook_node(nbformat.v4.new_notebook(cells=[cell]))
+    assert bundle[TABLE_MIME]["count"] in page and page.count("<tr>") >= 100
+    assert '"rows"' not in page  # the table's data is not in the page a second time
+
+
 def test_a_report_kernel_stores_the_rows_once(applied_home: Path) -> None:
     """papermill stores every output of a report; nbconvert shows its HTML table."""
     env = {
