@@ -20,14 +20,30 @@ from settings.yaml.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from filelock import FileLock
 
 from dossierhub.state.atomic import take_folder_owner, write_json
 from dossierhub.state.home import Home
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A record a reader of the log read last (state/auditindex.py): its number, the SHA-256
+    of its line and, in the file, the byte offset the line starts at (0 in the table)."""
+
+    seq: int
+    digest: str
+    offset: int
+
+
+# lines_since's answer: (seq, offset, line) of each record after the mark
+Tail = list[tuple[int, int, str]]
 
 
 class AuditStoreError(Exception):
@@ -60,8 +76,40 @@ class FileStore:
             yield
 
     def lines(self) -> list[str]:
+        """The records' lines. Split at "\\n" only: a record is written with
+        ensure_ascii=False, so text in it (a cell id, a notebook's name) can hold U+2028 or
+        U+2029, which str.splitlines would also split at, hiding the record."""
         path = self.home.audit_log_file
-        return path.read_text("utf-8").splitlines() if path.exists() else []
+        if not path.exists():
+            return []
+        lines = path.read_bytes().decode("utf-8").split("\n")
+        return lines[:-1] if lines[-1] == "" else lines
+
+    def lines_since(self, mark: Mark | None) -> Tail | None:
+        """The whole lines after `mark` (all for None), each with its number and the byte
+        offset it starts at; None when the line at the mark is not the one it names (the
+        log was cut, replaced or put back). A line still being appended is left for the next
+        read."""
+        path = self.home.audit_log_file
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return [] if mark is None else None
+        with handle:
+            seq, offset = (0, 0) if mark is None else (mark.seq, mark.offset)
+            handle.seek(offset)
+            if mark is not None:
+                last = handle.readline()
+                if not last.endswith(b"\n") or _digest(last[:-1]) != mark.digest:
+                    return None
+                offset += len(last)
+            data = handle.read()
+        tail: Tail = []
+        for raw in data.split(b"\n")[:-1]:  # the piece after the last "\n" is not whole yet
+            seq += 1
+            tail.append((seq, offset, raw.decode("utf-8", errors="replace")))
+            offset += len(raw) + 1
+        return tail
 
     def head_text(self) -> str | None:
         path = self.home.audit_head_file
@@ -88,6 +136,10 @@ class FileStore:
     def update_witness(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         with self.exclusive():
             write_json(self.home.audit_witness_file, change(object_of(self.witness_text())))
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
 
 
 def object_of(found: str | None) -> dict[str, Any]:
