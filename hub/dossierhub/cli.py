@@ -473,6 +473,20 @@ def verify(home: Home, syslog_file: Path | None) -> None:
     first bad record and which of them disagrees."""
     log = AuditLog(home)
     _print_verification(log, log.verify(syslog_file))
+    _check_execution_index(log)
+
+
+def _check_execution_index(log: AuditLog) -> None:
+    """The executions index the pages read against the log it is derived from (after the log
+    verified): one changed outside dossierhub is rebuilt, and verify fails saying so."""
+    from dossierhub.state.auditindex import ExecutionIndex
+
+    index = ExecutionIndex.for_log(log)
+    problem = index.check()
+    if problem is not None:
+        index.rebuild()
+        raise Failed(f"{problem}; it was rebuilt from the log, which verified")
+    out.print("  executions index: in step with the log")
 
 
 def _print_verification(log: AuditLog, result: Verification) -> None:

@@ -61,18 +61,26 @@ SCHEMA = (
     "channel text NOT NULL, kind text NOT NULL, msg_id text NOT NULL, cell_id text, path text, "
     "code_sha256 text NOT NULL, first_line text NOT NULL, code text, outcome text, "
     "PRIMARY KEY (seq, ord))",
-    f"CREATE INDEX IF NOT EXISTS {ROWS}_dossier ON {ROWS} (dossier, path, at_us)",
-    f"CREATE INDEX IF NOT EXISTS {ROWS}_person ON {ROWS} (person, at_us)",
+    # newest first and the counts of a dossier, of a person, of a notebook; who ran each cell
+    f"CREATE INDEX IF NOT EXISTS {ROWS}_dossier ON {ROWS} (dossier, at_us, seq, ord)",
+    f"CREATE INDEX IF NOT EXISTS {ROWS}_person ON {ROWS} (person, at_us, seq, ord)",
+    f"CREATE INDEX IF NOT EXISTS {ROWS}_people ON {ROWS} (dossier, person, path)",
+    f"CREATE INDEX IF NOT EXISTS {ROWS}_places ON {ROWS} (person, dossier, path)",
+    f"CREATE INDEX IF NOT EXISTS {ROWS}_cells ON {ROWS} (dossier, path, cell_id, at_us, seq, ord)",
     f"CREATE TABLE IF NOT EXISTS {OUTCOMES} (dossier text NOT NULL, kernel text NOT NULL, "
     "msg_id text NOT NULL, outcome text, PRIMARY KEY (dossier, kernel, msg_id))",
 )
 
 COLUMNS = (
-    "at, person, dossier, kernel, channel, kind, msg_id, cell_id, path, code_sha256, "
-    "first_line, code, COALESCE(NULLIF(r.outcome, ''), o.outcome) AS joined, batch"
+    "r.at, r.person, r.dossier, r.kernel, r.channel, r.kind, r.msg_id, r.cell_id, r.path, "
+    "r.code_sha256, r.first_line, r.code, COALESCE(NULLIF(r.outcome, ''), o.outcome), r.batch"
 )
 # an outcome that came in a later batch than its execution
-JOIN = f"{ROWS} r LEFT JOIN {OUTCOMES} o USING (dossier, kernel, msg_id)"
+OUTCOME = (
+    f"LEFT JOIN {OUTCOMES} o ON o.dossier = r.dossier AND o.kernel = r.kernel "
+    "AND o.msg_id = r.msg_id"
+)
+JOIN = f"{ROWS} r {OUTCOME}"
 OLDEST_FIRST = "r.at_us, r.seq, r.ord"  # executions_from's order: by time, then as logged
 NEWEST_FIRST = "r.at_us DESC, r.seq DESC, r.ord DESC"
 
@@ -160,18 +168,17 @@ class ExecutionIndex:
             return int(db.rows(f"SELECT COUNT(*) FROM {ROWS} r{clause}", values)[0][0])
 
     def counted(self, key: Literal["person", "path", "dossier"], where: Where) -> dict[str, int]:
-        """How many executions per person, notebook or dossier, most first, then in the order
-        each first appears (as Counter.most_common over the rows oldest first); executions of
-        no notebook are not counted by notebook."""
+        """How many executions per person, notebook or dossier, most first (equal counts in
+        the names' order); executions of no notebook are not counted by notebook."""
         clause, values = where.sql()
         known = f"r.{key} IS NOT NULL"
         clause = f"{clause} AND {known}" if clause else f" WHERE {known}"
         sql = (
-            f"SELECT r.{key}, COUNT(*) AS n, MIN(r.at_us) AS earliest FROM {ROWS} r{clause} "
-            f"GROUP BY r.{key} ORDER BY n DESC, earliest, r.{key}"
+            f"SELECT r.{key}, COUNT(*) AS n FROM {ROWS} r{clause} "
+            f"GROUP BY r.{key} ORDER BY n DESC, r.{key}"
         )
         with self._fresh() as db:
-            return {str(value): int(n) for value, n, _ in db.rows(sql, values)}
+            return {str(value): int(n) for value, n in db.rows(sql, values)}
 
     def distinct(self, key: Literal["person", "path"], where: Where) -> list[str]:
         """The people or notebooks of the executions `where` says, sorted."""
@@ -185,12 +192,18 @@ class ExecutionIndex:
     def latest_by_cell(self, dossier: str, path: str) -> dict[str, Execution]:
         """cell id -> the last execution of that cell in one notebook (executions.latest_by_cell
         over its rows: the latest by time, the one logged last among equals)."""
+        # the notebook's cells, then each one's last row: index seeks, not a scan of its rows
+        cells = (
+            f"SELECT DISTINCT cell_id FROM {ROWS} WHERE dossier = :dossier AND path = :path "
+            "AND cell_id IS NOT NULL AND cell_id <> ''"
+        )
+        last = (
+            f"SELECT l.seq, l.ord FROM {ROWS} l WHERE l.dossier = :dossier AND l.path = :path "
+            "AND l.cell_id = c.cell_id ORDER BY l.at_us DESC, l.seq DESC, l.ord DESC LIMIT 1"
+        )
         sql = (
-            f"SELECT {COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cell_id "
-            f"ORDER BY at_us DESC, seq DESC, ord DESC) AS nth FROM {ROWS} "
-            "WHERE dossier = :dossier AND path = :path AND cell_id IS NOT NULL "
-            f"AND cell_id <> '') r LEFT JOIN {OUTCOMES} o USING (dossier, kernel, msg_id) "
-            f"WHERE r.nth = 1 ORDER BY {OLDEST_FIRST}"
+            f"SELECT {COLUMNS} FROM ({cells}) c JOIN {ROWS} r ON (r.seq, r.ord) = ({last}) "
+            f"{OUTCOME} ORDER BY {OLDEST_FIRST}"
         )
         with self._fresh() as db:
             rows = [_execution(row) for row in db.rows(sql, {"dossier": dossier, "path": path})]
@@ -214,6 +227,12 @@ class ExecutionIndex:
             f"the executions index holds {len(kept)} executions, the log {len(truth)}: it was "
             "changed outside dossierhub"
         )
+
+    def catch_up(self) -> None:
+        """Take in what the log gained (the service does so after each batch it ingests, so
+        a page seldom has anything left to take in)."""
+        with self._fresh():
+            pass
 
     def rebuild(self) -> None:
         """Forget the index and take in the whole log again."""
