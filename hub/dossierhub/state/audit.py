@@ -385,17 +385,23 @@ class AuditLog:
     def _adopt_interrupted(self, seq: int, prev: str) -> tuple[int, str]:
         """Continue after an authenticated record whose head update was cut short (only a
         file can be cut there: the table commits record and head together)."""
-        if self.store.atomic_append:
+        if not isinstance(self.store, FileStore):  # the table: record and head together
             return seq, prev
-        lines = self._lines()
+        # the last line only, not the whole log: every page's decision is an append
+        last = self.store.last_line()
         key = self._mac_key()
-        if len(lines) == seq + 1 and key is not None:
+        if last is not None and key is not None:
             try:
-                record = json.loads(lines[-1])
+                record = json.loads(last)
             except ValueError:
                 return seq, prev
-            if record.get("prev") == prev and record.get("mac") == _record_mac(key, record):
-                return seq + 1, _digest(lines[-1])
+            if (
+                isinstance(record, dict)
+                and record.get("seq") == seq + 1
+                and record.get("prev") == prev
+                and record.get("mac") == _record_mac(key, record)
+            ):
+                return seq + 1, _digest(last)
         return seq, prev
 
     def read(self) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,25 @@ class FileStore:
         lines = path.read_bytes().decode("utf-8").split("\n")
         return lines[:-1] if lines[-1] == "" else lines
 
+    def last_line(self) -> str | None:
+        """The log's last line (None for an empty or missing log), read from the end: an
+        append looks at it, and must not cost the whole log."""
+        try:
+            handle = self.home.audit_log_file.open("rb")
+        except FileNotFoundError:
+            return None
+        with handle:
+            end = handle.seek(0, os.SEEK_END)
+            found, start = b"", end
+            while start > 0:
+                start = max(0, start - 65536)
+                handle.seek(start)
+                found = handle.read(end - start)
+                if found.rstrip(b"\n").count(b"\n"):  # the line before the last begins here
+                    break
+        line = found.rstrip(b"\n").rsplit(b"\n", 1)[-1] if found.strip(b"\n") else None
+        return line.decode("utf-8", errors="replace") if line is not None else None
+
     def lines_since(self, mark: Mark | None) -> Tail | None:
         """The whole lines after `mark` (all for None), each with its number and the byte
         offset it starts at; None when the line at the mark is not the one it names (the
@@ -117,8 +137,6 @@ class FileStore:
 
     def write(self, line: str, head: dict[str, Any]) -> None:
         """Inside exclusive(): the record (synced), then the head."""
-        import os
-
         fd = os.open(self.home.audit_log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         take_folder_owner(fd, self.home.audit_dir)  # on pods, never root's (atomic.py)
         with os.fdopen(fd, "a", encoding="utf-8") as handle:
