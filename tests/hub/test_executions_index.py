@@ -220,3 +220,23 @@ def test_a_cell_id_with_a_line_separator_hides_nothing(logged: Home) -> None:
     result = run_cli(logged.root, "audit", "verify")
     assert result.exit_code == 0, result.stderr
     assert_in_step(logged)
+
+
+@pytest.mark.parametrize("store", ["file"])
+@pytest.mark.parametrize("damage", ["not a database", "cannot be opened"])
+def test_an_index_that_cannot_be_used_changes_nothing_the_pages_show(
+    logged: Home, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index file overwritten with something else is made anew; one that cannot be
+    opened at all (here a folder in its place) leaves the pages reading the log."""
+    assert_in_step(logged)
+    index_file = logged.audit_index_file
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index_file}{suffix}").unlink(missing_ok=True)
+    if damage == "not a database":
+        index_file.write_bytes(b"\x00" * 4096)
+    else:
+        index_file.mkdir()
+    assert_in_step(logged)
+    said = "made anew from the log" if damage == "not a database" else "from the log in memory"
+    assert said in caplog.text

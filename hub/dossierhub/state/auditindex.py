@@ -37,6 +37,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dossierhub.state.atomic import take_folder_owner
@@ -247,8 +248,18 @@ class ExecutionIndex:
     def _fresh(self) -> Iterator[_Db]:
         """The index with every record of the log taken in (at the first read), for one read."""
         if not self._caught_up:
-            with self._connect.writing() as db:
-                _catch_up(db, self.log)
+            try:
+                with self._connect.writing() as db:
+                    _catch_up(db, self.log)
+            except (OSError, sqlite3.Error) as exc:
+                if not isinstance(self._connect, _SqliteFile):
+                    raise
+                # the file cannot be kept by this process (its -wal made by another user,
+                # a full disk): the same reads from the log, slower, never different
+                _log.warning("the executions index is read from the log in memory: %s", exc)
+                self._connect = _SqliteMemory()
+                with self._connect.writing() as db:
+                    _catch_up(db, self.log)
             self._caught_up = True
         with self._connect.reading() as db:
             yield db
@@ -442,17 +453,29 @@ class _SqliteFile:
         self.path = log.home.audit_index_file
         try:
             log.home.audit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
-                take_folder_owner(fd, log.home.audit_dir)  # on pods, never root's (atomic.py)
-            finally:
-                os.close(fd)
-            with self._open() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")  # reads go on while the index catches up
-                for statement in SCHEMA:
-                    conn.execute(statement)
+                self._make(log)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # locked, read-only, ...: not ours
+                    raise
+                # not a database (a torn or overwritten file): it is derived, so made anew
+                _log.warning("%s is not a database (%s): made anew from the log", self.path, exc)
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self._make(log)
         except (OSError, sqlite3.Error) as exc:
             raise IndexUnavailable(f"{self.path} cannot be kept: {exc}") from None
+
+    def _make(self, log: AuditLog) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            take_folder_owner(fd, log.home.audit_dir)  # on pods, never root's (atomic.py)
+        finally:
+            os.close(fd)
+        with self._open() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")  # reads go on while the index catches up
+            for statement in SCHEMA:
+                conn.execute(statement)
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
