@@ -29,7 +29,7 @@ from dossierhub.reports.release import release_checks, release_denied, release_r
 from dossierhub.reports.render import review_page
 from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
-from dossierhub.state.audit import AuditLog
+from dossierhub.state.audit import AuditLog, Verification
 from dossierhub.state.auditindex import ExecutionIndex, Where
 from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.executions import Execution, executions_from, export_text, refusals_from
@@ -427,9 +427,8 @@ def audit_trail(
     its refusals); a value the trail has no record of is refused as invalid, naming those it
     has. Each record says the actor's role and whether this person may open its run."""
     entry, role = member_entry(home, dossier_id, person)
-    log = AuditLog(home)
-    verification = log.verify()
-    rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
+    verification, records = AuditLog(home).verify_and_read()
+    rows = [_trail_row(r, dossier_id) for r in records if _concerns(r, dossier_id)]
     if may_see_executions(person.name, role, dossier_id) is not None:  # who ran what: the team's
         rows = [r for r in rows if r["action"] != EXECUTIONS_ACTION]
     runs = {r.record.run_id: r for r in list_runs(home, dossier_id)}
@@ -590,7 +589,8 @@ def admin_overview(
     installation = load_installation(home, sample_values=False)
     applied = {e.id: e for e in read_directory(home)}
     last_apply: dict[str, str] = {}
-    for record in AuditLog(home).read():
+    verification, records = AuditLog(home).verify_and_read()  # one pass over the log
+    for record in records:
         if record.get("action") == "apply":
             for item in record.get("details", {}).get("dossiers", []):
                 if isinstance(item, dict) and item.get("id"):
@@ -627,7 +627,7 @@ def admin_overview(
     general = [
         _problem_row(p) for p in installation.problems.items if not p.file.startswith("dossiers/")
     ]
-    general += _installation_problems(home, servers)
+    general += _installation_problems(verification, servers)
     if general:
         rows.append(
             {
@@ -691,9 +691,10 @@ def _dossier_problems(
     return found
 
 
-def _installation_problems(home: Home, servers: dict[str, dict] | None) -> list[dict[str, str]]:
+def _installation_problems(
+    verification: Verification, servers: dict[str, dict] | None
+) -> list[dict[str, str]]:
     found = []
-    verification = AuditLog(home).verify()
     if not verification.ok:
         at = f" at record {verification.first_bad}" if verification.first_bad else ""
         found.append(

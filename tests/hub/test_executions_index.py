@@ -232,3 +232,18 @@ def test_an_index_that_cannot_be_used_changes_nothing_the_pages_show(
     assert_in_step(logged)
     said = "made anew from the log" if damage == "not a database" else "from the log in memory"
     assert said in caplog.text
+
+
+def test_the_trail_reads_the_log_once_and_still_shows_a_broken_one(applied_home: Path) -> None:
+    """The audit trail verifies and reads in one pass; with the chain broken (a record
+    edited) it still shows the records, and says the chain is broken where."""
+    home = Home(applied_home)
+    append_batch(home, "armoede", [execute(ANALYST, at(1), "x = 1", cell_id="c1")])
+    trail = portal.audit_trail(home, "armoede", portal.Person(LEAD))
+    assert trail["chain"]["ok"] and trail["records"][0]["action"] == "workspace.executions"
+    lines = home.audit_log_file.read_text().split("\n")
+    lines[1] = lines[1].replace('"action":', '"action": ', 1)  # same record, other bytes
+    home.audit_log_file.write_text("\n".join(lines))
+    broken = portal.audit_trail(home, "armoede", portal.Person(LEAD))
+    assert not broken["chain"]["ok"] and broken["chain"]["first_bad"] == 3
+    assert [r["seq"] for r in broken["records"]] == [r["seq"] for r in trail["records"]]
