@@ -473,7 +473,6 @@ def verify(home: Home, syslog_file: Path | None) -> None:
     first bad record and which of them disagrees."""
     log = AuditLog(home)
     _print_verification(log, log.verify(syslog_file))
-    _check_execution_index(log)
 
 
 def _check_execution_index(log: AuditLog) -> None:
@@ -498,6 +497,7 @@ def _print_verification(log: AuditLog, result: Verification) -> None:
     out.print(f"audit log ok: {result.message}")
     for line in [*result.notes, *log.witness_report()]:
         out.print(f"  {escape(line)}")
+    _check_execution_index(log)
 
 
 @audit.command()
