@@ -130,8 +130,8 @@ class _Db(Protocol):
 
 class ExecutionIndex:
     """The executions of `log`, read through its index (`for_log` picks where it is kept).
-    One per request: it takes in what the log gained at its first read, and its reads then
-    agree with each other (a count and the rows it counts)."""
+    One per request: it takes in what the log gained at its first read only (a later read of
+    the same object may miss a batch appended since; the next request sees it)."""
 
     def __init__(self, log: AuditLog, connect: _Connector):
         self.log = log
