@@ -95,9 +95,9 @@ class FileStore:
             return None
         with handle:
             end = handle.seek(0, os.SEEK_END)
-            found, start = b"", end
+            found, start, step = b"", end, 65536
             while start > 0:
-                start = max(0, start - 65536)
+                start, step = max(0, end - step), step * 2  # a batch's line can be megabytes
                 handle.seek(start)
                 found = handle.read(end - start)
                 if found.rstrip(b"\n").count(b"\n"):  # the line before the last begins here
