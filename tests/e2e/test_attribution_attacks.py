@@ -14,12 +14,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_relay import ARMOEDE, channels, kernel, run, tokens  # noqa: F401 - fixtures
+from test_relay import ARMOEDE, channels, kernel, tokens  # noqa: F401 - fixtures
 
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.executions import ACTION
 
 from e2e_hub import Hub
+from kernelclient import run
 
 
 def _in_trail(hub: Hub, msg_ids: set[str], seconds: float = 10) -> dict[str, dict]:
