@@ -171,8 +171,8 @@ SPOOL_FOLDER_MODE = 0o2770
 
 
 def spooled(home: Home) -> list[Path]:
-    """The batches waiting, per dossier oldest first (batch ids sort in order). A folder
-    others may enter, or one that is a link, is not read (and said so)."""
+    """The batches waiting, per dossier oldest first (batch ids sort in order). A folder that
+    is a link is not read, nor one anyone may write in (said so in the log)."""
     root = home.execution_spool_root
     if not root.is_dir():
         return []
@@ -180,8 +180,8 @@ def spooled(home: Home) -> list[Path]:
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or folder.is_symlink() or not DOSSIER_ID.match(folder.name):
             continue
-        if os.lstat(folder).st_mode & 0o007:
-            _log.error("execution spool %s is open to others: not read until it is closed", folder)
+        if os.lstat(folder).st_mode & 0o002:
+            _log.error("execution spool %s is writable by anyone: not read until closed", folder)
             continue
         found += sorted(
             entry
