@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from dossierhub.state.home import Home
 
 from e2e_hub import release_identities
 from helpers import read_yaml, run_cli, write_yaml
+from podview import as_number, pod_view
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="apply secures files as root only")
 
@@ -261,38 +261,6 @@ def test_a_folder_swapped_for_a_link_while_apply_secures_the_extracts_leads_nowh
 
 # ------------------------------------------------- the recorder's spool (issue 16, pods)
 
-VENV_PYTHON = str(Path(sys.executable).parent / "python")  # dossierhub importable, any uid
-
-
-def as_number(
-    number: int, group: int, code: str, mounts: list[str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Python `code` with dossierhub run as uid `number` and gid `group`, no other group;
-    with `mounts` (pod_view), in a mount namespace of its own seeing HOME as a pod does."""
-    command = [VENV_PYTHON, "-I", "-c", code]
-    if mounts is not None:
-        ids = ["--reuid", str(number), "--regid", str(group), "--clear-groups"]
-        script = "; ".join([*mounts, 'exec setpriv "$@"'])
-        command = ["unshare", "--mount", "sh", "-ec", script, "pod", *ids, *command]
-    else:
-        command = ["setpriv", "--reuid", str(number), "--regid", str(group), "--clear-groups"]
-        command += [VENV_PYTHON, "-I", "-c", code]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd="/")
-
-
-def pod_view(home: Home, dossier_id: str, staging: Path) -> list[str]:
-    """The recorder container's view of HOME as the kubelet makes it: its spool folder
-    (HOME's subPath audit/spool/<id>) mounted at the path the hub sees it at, the folders
-    above it the container's own (made by the runtime), nothing else of audit/."""
-    folder = home.execution_spool_dir(dossier_id)
-    staging.mkdir(exist_ok=True)
-    return [
-        f"mount --bind {folder} {staging}",
-        f"mount -t tmpfs -o mode=0755 pod {home.audit_dir}",
-        f"mkdir -p {folder}",
-        f"mount --bind {staging} {folder}",
-    ]
-
 
 def spool_event(person: str, msg_id: str) -> dict[str, object]:
     return {
@@ -328,7 +296,6 @@ def test_apply_makes_the_spool_the_recorder_s_and_the_service_takes_its_batches(
     event = spool_event("a.jansen", "m1")
     wrote = as_number(
         recorder,
-        recorder,
         "from pathlib import Path\n"
         "from dossierhub.state.executions import write_batch\n"
         "from dossierhub.state.home import Home\n"
@@ -341,7 +308,6 @@ def test_apply_makes_the_spool_the_recorder_s_and_the_service_takes_its_batches(
     info = os.lstat(batch)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (recorder, CONTROL, 0o640)
     took = as_number(
-        CONTROL,
         CONTROL,
         "from pathlib import Path\n"
         "from dossierhub.state.executions import _read_batch, spooled\n"
