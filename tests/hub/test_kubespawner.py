@@ -37,6 +37,7 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry
 from dossierhub.state.home import Home
 from dossierhub.state.settings import Settings
+from dossierhub.workspaces import netbridge
 from dossierhub.workspaces.hubconfig import HubInputs, make_config
 from dossierhub.workspaces.kubespawner import DossierKubeSpawner, network_policy
 from dossierhub.workspaces.startchecks import WorkspaceRefused
@@ -569,3 +570,39 @@ def test_an_unreachable_api_server_is_a_sentence_not_a_traceback(kube_home: Path
     assert failed.status_code == 500 and failed.case == "failed"
     assert "the reason is in the hub's log" in failed.log_message
     assert "127.0.0.1" not in failed.log_message and str(kube_home) not in failed.log_message
+
+
+# ------------------------------------------------------------- the recorder's command line
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888"], "needs --listen, --upstream and"),
+        (
+            ["--listen=0.0.0.0:80", "--upstream=10.0.0.5:8888", "--home=/h"],
+            "--upstream must be 127.0.0.1:PORT",
+        ),
+        (["--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888", "--pid=1"], "take no --pid"),
+        (["--listen=0.0.0.0", "--upstream=127.0.0.1:8888"], "is not HOST:PORT"),
+        (["--listen=:80", "--upstream=127.0.0.1:8888", "--home=/h"], "--home needs --dossier"),
+        (["--port=1"], "--pid, --started, --port and --hub are needed"),
+    ],
+)
+def test_the_recorder_s_command_line_refuses_what_would_leave_a_way_in_unrecorded(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pod's recorder runs recording or not at all: it is the pod's only way in."""
+    with pytest.raises(SystemExit):
+        netbridge._arguments(argv)
+    assert error in capsys.readouterr().err
+
+
+def test_the_pod_s_recorder_command_line_is_pod_mode(pods: dict[str, dict[str, Any]]) -> None:
+    args = netbridge._arguments(recorder(pods["armoede"])["args"][4:])
+    assert (args.listen, args.upstream, args.dossier) == (
+        ("0.0.0.0", 80),
+        ("127.0.0.1", 8888),
+        "armoede",
+    )
+    assert args.pid is None and args.home
