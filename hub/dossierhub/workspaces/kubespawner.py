@@ -62,7 +62,7 @@ from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
 from dossierhub.state.settings import KubernetesSettings, load_settings
-from dossierhub.workspaces.spawner import server_args
+from dossierhub.workspaces.spawner import server_args, server_command
 from dossierhub.workspaces.startchecks import (
     WorkspaceRefused,
     dossier_of,
@@ -262,7 +262,9 @@ class DossierKubeSpawner(KubeSpawner):
         }
         self.working_dir = str(folder)
         self.notebook_dir = str(folder)
-        self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+        # as on one machine: undumpable (its kernels cannot read the visitors' tokens in its
+        # memory or environment, nor trace or rewrite it) and no notebook ever trusted
+        self.cmd = server_command(self.workspace_python)
 
     _environment: DossierEnvironment | None = None
     _recorder: int | None = None
