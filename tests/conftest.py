@@ -22,8 +22,9 @@ from dossierhub.demo import write_demo
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
-from dossierhub.state.settings import KubernetesSettings
+from dossierhub.state.settings import KubernetesSettings, load_settings
 from dossierhub.workspaces.hub_auth import read_passwords, set_password
+from dossierhub.workspaces.hubconfig import ports
 from dossierhub.workspaces.servestate import read_serve_state
 from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
 from test_types import MYPY_STARTED, start_mypy
@@ -152,6 +153,10 @@ def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
         env={"KUBECONFIG": str(k8s.kubeconfig)},
     ) as running:
         k8s.kubelet.claims[KubernetesSettings().home_claim] = running.home.root
+        # pods have a network of their own: they reach the proxy, hub and service (as their
+        # env names them, at 127.0.0.1) because the stand-in's kubelet forwards these ports
+        public, _, hub_port, service_port = ports(load_settings(running.home))
+        k8s.kubelet.egress.update({public, hub_port, service_port})
         yield running
 
 
