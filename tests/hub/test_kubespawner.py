@@ -279,7 +279,9 @@ def test_the_recorder_is_the_pod_s_only_way_in(pods: dict[str, dict[str, Any]]) 
         ]
         assert "shareProcessNamespace" not in pod["spec"]  # the kernel never sees the recorder
         args = inner["args"]
-        assert args[:4] == [PYTHON, "-I", "-m", "dossierhub.workspaces.netbridge"]
+        # the interpreter that carries NET_BIND_SERVICE as a file capability (the image's)
+        recorder_python = "/opt/dossierhub/.venv/bin/python-recorder"
+        assert args[:4] == [recorder_python, "-I", "-m", "dossierhub.workspaces.netbridge"]
         assert {"--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888", "--code=hash"} <= set(args)
         hub_api = next(a for a in args if a.startswith("--hub-api="))
         assert hub_api == f"--hub-api={env['JUPYTERHUB_API_URL']}"

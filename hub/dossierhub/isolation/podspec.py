@@ -30,6 +30,13 @@ SERVER_PORT = 8888
 UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "1024"}
 """A safe sysctl (namespaced per pod): container runtimes set it to 0 by default, which
 would let any container of the pod take port 80."""
+RECORDER_PYTHON = "python-recorder"
+"""The recorder's interpreter in the workspace image: a copy of the environment's Python (beside
+it, so the environment holds) carrying the file capability cap_net_bind_service=+ep
+(deploy/images/Dockerfile). containerd and CRI-O give a non-root container's process an added
+capability only through its executable's file capability (kubernetes/kubernetes#56374: no
+ambient capabilities), and only within the container's own set: the workspace's container,
+which adds none, gets nothing from running it."""
 RECORDER_RESOURCES = {"limits": {"memory": "256Mi", "cpu": "1"}, "requests": {"memory": "64Mi"}}
 
 
@@ -132,7 +139,7 @@ class RecorderSpec:
     dossier_id: str
     number: int  # isolation/podids.recorder_pod_id: never the workspace's
     image: str
-    python: str  # the environment's Python in the image
+    python: str  # the environment's Python in the image (the recorder runs its RECORDER_PYTHON)
     hub_api: str  # the hub's API as the pod reaches it (the server's JUPYTERHUB_API_URL)
     code: str  # audit.executions_code: hash or full
     auth_cache_seconds: int
@@ -152,7 +159,7 @@ def recorder_container(home: Home, spec: RecorderSpec) -> dict[str, Any]:
         "image": spec.image,
         # after the image's entrypoint (tini), which passes the kubelet's SIGTERM on
         "args": [
-            spec.python,
+            str(Path(spec.python).parent / RECORDER_PYTHON),
             "-I",
             "-m",
             "dossierhub.workspaces.netbridge",
