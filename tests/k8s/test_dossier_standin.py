@@ -302,11 +302,10 @@ for proc in pathlib.Path("/proc").iterdir():
     except OSError:
         pass
 found["recorder seen"] = any(b"netbridge" in line for line in seen)
-server = [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()
-          and b"dossier_lab.undumpable" in (p / "cmdline").read_bytes()]
+server = pathlib.Path(f"/proc/{{os.getppid()}}")  # the kernel's parent: its server
 config = pathlib.Path(os.environ["JUPYTER_CONFIG_DIR"])
 for name, attempt in (
-    ("server environ", lambda: (server[0] / "environ").read_bytes()),
+    ("server environ", lambda: (server / "environ").read_bytes()),
     ("plant config", lambda: (config.mkdir(parents=True, exist_ok=True),
                               (config / "jupyter_server_config.json").write_text("{{}}"))),
 ):
