@@ -247,7 +247,8 @@ class DossierKubeSpawner(KubeSpawner):
         # the hub and the proxy reach the recorder; the server is behind it (get_env)
         self.port = RECORDER_PORT
         # the recorder declares the pod's port (podspec.recorder_container), the server none
-        self.extra_container_config = {"ports": []}
+        no_ports: dict[str, Any] = {"ports": []}
+        self.extra_container_config = no_ports
         resources = pod_resources(self._environment, cluster.memory_overhead)
         self.mem_limit = resources.mem_limit
         self.mem_guarantee = resources.mem_guarantee
