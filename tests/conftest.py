@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from dossierhub.demo import write_demo
+from dossierhub.isolation.podspec import RECORDER_PYTHON
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
@@ -140,6 +141,11 @@ def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
     python_env = str(Path(reachable_python()).parents[1])
     if python_env not in k8s.kubelet.image:
         k8s.kubelet.image.append(python_env)
+    # the workspace image's recorder interpreter, with its file capability (podspec.py)
+    recorder = Path(reachable_python()).parent / RECORDER_PYTHON
+    if not recorder.exists():
+        shutil.copy(Path(reachable_python()).resolve(), recorder)
+    k8s.kubelet.file_capabilities[str(recorder)] = {"NET_BIND_SERVICE"}
     kubernetes = {
         "api_url": k8s.api_url,
         "namespace": "default",

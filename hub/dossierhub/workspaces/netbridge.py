@@ -21,6 +21,16 @@ and when the bridge ends. Without `--home` it is the plain pump (the bench compa
 
     python -I -m dossierhub.workspaces.netbridge --pid PID --started T --port PORT --hub HUB \
         [--home HOME --dossier ID --hub-api URL --code hash|full]
+
+On Kubernetes the same recorder is the workspace pod's `recorder` container (pod mode,
+`serve_pod`): it runs as a number of its own, listens on the pod's port PORT (below 1024: only
+it holds NET_BIND_SERVICE, and the pod's sysctl keeps every other container off ports below
+1024) and joins each connection to the server on the pod's 127.0.0.1:SERVER_PORT, which is
+reachable from nowhere else. It spools into HOME/audit/spool/<id>, the one folder of HOME it
+mounts, files readable by the service's group; it ends on SIGTERM once what it holds is spooled:
+
+    python -I -m dossierhub.workspaces.netbridge --listen 0.0.0.0:PORT \
+        --upstream 127.0.0.1:SERVER_PORT --home HOME --dossier ID --hub-api URL --code hash|full
 """
 
 from __future__ import annotations
@@ -108,14 +118,14 @@ class Sandboxed(threading.Thread):
         return result
 
 
-def _listener(port: int) -> socket.socket:
+def _listener(port: int, host: str = "127.0.0.1") -> socket.socket:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # each message goes on at once (Linux gives accepted sockets the listener's setting):
     # with Nagle, a reply's later small messages waited for the client's ACK, which Linux
     # delays 40 ms: a `pass` took 48 ms through the bridge instead of 7 (bench_attribution)
     server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server.bind(("127.0.0.1", port))
+    server.bind((host, port))
     server.listen(64)
     return server
 
@@ -569,7 +579,7 @@ def _serve(
             slots.release()
 
 
-def _recording(args: argparse.Namespace) -> tuple[Recorder, Watch]:
+def _recording(args: argparse.Namespace, spool_mode: int = 0o600) -> tuple[Recorder, Watch]:
     """The recorder of this bridge (site packages: h11, websockets, tornado's cookie parser
     and the spool's writer come from the installation)."""
     from dossierhub.state.directory import WORKSPACE_PREFIX
@@ -579,18 +589,30 @@ def _recording(args: argparse.Namespace) -> tuple[Recorder, Watch]:
     home = Home(Path(args.home))
     relay_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}"
     recorder = Recorder(
-        lambda batch, events: write_batch(home, args.dossier, batch, events), relay_id
+        lambda batch, events: write_batch(home, args.dossier, batch, events, mode=spool_mode),
+        relay_id,
     )
     people = People(args.hub_api, args.auth_cache_seconds, WORKSPACE_PREFIX)
     return recorder, Watch(args, recorder, people)
 
 
+def _address(value: str) -> tuple[str, int]:
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dossierhub.workspaces.netbridge")
-    parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--started", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--hub", type=int, required=True)
+    # one machine: the sandbox's process, its start, the server's port, the hub's API port
+    parser.add_argument("--pid", type=int)
+    parser.add_argument("--started")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--hub", type=int)
+    # a pod: where the recorder listens, where the server does (the pod's loopback)
+    parser.add_argument("--listen", type=_address)
+    parser.add_argument("--upstream", type=_address)
     # the recorder (all of them, or none: the plain pump)
     parser.add_argument("--home")
     parser.add_argument("--dossier")
@@ -598,15 +620,58 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--code", choices=("hash", "full"), default="hash")
     parser.add_argument("--auth-cache-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
+    sandbox = (args.pid, args.started, args.port, args.hub)
+    if args.listen or args.upstream:
+        if any(given is not None for given in sandbox):
+            parser.error("--listen/--upstream (a pod) take no --pid, --started, --port, --hub")
+        if not (args.listen and args.upstream and args.home):
+            # a pod's only way in records, or there is no reason for it to be there
+            parser.error("a pod's recorder needs --listen, --upstream and --home")
+        if args.upstream[0] != "127.0.0.1":
+            parser.error("--upstream must be 127.0.0.1:PORT: the pod's server listens there only")
+    elif any(given is None for given in sandbox):
+        parser.error("--pid, --started, --port and --hub are needed (or --listen for a pod)")
     if args.home and not (args.dossier and args.hub_api):
         parser.error("--home needs --dossier and --hub-api")
     return args
+
+
+def serve_pod(args: argparse.Namespace) -> int:
+    """Pod mode: the recorder as the pod's only way in (see the module's docstring). There is
+    no sandbox to watch: it runs until SIGTERM (the kubelet's stop), then spools what it
+    holds. Batches are group-readable: their folder's group is the service's (apply gives it
+    with the setgid bit), which reads and removes them and is not root on a cluster."""
+    recorder, watch = _recording(args, spool_mode=0o640)
+    threading.Thread(target=recorder.run, daemon=True).start()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    host, port = args.listen
+    server = _listener(port, host)
+    join = lambda a, b, release: _Watched(a, b, release, watch)  # noqa: E731
+    connect = _connector(args.upstream[1])
+    threading.Thread(
+        target=_serve, args=(server, connect, INBOUND_LIMIT, None, join), daemon=True
+    ).start()
+    print(
+        f"netbridge: {host}:{port} -> 127.0.0.1:{args.upstream[1]} (recording executions)",
+        flush=True,
+    )
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        server.close()
+        recorder.flush()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
     threading.stack_size(256 * 1024)
+    if args.listen:
+        return serve_pod(args)
     # the namespace is held first, then its process checked: a PID reused in between is caught
     netns = os.open(f"/proc/{args.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if start_time(args.pid) != args.started:
