@@ -219,10 +219,13 @@ class Exchange:
         self.sessions: list[tuple[str, str]] = []  # kernel id -> path, as the server answered
         self._body: bytearray | None = None
         self._gzip = False
+        self.received = 0  # the client's bytes fed so far
+        self.answered = 0  # request/response cycles done
 
     def client_events(self, data: bytes) -> Iterator[h11.Request]:
         """Feed the client's bytes; yield each request head (the caller checks it before
         its bytes go on). Stops when h11 needs more or the cycle waits for the answer."""
+        self.received += len(data)
         try:
             self.inbound.receive_data(data)
             while True:
@@ -245,6 +248,30 @@ class Exchange:
         if self.switched:
             return 0
         return len(self.inbound.trailing_data[0])
+
+    def waiting_for(self) -> str:
+        """What the connection waits for from the client, for the bridge's deadlines:
+        "head" (a request's head, started or not yet), "idle" (nothing, between keep-alive
+        requests), "body" (the rest of a request's body), or "" (the server's turn, or a
+        websocket, which stays open by design)."""
+        if self.switched:
+            return ""
+        state = self.inbound.their_state
+        if state is h11.SEND_BODY:
+            return "body"
+        if state is h11.IDLE:
+            return "idle" if self.answered and not self.unread() else "head"
+        return ""
+
+    @property
+    def answering(self) -> bool:
+        """Whether the server has begun its answer to the request of this cycle."""
+        return self.outbound.their_state not in (h11.IDLE, h11.SEND_RESPONSE)
+
+    @property
+    def consumed(self) -> int:
+        """How many of the client's bytes h11 has read (a body's progress)."""
+        return self.received - self.unread()
 
     @property
     def paused(self) -> bool:
@@ -309,6 +336,7 @@ class Exchange:
         if states == done and (self.outbound.our_state, self.outbound.their_state) == done:
             self.inbound.start_next_cycle()
             self.outbound.start_next_cycle()
+            self.answered += 1
 
 
 def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
