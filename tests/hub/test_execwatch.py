@@ -336,6 +336,68 @@ def test_sessions_answers_chunked_and_gzipped_give_paths():
     assert exchange.sessions == [(KERNEL, "work/poverty.ipynb")]
 
 
+@pytest.mark.parametrize(
+    ("method", "target", "expected"),
+    [
+        (b"POST", "/user/x/api/kernels", ("start", None, None, False)),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/restart?x=1", ("restart", KERNEL, None, False)),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/interrupt", ("interrupt", KERNEL, None, False)),
+        (b"DELETE", f"/user/x/api/kernels/{KERNEL}", ("shutdown", KERNEL, None, False)),
+        (b"POST", "/user/x/api/sessions", ("start", None, None, True)),
+        (b"PATCH", "/user/x/api/sessions/s1", ("start", None, "s1", True)),
+        (b"DELETE", "/user/x/api/sessions/s1", ("shutdown", None, "s1", True)),
+        (b"GET", "/user/x/api/kernels", None),
+        (b"GET", f"/user/x/api/kernels/{KERNEL}", None),
+        (b"GET", f"/user/x/api/kernels/{KERNEL}/channels", None),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/channels", None),
+        (b"GET", "/user/x/api/sessions", None),
+        (b"POST", "/user/x/api/contents/a.ipynb", None),
+    ],
+)
+def test_kernel_calls_are_the_routes_that_start_or_end_kernels(method, target, expected):
+    call = execwatch.kernel_call(method, target.encode())
+    found = (call.action, call.kernel, call.session, call.of_session) if call else None
+    assert found == expected
+
+
+def test_a_kernel_call_answered_with_success_names_its_kernel_and_session():
+    exchange = Exchange()
+    post = request("/user/x/api/sessions").replace(b"GET", b"POST", 1)
+    list(exchange.client_events(post))
+    model = {"id": "s1", "path": "a.ipynb", "kernel": {"id": KERNEL, "name": "dossier"}}
+    body = json.dumps(model).encode()
+    exchange.server_bytes(
+        b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    [(call, models)] = exchange.calls
+    assert (call.action, call.of_session, models) == ("start", True, [("s1", KERNEL, "a.ipynb")])
+    assert exchange.sessions == [(KERNEL, "a.ipynb")]
+    # refused by the workspace: nothing happened, nothing to record
+    exchange = Exchange()
+    list(
+        exchange.client_events(
+            request(f"/user/x/api/kernels/{KERNEL}").replace(b"GET", b"DELETE", 1)
+        )
+    )
+    exchange.server_bytes(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    assert exchange.calls == []
+
+
+def test_the_deadlines_phases_of_a_connection():
+    exchange = Exchange()
+    assert exchange.waiting_for() == "head"  # nothing yet
+    list(exchange.client_events(b"POST /x HTTP/1.1\r\nHost: x\r\n"))
+    assert exchange.waiting_for() == "head"
+    list(exchange.client_events(b"Content-Length: 4\r\n\r\nab"))
+    assert (exchange.waiting_for(), exchange.consumed) == ("body", exchange.received)
+    list(exchange.client_events(b"cd"))
+    assert exchange.waiting_for() == ""  # the server's turn
+    exchange.server_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert exchange.waiting_for() == "idle"  # kept alive
+    list(exchange.client_events(b"GET /y HT"))
+    assert exchange.waiting_for() == "head"
+
+
 # --- the recorder -----------------------------------------------------------------------
 
 

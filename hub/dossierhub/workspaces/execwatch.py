@@ -84,6 +84,10 @@ ALLOWED = {
 RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
+# jupyter_server's kernels and sessions handlers (services/kernels/handlers.py,
+# services/sessions/handlers.py): the calls that start, restart, interrupt or end a kernel
+_KERNEL_CALL = re.compile(r".*/api/kernels(?:/([^/]+)(?:/(restart|interrupt))?)?")
+_SESSION_CALL = re.compile(r".*/api/sessions(?:/([^/]+))?")
 # a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
 _WAITING = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]  # documented, not in __all__
 _AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(.+)", re.IGNORECASE)  # auth.py auth_header_pat
@@ -137,6 +141,42 @@ def kernel_of(target: bytes) -> str | None:
 
 def is_sessions(target: bytes) -> bool:
     return _SESSIONS.fullmatch(urlsplit(target.decode("latin-1")).path) is not None
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """A REST call that starts, restarts, interrupts or shuts down a kernel: the contract's
+    `kernel` event once the workspace has answered it with success. A session's start
+    (POST, or PATCH changing its kernel) starts a kernel only when its answer names one not
+    seen before; a session's DELETE shuts its kernel down."""
+
+    action: str
+    kernel: str | None  # named in the path
+    session: str | None  # named in the path (sessions)
+    of_session: bool
+
+
+def kernel_call(method: bytes, target: bytes) -> KernelCall | None:
+    path = urlsplit(target.decode("latin-1")).path
+    found = _KERNEL_CALL.fullmatch(path)
+    if found:
+        kernel, verb = found.groups()
+        if kernel is None:
+            action = "start" if method == b"POST" else None
+        elif verb is not None:
+            action = verb if method == b"POST" else None
+        else:
+            action = "shutdown" if method == b"DELETE" else None
+        return KernelCall(action, claim(kernel), None, False) if action else None
+    found = _SESSION_CALL.fullmatch(path)
+    if found:
+        session = found.group(1)
+        if session is None:
+            action = "start" if method == b"POST" else None
+        else:
+            action = {b"PATCH": "start", b"DELETE": "shutdown"}.get(method)
+        return KernelCall(action, None, claim(session), True) if action else None
+    return None
 
 
 def _headers(request: h11.Request, name: bytes) -> list[str]:
@@ -221,6 +261,11 @@ class Exchange:
         self._gzip = False
         self.received = 0  # the client's bytes fed so far
         self.answered = 0  # request/response cycles done
+        # kernel calls the server answered with success: the call, and the sessions (id,
+        # kernel, path) or kernel id its answer named
+        self.calls: list[tuple[KernelCall, list[tuple[str | None, str, str | None]]]] = []
+        self._call: KernelCall | None = None
+        self.seen: list[tuple[str | None, str, str | None]] = []  # every model answered
 
     def client_events(self, data: bytes) -> Iterator[h11.Request]:
         """Feed the client's bytes; yield each request head (the caller checks it before
@@ -310,11 +355,13 @@ class Exchange:
                 raise Refused(f"the workspace chose an unknown protocol {self.subprotocol!r}")
         elif isinstance(event, h11.Response):
             request = self.request
+            call = kernel_call(request.method, request.target) if request is not None else None
+            self._call = call if 200 <= event.status_code < 300 else None
             watched = (
                 request is not None
                 and request.method in (b"GET", b"POST", b"PATCH")
                 and event.status_code in (200, 201)
-                and is_sessions(request.target)
+                and (is_sessions(request.target) or self._call is not None)
             )
             self._body = bytearray() if watched else None
             self._gzip = any(
@@ -326,9 +373,14 @@ class Exchange:
                 self._body = None
             else:
                 self._body += event.data
-        elif isinstance(event, h11.EndOfMessage) and self._body is not None:
-            self.sessions += sessions_of(bytes(self._body), gzipped=self._gzip)
-            self._body = None
+        elif isinstance(event, h11.EndOfMessage):
+            body = bytes(self._body) if self._body is not None else b""
+            models = session_models(body, gzipped=self._gzip) if body else []
+            self.sessions += [(kernel, path) for _, kernel, path in models if path is not None]
+            self.seen += models
+            if self._call is not None:
+                self.calls.append((self._call, models))
+            self._body, self._call = None, None
 
     def _next_cycle(self) -> None:
         done = (h11.DONE, h11.DONE)
@@ -339,21 +391,34 @@ class Exchange:
             self.answered += 1
 
 
-def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
-    """(kernel id, notebook path) from an /api/sessions answer (one session or a list)."""
+def session_models(
+    body: bytes, *, gzipped: bool = False
+) -> list[tuple[str | None, str, str | None]]:
+    """(session id, kernel id, notebook path) of each session in an /api/sessions answer (one
+    or a list); a kernel's own model (an /api/kernels answer) gives (None, its id, None)."""
     try:
         if gzipped:
             body = gzip.decompress(body)
         models = json.loads(body)
-    except (OSError, EOFError, zlib.error, ValueError):
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):
         return []
-    found = []
+    found: list[tuple[str | None, str, str | None]] = []
     for model in models if isinstance(models, list) else [models]:
-        kernel = model.get("kernel") if isinstance(model, dict) else None
-        path = model.get("path") if isinstance(model, dict) else None
-        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
-            found.append((recordable(kernel["id"][:CLAIM]), recordable(path[:CLAIM])))
+        if not isinstance(model, dict):
+            continue
+        kernel, path = model.get("kernel"), model.get("path")
+        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str):
+            session = claim(model.get("id"))
+            found.append((session, claim(kernel["id"]) or "", claim(path)))
+        elif "kernel" not in model and isinstance(model.get("id"), str):
+            found.append((None, claim(model["id"]) or "", None))
     return found
+
+
+def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
+    """(kernel id, notebook path) from an /api/sessions answer (one session or a list)."""
+    models = session_models(body, gzipped=gzipped)
+    return [(kernel, path) for _, kernel, path in models if path is not None]
 
 
 # --- websocket frames -------------------------------------------------------------------

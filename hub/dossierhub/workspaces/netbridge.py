@@ -43,9 +43,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # imported when recording only: the plain pump starts on the standard library
+    from dossierhub.workspaces.execwatch import KernelCall
 
 CLONE_NEWNET = 0x40000000
 INBOUND_LIMIT = 256  # browsers' connections through the proxy (websockets stay open)
@@ -362,6 +366,14 @@ class Deadlines(threading.Thread):
                 self.cut, self.told = 0, now
 
 
+@dataclass(frozen=True)
+class Asked:
+    """Who made a kernel call, and how many kernels the bridge knew of then."""
+
+    person: str
+    known: int
+
+
 class Watch:
     """What the recording bridge knows beyond one connection."""
 
@@ -371,6 +383,12 @@ class Watch:
         self.recorder, self.people = recorder, people
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.minute, self.refusals, self.dropped = 0, 0, 0
+        # every kernel an answer named, with the count of kernels known before it (a session's
+        # start started a kernel when its answer names one unknown when it was asked)
+        self.kernels: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.session_kernels: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.learned = 0
+        self.learning = threading.Lock()
         self.deadlines = Deadlines()
 
     def refused(self, person: str | None, kernel: str | None, reason: str) -> None:
@@ -401,6 +419,49 @@ class Watch:
         while len(self.paths) > 1000:
             self.paths.popitem(last=False)
 
+    def learn(self, models: list[tuple[str | None, str, str | None]]) -> None:
+        """What the workspace's answers named: sessions' kernels, kernels (the last 1000)."""
+        with self.learning:
+            for session, kernel, _ in models:
+                if kernel not in self.kernels:
+                    self.learned += 1
+                    self.kernels[kernel] = self.learned
+                if session is not None:
+                    self.session_kernels[session] = kernel
+            for known in (self.kernels, self.session_kernels):
+                while len(known) > 1000:
+                    known.popitem(last=False)
+
+    def kernel_events(
+        self, call: KernelCall, models: list[tuple[str | None, str, str | None]], asked: Asked
+    ) -> list[dict[str, Any]]:
+        """The `kernel` events of `call`, which the workspace answered with success naming
+        `models`."""
+        if call.of_session and call.action == "start":
+            with self.learning:  # a session on a kernel that ran already started none
+                new = [
+                    (k, p)
+                    for _, k, p in models
+                    if self.kernels.get(k, asked.known + 1) > asked.known
+                ]
+        elif call.of_session:
+            new = [(self.session_kernels.get(call.session or ""), None)]
+        else:
+            new = [(call.kernel or next((k for _, k, _ in models), None), None)]
+        self.learn(models)
+        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        return [
+            {
+                "event": "kernel",
+                "at": at,
+                "person": asked.person,
+                "kernel": kernel,
+                "action": call.action,
+                "path": path or (self.paths.get(kernel) if kernel else None),
+            }
+            for kernel, path in new
+        ]
+
     def person_of(self, tokens: list[str]) -> str | None:
         """The one person every credential names, or None."""
         people = {self.people.person(token) for token in tokens}
@@ -408,6 +469,12 @@ class Watch:
 
 
 _PHRASES = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout"}
+_PAST = {
+    "start": "started",
+    "restart": "restarted",
+    "interrupt": "interrupted",
+    "shutdown": "shut down",
+}
 
 
 def _forbidden(reason: str, status: int = 403) -> bytes:
@@ -438,6 +505,8 @@ class _Watched(_Joined):
         self.changed = threading.Condition(self.lock)
         # kernel, person of the upgrade asked for last
         self.upgrade: tuple[str, str | None] | None = None
+        self.asking: tuple[str | None, str | None] = (None, None)  # kernel, person: refusals
+        self.asked: Asked | None = None  # who made the kernel call waiting for its answer
         self.socket: Any = None  # execwatch.KernelSocket once a kernel websocket is open
         self.raw = False  # another websocket (collaboration): pumped as it comes
         self.ended = False
@@ -509,8 +578,7 @@ class _Watched(_Joined):
                 end.shutdown(socket.SHUT_RDWR)
 
     def _refuse(self, reason: str, status: int = 403) -> NoReturn:
-        kernel = self.upgrade[0] if self.upgrade else None
-        person = self.upgrade[1] if self.upgrade else None
+        kernel, person = self.asking
         if self.socket is not None:
             kernel, person = self.socket.kernel, self.socket.person
             self.a.sendall(self.x.close_frame(reason, masked=False))
@@ -563,19 +631,26 @@ class _Watched(_Joined):
 
     def _read_requests(self, data: bytes) -> None:
         for request in self.exchange.client_events(data):
+            self.upgrade, self.asked, self.asking = None, None, (None, None)
             self.x.check_request(request, self.watch.server_user)
-            self.upgrade = None
             kernel = self.x.kernel_of(request.target)
-            if kernel is None:
+            call = None if kernel else self.x.kernel_call(request.method, request.target)
+            if kernel is None and call is None:
                 continue
+            self.asking = (kernel or (call.kernel if call else None), None)
             tokens = self.x.credentials(request, self.watch.server_user)
             try:
                 person = self.watch.person_of(tokens) if tokens else None
             except (OSError, ValueError) as exc:
                 raise self.x.Refused(f"the hub could not say who this is ({exc})", 403) from None
-            self.upgrade = (kernel, person)
+            self.asking = (self.asking[0], person)
+            if kernel is not None:
+                self.upgrade = (kernel, person)
             if person is None:
-                raise self.x.Refused("a kernel opens only with a person's own credential", 403)
+                what = "opens" if call is None else f"is {_PAST[call.action]}"
+                raise self.x.Refused(f"a kernel {what} only with a person's own credential", 403)
+            if call is not None:
+                self.asked = Asked(person, self.watch.learned)
 
     def _client_frames(self, data: bytes) -> None:
         try:
@@ -602,9 +677,14 @@ class _Watched(_Joined):
                         rest = self.exchange.server_bytes(data)
                     except self.x.Refused:
                         return
+                    if self.exchange.calls:
+                        self._kernel_calls()
                     if self.exchange.sessions:
                         self.watch.learn_paths(self.exchange.sessions)
                         self.exchange.sessions = []
+                    if self.exchange.seen:
+                        self.watch.learn(self.exchange.seen)
+                        self.exchange.seen = []
                     if self.exchange.switched:
                         self._switch()
                     self._rearm()
@@ -612,6 +692,17 @@ class _Watched(_Joined):
                 self.a.sendall(data)
                 if rest and self.socket is not None:
                     self._outcomes(rest)
+
+    def _kernel_calls(self) -> None:
+        """(Under the lock.) Record the kernel calls the workspace answered with success
+        (after the fact: the call is the workspace's to carry out or not)."""
+        events = []
+        for call, models in self.exchange.calls:
+            if self.asked is not None:
+                events += self.watch.kernel_events(call, models, self.asked)
+        self.exchange.calls, self.asked = [], None
+        if events:
+            self.watch.recorder.record(events, always=True)
 
     def _switch(self) -> None:
         if self.upgrade is None:
