@@ -82,6 +82,7 @@ ALLOWED = {
 # input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
 # code; the kernel takes it from any connection, not only the asker's (red team): recorded
 RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
+_RECORDED_BYTES = tuple(name.encode() for name in RECORDED)
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
 # jupyter_server's kernels and sessions handlers (services/kernels/handlers.py,
@@ -636,7 +637,7 @@ class KernelSocket:
         events = []
         for text, payload in self.client.feed(data):
             # only what runs code is read whole: the rest costs one header parse
-            whole = any(name.encode() in payload for name in RECORDED)
+            whole = any(name in payload for name in _RECORDED_BYTES)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
                 if not whole and message.msg_type in RECORDED:
