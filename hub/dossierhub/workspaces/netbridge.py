@@ -516,8 +516,12 @@ class _Watched(_Joined):
 
     def start(self) -> None:
         self.watch.deadlines.add(self)
-        threading.Thread(target=self._run, args=(self._from_client,), daemon=True).start()
-        threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
+        try:
+            threading.Thread(target=self._run, args=(self._from_client,), daemon=True).start()
+            threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
+        except RuntimeError:  # no thread to be had: _serve closes it, nothing to watch
+            self.watch.deadlines.discard(self)
+            raise
 
     def _run(self, pump: Callable[[], None]) -> None:
         try:
