@@ -235,6 +235,42 @@ def test_execute_reply_gives_the_outcome():
         assert watched.from_server(data) == [("m1", "error")]
 
 
+def test_replies_are_found_in_the_servers_frames_as_websockets_reads_them():
+    """The skim of the server's frames (execwatch.Replies) against websockets' own parser:
+    frames of every length encoding, a fragmented reply with a ping inside it, output
+    larger than SKIM_MAX stepped over, all split at every byte (the large one in pieces)."""
+    frames = []
+    for i, text in enumerate(("x" * 10, "y" * 200, "z" * 70_000)):  # 7-, 16-, 64-bit lengths
+        out = message("stream", {"name": "stdout", "text": text}, parent={"msg_id": f"m{i}"})
+        frames.append(unmasked(legacy_text(out, "iopub"), text=True))
+        reply = message("execute_reply", {"status": "ok"}, parent={"msg_id": f"m{i}"})
+        frames.append(unmasked(legacy_text(reply, "shell"), text=True))
+    reply = legacy_text(
+        message("execute_reply", {"status": "error"}, parent={"msg_id": "f"}), "shell"
+    )
+    frames.append(Frame(TEXT, reply[:30], fin=False).serialize(mask=False))
+    frames.append(Frame(PING, b"p").serialize(mask=False))
+    frames.append(Frame(CONT, reply[30:]).serialize(mask=False))
+    data = b"".join(frames)
+    oracle = execwatch.Frames(execwatch.Side.CLIENT, None)
+    expected = [m for m in oracle.feed(data) if b"execute_reply" in m[1]]
+    assert len(expected) == 4
+    replies = execwatch.Replies()
+    assert replies.feed(data) == expected
+    replies, found = execwatch.Replies(), []
+    for i in range(len(data)):
+        found += replies.feed(data[i : i + 1])
+    assert found == expected
+    huge = message("stream", {"text": "w" * (execwatch.SKIM_MAX + 10)}, parent={"msg_id": "h"})
+    data = unmasked(legacy_text(huge, "iopub"), text=True) + frames[1]
+    watched, found = socket(None), []
+    for i in range(0, len(data), 65536):
+        found += watched.from_server(data[i : i + 65536])
+    assert found == [("m0", "ok")] and len(watched.server.buffer) == 0
+    with pytest.raises(Refused):
+        execwatch.Replies().feed(Frame(TEXT, b"{}").serialize(mask=True))
+
+
 # --- HTTP -------------------------------------------------------------------------------
 
 

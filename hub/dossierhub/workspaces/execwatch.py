@@ -82,6 +82,8 @@ ALLOWED = {
 # input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
 # code; the kernel takes it from any connection, not only the asker's (red team): recorded
 RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
+_REPLY = b"execute_reply"
+SKIM_MAX = 1024 * 1024  # a server's message larger than this is output: never read
 _RECORDED_BYTES = tuple(name.encode() for name in RECORDED)
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
@@ -459,6 +461,72 @@ class Frames:
         return messages
 
 
+class Replies:
+    """The workspace's frames, skimmed for the messages that may be execute_replies (the
+    only thing read from them: the outcome). websockets' parser reads every frame whole,
+    and under load that was most of what the recording path cost: a `pass` sends four
+    frames back, one of them a reply (bench_relay_pumps.py, bench_attribution.py).
+    websockets has no way to step over a frame, so this reads only the frame heads (RFC
+    6455 5.2: a server's frames are never masked, 5.1) and hands on the messages whose
+    bytes hold "execute_reply". Only outcomes come from here: a frame misread costs an
+    outcome, never a record. A message larger than SKIM_MAX is stepped over unread."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.skip = 0  # bytes of a large frame still to step over
+        self.parts: list[bytes] | None = None  # a fragmented message being kept
+        self.kept = 0
+        self.text = False
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """(is text, payload) of each message `data` completes that may be a reply."""
+        if self.skip:
+            stepped = min(self.skip, len(data))
+            self.skip -= stepped
+            data = data[stepped:]
+        buffer = self.buffer
+        buffer += data
+        messages: list[tuple[bool, bytes]] = []
+        at = 0
+        while len(buffer) - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            if second & 0x80:
+                raise Refused("the workspace sent a masked frame")
+            length, head = second & 0x7F, 2
+            if length == 126:
+                length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
+            elif length == 127:
+                length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+            if len(buffer) - at < head:
+                break
+            opcode, fin, start = first & 0x0F, first & 0x80, at + head
+            if length > SKIM_MAX:  # output, never read: stepped over as it passes
+                if opcode in (0, 1, 2):
+                    self.parts = None
+                at, self.skip = min(len(buffer), start + length), start + length - len(buffer)
+                self.skip = max(self.skip, 0)
+                continue
+            end = start + length
+            if len(buffer) < end:
+                break
+            if opcode in (1, 2):  # a message begins
+                self.text, self.parts, self.kept = opcode == 1, [], 0
+            if opcode in (0, 1, 2) and self.parts is not None:
+                self.kept += length
+                if self.kept > SKIM_MAX:
+                    self.parts = None
+                else:
+                    self.parts.append(bytes(buffer[start:end]))
+                    if fin:
+                        payload = b"".join(self.parts)
+                        if _REPLY in payload:
+                            messages.append((self.text, payload))
+                        self.parts = None
+            at = end
+        del buffer[:at]
+        return messages
+
+
 def close_frame(reason: str, *, masked: bool) -> bytes:
     """A close frame (1011) with `reason`, to end a websocket the bridge will not carry on."""
     return Frame(CLOSE, Close(1011, reason[:120]).serialize()).serialize(mask=masked)
@@ -630,7 +698,7 @@ class KernelSocket:
         self.kernel, self.person, self.code_full = kernel, person, code_full
         self.v1 = subprotocol == V1
         self.client = Frames(Side.SERVER, MAX_MESSAGE)
-        self.server = Frames(Side.CLIENT, None)
+        self.server = Replies()
         self.path: str | None = None
 
     def from_client(self, data: bytes) -> list[dict[str, Any]]:
@@ -670,8 +738,6 @@ class KernelSocket:
     def from_server(self, data: bytes) -> list[tuple[str, str]]:
         outcomes = []
         for text, payload in self.server.feed(data):
-            if b"execute_reply" not in payload:
-                continue
             try:
                 message = read_message(text, payload, v1=self.v1, whole=True)
             except _UNREADABLE:
