@@ -11,7 +11,9 @@ workspace server reads:
 - the credential, in jupyterhub's order (services/auth.py `HubAuth.get_token`): `?token=`,
   `Authorization: token|bearer`, the `[__Host-]jupyterhub-user-<server>` cookie (a tornado
   signed value; the token inside is what the hub checks, the signature is not ours to check);
-- after the 101, the websocket frames of both directions with websockets' sans-I/O parser;
+- after the 101, the client's websocket frames with websockets' sans-I/O parser; the
+  workspace's skimmed by their heads for execute_replies (`Replies`: their outcome is all
+  that is read from them);
 - the Jupyter messages in them, as jupyter_server's kernel connection reads them
   (services/kernels/connection/base.py, channels.py): v1 (`v1.kernel.websocket.jupyter.org`,
   binary with offsets, the parts passed to the kernel as sent), legacy JSON text, legacy
@@ -428,7 +430,7 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
 
 
 class Frames:
-    """One direction's websocket frames, read by websockets' sans-I/O parser, assembled into
+    """A person's websocket frames, read by websockets' sans-I/O parser, assembled into
     messages (fragments joined; control frames read and passed over)."""
 
     def __init__(self, side: Side, max_size: int | None):
