@@ -10,7 +10,8 @@ the kernel is a stand-in that answers at once, so what is left is the pumps them
   with --v1), each naming the request as its parent;
 - the plain pump (netbridge._Joined) and the recording bridge (netbridge._Watched with its
   recorder spooling batches into a temporary HOME), each in a process of its own, both in
-  front of that one upstream, on the machine's loopback (no sandbox: no root needed);
+  front of that one upstream, on the machine's loopback (no sandbox: no root needed); and
+  the recording bridge once more with its batches dropped (what spooling costs);
 - the hub's `GET /user`, which the recording bridge asks once for the websocket's token;
 - the client (this process): one websocket per round, EXECUTIONS executions one after the
   other, the time from send to `idle` of each; rounds alternate between the two pumps.
@@ -151,7 +152,7 @@ def pump(kind: str, port: int, to: int, home: str, hub_port: int) -> None:
     """netbridge's own accept loop and connection classes, as its main() joins them."""
     threading.stack_size(256 * 1024)
     join = netbridge._Joined
-    if kind == "recording":
+    if kind in ("recording", "unspooled"):
         args = argparse.Namespace(
             home=home,
             dossier="bench",
@@ -160,6 +161,8 @@ def pump(kind: str, port: int, to: int, home: str, hub_port: int) -> None:
             auth_cache_seconds=300.0,
         )
         recorder, watch = netbridge._recording(args)
+        if kind == "unspooled":  # what the spool's writing costs: batches dropped
+            recorder.write = lambda batch, events: None
         threading.Thread(target=recorder.run, daemon=True).start()
         join = lambda a, b, release: netbridge._Watched(a, b, release, watch)  # noqa: E731
     listener = netbridge._listener(port)
@@ -252,7 +255,12 @@ def main() -> int:
             pump(role, int(rest[0]), int(rest[1]), rest[2], int(rest[3]))
         return 0
     up, hub_port = free_port(), free_port()
-    ports = {"direct": up, "plain": free_port(), "recording": free_port()}
+    ports = {
+        "direct": up,
+        "plain": free_port(),
+        "recording": free_port(),
+        "unspooled": free_port(),
+    }
     with (
         tempfile.TemporaryDirectory(prefix="bench-relay-") as home,
         contextlib.ExitStack() as stack,
@@ -260,7 +268,7 @@ def main() -> int:
         (Path(home) / "audit" / "spool").mkdir(mode=0o700, parents=True)  # as apply makes it
         stack.enter_context(started("upstream", str(up)))
         stack.enter_context(started("hub", str(hub_port)))
-        for kind in ("plain", "recording"):
+        for kind in ("plain", "recording", "unspooled"):
             stack.enter_context(started(kind, str(ports[kind]), str(up), home, str(hub_port)))
         executions(ports["recording"], 50, args.v1)  # warm: the hub's answer cached
         print(
@@ -275,7 +283,8 @@ def main() -> int:
             print(
                 f"run {run}: direct {got['direct'] * 1e6:.0f} us, "
                 f"plain {got['plain'] * 1e6:.0f} us, "
-                f"recording {got['recording'] * 1e6:.0f} us per execution; ratio {ratio:.3f}; "
+                f"recording {got['recording'] * 1e6:.0f} us (without spooling "
+                f"{got['unspooled'] * 1e6:.0f} us) per execution; ratio {ratio:.3f}; "
                 f"the recording path costs {(got['recording'] - got['plain']) * 1e6:+.0f} us "
                 f"an execution (load {os.getloadavg()[0]:.1f})"
             )
