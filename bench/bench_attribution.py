@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import pwd
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +46,10 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.state.executions import executions_from
 from dossierhub.state.home import Home
 from dossierhub.workspaces.tokens import read_token
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # as bench_workspaces
+
+from kernelclient import execute_request, frame  # tests/ is on the path from here on
 
 TARGET = 1.05
 
@@ -149,29 +151,11 @@ class Routes:
 # --- executions, as a browser sends them ---
 
 
-def execute_request(code: str) -> dict:
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "username": "bench",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": dt.datetime.now(dt.UTC).isoformat(),
-        },
-        "parent_header": {},
-        "metadata": {"cellId": "bench-cell"},
-        "channel": "shell",
-        "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False},
-    }
-
-
 def run_once(ws: ClientConnection, code: str = "pass") -> float:
     """Seconds from sending `code` to its idle status (the browser's cell done)."""
-    request = execute_request(code)
+    request = execute_request(code, claimed="bench", cell_id="bench-cell")
     started = time.perf_counter()
-    ws.send(json.dumps(request))
+    ws.send(frame(request))
     while True:
         message = json.loads(ws.recv(timeout=60))
         if message["parent_header"].get("msg_id") != request["header"]["msg_id"]:

@@ -71,7 +71,8 @@ from standin import StandIn
 
 from bench_workspaces import LEAD, Burst, burst, setup_dossierhub
 from dossierhub.state.home import Home
-from dossierhub.state.settings import KubernetesSettings
+from dossierhub.state.settings import KubernetesSettings, load_settings
+from dossierhub.workspaces.hubconfig import ports
 from dossierhub.workspaces.tokens import read_token
 from pg import Postgres, postgres_bin, throwaway_postgres
 
@@ -181,6 +182,8 @@ def run_hub(
         )
         if k8s is not None:  # HOME is the claim every workspace pod mounts its folders from
             k8s.kubelet.claims[KubernetesSettings().home_claim] = home.root
+            public, _, hub_port, service_port = ports(load_settings(home))
+            k8s.kubelet.egress.update({public, hub_port, service_port})  # pods' own network
         token = subprocess.run(
             [DOSSIERHUB, "--home", str(home.root), "token", LEAD],
             capture_output=True,

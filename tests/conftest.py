@@ -19,11 +19,13 @@ import pytest
 import yaml
 
 from dossierhub.demo import write_demo
+from dossierhub.isolation.podspec import RECORDER_PYTHON
 from dossierhub.state.atomic import write_atomic
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
-from dossierhub.state.settings import KubernetesSettings
+from dossierhub.state.settings import KubernetesSettings, load_settings
 from dossierhub.workspaces.hub_auth import read_passwords, set_password
+from dossierhub.workspaces.hubconfig import ports
 from dossierhub.workspaces.servestate import read_serve_state
 from pg import Postgres, postgres_server  # noqa: F401 - the fixture `postgres`, for every test
 from test_types import MYPY_STARTED, start_mypy
@@ -139,6 +141,11 @@ def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
     python_env = str(Path(reachable_python()).parents[1])
     if python_env not in k8s.kubelet.image:
         k8s.kubelet.image.append(python_env)
+    # the workspace image's recorder interpreter, with its file capability (podspec.py)
+    recorder = Path(reachable_python()).parent / RECORDER_PYTHON
+    if not recorder.exists():
+        shutil.copy(Path(reachable_python()).resolve(), recorder)
+    k8s.kubelet.file_capabilities[str(recorder)] = {"NET_BIND_SERVICE"}
     kubernetes = {
         "api_url": k8s.api_url,
         "namespace": "default",
@@ -152,6 +159,10 @@ def serving_on_standin(k8s: Any, prefix: str) -> Iterator[Hub]:
         env={"KUBECONFIG": str(k8s.kubeconfig)},
     ) as running:
         k8s.kubelet.claims[KubernetesSettings().home_claim] = running.home.root
+        # pods have a network of their own: they reach the proxy, hub and service (as their
+        # env names them, at 127.0.0.1) because the stand-in's kubelet forwards these ports
+        public, _, hub_port, service_port = ports(load_settings(running.home))
+        k8s.kubelet.egress.update({public, hub_port, service_port})
         yield running
 
 

@@ -16,14 +16,13 @@ JupyterLab's own page carries (it takes `?token=` out of the address bar) is all
 hash, read from the template the server renders. Violations are reported to the server's
 own CSP report route (its log).
 
-Two sources only script already running can use stay allowed: `'unsafe-eval'` (without it
-JupyterLab opened no notebook in 90 s, measured; its bundles build functions from strings)
-and `blob:` (anywidget, the
-front end of itables' sortable table that `%%sql` shows, imports its module from a blob it
-makes; without it the table is "Click to show javascript error", measured). The latter is the
-one way left for a member's code into a colleague's page: anywidget runs whatever module a
-kernel's widget names, so a widget a member's code made runs its module in every member's
-page that shows it (measured; docs/security.md, open).
+One source only script already running can use stays allowed: `'unsafe-eval'` (without it
+JupyterLab opened no notebook in 90 s, measured; its bundles build functions from strings).
+`blob:` is not: no module a page makes itself runs. It was allowed for anywidget, the front
+end of itables' sortable `%%sql` table, which imports the module a kernel's widget names from a
+blob, so a widget a member's code made ran its module in every colleague's page that showed it
+(measured). The Dossier extension now draws that table itself (extensions/src/sqltable.ts)
+and anywidget is not installed.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ def inline_script_hashes(template: Path) -> list[str]:
 
 def workspace_policy(base_url: str, template: Path) -> str:
     """The policy every page and answer of the workspace server carries."""
-    scripts = " ".join(["'self'", "'unsafe-eval'", "blob:", *inline_script_hashes(template)])
+    scripts = " ".join(["'self'", "'unsafe-eval'", *inline_script_hashes(template)])
     return "; ".join(
         [
             f"script-src {scripts} 'report-sample'",

@@ -1,9 +1,11 @@
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { DossierPanel } from './panel';
 import { settingsPlugin } from './settings';
+import { sqlTableFactory } from './sqltable';
 
 // a database (three stacked discs): the file browser's folder sits right above this tab
 const ICON = new LabIcon({
@@ -30,4 +32,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, settingsPlugin];
+/** `%%sql` results as a sortable table, drawn by this extension (sqltable.ts). */
+const sqlTable: JupyterFrontEndPlugin<void> = {
+  id: 'dossier-lab:sql-table',
+  description: 'Shows %%sql results as a sortable table.',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry) => {
+    rendermime.addFactory(sqlTableFactory);
+  }
+};
+
+export default [plugin, sqlTable, settingsPlugin];

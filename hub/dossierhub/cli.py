@@ -475,6 +475,19 @@ def verify(home: Home, syslog_file: Path | None) -> None:
     _print_verification(log, log.verify(syslog_file))
 
 
+def _check_execution_index(log: AuditLog) -> None:
+    """The executions index the pages read against the log it is derived from (after the log
+    verified): one changed outside dossierhub is rebuilt, and verify fails saying so."""
+    from dossierhub.state.auditindex import ExecutionIndex
+
+    index = ExecutionIndex.for_log(log)
+    problem = index.check()
+    if problem is not None:
+        index.rebuild()
+        raise Failed(f"{problem}; it was rebuilt from the log, which verified")
+    out.print("  executions index: in step with the log")
+
+
 def _print_verification(log: AuditLog, result: Verification) -> None:
     """`audit verify`'s output, the same for the file and the table."""
     if not result.ok:
@@ -484,6 +497,7 @@ def _print_verification(log: AuditLog, result: Verification) -> None:
     out.print(f"audit log ok: {result.message}")
     for line in [*result.notes, *log.witness_report()]:
         out.print(f"  {escape(line)}")
+    _check_execution_index(log)
 
 
 @audit.command()

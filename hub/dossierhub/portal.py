@@ -29,13 +29,14 @@ from dossierhub.reports.release import release_checks, release_denied, release_r
 from dossierhub.reports.render import review_page
 from dossierhub.reports.requests import PendingRun
 from dossierhub.reports.requests import start_run as queue_run
-from dossierhub.state.audit import AuditLog
+from dossierhub.state.audit import AuditLog, Verification
+from dossierhub.state.auditindex import ExecutionIndex, Where
 from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.executions import (
     Execution,
     executions_from,
     export_text,
-    latest_by_cell,
+    kernel_calls_from,
     refusals_from,
 )
 from dossierhub.state.home import Home, RunFolder
@@ -432,9 +433,8 @@ def audit_trail(
     its refusals); a value the trail has no record of is refused as invalid, naming those it
     has. Each record says the actor's role and whether this person may open its run."""
     entry, role = member_entry(home, dossier_id, person)
-    log = AuditLog(home)
-    verification = log.verify()
-    rows = [_trail_row(r, dossier_id) for r in log.read() if _concerns(r, dossier_id)]
+    verification, records = AuditLog(home).verify_and_read()
+    rows = [_trail_row(r, dossier_id) for r in records if _concerns(r, dossier_id)]
     if may_see_executions(person.name, role, dossier_id) is not None:  # who ran what: the team's
         rows = [r for r in rows if r["action"] != EXECUTIONS_ACTION]
     runs = {r.record.run_id: r for r in list_runs(home, dossier_id)}
@@ -577,6 +577,10 @@ def _batch_summary(record: dict[str, Any]) -> dict[str, Any]:
         "people": details.get("people"),
         "ran": [{"person": p, "path": path, "count": n} for (p, path), n in ran.most_common()],
         "refused": len(refusals_from([record])),
+        "kernels": [
+            {"person": p, "action": action, "count": n}
+            for (p, action), n in Counter(kernel_calls_from([record])).most_common()
+        ],
     }
 
 
@@ -595,7 +599,8 @@ def admin_overview(
     installation = load_installation(home, sample_values=False)
     applied = {e.id: e for e in read_directory(home)}
     last_apply: dict[str, str] = {}
-    for record in AuditLog(home).read():
+    verification, records = AuditLog(home).verify_and_read()  # one pass over the log
+    for record in records:
         if record.get("action") == "apply":
             for item in record.get("details", {}).get("dossiers", []):
                 if isinstance(item, dict) and item.get("id"):
@@ -632,7 +637,7 @@ def admin_overview(
     general = [
         _problem_row(p) for p in installation.problems.items if not p.file.startswith("dossiers/")
     ]
-    general += _installation_problems(home, servers)
+    general += _installation_problems(verification, servers)
     if general:
         rows.append(
             {
@@ -696,9 +701,10 @@ def _dossier_problems(
     return found
 
 
-def _installation_problems(home: Home, servers: dict[str, dict] | None) -> list[dict[str, str]]:
+def _installation_problems(
+    verification: Verification, servers: dict[str, dict] | None
+) -> list[dict[str, str]]:
     found = []
-    verification = AuditLog(home).verify()
     if not verification.ok:
         at = f" at record {verification.first_bad}" if verification.first_bad else ""
         found.append(
@@ -885,29 +891,22 @@ def _execution_row(execution: Execution) -> dict[str, Any]:
     return row
 
 
-def _within(executions: list[Execution], filt: ExecutionFilter) -> list[Execution]:
-    """Those of the filter's time, both ends included (a day given as `until` is all of it)."""
-    return [
-        x
-        for x in executions
-        if (filt.since is None or x.at >= filt.since) and (filt.until is None or x.at <= filt.until)
-    ]
+def _where(filt: ExecutionFilter, **fixed: str | None) -> Where:
+    """The index's terms for a filter's time (both ends included: a day given as `until` is
+    all of it) and `fixed` (dossier, person, path)."""
+    before = filt.until + dt.timedelta(microseconds=1) if filt.until is not None else None
+    return Where(since=filt.since, before=before, **fixed)
 
 
-def _counted(executions: list[Execution], key: str) -> dict[str, int]:
-    """How many executions per person, notebook or dossier, most first (unknown notebooks,
-    which the workspace did not name, are not counted by notebook)."""
-    counts = Counter(value for x in executions if (value := getattr(x, key)) is not None)
-    return dict(counts.most_common())
-
-
-def _answer(executions: list[Execution], filt: ExecutionFilter) -> dict[str, Any]:
-    newest = list(reversed(executions))[: filt.limit]
+def _answer(index: ExecutionIndex, where: Where, filt: ExecutionFilter) -> dict[str, Any]:
+    """The newest `limit` rows and the counts of all that `where` says, from the index: what
+    the rows shown cost, not what the log holds."""
+    newest = index.executions(where, newest_first=True, limit=filt.limit)
     return {
         "executions": [_execution_row(x) for x in newest],
-        "total": len(executions),
-        "people": _counted(executions, "person"),
-        "notebooks": _counted(executions, "path"),
+        "total": index.count(where),
+        "people": index.counted("person", where),
+        "notebooks": index.counted("path", where),
         "filter": filt.asked(),
     }
 
@@ -923,17 +922,17 @@ def executions_for(
     if not everyone:
         _refuse(may_see_own_executions(person.name, filt.person))
     who = filt.person if everyone else person.name
-    records = AuditLog(home).read()
-    seen = executions_from(records, dossier=dossier_id, person=None if everyone else who)
-    found = _within(executions_from(records, dossier=dossier_id, person=who, path=filt.path), filt)
+    index = ExecutionIndex.for_log(AuditLog(home))
+    seen = Where(dossier=dossier_id, person=None if everyone else who)
+    found = _where(filt, dossier=dossier_id, person=who, path=filt.path)
     return {
-        **_answer(found, filt),
+        **_answer(index, found, filt),
         "dossier": dossier_id,
         "everyone": everyone,
         # what the filter form offers: every person and notebook of the dossier's executions
         "choices": {
-            "people": sorted({x.person for x in seen}),
-            "notebooks": sorted({x.path for x in seen if x.path is not None}),
+            "people": index.distinct("person", seen),
+            "notebooks": index.distinct("path", seen),
         },
     }
 
@@ -945,7 +944,7 @@ def latest_executions(home: Home, dossier_id: str, person: Person, path: str) ->
     _refuse(may_see_executions(person.name, role, dossier_id))
     if not path:
         _malformed("path", "the notebook's path is needed")
-    cells = latest_by_cell(executions_from(AuditLog(home).read(), dossier=dossier_id, path=path))
+    cells = ExecutionIndex.for_log(AuditLog(home)).latest_by_cell(dossier_id, path)
     keys = ("person", "code_sha256", "first_line", "outcome")
     return {
         "path": path,
@@ -960,13 +959,12 @@ def my_executions(home: Home, person: Person, filt: ExecutionFilter) -> dict[str
     """The person's own executions across every dossier (also one they have left), newest
     first, with counts per dossier and per notebook: the My activity page."""
     _refuse(may_see_own_executions(person.name, filt.person))
-    records = AuditLog(home).read()
-    seen = executions_from(records, person=person.name)
-    found = _within(executions_from(records, person=person.name, path=filt.path), filt)
+    index = ExecutionIndex.for_log(AuditLog(home))
+    found = _where(filt, person=person.name, path=filt.path)
     return {
-        **_answer(found, filt),
-        "dossiers": _counted(found, "dossier"),
-        "choices": {"notebooks": sorted({x.path for x in seen if x.path is not None})},
+        **_answer(index, found, filt),
+        "dossiers": index.counted("dossier", found),
+        "choices": {"notebooks": index.distinct("path", Where(person=person.name))},
     }
 
 
@@ -1005,7 +1003,7 @@ def activity_export(home: Home, name: str, fmt: str) -> ActivityExport:
         _malformed("format", f"'{_shown(fmt)}' is not one of {', '.join(EXPORT_FORMATS)}")
     if not name.strip():
         _malformed("person", "a person's name is needed")
-    executions = executions_from(AuditLog(home).read(), person=name)
+    executions = ExecutionIndex.for_log(AuditLog(home)).executions(Where(person=name))
     data = export_text(executions, "json" if fmt == "json" else "csv").encode("utf-8")
     dossiers = sorted({x.dossier for x in executions})
     return ActivityExport(name, fmt, data, len(executions), dossiers)

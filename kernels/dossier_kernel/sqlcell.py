@@ -3,9 +3,10 @@
 - a DuckDB error from `%%sql` is shown as DuckDB's own message (with its hint and LINE/caret),
   not a Python traceback; `%sql_traceback` prints the full traceback of the last one;
 - Polars results show as a sortable, scrollable table of the first ROWS_SHOWN rows with the
-  row count: in JupyterLab itables' DataTables widget (its JavaScript comes with the package
-  over the kernel's own connection, nothing from a CDN), beside Polars' own HTML of the same
-  rows, which nbconvert, papermill and report kernels use (a report stores no widget state);
+  row count: in JupyterLab as TABLE_MIME, plain JSON data the Dossier extension's own renderer
+  draws (extensions/src/sqltable.ts: text only, its script the server's own file, so nothing a
+  result holds runs in a colleague's page), beside Polars' own HTML of the same rows, which
+  nbconvert, papermill and report kernels use (a report stores the rows once);
 - view names, and the columns of a view (after `view.` or of the views the cell names),
   complete in cells that start with `%%sql`.
 
@@ -16,6 +17,7 @@ time an error, a result or a completion needs them.
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 from types import CodeType, TracebackType
@@ -28,7 +30,10 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 ROWS_SHOWN = 100  # the privacy owner's decision: no more rows than this in a notebook
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# the Dossier extension renders it (extensions/src/sqltable.ts); versioned by its name
+TABLE_MIME = "application/vnd.dossier.sql-table.v1+json"
+# integers beyond this lose digits as JavaScript numbers: sent as text
+_SAFE_INTEGER = 2**53 - 1
 TRACEBACK_MAGIC = "%sql_traceback"
 
 _last_error: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
@@ -85,7 +90,7 @@ def print_last_traceback(shell: InteractiveShell) -> None:
 
 
 def row_count(frame: pl.DataFrame) -> str:
-    """ "1,234 rows, 5 columns (first 100 shown)", above the HTML table and the widget."""
+    """ "1,234 rows, 5 columns (first 100 shown)", above the HTML table and the sortable one."""
     count = f"{_plural(frame.height, 'row')}, {_plural(frame.width, 'column')}"
     if frame.height > ROWS_SHOWN:
         count += f" (first {ROWS_SHOWN:,} shown)"
@@ -111,43 +116,35 @@ def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def frame_widget(frame: pl.DataFrame) -> dict[str, Any] | None:
-    """The first ROWS_SHOWN rows as itables' widget (sorting by a click on a column header,
-    scrolling inside the output) under the row count; None for a subclass with its
-    own display (sources()). Only the widget's view goes into the display: IPython adds the
-    HTML and the text of the same frame (frame_html) for whatever cannot show a widget."""
+def frame_table(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """The first ROWS_SHOWN rows as TABLE_MIME under the row count (sorting by a click on a
+    column header, scrolling inside the output, in the browser); None for a subclass with its
+    own display (sources()). Only this goes into the display: IPython adds the HTML and the
+    text of the same frame (frame_html) for whatever does not know TABLE_MIME."""
     import polars as pl
 
     if type(frame) is not pl.DataFrame:
         return None
-    from itables.widget import ITable  # 0.4 s, at the first result rather than kernel start
+    shown = frame.head(ROWS_SHOWN)
+    columns = [
+        {"name": name, "type": str(dtype), "numeric": dtype.is_numeric()}
+        for name, dtype in shown.schema.items()
+    ]
+    rows = [[_cell(value) for value in row] for row in shown.iter_rows()]
+    return {TABLE_MIME: {"count": row_count(frame), "columns": columns, "rows": rows}}
 
-    table = ITable(
-        frame.head(ROWS_SHOWN),
-        paging=False,
-        scrollY="28em",
-        scrollCollapse=True,
-        scrollX=True,
-        maxBytes=0,  # all the rows shown: they are ROWS_SHOWN at most
-        # set here, not left to an itables.toml a workspace folder could hold
-        allow_html=False,
-        style="table-layout:auto;width:auto;margin:0",  # header and rows stay aligned
-        text_in_header_can_be_selected=False,  # a click anywhere on a header sorts
-        # the row count on top, as DataTables' own `div` feature (text, not HTML); not
-        # itables' caption, which its widget drops (2.9.1); no search box or "Showing 1 to
-        # n": the count says what the table holds
-        layout={
-            "topStart": {"div": {"className": "dossier-sql-count", "text": row_count(frame)}},
-            "topEnd": None,
-            "bottomStart": None,
-            "bottomEnd": None,
-        },
-    )
-    bundle = table._repr_mimebundle_()  # (data, metadata); None without a model
-    data = bundle[0] if isinstance(bundle, tuple) else bundle
-    if not data or WIDGET_MIME not in data:
-        return None
-    return {WIDGET_MIME: data[WIDGET_MIME]}
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    """A value as JSON the renderer shows as text and sorts by: numbers stay numbers (sorted
+    as such); a number JSON or JavaScript cannot hold exactly, and any other kind of value
+    (dates, decimals, lists), is its text as Python writes it (ISO dates sort as text)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int) and abs(value) <= _SAFE_INTEGER:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)
 
 
 def register_display(shell: InteractiveShell) -> None:
@@ -156,12 +153,11 @@ def register_display(shell: InteractiveShell) -> None:
     formatter = shell.display_formatter.formatters["text/html"]
     formatter.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_html)
     if os.environ.get("DOSSIERHUB_RUN_DIR") or getattr(shell, "kernel", None) is None:
-        # a report kernel: papermill would store the widget's state, every row of it, in
-        # the report notebook, and nbconvert would fetch a widget renderer from a CDN; a
-        # terminal IPython has no frontend for a widget
+        # a report kernel: papermill would store the rows a second time in the report
+        # notebook, for nothing (nbconvert shows the HTML); a terminal IPython shows text
         return
-    widgets = shell.display_formatter.mimebundle_formatter
-    widgets.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_widget)
+    tables = shell.display_formatter.mimebundle_formatter
+    tables.for_type_by_name("polars.dataframe.frame", "DataFrame", frame_table)
 
 
 # --- completion ---------------------------------------------------------------------------

@@ -99,3 +99,14 @@ def _args() -> list[dict]:
         for i in DockerfileParser(str(DOCKERFILE)).structure
         if i["instruction"] == "ARG" and "=" in i["value"]
     ]
+
+
+def test_the_workspace_image_gives_the_recorder_s_python_its_file_capability() -> None:
+    """The recorder binds port 80 as a non-root number: on containerd and CRI-O only through a
+    file capability on its executable, the interpreter the pod's recorder container runs."""
+    from dossierhub.isolation.podspec import RECORDER_PYTHON
+
+    runs = " ".join(values(stages()["workspace"], "RUN"))
+    recorder = f"/opt/dossierhub/.venv/bin/{RECORDER_PYTHON}"
+    assert f"cp --dereference /opt/dossierhub/.venv/bin/python {recorder}" in runs
+    assert f"setcap cap_net_bind_service=+ep {recorder}" in runs

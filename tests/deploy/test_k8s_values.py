@@ -228,6 +228,7 @@ def test_the_hub_config_it_loads_configures_a_kubernetes_hub(tmp_path: Path) -> 
     )
     # workspaces reach the hub by its Service's address: their policy allows no DNS
     assert c.DossierKubeSpawner.hub_connect_url in ("http://127.0.0.1:8081", "http://[::1]:8081")
+    assert c.DossierKubeSpawner.port == 80  # the recorder's, the workspace pod's only way in
     assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
     assert "auth_token" not in c.ConfigurableHTTPProxy  # from z2jh's environment variable
     assert "cookie_secret_file" not in c.JupyterHub and "pid_file" not in c.JupyterHub

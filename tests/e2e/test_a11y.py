@@ -282,8 +282,7 @@ def test_jupyterhub_pages(hub: Hub, browser: Browser) -> None:
         starting.join(timeout=120)
         shot(page, "a11y-23-hub-spawn-pending")
     finally:
-        context.close()
-        stop_workspace(hub)
+        context.close()  # the workspace stays up for the panel's test (stopped after it)
     axe.assert_clean()
 
 
@@ -294,6 +293,14 @@ def stop_workspace(hub: Hub) -> None:
         api.stop_server("dossier-armoede")
     finally:
         api.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def workspace_stopped_after(hub: Hub) -> Iterator[None]:
+    """armoede's workspace stopped when this module is done, whichever of its tests ran: the
+    hub pages' test leaves it running for the panel's (a stop and a start fewer)."""
+    yield
+    stop_workspace(hub)
 
 
 def tab_order(page: Page) -> tuple[set[str], list[str]]:
@@ -367,8 +374,7 @@ def lab(hub: Hub, browser: Browser, slow_template: str) -> Iterator[Page]:
     """a.jansen (lead) in armoede's JupyterLab with the Dossier panel open, a run of theirs
     still running in it."""
     token = hub.token(LEAD)
-    answer = hub.start("dossier-armoede", token, timeout=120)
-    assert answer.status_code in (201, 202, 400), answer.text  # 400: already running
+    hub.ensure_running("dossier-armoede", token)  # as the hub pages' test left it, or anew
     hub.reset_lab_layouts("dossier-armoede", token)
     with hub.service_api(LEAD) as api:
         started(api, "armoede", slow_template, seconds=120)

@@ -17,13 +17,14 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_relay import ARMOEDE, channels, kernel, run, tokens  # noqa: F401 - fixtures
+from test_relay import ARMOEDE, channels, kernel, tokens  # noqa: F401 - fixtures
 
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.executions import ACTION
 
 from e2e_hub import Hub
 from e2e_pages import shot
+from kernelclient import run
 
 T = TypeVar("T")
 
@@ -297,3 +298,9 @@ def pick(page: Page, label: str) -> None:
     its whole label, it is the first item, which Enter runs."""
     in_palette(page, label, lambda: page.wait_for_function(SHOWN, arg=label, timeout=2000))
     page.keyboard.press("Enter")
+
+
+SCRIPT = (
+    "document.body.setAttribute('data-token-seen', JSON.parse("
+    "document.getElementById('jupyter-config-data').textContent).token ? 'yes' : 'no')"
+)

@@ -1,12 +1,13 @@
-"""No member's content runs script in another member's JupyterLab (issue 16, red team A).
+"""No member's content runs script in another member's JupyterLab (issue 16, red teams).
 
 In the session hub's running armoede workspace, a.jansen saves a notebook whose outputs are
-script (`application/javascript`, `<img onerror=...>` and `<script>` in HTML) and makes it
-trusted both ways a member can: the trust route of the contents API, and, as any
-collaborator's client may, `trusted` in every cell's shared metadata in the notebook's
-collaboration room. b.devries then opens it in their own Chromium: none of it runs (it would
-have retitled the page and written b's token to a file), while a DataFrame's HTML table and an
-image still show.
+script (`application/javascript`, `<img onerror=...>` and `<script>` in HTML, and an anywidget
+whose module, kept in the notebook's widget state, anywidget's front end would import from a
+`blob:` URL) and makes it trusted both ways a member can: the trust route of the contents API,
+and, as any collaborator's client may, `trusted` in every cell's shared metadata in the
+notebook's collaboration room. b.devries then opens it in their own Chromium: none of it runs
+(it would have retitled the page and written b's token to a file), while a DataFrame's HTML
+table and an image still show.
 """
 
 from __future__ import annotations
@@ -49,6 +50,31 @@ PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
     "rkJggg=="
 )
+# a widget as anywidget's own Python class saves it (`_esm` is the module its front end imports
+# from a blob: URL in whoever's page shows it): the module's top level runs on import
+WIDGET_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = {
+    "version_major": 2,
+    "version_minor": 0,
+    "state": {
+        WIDGET_ID: {
+            "model_name": "AnyModel",
+            "model_module": "anywidget",
+            "model_module_version": "*",
+            "state": {
+                "_model_name": "AnyModel",
+                "_model_module": "anywidget",
+                "_model_module_version": "*",
+                "_view_name": "AnyView",
+                "_view_module": "anywidget",
+                "_view_module_version": "*",
+                "_esm": TAKE.format(route="anywidget") + ";export default {render() {}};",
+                "_css": "",
+            },
+        }
+    },
+}
 VIOLATIONS = """
 window.__violations = [];
 document.addEventListener('securitypolicyviolation', e => window.__violations.push(
@@ -104,9 +130,25 @@ def colleague_notebook() -> dict:
                     output({"image/png": PNG, "text/plain": "a pixel"}),
                 ],
             ),
+            code_cell(
+                "widget",
+                [
+                    output(
+                        {
+                            WIDGET_VIEW: {
+                                "version_major": 2,
+                                "version_minor": 0,
+                                "model_id": WIDGET_ID,
+                            },
+                            "text/plain": "a widget",
+                        }
+                    )
+                ],
+            ),
         ],
         "metadata": {
-            "kernelspec": {"name": "dossier", "display_name": "Dossier", "language": "python"}
+            "kernelspec": {"name": "dossier", "display_name": "Dossier", "language": "python"},
+            "widgets": {"application/vnd.jupyter.widget-state+json": WIDGET_STATE},
         },
         "nbformat": 4,
         "nbformat_minor": 5,
@@ -144,7 +186,7 @@ def trust_every_cell(socket: ClientConnection) -> None:
             break
     before = doc.get_state()
     cells = doc.get("cells", type=Array)
-    assert len(cells) == 4
+    assert len(cells) == 5
     for cell in cells:
         metadata = cell["metadata"]
         assert isinstance(metadata, Map)
@@ -195,6 +237,10 @@ def test_a_colleague_s_outputs_run_no_script_in_my_lab(
     expect(devries.locator("#onerror-img")).to_have_attribute(
         "onerror", TAKE.format(route="onerror")
     )
+    # no widget manager in the page to restore the anywidget from the notebook's widget state
+    # (on the code before it did, once the page's kernel was ready, and its module ran): the
+    # output shows its text
+    expect(outputs.get_by_text("a widget", exact=True)).to_be_visible()
     time.sleep(1)  # what a script started would have sent by now
     shot(devries, "16-colleague-content-no-script")
 
@@ -213,3 +259,23 @@ def test_a_colleague_s_outputs_run_no_script_in_my_lab(
     assert all(TAKEN in v["sample"] for v in violations), violations
     # the trust route is closed to members (it would vouch for the notebook for everyone)
     assert from_a_colleague == "403"
+    # nor does a workspace page run any module it makes itself, the way anywidget ran a
+    # member's: in a second tab of b.devries's browser (the first one's requests are checked
+    # for outside calls, which a blob: is not)
+    assert not blob_module_runs(devries, f"{hub.url}user/{WORKSPACE}/api/status")
+
+
+def blob_module_runs(page: Page, url: str) -> bool:
+    """Whether a page at `url` (the workspace's policy) imports a module from a blob: URL."""
+    tab = page.context.new_page()
+    try:
+        tab.goto(url)
+        return tab.evaluate(
+            """async () => {
+                const url = URL.createObjectURL(
+                    new Blob(['export const ran = true;'], {type: 'text/javascript'}));
+                try { return (await import(url)).ran === true; } catch (refused) { return false; }
+            }"""
+        )
+    finally:
+        tab.close()

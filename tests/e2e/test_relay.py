@@ -7,7 +7,6 @@ workspace's own token off kernel channels. Read as root from the spool and the a
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import time
@@ -17,20 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
-from jupyter_server.services.kernels.connection.base import (
-    deserialize_msg_from_ws_v1,
-    serialize_msg_to_ws_v1,
-)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.executions import ACTION
 
+import kernelclient
 from e2e_hub import Hub
+from kernelclient import V1, frame, message, run
 
 ARMOEDE = "dossier-armoede"
-V1 = "v1.kernel.websocket.jupyter.org"
 
 
 @pytest.fixture(scope="module")
@@ -53,65 +49,8 @@ def kernel(hub: Hub, tokens: dict[str, str]) -> Iterator[str]:
 
 
 def channels(hub: Hub, kernel_id: str, token: str, *, v1: bool = False) -> ClientConnection:
-    url = f"{hub.url.replace('http://', 'ws://')}user/{ARMOEDE}/api/kernels/{kernel_id}/channels"
-    return connect(
-        url,
-        additional_headers={"Authorization": f"token {token}"},
-        subprotocols=[V1] if v1 else None,  # type: ignore[list-item]
-        open_timeout=30,
-    )
-
-
-def run(socket: ClientConnection, code: str, *, claimed: str, channel: str = "shell") -> tuple:
-    """Send an execute_request whose header names `claimed`; (msg_id, its stdout, status)."""
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "username": claimed,
-        "session": uuid.uuid4().hex,
-        "msg_type": "execute_request",
-        "version": "5.3",
-        "date": dt.datetime.now(dt.UTC).isoformat(),
-    }
-    content = {
-        "code": code,
-        "silent": False,
-        "store_history": False,
-        "user_expressions": {},
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
-    message = {
-        "header": header,
-        "parent_header": {},
-        "metadata": {"cellId": "cell-" + msg_id},
-        "content": content,
-    }
-    v1 = socket.subprotocol == V1
-    if v1:
-        socket.send(serialize_msg_to_ws_v1(message, channel, lambda p: json.dumps(p).encode()))
-    else:
-        socket.send(json.dumps({**message, "channel": channel, "buffers": []}))
-    out, status, idle = [], None, False
-    while status is None or not idle:  # the reply (shell) may come before the output (iopub)
-        received = socket.recv(timeout=60)
-        if v1:
-            _, parts = deserialize_msg_from_ws_v1(received)
-            got = {
-                "header": json.loads(parts[0]),
-                "parent_header": json.loads(parts[1]),
-                "content": json.loads(parts[3]),
-            }
-        else:
-            got = json.loads(received)
-        if got["parent_header"].get("msg_id") != msg_id:
-            continue
-        if got["header"]["msg_type"] == "stream":
-            out.append(got["content"]["text"])
-        if got["header"]["msg_type"] == "execute_reply":
-            status = got["content"]["status"]
-        idle = idle or got["content"].get("execution_state") == "idle"
-    return msg_id, "".join(out), status
+    """The kernel's websocket in armoede's workspace, opened with `token`."""
+    return kernelclient.channels(hub.url, ARMOEDE, kernel_id, token, v1=v1)
 
 
 def events_of(hub: Hub, kernel_id: str) -> list[dict[str, Any]]:
@@ -176,14 +115,6 @@ def test_a_debugger_request_is_recorded_as_debug(
     """ipykernel passes DAP commands it does not handle (evaluate, setVariable) to debugpy:
     code too. Recorded whether or not the debugger answers."""
     msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "username": "nobody",
-        "session": uuid.uuid4().hex,
-        "msg_type": "debug_request",
-        "version": "5.3",
-        "date": dt.datetime.now(dt.UTC).isoformat(),
-    }
     request = {
         "type": "request",
         "seq": 1,
@@ -192,16 +123,7 @@ def test_a_debugger_request_is_recorded_as_debug(
     }
     with channels(hub, kernel, tokens["b.devries"]) as socket:
         socket.send(
-            json.dumps(
-                {
-                    "header": header,
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": request,
-                    "channel": "control",
-                    "buffers": [],
-                }
-            )
+            frame(message("debug_request", request, claimed="nobody", msg_id=msg_id), "control")
         )
     deadline = time.monotonic() + 10
     while not (found := [e for e in events_of(hub, kernel) if e.get("msg_id") == msg_id]):
@@ -245,26 +167,13 @@ def test_a_debug_request_spelled_with_escapes_is_recorded_whole(
         "command": "evaluate",
         "arguments": {"expression": "hidden_from_the_record()", "context": "repl"},
     }
-    message = json.dumps(
-        {
-            "header": {
-                "msg_id": msg_id,
-                "username": "nobody",
-                "session": uuid.uuid4().hex,
-                "msg_type": "debug_request",
-                "version": "5.3",
-                "date": dt.datetime.now(dt.UTC).isoformat(),
-            },
-            "parent_header": {},
-            "metadata": {},
-            "content": request,
-            "channel": "control",
-            "buffers": [],
-        }
-    ).replace("debug_request", "debug\\u005frequest")
-    assert b"debug_request" not in message.encode()
+    debug = message("debug_request", request, claimed="nobody", msg_id=msg_id)
+    text = frame(debug, "control")
+    assert isinstance(text, str)
+    escaped = text.replace("debug_request", "debug\\u005frequest")
+    assert b"debug_request" not in escaped.encode()
     with channels(hub, kernel, tokens["a.jansen"]) as socket:
-        socket.send(message)
+        socket.send(escaped)
     deadline = time.monotonic() + 10
     while not (found := [e for e in events_of(hub, kernel) if e.get("msg_id") == msg_id]):
         assert time.monotonic() < deadline, "the debug request was not recorded"
@@ -292,17 +201,8 @@ def test_a_message_nested_too_deep_ends_its_connection(
     assert "could not be read" in closed.value.rcvd.reason
 
 
-def stdin_reply(value: str) -> str:
-    header = {
-        "msg_id": uuid.uuid4().hex,
-        "username": "nobody",
-        "session": uuid.uuid4().hex,
-        "msg_type": "input_reply",
-        "version": "5.3",
-        "date": dt.datetime.now(dt.UTC).isoformat(),
-    }
-    reply = {"header": header, "parent_header": {}, "metadata": {}, "content": {"value": value}}
-    return json.dumps({**reply, "channel": "stdin", "buffers": []})
+def stdin_reply(value: str) -> str | bytes:
+    return frame(message("input_reply", {"value": value}, claimed="nobody"), "stdin")
 
 
 def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
@@ -314,19 +214,9 @@ def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
         channels(hub, kernel, tokens["a.jansen"]) as asker,
         channels(hub, kernel, tokens["b.devries"]) as other,
     ):
-        msg_id = uuid.uuid4().hex
-        header = {
-            "msg_id": msg_id,
-            "username": "a.jansen",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-            "date": dt.datetime.now(dt.UTC).isoformat(),
-        }
-        content = {"code": asked, "silent": False, "store_history": False}
-        content |= {"user_expressions": {}, "allow_stdin": True, "stop_on_error": True}
-        request = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-        asker.send(json.dumps({**request, "channel": "shell", "buffers": []}))
+        request = kernelclient.execute_request(asked, claimed="a.jansen", allow_stdin=True)
+        msg_id = request["header"]["msg_id"]
+        asker.send(frame(request))
         while json.loads(asker.recv(timeout=30))["msg_type"] != "input_request":
             pass
         other.send(stdin_reply("typed on b.devries's socket"))

@@ -34,12 +34,14 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def shared_notebook(hub: Hub) -> Iterator[str]:
-    """armoede's workspace running, with NOTEBOOK in it: two code cells with fixed ids."""
+    """armoede's workspace running, with NOTEBOOK in it: two code cells with fixed ids (one
+    notebook for the module's tests: it was written and removed for each). a.jansen's
+    token."""
     token = hub.token("a.jansen")
     hub.ensure_running(WORKSPACE, token)
-    contents = f"{hub.url}user/{WORKSPACE}/api/contents/{NOTEBOOK}"
+    base = f"{hub.url}user/{WORKSPACE}/api"
     notebook = {
         "cells": [
             {
@@ -60,7 +62,7 @@ def shared_notebook(hub: Hub) -> Iterator[str]:
     }
     headers = {"Authorization": f"token {token}"}
     saved = httpx.put(
-        contents,
+        f"{base}/contents/{NOTEBOOK}",
         json={"type": "notebook", "format": "json", "content": notebook},
         headers=headers,
         timeout=60,
@@ -68,19 +70,39 @@ def shared_notebook(hub: Hub) -> Iterator[str]:
     assert saved.status_code in (200, 201), saved.text
     hub.reset_lab_layouts(WORKSPACE, token)
     yield token
-    httpx.delete(contents, headers=headers, timeout=30)
+    httpx.delete(f"{base}/contents/{NOTEBOOK}", headers=headers, timeout=30)
 
 
-def open_in_lab(page: Page, hub: Hub) -> None:
-    """The notebook in this person's JupyterLab (their own login, so their own websocket)."""
-    page.goto(f"{hub.url}user/{WORKSPACE}/lab/tree/{NOTEBOOK}")
-    page.wait_for_url(lambda url: "/lab" in url or "oauth2/authorize" in url, wait_until="commit")
-    if "oauth2/authorize" in page.url:
-        page.get_by_role("button", name="Authorize").click()
-    page.wait_for_url(f"{hub.url}user/{WORKSPACE}/lab**", timeout=60_000, wait_until="commit")
-    expect(page.locator(".jp-Notebook .jp-Cell").nth(1)).to_be_visible(timeout=90_000)
-    # JupyterLab runs nothing while the notebook's kernel is still connecting: wait for it
-    expect(page.get_by_role("button", name="Dossier | Idle")).to_be_visible(timeout=90_000)
+def notebook_session(hub: Hub, token: str) -> bool:
+    """The notebook has its session (and so its kernel) in the workspace."""
+    headers = {"Authorization": f"token {token}"}
+    listed = httpx.get(f"{hub.url}user/{WORKSPACE}/api/sessions", headers=headers, timeout=30)
+    return any(s["path"].endswith(NOTEBOOK) for s in listed.json())
+
+
+def open_in_lab(hub: Hub, token: str, first: Page, second: Page) -> None:
+    """The notebook in each person's JupyterLab (their own login, so their own websocket).
+    The second browser sets out as soon as the first one's JupyterLab made the notebook's
+    session: it then joins that session's kernel, as a colleague opening it later would (two
+    JupyterLabs finding no session at once would each start a kernel), and both load on side
+    by side for the rest."""
+    url = f"{hub.url}user/{WORKSPACE}/lab/tree/{NOTEBOOK}"
+    first.goto(url, wait_until="commit")
+    deadline = time.monotonic() + 90
+    while not notebook_session(hub, token):
+        assert time.monotonic() < deadline, f"{NOTEBOOK} got no session within 90 s"
+        time.sleep(0.1)
+    second.goto(url, wait_until="commit")
+    for page in (first, second):
+        page.wait_for_url(
+            lambda url: "/lab" in url or "oauth2/authorize" in url, wait_until="commit"
+        )
+        if "oauth2/authorize" in page.url:
+            page.get_by_role("button", name="Authorize").click()
+        page.wait_for_url(f"{hub.url}user/{WORKSPACE}/lab**", timeout=60_000, wait_until="commit")
+        expect(page.locator(".jp-Notebook .jp-Cell").nth(1)).to_be_visible(timeout=90_000)
+        # JupyterLab runs nothing while the notebook's kernel is still connecting: wait for it
+        expect(page.get_by_role("button", name="Dossier | Idle")).to_be_visible(timeout=90_000)
 
 
 def run_cell(page: Page, index: int) -> None:
@@ -136,8 +158,8 @@ def test_two_people_one_notebook_each_recorded_as_themselves(
     hub: Hub, person: Callable[..., Page], shared_notebook: str
 ) -> None:
     jansen, devries = person("a.jansen"), person("b.devries")
-    open_in_lab(jansen, hub)
-    open_in_lab(devries, hub)  # the same notebook, shared through the collaboration room
+    # one notebook, shared through the collaboration room
+    open_in_lab(hub, shared_notebook, jansen, devries)
     run_cell(jansen, 0)
     run_cell(devries, 1)
     base = f"{hub.url}user/{WORKSPACE}/"

@@ -235,6 +235,42 @@ def test_execute_reply_gives_the_outcome():
         assert watched.from_server(data) == [("m1", "error")]
 
 
+def test_replies_are_found_in_the_servers_frames_as_websockets_reads_them():
+    """The skim of the server's frames (execwatch.Replies) against websockets' own parser:
+    frames of every length encoding, a fragmented reply with a ping inside it, output
+    larger than SKIM_MAX stepped over, all split at every byte (the large one in pieces)."""
+    frames = []
+    for i, text in enumerate(("x" * 10, "y" * 200, "z" * 70_000)):  # 7-, 16-, 64-bit lengths
+        out = message("stream", {"name": "stdout", "text": text}, parent={"msg_id": f"m{i}"})
+        frames.append(unmasked(legacy_text(out, "iopub"), text=True))
+        reply = message("execute_reply", {"status": "ok"}, parent={"msg_id": f"m{i}"})
+        frames.append(unmasked(legacy_text(reply, "shell"), text=True))
+    reply = legacy_text(
+        message("execute_reply", {"status": "error"}, parent={"msg_id": "f"}), "shell"
+    )
+    frames.append(Frame(TEXT, reply[:30], fin=False).serialize(mask=False))
+    frames.append(Frame(PING, b"p").serialize(mask=False))
+    frames.append(Frame(CONT, reply[30:]).serialize(mask=False))
+    data = b"".join(frames)
+    oracle = execwatch.Frames(execwatch.Side.CLIENT, None)
+    expected = [m for m in oracle.feed(data) if b"execute_reply" in m[1]]
+    assert len(expected) == 4
+    replies = execwatch.Replies()
+    assert replies.feed(data) == expected
+    replies, found = execwatch.Replies(), []
+    for i in range(len(data)):
+        found += replies.feed(data[i : i + 1])
+    assert found == expected
+    huge = message("stream", {"text": "w" * (execwatch.SKIM_MAX + 10)}, parent={"msg_id": "h"})
+    data = unmasked(legacy_text(huge, "iopub"), text=True) + frames[1]
+    watched, found = socket(None), []
+    for i in range(0, len(data), 65536):
+        found += watched.from_server(data[i : i + 65536])
+    assert found == [("m0", "ok")] and len(watched.server.buffer) == 0
+    with pytest.raises(Refused):
+        execwatch.Replies().feed(Frame(TEXT, b"{}").serialize(mask=True))
+
+
 # --- HTTP -------------------------------------------------------------------------------
 
 
@@ -334,6 +370,68 @@ def test_sessions_answers_chunked_and_gzipped_give_paths():
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
     )
     assert exchange.sessions == [(KERNEL, "work/poverty.ipynb")]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "expected"),
+    [
+        (b"POST", "/user/x/api/kernels", ("start", None, None, False)),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/restart?x=1", ("restart", KERNEL, None, False)),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/interrupt", ("interrupt", KERNEL, None, False)),
+        (b"DELETE", f"/user/x/api/kernels/{KERNEL}", ("shutdown", KERNEL, None, False)),
+        (b"POST", "/user/x/api/sessions", ("start", None, None, True)),
+        (b"PATCH", "/user/x/api/sessions/s1", ("start", None, "s1", True)),
+        (b"DELETE", "/user/x/api/sessions/s1", ("shutdown", None, "s1", True)),
+        (b"GET", "/user/x/api/kernels", None),
+        (b"GET", f"/user/x/api/kernels/{KERNEL}", None),
+        (b"GET", f"/user/x/api/kernels/{KERNEL}/channels", None),
+        (b"POST", f"/user/x/api/kernels/{KERNEL}/channels", None),
+        (b"GET", "/user/x/api/sessions", None),
+        (b"POST", "/user/x/api/contents/a.ipynb", None),
+    ],
+)
+def test_kernel_calls_are_the_routes_that_start_or_end_kernels(method, target, expected):
+    call = execwatch.kernel_call(method, target.encode())
+    found = (call.action, call.kernel, call.session, call.of_session) if call else None
+    assert found == expected
+
+
+def test_a_kernel_call_answered_with_success_names_its_kernel_and_session():
+    exchange = Exchange()
+    post = request("/user/x/api/sessions").replace(b"GET", b"POST", 1)
+    list(exchange.client_events(post))
+    model = {"id": "s1", "path": "a.ipynb", "kernel": {"id": KERNEL, "name": "dossier"}}
+    body = json.dumps(model).encode()
+    exchange.server_bytes(
+        b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    [(call, models)] = exchange.calls
+    assert (call.action, call.of_session, models) == ("start", True, [("s1", KERNEL, "a.ipynb")])
+    assert exchange.sessions == [(KERNEL, "a.ipynb")]
+    # refused by the workspace: nothing happened, nothing to record
+    exchange = Exchange()
+    list(
+        exchange.client_events(
+            request(f"/user/x/api/kernels/{KERNEL}").replace(b"GET", b"DELETE", 1)
+        )
+    )
+    exchange.server_bytes(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    assert exchange.calls == []
+
+
+def test_the_deadlines_phases_of_a_connection():
+    exchange = Exchange()
+    assert exchange.waiting_for() == "head"  # nothing yet
+    list(exchange.client_events(b"POST /x HTTP/1.1\r\nHost: x\r\n"))
+    assert exchange.waiting_for() == "head"
+    list(exchange.client_events(b"Content-Length: 4\r\n\r\nab"))
+    assert (exchange.waiting_for(), exchange.consumed) == ("body", exchange.received)
+    list(exchange.client_events(b"cd"))
+    assert exchange.waiting_for() == ""  # the server's turn
+    exchange.server_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert exchange.waiting_for() == "idle"  # kept alive
+    list(exchange.client_events(b"GET /y HT"))
+    assert exchange.waiting_for() == "head"
 
 
 # --- the recorder -----------------------------------------------------------------------

@@ -24,11 +24,20 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner.clients import load_config
 
-from dossierhub.isolation.podids import FIRST_ID, PodIdsError, pod_id, pod_ids
+from dossierhub.isolation.podids import (
+    FIRST_ID,
+    PodIdsError,
+    pod_id,
+    pod_ids,
+    recorder_pod_id,
+    recorder_pod_ids,
+)
+from dossierhub.isolation.podspec import RECORDER_PORT
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.directory import DossierEntry
 from dossierhub.state.home import Home
 from dossierhub.state.settings import Settings
+from dossierhub.workspaces import netbridge
 from dossierhub.workspaces.hubconfig import HubInputs, make_config
 from dossierhub.workspaces.kubespawner import DossierKubeSpawner, network_policy
 from dossierhub.workspaces.startchecks import WorkspaceRefused
@@ -63,6 +72,7 @@ def kube_home(applied_home: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     home.manifest_file("kapot").write_text("id: kapot\ntitle: [unclosed\n")
     for dossier in LIVE:  # as apply does with hub.spawner: kubernetes (test_podfiles.py)
         pod_id(home, dossier)
+        recorder_pod_id(home, dossier)
     return root
 
 
@@ -126,9 +136,70 @@ def validated(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
-    (only,) = pod["spec"]["containers"]  # no sidecar, no init container
+    """The workspace's container (the server and its kernels)."""
+    workspace, recorder = pod["spec"]["containers"]  # the recorder beside it, no other
     assert "initContainers" not in pod["spec"]
-    return only
+    assert workspace["name"] == "notebook" and recorder["name"] == "recorder"
+    return workspace
+
+
+def recorder(pod: dict[str, Any]) -> dict[str, Any]:
+    """The recorder's container (netbridge.py in pod mode)."""
+    return pod["spec"]["containers"][1]
+
+
+# The restricted Pod Security Standard (kubernetes.io/docs/concepts/security/
+# pod-security-standards), baseline's controls included, as a checker of pod specs
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in `pod` the restricted standard forbids (empty: admitted)."""
+    spec, found = pod["spec"], []
+    context = spec.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host):
+            found.append(host)
+    for volume in spec.get("volumes", []):
+        if not set(volume) - {"name"} <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}")
+    for sysctl in context.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl['name']}")
+    for inner in spec["containers"] + spec.get("initContainers", []):
+        own, name = inner.get("securityContext", {}), inner["name"]
+        merged = {**context, **own}
+        if own.get("privileged"):
+            found.append(f"{name}: privileged")
+        if own.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: privilege escalation not forbidden")
+        if merged.get("runAsNonRoot") is not True or merged.get("runAsUser") == 0:
+            found.append(f"{name}: may run as root")
+        if merged.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: no seccomp profile")
+        capabilities = own.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{name}: capabilities not all dropped")
+        if not set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds {capabilities['add']}")
+        if any(port.get("hostPort") for port in inner.get("ports", [])):
+            found.append(f"{name}: host port")
+    return found
 
 
 def mounts(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -178,6 +249,72 @@ def test_restricted_pod_security_and_no_token(pods: dict[str, dict[str, Any]]) -
             assert not spec.get(host)
 
 
+def test_the_restricted_standard_admits_every_pod_and_refuses_a_wider_one(
+    pods: dict[str, dict[str, Any]],
+) -> None:
+    for dossier, pod in pods.items():
+        assert restricted_violations(pod) == [], dossier
+    # the checker itself: what the standard refuses, it refuses
+    wider = json.loads(json.dumps(pods["armoede"]))
+    recorder(wider)["securityContext"]["capabilities"]["add"].append("NET_ADMIN")
+    wider["spec"]["securityContext"]["sysctls"].append({"name": "net.core.somaxconn", "value": "1"})
+    assert restricted_violations(wider) == [
+        "sysctl net.core.somaxconn",
+        "recorder: adds ['NET_BIND_SERVICE', 'NET_ADMIN']",
+    ]
+
+
+def test_the_recorder_is_the_pod_s_only_way_in(pods: dict[str, dict[str, Any]]) -> None:
+    """The hub and the proxy reach podIP:80, the recorder's; the server listens on the pod's
+    loopback only; no container without NET_BIND_SERVICE may take a port below 1024."""
+    for pod in pods.values():
+        workspace, inner = container(pod), recorder(pod)
+        assert "ports" not in workspace or workspace["ports"] == []
+        assert inner["ports"] == [{"name": "notebook-port", "containerPort": 80, "protocol": "TCP"}]
+        env = {e["name"]: e.get("value") for e in workspace["env"]}
+        assert env["JUPYTERHUB_SERVICE_URL"].startswith("http://127.0.0.1:8888/")
+        assert {"--ServerApp.ip=127.0.0.1", "--ServerApp.port=8888"} <= set(workspace["args"])
+        assert pod["spec"]["securityContext"]["sysctls"] == [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "1024"}
+        ]
+        assert "shareProcessNamespace" not in pod["spec"]  # the kernel never sees the recorder
+        args = inner["args"]
+        # the interpreter that carries NET_BIND_SERVICE as a file capability (the image's)
+        recorder_python = "/opt/dossierhub/.venv/bin/python-recorder"
+        assert args[:4] == [recorder_python, "-I", "-m", "dossierhub.workspaces.netbridge"]
+        assert {"--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888", "--code=hash"} <= set(args)
+        hub_api = next(a for a in args if a.startswith("--hub-api="))
+        assert hub_api == f"--hub-api={env['JUPYTERHUB_API_URL']}"
+
+
+def test_the_recorder_runs_as_its_own_number_and_alone_mounts_the_spool(
+    kube_home: Path, pods: dict[str, dict[str, Any]]
+) -> None:
+    home = Home(kube_home)
+    numbers = recorder_pod_ids(home)
+    for dossier, pod in pods.items():
+        inner, workspace = recorder(pod)["securityContext"], container(pod)
+        assert inner["runAsUser"] == inner["runAsGroup"] == numbers[dossier]
+        assert numbers[dossier] != workspace["securityContext"]["runAsUser"]
+        assert inner["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+        assert inner["readOnlyRootFilesystem"] is True
+        assert inner["allowPrivilegeEscalation"] is False
+        spool = home.execution_spool_dir(dossier)
+        assert recorder(pod)["volumeMounts"] == [
+            {
+                "name": "dossierhub-home",
+                "mountPath": str(spool),
+                "subPath": f"audit/spool/{dossier}",
+                "readOnly": False,
+            }
+        ]
+        # the workspace's container never mounts anything of audit/
+        for mount in workspace["volumeMounts"]:
+            assert not mount.get("subPath", "").startswith("audit")
+            assert not Path(mount["mountPath"]).is_relative_to(home.audit_dir)
+    assert len(set(numbers.values()) | set(pod_ids(home).values())) == 2 * len(LIVE)
+
+
 def test_extracts_read_only_own_folder_writable_nothing_else_of_home(
     kube_home: Path, pods: dict[str, dict[str, Any]]
 ) -> None:
@@ -225,7 +362,8 @@ def test_environment_and_limits_come_from_the_manifest(
         assert env["DOSSIER_CATALOG"] == str(home.extract_catalog(dossier))
         assert env["HOME"] == str(home.workspace_dir(dossier)) == inner["workingDir"]
         # args: after the image's own entrypoint (an init such as tini reaps the kernels)
-        assert inner["args"][0] == "/opt/dossierhub/.venv/bin/jupyterhub-singleuser"
+        # the server undumpable, as on one machine (dossier_lab/undumpable.py)
+        assert inner["args"][:4] == [PYTHON, "-I", "-m", "dossier_lab.undumpable"]
         assert "--KernelSpecManager.allowed_kernelspecs=dossier" in inner["args"]
         labels = pod["metadata"]["labels"]
         assert labels["dossierhub.io/dossier"] == dossier
@@ -279,7 +417,7 @@ def test_refusals_are_recorded_and_make_no_pod_and_no_number(
 
 def test_the_network_policy_lets_out_to_the_hub_s_api_only(kube_home: Path) -> None:
     settings = Settings.model_validate(KUBE).kubernetes
-    policies = [validated(network_policy(settings, d, 8888)) for d in LIVE]
+    policies = [validated(network_policy(settings, d, RECORDER_PORT)) for d in LIVE]
     for dossier, policy in zip(LIVE, policies, strict=True):
         spec = policy["spec"]
         assert spec["podSelector"]["matchLabels"] == {
@@ -303,7 +441,7 @@ def test_the_network_policy_lets_out_to_the_hub_s_api_only(kube_home: Path) -> N
             "proxy",
             "hub",
         ]
-        assert ingress["ports"] == [{"protocol": "TCP", "port": 8888}]
+        assert ingress["ports"] == [{"protocol": "TCP", "port": 80}]  # the recorder's only
     # each policy selects its own dossier's pod only
     names = {p["metadata"]["name"] for p in policies}
     assert len(names) == len(LIVE)
@@ -435,3 +573,39 @@ def test_an_unreachable_api_server_is_a_sentence_not_a_traceback(kube_home: Path
     assert failed.status_code == 500 and failed.case == "failed"
     assert "the reason is in the hub's log" in failed.log_message
     assert "127.0.0.1" not in failed.log_message and str(kube_home) not in failed.log_message
+
+
+# ------------------------------------------------------------- the recorder's command line
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888"], "needs --listen, --upstream and"),
+        (
+            ["--listen=0.0.0.0:80", "--upstream=10.0.0.5:8888", "--home=/h"],
+            "--upstream must be 127.0.0.1:PORT",
+        ),
+        (["--listen=0.0.0.0:80", "--upstream=127.0.0.1:8888", "--pid=1"], "take no --pid"),
+        (["--listen=0.0.0.0", "--upstream=127.0.0.1:8888"], "is not HOST:PORT"),
+        (["--listen=:80", "--upstream=127.0.0.1:8888", "--home=/h"], "--home needs --dossier"),
+        (["--port=1"], "--pid, --started, --port and --hub are needed"),
+    ],
+)
+def test_the_recorder_s_command_line_refuses_what_would_leave_a_way_in_unrecorded(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pod's recorder runs recording or not at all: it is the pod's only way in."""
+    with pytest.raises(SystemExit):
+        netbridge._arguments(argv)
+    assert error in capsys.readouterr().err
+
+
+def test_the_pod_s_recorder_command_line_is_pod_mode(pods: dict[str, dict[str, Any]]) -> None:
+    args = netbridge._arguments(recorder(pods["armoede"])["args"][4:])
+    assert (args.listen, args.upstream, args.dossier) == (
+        ("0.0.0.0", 80),
+        ("127.0.0.1", 8888),
+        "armoede",
+    )
+    assert args.pid is None and args.home

@@ -228,7 +228,11 @@ def workspace(root: Path, dossier: str) -> tuple[Pod, dict[str, Any]]:
             return client.sanitize_for_serialization(pod), made.port
 
     pod, port = asyncio.run(go())
-    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    ports = {  # a pod's ports are every container's: the recorder's is the pod's way in
+        p["name"]: p["containerPort"]
+        for inner in pod["spec"]["containers"]
+        for p in inner.get("ports") or []
+    }
     policy = network_policy(KubernetesSettings(namespace=NAMESPACE), dossier, port)
     return Pod(pod["metadata"]["name"], pod["metadata"]["labels"], ports), policy
 

@@ -6,6 +6,7 @@ workspace folder. Run as root (apply chowns); the HOME lies where any uid may tr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.podids import pod_ids, recorder_pod_ids
 from dossierhub.isolation.unixusers import prepare_dossier
+from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import ACTION, Ingester
 from dossierhub.state.home import Home
 
 from e2e_hub import release_identities
 from helpers import read_yaml, run_cli, write_yaml
+from podview import as_number, pod_view
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="apply secures files as root only")
 
@@ -253,3 +257,104 @@ def test_a_folder_swapped_for_a_link_while_apply_secures_the_extracts_leads_nowh
     info = os.lstat(extracts / "catalog.duckdb")
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (control, number, 0o640)
     assert os.lstat(extracts / "a-away" / "raw").st_gid == number
+
+
+# ------------------------------------------------- the recorder's spool (issue 16, pods)
+
+
+def spool_event(person: str, msg_id: str) -> dict[str, object]:
+    return {
+        "event": "execute",
+        "at": "2026-12-02T05:00:00.000000+00:00",
+        "person": person,
+        "kernel": "k1",
+        "channel": "shell",
+        "kind": "execute",
+        "msg_id": msg_id,
+        "cell_id": None,
+        "path": None,
+        "code_sha256": "ab" * 32,
+        "first_line": "x = 1",
+        "outcome": None,
+    }
+
+
+def test_apply_makes_the_spool_the_recorder_s_and_the_service_takes_its_batches(
+    pod_home: Home,
+) -> None:
+    """The recorder (its own number, no group of the service's) writes a batch with the real
+    writer, as pod mode does; the service, as the control identity and not root, reads it
+    through the folder's group and removes it. audit/ itself stays the service's."""
+    recorder = recorder_pod_ids(pod_home)["armoede"]
+    assert recorder not in pod_ids(pod_home).values()
+    folder = pod_home.execution_spool_dir("armoede")
+    info = os.lstat(folder)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (recorder, CONTROL, 0o2770)
+    for parent in (pod_home.audit_dir, pod_home.execution_spool_root):
+        info = os.lstat(parent)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (CONTROL, 0o700)
+    event = spool_event("a.jansen", "m1")
+    wrote = as_number(
+        recorder,
+        "from pathlib import Path\n"
+        "from dossierhub.state.executions import write_batch\n"
+        "from dossierhub.state.home import Home\n"
+        f"write_batch(Home(Path({str(pod_home.root)!r})), 'armoede', 'r1-00000001',"
+        f" [{event!r}], mode=0o640)\n",
+        pod_view(pod_home, "armoede", pod_home.root.parent / "staging"),
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    batch = folder / "r1-00000001.json"
+    info = os.lstat(batch)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (recorder, CONTROL, 0o640)
+    took = as_number(
+        CONTROL,
+        "from pathlib import Path\n"
+        "from dossierhub.state.executions import _read_batch, spooled\n"
+        "from dossierhub.state.home import Home\n"
+        f"(path,) = spooled(Home(Path({str(pod_home.root)!r})))\n"
+        "print(_read_batch(path).events[0].person)\n"
+        "path.unlink()\n",
+    )
+    assert took.stdout.split() == ["a.jansen"], took.stderr
+    assert not batch.exists()
+
+
+def test_the_service_takes_no_link_no_stranger_s_batch_and_none_others_may_read(
+    pod_home: Home,
+) -> None:
+    """Beside the recorder's own batch in its spool: a link to a batch elsewhere on HOME (the
+    workspace folder, which its kernels write), a batch owned by the workspace's number, one
+    anyone may read. Only the recorder's is taken into the audit log; the others are set
+    aside as .bad, never followed or read."""
+    recorder, workspace = recorder_pod_ids(pod_home)["armoede"], pod_ids(pod_home)["armoede"]
+    folder = pod_home.execution_spool_dir("armoede")
+
+    def batch(name: str, person: str, owner: int, mode: int) -> Path:
+        path = pod_home.workspace_dir("armoede") / f"{name}.json" if owner == workspace else None
+        path = path or folder / f"{name}.json"
+        document = {"format": 1, "dossier": "armoede", "batch": name, "events": []}
+        document["events"] = [spool_event(person, name)]
+        path.write_text(json.dumps(document))
+        os.chown(path, owner, CONTROL if path.parent == folder else workspace)
+        os.chmod(path, mode)
+        return path
+
+    batch("r1-00000002", "a.jansen", recorder, 0o640)
+    planted = batch("r1-00000003", "b.devries", workspace, 0o600)  # a kernel's, linked in
+    (folder / planted.name).symlink_to(planted)
+    stranger = batch("r1-00000004", "b.devries", recorder, 0o640)
+    os.chown(stranger, workspace, CONTROL)
+    batch("r1-00000005", "b.devries", recorder, 0o644)  # readable by every uid
+    log = AuditLog(pod_home)
+    before = log.read()[-1]["seq"]
+    Ingester(log).ingest(pod_home)
+    taken = [r for r in AuditLog(pod_home).read() if r["seq"] > before]
+    assert [(r["action"], r["details"]["batch"]) for r in taken] == [(ACTION, "r1-00000002")]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"r1-0000000{n}.json.bad" for n in (3, 4, 5)
+    ]
+    assert planted.exists()  # the link was set aside, not what it led to
+    for left in folder.iterdir():
+        left.unlink()
+    planted.unlink()

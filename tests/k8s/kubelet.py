@@ -4,35 +4,56 @@ It polls the API server for pods (every 50 ms) and, for each new pod:
 
 1. validates it strictly against the Kubernetes schema (`kubernetes-validate`, version
    KUBERNETES_VERSION); a pod that does not validate, or asks for what the stand-in cannot do
-   (a volume other than persistentVolumeClaim or emptyDir, `valueFrom` env, runAsNonRoot without
-   a non-zero runAsUser, more than one container), is marked Failed with the reason, as a real
-   kubelet refuses a pod it cannot run, so a bad manifest fails the test that sent it;
-2. gives it a pod IP from its network (127.0.N.M, one whose port is free) and starts the first
-   container's command + args with its env in a bubblewrap sandbox, as the pod's
-   securityContext runAsUser/runAsGroup with fsGroup and supplementalGroups as extra groups
-   (numbers only: no users are created), no capabilities, no new privileges when
+   (a volume other than persistentVolumeClaim or emptyDir, `valueFrom` env, init containers,
+   hostNetwork, runAsNonRoot without a non-zero runAsUser), or what the restricted Pod Security
+   standard forbids and a runtime would otherwise give (an added capability other than
+   NET_BIND_SERVICE, shareProcessNamespace), or an unsafe sysctl (SysctlForbidden), is marked
+   Failed with the reason, as a real kubelet refuses a pod it cannot run, so a bad manifest
+   fails the test that sent it;
+2. gives it a pod IP from its network (127.0.N.M, one whose declared ports are free on the
+   host) and a network namespace of its own (podnet.py: a pause process holds it; only the
+   declared containerPorts are reachable from the host, at podIP:port, and from inside only
+   the host ports in `Kubelet.egress`, at 127.0.0.1:port); sets the pod's sysctls there, over
+   the runtime's default `net.ipv4.ip_unprivileged_port_start=0` (containerd's and Docker's);
+3. starts every container's command + args with its env in a bubblewrap sandbox of its own
+   (own PID, IPC and UTS namespaces and mounts; the pod's network namespace, shared), as its
+   securityContext's runAsUser/runAsGroup over the pod's, with fsGroup and supplementalGroups
+   as extra groups (numbers only: no users are created), no new privileges when
    allowPrivilegeEscalation is false;
-3. marks it Running: podIP, containerStatuses (running, ready), conditions, nodeName.
+4. marks it Running: podIP, a containerStatus per container (running, ready), conditions,
+   nodeName.
 
-The sandbox is the pod's "image": the host's /usr, /etc, the project checkout and its Python
-environment read-only (`Kubelet.image`; a test adds the folder of another environment there),
-its own /proc, /dev and an empty writable /tmp (HOME is /tmp unless the pod's env names one),
-and nothing else of the host, plus its volumeMounts as bind mounts: a persistentVolumeClaim is
-the host folder registered for its claimName in `Kubelet.claims` (subPath below it), an
-emptyDir a fresh folder; `readOnly: true` mounts are truly read-only. The pod shares the
-host's network namespace, so the bind-all address 0.0.0.0 in its env and args becomes its pod
-IP (in Kubernetes the pod has a network namespace of its own).
+Capabilities are those a container runtime gives through the CRI: none but the added ones,
+as if every container dropped ALL (the runtime's default set is not given). An added
+NET_BIND_SERVICE is in the container's bounding set; a root container's command has it. A
+non-root container's command has it only if its executable carries it as a file capability,
+as on containerd and CRI-O, which set no ambient capabilities (kubernetes/kubernetes#56374):
+bubblewrap mounts the image nosuid, so a test declares such an executable in
+`Kubelet.file_capabilities` (path -> capabilities) and the stand-in gives them to that
+command as ambient capabilities (unlike a file capability, inherited by what it executes).
+
+The sandbox is the container's "image": the host's /usr, /etc, the project checkout and its
+Python environment read-only (`Kubelet.image`; a test adds the folder of another environment
+there), its own /proc, /dev and an empty writable /tmp (HOME is /tmp unless the pod's env
+names one), and nothing else of the host, plus its volumeMounts as bind mounts: a
+persistentVolumeClaim is the host folder registered for its claimName in `Kubelet.claims`
+(subPath below it), an emptyDir a fresh folder per pod (shared by its containers);
+`readOnly: true` mounts are truly read-only.
 
 The kubelet puts a finalizer on each pod it runs, so a DELETE leaves the pod Terminating
-(deletionTimestamp set) until the kubelet has stopped it: SIGTERM, SIGKILL
-after the pod's grace period (at most 5 s), then the finalizer is removed and the API server
-forgets the pod. SIGTERM goes to the container's command, which is PID 1 of the sandbox's PID
-namespace as in a container; when it ends, the kernel ends every other process of the pod.
-A pod whose process ends by itself is marked Succeeded or Failed; restartPolicy is not honoured.
-Each pod's output goes to `<workdir>/<namespace>_<name>.log`.
+(deletionTimestamp set) until the kubelet has stopped it: SIGTERM to every container, SIGKILL
+after the pod's grace period (at most 5 s), then the pause process, then the finalizer is
+removed and the API server forgets the pod. SIGTERM goes to each container's command, which is
+PID 1 of its sandbox's PID namespace as in a container; when it ends, the kernel ends every
+other process of that container. A container whose command ends by itself is marked
+terminated (exit code, reason) and the pod's other containers go on running (a real kubelet
+would restart it under the pod's restartPolicy; the stand-in honours no restartPolicy); the
+pod is marked Succeeded or Failed once all its containers have ended. Each container's
+output goes to `<workdir>/<namespace>_<name>_<container>.log`.
 
-Not enforced here, so not provable on the stand-in: NetworkPolicies (pods share the host's
-network), resource limits, seccomp profiles, fsGroup's change of volume ownership, images.
+Not enforced here, so not provable on the stand-in: NetworkPolicies (egress is what a test
+registers, not what a policy allows), resource limits, seccomp profiles, fsGroup's change of
+volume ownership, images.
 """
 
 from __future__ import annotations
@@ -56,6 +77,7 @@ from typing import Any
 
 import httpx
 import kubernetes_validate
+from podnet import RUNTIME_SYSCTLS, SAFE_SYSCTLS, PodPorts, Relay, start_pause, write_sysctls
 
 log = logging.getLogger("standin.kubelet")
 
@@ -67,6 +89,8 @@ PROJECT = Path(__file__).resolve().parents[2]  # the checkout, with .venv: the p
 # the stand-in "image": the system and the Python environments the pods run from
 IMAGE = ("/usr", "/etc", str(PROJECT), str(Path(sys.prefix).resolve()))
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib64")
+# what the restricted Pod Security standard lets a container add
+ADDABLE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
 
 
 class Refused(Exception):
@@ -78,20 +102,73 @@ class Refused(Exception):
 
 
 @dataclass
+class RunningContainer:
+    """One container of a running pod: its identity and process."""
+
+    name: str
+    image: str
+    uid: int
+    process: subprocess.Popen[bytes]  # bubblewrap, the container's sandbox
+    main_pid: int | None  # the container's command, PID 1 in the sandbox
+    log_path: Path
+    started: str
+    terminated: dict[str, Any] | None = None  # its status once its command has ended
+
+    def status(self) -> dict[str, Any]:
+        state = (
+            {"terminated": self.terminated}
+            if self.terminated
+            else {"running": {"startedAt": self.started}}
+        )
+        return {
+            "name": self.name,
+            "image": self.image,
+            "imageID": "",
+            "containerID": f"standin://{self.process.pid}",
+            "ready": self.terminated is None,
+            "started": self.terminated is None,
+            "restartCount": 0,
+            "state": state,
+        }
+
+
+@dataclass
 class RunningPod:
-    """A pod the kubelet started: its key, address, identity and process."""
+    """A pod the kubelet started: its key, address, network and containers.
+
+    `uid`, `process`, `main_pid` and `container` are its first container's (the pod's main
+    one, as the tests that started with one container per pod read them).
+    """
 
     namespace: str
     name: str
     ip: str
-    uid: int
-    container: str
-    process: subprocess.Popen[bytes]  # bubblewrap, the pod's sandbox
-    main_pid: int | None  # the container's command, PID 1 in the sandbox
-    log_path: Path
+    containers: list[RunningContainer]
+    pause: subprocess.Popen[bytes]  # holds the pod's network namespace
+    ports: PodPorts  # its forwarded ports (podnet.py)
     grace: float
     reported_exit: bool = False
     scratch: list[Path] = field(default_factory=list)
+
+    @property
+    def uid(self) -> int:
+        return self.containers[0].uid
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.containers[0].process
+
+    @property
+    def main_pid(self) -> int | None:
+        return self.containers[0].main_pid
+
+    @property
+    def container(self) -> str:
+        return self.containers[0].name
+
+    def by_name(self, name: str) -> RunningContainer:
+        (found,) = [c for c in self.containers if c.name == name]
+        return found
 
 
 def now() -> str:
@@ -107,13 +184,19 @@ class Kubelet:
         self.workdir = workdir
         self.claims: dict[str, Path] = {}  # persistentVolumeClaim claimName -> host folder
         self.image = list(dict.fromkeys(IMAGE))  # host folders every pod sees, read-only
+        # host ports pods reach at 127.0.0.1:<port> (for pods started after they are added)
+        self.egress: set[int] = set()
+        # executables of the "image" that carry file capabilities: path -> capability names
+        self.file_capabilities: dict[str, set[str]] = {}
         self.pods: dict[tuple[str, str], RunningPod] = {}
         self.refused: dict[tuple[str, str], str] = {}  # pods marked Failed, and why
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
+        self._relay: Relay | None = None
         self.errors: list[BaseException] = []
 
     def start(self) -> None:
+        self._relay = Relay()
         self._thread.start()
 
     def stop(self) -> None:
@@ -122,6 +205,8 @@ class Kubelet:
         self._thread.join(timeout=30)
         for pod in list(self.pods.values()):
             self._kill(pod)
+        if self._relay is not None:
+            self._relay.close()
         self.api.close()
 
     # --- the loop ---
@@ -149,8 +234,8 @@ class Kubelet:
         for key, running in list(self.pods.items()):
             if key not in seen:  # deleted without our finalizer (it was removed by hand)
                 self._kill(running)
-            elif not running.reported_exit and running.process.poll() is not None:
-                self._report_exit(running)
+            elif not running.reported_exit:
+                self._report_exits(running)
         for key in set(self.refused) - seen:
             del self.refused[key]
 
@@ -167,7 +252,6 @@ class Kubelet:
             )
             return
         self.pods[key] = running
-        spec = pod["spec"]["containers"][0]
         started = now()
         self._patch(
             key,
@@ -186,27 +270,15 @@ class Kubelet:
                         {"type": t, "status": "True", "lastTransitionTime": started}
                         for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
                     ],
-                    "containerStatuses": [
-                        {
-                            "name": spec["name"],
-                            "image": spec.get("image", ""),
-                            "imageID": "",
-                            "containerID": f"standin://{running.process.pid}",
-                            "ready": True,
-                            "started": True,
-                            "restartCount": 0,
-                            "state": {"running": {"startedAt": started}},
-                        }
-                    ],
+                    "containerStatuses": [c.status() for c in running.containers],
                 },
             },
         )
         log.info(
-            "kubelet: pod %s/%s running at %s as uid %d (pid %d)",
+            "kubelet: pod %s/%s running at %s: %s",
             *key,
             running.ip,
-            running.uid,
-            running.process.pid,
+            ", ".join(f"{c.name} as uid {c.uid} (pid {c.process.pid})" for c in running.containers),
         )
 
     def _delete(self, key: tuple[str, str], pod: dict[str, Any]) -> None:
@@ -218,36 +290,39 @@ class Kubelet:
             self._patch(key, {"metadata": {"finalizers": rest}})
             log.info("kubelet: pod %s/%s deleted", *key)
 
-    def _report_exit(self, running: RunningPod) -> None:
-        running.reported_exit = True
-        code = running.process.returncode
-        log.info("kubelet: pod %s/%s exited with %d", running.namespace, running.name, code)
-        terminated = {
-            "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "finishedAt": now(),
-        }
-        self._patch(
-            (running.namespace, running.name),
-            {
-                "status": {
-                    "phase": "Succeeded" if code == 0 else "Failed",
-                    "conditions": [
-                        {"type": "Ready", "status": "False", "lastTransitionTime": now()}
-                    ],
-                    "containerStatuses": [
-                        {
-                            "name": running.container,
-                            "ready": False,
-                            "restartCount": 0,
-                            "image": "",
-                            "imageID": "",
-                            "state": {"terminated": terminated},
-                        }
-                    ],
+    def _report_exits(self, running: RunningPod) -> None:
+        """Marks each container whose command ended terminated; the pod ends with the last."""
+        ended = False
+        for container in running.containers:
+            code = container.process.poll()
+            if container.terminated is None and code is not None:
+                ended = True
+                log.info(
+                    "kubelet: pod %s/%s container %s exited with %d",
+                    running.namespace,
+                    running.name,
+                    container.name,
+                    code,
+                )
+                container.terminated = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "finishedAt": now(),
                 }
-            },
-        )
+        if not ended:
+            return
+        status: dict[str, Any] = {
+            "conditions": [
+                {"type": t, "status": "False", "lastTransitionTime": now()}
+                for t in ("ContainersReady", "Ready")
+            ],
+            "containerStatuses": [c.status() for c in running.containers],
+        }
+        if all(c.terminated for c in running.containers):
+            running.reported_exit = True
+            failed = any(c.terminated and c.terminated["exitCode"] for c in running.containers)
+            status["phase"] = "Failed" if failed else "Succeeded"
+        self._patch((running.namespace, running.name), {"status": status})
 
     def _patch(self, key: tuple[str, str], patch: dict[str, Any]) -> None:
         response = self.api.patch(
@@ -266,72 +341,154 @@ class Kubelet:
         except kubernetes_validate.ValidationError as error:
             path = "/".join(str(p) for p in error.absolute_path)
             raise Refused("Invalid", f"{path}: {error.message}") from None
-        containers = pod["spec"]["containers"]
-        if len(containers) != 1 or pod["spec"].get("initContainers"):
-            raise Refused("Unsupported", "the stand-in runs pods of exactly one container")
-        for variable in containers[0].get("env", []):
-            if "valueFrom" in variable:
-                raise Refused("Unsupported", f"env {variable['name']}: valueFrom is not supported")
+        spec = pod["spec"]
+        if spec.get("initContainers") or spec.get("ephemeralContainers"):
+            raise Refused("Unsupported", "the stand-in runs no init or ephemeral containers")
+        if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
+            raise Refused("Unsupported", "the stand-in gives no pod the host's namespaces")
+        if spec.get("shareProcessNamespace"):
+            raise Refused(
+                "Unsupported",
+                "shareProcessNamespace: the stand-in gives each container its own processes",
+            )
+        for container in spec["containers"]:
+            for variable in container.get("env", []):
+                if "valueFrom" in variable:
+                    raise Refused(
+                        "Unsupported", f"env {variable['name']}: valueFrom is not supported"
+                    )
+            added = container.get("securityContext", {}).get("capabilities", {}).get("add", [])
+            if set(added) - ADDABLE_CAPABILITIES:
+                raise Refused(
+                    "Forbidden",
+                    f'violates PodSecurity "restricted": container {container["name"]} adds '
+                    f"{sorted(set(added) - ADDABLE_CAPABILITIES)} (only NET_BIND_SERVICE may be "
+                    "added)",
+                )
+        self._sysctls(pod)
 
-    def _identity(self, pod: dict[str, Any]) -> tuple[int, int, list[int], bool]:
+    @staticmethod
+    def _sysctls(pod: dict[str, Any]) -> dict[str, str]:
+        """The sysctls to set in the pod's network namespace: the runtime's, then the pod's."""
+        asked = pod["spec"].get("securityContext", {}).get("sysctls", [])
+        forbidden = sorted({s["name"] for s in asked} - SAFE_SYSCTLS)
+        if forbidden:
+            raise Refused(
+                "SysctlForbidden",
+                f"forbidden sysctl: {', '.join(forbidden)} not in the safe set (the kubelet "
+                "allows no unsafe sysctl)",
+            )
+        return {**RUNTIME_SYSCTLS, **{s["name"]: s["value"] for s in asked}}
+
+    @staticmethod
+    def _identity(
+        pod: dict[str, Any], container: dict[str, Any]
+    ) -> tuple[int, int, list[int], bool]:
         """uid, gid, extra groups, and whether privilege escalation is allowed."""
         pod_context = pod["spec"].get("securityContext", {})
-        context = {**pod_context, **pod["spec"]["containers"][0].get("securityContext", {})}
+        context = {**pod_context, **container.get("securityContext", {})}
         uid = context.get("runAsUser", 0)  # the stand-in image's user is root
         gid = context.get("runAsGroup", 0)
         if context.get("runAsNonRoot") and uid == 0:
             raise Refused(
                 "CreateContainerConfigError",
-                "runAsNonRoot is set but the container would run as uid 0",
+                f"container {container['name']}: runAsNonRoot is set but the container would "
+                "run as uid 0",
             )
         groups = [gid, *pod_context.get("supplementalGroups", [])]
         if "fsGroup" in pod_context:
             groups.append(pod_context["fsGroup"])
         return uid, gid, sorted(set(groups)), context.get("allowPrivilegeEscalation", True)
 
-    def _pod_ip(self, port: int) -> str:
+    def _pod_ip(self, ports: list[int]) -> str:
         taken = {p.ip for p in self.pods.values()}
         for address in self.network.hosts():
             ip = str(address)
             if ip == "127.0.0.1" or ip in taken:
                 continue
-            with socket.socket() as probe:  # another test run may hold this address's port
-                try:
-                    probe.bind((ip, port))
-                except OSError:
-                    continue
-            return ip
-        raise Refused("OutOfAddresses", f"no free address in {self.network} for port {port}")
+            if all(_free(ip, port) for port in ports or [0]):
+                return ip
+        raise Refused("OutOfAddresses", f"no free address in {self.network} for ports {ports}")
 
     # --- processes ---
 
     def _start(self, key: tuple[str, str], pod: dict[str, Any]) -> RunningPod:
-        container = pod["spec"]["containers"][0]
+        """The pod's network namespace, sysctls and ports, then each of its containers;
+        what fails on the way leaves nothing running."""
+        spec = pod["spec"]
+        sysctls = self._sysctls(pod)
+        for container in spec["containers"]:
+            self._identity(pod, container)  # refuse before anything starts
+            if not [*container.get("command", []), *container.get("args", [])]:
+                raise Refused(
+                    "CreateContainerError",
+                    f"container {container['name']}: no command, and the stand-in image has "
+                    "no entrypoint",
+                )
+        ports = [p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])]
+        ip = self._pod_ip(ports)
+        grace = min(float(spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS)
+        assert self._relay is not None, "the kubelet is not started"
+        pause = start_pause(f"{key[0]}/{key[1]}", self.workdir / f"{key[0]}_{key[1]}.log")
+        running = RunningPod(*key, ip, [], pause, PodPorts(), grace)
+        try:
+            namespace = os.open(f"/proc/{pause.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                try:
+                    write_sysctls(namespace, self._relay.host, sysctls)
+                except OSError as error:
+                    raise Refused(
+                        "CreatePodSandboxError", f"sysctls {sysctls}: {error.strerror}"
+                    ) from None
+                try:
+                    running.ports = self._relay.open(namespace, ip, ports, sorted(self.egress))
+                except OSError as error:
+                    raise Refused("CreatePodSandboxError", f"ports of {ip}: {error}") from None
+            finally:
+                os.close(namespace)
+            for container in spec["containers"]:
+                running.containers.append(
+                    self._start_container(key, pod, container, pause.pid, running.scratch)
+                )
+        except BaseException:  # a pod the kubelet does not track must not keep running
+            self._kill(running)
+            raise
+        return running
+
+    def _start_container(
+        self,
+        key: tuple[str, str],
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        pause_pid: int,
+        scratch: list[Path],
+    ) -> RunningContainer:
         # no ENTRYPOINT in the stand-in image: args alone are the command (Docker's rule)
         argv = [*container.get("command", []), *container.get("args", [])]
-        if not argv:
-            raise Refused(
-                "CreateContainerError", "no command: the stand-in image has no entrypoint"
-            )
-        ports = [p["containerPort"] for p in container.get("ports", [])]
-        ip = self._pod_ip(ports[0] if ports else 0)
-        uid, gid, groups, escalate = self._identity(pod)
-        scratch: list[Path] = []
+        uid, gid, groups, escalate = self._identity(pod, container)
         binds = self._binds(key, pod, container, scratch)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "HOSTNAME": key[1]}
-        env.update(
-            {v["name"]: v.get("value", "").replace("0.0.0.0", ip) for v in container.get("env", [])}
-        )
-        argv = [a.replace("0.0.0.0", ip) for a in argv]
+        env.update({v["name"]: v.get("value", "") for v in container.get("env", [])})
+        added = set(container.get("securityContext", {}).get("capabilities", {}).get("add", []))
+        ambient = set()
+        if uid != 0:  # a non-root command has an added capability only from its file's
+            ambient = added & self.file_capabilities.get(argv[0], set())
         sandbox = self._sandbox(
-            binds, container.get("workingDir") or env["HOME"], uid, gid, groups, escalate
+            binds,
+            container.get("workingDir") or env["HOME"],
+            (uid, gid, groups, escalate),
+            added,
+            ambient,
         )
-        log_path = self.workdir / f"{key[0]}_{key[1]}.log"
+        nsenter = shutil.which("nsenter")
+        assert nsenter, "the stand-in kubelet needs util-linux's nsenter"
+        log_path = self.workdir / f"{key[0]}_{key[1]}_{container['name']}.log"
         info_read, info_write = os.pipe()  # bubblewrap writes the command's PID there
+        joined = [nsenter, f"--net=/proc/{pause_pid}/ns/net", "--", sandbox[0]]  # the pod's net
         try:
             with log_path.open("ab") as output:
                 process = subprocess.Popen(
-                    [sandbox[0], "--info-fd", str(info_write), *sandbox[1:], *argv],
+                    [*joined, "--info-fd", str(info_write), *sandbox[1:], *argv],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
@@ -346,15 +503,20 @@ class Kubelet:
             os.close(info_write)
         try:
             main_pid = self._child_pid(info_read)
-        except BaseException:  # a pod the kubelet does not track must not keep running
+        except BaseException:  # a container the kubelet does not track must not keep running
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
         finally:
             os.close(info_read)
-        grace = min(float(pod["spec"].get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS)
-        return RunningPod(
-            *key, ip, uid, container["name"], process, main_pid, log_path, grace, scratch=scratch
+        return RunningContainer(
+            container["name"],
+            container.get("image", ""),
+            uid,
+            process,
+            main_pid,
+            log_path,
+            now(),
         )
 
     @staticmethod
@@ -416,14 +578,14 @@ class Kubelet:
         self,
         binds: list[tuple[Path, str, bool]],
         workdir: str,
-        uid: int,
-        gid: int,
-        groups: list[int],
-        escalate: bool,
+        identity: tuple[int, int, list[int], bool],
+        added: set[str],
+        ambient: set[str],
     ) -> list[str]:
+        uid, gid, groups, escalate = identity
         bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
         assert bwrap and setpriv, "the stand-in kubelet needs bubblewrap and util-linux's setpriv"
-        # the command is PID 1, as in a container: when it ends, everything in the pod ends
+        # the command is PID 1, as in a container: when it ends, everything in it ends
         args = [bwrap, "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
         args += ["--die-with-parent"]
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
@@ -432,22 +594,31 @@ class Kubelet:
                 args += ["--symlink", str(Path(link).readlink()), link]
             elif Path(link).is_dir():
                 args += ["--ro-bind", link, link]
-        # the image's folders and the pod's volumes together, parents first: a checkout under
-        # /tmp (as a CI clone may be) must not vanish under the pod's /tmp
+        # the image's folders and the container's volumes together, parents first: a checkout
+        # under /tmp (as a CI clone may be) must not vanish under the container's /tmp
         image = [(Path(folder), folder, True) for folder in self.image]
         for source, target, read_only in sorted(
             [*image, *binds], key=lambda bind: len(Path(bind[1]).parts)
         ):
             args += [*Kubelet._passable_parents(target)]
             args += ["--ro-bind" if read_only else "--bind", str(source), target]
-        args += ["--chdir", workdir, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
+        args += ["--chdir", workdir, "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        for capability in sorted(added):
+            args += ["--cap-add", f"CAP_{capability}"]
         args += [
+            "--",
             setpriv,
             f"--reuid={uid}",
             f"--regid={gid}",
             f"--groups={','.join(map(str, groups))}",
         ]
-        args += ["--inh-caps=-all", "--bounding-set=-all"]
+        # the bounding set holds the added capabilities alone; a root command has them, a
+        # non-root one only as ambient capabilities (see the module docstring)
+        bounding = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(added))])
+        inheritable = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(ambient))])
+        args += [f"--inh-caps={inheritable}", f"--bounding-set={bounding}"]
+        if ambient:
+            args.append(f"--ambient-caps={','.join(f'+{c.lower()}' for c in sorted(ambient))}")
         if not escalate:
             args.append("--no-new-privs")
         return [*args, "--"]
@@ -461,39 +632,70 @@ class Kubelet:
         return args
 
     def _kill(self, running: RunningPod) -> None:
-        """SIGTERM to the container's command, SIGKILL after its grace period.
+        """SIGTERM to each container's command, SIGKILL after the pod's grace period, then
+        the pod's ports and its pause process.
 
-        The command runs as PID 1 of the pod's PID namespace: when it ends, the kernel ends all
-        else in it. (bubblewrap's --die-with-parent does not reach it: changing to the pod's uid
-        clears the parent-death signal.)
+        Each command runs as PID 1 of its container's PID namespace: when it ends, the kernel
+        ends all else in it. (bubblewrap's --die-with-parent does not reach it: changing to
+        the pod's uid clears the parent-death signal.)
         """
         self.pods.pop((running.namespace, running.name), None)
-        if running.process.poll() is None:
+        # a command outlives its bubblewrap when that ends first (its parent-death signal
+        # fires when the kubelet's thread ends): the command, not bubblewrap, is the container
+        alive = [c for c in running.containers if not _ended(c)]
+        for container in alive:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(running.main_pid or running.process.pid, signal.SIGTERM)
+                os.kill(container.main_pid or container.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + running.grace
+        for container in alive:
             try:
-                running.process.wait(timeout=running.grace)
-            except subprocess.TimeoutExpired:
+                wait_until(
+                    lambda c=container: _ended(c),
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    what=f"{container.name} to end",
+                )
+            except TimeoutError:
                 log.warning(
-                    "kubelet: pod %s/%s outlived its grace period: killed",
+                    "kubelet: pod %s/%s container %s outlived its grace period: killed",
                     running.namespace,
                     running.name,
+                    container.name,
                 )
-                for pid in {running.main_pid, running.process.pid} - {None}:
+                for pid in {container.main_pid, container.process.pid} - {None}:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)  # PID 1: its namespace goes with it
-                running.process.wait()
-        if running.main_pid is not None:
-            # bubblewrap may end first; the pod is stopped when its command is
-            wait_until(lambda: not _alive(running.main_pid), what=f"{running.name} to end")
+                wait_until(lambda c=container: _ended(c), what=f"{container.name} killed")
+        for container in running.containers:
+            container.process.wait()
+        if self._relay is not None:
+            self._relay.shut(running.ports)
+        running.pause.kill()
+        running.pause.wait()
         for folder in running.scratch:
             shutil.rmtree(folder, ignore_errors=True)
         log.info(
             "kubelet: pod %s/%s stopped (exit %s)",
             running.namespace,
             running.name,
-            running.process.returncode,
+            [c.process.returncode for c in running.containers],
         )
+
+
+def _free(ip: str, port: int) -> bool:
+    """Whether the host can listen on ip:port (another test run may hold it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ended(container: RunningContainer) -> bool:
+    """Whether the container's command (and its bubblewrap) have ended."""
+    if container.main_pid is not None and _alive(container.main_pid):
+        return False
+    return container.process.poll() is not None
 
 
 def _alive(pid: int | None) -> bool:

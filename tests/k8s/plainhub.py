@@ -50,6 +50,7 @@ class PlainHub:
         self.kubeconfig = kubeconfig
         self.base = free_base()
         self.url = f"http://127.0.0.1:{self.base}/"
+        self.hub_port = self.base + 2  # its API, where pods report (register it as egress)
         self.process: subprocess.Popen[bytes] | None = None
         self.headers = {"Authorization": f"token {TOKEN}"}
         folder.mkdir(parents=True, exist_ok=True)
@@ -59,8 +60,8 @@ class PlainHub:
         base = self.base
         common = f"""
 c.JupyterHub.bind_url = "http://127.0.0.1:{base}/"
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{base + 2}"
-c.JupyterHub.hub_connect_url = "http://127.0.0.1:{base + 2}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.hub_port}"
+c.JupyterHub.hub_connect_url = "http://127.0.0.1:{self.hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{base + 1}"
 c.ConfigurableHTTPProxy.command = [{proxy_command()!r}]
 c.JupyterHub.db_url = "sqlite:///{self.folder / "jupyterhub.sqlite"}"

@@ -8,9 +8,11 @@ No real API server runs on a test machine, so the Kubernetes tests run against t
 - `jobcontroller.py`, a thread that does what Kubernetes' Job controller does for a Job of one
   pod without retries: it creates the pod from the Job's template (the kubelet then runs it),
   keeps the Job's status and conditions, and enforces activeDeadlineSeconds;
-- `kubelet.py`, a thread that validates each new pod strictly and runs it as a local sandboxed
-  process under the pod's numeric uid/gid, with its volumes bind-mounted (read-only ones truly
-  read-only), listening on a pod IP from the loopback network; deleting the pod stops it.
+- `kubelet.py`, a thread that validates each new pod strictly and runs each of its containers
+  as a local sandboxed process under its numeric uid/gid, with its volumes bind-mounted
+  (read-only ones truly read-only), in a network namespace of the pod's own whose declared
+  containerPorts are reachable at a pod IP from the loopback network (podnet.py); deleting
+  the pod stops it.
 
 Interface: a spawner needs only the kubeconfig and the pod network; a test may also bind
 volumes and look at the pods.
@@ -20,15 +22,20 @@ volumes and look at the pods.
         env["KUBECONFIG"] = str(k8s.kubeconfig)   # context "standin", namespace "default"
         k8s.pod_network                   # "127.0.8.0/24" by default: pod IPs come from it
         k8s.kubelet.claims["data"] = path # a persistentVolumeClaim "data" mounts this folder
+        k8s.kubelet.egress.add(port)      # pods reach this host port at 127.0.0.1:<port>
+                                          # (the API server's is there already)
         k8s.kubelet.pods                  # (namespace, name) -> RunningPod (ip, uid, process)
         k8s.kubelet.refused               # (namespace, name) -> why the pod was marked Failed
         k8s.jobs.refused                  # (namespace, name) -> why the Job was marked Failed
         k8s.get_pod("default", "jupyter-alice")   # the pod as the API server has it, or None
 
 The pod network must lie in 127.0.0.0/8 (every address of it is local on Linux); 127.0.0.1 is
-never given out, and an address whose pod port another run holds is skipped. What the kubelet
-does and refuses (one container, persistentVolumeClaim and emptyDir volumes, no `valueFrom`,
-no restarts) is in kubelet.py; the API server's own few additions are in apiserver.py.
+never given out, and an address whose pod ports another run holds is skipped. A pod reaches
+only the host ports in `kubelet.egress`, at 127.0.0.1:<port> (a test registers the hub's,
+the service's, PostgreSQL's), and the host reaches only the pod's declared containerPorts.
+What the kubelet does and refuses (persistentVolumeClaim and emptyDir volumes, no `valueFrom`,
+no restarts, only NET_BIND_SERVICE added, only safe sysctls) is in kubelet.py; the API
+server's own few additions are in apiserver.py.
 A hub under test must keep its servers when it stops (`JupyterHub.cleanup_servers = False`) to
 find the pods again after a restart, as on a cluster (tests/k8s/plainhub.py does).
 """
@@ -72,7 +79,10 @@ class StandIn:
         self.kubeconfig = workdir / "kubeconfig.yaml"
         self._server: subprocess.Popen[str] | None = None
         self.kubelet = Kubelet(self.api_url, pod_network, workdir)
+        self.kubelet.egress.add(self.port)  # pods reach the API server at 127.0.0.1:<port>
         self.jobs = JobController(self.api_url)  # Jobs' pods, status, deadline (jobcontroller.py)
+        # one client for the tests' calls: a new one costs ~0.4 s of TLS set-up on a busy machine
+        self.client = httpx.Client(base_url=self.api_url, timeout=10)
 
     def __enter__(self) -> StandIn:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,7 @@ class StandIn:
             self._server.wait(timeout=10)
             assert self._server.stdout is not None
             self._server.stdout.close()
+        self.client.close()
 
     def _write_kubeconfig(self) -> None:
         config = {
@@ -131,9 +142,7 @@ class StandIn:
         os.chmod(self.kubeconfig, 0o600)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        response = httpx.get(
-            f"{self.api_url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10
-        )
+        response = self.client.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -142,13 +151,9 @@ class StandIn:
 
     def create_pod(self, pod: dict[str, Any]) -> None:
         namespace = pod["metadata"].get("namespace", "default")
-        response = httpx.post(
-            f"{self.api_url}/api/v1/namespaces/{namespace}/pods", json=pod, timeout=10
-        )
+        response = self.client.post(f"/api/v1/namespaces/{namespace}/pods", json=pod)
         response.raise_for_status()
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        response = httpx.delete(
-            f"{self.api_url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10
-        )
+        response = self.client.delete(f"/api/v1/namespaces/{namespace}/pods/{name}")
         response.raise_for_status()

@@ -16,25 +16,31 @@ next expects it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from kubelet import RunningPod, running_processes_of, wait_until
 from standin import StandIn
 
-from dossierhub.isolation.podids import pod_ids
+from dossierhub.isolation.podids import pod_ids, recorder_pod_ids
+from dossierhub.isolation.podspec import RECORDER_PORT, SERVER_PORT
 from dossierhub.reports.jobs import RUN_LABEL, job_name
 from dossierhub.reports.records import read_record, write_record
 from dossierhub.reports.requests import start_run
 from dossierhub.reports.resume import JOB_GONE, NOT_STARTED, take_up_runs
 from dossierhub.state.audit import AuditLog
+from dossierhub.state.executions import ACTION
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.workspaces.kubespawner import policy_name
 from dossierhub.workspaces.provision import request_hub_restart
@@ -238,6 +244,109 @@ def test_no_secret_of_the_installation_is_in_the_pod(hub_on_standin: Hub, lead: 
     for name, value in _secrets(hub.home).items():
         for environment in environments:
             assert value not in environment, f"{name} is in the pod's environment"
+
+
+def _recorded(hub: Hub, first_line: str) -> dict[str, Any] | None:
+    """The execute event with `first_line` once the service took it into the audit log."""
+    for record in AuditLog(hub.home).read():
+        if record.get("action") == ACTION:
+            for event in record["details"]["events"]:
+                if event.get("first_line") == first_line:
+                    return {**event, "record": record}
+    return None
+
+
+def test_a_member_s_execution_in_the_pod_is_recorded_under_her_name(
+    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str
+) -> None:
+    """Issue 16 on a pod: the lead's execution goes through the hub's proxy to the pod's
+    recorder (its own container and number), which records it under her name, never the
+    name the message claims; the service takes the batch from the recorder's spool into the
+    audit log. The pod's two containers run as two numbers."""
+    hub, k8s = hub_on_standin, k8s_standin_module
+    hub.ensure_running(SERVER, lead)
+    line = f"marker = {uuid.uuid4().hex!r}"
+    run(hub, lead, line)  # kernelclient's message claims the name "test"
+    wait_until(lambda: _recorded(hub, line) is not None, timeout=20, what="the record")
+    event = _recorded(hub, line)
+    assert event is not None
+    assert (event["person"], event["record"]["details"]["dossier"]) == (LEAD, DOSSIER)
+    assert event["code_sha256"] == hashlib.sha256(line.encode()).hexdigest()
+    numbers = {c.uid for c in k8s.kubelet.pods[POD].containers}
+    assert numbers == {pod_ids(hub.home)[DOSSIER], recorder_pod_ids(hub.home)[DOSSIER]}
+
+
+POD_ATTACKS = """
+import json, os, pathlib, socket
+found = {{}}
+listener = socket.socket()
+try:
+    listener.bind(("0.0.0.0", {port}))
+    found["bind"] = "allowed"
+except OSError as exc:
+    found["bind"] = type(exc).__name__
+spool = pathlib.Path({spool!r})
+for name, attempt in (
+    ("list", lambda: os.listdir(spool)),
+    ("write", lambda: (spool / "planted.json").write_text("{{}}")),
+):
+    try:
+        attempt()
+        found[name] = "allowed"
+    except OSError as exc:
+        found[name] = type(exc).__name__
+seen = []
+for proc in pathlib.Path("/proc").iterdir():
+    try:
+        seen.append((proc / "cmdline").read_bytes())
+    except OSError:
+        pass
+found["recorder seen"] = any(b"netbridge" in line for line in seen)
+server = pathlib.Path(f"/proc/{{os.getppid()}}")  # the kernel's parent: its server
+config = pathlib.Path(os.environ["JUPYTER_CONFIG_DIR"])
+for name, attempt in (
+    ("server environ", lambda: (server / "environ").read_bytes()),
+    ("plant config", lambda: (config.mkdir(parents=True, exist_ok=True),
+                              (config / "jupyter_server_config.json").write_text("{{}}"))),
+):
+    try:
+        attempt()
+        found[name] = "allowed"
+    except OSError as exc:
+        found[name] = "refused"
+print(json.dumps(found))
+"""
+
+
+def test_the_kernel_cannot_take_the_recorder_s_port_reach_its_spool_or_see_it(
+    hub_on_standin: Hub, k8s_standin_module: StandIn, lead: str
+) -> None:
+    """Attacks from the kernel on its pod's recorder: bind the pod's port (the sysctl keeps
+    every port below 1024 from a container without NET_BIND_SERVICE), list or plant in the
+    spool (not mounted in the workspace's container), see its process (a PID namespace of
+    its own); on its server: read its environment (undumpable), plant Jupyter config. And
+    from outside the pod, the server past the recorder: refused (only the recorder's port is
+    declared)."""
+    hub, k8s = hub_on_standin, k8s_standin_module
+    hub.ensure_running(SERVER, lead)
+    spool = hub.home.execution_spool_dir(DOSSIER)
+    code = POD_ATTACKS.format(port=RECORDER_PORT, spool=str(spool))
+    found = json.loads(run(hub, lead, code))
+    assert found == {
+        "bind": "PermissionError",
+        "list": "FileNotFoundError",
+        "write": "FileNotFoundError",
+        "recorder seen": False,
+        # as on one machine: the visitors' tokens in the server are out of the kernel's
+        # reach, and nothing it writes configures the next server
+        "server environ": "refused",
+        "plant config": "refused",
+    }, found
+    assert not (spool / "planted.json").exists()
+    ip = k8s.kubelet.pods[POD].ip
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((ip, SERVER_PORT), timeout=5).close()
+    socket.create_connection((ip, RECORDER_PORT), timeout=5).close()  # the one way in
 
 
 def test_a_hub_restart_finds_the_running_pod_again(

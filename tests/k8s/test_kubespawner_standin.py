@@ -15,6 +15,7 @@ def test_kubespawner_starts_reaches_restarts_and_stops_a_pod(
     k8s_standin: StandIn, tmp_path: Path
 ) -> None:
     hub = PlainHub(tmp_path / "hub", kubeconfig=k8s_standin.kubeconfig)
+    k8s_standin.kubelet.egress.add(hub.hub_port)  # the pod reports to the hub's API
     try:
         hub_start = hub.start()
         ready = hub.start_server("alice")

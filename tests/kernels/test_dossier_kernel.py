@@ -248,49 +248,56 @@ def test_sql_result_is_an_html_table_with_the_row_count(kernel: Kernel) -> None:
     assert "1 row, 1 column" in small["text/html"] and "a&lt;b" in small["text/html"]
 
 
-def _widgets(kernel: Kernel, code: str) -> tuple[dict, list[dict]]:
-    """The displayed bundle and the state of every widget the kernel opened for it (as the
-    browser's widget manager sees it: opened, then updated)."""
-    data: list[dict] = []
-    opened: dict[str, dict] = {}
-
-    def hook(message: dict) -> None:
-        kind, content = message["header"]["msg_type"], message["content"]
-        if kind in ("execute_result", "display_data"):
-            data.append(content["data"])
-        elif kind == "comm_open":
-            opened[content["comm_id"]] = dict(content["data"]["state"])
-        elif kind == "comm_msg" and content["data"].get("method") == "update":
-            opened[content["comm_id"]].update(content["data"]["state"])
-
-    kernel.client.execute_interactive(code, output_hook=hook, timeout=60)
-    assert len(data) == 1, data
-    return data[0], list(opened.values())
+TABLE_MIME = "application/vnd.dossier.sql-table.v1+json"
 
 
-def test_sql_result_is_a_sortable_table_widget_of_the_first_rows(kernel: Kernel) -> None:
-    bundle, opened = _widgets(kernel, "%%sql\nSELECT * FROM residents ORDER BY birth_year")
+def test_sql_result_is_a_sortable_table_of_the_first_rows(kernel: Kernel) -> None:
+    """JupyterLab gets the rows as data for the Dossier extension's table (sorted in the
+    browser), beside the HTML and text; no widget, so no module of a kernel's choosing."""
+    bundle = _display(kernel, "%%sql\nSELECT * FROM residents ORDER BY birth_year")
     _, total, _ = kernel.run("db.execute('SELECT count(*) FROM residents').fetchall()[0][0]")
-    (table,) = [s for s in opened if s.get("_anywidget_id") == "itables.widget.ITable"]
-    view = bundle["application/vnd.jupyter.widget-view+json"]
-    assert view["model_id"]  # JupyterLab shows the widget; the HTML stays for the rest
-    assert "text/html" in bundle and "text/plain" in bundle
-    rows = json.loads(table["_dt_args"]["data_json"])
-    assert len(rows) == min(int(total), 100)  # no more rows leave the kernel than before
-    count = table["_dt_args"]["layout"]["topStart"]["div"]
-    assert count["text"].startswith(f"{int(total):,} rows, 5 columns")
-    assert count["className"] == "dossier-sql-count"
-    years = [r[-1] for r in rows]
-    assert table["_dt_args"]["layout"]["topEnd"] is None  # no search box over 100 rows
-    assert len(set(map(type, years))) == 1  # typed values, sorted by the browser as such
-    _, opened = _widgets(kernel, "%%sql\nSELECT '<b>x</b>' AS x")
-    (state,) = [s for s in opened if s.get("_anywidget_id") == "itables.widget.ITable"]
-    assert state["_dt_args"]["layout"]["topStart"]["div"]["text"] == "1 row, 1 column"
-    assert "<b>" not in state["_dt_args"]["data_json"]  # escaped: shown as text
+    assert set(bundle) == {TABLE_MIME, "text/html", "text/plain"}
+    table = bundle[TABLE_MIME]
+    assert len(table["rows"]) == min(int(total), 100)  # no more rows leave the kernel than before
+    assert table["count"].startswith(f"{int(total):,} rows, 5 columns")
+    names = [c["name"] for c in table["columns"]]
+    year = names.index("birth_year")
+    assert table["columns"][year]["numeric"] is True
+    years = [row[year] for row in table["rows"]]
+    assert all(type(y) is int for y in years)  # typed values, sorted by the browser as such
+    assert years == sorted(years)
+
+    odd = _display(
+        kernel,
+        "%%sql\nSELECT '<b>x</b>' AS x, NULL::INTEGER AS n, 1152921504606846976::BIGINT AS big, "
+        "DATE '2025-03-01' AS d, 1.5::DECIMAL(4, 2) AS dec, 'nan'::DOUBLE AS nan",
+    )[TABLE_MIME]
+    assert odd["count"] == "1 row, 6 columns"
+    # text stays text (the renderer writes it as such), null stays null; numbers JavaScript
+    # cannot hold exactly, dates and decimals come as their text; JSON has no NaN
+    assert odd["rows"] == [["<b>x</b>", None, "1152921504606846976", "2025-03-01", "1.50", "nan"]]
+    assert [c["numeric"] for c in odd["columns"]] == [False, True, True, False, True, True]
+    json.dumps(odd, allow_nan=False)  # what the kernel sends is strict JSON
 
 
-def test_a_report_kernel_shows_no_widget(applied_home: Path) -> None:
-    """papermill would store a widget's state (its rows) in the report notebook."""
+def test_a_workspace_result_converts_to_its_html_table(kernel: Kernel) -> None:
+    """nbconvert (a notebook downloaded or converted outside JupyterLab) knows nothing of the
+    Dossier extension's table: it shows the static HTML of the same rows."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    bundle = _display(kernel, "%%sql\nSELECT * FROM residents ORDER BY birth_year")
+    cell = nbformat.v4.new_code_cell(
+        "%%sql\nSELECT * FROM residents ORDER BY birth_year",
+        outputs=[nbformat.v4.new_output("display_data", data=bundle)],
+    )
+    page, _ = HTMLExporter().from_notebook_node(nbformat.v4.new_notebook(cells=[cell]))
+    assert bundle[TABLE_MIME]["count"] in page and page.count("<tr>") >= 100
+    assert '"rows"' not in page  # the table's data is not in the page a second time
+
+
+def test_a_report_kernel_stores_the_rows_once(applied_home: Path) -> None:
+    """papermill stores every output of a report; nbconvert shows its HTML table."""
     env = {
         **os.environ,
         "DOSSIER_CATALOG": str(applied_home / "extracts" / "armoede" / "catalog.duckdb"),
@@ -298,10 +305,10 @@ def test_a_report_kernel_shows_no_widget(applied_home: Path) -> None:
     }
     report = Kernel(env)
     try:
-        bundle, opened = _widgets(report, "%%sql\nSELECT * FROM residents")
+        bundle = _display(report, "%%sql\nSELECT * FROM residents")
     finally:
         report.stop()
-    assert opened == [] and "application/vnd.jupyter.widget-view+json" not in bundle
+    assert set(bundle) == {"text/html", "text/plain"}
     assert "rows, 5 columns" in bundle["text/html"]
 
 

@@ -16,6 +16,10 @@ number of the dossier's, never its workspace's, as a local report kernel runs as
 `<prefix>r-<id>` rather than `<prefix>-<id>`: `report_pod_id`, kept in the same file under the
 key `<id>/report` (no dossier id holds a slash) and drawn from the same never-reused count.
 
+The recorder of a workspace pod (its `recorder` container, workspaces/netbridge.py in pod mode,
+the pod's only way in) runs as a third number, `recorder_pod_id`, key `<id>/recorder`: never the
+workspace's, so no kernel can signal, trace or impersonate it, and never the report's.
+
 Concurrency-safe: two applies or hub starts at once hand out different numbers (a file lock
 around read, add, atomic write).
 """
@@ -59,6 +63,7 @@ def _read(home: Home) -> dict[str, int]:
 
 
 REPORT_KEY = "{}/report"
+RECORDER_KEY = "{}/recorder"
 
 
 def pod_ids(home: Home) -> dict[str, int]:
@@ -84,6 +89,21 @@ def pod_id(home: Home, dossier_id: str) -> int:
 def report_pod_id(home: Home, dossier_id: str) -> int:
     """The uid (and gid) of the dossier's report runs as Jobs: never its workspace's."""
     return _hand_out(home, REPORT_KEY.format(dossier_id))
+
+
+def recorder_pod_id(home: Home, dossier_id: str) -> int:
+    """The uid (and gid) of the workspace pod's recorder: never its workspace's or report's."""
+    return _hand_out(home, RECORDER_KEY.format(dossier_id))
+
+
+def recorder_pod_ids(home: Home) -> dict[str, int]:
+    """Every dossier's recorder number handed out so far (read only)."""
+    suffix = RECORDER_KEY.format("")
+    return {
+        key.removesuffix(suffix): number
+        for key, number in _read(home).items()
+        if key.endswith(suffix)
+    }
 
 
 def _hand_out(home: Home, key: str) -> int:

@@ -20,6 +20,25 @@ ROLE_LABEL = "dossierhub.io/role"  # workspace, or report
 HOME_VOLUME = "dossierhub-home"
 TMP_VOLUME = "tmp"
 
+RECORDER = "recorder"  # the workspace pod's second container (netbridge.py in pod mode)
+RECORDER_PORT = 80
+"""The pod's one way in: the recorder's port. Below 1024, so that with the pod's sysctl
+(`UNPRIVILEGED_PORTS`) only a container holding NET_BIND_SERVICE, the recorder, can take it:
+a kernel cannot, even when the recorder has died."""
+SERVER_PORT = 8888
+"""The workspace server's port, on the pod's 127.0.0.1 only: reachable from inside the pod."""
+UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "1024"}
+"""A safe sysctl (namespaced per pod): container runtimes set it to 0 by default, which
+would let any container of the pod take port 80."""
+RECORDER_PYTHON = "python-recorder"
+"""The recorder's interpreter in the workspace image: a copy of the environment's Python (beside
+it, so the environment holds) carrying the file capability cap_net_bind_service=+ep
+(deploy/images/Dockerfile). containerd and CRI-O give a non-root container's process an added
+capability only through its executable's file capability (kubernetes/kubernetes#56374: no
+ambient capabilities), and only within the container's own set: the workspace's container,
+which adds none, gets nothing from running it."""
+RECORDER_RESOURCES = {"limits": {"memory": "256Mi", "cpu": "1"}, "requests": {"memory": "64Mi"}}
+
 
 @dataclass(frozen=True)
 class PodStorage:
@@ -111,3 +130,56 @@ def pod_resources(environment: DossierEnvironment, overhead: str) -> PodResource
         mem_guarantee=duckdb,
         cpu_limit=float(environment.limits.threads),
     )
+
+
+@dataclass(frozen=True)
+class RecorderSpec:
+    """What the workspace pod's recorder container is made of (kubespawner.py fills it)."""
+
+    dossier_id: str
+    number: int  # isolation/podids.recorder_pod_id: never the workspace's
+    image: str
+    python: str  # the environment's Python in the image (the recorder runs its RECORDER_PYTHON)
+    hub_api: str  # the hub's API as the pod reaches it (the server's JUPYTERHUB_API_URL)
+    code: str  # audit.executions_code: hash or full
+    auth_cache_seconds: int
+
+
+def recorder_container(home: Home, spec: RecorderSpec) -> dict[str, Any]:
+    """The recorder: the workspace image running netbridge.py in pod mode, as its own number,
+    the pod's only port (named as KubeSpawner looks the server's up), able to bind it through
+    NET_BIND_SERVICE alone (what the restricted standard allows), on a read-only root, with
+    the dossier's spool folder (apply's, isolation/unixusers.own_execution_spool) as the only
+    thing of HOME it mounts, at the path the hub sees it at."""
+    spool = home.execution_spool_dir(spec.dossier_id)
+    _, security = pod_security(spec.number)
+    security["capabilities"] = {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    return {
+        "name": RECORDER,
+        "image": spec.image,
+        # after the image's entrypoint (tini), which passes the kubelet's SIGTERM on
+        "args": [
+            str(Path(spec.python).parent / RECORDER_PYTHON),
+            "-I",
+            "-m",
+            "dossierhub.workspaces.netbridge",
+            f"--listen=0.0.0.0:{RECORDER_PORT}",
+            f"--upstream=127.0.0.1:{SERVER_PORT}",
+            f"--home={home.root}",
+            f"--dossier={spec.dossier_id}",
+            f"--hub-api={spec.hub_api}",
+            f"--code={spec.code}",
+            f"--auth-cache-seconds={spec.auth_cache_seconds}",
+        ],
+        "ports": [{"name": "notebook-port", "containerPort": RECORDER_PORT, "protocol": "TCP"}],
+        "securityContext": security,
+        "resources": RECORDER_RESOURCES,
+        "volumeMounts": [
+            {
+                "name": HOME_VOLUME,
+                "mountPath": str(spool),
+                "subPath": home.relative(spool),
+                "readOnly": False,
+            }
+        ],
+    }

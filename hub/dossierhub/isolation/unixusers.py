@@ -45,8 +45,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from dossierhub.isolation.podids import pod_id, report_pod_id
+from dossierhub.isolation.podids import pod_id, recorder_pod_id, report_pod_id
 from dossierhub.isolation.safefs import DIR_FLAGS, READ_FLAGS, opened_dir, remove_tree
+from dossierhub.state.executions import SPOOL_FOLDER_MODE
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
 
@@ -432,6 +433,7 @@ def secure_dossier(home: Home, dossier_id: str, ids: DossierIdentities | None) -
     secure_extracts(home.extract_dir(dossier_id), owner.extracts_gid if owner else None, control)
     if owner is not None and on_pods(home):
         _own_folder(home.workspace_dir(dossier_id), owner.workspace, 0o700)
+        own_execution_spool(home, dossier_id, recorder_pod_id(home, dossier_id))
     if load_settings(home).reports.backend == "kubernetes":
         # its report runs' Jobs run as it (reports/jobs.py), in folders scratch/<id> groups
         own_report_scratch(home, dossier_id, report_pod_id(home, dossier_id))
@@ -455,6 +457,46 @@ def ensure_workspace_dir(home: Home, dossier_id: str, ids: DossierIdentities | N
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     return _own_folder(folder, owner.workspace, 0o700)
+
+
+class SpoolRefused(Exception):
+    """A pod's execution spool folder cannot be made as its recorder needs it; says why."""
+
+
+def own_execution_spool(home: Home, dossier_id: str, number: int) -> None:
+    """Run as root (apply): audit/spool/<id>, the one folder of HOME the workspace pod's
+    recorder mounts (kubespawner.py), as it needs it on a cluster: owned by the recorder's
+    `number`, grouped to the control identity (the service, which reads and removes the
+    batches and is not root there), setgid so every batch takes that group, closed to
+    everyone else (SPOOL_FOLDER_MODE). audit/ and audit/spool/ stay the control identity's
+    0700 (`secure_home`): the kubelet mounts the folder by its path, nobody passes through
+    them. Opened by descriptor: the control identity writes in audit/spool/, and a link
+    planted as audit/spool/<id> is refused, never followed (UnsafeFile)."""
+    home.audit_dir.mkdir(mode=0o700, exist_ok=True)
+    with opened_dir(home.audit_dir) as audit:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir("spool", 0o700, dir_fd=audit)
+        with opened_dir(Path("spool"), dir_fd=audit) as spool:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(dossier_id, 0o700, dir_fd=spool)
+            with opened_dir(Path(dossier_id), dir_fd=spool) as folder:
+                group = control_owner(home)[1]
+                info = os.fstat(folder)
+                if (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) != (
+                    number,
+                    group,
+                    SPOOL_FOLDER_MODE,
+                ):
+                    # the setgid bit while the group is still root's own: as own_report_scratch
+                    os.fchown(folder, number, os.getegid())
+                    os.fchmod(folder, SPOOL_FOLDER_MODE)
+                    os.fchown(folder, -1, group)
+                if stat.S_IMODE(os.fstat(folder).st_mode) != SPOOL_FOLDER_MODE:
+                    raise SpoolRefused(
+                        f"{home.relative(home.execution_spool_dir(dossier_id))} did not keep "
+                        f"mode {SPOOL_FOLDER_MODE:04o}: HOME's volume drops the setgid bit, "
+                        "which the recorder's batches need to reach the service"
+                    )
 
 
 REPORT_SCRATCH_MODE = 0o2711

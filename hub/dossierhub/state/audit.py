@@ -385,17 +385,23 @@ class AuditLog:
     def _adopt_interrupted(self, seq: int, prev: str) -> tuple[int, str]:
         """Continue after an authenticated record whose head update was cut short (only a
         file can be cut there: the table commits record and head together)."""
-        if self.store.atomic_append:
+        if not isinstance(self.store, FileStore):  # the table: record and head together
             return seq, prev
-        lines = self._lines()
+        # the last line only, not the whole log: every page's decision is an append
+        last = self.store.last_line()
         key = self._mac_key()
-        if len(lines) == seq + 1 and key is not None:
+        if last is not None and key is not None:
             try:
-                record = json.loads(lines[-1])
+                record = json.loads(last)
             except ValueError:
                 return seq, prev
-            if record.get("prev") == prev and record.get("mac") == _record_mac(key, record):
-                return seq + 1, _digest(lines[-1])
+            if (
+                isinstance(record, dict)
+                and record.get("seq") == seq + 1
+                and record.get("prev") == prev
+                and record.get("mac") == _record_mac(key, record)
+            ):
+                return seq + 1, _digest(last)
         return seq, prev
 
     def read(self) -> list[dict[str, Any]]:
@@ -430,16 +436,28 @@ class AuditLog:
             head["mac"] = self._head_mac(key, seq, digest)
         return head
 
-    def verify(self, syslog_file: Path | None = None) -> Verification:
+    def verify_and_read(self) -> tuple[Verification, list[dict[str, Any]]]:
+        """verify() and read() from one pass over the log, for a page that shows both (the
+        audit trail, the admin's overview): the log is read and parsed once, not twice."""
+        records: list[dict[str, Any]] = []
+        result = self.verify(read_into=records)
+        return result, records if records or result.ok else self.read()
+
+    def verify(
+        self, syslog_file: Path | None = None, *, read_into: list[dict[str, Any]] | None = None
+    ) -> Verification:
         """Walk the chain and check it against head.json, the genesis, every release's head
         and, if given, the heads a syslog file witnessed; name the first record that does
-        not fit and which of them disagrees."""
+        not fit and which of them disagrees. `read_into` gets every record (as read() gives
+        them) when the chain itself holds, whatever else disagrees."""
         lines = self._lines()
         keys = self._keys()
         records: list[dict[str, Any]] = []
         chain = self._check_chain(lines, keys.record if keys else None, records)
         if not chain.ok:
             return chain
+        if read_into is not None:
+            read_into.extend(records)
         notes: list[str] = []
         genesis = _genesis_of(records)
         problem = self._check_genesis(records, genesis, notes)

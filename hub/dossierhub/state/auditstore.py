@@ -20,14 +20,31 @@ from settings.yaml.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from filelock import FileLock
 
 from dossierhub.state.atomic import take_folder_owner, write_json
 from dossierhub.state.home import Home
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A record a reader of the log read last (state/auditindex.py): its number, the SHA-256
+    of its line and, in the file, the byte offset the line starts at (0 in the table)."""
+
+    seq: int
+    digest: str
+    offset: int
+
+
+# lines_since's answer: (seq, offset, line) of each record after the mark
+Tail = list[tuple[int, int, str]]
 
 
 class AuditStoreError(Exception):
@@ -60,8 +77,59 @@ class FileStore:
             yield
 
     def lines(self) -> list[str]:
+        """The records' lines. Split at "\\n" only: a record is written with
+        ensure_ascii=False, so text in it (a cell id, a notebook's name) can hold U+2028 or
+        U+2029, which str.splitlines would also split at, hiding the record."""
         path = self.home.audit_log_file
-        return path.read_text("utf-8").splitlines() if path.exists() else []
+        if not path.exists():
+            return []
+        lines = path.read_bytes().decode("utf-8").split("\n")
+        return lines[:-1] if lines[-1] == "" else lines
+
+    def last_line(self) -> str | None:
+        """The log's last line (None for an empty or missing log), read from the end: an
+        append looks at it, and must not cost the whole log."""
+        try:
+            handle = self.home.audit_log_file.open("rb")
+        except FileNotFoundError:
+            return None
+        with handle:
+            end = handle.seek(0, os.SEEK_END)
+            found, start, step = b"", end, 65536
+            while start > 0:
+                start, step = max(0, end - step), step * 2  # a batch's line can be megabytes
+                handle.seek(start)
+                found = handle.read(end - start)
+                if found.rstrip(b"\n").count(b"\n"):  # the line before the last begins here
+                    break
+        line = found.rstrip(b"\n").rsplit(b"\n", 1)[-1] if found.strip(b"\n") else None
+        return line.decode("utf-8", errors="replace") if line is not None else None
+
+    def lines_since(self, mark: Mark | None) -> Tail | None:
+        """The whole lines after `mark` (all for None), each with its number and the byte
+        offset it starts at; None when the line at the mark is not the one it names (the
+        log was cut, replaced or put back). A line still being appended is left for the next
+        read."""
+        path = self.home.audit_log_file
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return [] if mark is None else None
+        with handle:
+            seq, offset = (0, 0) if mark is None else (mark.seq, mark.offset)
+            handle.seek(offset)
+            if mark is not None:
+                last = handle.readline()
+                if not last.endswith(b"\n") or _digest(last[:-1]) != mark.digest:
+                    return None
+                offset += len(last)
+            data = handle.read()
+        tail: Tail = []
+        for raw in data.split(b"\n")[:-1]:  # the piece after the last "\n" is not whole yet
+            seq += 1
+            tail.append((seq, offset, raw.decode("utf-8", errors="replace")))
+            offset += len(raw) + 1
+        return tail
 
     def head_text(self) -> str | None:
         path = self.home.audit_head_file
@@ -69,8 +137,6 @@ class FileStore:
 
     def write(self, line: str, head: dict[str, Any]) -> None:
         """Inside exclusive(): the record (synced), then the head."""
-        import os
-
         fd = os.open(self.home.audit_log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         take_folder_owner(fd, self.home.audit_dir)  # on pods, never root's (atomic.py)
         with os.fdopen(fd, "a", encoding="utf-8") as handle:
@@ -88,6 +154,10 @@ class FileStore:
     def update_witness(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         with self.exclusive():
             write_json(self.home.audit_witness_file, change(object_of(self.witness_text())))
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
 
 
 def object_of(found: str | None) -> dict[str, Any]:

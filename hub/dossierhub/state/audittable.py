@@ -5,6 +5,7 @@ are imported only by processes that use it."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from dossierhub.state import database, witness
-from dossierhub.state.auditstore import AuditStoreError, object_of
+from dossierhub.state.auditstore import AuditStoreError, Mark, Tail, object_of
 from dossierhub.state.home import Home
 
 _T = TypeVar("_T")
@@ -83,6 +84,31 @@ class TableStore:
             return [line for (line,) in rows]
 
         return self._read(read)
+
+    def lines_since(self, mark: Mark | None) -> Tail | None:
+        """The records after `mark` (all for None) as (seq, 0, line); None when the table
+        does not hold the record the mark names as it was (rows deleted, or put back)."""
+        first = 1 if mark is None else mark.seq
+
+        def read(conn: Connection) -> list[tuple[int, str]]:
+            if not self._exists(conn):
+                return []
+            rows = conn.execute(
+                text(f"SELECT seq, line FROM {RECORDS} WHERE seq >= :first ORDER BY seq"),
+                {"first": first},
+            )
+            return [(int(seq), line) for seq, line in rows]
+
+        found = self._read(read)
+        if mark is not None:
+            if not found or found[0][0] != mark.seq or _digest(found[0][1]) != mark.digest:
+                return None
+            found = found[1:]
+        return [(seq, 0, line) for seq, line in found]
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """A database failure as AuditStoreError (for the executions index beside the table)."""
+        return self._errors()
 
     def head_text(self) -> str | None:
         if getattr(self._local, "conn", None) is not None:
@@ -218,6 +244,10 @@ class TableStore:
 
 
 _schema_checked: set[str] = set()  # the databases whose tables this process has seen
+
+
+def _digest(line: str) -> str:
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
 
 
 def _lock_row(conn: Connection, name: str) -> str | None:

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,16 +143,19 @@ def spool_file(home: Home, dossier_id: str, batch_id: str) -> Path:
     return home.execution_spool_dir(dossier_id) / f"{batch_id}.json"
 
 
-def write_batch(home: Home, dossier_id: str, batch_id: str, events: list[dict[str, Any]]) -> Path:
+def write_batch(
+    home: Home, dossier_id: str, batch_id: str, events: list[dict[str, Any]], *, mode: int = 0o600
+) -> Path:
     """Spool one batch (root only: the folders 0700, the file 0600, written atomically: the
     service never reads half a batch). The events are checked here, so a bridge learns at
-    once of an event the service would refuse."""
+    once of an event the service would refuse. A pod's recorder writes `mode` 0640 into the
+    folder apply made for it (`SPOOL_FOLDER_MODE`), whose group is the service's."""
     path = spool_file(home, dossier_id, batch_id)
     batch_of(dossier_id, batch_id, events)
     document = {"format": FORMAT, "dossier": dossier_id, "batch": batch_id, "events": events}
     for folder in (path.parent.parent, path.parent):
         folder.mkdir(mode=0o700, exist_ok=True)
-    write_atomic(path, json.dumps(document, separators=(",", ":")) + "\n", mode=0o600)
+    write_atomic(path, json.dumps(document, separators=(",", ":")) + "\n", mode=mode)
     return path
 
 
@@ -161,20 +165,56 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}"
 
 
+SPOOL_FOLDER_MODE = 0o2770
+"""A pod's spool folder, made by apply: its recorder's number owns it, the service's group
+(the control identity's) reads and removes its batches, setgid so each batch takes that group."""
+
+
 def spooled(home: Home) -> list[Path]:
-    """The batches waiting, per dossier oldest first (batch ids sort in order)."""
+    """The batches waiting, per dossier oldest first (batch ids sort in order). A folder that
+    is a link is not read, nor one anyone may write in (said so in the log)."""
     root = home.execution_spool_root
     if not root.is_dir():
         return []
     found = []
     for folder in sorted(root.iterdir()):
-        if folder.is_dir() and not folder.is_symlink() and DOSSIER_ID.match(folder.name):
-            found += sorted(
-                entry
-                for entry in folder.iterdir()
-                if entry.suffix == ".json" and not entry.name.startswith(".")
-            )
+        if not folder.is_dir() or folder.is_symlink() or not DOSSIER_ID.match(folder.name):
+            continue
+        if os.lstat(folder).st_mode & 0o002:
+            _log.error("execution spool %s is writable by anyone: not read until closed", folder)
+            continue
+        found += sorted(
+            entry
+            for entry in folder.iterdir()
+            if entry.suffix == ".json" and not entry.name.startswith(".")
+        )
     return found
+
+
+def _batch_owners(folder: Path) -> set[int]:
+    """Who may own a dossier's batches: root (one machine's bridge), whoever the service runs
+    as, and the folder's owner (a pod's recorder: only root, apply, gives a folder of
+    audit/spool/ to another owner, and only it and the service may write in audit/)."""
+    return {0, os.geteuid(), os.lstat(folder).st_uid}
+
+
+def _open_batch(path: Path) -> bytes:
+    """A batch's bytes, read through a descriptor that followed no link, of a plain file with
+    one name, of an owner `_batch_owners` allows, written by none but its owner and read by
+    nobody outside the group: anything else is refused (ValueError naming why)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise ValueError("not a plain file with one name")
+        if info.st_uid not in _batch_owners(path.parent):
+            raise ValueError(f"owned by uid {info.st_uid}, not by the spool's writer")
+        if info.st_mode & 0o027:
+            raise ValueError(f"mode {stat.S_IMODE(info.st_mode):04o} lets others write or read it")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
 
 
 class Ingester:
@@ -216,9 +256,10 @@ class Ingester:
 
 def _read_batch(path: Path) -> Batch | None:
     try:
-        batch = _BATCH.validate_json(path.read_bytes())
-    except (OSError, ValidationError) as exc:
-        _log.error("execution batch %s is unreadable, set aside: %s", path, exc)
+        batch = _BATCH.validate_json(_open_batch(path))
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _log.error("execution batch %s is unreadable, set aside: %s", path, reason)
         return None
     if path.parent.name != batch.dossier or path.stem != batch.batch:
         _log.error("execution batch %s names another dossier or batch, set aside", path)
@@ -431,6 +472,22 @@ def refusals_from(
             )
     found.sort(key=lambda refusal: refusal.at)
     return found
+
+
+def kernel_calls_from(
+    records: Iterable[dict[str, Any]], *, dossier: str | None = None
+) -> list[tuple[str, str]]:
+    """(person, action) of each kernel started, restarted, interrupted or shut down over the
+    workspace's REST API in audit `records`, oldest first, of one dossier or all."""
+    found = []
+    for where, _batch, event in _events(records):
+        at = _when(event.get("at"))
+        if event.get("event") != "kernel" or at is None:
+            continue
+        if dossier is None or where == dossier:
+            found.append((at, str(event.get("person", "")), str(event.get("action", ""))))
+    found.sort(key=lambda call: call[0])
+    return [(person, action) for _at, person, action in found]
 
 
 def latest_by_cell(executions: Iterable[Execution]) -> dict[str, Execution]:

@@ -229,6 +229,12 @@ class Home:
         return self.audit_dir / "witness.json"
 
     @property
+    def audit_index_file(self) -> Path:
+        """The executions of the file audit log as rows the pages read, kept in step with it
+        (root only; SQLite; owner: state/auditindex.py)."""
+        return self.audit_dir / "executions.sqlite"
+
+    @property
     def execution_spool_root(self) -> Path:
         """Executions a workspace's bridge saw, waiting for the service to take them into the
         audit log, one folder per dossier (root only; owner: state/executions.py)."""

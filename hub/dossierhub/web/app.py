@@ -25,6 +25,7 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import web
 
 from dossierhub.state.audit import AuditLog, set_channel
+from dossierhub.state.auditindex import ExecutionIndex
 from dossierhub.state.executions import Ingester
 from dossierhub.state.home import Home
 from dossierhub.state.settings import load_settings
@@ -143,14 +144,22 @@ async def _ingest_every(home: Home, seconds: float) -> None:
     (state/executions.py). A failure (the database away) leaves the batches spooled for the
     next round: nothing recorded is lost."""
     ingester: Ingester | None = None
+    indexed = False
     while True:
+        taken = 0
         try:
             if ingester is None:
                 ingester = await asyncio.to_thread(Ingester, AuditLog(home))
-            await asyncio.to_thread(ingester.ingest, home)
+            taken = await asyncio.to_thread(ingester.ingest, home)
         except Exception:
             logging.getLogger("dossierhub.web").exception("executions not taken in yet")
             ingester = None  # read the log again: a batch may have been appended
+        if taken or not indexed:  # the pages' index in step here, not in a page's request
+            try:
+                await asyncio.to_thread(lambda: ExecutionIndex.for_log(AuditLog(home)).catch_up())
+                indexed = True
+            except Exception:
+                logging.getLogger("dossierhub.web").exception("executions index not in step")
         await asyncio.sleep(seconds)
 
 

@@ -11,7 +11,9 @@ workspace server reads:
 - the credential, in jupyterhub's order (services/auth.py `HubAuth.get_token`): `?token=`,
   `Authorization: token|bearer`, the `[__Host-]jupyterhub-user-<server>` cookie (a tornado
   signed value; the token inside is what the hub checks, the signature is not ours to check);
-- after the 101, the websocket frames of both directions with websockets' sans-I/O parser;
+- after the 101, the client's websocket frames with websockets' sans-I/O parser; the
+  workspace's skimmed by their heads for execute_replies (`Replies`: their outcome is all
+  that is read from them);
 - the Jupyter messages in them, as jupyter_server's kernel connection reads them
   (services/kernels/connection/base.py, channels.py): v1 (`v1.kernel.websocket.jupyter.org`,
   binary with offsets, the parts passed to the kernel as sent), legacy JSON text, legacy
@@ -82,8 +84,15 @@ ALLOWED = {
 # input_reply: an answer to input() is data, but under pdb (breakpoint(), %debug, %pdb) it is
 # code; the kernel takes it from any connection, not only the asker's (red team): recorded
 RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
+_REPLY = b"execute_reply"
+SKIM_MAX = 1024 * 1024  # a server's message larger than this is output: never read
+_RECORDED_BYTES = tuple(name.encode() for name in RECORDED)
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
 _SESSIONS = re.compile(r".*/api/sessions(?:/[^/]+)?")
+# jupyter_server's kernels and sessions handlers (services/kernels/handlers.py,
+# services/sessions/handlers.py): the calls that start, restart, interrupt or end a kernel
+_KERNEL_CALL = re.compile(r".*/api/kernels(?:/([^/]+)(?:/(restart|interrupt))?)?")
+_SESSION_CALL = re.compile(r".*/api/sessions(?:/([^/]+))?")
 # a request read whole, waiting for its answer (MIGHT_SWITCH: an upgrade, waiting for its 101)
 _WAITING = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]  # documented, not in __all__
 _AUTH_HEADER = re.compile(r"(?:token|bearer)\s+(.+)", re.IGNORECASE)  # auth.py auth_header_pat
@@ -137,6 +146,42 @@ def kernel_of(target: bytes) -> str | None:
 
 def is_sessions(target: bytes) -> bool:
     return _SESSIONS.fullmatch(urlsplit(target.decode("latin-1")).path) is not None
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """A REST call that starts, restarts, interrupts or shuts down a kernel: the contract's
+    `kernel` event once the workspace has answered it with success. A session's start
+    (POST, or PATCH changing its kernel) starts a kernel only when its answer names one not
+    seen before; a session's DELETE shuts its kernel down."""
+
+    action: str
+    kernel: str | None  # named in the path
+    session: str | None  # named in the path (sessions)
+    of_session: bool
+
+
+def kernel_call(method: bytes, target: bytes) -> KernelCall | None:
+    path = urlsplit(target.decode("latin-1")).path
+    found = _KERNEL_CALL.fullmatch(path)
+    if found:
+        kernel, verb = found.groups()
+        if kernel is None:
+            action = "start" if method == b"POST" else None
+        elif verb is not None:
+            action = verb if method == b"POST" else None
+        else:
+            action = "shutdown" if method == b"DELETE" else None
+        return KernelCall(action, claim(kernel), None, False) if action else None
+    found = _SESSION_CALL.fullmatch(path)
+    if found:
+        session = found.group(1)
+        if session is None:
+            action = "start" if method == b"POST" else None
+        else:
+            action = {b"PATCH": "start", b"DELETE": "shutdown"}.get(method)
+        return KernelCall(action, None, claim(session), True) if action else None
+    return None
 
 
 def _headers(request: h11.Request, name: bytes) -> list[str]:
@@ -219,10 +264,18 @@ class Exchange:
         self.sessions: list[tuple[str, str]] = []  # kernel id -> path, as the server answered
         self._body: bytearray | None = None
         self._gzip = False
+        self.received = 0  # the client's bytes fed so far
+        self.answered = 0  # request/response cycles done
+        # kernel calls the server answered with success: the call, and the sessions (id,
+        # kernel, path) or kernel id its answer named
+        self.calls: list[tuple[KernelCall, list[tuple[str | None, str, str | None]]]] = []
+        self._call: KernelCall | None = None
+        self.seen: list[tuple[str | None, str, str | None]] = []  # every model answered
 
     def client_events(self, data: bytes) -> Iterator[h11.Request]:
         """Feed the client's bytes; yield each request head (the caller checks it before
         its bytes go on). Stops when h11 needs more or the cycle waits for the answer."""
+        self.received += len(data)
         try:
             self.inbound.receive_data(data)
             while True:
@@ -245,6 +298,30 @@ class Exchange:
         if self.switched:
             return 0
         return len(self.inbound.trailing_data[0])
+
+    def waiting_for(self) -> str:
+        """What the connection waits for from the client, for the bridge's deadlines:
+        "head" (a request's head, started or not yet), "idle" (nothing, between keep-alive
+        requests), "body" (the rest of a request's body), or "" (the server's turn, or a
+        websocket, which stays open by design)."""
+        if self.switched:
+            return ""
+        state = self.inbound.their_state
+        if state is h11.SEND_BODY:
+            return "body"
+        if state is h11.IDLE:
+            return "idle" if self.answered and not self.unread() else "head"
+        return ""
+
+    @property
+    def answering(self) -> bool:
+        """Whether the server has begun its answer to the request of this cycle."""
+        return self.outbound.their_state not in (h11.IDLE, h11.SEND_RESPONSE)
+
+    @property
+    def consumed(self) -> int:
+        """How many of the client's bytes h11 has read (a body's progress)."""
+        return self.received - self.unread()
 
     @property
     def paused(self) -> bool:
@@ -283,11 +360,13 @@ class Exchange:
                 raise Refused(f"the workspace chose an unknown protocol {self.subprotocol!r}")
         elif isinstance(event, h11.Response):
             request = self.request
+            call = kernel_call(request.method, request.target) if request is not None else None
+            self._call = call if 200 <= event.status_code < 300 else None
             watched = (
                 request is not None
                 and request.method in (b"GET", b"POST", b"PATCH")
                 and event.status_code in (200, 201)
-                and is_sessions(request.target)
+                and (is_sessions(request.target) or self._call is not None)
             )
             self._body = bytearray() if watched else None
             self._gzip = any(
@@ -299,9 +378,14 @@ class Exchange:
                 self._body = None
             else:
                 self._body += event.data
-        elif isinstance(event, h11.EndOfMessage) and self._body is not None:
-            self.sessions += sessions_of(bytes(self._body), gzipped=self._gzip)
-            self._body = None
+        elif isinstance(event, h11.EndOfMessage):
+            body = bytes(self._body) if self._body is not None else b""
+            models = session_models(body, gzipped=self._gzip) if body else []
+            self.sessions += [(kernel, path) for _, kernel, path in models if path is not None]
+            self.seen += models
+            if self._call is not None:
+                self.calls.append((self._call, models))
+            self._body, self._call = None, None
 
     def _next_cycle(self) -> None:
         done = (h11.DONE, h11.DONE)
@@ -309,30 +393,44 @@ class Exchange:
         if states == done and (self.outbound.our_state, self.outbound.their_state) == done:
             self.inbound.start_next_cycle()
             self.outbound.start_next_cycle()
+            self.answered += 1
 
 
-def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
-    """(kernel id, notebook path) from an /api/sessions answer (one session or a list)."""
+def session_models(
+    body: bytes, *, gzipped: bool = False
+) -> list[tuple[str | None, str, str | None]]:
+    """(session id, kernel id, notebook path) of each session in an /api/sessions answer (one
+    or a list); a kernel's own model (an /api/kernels answer) gives (None, its id, None)."""
     try:
         if gzipped:
             body = gzip.decompress(body)
         models = json.loads(body)
-    except (OSError, EOFError, zlib.error, ValueError):
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):
         return []
-    found = []
+    found: list[tuple[str | None, str, str | None]] = []
     for model in models if isinstance(models, list) else [models]:
-        kernel = model.get("kernel") if isinstance(model, dict) else None
-        path = model.get("path") if isinstance(model, dict) else None
-        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):
-            found.append((recordable(kernel["id"][:CLAIM]), recordable(path[:CLAIM])))
+        if not isinstance(model, dict):
+            continue
+        kernel, path = model.get("kernel"), model.get("path")
+        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str):
+            session = claim(model.get("id"))
+            found.append((session, claim(kernel["id"]) or "", claim(path)))
+        elif "kernel" not in model and isinstance(model.get("id"), str):
+            found.append((None, claim(model["id"]) or "", None))
     return found
+
+
+def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
+    """(kernel id, notebook path) from an /api/sessions answer (one session or a list)."""
+    models = session_models(body, gzipped=gzipped)
+    return [(kernel, path) for _, kernel, path in models if path is not None]
 
 
 # --- websocket frames -------------------------------------------------------------------
 
 
 class Frames:
-    """One direction's websocket frames, read by websockets' sans-I/O parser, assembled into
+    """A person's websocket frames, read by websockets' sans-I/O parser, assembled into
     messages (fragments joined; control frames read and passed over)."""
 
     def __init__(self, side: Side, max_size: int | None):
@@ -362,6 +460,72 @@ class Frames:
                 self.parts = []
         if self.protocol.parser_exc is not None:
             raise Refused(f"the websocket frames could not be read: {self.protocol.parser_exc}")
+        return messages
+
+
+class Replies:
+    """The workspace's frames, skimmed for the messages that may be execute_replies (the
+    only thing read from them: the outcome). websockets' parser reads every frame whole,
+    and under load that was most of what the recording path cost: a `pass` sends four
+    frames back, one of them a reply (bench_relay_pumps.py, bench_attribution.py).
+    websockets has no way to step over a frame, so this reads only the frame heads (RFC
+    6455 5.2: a server's frames are never masked, 5.1) and hands on the messages whose
+    bytes hold "execute_reply". Only outcomes come from here: a frame misread costs an
+    outcome, never a record. A message larger than SKIM_MAX is stepped over unread."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.skip = 0  # bytes of a large frame still to step over
+        self.parts: list[bytes] | None = None  # a fragmented message being kept
+        self.kept = 0
+        self.text = False
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """(is text, payload) of each message `data` completes that may be a reply."""
+        if self.skip:
+            stepped = min(self.skip, len(data))
+            self.skip -= stepped
+            data = data[stepped:]
+        buffer = self.buffer
+        buffer += data
+        messages: list[tuple[bool, bytes]] = []
+        at = 0
+        while len(buffer) - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            if second & 0x80:
+                raise Refused("the workspace sent a masked frame")
+            length, head = second & 0x7F, 2
+            if length == 126:
+                length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
+            elif length == 127:
+                length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+            if len(buffer) - at < head:
+                break
+            opcode, fin, start = first & 0x0F, first & 0x80, at + head
+            if length > SKIM_MAX:  # output, never read: stepped over as it passes
+                if opcode in (0, 1, 2):
+                    self.parts = None
+                at, self.skip = min(len(buffer), start + length), start + length - len(buffer)
+                self.skip = max(self.skip, 0)
+                continue
+            end = start + length
+            if len(buffer) < end:
+                break
+            if opcode in (1, 2):  # a message begins
+                self.text, self.parts, self.kept = opcode == 1, [], 0
+            if opcode in (0, 1, 2) and self.parts is not None:
+                self.kept += length
+                if self.kept > SKIM_MAX:
+                    self.parts = None
+                else:
+                    self.parts.append(bytes(buffer[start:end]))
+                    if fin:
+                        payload = b"".join(self.parts)
+                        if _REPLY in payload:
+                            messages.append((self.text, payload))
+                        self.parts = None
+            at = end
+        del buffer[:at]
         return messages
 
 
@@ -536,14 +700,14 @@ class KernelSocket:
         self.kernel, self.person, self.code_full = kernel, person, code_full
         self.v1 = subprotocol == V1
         self.client = Frames(Side.SERVER, MAX_MESSAGE)
-        self.server = Frames(Side.CLIENT, None)
+        self.server = Replies()
         self.path: str | None = None
 
     def from_client(self, data: bytes) -> list[dict[str, Any]]:
         events = []
         for text, payload in self.client.feed(data):
             # only what runs code is read whole: the rest costs one header parse
-            whole = any(name.encode() in payload for name in RECORDED)
+            whole = any(name in payload for name in _RECORDED_BYTES)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
                 if not whole and message.msg_type in RECORDED:
@@ -576,8 +740,6 @@ class KernelSocket:
     def from_server(self, data: bytes) -> list[tuple[str, str]]:
         outcomes = []
         for text, payload in self.server.feed(data):
-            if b"execute_reply" not in payload:
-                continue
             try:
                 message = read_message(text, payload, v1=self.v1, whole=True)
             except _UNREADABLE:

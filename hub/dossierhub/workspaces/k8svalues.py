@@ -34,6 +34,7 @@ import yaml
 from traitlets.config import Config
 
 from dossierhub.isolation.environment import workspace_python
+from dossierhub.isolation.podspec import RECORDER_PORT
 from dossierhub.state.audit import set_channel
 from dossierhub.state.directory import read_directory
 from dossierhub.state.home import Home
@@ -316,6 +317,9 @@ def z2jh_hub_config(c: Config, home_dir: str) -> None:
         if entry["name"] == SERVICE:
             entry["url"] = service["url"]
     ours.DossierKubeSpawner.hub_connect_url = hub_address_url(c.JupyterHub.hub_connect_url)
+    # the hub and the proxy reach a workspace at its recorder's port, the pod's only way in
+    # (the spawner sets it at every start too: no value of z2jh's decides it)
+    ours.DossierKubeSpawner.port = RECORDER_PORT
     c.merge(ours)
 
 

@@ -14,8 +14,14 @@ against the Kubernetes schemas offline (tests/hub/test_kubespawner.py):
   other dossier's files on the shared HOME; runAsGroup already gives new files the group;
 - `pod_resources`: memory and CPU from the manifest's limits (DuckDB's memory plus
   `kubernetes.memory_overhead` for JupyterLab; its threads as CPUs);
-- `network_policy`: the pod's walls on the network: out to the hub's API and DNS only, in
-  from the proxy and the hub only.
+- `network_policy`: the pod's walls on the network: out to the hub's API only, in from the
+  proxy and the hub only, on the recorder's port;
+- `recorder_container` (podspec.py): the pod's second container, the recorder of who ran
+  what (netbridge.py in pod mode), as a number of its own: the pod's only way in. The hub
+  and the proxy reach the workspace at podIP:RECORDER_PORT; the server listens on the pod's
+  127.0.0.1:SERVER_PORT only; the pod's sysctl keeps every container without
+  NET_BIND_SERVICE (the workspace's) off RECORDER_PORT. Batches go by the volume: the
+  recorder alone mounts audit/spool/<id>; the service takes them in as on one machine.
 
 KubeSpawner has no hook that runs before the pod is created, and a policy made after it
 (`after_pod_created_hook`) would leave the workspace a moment without walls. So `start`
@@ -37,21 +43,26 @@ from tornado import web
 from traitlets import Dict, Integer, Unicode
 
 from dossierhub.isolation.environment import DossierEnvironment, dossier_environment
-from dossierhub.isolation.podids import PodIdsError, pod_ids
+from dossierhub.isolation.podids import PodIdsError, pod_ids, recorder_pod_ids
 from dossierhub.isolation.podspec import (  # noqa: F401 - pod_security, size_bytes: named here too
     DOSSIER_LABEL,
+    RECORDER_PORT,
     ROLE_LABEL,
+    SERVER_PORT,
+    UNPRIVILEGED_PORTS,
     PodStorage,
+    RecorderSpec,
     home_storage,
     pod_resources,
     pod_security,
+    recorder_container,
     size_bytes,
 )
 from dossierhub.state.decisions import reason_of_status
 from dossierhub.state.home import Home
 from dossierhub.state.models import Dossier
 from dossierhub.state.settings import KubernetesSettings, load_settings
-from dossierhub.workspaces.spawner import server_args
+from dossierhub.workspaces.spawner import server_args, server_command
 from dossierhub.workspaces.startchecks import (
     WorkspaceRefused,
     dossier_of,
@@ -172,7 +183,7 @@ class DossierKubeSpawner(KubeSpawner):
         decision = start_decision(self.home, self.user.name, getattr(self, "handler", None))
         try:
             dossier = startable_dossier(self.home, self.dossier_id)
-            number = self._number()
+            number, recorder = self._number()
         except web.HTTPError as exc:  # as the local spawner records it
             decision.refused_for(reason_of_status(exc.status_code), exc.get_message() or "")
             raise
@@ -182,15 +193,18 @@ class DossierKubeSpawner(KubeSpawner):
             server_token=scopes if isinstance(scopes, list) else "as configured", uid=number
         )
         self._configure(dossier, number)
+        self._recorder = recorder
         return dossier
 
-    def _number(self) -> int:
-        """The dossier's pod number as apply handed it out. Never handed out here: apply gives
-        the dossier's files to the number (isolation/unixusers.secure_dossier), so a number
-        the files do not carry would start a pod that cannot read its extracts, or, on a
-        HOME applied for the local spawner, one whose folders belong to someone else."""
+    def _number(self) -> tuple[int, int]:
+        """The dossier's pod numbers as apply handed them out: the workspace's and its
+        recorder's. Never handed out here: apply gives the dossier's files to the number
+        (isolation/unixusers.secure_dossier), and its spool folder to the recorder's, so a
+        number the files do not carry would start a pod that cannot read its extracts, or,
+        on a HOME applied for the local spawner, one whose folders belong to someone else."""
         try:
             number = pod_ids(self.home).get(self.dossier_id)
+            recorder = recorder_pod_ids(self.home).get(self.dossier_id)
         except (PodIdsError, OSError) as exc:
             self.log.error("workspace %s: %s", self.dossier_id, exc)  # may name HOME's files
             raise WorkspaceRefused(
@@ -200,7 +214,7 @@ class DossierKubeSpawner(KubeSpawner):
                 f"The numeric identity of dossier {self.dossier_id} is not in order: ask "
                 "the admin (the hub's log says what is wrong).",
             ) from None
-        if number is None:
+        if number is None or recorder is None:
             raise WorkspaceRefused(
                 409,
                 self.dossier_id,
@@ -208,7 +222,7 @@ class DossierKubeSpawner(KubeSpawner):
                 f"Dossier {self.dossier_id} has not been applied for Kubernetes: its files "
                 "have no pod identity yet. Ask the admin to run `dossierhub apply`.",
             )
-        return number
+        return number, recorder
 
     def _configure(self, dossier: Dossier, number: int) -> None:
         cluster = self.cluster
@@ -228,6 +242,13 @@ class DossierKubeSpawner(KubeSpawner):
         self.uid = self.gid = number
         self.fs_gid = None
         self.pod_security_context, self.container_security_context = pod_security(number)
+        # no container without NET_BIND_SERVICE takes RECORDER_PORT, the recorder's
+        self.pod_security_context["sysctls"] = [dict(UNPRIVILEGED_PORTS)]
+        # the hub and the proxy reach the recorder; the server is behind it (get_env)
+        self.port = RECORDER_PORT
+        # the recorder declares the pod's port (podspec.recorder_container), the server none
+        no_ports: dict[str, Any] = {"ports": []}
+        self.extra_container_config = no_ports
         resources = pod_resources(self._environment, cluster.memory_overhead)
         self.mem_limit = resources.mem_limit
         self.mem_guarantee = resources.mem_guarantee
@@ -242,22 +263,49 @@ class DossierKubeSpawner(KubeSpawner):
         }
         self.working_dir = str(folder)
         self.notebook_dir = str(folder)
-        self.cmd = [str(Path(self.workspace_python).parent / "jupyterhub-singleuser")]
+        # as on one machine: undumpable (its kernels cannot read the visitors' tokens in its
+        # memory or environment, nor trace or rewrite it) and no notebook ever trusted
+        self.cmd = server_command(self.workspace_python)
 
     _environment: DossierEnvironment | None = None
+    _recorder: int | None = None
 
     def get_env(self) -> dict:
         env = super().get_env()
         env.update(self._environment.env if self._environment else {})
+        # where jupyterhub-singleuser listens (JupyterHub passes it so): the pod's loopback,
+        # which only the recorder, in the same pod, reaches from outside
+        base = self.server.base_url if self.server else "/"
+        env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{SERVER_PORT}{base}"
         return env
 
     def get_args(self) -> list[str]:
         folder = self.home.workspace_dir(self.dossier_id)
-        return [*super().get_args(), *server_args(self.auth_cache_seconds, ipc=True, folder=folder)]
+        return [
+            *super().get_args(),
+            *server_args(self.auth_cache_seconds, ipc=True, folder=folder),
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={SERVER_PORT}",
+        ]
+
+    async def get_pod_manifest(self) -> Any:
+        """KubeSpawner's pod with the recorder beside the workspace's container."""
+        if self._recorder is not None:
+            spec = RecorderSpec(
+                dossier_id=self.dossier_id,
+                number=self._recorder,
+                image=self.image,
+                python=self.workspace_python,
+                hub_api=self.get_env()["JUPYTERHUB_API_URL"],
+                code=load_settings(self.home).audit.executions_code,
+                auth_cache_seconds=self.auth_cache_seconds,
+            )
+            self.extra_containers = [recorder_container(self.home, spec)]
+        return await super().get_pod_manifest()
 
     async def _ensure_network_policy(self) -> None:
         """Create the dossier's policy, or replace one left by an earlier start."""
-        policy = network_policy(self.cluster, self.dossier_id, self.port)
+        policy = network_policy(self.cluster, self.dossier_id, RECORDER_PORT)
         api = shared_client("NetworkingV1Api")
         name, namespace = policy["metadata"]["name"], self.namespace
         try:

@@ -17,10 +17,22 @@ read by execwatch.py as it passes (never a byte changed); a kernel channels webs
 only with a person's own credential, checked with the hub, and each execute_request or
 debug_request is recorded in memory before the frame that completes it goes on, then spooled
 (`dossierhub.state.executions.write_batch`) every 2 s or 200 events, when a websocket closes
-and when the bridge ends. Without `--home` it is the plain pump (the bench compares the two).
+and when the bridge ends. Its inbound connections have deadlines for the client's side (a
+request's head, its body, the wait between kept-alive requests), so that slow requests cannot
+hold them all. Without `--home` it is the plain pump (the bench compares the two).
 
     python -I -m dossierhub.workspaces.netbridge --pid PID --started T --port PORT --hub HUB \
         [--home HOME --dossier ID --hub-api URL --code hash|full]
+
+On Kubernetes the same recorder is the workspace pod's `recorder` container (pod mode,
+`serve_pod`): it runs as a number of its own, listens on the pod's port PORT (below 1024: only
+it holds NET_BIND_SERVICE, and the pod's sysctl keeps every other container off ports below
+1024) and joins each connection to the server on the pod's 127.0.0.1:SERVER_PORT, which is
+reachable from nowhere else. It spools into HOME/audit/spool/<id>, the one folder of HOME it
+mounts, files readable by the service's group; it ends on SIGTERM once what it holds is spooled:
+
+    python -I -m dossierhub.workspaces.netbridge --listen 0.0.0.0:PORT \
+        --upstream 127.0.0.1:SERVER_PORT --home HOME --dossier ID --hub-api URL --code hash|full
 """
 
 from __future__ import annotations
@@ -41,9 +53,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # imported when recording only: the plain pump starts on the standard library
+    from dossierhub.workspaces.execwatch import KernelCall
 
 CLONE_NEWNET = 0x40000000
 INBOUND_LIMIT = 256  # browsers' connections through the proxy (websockets stay open)
@@ -54,6 +70,17 @@ FLUSH_EVENTS = 200
 MAX_WAITING = 10_000  # unspooled events; past this, new executions are refused
 REFUSALS_PER_MINUTE = 60
 FULL = "execution records cannot be stored; ask the admin"
+# The client's side of an inbound connection has deadlines (read when the recorder starts):
+# without them anyone who reaches the proxy held all INBOUND_LIMIT connections with slow
+# request heads or bodies, and the team's workspace answered 503 (red team, issue 16). The
+# figures are Apache mod_reqtimeout's kind: a head whole within HEAD_SECONDS of its
+# connection or its first byte; a body at BODY_MIN_RATE after BODY_GRACE_SECONDS; between
+# keep-alive requests (the proxy keeps its connections for reuse) IDLE_SECONDS. The
+# server's turn has none, and a websocket none once open: it stays open by design.
+HEAD_SECONDS = 10.0
+IDLE_SECONDS = 60.0
+BODY_GRACE_SECONDS = 10.0
+BODY_MIN_RATE = 16 * 1024  # bytes a second: 128 kbit/s, below any person's upload
 
 
 def start_time(pid: int) -> str | None:
@@ -108,14 +135,14 @@ class Sandboxed(threading.Thread):
         return result
 
 
-def _listener(port: int) -> socket.socket:
+def _listener(port: int, host: str = "127.0.0.1") -> socket.socket:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # each message goes on at once (Linux gives accepted sockets the listener's setting):
     # with Nagle, a reply's later small messages waited for the client's ACK, which Linux
     # delays 40 ms: a `pass` took 48 ms through the bridge instead of 7 (bench_attribution)
     server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server.bind(("127.0.0.1", port))
+    server.bind((host, port))
     server.listen(64)
     return server
 
@@ -296,6 +323,67 @@ class People:
         return found
 
 
+class Deadlines(threading.Thread):
+    """Cuts inbound connections whose client is too slow with its request (the module's
+    deadlines, read here so that a test can shorten them): a 408 when the request was
+    started and not answered, then the connection is closed and its slot given back."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.head, self.idle = HEAD_SECONDS, IDLE_SECONDS
+        self.grace, self.rate = BODY_GRACE_SECONDS, BODY_MIN_RATE
+        self.tick = min(0.5, self.head / 4)
+        self.lock = threading.Lock()
+        self.connections: set[_Watched] = set()
+        self.stopped = threading.Event()
+        self.cut, self.told = 0, 0.0
+
+    def add(self, connection: _Watched) -> None:
+        with self.lock:
+            self.connections.add(connection)
+
+    def discard(self, connection: _Watched) -> None:
+        with self.lock:
+            self.connections.discard(connection)
+
+    def due(self, phase: str, since: float, read: int) -> float | None:
+        """When a connection waiting for `phase` since `since` (having read `read` bytes of a
+        body) is too slow; None: no deadline."""
+        if phase == "head":
+            return since + self.head
+        if phase == "idle":
+            return since + self.idle
+        if phase == "body":
+            return since + self.grace + read / self.rate
+        return None
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.tick):
+            now = time.monotonic()
+            with self.lock:
+                connections = list(self.connections)
+            for connection in connections:
+                if connection.overdue(now):
+                    connection.cut()
+                    self.cut += 1
+            if self.cut and now - self.told >= 60:  # a flood of them: one line a minute
+                print(
+                    f"netbridge: {self.cut} connection(s) closed for a slow request (a head "
+                    f"takes at most {self.head:g} s, a body at least {self.rate} bytes/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.cut, self.told = 0, now
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Who made a kernel call, and how many kernels the bridge knew of then."""
+
+    person: str
+    known: int
+
+
 class Watch:
     """What the recording bridge knows beyond one connection."""
 
@@ -305,6 +393,13 @@ class Watch:
         self.recorder, self.people = recorder, people
         self.paths: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.minute, self.refusals, self.dropped = 0, 0, 0
+        # every kernel an answer named, with the count of kernels known before it (a session's
+        # start started a kernel when its answer names one unknown when it was asked)
+        self.kernels: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.session_kernels: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.learned = 0
+        self.learning = threading.Lock()
+        self.deadlines = Deadlines()
 
     def refused(self, person: str | None, kernel: str | None, reason: str) -> None:
         """Record a refusal; at most REFUSALS_PER_MINUTE (anyone who reaches the proxy can
@@ -334,15 +429,67 @@ class Watch:
         while len(self.paths) > 1000:
             self.paths.popitem(last=False)
 
+    def learn(self, models: list[tuple[str | None, str, str | None]]) -> None:
+        """What the workspace's answers named: sessions' kernels, kernels (the last 1000)."""
+        with self.learning:
+            for session, kernel, _ in models:
+                if kernel not in self.kernels:
+                    self.learned += 1
+                    self.kernels[kernel] = self.learned
+                if session is not None:
+                    self.session_kernels[session] = kernel
+            for known in (self.kernels, self.session_kernels):
+                while len(known) > 1000:
+                    known.popitem(last=False)
+
+    def kernel_events(
+        self, call: KernelCall, models: list[tuple[str | None, str, str | None]], asked: Asked
+    ) -> list[dict[str, Any]]:
+        """The `kernel` events of `call`, which the workspace answered with success naming
+        `models`."""
+        if call.of_session and call.action == "start":
+            with self.learning:  # a session on a kernel that ran already started none
+                new = [
+                    (k, p)
+                    for _, k, p in models
+                    if self.kernels.get(k, asked.known + 1) > asked.known
+                ]
+        elif call.of_session:
+            new = [(self.session_kernels.get(call.session or ""), None)]
+        else:
+            new = [(call.kernel or next((k for _, k, _ in models), None), None)]
+        self.learn(models)
+        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        return [
+            {
+                "event": "kernel",
+                "at": at,
+                "person": asked.person,
+                "kernel": kernel,
+                "action": call.action,
+                "path": path or (self.paths.get(kernel) if kernel else None),
+            }
+            for kernel, path in new
+        ]
+
     def person_of(self, tokens: list[str]) -> str | None:
         """The one person every credential names, or None."""
         people = {self.people.person(token) for token in tokens}
         return people.pop() if len(people) == 1 else None
 
 
+_PHRASES = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout"}
+_PAST = {
+    "start": "started",
+    "restart": "restarted",
+    "interrupt": "interrupted",
+    "shutdown": "shut down",
+}
+
+
 def _forbidden(reason: str, status: int = 403) -> bytes:
     body = (reason + "\n").encode()
-    head = f"HTTP/1.1 {status} {'Forbidden' if status == 403 else 'Bad Request'}\r\n"
+    head = f"HTTP/1.1 {status} {_PHRASES[status]}\r\n"
     return (
         head.encode()
         + b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
@@ -368,13 +515,23 @@ class _Watched(_Joined):
         self.changed = threading.Condition(self.lock)
         # kernel, person of the upgrade asked for last
         self.upgrade: tuple[str, str | None] | None = None
+        self.asking: tuple[str | None, str | None] = (None, None)  # kernel, person: refusals
+        self.asked: Asked | None = None  # who made the kernel call waiting for its answer
         self.socket: Any = None  # execwatch.KernelSocket once a kernel websocket is open
         self.raw = False  # another websocket (collaboration): pumped as it comes
         self.ended = False
+        # what the client is waiting to send (execwatch.Exchange.waiting_for), since when, and
+        # how much of its bytes had been read then (a body's progress): Deadlines reads them
+        self.phase, self.since, self.mark = "head", time.monotonic(), 0
 
     def start(self) -> None:
-        threading.Thread(target=self._run, args=(self._from_client,), daemon=True).start()
-        threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
+        self.watch.deadlines.add(self)
+        try:
+            threading.Thread(target=self._run, args=(self._from_client,), daemon=True).start()
+            threading.Thread(target=self._run, args=(self._from_server,), daemon=True).start()
+        except RuntimeError:  # no thread to be had: _serve closes it, nothing to watch
+            self.watch.deadlines.discard(self)
+            raise
 
     def _run(self, pump: Callable[[], None]) -> None:
         try:
@@ -399,15 +556,43 @@ class _Watched(_Joined):
             self.running -= 1
             last = self.running == 0
         if last:
+            self.watch.deadlines.discard(self)
             self.a.close()
             self.b.close()
             self.release()
             if self.socket is not None:
                 self.watch.recorder.flush()
 
+    def _rearm(self) -> None:
+        """(Under the lock, after the exchange moved.) A new phase starts its deadline."""
+        phase = self.exchange.waiting_for()
+        if phase != self.phase:
+            self.phase, self.since, self.mark = phase, time.monotonic(), self.exchange.consumed
+
+    def overdue(self, now: float) -> bool:
+        with self.lock:
+            if self.ended:
+                return False
+            read = self.exchange.consumed - self.mark
+            due = self.watch.deadlines.due(self.phase, self.since, read)
+        return due is not None and now > due
+
+    def cut(self) -> None:
+        """Close a connection whose client is too slow: with a 408 when its request was
+        started and the server has not begun to answer it (a keep-alive connection that
+        sent nothing more is closed without a word, as servers do)."""
+        with self.lock:
+            started = self.phase == "body" or (self.phase == "head" and self.exchange.received)
+            unanswered = not self.exchange.answering
+        if started and unanswered:
+            with contextlib.suppress(OSError):
+                self.a.sendall(_forbidden("the request came too slowly", 408))
+        for end in (self.a, self.b):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
     def _refuse(self, reason: str, status: int = 403) -> NoReturn:
-        kernel = self.upgrade[0] if self.upgrade else None
-        person = self.upgrade[1] if self.upgrade else None
+        kernel, person = self.asking
         if self.socket is not None:
             kernel, person = self.socket.kernel, self.socket.person
             self.a.sendall(self.x.close_frame(reason, masked=False))
@@ -444,6 +629,7 @@ class _Watched(_Joined):
                     self._read_requests(data)
                 except self.x.Refused as exc:
                     self._refuse(exc.reason, exc.status)
+                self._rearm()
                 data = b""
                 ready = len(held) - self.exchange.unread()
                 chunk = bytes(held[:ready])
@@ -459,19 +645,26 @@ class _Watched(_Joined):
 
     def _read_requests(self, data: bytes) -> None:
         for request in self.exchange.client_events(data):
+            self.upgrade, self.asked, self.asking = None, None, (None, None)
             self.x.check_request(request, self.watch.server_user)
-            self.upgrade = None
             kernel = self.x.kernel_of(request.target)
-            if kernel is None:
+            call = None if kernel else self.x.kernel_call(request.method, request.target)
+            if kernel is None and call is None:
                 continue
+            self.asking = (kernel or (call.kernel if call else None), None)
             tokens = self.x.credentials(request, self.watch.server_user)
             try:
                 person = self.watch.person_of(tokens) if tokens else None
             except (OSError, ValueError) as exc:
                 raise self.x.Refused(f"the hub could not say who this is ({exc})", 403) from None
-            self.upgrade = (kernel, person)
+            self.asking = (self.asking[0], person)
+            if kernel is not None:
+                self.upgrade = (kernel, person)
             if person is None:
-                raise self.x.Refused("a kernel opens only with a person's own credential", 403)
+                what = "opens" if call is None else f"is {_PAST[call.action]}"
+                raise self.x.Refused(f"a kernel {what} only with a person's own credential", 403)
+            if call is not None:
+                self.asked = Asked(person, self.watch.learned)
 
     def _client_frames(self, data: bytes) -> None:
         try:
@@ -498,15 +691,32 @@ class _Watched(_Joined):
                         rest = self.exchange.server_bytes(data)
                     except self.x.Refused:
                         return
+                    if self.exchange.calls:
+                        self._kernel_calls()
                     if self.exchange.sessions:
                         self.watch.learn_paths(self.exchange.sessions)
                         self.exchange.sessions = []
+                    if self.exchange.seen:
+                        self.watch.learn(self.exchange.seen)
+                        self.exchange.seen = []
                     if self.exchange.switched:
                         self._switch()
+                    self._rearm()
                     self.changed.notify_all()
                 self.a.sendall(data)
                 if rest and self.socket is not None:
                     self._outcomes(rest)
+
+    def _kernel_calls(self) -> None:
+        """(Under the lock.) Record the kernel calls the workspace answered with success
+        (after the fact: the call is the workspace's to carry out or not)."""
+        events = []
+        for call, models in self.exchange.calls:
+            if self.asked is not None:
+                events += self.watch.kernel_events(call, models, self.asked)
+        self.exchange.calls, self.asked = [], None
+        if events:
+            self.watch.recorder.record(events, always=True)
 
     def _switch(self) -> None:
         if self.upgrade is None:
@@ -548,6 +758,8 @@ def _serve(
         try:
             client, _ = server.accept()
         except OSError:
+            if server.fileno() == -1:
+                return  # closed: the bridge is ending (or a test's is)
             time.sleep(0.1)
             continue
         if not slots.acquire(blocking=False):
@@ -569,7 +781,7 @@ def _serve(
             slots.release()
 
 
-def _recording(args: argparse.Namespace) -> tuple[Recorder, Watch]:
+def _recording(args: argparse.Namespace, spool_mode: int = 0o600) -> tuple[Recorder, Watch]:
     """The recorder of this bridge (site packages: h11, websockets, tornado's cookie parser
     and the spool's writer come from the installation)."""
     from dossierhub.state.directory import WORKSPACE_PREFIX
@@ -579,18 +791,32 @@ def _recording(args: argparse.Namespace) -> tuple[Recorder, Watch]:
     home = Home(Path(args.home))
     relay_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}"
     recorder = Recorder(
-        lambda batch, events: write_batch(home, args.dossier, batch, events), relay_id
+        lambda batch, events: write_batch(home, args.dossier, batch, events, mode=spool_mode),
+        relay_id,
     )
     people = People(args.hub_api, args.auth_cache_seconds, WORKSPACE_PREFIX)
-    return recorder, Watch(args, recorder, people)
+    watch = Watch(args, recorder, people)
+    watch.deadlines.start()
+    return recorder, watch
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dossierhub.workspaces.netbridge")
-    parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--started", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--hub", type=int, required=True)
+    # one machine: the sandbox's process, its start, the server's port, the hub's API port
+    parser.add_argument("--pid", type=int)
+    parser.add_argument("--started")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--hub", type=int)
+    # a pod: where the recorder listens, where the server does (the pod's loopback)
+    parser.add_argument("--listen", type=_address)
+    parser.add_argument("--upstream", type=_address)
     # the recorder (all of them, or none: the plain pump)
     parser.add_argument("--home")
     parser.add_argument("--dossier")
@@ -598,15 +824,58 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--code", choices=("hash", "full"), default="hash")
     parser.add_argument("--auth-cache-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
+    sandbox = (args.pid, args.started, args.port, args.hub)
+    if args.listen or args.upstream:
+        if any(given is not None for given in sandbox):
+            parser.error("--listen/--upstream (a pod) take no --pid, --started, --port, --hub")
+        if not (args.listen and args.upstream and args.home):
+            # a pod's only way in records, or there is no reason for it to be there
+            parser.error("a pod's recorder needs --listen, --upstream and --home")
+        if args.upstream[0] != "127.0.0.1":
+            parser.error("--upstream must be 127.0.0.1:PORT: the pod's server listens there only")
+    elif any(given is None for given in sandbox):
+        parser.error("--pid, --started, --port and --hub are needed (or --listen for a pod)")
     if args.home and not (args.dossier and args.hub_api):
         parser.error("--home needs --dossier and --hub-api")
     return args
+
+
+def serve_pod(args: argparse.Namespace) -> int:
+    """Pod mode: the recorder as the pod's only way in (see the module's docstring). There is
+    no sandbox to watch: it runs until SIGTERM (the kubelet's stop), then spools what it
+    holds. Batches are group-readable: their folder's group is the service's (apply gives it
+    with the setgid bit), which reads and removes them and is not root on a cluster."""
+    recorder, watch = _recording(args, spool_mode=0o640)
+    threading.Thread(target=recorder.run, daemon=True).start()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    host, port = args.listen
+    server = _listener(port, host)
+    join = lambda a, b, release: _Watched(a, b, release, watch)  # noqa: E731
+    connect = _connector(args.upstream[1])
+    threading.Thread(
+        target=_serve, args=(server, connect, INBOUND_LIMIT, None, join), daemon=True
+    ).start()
+    print(
+        f"netbridge: {host}:{port} -> 127.0.0.1:{args.upstream[1]} (recording executions)",
+        flush=True,
+    )
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        server.close()
+        recorder.flush()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
     threading.stack_size(256 * 1024)
+    if args.listen:
+        return serve_pod(args)
     # the namespace is held first, then its process checked: a PID reused in between is caught
     netns = os.open(f"/proc/{args.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if start_time(args.pid) != args.started:
