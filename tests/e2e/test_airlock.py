@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -51,6 +52,30 @@ def chatty(hub: Hub) -> Iterator[Hub]:
     assert hub.apply().returncode == 0
 
 
+RUNS = ("read", "include", "viewer", "review")  # one chatty run for each test that uses one
+ZUID = (  # a district no other test releases (differencing compares releases)
+    "district_profile", "-p", "district", "Zuid", "-p", "low_income_threshold", "40000",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(chatty: Hub) -> dict[str, Path]:
+    """Each test's own real run, made up front two at a time (the dossier's two run slots):
+    one run's kernel start and notebook overlap another's instead of following it."""
+
+    def one(template: str, *extra: str) -> Path:
+        result, folder = run(chatty, "armoede", template, *extra, "--user", "b.devries")
+        assert result.returncode == 0, result.stderr
+        assert folder is not None
+        return folder
+
+    with ThreadPoolExecutor(2) as pool:
+        made = {name: pool.submit(one, "chatty") for name in RUNS}
+        made["zuid"] = pool.submit(one, *ZUID)
+        made["quality"] = pool.submit(one, "data_quality", "-p", "view", "incomes")
+        return {name: future.result() for name, future in made.items()}
+
+
 def highest_income(hub: Hub) -> float:
     catalog = hub.home.extract_dir("armoede") / "catalog.duckdb"
     con = duckdb.connect(str(catalog), read_only=True)
@@ -65,10 +90,8 @@ def outputs(folder: Path) -> list[dict]:
     return json.loads((folder / "outputs.json").read_text())
 
 
-def test_only_checked_artefacts_reach_the_viewer(chatty: Hub) -> None:
-    result, folder = run(chatty, "armoede", "chatty", "--user", "b.devries")
-    assert result.returncode == 0, result.stderr
-    assert folder is not None
+def test_only_checked_artefacts_reach_the_viewer(chatty: Hub, runs: dict[str, Path]) -> None:
+    folder = runs["read"]
     top = highest_income(chatty)
     report = (folder / "report.html").read_text()
     review_page = review(chatty, folder)
@@ -94,10 +117,10 @@ def test_only_checked_artefacts_reach_the_viewer(chatty: Hub) -> None:
     assert checks["residents_per_district_chart"]["kind"] == "chart"
 
 
-def test_an_unchecked_output_leaves_only_with_a_justification(chatty: Hub) -> None:
-    result, folder = run(chatty, "armoede", "chatty", "--user", "b.devries")
-    assert result.returncode == 0, result.stderr
-    assert folder is not None
+def test_an_unchecked_output_leaves_only_with_a_justification(
+    chatty: Hub, runs: dict[str, Path]
+) -> None:
+    folder = runs["include"]
     printed = next(o for o in outputs(folder) if o["types"] == ["stream:stdout"])
     release = ["report", "release", "armoede", folder.name, "--user", "a.jansen"]
     bare = dossierhub(chatty, *release, "--include", printed["id"], " ")
@@ -122,12 +145,8 @@ def test_an_unchecked_output_leaves_only_with_a_justification(chatty: Hub) -> No
     assert releases[-1]["details"]["included"] == record["included"]
 
 
-def test_data_quality_shows_no_extreme_values(chatty: Hub) -> None:
-    result, folder = run(
-        chatty, "armoede", "data_quality", "--user", "b.devries", "-p", "view", "incomes"
-    )
-    assert result.returncode == 0, result.stderr
-    assert folder is not None
+def test_data_quality_shows_no_extreme_values(chatty: Hub, runs: dict[str, Path]) -> None:
+    folder = runs["quality"]
     top = highest_income(chatty)
     review(chatty, folder)
     for page in ("report.html", "review.html", "report.ipynb"):
@@ -138,26 +157,12 @@ def test_data_quality_shows_no_extreme_values(chatty: Hub) -> None:
     assert [o for o in outputs(folder) if o["kind"] == "unchecked"] == []
 
 
-def test_a_viewer_reads_a_released_report(chatty: Hub, person: Callable[[str], Page]) -> None:
-    result, folder = run(
-        chatty,
-        "armoede",
-        "district_profile",
-        "--user",
-        "b.devries",
-        "-p",
-        "district",
-        "Zuid",  # a district no other test releases (differencing compares releases)
-        "-p",
-        "low_income_threshold",
-        "40000",
-    )
-    assert result.returncode == 0, result.stderr
-    assert folder is not None
+def test_a_viewer_reads_a_released_report(
+    chatty: Hub, runs: dict[str, Path], person: Callable[[str], Page]
+) -> None:
+    folder, chatty_folder = runs["zuid"], runs["viewer"]
     released = dossierhub(chatty, "report", "release", "armoede", folder.name, "--user", "a.jansen")
     assert released.returncode == 0, released.stderr
-    chatty_result, chatty_folder = run(chatty, "armoede", "chatty", "--user", "b.devries")
-    assert chatty_result.returncode == 0 and chatty_folder is not None
     assert (
         dossierhub(
             chatty, "report", "release", "armoede", chatty_folder.name, "--user", "a.jansen"
@@ -210,10 +215,9 @@ def test_a_viewer_reads_a_released_report(chatty: Hub, person: Callable[[str], P
 
 
 def test_the_releasing_lead_reviews_every_output(
-    chatty: Hub, person: Callable[[str], Page]
+    chatty: Hub, runs: dict[str, Path], person: Callable[[str], Page]
 ) -> None:
-    result, folder = run(chatty, "armoede", "chatty", "--user", "b.devries")
-    assert result.returncode == 0 and folder is not None
+    folder = runs["review"]
     lead = person("a.jansen")
     lead.goto(f"{chatty.service}dossiers/armoede/runs/{folder.name}?view=review")
     expect(lead.locator(".unchecked-output")).to_have_count(3)
