@@ -4,6 +4,7 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { DossierPanel } from './panel';
+import { settingsPlugin } from './settings';
 import { sqlTableFactory } from './sqltable';
 
 // a database (three stacked discs): the file browser's folder sits right above this tab
@@ -42,4 +43,4 @@ const sqlTable: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, sqlTable];
+export default [plugin, sqlTable, settingsPlugin];

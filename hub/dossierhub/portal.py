@@ -32,7 +32,13 @@ from dossierhub.reports.requests import start_run as queue_run
 from dossierhub.state.audit import AuditLog, Verification
 from dossierhub.state.auditindex import ExecutionIndex, Where
 from dossierhub.state.directory import DossierEntry, read_directory
-from dossierhub.state.executions import Execution, executions_from, export_text, refusals_from
+from dossierhub.state.executions import (
+    Execution,
+    executions_from,
+    export_text,
+    kernel_calls_from,
+    refusals_from,
+)
 from dossierhub.state.home import Home, RunFolder
 from dossierhub.state.models import read_dossier
 from dossierhub.state.problems import Problem, ReportRefused
@@ -571,6 +577,10 @@ def _batch_summary(record: dict[str, Any]) -> dict[str, Any]:
         "people": details.get("people"),
         "ran": [{"person": p, "path": path, "count": n} for (p, path), n in ran.most_common()],
         "refused": len(refusals_from([record])),
+        "kernels": [
+            {"person": p, "action": action, "count": n}
+            for (p, action), n in Counter(kernel_calls_from([record])).most_common()
+        ],
     }
 
 

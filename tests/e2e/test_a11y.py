@@ -398,7 +398,8 @@ def lab(hub: Hub, browser: Browser, slow_template: str) -> Iterator[Page]:
     stop_workspace(hub)
 
 
-THEMES = "lab/api/settings/@jupyterlab/apputils-extension:themes"
+# each person's JupyterLab settings are kept in their browser (extensions/src/settings.ts)
+THEMES = f"dossier-lab:settings:{LEAD}:@jupyterlab/apputils-extension:themes"
 
 
 def test_dossier_panel_in_light_and_dark(hub: Hub, lab: Page) -> None:
@@ -406,12 +407,7 @@ def test_dossier_panel_in_light_and_dark(hub: Hub, lab: Page) -> None:
     axe = Findings()
     check_panel(lab, axe, "light")
     shot(lab, "a11y-40-panel-light")
-    settings = f"{hub.url}user/dossier-armoede/{THEMES}"
-    headers = {"Authorization": f"token {hub.token(LEAD)}"}
-    dark = httpx.put(
-        settings, json={"raw": '{"theme": "JupyterLab Dark"}'}, headers=headers, timeout=30
-    )
-    assert dark.status_code == 204, dark.text
+    lab.evaluate('key => localStorage.setItem(key, \'{"theme": "JupyterLab Dark"}\')', THEMES)
     try:
         lab.reload()
         expect(lab.locator("body[data-jp-theme-light='false']")).to_have_count(1, timeout=90_000)
@@ -424,8 +420,8 @@ def test_dossier_panel_in_light_and_dark(hub: Hub, lab: Page) -> None:
         panel.locator(".dh-view[data-view='residents'] summary .dh-view-name").click()
         check_panel(lab, axe, "dark")
         shot(lab, "a11y-41-panel-dark")
-    finally:  # the workspace's settings are the team's: light again
-        httpx.put(settings, json={"raw": "{}"}, headers=headers, timeout=30)
+    finally:  # light again in this browser
+        lab.evaluate("key => localStorage.removeItem(key)", THEMES)
     axe.assert_clean()
 
 

@@ -61,8 +61,9 @@ def test_a_workspace_gets_its_dossier_its_limits_and_its_folders() -> None:
         "JUPYTER_CONFIG_DIR": "/run/dossierhub/jupyter-config",
         "JUPYTER_DATA_DIR": "/run/dossierhub/jupyter-data",
         "IPYTHONDIR": "/run/dossierhub/ipython",
-        # what JupyterLab writes stays in the folder, where it always was
-        "JUPYTERLAB_SETTINGS_DIR": f"{WORKDIR}/.jupyter/lab/user-settings",
+        # no team-wide settings a kernel could write: each person's are in their browser
+        "JUPYTERLAB_SETTINGS_DIR": "/run/dossierhub/lab-settings",
+        # layouts stay in the folder, where they always were
         "JUPYTERLAB_WORKSPACES_DIR": f"{WORKDIR}/.jupyter/lab/workspaces",
     }
     assert made.read_only == (Path("/srv/dossierhub/extracts/armoede"),)
@@ -71,6 +72,7 @@ def test_a_workspace_gets_its_dossier_its_limits_and_its_folders() -> None:
     assert made.empty == (
         Path("/run/dossierhub/jupyter-config"),
         Path("/run/dossierhub/jupyter-data"),
+        Path("/run/dossierhub/lab-settings"),
     )
     assert made.workdir == WORKDIR
     assert made.hostname == "dossier-armoede"

@@ -36,7 +36,8 @@ def at(minutes: int) -> dt.datetime:
 @pytest.fixture(scope="module")
 def home(applied_home: Path) -> Home:
     """armoede: b.devries ran 3 cells of poverty.ipynb (one later failed, its reply in the next
-    batch), a.jansen 1 of a.ipynb, the viewer d.visser 1 (from when they were an analyst);
+    batch, where a.jansen also restarted the kernel), a.jansen 1 of a.ipynb, the viewer
+    d.visser 1 (from when they were an analyst);
     mobiliteit: h.deboer and b.devries (who left it since) 1 each."""
     home = Home(applied_home)  # this module's own copy: its log is this module's
     late = execute(ANALYST, at(3), "1 / 0", cell_id="c3", outcome=None)
@@ -66,6 +67,13 @@ def home(applied_home: Path) -> Home:
                 "event": "refused",
                 "at": at(6).isoformat(),
                 "reason": "a kernel channel opened with the workspace's own token",
+            },
+            {
+                "event": "kernel",
+                "at": at(6).isoformat(),
+                "person": LEAD,
+                "kernel": "k-1",
+                "action": "restart",
             },
         ],
     )
@@ -179,7 +187,7 @@ def test_the_trail_words_a_batch_and_never_shows_its_events(home: Home) -> None:
     assert words == [
         "b.devries ran 3 cells in poverty.ipynb; a.jansen ran 1 cell in a.ipynb; "
         "d.visser ran 1 cell in a notebook the workspace did not name.",
-        "The workspace's bridge turned away 1 request.",
+        "a.jansen restarted 1 kernel; the workspace's bridge turned away 1 request.",
     ]
     viewer = portal.audit_trail(home, "armoede", portal.Person(VIEWER))
     assert not [r for r in viewer["records"] if r["action"] == "workspace.executions"]

@@ -31,12 +31,15 @@ Kind = Literal["workspace", "report"]
 # and where there is no sandbox no dossier identity can make them (/run is root's). IPython's
 # is never made: IPython wants its folder writable and gives each kernel a new empty one in
 # the private /tmp instead, and jupyter_core would try to "migrate" an existing one into the
-# read-only configuration folder, failing the server's start. What JupyterLab and the server
-# write (settings, layouts, file ids, notebook signatures: spawner.server_args) stays in the
-# workspace folder.
+# read-only configuration folder, failing the server's start. JupyterLab's user settings are
+# an empty one too: a setting a kernel wrote there (a colleague's Ctrl+S bound to "run all
+# cells") would act in every member's browser; each person's settings live in their own
+# browser instead (extensions/src/settings.ts). What else JupyterLab and the server write
+# (layouts, file ids, notebook signatures: spawner.server_args) stays in the workspace folder.
 NO_USER_FILES = Path("/run/dossierhub")
 JUPYTER_CONFIG_DIR = NO_USER_FILES / "jupyter-config"
 JUPYTER_DATA_DIR = NO_USER_FILES / "jupyter-data"
+JUPYTERLAB_SETTINGS_DIR = NO_USER_FILES / "lab-settings"
 IPYTHONDIR = NO_USER_FILES / "ipython"
 
 
@@ -116,7 +119,7 @@ def dossier_environment(
             # Jupyter's per-user default, named: the data folder it derives from is read-only
             env["JUPYTER_RUNTIME_DIR"] = str(folder / ".local/share/jupyter/runtime")
         hostname = f"dossier-{dossier.id}"
-        empty: tuple[Path, ...] = (JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR)
+        empty: tuple[Path, ...] = (JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR, JUPYTERLAB_SETTINGS_DIR)
     else:
         env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
         env["DOSSIERHUB_RUN_DIR"] = str(folder)
@@ -137,12 +140,12 @@ def dossier_environment(
 
 
 def _no_user_files(folder: Path) -> dict[str, str]:
-    """Jupyter and IPython read nothing from the workspace folder (NO_USER_FILES); what
-    JupyterLab writes, its settings and layouts, stays where Jupyter keeps it by default."""
+    """Jupyter and IPython read nothing from the workspace folder (NO_USER_FILES), JupyterLab
+    no settings; its layouts stay where Jupyter keeps them by default."""
     return {
         "JUPYTER_CONFIG_DIR": str(JUPYTER_CONFIG_DIR),
         "JUPYTER_DATA_DIR": str(JUPYTER_DATA_DIR),
         "IPYTHONDIR": str(IPYTHONDIR),
-        "JUPYTERLAB_SETTINGS_DIR": str(folder / ".jupyter/lab/user-settings"),
+        "JUPYTERLAB_SETTINGS_DIR": str(JUPYTERLAB_SETTINGS_DIR),
         "JUPYTERLAB_WORKSPACES_DIR": str(folder / ".jupyter/lab/workspaces"),
     }

@@ -474,6 +474,22 @@ def refusals_from(
     return found
 
 
+def kernel_calls_from(
+    records: Iterable[dict[str, Any]], *, dossier: str | None = None
+) -> list[tuple[str, str]]:
+    """(person, action) of each kernel started, restarted, interrupted or shut down over the
+    workspace's REST API in audit `records`, oldest first, of one dossier or all."""
+    found = []
+    for where, _batch, event in _events(records):
+        at = _when(event.get("at"))
+        if event.get("event") != "kernel" or at is None:
+            continue
+        if dossier is None or where == dossier:
+            found.append((at, str(event.get("person", "")), str(event.get("action", ""))))
+    found.sort(key=lambda call: call[0])
+    return [(person, action) for _at, person, action in found]
+
+
 def latest_by_cell(executions: Iterable[Execution]) -> dict[str, Execution]:
     """cell id -> the last execution of that cell (executions without a cell id are left out)."""
     latest: dict[str, Execution] = {}

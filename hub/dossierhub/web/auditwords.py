@@ -190,7 +190,10 @@ def _executions(r: Record) -> Markup:
         by_person.setdefault(str(row.get("person") or "someone"), []).append(row)
     refused = int(r.get("refused") or 0)
     turned_away = Markup("the workspace's bridge turned away {}").format(_count(refused, "request"))
+    kernels = _kernel_calls(r.get("kernels") or [])
     if not by_person:
+        if kernels:  # a sentence that starts with a person's name, as executions do
+            return kernels + Markup("; ") + turned_away if refused else kernels
         if refused:
             return Markup("The workspace's bridge turned away {}").format(
                 _count(refused, "request")
@@ -205,7 +208,34 @@ def _executions(r: Record) -> Markup:
     others = len(busiest) - SHOWN_PEOPLE
     if others > 0:
         text += Markup("; and {} other {}").format(others, "person" if others == 1 else "people")
+    if kernels:
+        text += Markup("; ") + kernels
     return text + Markup("; ") + turned_away if refused else text
+
+
+KERNEL_VERBS = {
+    "start": "started",
+    "restart": "restarted",
+    "interrupt": "interrupted",
+    "shutdown": "shut down",
+}
+
+
+def _kernel_calls(calls: list[Any]) -> Markup:
+    """`a.jansen started 1 kernel; b.devries shut down 2 kernels` (the batch summary's
+    kernel calls over the workspace's REST API)."""
+    said = []
+    for call in calls:
+        if not isinstance(call, dict) or call.get("action") not in KERNEL_VERBS:
+            continue
+        said.append(
+            Markup("{} {} {}").format(
+                call.get("person") or "someone",
+                KERNEL_VERBS[call["action"]],
+                _count(int(call.get("count") or 0), "kernel"),
+            )
+        )
+    return Markup("; ").join(said)
 
 
 def _exported(r: Record) -> Markup:
