@@ -216,8 +216,13 @@ class Recorder:
         self.failing = False
 
     def record(self, events: list[dict[str, Any]], *, always: bool = False) -> bool:
+        """Keep `events` to be spooled; False (refuse the execution) once MAX_WAITING wait, or
+        while the spool cannot be written: what waits in memory is lost when the bridge ends
+        with the disk still full, and a kernel fills the disk its workspace shares with the
+        spool (a pod's recorder has no root's reserve; on one machine inodes have none),
+        then had its executions kept in memory only until the workspace stopped (red team C)."""
         with self.lock:
-            if self.waiting + len(events) > MAX_WAITING and not always:
+            if (self.failing or self.waiting + len(events) > MAX_WAITING) and not always:
                 return False
             for event in events:
                 self.events.append(event)
