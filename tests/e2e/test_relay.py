@@ -263,3 +263,20 @@ def test_a_colleague_s_message_id_is_not_taken_with_their_outcome(
     events = [e for e in events_of(hub, kernel) if e.get("msg_id") == taken]
     # a.jansen's request is no execution of record
     assert [e["person"] for e in events if e["event"] == "execute"] == ["b.devries"]
+
+
+def test_a_kernel_interrupted_over_its_websocket_is_recorded_under_the_person(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """The REST calls that start, restart, interrupt or shut down a kernel are recorded;
+    the same asked over the kernel's websocket (a shutdown_request ends a colleague's kernel
+    and its state) was not (red team C)."""
+    before = len([e for e in events_of(hub, kernel) if e["event"] == "kernel"])
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.send(frame(message("interrupt_request", {}, claimed="a.jansen"), "control"))
+        kernelclient.send_and_collect(socket, kernelclient.execute_request("1"))  # still alive
+    deadline = time.monotonic() + 10
+    while len(found := [e for e in events_of(hub, kernel) if e["event"] == "kernel"]) == before:
+        assert time.monotonic() < deadline, "the interrupt was not recorded"
+        time.sleep(0.1)
+    assert (found[-1]["person"], found[-1]["action"]) == ("b.devries", "interrupt")

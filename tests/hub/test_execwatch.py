@@ -24,6 +24,7 @@ from tornado.web import create_signed_value
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import BINARY, CONT, PING, TEXT, Frame
 
+from dossierhub.state.executions import batch_of
 from dossierhub.workspaces import execwatch, netbridge
 from dossierhub.workspaces.execwatch import V1, Exchange, KernelSocket, Refused
 
@@ -176,12 +177,37 @@ def test_other_allowed_messages_pass_unrecorded():
     for msg_type, channel in (
         ("kernel_info_request", "shell"),
         ("comm_msg", "shell"),
-        ("interrupt_request", "control"),
+        ("is_complete_request", "control"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
     # JupyterLab asks the debugger's state at every kernel status change: no code runs
     info = message("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
     assert watched.from_client(masked(v1(info, "control"))) == []
+
+
+def test_a_kernel_shut_down_restarted_or_interrupted_over_its_websocket_is_recorded():
+    """As the REST calls that do the same (red team C: a member's shutdown_request on the
+    websocket ended a colleague's kernel, its state lost, and nothing said who), whichever
+    channel and however the type is spelled."""
+    watched = socket(None)
+    asked = [
+        (message("shutdown_request", {"restart": False}), "control"),
+        (message("shutdown_request", {"restart": True}), "shell"),
+        (message("interrupt_request", {}), "control"),
+    ]
+    events = []
+    for msg, channel in asked:
+        events += watched.from_client(masked(legacy_text(msg, channel), text=True))
+    escaped = legacy_text(message("shutdown_request", {"restart": True}), "control")
+    escaped = escaped.replace(b'"shutdown_request"', b'"shutdown\\u005frequest"')
+    events += watched.from_client(masked(escaped, text=True))
+    assert [(e["event"], e["person"], e["kernel"], e["action"]) for e in events] == [
+        ("kernel", "a.jansen", KERNEL, "shutdown"),
+        ("kernel", "a.jansen", KERNEL, "restart"),
+        ("kernel", "a.jansen", KERNEL, "interrupt"),
+        ("kernel", "a.jansen", KERNEL, "restart"),
+    ]
+    batch_of("armoede", "r-00000001", events)  # as the service takes them
 
 
 @pytest.mark.parametrize(
