@@ -271,12 +271,16 @@ def test_a_kernel_interrupted_over_its_websocket_is_recorded_under_the_person(
     """The REST calls that start, restart, interrupt or shut down a kernel are recorded;
     the same asked over the kernel's websocket (a shutdown_request ends a colleague's kernel
     and its state) was not (red team C)."""
-    before = len([e for e in events_of(hub, kernel) if e["event"] == "kernel"])
+
+    def interrupts() -> list[dict[str, Any]]:
+        return [e for e in events_of(hub, kernel) if e.get("action") == "interrupt"]
+
+    before = len(interrupts())
     with channels(hub, kernel, tokens["b.devries"]) as socket:
         socket.send(frame(message("interrupt_request", {}, claimed="a.jansen"), "control"))
         kernelclient.send_and_collect(socket, kernelclient.execute_request("1"))  # still alive
     deadline = time.monotonic() + 10
-    while len(found := [e for e in events_of(hub, kernel) if e["event"] == "kernel"]) == before:
+    while len(found := interrupts()) == before:
         assert time.monotonic() < deadline, "the interrupt was not recorded"
         time.sleep(0.1)
     assert (found[-1]["person"], found[-1]["action"]) == ("b.devries", "interrupt")
