@@ -1,5 +1,6 @@
 """The workspace bridge's limits on the client's reading (netbridge.py, issue 16, red team C):
-a client that asks for a large answer and never reads it does not hold a connection for good.
+a client that asks for a large answer and never reads it does not hold a connection for good,
+nor, with no room left for a 408, the thread that cuts every slow connection.
 
 Anyone who reaches the hub's proxy may fetch a workspace's static bundles without logging in
 (`static/lab/jlab_core.*.js`, 2.5 MB, measured on the session hub). The deadlines covered
@@ -120,3 +121,37 @@ def test_clients_that_never_read_their_answer_do_not_lock_a_person_out(bridge: i
     finally:
         for reader in held:
             reader.close()
+
+
+def test_a_client_with_no_room_for_its_408_does_not_hold_the_deadlines(tmp_path) -> None:
+    """Deadlines cuts every slow connection from one thread, with a 408 when a request was
+    started and not answered. A client that left an earlier answer unread (its buffers full)
+    and then stalled in its next request's head made that 408 wait: the thread stood still
+    (for good, or SEND_SECONDS each), and no other slow connection was cut meanwhile."""
+    args = argparse.Namespace(
+        home=str(tmp_path),
+        dossier="armoede",
+        hub_api="http://127.0.0.1:9/hub/api",
+        code="hash",
+        auth_cache_seconds=5.0,
+    )
+    _, watch = netbridge._recording(args)
+    client, a = socket.socketpair()
+    server, b = socket.socketpair()
+    a.setblocking(False)
+    with contextlib.suppress(BlockingIOError):  # the earlier answer, never read
+        while True:
+            a.send(b"x" * 65536)
+    a.setblocking(True)
+    slow = netbridge._Watched(a, b, lambda: None, watch)
+    list(slow.exchange.client_events(b"GET /api/status HT"))  # a head started, then nothing
+    cutting = threading.Thread(target=slow.cut, daemon=True)
+    began = time.monotonic()
+    cutting.start()
+    cutting.join(5)
+    try:
+        assert not cutting.is_alive(), "cutting one slow client held the deadlines' thread"
+        assert time.monotonic() - began < 2
+    finally:
+        for end in (client, a, server, b):
+            end.close()

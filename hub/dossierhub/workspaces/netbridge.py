@@ -623,8 +623,10 @@ class _Watched(_Joined):
             started = self.phase == "body" or (self.phase == "head" and self.exchange.received)
             unanswered = not self.exchange.answering
         if started and unanswered:
+            # without waiting: a client that left an earlier answer unread has no room for it,
+            # and a wait here held Deadlines' one thread, every other connection's cut with it
             with contextlib.suppress(OSError):
-                self.a.sendall(_forbidden("the request came too slowly", 408))
+                self.a.send(_forbidden("the request came too slowly", 408), socket.MSG_DONTWAIT)
         for end in (self.a, self.b):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
