@@ -32,6 +32,7 @@ from dossierhub.workspaces import netbridge
 
 LIMIT = 4
 DEADLINE = 1.0
+SEND = 0.3  # a send that moves nothing for this long ends the connection
 BIG = 8 * 1024 * 1024  # more than the sockets between bridge and client buffer on loopback
 
 
@@ -63,6 +64,7 @@ def upstream() -> Iterator[int]:
         server.add_sockets(sockets)
         await stop.wait()
         server.stop()
+        await server.close_all_connections()  # the big answers still being written
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
@@ -73,8 +75,10 @@ def upstream() -> Iterator[int]:
 
 @pytest.fixture
 def bridge(tmp_path, monkeypatch, upstream: int) -> Iterator[int]:
-    for name in ("HEAD_SECONDS", "IDLE_SECONDS", "BODY_GRACE_SECONDS", "SEND_SECONDS"):
-        monkeypatch.setattr(netbridge, name, DEADLINE, raising=False)
+    for name in ("HEAD_SECONDS", "IDLE_SECONDS", "BODY_GRACE_SECONDS"):
+        monkeypatch.setattr(netbridge, name, DEADLINE)
+    # raising=False: the code before had no SEND_SECONDS (the test then failed, as it should)
+    monkeypatch.setattr(netbridge, "SEND_SECONDS", SEND, raising=False)
     args = argparse.Namespace(
         home=str(tmp_path),
         dossier="armoede",
