@@ -233,3 +233,54 @@ def test_an_answer_to_input_is_recorded_under_the_person_who_sent_it(
     assert len(now_by_other) - by_other > 1, "b.devries's answer to input() was not recorded"
     answer = next(e for e in now_by_other if e.get("kind") == "input")
     assert (answer["channel"], answer["first_line"]) == ("stdin", "typed on b.devries's socket")
+
+
+def test_a_colleague_s_message_id_is_not_taken_with_their_outcome(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """Every message of a kernel reaches every connection to it, so a.jansen sees the msg_id
+    of each run of b.devries; an execute_reply names its request by msg_id alone. A run of
+    a.jansen's own under b's msg_id, failing after the bridge had spooled both, made b's run
+    that succeeded show as an error on the audit page and in the API (red team C, measured
+    on the code before: b's `print('b ok')` listed with outcome "error"). Now such a request
+    is refused before it reaches the kernel."""
+    with (
+        channels(hub, kernel, tokens["b.devries"]) as theirs,
+        channels(hub, kernel, tokens["a.jansen"]) as mine,
+    ):
+        taken, _, status = run(theirs, "print('b ok')", claimed="b.devries")
+        assert status == "ok"
+        mine.send(frame(kernelclient.execute_request("reused = 1/0", msg_id=taken)))
+        deadline = time.monotonic() + 10
+        with pytest.raises(ConnectionClosed) as closed:
+            while time.monotonic() < deadline:
+                mine.recv(timeout=deadline - time.monotonic())  # b's broadcasts, then the close
+        _, out, _ = run(theirs, "print('reused' in dir())", claimed="b.devries")
+    assert closed.value.rcvd is not None and "already used" in closed.value.rcvd.reason
+    assert out.strip() == "False"  # it never ran
+    recorded = executions(hub, kernel, {taken})[taken]  # once spooled, its outcome joined
+    assert (recorded["person"], recorded["outcome"]) == ("b.devries", "ok")
+    events = [e for e in events_of(hub, kernel) if e.get("msg_id") == taken]
+    # a.jansen's request is no execution of record
+    assert [e["person"] for e in events if e["event"] == "execute"] == ["b.devries"]
+
+
+def test_a_kernel_interrupted_over_its_websocket_is_recorded_under_the_person(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """The REST calls that start, restart, interrupt or shut down a kernel are recorded;
+    the same asked over the kernel's websocket (a shutdown_request ends a colleague's kernel
+    and its state) was not (red team C)."""
+
+    def interrupts() -> list[dict[str, Any]]:
+        return [e for e in events_of(hub, kernel) if e.get("action") == "interrupt"]
+
+    before = len(interrupts())
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.send(frame(message("interrupt_request", {}, claimed="a.jansen"), "control"))
+        kernelclient.send_and_collect(socket, kernelclient.execute_request("1"))  # still alive
+    deadline = time.monotonic() + 10
+    while len(found := interrupts()) == before:
+        assert time.monotonic() < deadline, "the interrupt was not recorded"
+        time.sleep(0.1)
+    assert (found[-1]["person"], found[-1]["action"]) == ("b.devries", "interrupt")

@@ -4,9 +4,12 @@ tornado's own signing; the recorder's batching (netbridge.Recorder). Millisecond
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
+import subprocess
 import uuid
 
 import h11
@@ -21,6 +24,7 @@ from tornado.web import create_signed_value
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import BINARY, CONT, PING, TEXT, Frame
 
+from dossierhub.state.executions import batch_of
 from dossierhub.workspaces import execwatch, netbridge
 from dossierhub.workspaces.execwatch import V1, Exchange, KernelSocket, Refused
 
@@ -173,12 +177,37 @@ def test_other_allowed_messages_pass_unrecorded():
     for msg_type, channel in (
         ("kernel_info_request", "shell"),
         ("comm_msg", "shell"),
-        ("interrupt_request", "control"),
+        ("is_complete_request", "control"),
     ):
         assert watched.from_client(masked(v1(message(msg_type, {}), channel))) == []
     # JupyterLab asks the debugger's state at every kernel status change: no code runs
     info = message("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
     assert watched.from_client(masked(v1(info, "control"))) == []
+
+
+def test_a_kernel_shut_down_restarted_or_interrupted_over_its_websocket_is_recorded():
+    """As the REST calls that do the same (red team C: a member's shutdown_request on the
+    websocket ended a colleague's kernel, its state lost, and nothing said who), whichever
+    channel and however the type is spelled."""
+    watched = socket(None)
+    asked = [
+        (message("shutdown_request", {"restart": False}), "control"),
+        (message("shutdown_request", {"restart": True}), "shell"),
+        (message("interrupt_request", {}), "control"),
+    ]
+    events = []
+    for msg, channel in asked:
+        events += watched.from_client(masked(legacy_text(msg, channel), text=True))
+    escaped = legacy_text(message("shutdown_request", {"restart": True}), "control")
+    escaped = escaped.replace(b'"shutdown_request"', b'"shutdown\\u005frequest"')
+    events += watched.from_client(masked(escaped, text=True))
+    assert [(e["event"], e["person"], e["kernel"], e["action"]) for e in events] == [
+        ("kernel", "a.jansen", KERNEL, "shutdown"),
+        ("kernel", "a.jansen", KERNEL, "restart"),
+        ("kernel", "a.jansen", KERNEL, "interrupt"),
+        ("kernel", "a.jansen", KERNEL, "restart"),
+    ]
+    batch_of("armoede", "r-00000001", events)  # as the service takes them
 
 
 @pytest.mark.parametrize(
@@ -450,24 +479,68 @@ def test_recorder_batches_in_order_keeps_what_cannot_be_written_and_fails_closed
     event = {"event": "execute", "kernel": "k", "msg_id": "m", "outcome": None}
     assert recorder.record([dict(event)])
     recorder.outcome("k", "m", "ok")  # still in memory: joined
-    recorder.flush()  # cannot be written: kept
-    recorder.outcome("k", "m", "error")  # already answered
     monkeypatch.setattr(netbridge, "MAX_WAITING", 2)
     assert recorder.record([{**event, "msg_id": "m2"}])
     assert not recorder.record([{**event, "msg_id": "m3"}])  # full: refused
+    recorder.flush()  # cannot be written: kept
+    recorder.outcome("k", "m", "error")  # already answered
     broken = False
     recorder.flush()
     recorder.outcome("k", "m2", "aborted")  # its event left: an outcome event
     recorder.flush()
-    assert [batch for batch, _ in written] == ["r1-00000001", "r1-00000002", "r1-00000003"]
+    assert [batch for batch, _ in written] == ["r1-00000001", "r1-00000002"]
+    assert [e["msg_id"] for e in written[0][1]] == ["m", "m2"]
     assert written[0][1][0]["outcome"] == "ok"
-    assert written[2][1][0] == {
-        **written[2][1][0],
+    assert written[1][1][0] == {
+        **written[1][1][0],
         "event": "outcome",
         "msg_id": "m2",
         "outcome": "aborted",
     }
     assert recorder.record([{**event, "msg_id": "m4"}])  # room again
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a filesystem of its own (root)")
+def test_executions_are_refused_while_the_spool_cannot_be_written(tmp_path):
+    """A kernel fills the filesystem its workspace folder shares with the spool (a pod's
+    recorder is not root and has no reserve; on one machine root has none of inodes).
+    Executions then waited in memory, up to MAX_WAITING, and were lost when the workspace
+    stopped with the disk still full: run, never recorded (red team C; accepted on the code
+    before). Now a batch that cannot be written makes the bridge refuse executions until one
+    can. A real full filesystem: a tmpfs of the spool whose every inode is taken."""
+    from dossierhub.state.executions import write_batch
+    from dossierhub.state.home import Home
+
+    def ran(code: str) -> list[dict]:
+        return socket(None).from_client(masked(legacy_text(execute(code), "shell"), text=True))
+
+    home = Home(tmp_path)
+    spool = home.execution_spool_dir("armoede")
+    spool.mkdir(parents=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", spool]
+    subprocess.run(mount, check=True)
+    try:
+        taken = 0
+        with contextlib.suppress(OSError):  # as a kernel's loop of empty files does
+            while True:
+                (spool / f"fill-{taken}").touch()
+                taken += 1
+        recorder = netbridge.Recorder(
+            lambda batch, events: write_batch(home, "armoede", batch, events), "r1"
+        )
+        assert recorder.record(ran("x = 1"))
+        recorder.flush()  # ENOSPC: kept in memory, said on stderr
+        assert not recorder.record(ran("unrecorded = 1"))  # refused: the kernel never gets it
+        for name in ("fill-0", "fill-1"):  # room again, for two batches
+            (spool / name).unlink()
+        recorder.flush()
+        assert recorder.record(ran("y = 2"))
+        recorder.flush()
+        spooled = [json.loads(path.read_text()) for path in sorted(spool.glob("r1-*.json"))]
+    finally:
+        subprocess.run(["umount", "-l", spool], check=False)
+    firsts = [event["first_line"] for batch in spooled for event in batch["events"]]
+    assert firsts == ["x = 1", "y = 2"]
 
 
 def test_full_code_is_kept_up_to_a_cap_and_hashed_whole(tmp_path):

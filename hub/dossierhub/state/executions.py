@@ -90,7 +90,8 @@ class RefusedEvent(Strict):
 
 
 class KernelEvent(Strict):
-    """A person started, restarted, interrupted or shut down a kernel over the REST API."""
+    """A person started, restarted, interrupted or shut down a kernel over the REST API (or
+    over the kernel's websocket: all but a start)."""
 
     event: Literal["kernel"]
     at: dt.datetime

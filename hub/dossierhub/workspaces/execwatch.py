@@ -85,6 +85,10 @@ ALLOWED = {
 # code; the kernel takes it from any connection, not only the asker's (red team): recorded
 RECORDED = {"execute_request": "execute", "debug_request": "debug", "input_reply": "input"}
 _REPLY = b"execute_reply"
+# a kernel ended, restarted or interrupted over its websocket (ipykernel takes them on shell and
+# control): recorded as the REST calls that do the same are, as a `kernel` event (red team C:
+# a member shut a colleague's kernel down, its state lost, and nothing said who)
+LIFECYCLE = {"shutdown_request", "interrupt_request"}
 SKIM_MAX = 1024 * 1024  # a server's message larger than this is output: never read
 _RECORDED_BYTES = tuple(name.encode() for name in RECORDED)
 _KERNEL_CHANNELS = re.compile(r".*/api/kernels/([^/]+)/channels")
@@ -710,7 +714,7 @@ class KernelSocket:
             whole = any(name in payload for name in _RECORDED_BYTES)
             try:
                 message = read_message(text, payload, v1=self.v1, whole=whole)
-                if not whole and message.msg_type in RECORDED:
+                if not whole and (message.msg_type in RECORDED or message.msg_type in LIFECYCLE):
                     # the type spelled with JSON escapes ("debug\u005frequest") passes the
                     # byte test: its content would go unread and unrecorded
                     message = read_message(text, payload, v1=self.v1, whole=True)
@@ -735,7 +739,25 @@ class KernelSocket:
                     )
                 except (ValueError, RecursionError) as exc:  # user_expressions too deep
                     raise Refused(f"a kernel message could not be read ({exc})") from None
+            elif message.msg_type in LIFECYCLE:
+                events.append(self._lifecycle(message))
         return events
+
+    def _lifecycle(self, message: Message) -> dict[str, Any]:
+        """The `kernel` event of a shutdown_request (a restart when its content says so) or
+        an interrupt_request."""
+        if message.msg_type == "interrupt_request":
+            action = "interrupt"
+        else:
+            action = "restart" if message.content.get("restart") is True else "shutdown"
+        return {
+            "event": "kernel",
+            "at": now(),
+            "person": self.person,
+            "kernel": self.kernel,
+            "action": action,
+            "path": self.path,
+        }
 
     def from_server(self, data: bytes) -> list[tuple[str, str]]:
         outcomes = []

@@ -41,12 +41,14 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import queue
 import resource
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -70,17 +72,25 @@ FLUSH_EVENTS = 200
 MAX_WAITING = 10_000  # unspooled events; past this, new executions are refused
 REFUSALS_PER_MINUTE = 60
 FULL = "execution records cannot be stored; ask the admin"
+REUSED = "a message id already used with this kernel is refused"
+USED_IDS = 20_000  # executions whose msg_id a new one may not take (~3 MB at most)
 # The client's side of an inbound connection has deadlines (read when the recorder starts):
 # without them anyone who reaches the proxy held all INBOUND_LIMIT connections with slow
 # request heads or bodies, and the team's workspace answered 503 (red team, issue 16). The
 # figures are Apache mod_reqtimeout's kind: a head whole within HEAD_SECONDS of its
 # connection or its first byte; a body at BODY_MIN_RATE after BODY_GRACE_SECONDS; between
 # keep-alive requests (the proxy keeps its connections for reuse) IDLE_SECONDS. The
-# server's turn has none, and a websocket none once open: it stays open by design.
+# server's turn has none, and a websocket none once open: it stays open by design; the
+# client's reading has SEND_SECONDS (below).
 HEAD_SECONDS = 10.0
 IDLE_SECONDS = 60.0
 BODY_GRACE_SECONDS = 10.0
 BODY_MIN_RATE = 16 * 1024  # bytes a second: 128 kbit/s, below any person's upload
+# the client's turn to read: a send to it that moves no byte for this long ends the connection
+# (nginx's send_timeout). Without it, a client that asked for a large answer (a static bundle,
+# served to anyone) and read none of it held its slot for good once the buffers were full
+# (red team C: INBOUND_LIMIT such clients locked a team out)
+SEND_SECONDS = 60.0
 
 
 def start_time(pid: int) -> str | None:
@@ -206,8 +216,13 @@ class Recorder:
         self.failing = False
 
     def record(self, events: list[dict[str, Any]], *, always: bool = False) -> bool:
+        """Keep `events` to be spooled; False (refuse the execution) once MAX_WAITING wait, or
+        while the spool cannot be written: what waits in memory is lost when the bridge ends
+        with the disk still full, and a kernel fills the disk its workspace shares with the
+        spool (a pod's recorder has no root's reserve; on one machine inodes have none),
+        then had its executions kept in memory only until the workspace stopped (red team C)."""
         with self.lock:
-            if self.waiting + len(events) > MAX_WAITING and not always:
+            if (self.failing or self.waiting + len(events) > MAX_WAITING) and not always:
                 return False
             for event in events:
                 self.events.append(event)
@@ -400,6 +415,24 @@ class Watch:
         self.learned = 0
         self.learning = threading.Lock()
         self.deadlines = Deadlines()
+        # the message ids of the USED_IDS executions recorded last (a digest of kernel and
+        # msg_id each): an execute_reply names its request by msg_id alone
+        self.used: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.using = threading.Lock()
+
+    def first_use(self, kernel: str, msg_id: str) -> bool:
+        """Whether no execution recorded lately used `msg_id` in `kernel`. Every kernel's
+        messages reach every connection to it, so a member sees a colleague's msg_ids; a
+        request of their own under one took the colleague's outcome: a run of b.devries that
+        succeeded showed as an error (red team C). No client of Jupyter's reuses one."""
+        key = hashlib.blake2b(f"{kernel}\0{msg_id}".encode(), digest_size=16).digest()
+        with self.using:
+            if key in self.used:
+                return False
+            self.used[key] = None
+            while len(self.used) > USED_IDS:
+                self.used.popitem(last=False)
+        return True
 
     def refused(self, person: str | None, kernel: str | None, reason: str) -> None:
         """Record a refusal; at most REFUSALS_PER_MINUTE (anyone who reaches the proxy can
@@ -507,6 +540,11 @@ class _Watched(_Joined):
         self, a: socket.socket, b: socket.socket, release: Callable[[], None], watch: Watch
     ):
         super().__init__(a, b, release)
+        # every send to the client (answers, websocket frames, a 408 from Deadlines) raises
+        # EAGAIN once it has moved nothing for SEND_SECONDS: that ends both directions
+        seconds = SEND_SECONDS
+        timeout = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
         from dossierhub.workspaces import execwatch
 
         self.x = execwatch
@@ -585,8 +623,10 @@ class _Watched(_Joined):
             started = self.phase == "body" or (self.phase == "head" and self.exchange.received)
             unanswered = not self.exchange.answering
         if started and unanswered:
+            # without waiting: a client that left an earlier answer unread has no room for it,
+            # and a wait here held Deadlines' one thread, every other connection's cut with it
             with contextlib.suppress(OSError):
-                self.a.sendall(_forbidden("the request came too slowly", 408))
+                self.a.send(_forbidden("the request came too slowly", 408), socket.MSG_DONTWAIT)
         for end in (self.a, self.b):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
@@ -674,6 +714,10 @@ class _Watched(_Joined):
         if events:
             for event in events:
                 event["path"] = event["path"] or self.watch.paths.get(event["kernel"])
+                if event["event"] == "execute" and not self.watch.first_use(
+                    event["kernel"], event["msg_id"]
+                ):
+                    self._refuse(REUSED)
             if not self.watch.recorder.record(events):
                 print(f"netbridge: {FULL}", file=sys.stderr, flush=True)
                 self._refuse(FULL)
