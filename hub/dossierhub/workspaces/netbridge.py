@@ -480,6 +480,7 @@ class Watch:
     ) -> list[dict[str, Any]]:
         """The `kernel` events of `call`, which the workspace answered with success naming
         `models`."""
+        new: list[tuple[str | None, str | None]]  # (kernel, notebook path)
         if call.of_session and call.action == "start":
             with self.learning:  # a session on a kernel that ran already started none
                 new = [
