@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dossierhub.state.atomic import take_folder_owner
 from dossierhub.state.auditstore import FileStore, Mark
-from dossierhub.state.executions import ACTION, Execution
+from dossierhub.state.executions import ACTION, Execution, _when
 
 if TYPE_CHECKING:
     from dossierhub.state.audit import AuditLog
@@ -383,14 +383,6 @@ def _rows_of(
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _when(value: Any) -> dt.datetime | None:
-    try:
-        moment = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
