@@ -277,7 +277,15 @@ def test_a_kernel_interrupted_over_its_websocket_is_recorded_under_the_person(
 
     before = len(interrupts())
     with channels(hub, kernel, tokens["b.devries"]) as socket:
-        socket.send(frame(message("interrupt_request", {}, claimed="a.jansen"), "control"))
+        interrupt = message("interrupt_request", {}, claimed="a.jansen")
+        socket.send(frame(interrupt, "control", v1=socket.subprotocol == V1))
+        # its reply first: an execute already queued when the interrupt lands is aborted,
+        # with no idle status to wait for
+        while True:
+            got = kernelclient.unframe(socket.recv(timeout=60), v1=socket.subprotocol == V1)
+            ours = got["parent_header"].get("msg_id") == interrupt["header"]["msg_id"]
+            if ours and got["msg_type"] == "interrupt_reply":
+                break
         kernelclient.send_and_collect(socket, kernelclient.execute_request("1"))  # still alive
     deadline = time.monotonic() + 10
     while len(found := interrupts()) == before:
