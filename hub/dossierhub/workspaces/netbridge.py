@@ -261,14 +261,18 @@ class Recorder:
     def flush(self) -> None:
         with self.spooling:
             with self.lock:
-                if self.events:
-                    self.seq += 1
-                    batch = f"{self.relay_id}-{self.seq:08d}"
-                    self.unwritten.append((batch, self.events))
-                    self.events = []
+                taken, self.events = self.events, []
+                if taken:
                     for key in self.replies:
                         self.replies[key] = None
                 self.due.clear()
+            if taken:  # no other thread holds them now: drafts are formatted here
+                from dossierhub.workspaces.execwatch import finish
+
+                self.seq += 1
+                for event in taken:
+                    finish(event)
+                self.unwritten.append((f"{self.relay_id}-{self.seq:08d}", taken))
             while self.unwritten:
                 batch, events = self.unwritten[0]
                 try:
@@ -709,7 +713,7 @@ class _Watched(_Joined):
 
     def _client_frames(self, data: bytes) -> None:
         try:
-            events = self.socket.from_client(data)
+            events = self.socket.from_client(data, draft=True)
         except self.x.Refused as exc:
             self._refuse(exc.reason)
         if events:
