@@ -22,7 +22,8 @@ from jupyter_server.services.kernels.connection.base import (
 )
 from tornado.web import create_signed_value
 from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.frames import BINARY, CONT, PING, TEXT, Frame
+from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Close, Frame
+from websockets.protocol import Protocol, Side
 
 from dossierhub.state.executions import batch_of
 from dossierhub.workspaces import execwatch, netbridge
@@ -264,6 +265,99 @@ def test_execute_reply_gives_the_outcome():
         assert watched.from_server(data) == [("m1", "error")]
 
 
+def websockets_reads(data: bytes, side: Side, max_size: int | None = None) -> list:
+    """(is text, payload) of each message websockets' own parser reads from `data` as
+    `side`; raises on what it refuses."""
+    protocol = Protocol(side, max_size=max_size)
+    protocol.receive_data(data)
+    messages, parts, text = [], [], False
+    for frame in protocol.events_received():
+        if frame.opcode in (TEXT, BINARY):
+            parts, text = [frame.data], frame.opcode is TEXT
+        elif frame.opcode is CONT:
+            parts.append(frame.data)
+        else:
+            continue
+        if frame.fin:
+            messages.append((text, b"".join(parts)))
+    if protocol.parser_exc is not None:
+        raise protocol.parser_exc
+    return messages
+
+
+def browser_frames() -> bytes:
+    """A person's frames of every kind: 7-, 16- and 64-bit lengths, text and binary,
+    a message in fragments with a ping and a pong between them, then a close and bytes
+    after it (read by nobody)."""
+    frames = [
+        Frame(TEXT, b'{"a": 1}'),
+        Frame(BINARY, bytes(range(256)) * 2),
+        Frame(TEXT, b"x" * 70_000),
+        Frame(TEXT, b'{"first": ', fin=False),
+        Frame(PING, b"are you there"),
+        Frame(CONT, b'"piece"', fin=False),
+        Frame(PONG, b""),
+        Frame(CONT, b"}"),
+        Frame(BINARY, b""),
+        Frame(CLOSE, Close(1000, "bye").serialize()),
+        Frame(TEXT, b"after the close"),
+    ]
+    return b"".join(frame.serialize(mask=True) for frame in frames)
+
+
+def test_a_persons_frames_are_read_as_websockets_reads_them():
+    """The bridge's reader of a person's frames (execwatch.Frames) against websockets' own
+    parser: the same messages whole, and split at every byte."""
+    data = browser_frames()
+    expected = websockets_reads(data, Side.SERVER)
+    assert len(expected) == 5
+    assert execwatch.Frames(execwatch.MAX_MESSAGE).feed(data) == expected
+    frames, found = execwatch.Frames(execwatch.MAX_MESSAGE), []
+    for i in range(len(data)):
+        found += frames.feed(data[i : i + 1])
+    assert found == expected
+
+
+def raw_frame(first: int, payload: bytes, *, mask: bool = True, length: int | None = None) -> bytes:
+    """A frame with any first byte (FIN, reserved bits, opcode) and length, as an attacker
+    writes it."""
+    size = len(payload) if length is None else length
+    if size < 126:
+        head = bytes([first, size | 0x80 * mask])
+    elif size < 65536:
+        head = bytes([first, 126 | 0x80 * mask]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([first, 127 | 0x80 * mask]) + size.to_bytes(8, "big")
+    key = b"\x01\x02\x03\x04" if mask else b""
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return head + key + body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        raw_frame(0x81, b"{}", mask=False),  # not masked
+        raw_frame(0xC1, b"{}"),  # RSV1: compressed, not agreed
+        raw_frame(0xA1, b"{}"),  # RSV2
+        raw_frame(0x83, b"{}"),  # opcode 3
+        raw_frame(0x8B, b""),  # opcode 11
+        raw_frame(0x09, b"p"),  # a ping in fragments
+        raw_frame(0x89, b"p" * 126),  # a ping too long
+        raw_frame(0x80, b"{}"),  # a continuation without a message
+        raw_frame(0x01, b"{") + raw_frame(0x81, b"{}"),  # a message inside another
+        raw_frame(0x82, b"", length=execwatch.MAX_MESSAGE + 1),  # too large, said in the head
+        raw_frame(0x02, b"x" * 70_000) + raw_frame(0x80, b"", length=execwatch.MAX_MESSAGE),
+    ],
+)
+def test_frames_websockets_refuses_are_refused(data):
+    """Whatever websockets' parser refuses (as the server's side of a connection with no
+    extension), the bridge refuses too, before the frame's payload is waited for."""
+    with pytest.raises(Exception):  # noqa: B017  websockets raises its own ProtocolError kinds
+        websockets_reads(data, Side.SERVER, execwatch.MAX_MESSAGE)
+    with pytest.raises(Refused):
+        execwatch.Frames(execwatch.MAX_MESSAGE).feed(data)
+
+
 def test_replies_are_found_in_the_servers_frames_as_websockets_reads_them():
     """The skim of the server's frames (execwatch.Replies) against websockets' own parser:
     frames of every length encoding, a fragmented reply with a ping inside it, output
@@ -281,8 +375,7 @@ def test_replies_are_found_in_the_servers_frames_as_websockets_reads_them():
     frames.append(Frame(PING, b"p").serialize(mask=False))
     frames.append(Frame(CONT, reply[30:]).serialize(mask=False))
     data = b"".join(frames)
-    oracle = execwatch.Frames(execwatch.Side.CLIENT, None)
-    expected = [m for m in oracle.feed(data) if b"execute_reply" in m[1]]
+    expected = [m for m in websockets_reads(data, Side.CLIENT) if b"execute_reply" in m[1]]
     assert len(expected) == 4
     replies = execwatch.Replies()
     assert replies.feed(data) == expected

@@ -41,8 +41,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
 from tornado.httputil import parse_cookie
-from websockets.frames import BINARY, CLOSE, CONT, TEXT, Close, Frame
-from websockets.protocol import Protocol, Side
+
+# websockets.frames takes apply_mask from its C speedups where built (its utils has Python only)
+from websockets.frames import CLOSE, Close, Frame, apply_mask  # type: ignore[attr-defined]  # re-exported, not in __all__
 
 V1 = "v1.kernel.websocket.jupyter.org"
 # tornado's websocket_max_message_size default, which the workspace server keeps: a client
@@ -434,38 +435,96 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
 # --- websocket frames -------------------------------------------------------------------
 
 
-class Frames:
-    """A person's websocket frames, read by websockets' sans-I/O parser, assembled into
-    messages (fragments joined; control frames read and passed over)."""
+def _frame_head(buffer: bytearray, at: int) -> tuple[int, bool, int, int] | None:
+    """(first byte, masked, payload length, head length with the mask key) of the frame at
+    `at` (RFC 6455 5.2), or None while its head is not all there."""
+    if len(buffer) - at < 2:
+        return None
+    second = buffer[at + 1]
+    length, head = second & 0x7F, 2
+    if length == 126:
+        head = 4
+    elif length == 127:
+        head = 10
+    masked = bool(second & 0x80)
+    if masked:
+        head += 4
+    if len(buffer) - at < head:
+        return None
+    if head - 4 * masked > 2:
+        length = int.from_bytes(buffer[at + 2 : at + head - 4 * masked], "big")
+    return buffer[at], masked, length, head
 
-    def __init__(self, side: Side, max_size: int | None):
-        self.protocol = Protocol(side, max_size=max_size)
-        self.parts: list[bytes] = []
-        self.opcode: Any = None
+
+class Frames:
+    """A person's websocket frames, assembled into messages. Only what the workspace server
+    (tornado) reads the same way is taken, so the bridge never records one message and lets
+    the server read another: frames masked (5.1), no reserved bit (no extension is
+    negotiated), known opcodes, control frames whole and short, fragments in order, at most
+    `max_size` a message. Anything else is refused, which ends the connection. Pings and
+    pongs are passed over (the real ends answer them); nothing is read past a close.
+
+    Checked against websockets' parser, split at every byte (tests/hub/test_execwatch.py).
+    It replaced that parser here: its generators, run once per execute_request on a bridge
+    thread that had slept meanwhile, were a third of the recording path's cost
+    (bench_relay_pumps.py)."""
+
+    def __init__(self, max_size: int):
+        self.max_size = max_size
+        self.buffer = bytearray()
+        self.parts: list[bytes] | None = None  # a message being assembled
+        self.size = 0
+        self.text = False
         self.closed = False
 
     def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
         """(is text, payload) of each message `data` completes."""
-        self.protocol.receive_data(data)
-        self.protocol.data_to_send()  # pongs and close echoes: the real ends answer
-        messages = []
-        for frame in self.protocol.events_received():
-            assert isinstance(frame, Frame)
-            if frame.opcode is TEXT or frame.opcode is BINARY:
-                self.opcode, self.parts = frame.opcode, [bytes(frame.data)]
-            elif frame.opcode is CONT:
-                self.parts.append(bytes(frame.data))
-            elif frame.opcode is CLOSE:
+        if self.closed:
+            return []
+        buffer = self.buffer
+        buffer += data
+        messages: list[tuple[bool, bytes]] = []
+        at = 0
+        while (head := _frame_head(buffer, at)) is not None:
+            first, masked, length, size = head
+            opcode, fin = first & 0x0F, bool(first & 0x80)
+            self._check(first, masked, length)
+            end = at + size + length
+            if len(buffer) < end:
+                break
+            key, at = buffer[at + size - 4 : at + size], end
+            if opcode == 8:
                 self.closed = True
-                continue
-            else:
-                continue
-            if frame.fin:
-                messages.append((self.opcode is TEXT, b"".join(self.parts)))
-                self.parts = []
-        if self.protocol.parser_exc is not None:
-            raise Refused(f"the websocket frames could not be read: {self.protocol.parser_exc}")
+                break
+            if opcode >= 8:
+                continue  # ping, pong
+            if opcode and self.parts is not None:
+                raise Refused("a websocket message began inside another")
+            if not opcode and self.parts is None:
+                raise Refused("a websocket continuation frame came without a message")
+            if opcode:
+                self.parts, self.size, self.text = [], 0, opcode == 1
+            assert self.parts is not None
+            self.size += length
+            self.parts.append(apply_mask(bytes(buffer[end - length : end]), bytes(key)))
+            if fin:
+                messages.append((self.text, b"".join(self.parts)))
+                self.parts = None
+        del buffer[: len(buffer) if self.closed else at]
         return messages
+
+    def _check(self, first: int, masked: bool, length: int) -> None:
+        opcode = first & 0x0F
+        if first & 0x70:
+            raise Refused("a websocket frame used a reserved bit (no extension was agreed)")
+        if not masked:
+            raise Refused("a client's websocket frame was not masked")
+        if opcode not in (0, 1, 2, 8, 9, 10):
+            raise Refused(f"a websocket frame had the unknown opcode {opcode}")
+        if opcode >= 8 and (not first & 0x80 or length > 125):
+            raise Refused("a websocket control frame was fragmented or too long")
+        if (self.size if not opcode else 0) + length > self.max_size:
+            raise Refused(f"a websocket message was larger than {self.max_size} bytes")
 
 
 class Replies:
@@ -495,17 +554,10 @@ class Replies:
         buffer += data
         messages: list[tuple[bool, bytes]] = []
         at = 0
-        while len(buffer) - at >= 2:
-            first, second = buffer[at], buffer[at + 1]
-            if second & 0x80:
+        while (found := _frame_head(buffer, at)) is not None:
+            first, masked, length, head = found
+            if masked:
                 raise Refused("the workspace sent a masked frame")
-            length, head = second & 0x7F, 2
-            if length == 126:
-                length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
-            elif length == 127:
-                length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
-            if len(buffer) - at < head:
-                break
             opcode, fin, start = first & 0x0F, first & 0x80, at + head
             if length > SKIM_MAX:  # output, never read: stepped over as it passes
                 if opcode in (0, 1, 2):
@@ -733,7 +785,7 @@ class KernelSocket:
     def __init__(self, kernel: str, person: str, subprotocol: str | None, *, code_full: bool):
         self.kernel, self.person, self.code_full = kernel, person, code_full
         self.v1 = subprotocol == V1
-        self.client = Frames(Side.SERVER, MAX_MESSAGE)
+        self.client = Frames(MAX_MESSAGE)
         self.server = Replies()
         self.path: str | None = None
 
