@@ -309,13 +309,17 @@ def test_a_persons_frames_are_read_as_websockets_reads_them():
     """The bridge's reader of a person's frames (execwatch.Frames) against websockets' own
     parser: the same messages whole, and split at every byte."""
     data = browser_frames()
+    after_close = len(Frame(TEXT, b"after the close").serialize(mask=True))
     expected = websockets_reads(data, Side.SERVER)
     assert len(expected) == 5
-    assert execwatch.Frames(execwatch.MAX_MESSAGE).feed(data) == expected
-    frames, found = execwatch.Frames(execwatch.MAX_MESSAGE), []
+    frames = execwatch.Frames(execwatch.MAX_MESSAGE)
+    assert frames.feed(data) == expected
+    assert frames.dropped == after_close  # what follows a close is not passed on
+    frames, found, dropped = execwatch.Frames(execwatch.MAX_MESSAGE), [], 0
     for i in range(len(data)):
         found += frames.feed(data[i : i + 1])
-    assert found == expected
+        dropped += frames.dropped
+    assert found == expected and dropped == after_close
 
 
 def raw_frame(first: int, payload: bytes, *, mask: bool = True, length: int | None = None) -> bytes:

@@ -462,7 +462,8 @@ class Frames:
     the server read another: frames masked (5.1), no reserved bit (no extension is
     negotiated), known opcodes, control frames whole and short, fragments in order, at most
     `max_size` a message. Anything else is refused, which ends the connection. Pings and
-    pongs are passed over (the real ends answer them); nothing is read past a close.
+    pongs are passed over (the real ends answer them); nothing is read past a close, and
+    `dropped` says how many bytes of the last chunk came after it (not to be passed on).
 
     Checked against websockets' parser, split at every byte (tests/hub/test_execwatch.py).
     It replaced that parser here: its generators, run once per execute_request on a bridge
@@ -476,10 +477,12 @@ class Frames:
         self.size = 0
         self.text = False
         self.closed = False
+        self.dropped = 0
 
     def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
         """(is text, payload) of each message `data` completes."""
         if self.closed:
+            self.dropped = len(data)
             return []
         buffer = self.buffer
         buffer += data
@@ -494,7 +497,7 @@ class Frames:
                 break
             key, at = buffer[at + size - 4 : at + size], end
             if opcode == 8:
-                self.closed = True
+                self.closed, self.dropped = True, len(buffer) - at
                 break
             if opcode >= 8:
                 continue  # ping, pong

@@ -726,7 +726,10 @@ class _Watched(_Joined):
             if not self.watch.recorder.record(events):
                 print(f"netbridge: {FULL}", file=sys.stderr, flush=True)
                 self._refuse(FULL)
-        self.b.sendall(data)
+        if self.socket.client.closed:  # nothing after a close goes on, whoever would read it
+            data = data[: len(data) - self.socket.client.dropped]
+        if data:
+            self.b.sendall(data)
 
     def _from_server(self) -> None:
         while data := self.b.recv(65536):
