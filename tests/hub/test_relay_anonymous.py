@@ -34,6 +34,7 @@ BIG = b"x" * (8 * 1024 * 1024)  # more than every buffer between the bridge and 
 COOKIE = "jupyterhub-user-dossier-armoede"
 # the tokens the stand-in hub knows: a person's, and the workspace's own (not a person)
 TOKENS = {"person-token": "a.jansen", "workspace-token": "dossier-armoede"}
+SLOW = 3.0  # the stand-in hub's answer for "slow-token" takes this long
 
 
 class Hub(http.server.BaseHTTPRequestHandler):
@@ -44,6 +45,8 @@ class Hub(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         token = self.headers.get("Authorization", "").removeprefix("token ")
         Hub.asked.append(token)
+        if token == "slow-token":
+            time.sleep(SLOW)
         if self.path != "/hub/api/user" or token not in TOKENS:
             self.send_error(403)
             return
@@ -215,3 +218,28 @@ def test_a_request_without_a_login_past_the_limit_gets_503_at_once(bridge) -> No
     while (page := ask(port)).startswith(b"HTTP/1.1 503") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert page.startswith(b"HTTP/1.1 200"), page[:200]
+
+
+def test_a_slow_hub_holds_no_other_connection(bridge, monkeypatch) -> None:
+    """While the hub takes its time to say whose a token is, the connections waiting for it
+    wait alone: the deadlines still cut the others' half heads on time (the thread that cuts
+    them waited on each connection's lock, which a connection holds while it asks)."""
+    port, watch = bridge
+    watch.deadlines.head = 0.5
+    asking = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        for connection in asking:
+            connection.sendall(
+                b"GET /lab HTTP/1.1\r\nHost: w\r\nAuthorization: token slow-token\r\n\r\n"
+            )
+        began = time.monotonic()
+        for connection in slow:
+            connection.sendall(b"GET /lab HTTP/1.1\r\nHost: w\r\n")  # never ends
+        for connection in slow:
+            connection.settimeout(SLOW)
+            assert connection.recv(4096).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - began < SLOW - 1, "a slow hub held the deadlines"
+    finally:
+        for connection in asking + slow:
+            connection.close()

@@ -637,11 +637,18 @@ class _Watched(_Joined):
             self.phase, self.since, self.mark = phase, time.monotonic(), self.exchange.consumed
 
     def overdue(self, now: float) -> bool:
-        with self.lock:
+        # a connection busy under its lock is reading what came, or waiting for the hub to
+        # say whose a token is (People: 10 s at most): not slow, and Deadlines' one thread
+        # must not wait on it (a slow hub held every other connection's cut with it)
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
             if self.ended:
                 return False
             read = self.exchange.consumed - self.mark
             due = self.watch.deadlines.due(self.phase, self.since, read)
+        finally:
+            self.lock.release()
         return due is not None and now > due
 
     def cut(self) -> None:
