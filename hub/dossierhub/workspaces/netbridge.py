@@ -19,7 +19,9 @@ debug_request is recorded in memory before the frame that completes it goes on, 
 (`dossierhub.state.executions.write_batch`) every 2 s or 200 events, when a websocket closes
 and when the bridge ends. Its inbound connections have deadlines for the client's side (a
 request's head, its body, the wait between kept-alive requests), so that slow requests cannot
-hold them all. Without `--home` it is the plain pump (the bench compares the two).
+hold them all, and requests without a person's credential (checked with the hub, as a kernel
+channel's is) hold at most ANONYMOUS_LIMIT of them, so that strangers cannot either. Without
+`--home` it is the plain pump (the bench compares the two).
 
     python -I -m dossierhub.workspaces.netbridge --pid PID --started T --port PORT --hub HUB \
         [--home HOME --dossier ID --hub-api URL --code hash|full]
