@@ -34,7 +34,7 @@ BIG = b"x" * (8 * 1024 * 1024)  # more than every buffer between the bridge and 
 COOKIE = "jupyterhub-user-dossier-armoede"
 # the tokens the stand-in hub knows: a person's, and the workspace's own (not a person)
 TOKENS = {"person-token": "a.jansen", "workspace-token": "dossier-armoede"}
-SLOW = 3.0  # the stand-in hub's answer for "slow-token" takes this long
+SLOW = 2.0  # the stand-in hub's answer for "slow-token" takes this long
 
 
 class Hub(http.server.BaseHTTPRequestHandler):
@@ -225,7 +225,7 @@ def test_a_slow_hub_holds_no_other_connection(bridge, monkeypatch) -> None:
     wait alone: the deadlines still cut the others' half heads on time (the thread that cuts
     them waited on each connection's lock, which a connection holds while it asks)."""
     port, watch = bridge
-    watch.deadlines.head = 0.5
+    watch.deadlines.head, watch.deadlines.tick = 0.2, 0.05
     asking = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     try:
