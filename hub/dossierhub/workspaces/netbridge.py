@@ -19,7 +19,9 @@ debug_request is recorded in memory before the frame that completes it goes on, 
 (`dossierhub.state.executions.write_batch`) every 2 s or 200 events, when a websocket closes
 and when the bridge ends. Its inbound connections have deadlines for the client's side (a
 request's head, its body, the wait between kept-alive requests), so that slow requests cannot
-hold them all. Without `--home` it is the plain pump (the bench compares the two).
+hold them all, and requests without a person's credential (checked with the hub, as a kernel
+channel's is) hold at most ANONYMOUS_LIMIT of them, so that strangers cannot either. Without
+`--home` it is the plain pump (the bench compares the two).
 
     python -I -m dossierhub.workspaces.netbridge --pid PID --started T --port PORT --hub HUB \
         [--home HOME --dossier ID --hub-api URL --code hash|full]
@@ -91,6 +93,16 @@ BODY_MIN_RATE = 16 * 1024  # bytes a second: 128 kbit/s, below any person's uplo
 # served to anyone) and read none of it held its slot for good once the buffers were full
 # (red team C: INBOUND_LIMIT such clients locked a team out)
 SEND_SECONDS = 60.0
+# Connections whose request carries no credential the hub confirmed as a person's (a
+# workspace's static bundles and its login redirect need none) hold at most this many of the
+# INBOUND_LIMIT at once; past it such a request gets a 503 at once. Without it anyone who
+# reached the proxy held all 256 without logging in: ten pipelined requests for the 2.5 MB
+# bundle, read by nobody, held ten connections a minute each (red team C). 32 is far above
+# what the team's own first visits need (a page before the workspace cookie, the OAuth
+# callback) and leaves 224 to people who are logged in.
+ANONYMOUS_LIMIT = 32
+RETRY_SECONDS = 30  # the 503's Retry-After
+BUSY = "the workspace serves no more requests without a login now; log in, or try again later"
 
 
 def start_time(pid: int) -> str | None:
@@ -419,6 +431,9 @@ class Watch:
         self.learned = 0
         self.learning = threading.Lock()
         self.deadlines = Deadlines()
+        # places for connections whose current request has no person's credential (read
+        # here, not at import, so that a test can make it small)
+        self.anonymous = threading.BoundedSemaphore(ANONYMOUS_LIMIT)
         # the message ids of the USED_IDS executions recorded last (a digest of kernel and
         # msg_id each): an execute_reply names its request by msg_id alone
         self.used: collections.OrderedDict[bytes, None] = collections.OrderedDict()
@@ -516,7 +531,12 @@ class Watch:
         return people.pop() if len(people) == 1 else None
 
 
-_PHRASES = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout"}
+_PHRASES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    503: "Service Unavailable",
+}
 _PAST = {
     "start": "started",
     "restart": "restarted",
@@ -528,6 +548,8 @@ _PAST = {
 def _forbidden(reason: str, status: int = 403) -> bytes:
     body = (reason + "\n").encode()
     head = f"HTTP/1.1 {status} {_PHRASES[status]}\r\n"
+    if status == 503:
+        head += f"Retry-After: {RETRY_SECONDS}\r\n"
     return (
         head.encode()
         + b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
@@ -563,6 +585,7 @@ class _Watched(_Joined):
         self.socket: Any = None  # execwatch.KernelSocket once a kernel websocket is open
         self.raw = False  # another websocket (collaboration): pumped as it comes
         self.ended = False
+        self.anonymous = False  # holds one of Watch.anonymous's places
         # what the client is waiting to send (execwatch.Exchange.waiting_for), since when, and
         # how much of its bytes had been read then (a body's progress): Deadlines reads them
         self.phase, self.since, self.mark = "head", time.monotonic(), 0
@@ -600,6 +623,9 @@ class _Watched(_Joined):
             last = self.running == 0
         if last:
             self.watch.deadlines.discard(self)
+            if self.anonymous:
+                self.anonymous = False
+                self.watch.anonymous.release()
             self.a.close()
             self.b.close()
             self.release()
@@ -613,11 +639,18 @@ class _Watched(_Joined):
             self.phase, self.since, self.mark = phase, time.monotonic(), self.exchange.consumed
 
     def overdue(self, now: float) -> bool:
-        with self.lock:
+        # a connection busy under its lock is reading what came, or waiting for the hub to
+        # say whose a token is (People: 10 s at most): not slow, and Deadlines' one thread
+        # must not wait on it (a slow hub held every other connection's cut with it)
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
             if self.ended:
                 return False
             read = self.exchange.consumed - self.mark
             due = self.watch.deadlines.due(self.phase, self.since, read)
+        finally:
+            self.lock.release()
         return due is not None and now > due
 
     def cut(self) -> None:
@@ -638,6 +671,12 @@ class _Watched(_Joined):
 
     def _refuse(self, reason: str, status: int = 403) -> NoReturn:
         kernel, person = self.asking
+        if status == 503:
+            # without waiting, as the 408: a stranger's client that reads nothing (the flood
+            # this answers) must not hold this thread or the slot for SEND_SECONDS
+            with contextlib.suppress(OSError):
+                self.a.send(_forbidden(reason, status), socket.MSG_DONTWAIT)
+            raise OSError(reason)  # ends both directions, gives the slot back
         if self.socket is not None:
             kernel, person = self.socket.kernel, self.socket.person
             self.a.sendall(self.x.close_frame(reason, masked=False))
@@ -694,22 +733,39 @@ class _Watched(_Joined):
             self.x.check_request(request, self.watch.server_user)
             kernel = self.x.kernel_of(request.target)
             call = None if kernel else self.x.kernel_call(request.method, request.target)
-            if kernel is None and call is None:
-                continue
-            self.asking = (kernel or (call.kernel if call else None), None)
             tokens = self.x.credentials(request, self.watch.server_user)
             try:
                 person = self.watch.person_of(tokens) if tokens else None
-            except (OSError, ValueError) as exc:
-                raise self.x.Refused(f"the hub could not say who this is ({exc})", 403) from None
-            self.asking = (self.asking[0], person)
+                failed = None
+            except (OSError, ValueError) as exc:  # fail closed: nobody's
+                person, failed = None, exc
+            if kernel is None and call is None:
+                self._sort(person)
+                continue
+            self.asking = (kernel or (call.kernel if call else None), person)
+            if failed is not None:
+                raise self.x.Refused(f"the hub could not say who this is ({failed})", 403)
             if kernel is not None:
                 self.upgrade = (kernel, person)
             if person is None:
                 what = "opens" if call is None else f"is {_PAST[call.action]}"
                 raise self.x.Refused(f"a kernel {what} only with a person's own credential", 403)
+            self._sort(person)
             if call is not None:
                 self.asked = Asked(person, self.watch.learned)
+
+    def _sort(self, person: str | None) -> None:
+        """(Under the lock.) Count this connection as its current request is: a person's
+        (the hub confirmed its credential; looked up in People's cache after the first
+        time) or nobody's, which takes one of Watch.anonymous's places; none free: 503."""
+        if person is not None:
+            if self.anonymous:
+                self.anonymous = False
+                self.watch.anonymous.release()
+        elif not self.anonymous:
+            if not self.watch.anonymous.acquire(blocking=False):
+                raise self.x.Refused(BUSY, 503)
+            self.anonymous = True
 
     def _client_frames(self, data: bytes) -> None:
         try:
