@@ -52,10 +52,12 @@ def test_strangers_past_the_limit_get_503_and_a_member_still_gets_the_lab(hub: H
         first = member.get(f"user/{ARMOEDE}/lab")  # the hub's OAuth gives the workspace cookie
         assert first.status_code == 200 and "jupyter-config-data" in first.text
         assert any(name.startswith(f"jupyterhub-user-{ARMOEDE}") for name in member.cookies)
-        connections = -(-ANONYMOUS_LIMIT // (PIPELINED - 1)) + 1
+        # twice what should hold them: an answer that fits the loopback's buffers whole does
+        # not hold its bridge connection (once in three runs too few were held to see a 503)
+        connections = 2 * -(-ANONYMOUS_LIMIT // (PIPELINED - 1)) + 1
         held = [stranger(hub, path, PIPELINED) for _ in range(connections)]
         try:
-            deadline = time.monotonic() + 10  # until the bridge has taken them all in
+            deadline = time.monotonic() + 20  # until the bridge has taken them all in
             while not (refused := head_of(hub, path)).startswith(b"HTTP/1.1 503"):
                 assert time.monotonic() < deadline, f"no stranger was refused: {refused!r}"
                 time.sleep(0.1)
