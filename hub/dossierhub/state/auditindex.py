@@ -37,7 +37,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -288,7 +288,7 @@ class ExecutionIndex:
 
 
 def _difference(
-    what: str, kept: list[Execution] | list[KernelCall], truth: list[Execution] | list[KernelCall]
+    what: str, kept: Sequence[Execution | KernelCall], truth: Sequence[Execution | KernelCall]
 ) -> str | None:
     """Where the index's rows (`kept`) first differ from those the log gives (`truth`)."""
     if kept == truth:
