@@ -37,7 +37,12 @@ from dossierhub.demo import write_demo
 from dossierhub.state import executions
 from dossierhub.state.audit import AuditLog
 from dossierhub.state.auditindex import ExecutionIndex, Where
-from dossierhub.state.executions import executions_from, export_text, latest_by_cell
+from dossierhub.state.executions import (
+    executions_from,
+    export_text,
+    kernel_events_from,
+    latest_by_cell,
+)
 from dossierhub.state.home import Home
 
 ANALYST, LEAD, DOSSIER = "b.devries", "a.jansen", "armoede"
@@ -110,7 +115,9 @@ def mine_before(home: Home) -> Any:
 
 
 def export_before(home: Home) -> bytes:
-    return export_text(executions_from(AuditLog(home).read(), person=ANALYST), "csv").encode()
+    records = AuditLog(home).read()
+    calls = kernel_events_from(records, person=ANALYST)
+    return export_text(executions_from(records, person=ANALYST), "csv", calls).encode()
 
 
 # and through the index, as portal.py reads them now ----------------------------------------

@@ -46,6 +46,26 @@ def execute(
     }
 
 
+def kernel_call(
+    person: str,
+    at: dt.datetime,
+    action: str,
+    *,
+    path: str | None = None,
+    kernel: str = "k-1",
+) -> dict[str, Any]:
+    """A kernel event as the relay records it: `person` started, restarted, interrupted or
+    shut down `kernel` (`path`: the notebook, where the workspace said it)."""
+    event = {
+        "event": "kernel",
+        "at": at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "person": person,
+        "kernel": kernel,
+        "action": action,
+    }
+    return {**event, "path": path} if path is not None else event
+
+
 def append_batch(home: Home, dossier: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """One batch's record, appended by the service's own function (no spool: a running
     service would take a spooled batch in at the same time)."""

@@ -609,8 +609,8 @@ def genesis(home: Home) -> None:
 )
 @click.pass_obj
 def audit_export(home: Home, name: str, fmt: str, out_file: Path | None) -> None:
-    """Exactly one person's code executions in every dossier's workspace, oldest first (an
-    access request); recorded as executions.export."""
+    """Exactly one person's code executions and kernel calls in every dossier's workspace,
+    oldest first (an access request); recorded as executions.export."""
     from dossierhub.portal import activity_export, export_facts
     from dossierhub.state.audit import current_actor
     from dossierhub.state.decisions import decide

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
 
 from dossier_kernel.expiry import expiry
@@ -34,6 +34,7 @@ from dossierhub.state.auditindex import ExecutionIndex, Where
 from dossierhub.state.directory import DossierEntry, read_directory
 from dossierhub.state.executions import (
     Execution,
+    KernelCall,
     executions_from,
     export_text,
     kernel_calls_from,
@@ -799,6 +800,7 @@ ROW_KEYS = (
     "code_sha256",
     "outcome",
 )
+KERNEL_CALL_KEYS = ("at", "person", "dossier", "kernel", "action", "path")
 EXPORT_FORMATS = ("csv", "json")
 
 
@@ -891,6 +893,11 @@ def _execution_row(execution: Execution) -> dict[str, Any]:
     return row
 
 
+def _kernel_call_row(call: KernelCall) -> dict[str, Any]:
+    """One kernel call as the API and the pages show it."""
+    return {key: getattr(call, key) for key in KERNEL_CALL_KEYS} | {"at": call.at.isoformat()}
+
+
 def _where(filt: ExecutionFilter, **fixed: str | None) -> Where:
     """The index's terms for a filter's time (both ends included: a day given as `until` is
     all of it) and `fixed` (dossier, person, path)."""
@@ -900,13 +907,18 @@ def _where(filt: ExecutionFilter, **fixed: str | None) -> Where:
 
 def _answer(index: ExecutionIndex, where: Where, filt: ExecutionFilter) -> dict[str, Any]:
     """The newest `limit` rows and the counts of all that `where` says, from the index: what
-    the rows shown cost, not what the log holds."""
+    the rows shown cost, not what the log holds. Beside the executions, the kernels people
+    started, restarted, interrupted or shut down, narrowed alike (a colleague's kernel
+    restarted mid-run is activity the team and an access request must see)."""
     newest = index.executions(where, newest_first=True, limit=filt.limit)
+    calls = index.kernel_calls(where, newest_first=True, limit=filt.limit)
     return {
         "executions": [_execution_row(x) for x in newest],
         "total": index.count(where),
         "people": index.counted("person", where),
         "notebooks": index.counted("path", where),
+        "kernel_calls": [_kernel_call_row(x) for x in calls],
+        "kernel_call_total": index.kernel_call_count(where),
         "filter": filt.asked(),
     }
 
@@ -970,13 +982,15 @@ def my_executions(home: Home, person: Person, filt: ExecutionFilter) -> dict[str
 
 @dataclass(frozen=True)
 class ActivityExport:
-    """One person's executions in every dossier, as a file: the answer to an access request."""
+    """One person's executions and kernel calls in every dossier, as a file: the answer to an
+    access request."""
 
     person: str
     format: str
     data: bytes
-    count: int
+    count: int  # executions
     dossiers: list[str]
+    kernel_calls: int = 0
 
     @property
     def filename(self) -> str:
@@ -986,7 +1000,11 @@ class ActivityExport:
 def export_facts(export: ActivityExport) -> dict[str, Any]:
     """executions.export: how much of whose activity left, and from which dossiers (whose
     trails then show it)."""
-    return {"count": export.count, "dossiers": export.dossiers}
+    return {
+        "count": export.count,
+        "kernel_calls": export.kernel_calls,
+        "dossiers": export.dossiers,
+    }
 
 
 def person_activity(home: Home, person: Person, name: str, fmt: str) -> ActivityExport:
@@ -996,14 +1014,17 @@ def person_activity(home: Home, person: Person, name: str, fmt: str) -> Activity
 
 
 def activity_export(home: Home, name: str, fmt: str) -> ActivityExport:
-    """Exactly `name`'s executions, oldest first, as state.executions writes an export (CSV
-    safe to open in a spreadsheet, or JSON). The command line, run by HOME's owner, comes
-    here directly."""
+    """Exactly `name`'s executions and kernel calls, oldest first, as state.executions writes
+    an export (CSV safe to open in a spreadsheet, or JSON; the `event` column says which a row
+    is). The command line, run by HOME's owner, comes here directly."""
     if fmt not in EXPORT_FORMATS:
         _malformed("format", f"'{_shown(fmt)}' is not one of {', '.join(EXPORT_FORMATS)}")
     if not name.strip():
         _malformed("person", "a person's name is needed")
-    executions = ExecutionIndex.for_log(AuditLog(home)).executions(Where(person=name))
-    data = export_text(executions, "json" if fmt == "json" else "csv").encode("utf-8")
-    dossiers = sorted({x.dossier for x in executions})
-    return ActivityExport(name, fmt, data, len(executions), dossiers)
+    index = ExecutionIndex.for_log(AuditLog(home))
+    executions = index.executions(Where(person=name))
+    calls = index.kernel_calls(Where(person=name))
+    form: Literal["csv", "json"] = "json" if fmt == "json" else "csv"
+    data = export_text(executions, form, calls).encode("utf-8")
+    dossiers = sorted({x.dossier for x in executions} | {x.dossier for x in calls})
+    return ActivityExport(name, fmt, data, len(executions), dossiers, len(calls))

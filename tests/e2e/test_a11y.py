@@ -7,6 +7,7 @@ Screenshots in test-artifacts/screenshots/a11y-*."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 from e2e_a11y import Findings, contrast
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, PASSWORD, STRANGER, VIEWER, Hub
 from e2e_pages import shot
+from executionrecords import append_batch, execute, kernel_call
 
 ONE_NIGHT = {"mode": "ov", "start": "2025-10-11", "end": "2025-10-11"}  # hours under min_count
 SLOW = "a11y_slow"  # a template that runs long enough to be seen in progress
@@ -118,7 +120,12 @@ def test_service_pages_as_each_person(
     lead.goto(f"{armoede}/runs/{runs['awaiting']}")
     expect(lead.locator("#release-why-not")).to_be_visible()
     axe.check(lead, "run succeeded (its author)")
+    # the Executions section with a row of each of its tables
+    moment = dt.datetime.now(dt.UTC)
+    ran = [execute(ANALYST, moment, "x = 1"), kernel_call(ANALYST, moment, "restart")]
+    append_batch(hub.home, "armoede", ran)
     lead.goto(f"{armoede}/audit")
+    expect(lead.locator("#kernel-calls tr.kernel-call").first).to_be_visible()
     axe.check(lead, "audit trail (lead)")
     shot(lead, "a11y-04-audit")
 

@@ -21,7 +21,7 @@ from dossierhub.state.audit import AuditLog
 from dossierhub.web.api import routes
 
 from e2e_hub import ADMIN, ANALYST, LEAD, OTHER_LEAD, STRANGER, VIEWER, Hub
-from executionrecords import append_batch, execute
+from executionrecords import append_batch, execute, kernel_call
 
 
 def wait_for_run(api: httpx.Client, dossier: str, run_id: str, timeout: float = 180) -> dict:
@@ -315,6 +315,7 @@ def test_executions_per_role_with_filters_and_the_admins_export(
             execute(ANALYST, t0, "import polars as pl", path=notebook, cell_id="v1"),
             execute(LEAD, t0 + dt.timedelta(seconds=1), secret, path=notebook, cell_id="v1"),
             execute(ANALYST, t0 + dt.timedelta(seconds=2), "1/0", path=notebook, cell_id="v2"),
+            kernel_call(LEAD, t0 + dt.timedelta(seconds=3), "restart", path=notebook),
         ],
     )
     append_batch(hub.home, "mobiliteit", [execute("h.deboer", t0, "trips", path=notebook)])
@@ -326,8 +327,10 @@ def test_executions_per_role_with_filters_and_the_admins_export(
     assert [r["person"] for r in team.json()["executions"]] == [ANALYST, LEAD, ANALYST]
     assert team.json()["people"] == {ANALYST: 2, LEAD: 1}
     assert team.json()["notebooks"] == {notebook: 3}
+    assert [(c["person"], c["action"]) for c in team.json()["kernel_calls"]] == [(LEAD, "restart")]
     viewer = client(VIEWER).get("dossiers/armoede/executions", params=asked)
     assert viewer.status_code == 200 and viewer.json()["executions"] == []
+    assert viewer.json()["kernel_calls"] == []
     assert secret not in viewer.text
     for who, params in (
         (VIEWER, {**asked, "person": ANALYST}),
@@ -387,6 +390,15 @@ def test_executions_per_role_with_filters_and_the_admins_export(
     )
     assert seen.status_code == 200 and "Your own code" in seen.text
     assert 'id="filter-ran-by"' not in seen.text and 'id="no-executions"' in seen.text
+    assert 'id="kernel-calls"' not in seen.text  # the lead's restart is not the viewer's
+    lead_page = httpx.get(
+        f"{hub.service}dossiers/armoede/audit",
+        params={"notebook": notebook},
+        headers=client(LEAD).headers,
+    )
+    assert lead_page.status_code == 200
+    calls = lead_page.text.split('id="kernel-calls"')[1].split("</table>")[0]
+    assert f'data-person="{LEAD}"' in calls and "<td>restarted</td>" in calls
     assert secret not in seen.text and "import polars" not in seen.text
 
     recorded = [(r["action"], r["actor"]) for r in AuditLog(hub.home).read()[mark:]]

@@ -20,7 +20,7 @@ from dossierhub.state.home import Home
 from dossierhub.state.problems import ReportRefused
 from dossierhub.web import auditwords
 
-from executionrecords import append_batch, execute
+from executionrecords import append_batch, execute, kernel_call
 from helpers import run_cli
 
 LEAD, ANALYST, VIEWER = "a.jansen", "b.devries", "d.visser"
@@ -38,7 +38,8 @@ def home(applied_home: Path) -> Home:
     """armoede: b.devries ran 3 cells of poverty.ipynb (one later failed, its reply in the next
     batch, where a.jansen also restarted the kernel), a.jansen 1 of a.ipynb, the viewer
     d.visser 1 (from when they were an analyst);
-    mobiliteit: h.deboer and b.devries (who left it since) 1 each."""
+    mobiliteit: h.deboer and b.devries (who left it since) 1 each, b.devries having
+    interrupted its kernel just before."""
     home = Home(applied_home)  # this module's own copy: its log is this module's
     late = execute(ANALYST, at(3), "1 / 0", cell_id="c3", outcome=None)
     append_batch(
@@ -82,6 +83,7 @@ def home(applied_home: Path) -> Home:
         "mobiliteit",
         [
             execute(OTHER_ANALYST, at(7), "trips", path="m.ipynb", kernel="k-2"),
+            kernel_call(ANALYST, at(7), "interrupt", path="m.ipynb", kernel="k-2"),
             execute(ANALYST, at(8), "old work", path="m.ipynb", kernel="k-2"),
         ],
     )
@@ -109,6 +111,22 @@ def test_the_team_sees_everyone_newest_first_with_counts(home: Home) -> None:
     assert answer["notebooks"] == {"poverty.ipynb": 3, "a.ipynb": 1}
     assert set(rows[0]) == set(portal.ROW_KEYS)  # no code: the default records a hash only
     assert all(r["dossier"] == "armoede" for r in rows)  # not mobiliteit's
+    restart = {"person": LEAD, "dossier": "armoede", "kernel": "k-1", "action": "restart"}
+    assert answer["kernel_calls"] == [{**restart, "at": at(6).isoformat(), "path": None}]
+    assert answer["kernel_call_total"] == 1  # not b.devries's interrupt in mobiliteit
+
+
+def test_kernel_calls_are_narrowed_as_executions_are(home: Home) -> None:
+    """By person and time on the audit page's section; a viewer sees none of the team's."""
+    assert [c["action"] for c in show(home, LEAD, person=LEAD)["kernel_calls"]] == ["restart"]
+    assert show(home, LEAD, person=ANALYST)["kernel_calls"] == []
+    assert show(home, LEAD, until=at(5).isoformat())["kernel_calls"] == []
+    assert show(home, LEAD, since=at(6).isoformat())["kernel_call_total"] == 1
+    assert show(home, VIEWER)["kernel_calls"] == []  # the lead's restart is not theirs to see
+    mine = portal.my_executions(home, portal.Person(ANALYST), portal.ExecutionFilter())
+    assert [(c["dossier"], c["action"]) for c in mine["kernel_calls"]] == [
+        ("mobiliteit", "interrupt")
+    ]
 
 
 def test_filters_narrow_and_a_bad_one_names_its_parameter(home: Home) -> None:
@@ -197,13 +215,23 @@ def test_the_export_holds_exactly_one_persons_rows(home: Home, tmp_path: Path) -
     result = run_cli(home.root, "audit", "export", "--person", ANALYST, "--format", "csv")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [(r["person"], r["dossier"], r["first_line"]) for r in rows] == [
-        (ANALYST, "armoede", "import polars"),
-        (ANALYST, "armoede", SECRET),
-        (ANALYST, "armoede", "1 / 0"),
-        (ANALYST, "mobiliteit", "old work"),
+    assert [(r["person"], r["dossier"], r["event"], r["first_line"]) for r in rows] == [
+        (ANALYST, "armoede", "execution", "import polars"),
+        (ANALYST, "armoede", "execution", SECRET),
+        (ANALYST, "armoede", "execution", "1 / 0"),
+        (ANALYST, "mobiliteit", "kernel interrupt", ""),  # a row of its own, in time order
+        (ANALYST, "mobiliteit", "execution", "old work"),
     ]
     assert rows[2]["outcome"] == "error"
+    interrupt = {k: v for k, v in rows[3].items() if v}
+    assert interrupt == {
+        "at": at(7).isoformat(),
+        "person": ANALYST,
+        "dossier": "mobiliteit",
+        "path": "m.ipynb",
+        "kernel": "k-2",
+        "event": "kernel interrupt",
+    }
     out = tmp_path / "devries.json"
     result = run_cli(
         home.root, "audit", "export", "--person", ANALYST, "--format", "json", "--out", str(out)
@@ -211,22 +239,27 @@ def test_the_export_holds_exactly_one_persons_rows(home: Home, tmp_path: Path) -
     assert result.exit_code == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     exported = json.loads(out.read_text())
-    assert [(r["person"], r["first_line"]) for r in exported] == [
-        (r["person"], r["first_line"]) for r in rows
+    assert [(r["event"], r["first_line"] or "") for r in exported] == [
+        (r["event"], r["first_line"]) for r in rows
     ]
+    assert exported[3]["first_line"] is None and exported[3]["code_sha256"] is None
     again = run_cli(home.root, "audit", "export", "--person", LEAD, "--out", str(out))
     assert again.exit_code == 1 and "never overwritten" in again.stderr
     assert json.loads(out.read_text()) == exported  # untouched
     record = AuditLog(home).read()[-1]  # the refused file left no record: nothing was exported
     assert record["action"] == "executions.export"
     assert record["details"]["person"] == ANALYST and record["details"]["count"] == 4
+    assert record["details"]["kernel_calls"] == 1
     assert record["details"]["dossiers"] == ["armoede", "mobiliteit"]
     trail = portal.audit_trail(home, "mobiliteit", portal.Person(OTHER_ANALYST))
     exports = [r for r in trail["records"] if r["action"] == "executions.export"]
     assert (
         auditwords.sentence(exports[0], "/runs/")
         .striptags()
-        .endswith("exported the activity of b.devries (4 executions) for an access request.")
+        .endswith(
+            "exported the activity of b.devries (4 executions, 1 kernel call) for an access "
+            "request."
+        )
     )
 
 
@@ -235,7 +268,10 @@ def test_only_admins_export_on_the_pages_and_api(home: Home) -> None:
         portal.person_activity(home, portal.Person(LEAD), ANALYST, "csv")
     assert refused.value.reason == "forbidden"
     export = portal.person_activity(home, portal.Person("z.beheer", admin=True), LEAD, "json")
-    assert [r["person"] for r in json.loads(export.data)] == [LEAD]
+    assert [(r["person"], r["event"]) for r in json.loads(export.data)] == [
+        (LEAD, "execution"),
+        (LEAD, "kernel restart"),
+    ]
     with pytest.raises(ReportRefused) as refused:
         portal.person_activity(home, portal.Person("z.beheer", admin=True), LEAD, "xlsx")
     assert refused.value.fields == {"format": refused.value.fields["format"]}

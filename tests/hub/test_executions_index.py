@@ -17,11 +17,11 @@ from auditstores import STORES, TableLog, log_of, move_to_table
 from dossierhub import portal
 from dossierhub.state import auditindex
 from dossierhub.state.audit import AuditLog
-from dossierhub.state.auditindex import ROWS, ExecutionIndex, Where
-from dossierhub.state.executions import executions_from, latest_by_cell
+from dossierhub.state.auditindex import KERNELS, ROWS, STATE, ExecutionIndex, Where
+from dossierhub.state.executions import executions_from, kernel_events_from, latest_by_cell
 from dossierhub.state.home import Home
 
-from executionrecords import append_batch, execute
+from executionrecords import append_batch, execute, kernel_call
 from helpers import run_cli
 
 LEAD, ANALYST = "a.jansen", "b.devries"
@@ -36,7 +36,8 @@ def at(minutes: float) -> dt.datetime:
 def logged(home: Path, request: pytest.FixtureRequest, store: str) -> Home:
     """An initialised HOME whose log (in `store`) holds batches of every shape the views
     meet: two dossiers, an outcome in a later batch and one given twice, a refusal, two
-    executions at the same moment in different batches, other records between."""
+    executions at the same moment in different batches, other records between, kernel calls
+    (one of a notebook, one at the same moment as an execution)."""
     if store == "postgresql":
         move_to_table(home, request.getfixturevalue("postgres"))
     logged = Home(home)
@@ -60,6 +61,7 @@ def grow(home: Home, start: float) -> None:
             execute(LEAD, at(start + 2), "x = 1", cell_id="c1", path="a.ipynb"),
             late,
             execute(ANALYST, at(start + 2), "same moment", cell_id="c2", path=None),
+            kernel_call(LEAD, at(start + 2), "restart"),
         ],
     )
     AuditLog(home).append("workspace.open", actor=LEAD, dossier="armoede")
@@ -73,12 +75,16 @@ def grow(home: Home, start: float) -> None:
             {"event": "refused", "at": at(start + 4).isoformat(), "reason": "workspace token"},
             execute(LEAD, at(start + 2), "tie with an earlier batch", cell_id="c2", path=None),
             execute(LEAD, at(start + 5), "again", cell_id="c1"),
+            kernel_call(ANALYST, at(start + 4.5), "interrupt", path="poverty.ipynb"),
         ],
     )
     append_batch(
         home,
         "mobiliteit",
-        [execute(ANALYST, at(start + 6), "trips", path="m.ipynb", cell_id="c1", kernel="k-2")],
+        [
+            kernel_call(ANALYST, at(start + 5.5), "start", path="m.ipynb", kernel="k-2"),
+            execute(ANALYST, at(start + 6), "trips", path="m.ipynb", cell_id="c1", kernel="k-2"),
+        ],
     )
 
 
@@ -112,6 +118,17 @@ def assert_in_step(home: Home) -> None:
         assert index.count(where) == len(truth)
         counts = Counter(v for x in truth if (v := getattr(x, key)) is not None)
         assert index.counted(key, where) == dict(counts), (where, key)
+        calls = kernel_events_from(
+            records,
+            dossier=where.dossier,
+            person=where.person,
+            path=where.path,
+            since=where.since,
+            until=where.before,
+        )
+        assert index.kernel_calls(where) == calls, where
+        assert index.kernel_calls(where, newest_first=True, limit=2) == calls[::-1][:2], where
+        assert index.kernel_call_count(where) == len(calls)
     for dossier, path in (("armoede", "poverty.ipynb"), ("armoede", "a.ipynb")):
         truth = latest_by_cell(executions_from(records, dossier=dossier, path=path))
         assert index.latest_by_cell(dossier, path) == truth
@@ -122,6 +139,11 @@ def test_the_index_gives_what_the_whole_log_gives_as_the_log_grows(logged: Home)
     assert_in_step(logged)
     everything = ExecutionIndex.for_log(AuditLog(logged)).executions(Where())
     assert [x.outcome for x in everything if x.first_line == "1 / 0"] == ["error"]
+    calls = ExecutionIndex.for_log(AuditLog(logged)).kernel_calls(Where(dossier="armoede"))
+    assert [(x.person, x.action, x.path) for x in calls] == [
+        (LEAD, "restart", None),
+        (ANALYST, "interrupt", "poverty.ipynb"),
+    ]
     grow(logged, 10)  # read since: only the new records are taken in
     assert_in_step(logged)
     assert len(ExecutionIndex.for_log(AuditLog(logged)).executions(Where())) == 2 * 7
@@ -195,6 +217,39 @@ def test_an_index_changed_outside_dossierhub_fails_verify_and_is_rebuilt(
     assert show(logged, portal.Person(LEAD), portal.ExecutionFilter()) == mine
     again = run_cli(logged.root, "audit", "verify")
     assert again.exit_code == 0 and "executions index: in step with the log" in again.stdout
+    # the same for a kernel call: who restarted a colleague's kernel is not rewritten either
+    sql_of(logged, store, f"UPDATE {KERNELS} SET person = '{ANALYST}' WHERE person = '{LEAD}'")
+    result = run_cli(logged.root, "audit", "verify")
+    assert result.exit_code == 1
+    assert "the executions index differs from the log at its kernel call 1" in result.stderr
+    calls = ExecutionIndex.for_log(AuditLog(logged)).kernel_calls(Where(person=LEAD))
+    assert [x.action for x in calls] == ["restart"]
+
+
+def sql_of(home: Home, store: str, statement: str) -> None:
+    """Run `statement` on the index where it is kept, as someone outside dossierhub would."""
+    if store == "file":
+        with sqlite3.connect(home.audit_index_file) as conn:
+            conn.execute(statement)
+    else:
+        table = log_of(home.root)
+        assert isinstance(table, TableLog)
+        table.sql(statement)
+
+
+def test_an_index_made_before_it_held_kernel_calls_is_rebuilt_at_its_next_read(
+    logged: Home, store: str
+) -> None:
+    """An index an earlier dossierhub kept (format 1: executions only, no table of kernel
+    calls) is rebuilt from the log at the first read after the upgrade, with no step by the
+    admin: the pages then list the kernel calls the log held all along."""
+    assert_in_step(logged)
+    sql_of(logged, store, f"DROP TABLE {KERNELS}")
+    sql_of(logged, store, f"UPDATE {STATE} SET version = 1")
+    auditindex._schema_made.clear()  # the upgraded service starts afresh
+    upgraded = ExecutionIndex.for_log(AuditLog(Home(logged.root)))
+    assert upgraded.kernel_call_count(Where()) == 3
+    assert_in_step(logged)
 
 
 @pytest.mark.parametrize("store", ["file"])

@@ -22,7 +22,9 @@ The log stays the truth; the index is derived from it and never written any othe
   index built in memory from the log: slower, never different.
 
 Rows come out as `executions.Execution`, in the order and with the outcomes `executions_from`
-gives for the same records (tests/hub/test_executions_index.py compares them).
+gives for the same records, and kernel calls (a person started, restarted, interrupted or shut
+down a kernel) as `executions.KernelCall`, as `kernel_events_from` gives them
+(tests/hub/test_executions_index.py compares them).
 """
 
 from __future__ import annotations
@@ -35,21 +37,24 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dossierhub.state.atomic import take_folder_owner
 from dossierhub.state.auditstore import FileStore, Mark
-from dossierhub.state.executions import ACTION, Execution, _when
+from dossierhub.state.executions import ACTION, Execution, KernelCall, _when
 
 if TYPE_CHECKING:
     from dossierhub.state.audit import AuditLog
 
-VERSION = 1  # of the rows' layout: an index of another version is rebuilt
+# of the rows' layout: an index of another version is rebuilt from the log at its next read
+# (2: kernel calls too; an index of version 1 had none, so it is rebuilt, not caught up)
+VERSION = 2
 PREFIX = "dossierhub_execution_"  # the tables' names, beside dossierhub_audit_* in PostgreSQL
 ROWS, OUTCOMES, STATE = f"{PREFIX}rows", f"{PREFIX}outcomes", f"{PREFIX}index"
+KERNELS = f"{PREFIX}kernels"  # kernels people started, restarted, interrupted or shut down
 
 _log = logging.getLogger("dossierhub.auditindex")
 
@@ -70,7 +75,14 @@ SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {ROWS}_cells ON {ROWS} (dossier, path, cell_id, at_us, seq, ord)",
     f"CREATE TABLE IF NOT EXISTS {OUTCOMES} (dossier text NOT NULL, kernel text NOT NULL, "
     "msg_id text NOT NULL, outcome text, PRIMARY KEY (dossier, kernel, msg_id))",
+    f"CREATE TABLE IF NOT EXISTS {KERNELS} ("
+    "seq bigint NOT NULL, ord integer NOT NULL, dossier text NOT NULL, batch text NOT NULL, "
+    "at_us bigint NOT NULL, at text NOT NULL, person text NOT NULL, kernel text, "
+    "action text NOT NULL, path text, PRIMARY KEY (seq, ord))",
+    f"CREATE INDEX IF NOT EXISTS {KERNELS}_dossier ON {KERNELS} (dossier, at_us, seq, ord)",
+    f"CREATE INDEX IF NOT EXISTS {KERNELS}_person ON {KERNELS} (person, at_us, seq, ord)",
 )
+KERNEL_COLUMNS = "r.at, r.person, r.dossier, r.kernel, r.action, r.path, r.batch"
 
 COLUMNS = (
     "r.at, r.person, r.dossier, r.kernel, r.channel, r.kind, r.msg_id, r.cell_id, r.path, "
@@ -190,6 +202,23 @@ class ExecutionIndex:
             found = db.rows(f"SELECT DISTINCT r.{key} FROM {ROWS} r{clause}", values)
         return sorted(str(value) for (value,) in found)
 
+    def kernel_calls(
+        self, where: Where, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[KernelCall]:
+        """The kernel calls `where` says, oldest first (or newest first), at most `limit`, in
+        the order executions.kernel_events_from gives them."""
+        clause, values = where.sql()
+        order = NEWEST_FIRST if newest_first else OLDEST_FIRST
+        cut = f" LIMIT {int(limit)}" if limit is not None else ""
+        sql = f"SELECT {KERNEL_COLUMNS} FROM {KERNELS} r{clause} ORDER BY {order}{cut}"
+        with self._fresh() as db:
+            return [_kernel_call(row) for row in db.rows(sql, values)]
+
+    def kernel_call_count(self, where: Where) -> int:
+        clause, values = where.sql()
+        with self._fresh() as db:
+            return int(db.rows(f"SELECT COUNT(*) FROM {KERNELS} r{clause}", values)[0][0])
+
     def latest_by_cell(self, dossier: str, path: str) -> dict[str, Execution]:
         """cell id -> the last execution of that cell in one notebook (executions.latest_by_cell
         over its rows: the latest by time, the one logged last among equals)."""
@@ -211,22 +240,15 @@ class ExecutionIndex:
         return {str(row.cell_id): row for row in rows}
 
     def check(self) -> str | None:
-        """None when the index holds exactly the executions the whole log gives, else what
-        differs (one sentence). Reads the whole log: for `audit verify`, not for pages."""
+        """None when the index holds exactly the executions and kernel calls the whole log
+        gives, else what differs (one sentence). Reads the whole log: for `audit verify`, not
+        for pages."""
         everything = Where()
-        kept = self.executions(everything)
-        truth = ExecutionIndex(self.log, _SqliteMemory()).executions(everything)
-        if kept == truth:
-            return None
-        for number, (mine, real) in enumerate(zip(kept, truth, strict=False), start=1):
-            if mine != real:
-                return (
-                    f"the executions index differs from the log at its execution {number} "
-                    f"(batch {real.batch}): it was changed outside dossierhub"
-                )
-        return (
-            f"the executions index holds {len(kept)} executions, the log {len(truth)}: it was "
-            "changed outside dossierhub"
+        rebuilt = ExecutionIndex(self.log, _SqliteMemory())
+        return _difference(
+            "execution", self.executions(everything), rebuilt.executions(everything)
+        ) or _difference(
+            "kernel call", self.kernel_calls(everything), rebuilt.kernel_calls(everything)
         )
 
     def catch_up(self) -> None:
@@ -265,6 +287,24 @@ class ExecutionIndex:
             yield db
 
 
+def _difference(
+    what: str, kept: Sequence[Execution | KernelCall], truth: Sequence[Execution | KernelCall]
+) -> str | None:
+    """Where the index's rows (`kept`) first differ from those the log gives (`truth`)."""
+    if kept == truth:
+        return None
+    for number, (mine, real) in enumerate(zip(kept, truth, strict=False), start=1):
+        if mine != real:
+            return (
+                f"the executions index differs from the log at its {what} {number} "
+                f"(batch {real.batch}): it was changed outside dossierhub"
+            )
+    return (
+        f"the executions index holds {len(kept)} {what}s, the log {len(truth)}: it was "
+        "changed outside dossierhub"
+    )
+
+
 class _Connector(Protocol):
     def writing(self) -> contextlib.AbstractContextManager[_Db]: ...
 
@@ -291,7 +331,7 @@ def _catch_up(db: _Db, log: AuditLog) -> None:
 
 
 def _clear(db: _Db) -> None:
-    for table in (ROWS, OUTCOMES, STATE):
+    for table in (ROWS, OUTCOMES, KERNELS, STATE):
         db.run(f"DELETE FROM {table}")
 
 
@@ -302,9 +342,17 @@ def _take_in(db: _Db, log: AuditLog, mark: Mark | None) -> bool:
     if tail is None:
         return False
     rows: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
     outcomes: dict[tuple[str, str, str], str] = {}
     for seq, _, line in tail:
-        _rows_of(seq, line, rows, outcomes)
+        _rows_of(seq, line, rows, outcomes, calls)
+    if calls:
+        db.run(
+            f"INSERT INTO {KERNELS} (seq, ord, dossier, batch, at_us, at, person, kernel, "
+            "action, path) VALUES (:seq, :ord, :dossier, :batch, :at_us, :at, :person, "
+            ":kernel, :action, :path)",
+            calls,
+        )
     if rows:
         db.run(
             f"INSERT INTO {ROWS} (seq, ord, dossier, batch, at_us, at, person, kernel, channel, "
@@ -335,11 +383,15 @@ def _take_in(db: _Db, log: AuditLog, mark: Mark | None) -> bool:
 
 
 def _rows_of(
-    seq: int, line: str, rows: list[dict[str, Any]], outcomes: dict[tuple[str, str, str], str]
+    seq: int,
+    line: str,
+    rows: list[dict[str, Any]],
+    outcomes: dict[tuple[str, str, str], str],
+    calls: list[dict[str, Any]],
 ) -> None:
-    """The execute events of one record as rows, its outcome events into `outcomes`, read as
-    executions_from reads them (a line that does not parse is skipped, as AuditLog.read
-    skips it)."""
+    """The execute events of one record as rows, its outcome events into `outcomes`, its
+    kernel events into `calls`, read as executions_from and kernel_events_from read them (a
+    line that does not parse is skipped, as AuditLog.read skips it)."""
     if f'"{ACTION}"' not in line:
         return  # most records are not batches: no JSON parse for them
     try:
@@ -357,6 +409,21 @@ def _rows_of(
         kernel, msg_id = str(event.get("kernel")), str(event.get("msg_id"))
         if event.get("event") == "outcome":
             outcomes[(dossier, kernel, msg_id)] = str(event.get("outcome"))
+        elif event.get("event") == "kernel" and (at := _when(event.get("at"))) is not None:
+            calls.append(
+                {
+                    "seq": seq,
+                    "ord": ord_,
+                    "dossier": dossier,
+                    "batch": batch,
+                    "at_us": _micros(at),
+                    "at": str(event.get("at")),
+                    "person": str(event.get("person", "")),
+                    "kernel": _text(event.get("kernel")),
+                    "action": str(event.get("action", "")),
+                    "path": _text(event.get("path")),
+                }
+            )
         elif event.get("event") == "execute" and (at := _when(event.get("at"))) is not None:
             rows.append(
                 {
@@ -413,6 +480,20 @@ def _execution(row: tuple[Any, ...]) -> Execution:
         code=row[11],
         outcome=row[12],
         batch=row[13],
+    )
+
+
+def _kernel_call(row: tuple[Any, ...]) -> KernelCall:
+    at = _when(row[0])
+    assert at is not None  # only parsable times were taken in
+    return KernelCall(
+        at=at,
+        person=row[1],
+        dossier=row[2],
+        kernel=row[3],
+        action=row[4],
+        path=row[5],
+        batch=row[6],
     )
 
 

@@ -10,8 +10,9 @@ executions: they are as tamper-evident as the rest of the trail, kept in whichev
 `audit.store` names, and `audit verify` covers them.
 
 Everything else reads executions through `executions_from` (rows with their outcome joined),
-`latest_by_cell` (the panel: who last ran each cell) and `export_rows` (an access request's
-CSV or JSON); nobody else parses events. Nothing of a cell's output is ever recorded; the code
+`latest_by_cell` (the panel: who last ran each cell), `kernel_events_from` (kernels people
+started, restarted, interrupted or shut down) and `export_rows` (an access request's CSV or
+JSON); nobody else parses events. Nothing of a cell's output is ever recorded; the code
 only as a SHA-256 and its first line, unless settings say `audit.executions_code: full`.
 """
 
@@ -330,7 +331,26 @@ EXPORT_COLUMNS = (
     "code_sha256",
     "outcome",
     "code",
+    "event",
 )
+"""An export's columns. `event` says what a row is: `execution`, or a kernel call (`kernel
+start`, `kernel restart`, `kernel interrupt`, `kernel shutdown`), whose row has no code, cell,
+channel or outcome. It is last so the earlier columns keep their places for existing readers."""
+
+EXECUTION = "execution"  # the `event` of an execution's export row
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """A kernel a person started, restarted, interrupted or shut down, as people see it."""
+
+    at: dt.datetime
+    person: str
+    dossier: str
+    kernel: str | None
+    action: str
+    path: str | None
+    batch: str
 
 
 def _events(records: Iterable[dict[str, Any]]) -> Iterable[tuple[str, str, dict[str, Any]]]:
@@ -475,20 +495,55 @@ def refusals_from(
     return found
 
 
+def kernel_events_from(
+    records: Iterable[dict[str, Any]],
+    *,
+    dossier: str | None = None,
+    person: str | None = None,
+    path: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> list[KernelCall]:
+    """The kernel calls in audit `records`, oldest first (as logged among equal times),
+    filtered as `executions_from` filters executions."""
+    since, until = (_aware(moment) for moment in (since, until))
+    found = []
+    for where, batch, event in _events(records):
+        call = _kernel_call(where, batch, event)
+        if call is not None and (
+            (dossier is None or call.dossier == dossier)
+            and (person is None or call.person == person)
+            and (path is None or call.path == path)
+            and (since is None or call.at >= since)
+            and (until is None or call.at < until)
+        ):
+            found.append(call)
+    found.sort(key=lambda call: call.at)
+    return found
+
+
+def _kernel_call(dossier: str, batch: str, event: dict[str, Any]) -> KernelCall | None:
+    at = _when(event.get("at"))
+    if event.get("event") != "kernel" or at is None:
+        return None
+    kernel, path = event.get("kernel"), event.get("path")
+    return KernelCall(
+        at=at,
+        person=str(event.get("person", "")),
+        dossier=dossier,
+        kernel=kernel if isinstance(kernel, str) else None,
+        action=str(event.get("action", "")),
+        path=path if isinstance(path, str) else None,
+        batch=batch,
+    )
+
+
 def kernel_calls_from(
     records: Iterable[dict[str, Any]], *, dossier: str | None = None
 ) -> list[tuple[str, str]]:
     """(person, action) of each kernel started, restarted, interrupted or shut down over the
     workspace's REST API in audit `records`, oldest first, of one dossier or all."""
-    found = []
-    for where, _batch, event in _events(records):
-        at = _when(event.get("at"))
-        if event.get("event") != "kernel" or at is None:
-            continue
-        if dossier is None or where == dossier:
-            found.append((at, str(event.get("person", "")), str(event.get("action", ""))))
-    found.sort(key=lambda call: call[0])
-    return [(person, action) for _at, person, action in found]
+    return [(call.person, call.action) for call in kernel_events_from(records, dossier=dossier)]
 
 
 def latest_by_cell(executions: Iterable[Execution]) -> dict[str, Execution]:
@@ -500,30 +555,58 @@ def latest_by_cell(executions: Iterable[Execution]) -> dict[str, Execution]:
     return latest
 
 
-def export_rows(executions: Iterable[Execution]) -> list[dict[str, str | None]]:
-    """The rows of an export, with `EXPORT_COLUMNS` as keys, times in UTC ISO 8601."""
-    return [
-        {
-            "at": row.at.astimezone(dt.UTC).isoformat(),
-            "person": row.person,
-            "dossier": row.dossier,
-            "path": row.path,
-            "cell_id": row.cell_id,
-            "kernel": row.kernel,
-            "kind": row.kind,
-            "channel": row.channel,
-            "first_line": row.first_line,
-            "code_sha256": row.code_sha256,
-            "outcome": row.outcome,
-            "code": row.code,
-        }
-        for row in executions
-    ]
+def export_rows(
+    executions: Iterable[Execution], kernel_calls: Iterable[KernelCall] = ()
+) -> list[dict[str, str | None]]:
+    """The rows of an export, with `EXPORT_COLUMNS` as keys, times in UTC ISO 8601: the
+    executions and the kernel calls in one list, oldest first (an execution before a kernel
+    call of the same moment)."""
+    rows = [(row.at, _execution_row(row)) for row in executions]
+    rows += [(call.at, _kernel_row(call)) for call in kernel_calls]
+    rows.sort(key=lambda pair: pair[0])  # stable: each list's own order among equal times
+    return [row for _at, row in rows]
 
 
-def export_text(executions: Iterable[Execution], form: Literal["csv", "json"]) -> str:
+def _execution_row(row: Execution) -> dict[str, str | None]:
+    return {
+        "at": row.at.astimezone(dt.UTC).isoformat(),
+        "person": row.person,
+        "dossier": row.dossier,
+        "path": row.path,
+        "cell_id": row.cell_id,
+        "kernel": row.kernel,
+        "kind": row.kind,
+        "channel": row.channel,
+        "first_line": row.first_line,
+        "code_sha256": row.code_sha256,
+        "outcome": row.outcome,
+        "code": row.code,
+        "event": EXECUTION,
+    }
+
+
+def _kernel_row(call: KernelCall) -> dict[str, str | None]:
+    """A kernel call as an export row: what an execution's row says of where and who, and
+    nothing of code (none ran)."""
+    row: dict[str, str | None] = dict.fromkeys(EXPORT_COLUMNS)
+    row.update(
+        at=call.at.astimezone(dt.UTC).isoformat(),
+        person=call.person,
+        dossier=call.dossier,
+        path=call.path,
+        kernel=call.kernel,
+        event=f"kernel {call.action}",
+    )
+    return row
+
+
+def export_text(
+    executions: Iterable[Execution],
+    form: Literal["csv", "json"],
+    kernel_calls: Iterable[KernelCall] = (),
+) -> str:
     """An export as CSV (a header row of EXPORT_COLUMNS) or as a JSON list of objects."""
-    rows = export_rows(executions)
+    rows = export_rows(executions, kernel_calls)
     if form == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()

@@ -239,8 +239,12 @@ def _kernel_calls(calls: list[Any]) -> Markup:
 
 
 def _exported(r: Record) -> Markup:
-    count = r.get("count")
+    count, calls = r.get("count"), r.get("kernel_calls")
     how_many = Markup(" ({})").format(_count(count, "execution")) if count is not None else ""
+    if count is not None and calls:  # an export before kernel calls were exported has none
+        how_many = Markup(" ({}, {})").format(
+            _count(count, "execution"), _count(calls, "kernel call")
+        )
     return Markup("{} exported the activity of {}{} for an access request").format(
         r.who, r.get("person") or "a person", how_many
     )

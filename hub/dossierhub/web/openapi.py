@@ -111,8 +111,9 @@ def _executions_op(summary: str, roles: str, filters: list[dict[str, Any]]) -> d
 
 def _export_op() -> dict[str, Any]:
     operation = _executions_op(
-        "One person's executions in every dossier, oldest first, as a file (an access "
-        "request): the columns of the export, CSV or JSON",
+        "One person's executions and kernel calls in every dossier, oldest first, as a file "
+        "(an access request): the columns of the export, CSV or JSON; `event` says what a "
+        "row is (`execution`, `kernel restart`, ...)",
         "admins",
         [_query("format", "the file's format (default json)", ["csv", "json"])],
     )
@@ -224,8 +225,10 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             "get": _executions_op(
                 "Code executions in the dossier's workspace, newest first: per row when, who, "
                 "kernel, notebook, cell, first line, code hash, outcome; `people` and "
-                "`notebooks`: counts of all that match; `everyone`: whether the caller sees "
-                "everyone's or their own",
+                "`notebooks`: counts of all that match; `kernel_calls`: the kernels people "
+                "started, restarted, interrupted or shut down (when, who, action, kernel, "
+                "notebook), newest first, `kernel_call_total` of them; `everyone`: whether the "
+                "caller sees everyone's or their own",
                 f"{WORKERS} (everyone's); other members their own only",
                 EXECUTION_FILTERS,
             )
@@ -241,7 +244,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
         "/me/executions": {
             "get": _executions_op(
                 "The caller's own executions in every dossier, newest first; counts per "
-                "dossier and notebook",
+                "dossier and notebook; the caller's own `kernel_calls`, as for a dossier",
                 "anyone",
                 EXECUTION_FILTERS[1:],
             )
