@@ -55,6 +55,12 @@ FIRST_LINE = 120
 # batch of 200 messages of 10 MiB made one 2 GB audit record: red team); the hash covers all
 FULL_CODE = 64 * 1024
 CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
+# the most characters of text a draft keeps until the recorder's batch formats it: a longer
+# execution is formatted on the message's path, as before drafts (hashing some KiB costs
+# microseconds). Drafts of 10 MiB executions each held their code until the batch (200 of
+# them, or 2 s, or up to MAX_WAITING while the batch lags): a member's flood made the root
+# bridge hold gigabytes, and what it holds is lost with it (red team D)
+DRAFT_CHARS = 16 * 1024
 
 # What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
 # handlers of ipkernel.py; input_reply is the only message read on stdin): nothing else is
@@ -699,7 +705,8 @@ def execute_event(
     that can refuse the message is read here. With `draft`, what only formats (the time, the
     hash, the first line, the kept code) is left to `finish`, which the recorder runs off
     the message's path, in its batch (bench_relay_pumps.py: done before the frame went on,
-    that formatting was a quarter of what the recording path cost)."""
+    that formatting was a quarter of what the recording path cost), when its texts are at
+    most DRAFT_CHARS: a larger one is finished here."""
     kind = RECORDED[message.msg_type]
     content = message.content
     extra: str | None = None  # the first line's user_expressions, or a debug command
@@ -736,7 +743,8 @@ def execute_event(
         "outcome": None,
         _PENDING: (lead, extra, hashed, code_full),
     }
-    return event if draft else finish(event)
+    small = len(lead) + len(extra or "") + len(hashed) <= DRAFT_CHARS
+    return event if draft and small else finish(event)
 
 
 _PENDING = "_pending"  # a draft's texts still to be formatted: (lead, extra, hashed, full)
