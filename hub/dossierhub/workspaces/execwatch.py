@@ -479,7 +479,9 @@ class Frames:
     def __init__(self, max_size: int):
         self.max_size = max_size
         self.buffer = bytearray()
-        self.parts: list[bytes] | None = None  # a message being assembled
+        # a message being assembled, its fragments' bytes only: a list of them held ~40 bytes
+        # a fragment, and empty fragments (which no size limit counts) without end (red team D)
+        self.parts: bytearray | None = None
         self.size = 0
         self.text = False
         self.closed = False
@@ -511,13 +513,17 @@ class Frames:
                 raise Refused("a websocket message began inside another")
             if not opcode and self.parts is None:
                 raise Refused("a websocket continuation frame came without a message")
+            payload = apply_mask(bytes(buffer[end - length : end]), bytes(key))
+            if opcode and fin:  # a message in one frame, as browsers send them
+                messages.append((opcode == 1, payload))
+                continue
             if opcode:
-                self.parts, self.size, self.text = [], 0, opcode == 1
+                self.parts, self.size, self.text = bytearray(), 0, opcode == 1
             assert self.parts is not None
             self.size += length
-            self.parts.append(apply_mask(bytes(buffer[end - length : end]), bytes(key)))
+            self.parts += payload
             if fin:
-                messages.append((self.text, b"".join(self.parts)))
+                messages.append((self.text, bytes(self.parts)))
                 self.parts = None
         del buffer[: len(buffer) if self.closed else at]
         return messages
