@@ -128,3 +128,34 @@ def test_a_message_in_tiny_or_empty_fragments_holds_no_more_than_its_bytes():
     each without end. tornado keeps a fragmented message's bytes only."""
     assert frames_held(9_000, 1) < 30_000
     assert frames_held(9_000, 0) < 15_000
+
+
+def test_a_batch_whose_formatting_fails_is_kept_and_spooled_later(tmp_path, monkeypatch):
+    """The recorder formats drafts in its batch: were that to raise (a MemoryError under a
+    flood), the batch was lost, though its executions had gone on, and the recorder's thread
+    ended. Now it is kept as an unwritable batch is: executions are refused meanwhile, and
+    the next flush spools it whole."""
+    home = Home(tmp_path)
+    home.execution_spool_root.parent.mkdir()
+    recorder = netbridge.Recorder(
+        lambda batch, events: write_batch(home, "armoede", batch, events), "relay"
+    )
+    reader = KernelSocket(KERNEL, "a.jansen", V1, code_full=False)
+    assert recorder.record(reader.from_client(execute_frame("x = 1", "m1"), draft=True))
+    real, failed = execwatch.finish, []
+
+    def out_of_memory(event: dict) -> dict:
+        if not failed:
+            failed.append(event["msg_id"])
+            raise MemoryError
+        return real(event)
+
+    monkeypatch.setattr(execwatch, "finish", out_of_memory)
+    recorder.flush()
+    assert failed == ["m1"] and not spooled(home)
+    assert not recorder.record(reader.from_client(execute_frame("x = 2", "m2"), draft=True))
+    recorder.flush()
+    (path,) = spooled(home)
+    (event,) = json.loads(path.read_text())["events"]
+    assert (event["msg_id"], event["first_line"]) == ("m1", "x = 1")
+    assert recorder.record(reader.from_client(execute_frame("x = 3", "m3"), draft=True))
