@@ -292,3 +292,50 @@ def test_a_kernel_interrupted_over_its_websocket_is_recorded_under_the_person(
         assert time.monotonic() < deadline, "the interrupt was not recorded"
         time.sleep(0.1)
     assert (found[-1]["person"], found[-1]["action"]) == ("b.devries", "interrupt")
+
+
+def test_frames_a_parser_could_read_otherwise_run_nothing_unrecorded(
+    hub: Hub, tokens: dict[str, str], kernel: str
+) -> None:
+    """A person's frames are read by the bridge's own reader (red team D): an execution in
+    fragments with a ping and a pong between them, and one sent right after a close frame in
+    the same write. Whatever the kernel ran is recorded under the sender; what follows the
+    close reaches no kernel."""
+    from websockets.frames import CLOSE, CONT, PING, PONG, TEXT, Close, Frame
+
+    def request(marker: str) -> tuple[str, bytes]:
+        msg_id = uuid.uuid4().hex
+        body = kernelclient.execute_request(f"{marker} = 1", msg_id=msg_id)
+        return msg_id, str(frame(body)).encode()
+
+    fragmented, first = request("redd_fragmented")
+    after_close, second = request("redd_after_close")
+    masked = [
+        Frame(TEXT, first[:20], fin=False),
+        Frame(PING, b"p"),
+        Frame(CONT, first[20:40], fin=False),
+        Frame(PONG, b""),
+        Frame(CONT, first[40:]),
+    ]
+    with channels(hub, kernel, tokens["b.devries"]) as socket:
+        socket.socket.sendall(b"".join(f.serialize(mask=True) for f in masked))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the fragmented execution's reply
+            got = kernelclient.unframe(socket.recv(timeout=30))
+            if got["parent_header"].get("msg_id") == fragmented and got["msg_type"] == (
+                "execute_reply"
+            ):
+                break
+        close = Frame(CLOSE, Close(1000, "").serialize()).serialize(mask=True)
+        socket.socket.sendall(close + Frame(TEXT, second).serialize(mask=True))
+        time.sleep(0.5)  # were it passed on, it would be in the kernel before the check
+    with channels(hub, kernel, tokens["a.jansen"]) as check:
+        _, ran, status = run(
+            check, "print(sorted(k for k in globals() if k.startswith('redd_')))", claimed="x"
+        )
+    assert status == "ok"
+    assert ran.strip() == "['redd_fragmented']"
+    events = executions(hub, kernel, {fragmented})
+    assert events[fragmented]["person"] == "b.devries"
+    assert events[fragmented]["first_line"] == "redd_fragmented = 1"
+    assert not [e for e in events_of(hub, kernel) if e.get("msg_id") == after_close]

@@ -55,6 +55,12 @@ FIRST_LINE = 120
 # batch of 200 messages of 10 MiB made one 2 GB audit record: red team); the hash covers all
 FULL_CODE = 64 * 1024
 CLAIM = 200  # the most kept of a client's msg_id, cell id, a kernel id or path (the spool's 400)
+# the most characters of text a draft keeps until the recorder's batch formats it: a longer
+# execution is formatted on the message's path, as before drafts (hashing some KiB costs
+# microseconds). Drafts of 10 MiB executions each held their code until the batch (200 of
+# them, or 2 s, or up to MAX_WAITING while the batch lags): a member's flood made the root
+# bridge hold gigabytes, and what it holds is lost with it (red team D)
+DRAFT_CHARS = 16 * 1024
 
 # What ipykernel 7 handles (kernelbase.py msg_types / control_msg_types; comm_* are shell
 # handlers of ipkernel.py; input_reply is the only message read on stdin): nothing else is
@@ -473,7 +479,9 @@ class Frames:
     def __init__(self, max_size: int):
         self.max_size = max_size
         self.buffer = bytearray()
-        self.parts: list[bytes] | None = None  # a message being assembled
+        # a message being assembled, its fragments' bytes only: a list of them held ~40 bytes
+        # a fragment, and empty fragments (which no size limit counts) without end (red team D)
+        self.parts: bytearray | None = None
         self.size = 0
         self.text = False
         self.closed = False
@@ -505,13 +513,17 @@ class Frames:
                 raise Refused("a websocket message began inside another")
             if not opcode and self.parts is None:
                 raise Refused("a websocket continuation frame came without a message")
+            payload = apply_mask(bytes(buffer[end - length : end]), bytes(key))
+            if opcode and fin:  # a message in one frame, as browsers send them
+                messages.append((opcode == 1, payload))
+                continue
             if opcode:
-                self.parts, self.size, self.text = [], 0, opcode == 1
+                self.parts, self.size, self.text = bytearray(), 0, opcode == 1
             assert self.parts is not None
             self.size += length
-            self.parts.append(apply_mask(bytes(buffer[end - length : end]), bytes(key)))
+            self.parts += payload
             if fin:
-                messages.append((self.text, b"".join(self.parts)))
+                messages.append((self.text, bytes(self.parts)))
                 self.parts = None
         del buffer[: len(buffer) if self.closed else at]
         return messages
@@ -699,7 +711,8 @@ def execute_event(
     that can refuse the message is read here. With `draft`, what only formats (the time, the
     hash, the first line, the kept code) is left to `finish`, which the recorder runs off
     the message's path, in its batch (bench_relay_pumps.py: done before the frame went on,
-    that formatting was a quarter of what the recording path cost)."""
+    that formatting was a quarter of what the recording path cost), when its texts are at
+    most DRAFT_CHARS: a larger one is finished here."""
     kind = RECORDED[message.msg_type]
     content = message.content
     extra: str | None = None  # the first line's user_expressions, or a debug command
@@ -736,7 +749,8 @@ def execute_event(
         "outcome": None,
         _PENDING: (lead, extra, hashed, code_full),
     }
-    return event if draft else finish(event)
+    small = len(lead) + len(extra or "") + len(hashed) <= DRAFT_CHARS
+    return event if draft and small else finish(event)
 
 
 _PENDING = "_pending"  # a draft's texts still to be formatted: (lead, extra, hashed, full)

@@ -278,16 +278,19 @@ class Recorder:
                     for key in self.replies:
                         self.replies[key] = None
                 self.due.clear()
-            if taken:  # no other thread holds them now: drafts are formatted here
-                from dossierhub.workspaces.execwatch import finish
-
+            if taken:
                 self.seq += 1
-                for event in taken:
-                    finish(event)
                 self.unwritten.append((f"{self.relay_id}-{self.seq:08d}", taken))
             while self.unwritten:
                 batch, events = self.unwritten[0]
                 try:
+                    # no other thread holds them now: drafts are formatted here, under the
+                    # same keep-and-retry as the write (a formatting that raised, a
+                    # MemoryError, lost the batch and ended the recorder's thread: red team D)
+                    from dossierhub.workspaces.execwatch import finish
+
+                    for event in events:
+                        finish(event)
                     self.write(batch, events)
                 except Exception as exc:  # any failure: keep the batch, say so, retry later
                     if not self.failing:
