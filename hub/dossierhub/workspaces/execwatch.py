@@ -441,7 +441,7 @@ def sessions_of(body: bytes, *, gzipped: bool = False) -> list[tuple[str, str]]:
 # --- websocket frames -------------------------------------------------------------------
 
 
-def _frame_head(buffer: bytearray, at: int) -> tuple[int, bool, int, int] | None:
+def _frame_head(buffer: bytes | bytearray, at: int) -> tuple[int, bool, int, int] | None:
     """(first byte, masked, payload length, head length with the mask key) of the frame at
     `at` (RFC 6455 5.2), or None while its head is not all there."""
     if len(buffer) - at < 2:
@@ -561,6 +561,13 @@ class Replies:
 
     def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
         """(is text, payload) of each message `data` completes that may be a reply."""
+        if not self.buffer and not self.skip and self.parts is None and _REPLY not in data:
+            # most chunks are one whole frame, a whole message (the server sends each message
+            # as it comes, TCP_NODELAY): one without "execute_reply" is stepped over unread
+            # and uncopied (three of the four frames a `pass` sends back)
+            one = _frame_head(data, 0)
+            if one is not None and one[0] & 0x80 and not one[1] and one[2] + one[3] == len(data):
+                return []
         if self.skip:
             stepped = min(self.skip, len(data))
             self.skip -= stepped
