@@ -168,17 +168,26 @@ class ExecutionIndex:
         self, where: Where, *, newest_first: bool = False, limit: int | None = None
     ) -> list[Execution]:
         """The executions `where` says, oldest first (or newest first), at most `limit`."""
+        rows = self._listed(f"{COLUMNS} FROM {JOIN}", where, newest_first, limit)
+        return [_execution(row) for row in rows]
+
+    def count(self, where: Where) -> int:
+        return self._count(ROWS, where)
+
+    def _listed(
+        self, source: str, where: Where, newest_first: bool, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """The rows of `SELECT source` that `where` says, in time order, at most `limit`."""
         clause, values = where.sql()
         order = NEWEST_FIRST if newest_first else OLDEST_FIRST
         cut = f" LIMIT {int(limit)}" if limit is not None else ""
-        sql = f"SELECT {COLUMNS} FROM {JOIN}{clause} ORDER BY {order}{cut}"
         with self._fresh() as db:
-            return [_execution(row) for row in db.rows(sql, values)]
+            return list(db.rows(f"SELECT {source}{clause} ORDER BY {order}{cut}", values))
 
-    def count(self, where: Where) -> int:
+    def _count(self, table: str, where: Where) -> int:
         clause, values = where.sql()
         with self._fresh() as db:
-            return int(db.rows(f"SELECT COUNT(*) FROM {ROWS} r{clause}", values)[0][0])
+            return int(db.rows(f"SELECT COUNT(*) FROM {table} r{clause}", values)[0][0])
 
     def counted(self, key: Literal["person", "path", "dossier"], where: Where) -> dict[str, int]:
         """How many executions per person, notebook or dossier, most first (equal counts in
@@ -207,17 +216,11 @@ class ExecutionIndex:
     ) -> list[KernelCall]:
         """The kernel calls `where` says, oldest first (or newest first), at most `limit`, in
         the order executions.kernel_events_from gives them."""
-        clause, values = where.sql()
-        order = NEWEST_FIRST if newest_first else OLDEST_FIRST
-        cut = f" LIMIT {int(limit)}" if limit is not None else ""
-        sql = f"SELECT {KERNEL_COLUMNS} FROM {KERNELS} r{clause} ORDER BY {order}{cut}"
-        with self._fresh() as db:
-            return [_kernel_call(row) for row in db.rows(sql, values)]
+        rows = self._listed(f"{KERNEL_COLUMNS} FROM {KERNELS} r", where, newest_first, limit)
+        return [_kernel_call(row) for row in rows]
 
     def kernel_call_count(self, where: Where) -> int:
-        clause, values = where.sql()
-        with self._fresh() as db:
-            return int(db.rows(f"SELECT COUNT(*) FROM {KERNELS} r{clause}", values)[0][0])
+        return self._count(KERNELS, where)
 
     def latest_by_cell(self, dossier: str, path: str) -> dict[str, Execution]:
         """cell id -> the last execution of that cell in one notebook (executions.latest_by_cell
