@@ -25,19 +25,25 @@ KERNEL = "0b6a4f1e-7d0c-4c55-9f53-2a1d3c4b5e6f"
 MIB = 1024 * 1024
 
 
-def execute_frame(code: str, msg_id: str) -> bytes:
+def execute_frame(code: str, msg_id: str, cell: str | None = None) -> bytes:
     """A browser's v1 execute_request frame (masked, as JupyterLab sends it)."""
     header = {"msg_id": msg_id, "msg_type": "execute_request", "session": "s", "version": "5.3"}
     content = {"code": code, "silent": False, "user_expressions": {}}
-    msg = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+    metadata = {"cellId": cell} if cell is not None else {}
+    msg = {"header": header, "parent_header": {}, "metadata": metadata, "content": content}
     payload = serialize_msg_to_ws_v1(msg, "shell", lambda part: json.dumps(part).encode())
     return Frame(BINARY, payload).serialize(mask=True)
 
 
 def send_large(reader: KernelSocket, recorder: netbridge.Recorder, i: int) -> None:
     """One 4 MiB execution read and recorded as the bridge does (its frame and code are
-    dropped here once read: only what the recorder keeps stays)."""
-    events = reader.from_client(execute_frame(f"run({i})\n#" + "x" * 4 * MIB, f"m{i}"), draft=True)
+    dropped here once read: only what the recorder keeps stays); odd ones short code with a
+    4 MiB cell id (a draft kept it whole until its batch)."""
+    if i % 2:
+        frame = execute_frame(f"run({i})\n#" + "x" * 4 * MIB, f"m{i}")
+    else:
+        frame = execute_frame(f"run({i})", f"m{i}", cell="c" * 4 * MIB)
+    events = reader.from_client(frame, draft=True)
     assert recorder.record(events)
 
 
@@ -70,6 +76,7 @@ def test_large_executions_waiting_for_their_batch_do_not_hold_their_code(tmp_pat
     assert [e["first_line"] for e in events] == [f"run({i})" for i in range(6)]
     code = "run(5)\n#" + "x" * 4 * MIB
     assert events[5]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    assert events[4]["cell_id"] == "c" * execwatch.CLAIM
 
 
 def test_a_batch_of_drafts_with_outcomes_spools_as_the_service_reads_it(tmp_path):

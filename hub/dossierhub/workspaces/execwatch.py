@@ -751,7 +751,9 @@ def execute_event(
         "channel": message.channel,
         "kind": kind,
         "msg_id": claim(message.header.get("msg_id")) or "",
-        "cell_id": message.metadata.get("cellId"),
+        # cut now: a draft kept a 10 MiB cell id whole until its batch, which DRAFT_CHARS
+        # does not count
+        "cell_id": claim(message.metadata.get("cellId")),
         "path": path,
         "outcome": None,
         _PENDING: (lead, extra, hashed, code_full),
@@ -777,7 +779,6 @@ def finish(event: dict[str, Any]) -> dict[str, Any]:
         first = f"{first} + user_expressions {extra}"
     elif event["kind"] == "debug":
         first = f"{extra} {first}".strip()
-    event["cell_id"] = claim(event["cell_id"])
     event["code_sha256"] = _sha256(hashed)
     event["first_line"] = recordable(first[:FIRST_LINE])
     if code_full:
