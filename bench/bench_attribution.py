@@ -70,8 +70,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def plain_pump(bridge: Bridge) -> Iterator[str]:
-    """A plain pump into the workspace's sandbox for as long as the block runs; its URL."""
+def plain_pump(bridge: Bridge) -> Iterator[tuple[str, int]]:
+    """A plain pump into the workspace's sandbox for as long as the block runs; its URL and
+    its process id."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -88,7 +89,7 @@ def plain_pump(bridge: Bridge) -> Iterator[str]:
         line = process.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"the plain pump did not start: {line!r}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -151,6 +152,13 @@ class Routes:
         self.client.post(spec, json={**data, "target": target}).raise_for_status()
         if self.get(spec)["target"] != target:
             raise RuntimeError(f"the proxy did not take {spec} -> {target}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time of process `pid` so far, all its threads (ended ones too), in seconds: its
+    process-wide CPU clock (clock_getcpuclockid's id, `(~pid << 3) | 2`: nanoseconds, where
+    /proc's stat counts 10 ms ticks)."""
+    return time.clock_gettime(((~pid) << 3) | 2)
 
 
 # --- executions, as a browser sends them ---
@@ -277,19 +285,23 @@ def measure_cost(
         stack.callback(routes.close)
         # two plain pumps: the baseline is not one process's luck (see the module's docstring)
         arms = {
-            "recording": recording,
+            "recording": (recording, bridge.pid),
             "plain": stack.enter_context(plain_pump(bridge)),
             "plain again": stack.enter_context(plain_pump(bridge)),
         }
         stack.callback(routes.point, target.route, recording)
         times: dict[str, list[float]] = {arm: [] for arm in arms}
+        cpu = dict.fromkeys(arms, 0.0)  # the arm's own process, while its rounds ran
         sent = dict.fromkeys(arms, 0)  # with each connection's first execution
         names = list(arms)
         for index in range(rounds):
             for arm in names[index % len(names) :] + names[: index % len(names)]:
-                routes.point(target.route, arms[arm])
+                url, pid = arms[arm]
+                routes.point(target.route, url)
+                before = cpu_seconds(pid)
                 measured = kernel.run(per_round)
-                if routes.get(target.route)["target"] != arms[arm]:
+                cpu[arm] += cpu_seconds(pid) - before
+                if routes.get(target.route)["target"] != url:
                     raise RuntimeError("the hub put its route back during a round: run again")
                 times[arm].extend(measured)
                 sent[arm] += len(measured) + 1
@@ -311,6 +323,13 @@ def measure_cost(
         f"that do the same (the recording bridge against each: "
         f"{median['recording'] / median['plain']:.3f}, "
         f"{median['recording'] / median['plain again']:.3f})",
+        flush=True,
+    )
+    per = {arm: cpu[arm] / sent[arm] * 1e6 for arm in arms}
+    print(
+        f"{'cpu_per_execution':<18} recording bridge {per['recording']:.0f} us, plain pumps "
+        f"{per['plain']:.0f} / {per['plain again']:.0f} us (each process's own CPU clock over "
+        f"its rounds, the proxy's and the server's not counted)",
         flush=True,
     )
     return ratio <= TARGET and records_ok

@@ -76,6 +76,11 @@ REFUSALS_PER_MINUTE = 60
 FULL = "execution records cannot be stored; ask the admin"
 REUSED = "a message id already used with this kernel is refused"
 USED_IDS = 20_000  # executions whose msg_id a new one may not take (~3 MB at most)
+# the workspace's frames of a kernel websocket wait, as they passed, for the next batch to be
+# read for outcomes; past this many bytes or chunks waiting, the connection's own thread reads
+# them (a connection holds at most 32 KiB, and ~140 bytes a chunk, so ~70 KiB)
+SKIM_LATER = 32 * 1024
+SKIM_CHUNKS = 256
 # The client's side of an inbound connection has deadlines (read when the recorder starts):
 # without them anyone who reaches the proxy held all INBOUND_LIMIT connections with slow
 # request heads or bodies, and the team's workspace answered 503 (red team, issue 16). The
@@ -226,6 +231,9 @@ class Recorder:
         )
         self.due = threading.Event()
         self.failing = False
+        # read before each batch is taken: the outcomes in what the workspace sent meanwhile
+        # (Watch.read_replies), so that they join their executions in the batch
+        self.before_batch: Callable[[], None] | None = None
 
     def record(self, events: list[dict[str, Any]], *, always: bool = False) -> bool:
         """Keep `events` to be spooled; False (refuse the execution) once MAX_WAITING wait, or
@@ -247,7 +255,9 @@ class Recorder:
                 self.due.set()
         return True
 
-    def outcome(self, kernel: str, msg_id: str, outcome: str) -> None:
+    def outcome(self, kernel: str, msg_id: str, outcome: str, at: float | None = None) -> None:
+        """The outcome of an execution, read from its execute_reply (`at`: when that passed,
+        as time.time(); now if not said)."""
         with self.lock:
             key = (kernel, msg_id)
             if key not in self.replies:
@@ -256,12 +266,12 @@ class Recorder:
             if event is not None:
                 event["outcome"] = outcome
                 return
-        at = datetime.now(UTC).isoformat(timespec="microseconds")
+        when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
         self.record(
             [
                 {
                     "event": "outcome",
-                    "at": at,
+                    "at": when.isoformat(timespec="microseconds"),
                     "kernel": kernel,
                     "msg_id": msg_id,
                     "outcome": outcome,
@@ -272,6 +282,8 @@ class Recorder:
 
     def flush(self) -> None:
         with self.spooling:
+            if self.before_batch is not None:
+                self.before_batch()
             with self.lock:
                 taken, self.events = self.events, []
                 if taken:
@@ -441,6 +453,18 @@ class Watch:
         # msg_id each): an execute_reply names its request by msg_id alone
         self.used: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self.using = threading.Lock()
+        # kernel websockets whose workspace frames may wait to be read for outcomes
+        self.replying: set[_Watched] = set()
+        self.replying_lock = threading.Lock()
+        recorder.before_batch = self.read_replies
+
+    def read_replies(self) -> None:
+        """Read the outcomes in every kernel websocket's waiting frames (before a batch)."""
+        with self.replying_lock:
+            connections = list(self.replying)
+        for connection in connections:
+            if not connection.read_replies():
+                connection.stop()  # out of step: no outcome can be told any more
 
     def first_use(self, kernel: str, msg_id: str) -> bool:
         """Whether no execution recorded lately used `msg_id` in `kernel`. Every kernel's
@@ -592,6 +616,16 @@ class _Watched(_Joined):
         # what the client is waiting to send (execwatch.Exchange.waiting_for), since when, and
         # how much of its bytes had been read then (a body's progress): Deadlines reads them
         self.phase, self.since, self.mark = "head", time.monotonic(), 0
+        # a kernel websocket's frames from the workspace, as they passed (time.time(), bytes),
+        # not yet read for outcomes: reading each as it came cost the bridge's thread more
+        # than passing it on (bench_attribution.py's cpu_per_execution); read in a batch, by
+        # whoever holds `skimming`, the code runs warm. The queue only this connection's
+        # server thread appends to, and `queued` only it counts; `skimmed` counts under
+        # `skimming`
+        self.unread: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.queued = self.skimmed = 0
+        self.skimming = threading.Lock()
+        self.unreadable = False
 
     def start(self) -> None:
         self.watch.deadlines.add(self)
@@ -633,6 +667,9 @@ class _Watched(_Joined):
             self.b.close()
             self.release()
             if self.socket is not None:
+                self.read_replies()  # what passed before the end
+                with self.watch.replying_lock:
+                    self.watch.replying.discard(self)
                 self.watch.recorder.flush()
 
     def _rearm(self) -> None:
@@ -668,6 +705,10 @@ class _Watched(_Joined):
             # and a wait here held Deadlines' one thread, every other connection's cut with it
             with contextlib.suppress(OSError):
                 self.a.send(_forbidden("the request came too slowly", 408), socket.MSG_DONTWAIT)
+        self.stop()
+
+    def stop(self) -> None:
+        """End both directions (from any thread: each pump's recv returns, and it ends)."""
         for end in (self.a, self.b):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
@@ -838,20 +879,40 @@ class _Watched(_Joined):
         self.socket = self.x.KernelSocket(
             kernel, person, self.exchange.subprotocol, code_full=self.watch.code_full
         )
+        with self.watch.replying_lock:
+            self.watch.replying.add(self)
 
     def _server_frames(self, data: bytes) -> None:
-        # on first, read after: only what a person sends must be recorded before it goes on
-        # (reading first delayed every reply by the parse: ~0.7 ms of a 7 ms `pass`)
+        # on first, read later: only what a person sends must be recorded before it goes on
+        # (reading first delayed every reply by the parse: ~0.7 ms of a 7 ms `pass`); an
+        # outcome waits for the batch its execution is in
         self.a.sendall(data)
         self._outcomes(data)
 
     def _outcomes(self, data: bytes) -> None:
-        try:
-            outcomes = self.socket.from_server(data)
-        except self.x.Refused:
-            raise OSError("the workspace's frames could not be read") from None
-        for msg_id, outcome in outcomes:
-            self.watch.recorder.outcome(self.socket.kernel, msg_id, outcome)
+        self.unread.append((time.time(), data))
+        self.queued += len(data)
+        waiting = self.queued - self.skimmed > SKIM_LATER or len(self.unread) > SKIM_CHUNKS
+        if waiting and not self.read_replies():
+            raise OSError("the workspace's frames could not be read")
+
+    def read_replies(self) -> bool:
+        """Read the outcomes of the workspace's frames that wait; False if they cannot be
+        read (its frames are out of step: the connection is to end)."""
+        with self.skimming:
+            while self.unread:
+                at, data = self.unread.popleft()
+                self.skimmed += len(data)
+                if self.unreadable:
+                    continue
+                try:
+                    outcomes = self.socket.from_server(data)
+                except self.x.Refused:
+                    self.unreadable = True
+                    continue
+                for msg_id, outcome in outcomes:
+                    self.watch.recorder.outcome(self.socket.kernel, msg_id, outcome, at)
+            return not self.unreadable
 
 
 def _serve(
