@@ -185,3 +185,19 @@ def test_a_masked_frame_from_the_workspace_ends_the_connection(ends: Ends) -> No
     ends.recorder.flush()
     ends.browser.settimeout(10)
     assert ends.browser.recv(100) == b""  # closed
+
+
+def test_a_reading_that_fails_ends_its_connection_not_the_recorder(ends: Ends, monkeypatch) -> None:
+    """Read in the recorder's batch, an unexpected error (a MemoryError) must not end the
+    recorder's thread: every later execution would wait unspooled, then be refused."""
+    msg_id = ends.run("pass")
+
+    def fails(data: bytes) -> list[tuple[str, str]]:
+        raise MemoryError
+
+    monkeypatch.setattr(ends.connection.socket, "from_server", fails)
+    ends.reply(msg_id, "ok")
+    ends.recorder.flush()  # does not raise
+    assert [e["msg_id"] for e in ends.events()] == [msg_id]
+    ends.browser.settimeout(10)
+    assert ends.browser.recv(100) == b""  # that connection ended

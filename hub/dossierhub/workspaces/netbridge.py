@@ -463,7 +463,12 @@ class Watch:
         with self.replying_lock:
             connections = list(self.replying)
         for connection in connections:
-            if not connection.read_replies():
+            try:
+                readable = connection.read_replies()
+            except Exception as exc:  # whatever it raised must not end the recorder's thread
+                print(f"netbridge: a connection ended on {exc!r:.200}", file=sys.stderr, flush=True)
+                readable = False
+            if not readable:
                 connection.stop()  # out of step: no outcome can be told any more
 
     def first_use(self, kernel: str, msg_id: str) -> bool:
