@@ -13,7 +13,8 @@
   held against the median of both pumps' executions: one pump's process alone moved the
   ratio by up to 7% between runs (a bridge with its recording taken out read 0.930-1.044
   against one pump in seven runs on a 2-core machine). Their ratio to each other is printed
-  as the run's noise floor;
+  as the run's noise floor. Each arm's process CPU per execution is printed too: the bridge's
+  own cost, which the round trip's scatter hides (its CPU clock, ended threads included);
 - server memory: the workspace server's RSS and PSS (and the bridge's RSS) before and after
   many executions through the recording bridge: what a long day of cells leaves behind.
 

@@ -100,5 +100,7 @@ def test_attribution_benchmark_smoke(hub: Hub, capsys: pytest.CaptureFixture[str
     assert code == 0, printed
     lines = {line.split()[0]: line for line in printed.splitlines() if line.strip()}
     assert "ratio" in lines["attribution_cost"]
+    # each arm's own process CPU per execution: the bridge's and both pumps' (three figures)
+    assert lines["cpu_per_execution"].count(" us") == 2  # "NNN us", "NNN / NNN us"
     assert "MiB" in lines["server_memory"] and "MiB" in lines["bridge_memory"]
     assert armoede_route(hub) == before  # the hub's route, put back
