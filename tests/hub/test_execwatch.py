@@ -322,6 +322,22 @@ def test_a_persons_frames_are_read_as_websockets_reads_them():
     assert found == expected and dropped == after_close
 
 
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+@pytest.mark.parametrize("kind", [TEXT, BINARY])
+def test_a_whole_message_in_one_chunk_is_read_as_websockets_reads_it(kind, size):
+    """One frame, one message, one chunk: as browsers send them, read without the buffer
+    (Frames' fast path); then a fragmented message still reads as a whole one."""
+    whole = Frame(kind, bytes(range(256)) * (size // 256) + bytes(size % 256)).serialize(mask=True)
+    fragments = Frame(TEXT, b'{"a"', fin=False).serialize(mask=True) + Frame(
+        CONT, b": 1}"
+    ).serialize(mask=True)
+    frames = execwatch.Frames(execwatch.MAX_MESSAGE)
+    assert frames.feed(whole) == websockets_reads(whole, Side.SERVER)
+    assert frames.feed(fragments) == websockets_reads(fragments, Side.SERVER)
+    assert frames.feed(whole) == websockets_reads(whole, Side.SERVER)
+    assert not frames.buffer
+
+
 def raw_frame(first: int, payload: bytes, *, mask: bool = True, length: int | None = None) -> bytes:
     """A frame with any first byte (FIN, reserved bits, opcode) and length, as an attacker
     writes it."""

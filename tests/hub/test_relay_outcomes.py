@@ -9,6 +9,7 @@ kernel websocket already open. Under a second."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import threading
@@ -48,9 +49,17 @@ class Ends:
 
     def reply(self, msg_id: str, status: str) -> bytes:
         """The server's execute_reply to `msg_id`; the browser receives it at once."""
-        sent = server_frame(reply(msg_id, status))
+        return self.send(server_frame(reply(msg_id, status)))
+
+    def send(self, sent: bytes) -> bytes:
+        """Bytes from the server: the browser receives them at once, unread by the bridge;
+        returns once the bridge holds them to be read (it sends on before it keeps them)."""
+        total = self.connection.queued + len(sent)
         self.server.sendall(sent)
         assert receive(self.browser, len(sent)) == sent
+        deadline = time.monotonic() + 10
+        while self.connection.queued < total and time.monotonic() < deadline:
+            time.sleep(0.001)
         return sent
 
 
@@ -99,27 +108,40 @@ def receive(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-@pytest.fixture
-def ends() -> Iterator[Ends]:
+def recording() -> tuple[netbridge.Watch, list[list[dict[str, Any]]]]:
+    """A bridge's Watch and Recorder; the batches it writes."""
     batches: list[list[dict[str, Any]]] = []
     recorder = netbridge.Recorder(lambda batch, events: batches.append(list(events)), "relay")
     args = argparse.Namespace(dossier="armoede", code="hash")
     nobody = netbridge.People("http://127.0.0.1:9/hub/api", 300.0, "dossier-")  # never asked
-    watch = netbridge.Watch(args, recorder, nobody)
+    return netbridge.Watch(args, recorder, nobody), batches
+
+
+@contextlib.contextmanager
+def kernel_websocket(
+    watch: netbridge.Watch, batches: list[list[dict[str, Any]]], person: str = "a.jansen"
+) -> Iterator[Ends]:
+    """One connection of the bridge, its kernel websocket open for `person`."""
     browser, a = socket.socketpair()
     b, server = socket.socketpair()
     released = threading.Event()
     connection = netbridge._Watched(a, b, released.set, watch)
     # the kernel websocket as the switch opens it (the HTTP before it is other tests' part)
-    connection.socket = execwatch.KernelSocket(KERNEL, "a.jansen", None, code_full=False)
+    connection.socket = execwatch.KernelSocket(KERNEL, person, None, code_full=False)
     watch.replying.add(connection)
     connection.start()
     try:
-        yield Ends(browser, server, connection, recorder, batches)
+        yield Ends(browser, server, connection, watch.recorder, batches)
     finally:
         browser.close()
         server.close()
         released.wait(10)
+
+
+@pytest.fixture
+def ends() -> Iterator[Ends]:
+    with kernel_websocket(*recording()) as opened:
+        yield opened
 
 
 def test_an_outcome_joins_its_execution_in_the_batch(ends: Ends) -> None:
@@ -163,9 +185,7 @@ def test_a_flood_of_output_waits_in_bounded_memory(ends: Ends) -> None:
     msg_id = ends.run("while True: print('y')")
     most = 0
     for size in [10] * 2000 + [20_000] * 20:
-        sent = server_frame(output(size))
-        ends.server.sendall(sent)
-        assert receive(ends.browser, len(sent)) == sent
+        ends.send(server_frame(output(size)))
         waiting = ends.connection.queued - ends.connection.skimmed
         most = max(most, waiting)
         assert len(ends.connection.unread) <= netbridge.SKIM_CHUNKS
@@ -180,8 +200,7 @@ def test_a_masked_frame_from_the_workspace_ends_the_connection(ends: Ends) -> No
     unreadable: the connection ends when they are read, in the batch."""
     ends.run("pass")
     masked = Frame(Opcode.TEXT, json.dumps(reply("x", "ok")).encode()).serialize(mask=True)
-    ends.server.sendall(masked)
-    assert receive(ends.browser, len(masked)) == masked  # passed on before it was read
+    ends.send(masked)  # passed on before it was read
     ends.recorder.flush()
     ends.browser.settimeout(10)
     assert ends.browser.recv(100) == b""  # closed
@@ -201,3 +220,37 @@ def test_a_reading_that_fails_ends_its_connection_not_the_recorder(ends: Ends, m
     assert [e["msg_id"] for e in ends.events()] == [msg_id]
     ends.browser.settimeout(10)
     assert ends.browser.recv(100) == b""  # that connection ended
+
+
+def test_the_first_reply_to_pass_is_the_outcome_whichever_connection_carried_it() -> None:
+    """A kernel's messages reach every connection to it. a.jansen's real reply (error) passes
+    first on her connection, a forged `ok` for her request later on b.devries's: read in one
+    batch, hers is the outcome, as when each was read as it passed. Ten times: the order the
+    batch visits connections in changes from one set of connections to the next."""
+    for _ in range(10):
+        watch, batches = recording()
+        with (
+            kernel_websocket(watch, batches, "a.jansen") as hers,
+            kernel_websocket(watch, batches, "b.devries") as his,
+        ):
+            msg_id = hers.run("1 / 0")
+            hers.reply(msg_id, "error")
+            his.reply(msg_id, "ok")
+            watch.recorder.flush()
+            (execution,) = hers.events()
+            assert (execution["person"], execution["outcome"]) == ("a.jansen", "error")
+
+
+def test_a_reading_that_fails_at_the_end_still_writes_and_lets_go(ends: Ends, monkeypatch) -> None:
+    """The same error when the connection's end reads what waits: its batch is still written
+    and the connection is no longer read (it stayed in the bridge, read at every batch,
+    holding its buffers: red team E)."""
+    msg_id = ends.run("pass")
+    monkeypatch.setattr(ends.connection.socket, "from_server", lambda data: 1 / 0)
+    ends.reply(msg_id, "ok")
+    ends.browser.close()
+    deadline = time.monotonic() + 10
+    while ends.connection in ends.connection.watch.replying and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ends.connection not in ends.connection.watch.replying
+    assert [e["msg_id"] for e in ends.events()] == [msg_id]

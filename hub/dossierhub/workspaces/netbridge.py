@@ -456,20 +456,34 @@ class Watch:
         # kernel websockets whose workspace frames may wait to be read for outcomes
         self.replying: set[_Watched] = set()
         self.replying_lock = threading.Lock()
+        self.reading = threading.Lock()  # one reader at a time keeps the outcomes in order
         recorder.before_batch = self.read_replies
 
     def read_replies(self) -> None:
-        """Read the outcomes in every kernel websocket's waiting frames (before a batch)."""
-        with self.replying_lock:
-            connections = list(self.replying)
-        for connection in connections:
-            try:
-                readable = connection.read_replies()
-            except Exception as exc:  # whatever it raised must not end the recorder's thread
-                print(f"netbridge: a connection ended on {exc!r:.200}", file=sys.stderr, flush=True)
-                readable = False
-            if not readable:
-                connection.stop()  # out of step: no outcome can be told any more
+        """Read the outcomes in every kernel websocket's waiting frames (before a batch, or
+        once one connection has too many waiting), and give them to the recorder in the order
+        they passed, whichever connection carried them: the first reply to a request is its
+        outcome, as when each was read as it passed (a forged reply on a colleague's
+        connection read first won a third of the time: red team E)."""
+        with self.reading:
+            with self.replying_lock:
+                connections = list(self.replying)
+            found: list[tuple[float, str, str, str]] = []
+            for connection in connections:
+                try:
+                    readable = connection.read_replies(found)
+                except Exception as exc:  # whatever it raised must not end the caller's thread
+                    print(
+                        f"netbridge: a connection ended on {exc!r:.200}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    readable = False
+                if not readable:
+                    connection.stop()  # out of step: no outcome can be told any more
+            found.sort(key=lambda outcome: outcome[0])  # stable: one connection's stay in order
+            for at, kernel, msg_id, outcome in found:
+                self.recorder.outcome(kernel, msg_id, outcome, at)
 
     def first_use(self, kernel: str, msg_id: str) -> bool:
         """Whether no execution recorded lately used `msg_id` in `kernel`. Every kernel's
@@ -672,10 +686,11 @@ class _Watched(_Joined):
             self.b.close()
             self.release()
             if self.socket is not None:
-                self.read_replies()  # what passed before the end
-                with self.watch.replying_lock:
-                    self.watch.replying.discard(self)
-                self.watch.recorder.flush()
+                try:
+                    self.watch.recorder.flush()  # reads what passed before the end, first
+                finally:  # whatever it raised, the connection is not read again (red team E)
+                    with self.watch.replying_lock:
+                        self.watch.replying.discard(self)
 
     def _rearm(self) -> None:
         """(Under the lock, after the exchange moved.) A new phase starts its deadline."""
@@ -897,13 +912,15 @@ class _Watched(_Joined):
     def _outcomes(self, data: bytes) -> None:
         self.unread.append((time.time(), data))
         self.queued += len(data)
-        waiting = self.queued - self.skimmed > SKIM_LATER or len(self.unread) > SKIM_CHUNKS
-        if waiting and not self.read_replies():
+        if self.queued - self.skimmed > SKIM_LATER or len(self.unread) > SKIM_CHUNKS:
+            self.watch.read_replies()  # every connection's: their outcomes stay in order
+        if self.unreadable:
             raise OSError("the workspace's frames could not be read")
 
-    def read_replies(self) -> bool:
-        """Read the outcomes of the workspace's frames that wait; False if they cannot be
-        read (its frames are out of step: the connection is to end)."""
+    def read_replies(self, found: list[tuple[float, str, str, str]]) -> bool:
+        """Read the workspace's frames that wait, adding (when it passed, kernel, msg_id,
+        outcome) of each reply to `found`; False if they cannot be read (its frames are out
+        of step: the connection is to end). Watch.read_replies calls it."""
         with self.skimming:
             while self.unread:
                 at, data = self.unread.popleft()
@@ -915,8 +932,7 @@ class _Watched(_Joined):
                 except self.x.Refused:
                     self.unreadable = True
                     continue
-                for msg_id, outcome in outcomes:
-                    self.watch.recorder.outcome(self.socket.kernel, msg_id, outcome, at)
+                found += ((at, self.socket.kernel, msg_id, outcome) for msg_id, outcome in outcomes)
             return not self.unreadable
 
 
